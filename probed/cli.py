@@ -1,0 +1,264 @@
+"""Command-line interface.
+
+Exit codes: 0 ok, 1 a probe failed (``once``) or the daemon could not start,
+2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Literal, cast
+
+from probed import __version__
+from probed.config import Config, load_config
+from probed.errors import ConfigError
+from probed.logging import configure_logging
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+DEFAULT_CONFIG = os.environ.get("PROBED_CONFIG", "probes.toml")
+
+
+def _demo_config_path() -> Path:
+    return Path(str(resources.files("probed.demo").joinpath("probes.toml")))
+
+
+def _add_config(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default,
+        help=f"path to the probes file (default: {default}; env PROBED_CONFIG)",
+    )
+
+
+def _add_logging(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="override [daemon] log_level",
+    )
+    parser.add_argument(
+        "--log-format", choices=["json", "console"], help="override [daemon] log_format"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="probed",
+        description="Synthetic probing daemon: probes a web product on schedule and "
+        "exports the results as Prometheus metrics and JSON logs.",
+    )
+    parser.add_argument("--version", action="version", version=f"probed {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon", description="Run the probing daemon.")
+    _add_config(run)
+    _add_logging(run)
+    run.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds in-flight runs get to finish on SIGTERM (default 10)",
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the built-in demo target and the daemon probing it",
+        description="Start the built-in demo product on loopback and the daemon with the "
+        "shipped probes.toml probing it. Metrics on http://127.0.0.1:10115/metrics.",
+    )
+    _add_config(demo, default=None)
+    _add_logging(demo)
+
+    check = sub.add_parser(
+        "check",
+        help="validate a config file (exit 0 valid, 2 invalid)",
+        description="Validate the config file and its secrets; print every problem.",
+    )
+    _add_config(check)
+
+    once = sub.add_parser(
+        "once",
+        help="run probes once and print the results",
+        description="Run each selected probe once; exit 1 if any failed.",
+    )
+    _add_config(once)
+    once.add_argument(
+        "-p",
+        "--probe",
+        action="append",
+        metavar="NAME",
+        help="probe to run (repeatable; default all)",
+    )
+    once.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def _setup_logging(args: argparse.Namespace, config: Config) -> None:
+    level = args.log_level or config.daemon.log_level
+    fmt = cast(Literal["json", "console"], args.log_format or config.daemon.log_format)
+    configure_logging(level=level, fmt=fmt, env=config.daemon.env, location=config.daemon.location)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    print(f"{args.config}: OK ({len(config.probes)} probes, {len(config.targets)} targets)")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from probed.daemon import Daemon
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    _setup_logging(args, config)
+    daemon = Daemon(config, config_path=Path(args.config), shutdown_grace=args.shutdown_grace)
+    return asyncio.run(daemon.run())
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from probed.daemon import Daemon
+    from probed.demo import DemoTarget
+
+    path = Path(args.config) if args.config else _demo_config_path()
+    password = secrets.token_urlsafe(18)
+    for env_name in _password_envs(path):
+        os.environ.setdefault(env_name, password)
+        password = os.environ[env_name]
+    config = _load(str(path))
+    if config is None:
+        return EXIT_CONFIG
+    if "demo" not in config.targets:
+        print(f"{path}: the demo needs a target named 'demo'", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(args, config)
+    from yarl import URL
+
+    url = URL(config.targets["demo"].base_url)
+    host, port = url.host or "127.0.0.1", url.port or 80
+
+    async def main() -> int:
+        async with DemoTarget(host=host, port=port, password=password):
+            daemon = Daemon(config, config_path=path)
+            listen = config.daemon.listen
+            print(
+                f"probed demo: demo target on {url}, admin at {url}/-/admin/faults\n"
+                f"probed demo: metrics at http://{listen}/metrics, "
+                f"status at http://{listen}/api/v1/status\n"
+                "probed demo: logs are the JSON lines below (stdout); Ctrl-C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+            return await daemon.run()
+
+    return asyncio.run(main())
+
+
+def _password_envs(path: Path) -> list[str]:
+    """Environment variables the config reads login passwords from (for the demo)."""
+    import tomllib
+
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    names = []
+    for probe in raw.get("probes", []):
+        password = probe.get("password") if isinstance(probe, dict) else None
+        if isinstance(password, dict) and isinstance(password.get("env"), str):
+            names.append(password["env"])
+    return names
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from probed.daemon import run_once
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    known = {s.name for s in config.probes}
+    unknown = [n for n in args.probe or [] if n not in known]
+    if unknown:
+        print(
+            f"{args.config}: unknown probe {', '.join(map(repr, unknown))} "
+            f"(configured: {', '.join(sorted(known))})",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    configure_logging(
+        level="warning", env=config.daemon.env, location=config.daemon.location, stream=sys.stderr
+    )
+    runs = asyncio.run(run_once(config, args.probe))
+    from probed.logging import redactor
+
+    if args.json:
+        out = [
+            {
+                "probe": r.probe,
+                "kind": r.kind,
+                "target": r.target,
+                "success": r.success,
+                "reason": r.result.reason.value if r.result.reason else None,
+                "detail": redactor.scrub(r.result.detail),
+                "status_code": r.result.status_code,
+                "duration_seconds": round(r.duration, 6),
+                "phases": dict(r.result.phases),
+                "trace_id": r.trace_id,
+            }
+            for r in runs
+        ]
+        print(json.dumps(out, indent=2))
+    else:
+        header = ("PROBE", "KIND", "RESULT", "REASON", "STATUS", "MS", "DETAIL")
+        rows = [
+            (
+                r.probe,
+                r.kind,
+                "ok" if r.success else "FAIL",
+                r.result.reason.value if r.result.reason else "-",
+                str(r.result.status_code or "-"),
+                f"{r.duration * 1000:.1f}",
+                redactor.scrub(r.result.detail) or "-",
+            )
+            for r in runs
+        ]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK if all(r.success for r in runs) else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``probed`` command."""
+    args = build_parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "demo": _cmd_demo, "check": _cmd_check, "once": _cmd_once}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,680 @@
+"""Configuration: ``probes.toml`` plus ``PROBED_…`` environment overrides.
+
+The file has three parts::
+
+    [daemon]            listen address, location label, state dir, logging, concurrency
+    [targets.NAME]      base URL and default headers of a system under test
+    [[probes]]          one table per probe; ``kind`` selects the model
+
+Environment variables override the file through pydantic-settings, with
+``__`` between nesting levels: ``PROBED_DAEMON__LISTEN=0.0.0.0:10115``,
+``PROBED_TARGETS__DEMO__BASE_URL=https://staging.example``.
+
+Every problem is reported at once, each naming the file, the line, the probe
+(or section) and the key, for example::
+
+    probes.toml:14: probe 'login' (probes[1]) key 'timeout': timeout 30s must be
+    shorter than interval 15s
+
+Secrets are never written in the file: a secret is a table naming where to read
+it (``{ env = "NAME" }``, ``{ file = "/path" }`` or ``{ credential = "name" }``
+for systemd's ``LoadCredential=``), resolved once at load time into a
+``SecretStr``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from yarl import URL
+
+from probed.errors import ConfigError, SecretError
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_PORT",
+    "Config",
+    "DaemonConfig",
+    "Duration",
+    "FixtureProbe",
+    "HttpProbe",
+    "JsonAssertion",
+    "LoginProbe",
+    "ProbeSpec",
+    "SecretRef",
+    "TargetConfig",
+    "format_duration",
+    "load_config",
+    "parse_duration",
+]
+
+#: 9100-9999 is fully allocated to exporters; 10115 is outside it, not taken by a
+#: known exporter, and easy to remember next to blackbox_exporter's 9115.
+DEFAULT_PORT = 10115
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(value: object) -> float:
+    """Parse a human duration (``"250ms"``, ``"15s"``, ``"5m"``, ``"1h30m"``) into seconds."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration string like '250ms', '15s' or '5m', got {value!r}")
+    if isinstance(value, int | float):
+        raise ValueError(
+            f"a bare number is ambiguous: write the unit, e.g. '{value}s' or '{value}ms'"
+        )
+    text = value.strip()
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(
+            f"invalid duration {value!r}: use a number and a unit (ms, s, m, h, d), "
+            "e.g. '250ms', '15s', '5m', '1h30m'"
+        )
+    if total <= 0:
+        raise ValueError(f"duration {value!r} must be greater than zero")
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds as the shortest human duration that parses back to the same value."""
+    if seconds < 1 or seconds != int(seconds):
+        return f"{round(seconds * 1000, 3):g}ms"
+    whole = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    """Where to read a secret: exactly one of ``env``, ``file`` or ``credential``."""
+
+    env: str | None = None
+    file: Path | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        given = [k for k in ("env", "file", "credential") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "a secret needs exactly one of 'env', 'file' or 'credential', "
+                f"got {', '.join(given) or 'none'}"
+            )
+        return self
+
+    def describe(self) -> str:
+        """Name the source without revealing the value (for error messages)."""
+        if self.env is not None:
+            return f"environment variable {self.env}"
+        if self.file is not None:
+            return f"file {self.file}"
+        return f"credential {self.credential!r} in $CREDENTIALS_DIRECTORY"
+
+    def read(self, environ: Mapping[str, str], base_dir: Path) -> SecretStr:
+        """Read the secret now; raise ``SecretError`` naming the source if missing or empty."""
+        if self.env is not None:
+            value = environ.get(self.env)
+            if value is None:
+                raise SecretError(f"environment variable {self.env} is not set")
+        else:
+            if self.file is not None:
+                path = self.file if self.file.is_absolute() else base_dir / self.file
+            else:
+                cred_dir = environ.get("CREDENTIALS_DIRECTORY")
+                if not cred_dir:
+                    raise SecretError(
+                        f"credential {self.credential!r} requested but $CREDENTIALS_DIRECTORY "
+                        "is not set (use LoadCredential= in the systemd unit)"
+                    )
+                path = Path(cred_dir) / str(self.credential)
+            try:
+                value = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise SecretError(f"cannot read secret file {path}: {exc.strerror}") from None
+        if not value:
+            raise SecretError(f"{self.describe()} is empty")
+        return SecretStr(value)
+
+
+HeaderValue = str | SecretRef
+
+
+def _reject_inline_secret(value: object) -> object:
+    if isinstance(value, str):
+        raise ValueError(
+            'inline secrets are not accepted; write { env = "NAME" }, '
+            '{ file = "/path" } or { credential = "name" }'
+        )
+    return value
+
+
+class _HasHeaders(_Strict):
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    _resolved_headers: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def secret_refs(self) -> Iterable[tuple[str, SecretRef]]:
+        """Yield (key path, reference) for every secret this model needs."""
+        for name, value in self.headers.items():
+            if isinstance(value, SecretRef):
+                yield f"headers.{name}", value
+
+    def resolved_headers(self) -> dict[str, str]:
+        """Headers with secret references replaced by their values."""
+        return dict(self._resolved_headers)
+
+    def _store_secret(self, key: str, value: SecretStr) -> None:
+        if key.startswith("headers."):
+            self._resolved_headers[key.removeprefix("headers.")] = value.get_secret_value()
+
+    def _finish_headers(self) -> None:
+        for name, value in self.headers.items():
+            if isinstance(value, str):
+                self._resolved_headers[name] = value
+
+
+class DaemonConfig(_Strict):
+    """The ``[daemon]`` section."""
+
+    listen: str = DEFAULT_LISTEN
+    location: str = "default"
+    env: str = "prod"
+    state_dir: Path = Path("/var/lib/probed")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    max_concurrency: int = Field(default=64, ge=1, le=10_000)
+    results_ring_size: int = Field(default=120, ge=1, le=100_000)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        _, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen must be HOST:PORT (e.g. {DEFAULT_LISTEN!r}), got {value!r}")
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _check_location(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+            raise ValueError("location must be 1-64 characters of [A-Za-z0-9_.:-]")
+        return value
+
+    def host_port(self) -> tuple[str, int]:
+        """Split ``listen`` into host and port (brackets of an IPv6 host removed)."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class TargetConfig(_HasHeaders):
+    """A ``[targets.NAME]`` section: a system under test."""
+
+    base_url: str
+    insecure_skip_verify: bool = False
+    ca_file: Path | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        url = URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url must be an absolute http(s) URL, got {value!r}")
+        return value
+
+
+_PROBE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+class JsonAssertion(_Strict):
+    """Check one value in a JSON body: ``path`` exists, and equals ``equals`` if given."""
+
+    path: str
+    equals: str | int | float | bool | None = None
+    exists: bool = True
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value or any(not part for part in value.split(".")):
+            raise ValueError(f"path must be dotted keys like 'data.status', got {value!r}")
+        return value
+
+
+class _ProbeBase(_HasHeaders):
+    name: str
+    target: str
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    latency_threshold: Duration | None = None
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    path: str = "/"
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    fresh_connection: bool = True
+    follow_redirects: bool = True
+    max_redirects: int = Field(default=10, ge=0, le=50)
+    max_body_size: int = Field(default=10 * 1024 * 1024, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _PROBE_NAME.fullmatch(value):
+            raise ValueError(
+                f"probe name {value!r} must match [a-z][a-z0-9_]* (max 63 characters): "
+                "it becomes a metric label"
+            )
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"path must start with '/', got {value!r}")
+        return value
+
+    @field_validator("expect_status")
+    @classmethod
+    def _check_status(cls, value: list[int]) -> list[int]:
+        bad = [s for s in value if not 100 <= s <= 599]
+        if bad or not value:
+            raise ValueError(f"expect_status must be non-empty HTTP status codes, got {value}")
+        return value
+
+
+class HttpProbe(_ProbeBase):
+    """``kind = "http"``: one request, checked for status, body and JSON content."""
+
+    kind: Literal["http"] = "http"
+    body: str | None = None
+    json_body: dict[str, Any] | list[Any] | None = None
+    body_regex: str | None = None
+    body_not_regex: str | None = None
+    json_checks: list[JsonAssertion] = Field(default_factory=list)
+
+    @field_validator("body_regex", "body_not_regex")
+    @classmethod
+    def _check_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpProbe:
+        if self.body is not None and self.json_body is not None:
+            raise ValueError("set either 'body' or 'json_body', not both")
+        return self
+
+
+class FollowUp(_Strict):
+    """The authenticated request a login probe makes with the token it obtained."""
+
+    path: str = "/api/me"
+    method: Literal["GET", "POST"] = "GET"
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    json_checks: list[JsonAssertion] = Field(default_factory=list)
+
+
+class LoginProbe(_ProbeBase):
+    """``kind = "login"``: post credentials, expect a token, optionally use it."""
+
+    kind: Literal["login"] = "login"
+    method: Literal["POST"] = "POST"
+    path: str = "/api/auth/login"
+    latency_threshold: Duration | None = 0.25
+    encoding: Literal["json", "form"] = "json"
+    username: str
+    username_field: str = "username"
+    password_field: str = "password"
+    password: Annotated[SecretRef, BeforeValidator(_reject_inline_secret)]
+    token_path: str | None = "token"
+    token_cookie: str | None = None
+    follow_up: FollowUp | None = None
+    _password: SecretStr = PrivateAttr(default=SecretStr(""))
+
+    @model_validator(mode="after")
+    def _token_source(self) -> LoginProbe:
+        if self.token_path is None and self.token_cookie is None:
+            raise ValueError("set 'token_path' or 'token_cookie' so the probe can find the token")
+        return self
+
+    def secret_refs(self) -> Iterable[tuple[str, SecretRef]]:
+        yield from super().secret_refs()
+        yield "password", self.password
+
+    def _store_secret(self, key: str, value: SecretStr) -> None:
+        if key == "password":
+            self._password = value
+        else:
+            super()._store_secret(key, value)
+
+    def password_value(self) -> str:
+        """The resolved password (only for building the request body)."""
+        return self._password.get_secret_value()
+
+
+class FixtureProbe(_ProbeBase):
+    """``kind = "fixture"``: post a fixed input, hash the canonical JSON answer, compare."""
+
+    kind: Literal["fixture"] = "fixture"
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
+    input_file: Path
+    content_type: str = "application/json"
+    select: str | None = None
+    expected_sha256: str
+    _input: bytes = PrivateAttr(default=b"")
+
+    @field_validator("expected_sha256")
+    @classmethod
+    def _check_sha(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("expected_sha256 must be 64 lowercase hex characters")
+        return value
+
+    def input_bytes(self) -> bytes:
+        """The input file's content, read at load time."""
+        return self._input
+
+
+ProbeSpec = Annotated[HttpProbe | LoginProbe | FixtureProbe, Field(discriminator="kind")]
+
+
+class Config(BaseSettings):
+    """The whole configuration; environment variables override the file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROBED_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    targets: dict[str, TargetConfig] = Field(default_factory=dict)
+    probes: list[ProbeSpec] = Field(default_factory=list)
+    _source: Path = PrivateAttr(default=Path("probes.toml"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @property
+    def source(self) -> Path:
+        """The file this configuration was read from."""
+        return self._source
+
+    def probe(self, name: str) -> ProbeSpec:
+        """The probe called ``name``; ``KeyError`` if there is none."""
+        for spec in self.probes:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def secret_values(self) -> list[str]:
+        """Every resolved secret value (for the log redactor)."""
+        values: list[str] = []
+        for holder in [*self.targets.values(), *self.probes]:
+            for key, _ in holder.secret_refs():
+                if key == "password" and isinstance(holder, LoginProbe):
+                    values.append(holder.password_value())
+                elif key.startswith("headers."):
+                    values.append(holder.resolved_headers()[key.removeprefix("headers.")])
+        return [v for v in values if v]
+
+
+# ---------------------------------------------------------------------------
+# loading and error reporting
+
+
+class _Locator:
+    """Find the line of a key in the TOML text (tomllib reports no positions)."""
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(?:#.*)?$")
+    _KEY = re.compile(r"^\s*\"?([A-Za-z0-9_.-]+)\"?\s*=")
+
+    def __init__(self, text: str) -> None:
+        # blocks: (table path, array index or None, first line, last line)
+        self.blocks: list[tuple[str, int | None, int, int]] = []
+        self.lines = text.splitlines()
+        counters: dict[str, int] = {}
+        current: tuple[str, int | None, int] = ("", None, 1)
+        for number, line in enumerate(self.lines, start=1):
+            match = self._HEADER.match(line)
+            if not match:
+                continue
+            self.blocks.append((*current, number - 1))
+            table = match.group(2).replace('"', "").replace("'", "").replace(" ", "")
+            if match.group(1) == "[[":
+                counters[table] = counters.get(table, -1) + 1
+                current = (table, counters[table], number)
+            else:
+                parent = table.split(".")[0]
+                index = counters.get(parent) if parent in counters else None
+                current = (table, index, number)
+        self.blocks.append((*current, len(self.lines)))
+
+    def line(self, table: str, index: int | None, key: str | None) -> int | None:
+        """Line of ``key`` in ``table`` (element ``index`` of an array of tables)."""
+        header: int | None = None
+        for path, idx, first, last in self.blocks:
+            if idx != index or not (path == table or path.startswith(table + ".")):
+                continue
+            if path == table and header is None:
+                header = first
+            sub = path[len(table) + 1 :] if path != table else ""
+            for number in range(first, last + 1):
+                if number < 1 or number > len(self.lines):
+                    continue
+                match = self._KEY.match(self.lines[number - 1])
+                if not match or key is None:
+                    continue
+                full = f"{sub}.{match.group(1)}" if sub else match.group(1)
+                if full == key or full.split(".")[0] == key.split(".")[0] == key:
+                    return number
+        return header
+
+
+def _describe_loc(
+    loc: Sequence[int | str], raw: Mapping[str, Any], locator: _Locator
+) -> tuple[int | None, str]:
+    """Turn a pydantic location into (line, 'probe 'x' (probes[3]) key 'y'')."""
+    parts = [str(p) for p in loc]
+    if not parts:
+        return None, "config"
+    section = parts[0]
+    if section == "probes" and len(parts) >= 2 and parts[1].isdigit():
+        index = int(parts[1])
+        rest = parts[2:]
+        if rest and rest[0] in _KINDS:
+            rest = rest[1:]
+        key = ".".join(rest) if rest else None
+        probes = raw.get("probes")
+        name = None
+        if isinstance(probes, list) and index < len(probes) and isinstance(probes[index], dict):
+            name = probes[index].get("name")
+        who = f"probe {name!r} (probes[{index}])" if name else f"probes[{index}]"
+        line = locator.line("probes", index, key)
+        return line, f"{who} key {key!r}" if key else who
+    if section == "targets" and len(parts) >= 2:
+        key = ".".join(parts[2:]) or None
+        line = locator.line(f"targets.{parts[1]}", None, key)
+        return line, f"target {parts[1]!r} key {key!r}" if key else f"target {parts[1]!r}"
+    if section == "daemon":
+        key = ".".join(parts[1:]) or None
+        return locator.line("daemon", None, key), f"[daemon] key {key!r}" if key else "[daemon]"
+    return locator.line(section, None, None), f"key {'.'.join(parts)!r}"
+
+
+_KINDS = ("http", "login", "fixture")
+
+
+def _env_names(loc: Sequence[int | str]) -> str | None:
+    """The environment variable that could have set ``loc``, if one is set."""
+    if not loc or loc[0] == "probes":
+        return None
+    name = "PROBED_" + "__".join(str(p).upper() for p in loc)
+    return name if name in os.environ else None
+
+
+def _pydantic_problems(
+    exc: ValidationError, path: Path, raw: Mapping[str, Any], locator: _Locator
+) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "kind")
+        line, where = _describe_loc(loc, raw, locator)
+        if err["type"] == "union_tag_invalid":
+            kind = err.get("input", {}).get("kind") if isinstance(err.get("input"), dict) else None
+            msg = f"unknown kind {kind!r}; expected one of: {', '.join(_KINDS)}"
+        elif err["type"] == "union_tag_not_found":
+            msg = f"missing key 'kind'; expected one of: {', '.join(_KINDS)}"
+        elif err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        env = _env_names(loc)
+        origin = f" (from environment variable {env})" if env else ""
+        problems.append(f"{path}{f':{line}' if line else ''}: {where}{origin}: {msg}")
+    return problems
+
+
+def _semantic_problems(
+    cfg: Config, path: Path, locator: _Locator, environ: Mapping[str, str]
+) -> list[str]:
+    problems: list[str] = []
+    base_dir = path.parent
+
+    def at(index: int, key: str | None, name: str, msg: str) -> None:
+        line = locator.line("probes", index, key)
+        key_part = f" key {key!r}" if key else ""
+        where = f"probe {name!r} (probes[{index}]){key_part}"
+        problems.append(f"{path}{f':{line}' if line else ''}: {where}: {msg}")
+
+    seen: dict[str, int] = {}
+    for index, spec in enumerate(cfg.probes):
+        if spec.name in seen:
+            at(
+                index,
+                "name",
+                spec.name,
+                f"duplicate probe name (first used by probes[{seen[spec.name]}])",
+            )
+        else:
+            seen[spec.name] = index
+        if spec.target not in cfg.targets:
+            known = ", ".join(sorted(cfg.targets)) or "none defined"
+            at(index, "target", spec.name, f"unknown target {spec.target!r} (targets: {known})")
+        if spec.timeout >= spec.interval:
+            at(
+                index,
+                "timeout",
+                spec.name,
+                f"timeout {format_duration(spec.timeout)} must be shorter than interval "
+                f"{format_duration(spec.interval)}",
+            )
+        if spec.latency_threshold is not None and spec.latency_threshold > spec.timeout:
+            at(
+                index,
+                "latency_threshold",
+                spec.name,
+                f"latency_threshold {format_duration(spec.latency_threshold)} is longer than "
+                f"timeout {format_duration(spec.timeout)}: it could never fire",
+            )
+        for key, ref in spec.secret_refs():
+            try:
+                spec._store_secret(key, ref.read(environ, base_dir))
+            except SecretError as exc:
+                at(index, key, spec.name, f"secret not available: {exc}")
+        spec._finish_headers()
+        if isinstance(spec, FixtureProbe):
+            input_path = (
+                spec.input_file if spec.input_file.is_absolute() else base_dir / spec.input_file
+            )
+            try:
+                spec._input = input_path.read_bytes()
+            except OSError as exc:
+                at(index, "input_file", spec.name, f"cannot read {input_path}: {exc.strerror}")
+    for tname, target in cfg.targets.items():
+        for key, ref in target.secret_refs():
+            try:
+                target._store_secret(key, ref.read(environ, base_dir))
+            except SecretError as exc:
+                line = locator.line(f"targets.{tname}", None, key)
+                problems.append(
+                    f"{path}{f':{line}' if line else ''}: target {tname!r} key {key!r}: "
+                    f"secret not available: {exc}"
+                )
+        target._finish_headers()
+    return problems
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve the configuration; raise ``ConfigError`` listing every problem."""
+    path = Path(path)
+    environ = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        where = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = f":{where.group(1)}" if where else ""
+        raise ConfigError([f"{path}{line}: invalid TOML: {exc}"]) from None
+    locator = _Locator(text)
+    try:
+        cfg = Config(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_problems(exc, path, raw, locator)) from None
+    cfg._source = path
+    problems = _semantic_problems(cfg, path, locator, environ)
+    if problems:
+        raise ConfigError(problems)
+    return cfg

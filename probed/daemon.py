@@ -1,0 +1,254 @@
+"""The daemon: the only owner of the TaskGroup, the signals, reload and shutdown.
+
+Signal handlers only set events; the main coroutine reacts to them:
+
+- SIGTERM / SIGINT: stop scheduling, let in-flight runs finish within the
+  grace period, cancel the rest, close the server, exit 0.
+- SIGHUP (and ``POST /-/reload``): read and validate the config file; a bad
+  file keeps the running config and sets ``probed_config_last_reload_successful``
+  to 0; a good one is applied by name diff (unchanged probes keep their state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import structlog
+from aiohttp import abc as aiohttp_abc
+from aiohttp import web
+
+from probed.config import Config, ProbeSpec, load_config
+from probed.errors import ConfigError
+from probed.logging import redactor
+from probed.metrics import DaemonInfo, build_registry
+from probed.probes import PROBERS
+from probed.probes.base import ProbeContext, ProbeRun, run_probe
+from probed.probes.session import create_sessions
+from probed.scheduler import Scheduler, monitor_loop_lag
+from probed.server import ServerState, create_app
+from probed.store import ResultStore
+
+__all__ = ["Daemon", "ProbeExecutor", "log_run", "run_once"]
+
+_log = structlog.get_logger("probed")
+
+
+def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
+    """Write the one log line of a finished run (failures at warning level)."""
+    result = run.result
+    fields: dict[str, object] = {
+        "probe": run.probe,
+        "kind": run.kind,
+        "target": run.target,
+        "run_id": run.run_id,
+        "trace_id": run.trace_id,
+        "status": "success" if result.success else "failure",
+        "latency_ms": round(run.duration * 1000, 3),
+    }
+    if result.status_code is not None:
+        fields["http_status"] = result.status_code
+    if scheduler_lag is not None:
+        fields["scheduler_lag_ms"] = round(scheduler_lag * 1000, 3)
+    if result.success:
+        _log.info("probe_run", **fields)
+    else:
+        assert result.reason is not None
+        _log.warning(
+            "probe_run",
+            **fields,
+            reason=result.reason.value,
+            error_code=result.error_code or result.reason.value,
+            error_message=result.detail,
+        )
+
+
+class ProbeExecutor:
+    """Runs a probe once: picks the kind's function and the target's context."""
+
+    def __init__(self, resolver: aiohttp_abc.AbstractResolver | None = None) -> None:
+        self._resolver = resolver
+        self._sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession] | None = None
+        self._contexts: dict[str, ProbeContext] = {}
+        self._config: Config | None = None
+
+    def configure(self, config: Config) -> None:
+        """Build one context per target from ``config`` (on start and reload)."""
+        if self._sessions is None:
+            self._sessions = create_sessions(resolver=self._resolver)
+        fresh, pooled = self._sessions
+        self._config = config
+        self._contexts = {
+            name: ProbeContext(
+                target=target,
+                session=fresh,
+                pooled_session=pooled,
+                log=_log,
+                on_secret=redactor.add_runtime_secret,
+            )
+            for name, target in config.targets.items()
+        }
+        redactor.set_secrets(config.secret_values())
+
+    async def __call__(self, spec: ProbeSpec) -> ProbeRun:
+        return await run_probe(PROBERS[spec.kind], self._contexts[spec.target], spec)
+
+    async def close(self) -> None:
+        """Close the HTTP sessions."""
+        if self._sessions is not None:
+            for session in self._sessions:
+                await session.close()
+            self._sessions = None
+
+
+class Daemon:
+    """Runs probes on schedule and serves their metrics until told to stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        resolver: aiohttp_abc.AbstractResolver | None = None,
+        shutdown_grace: float = 10.0,
+        install_signal_handlers: bool = True,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path or config.source
+        self.store = ResultStore(ring_size=config.daemon.results_ring_size)
+        self.info = DaemonInfo(
+            location=config.daemon.location,
+            max_concurrency=config.daemon.max_concurrency,
+            config_reload_timestamp=time.time(),
+            start_time=time.time(),
+        )
+        self.registry = build_registry(self.store, self.info)
+        self.executor = ProbeExecutor(resolver)
+        self.scheduler: Scheduler | None = None
+        self.server_state = ServerState(self.store, self.registry, self.reload)
+        self.shutdown_grace = shutdown_grace
+        self.install_signal_handlers = install_signal_handlers
+        self.bound_port: int | None = None
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._started = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the daemon to shut down gracefully (what SIGTERM does)."""
+        self._stop.set()
+
+    async def wait_started(self) -> None:
+        """Wait until the server listens and probes are scheduled."""
+        await self._started.wait()
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; apply it by diff if valid, keep the old one if not."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            self.info.config_reload_successful = False
+            _log.error("config_reload_failed", path=str(self.config_path), problems=exc.problems)
+            return False, str(exc)
+        if new.daemon.listen != self.config.daemon.listen:
+            _log.warning("config_listen_change_needs_restart", listen=self.config.daemon.listen)
+        self.executor.configure(new)
+        assert self.scheduler is not None
+        added, changed, removed = self.scheduler.apply(new.probes)
+        self.config = new
+        self.info.config_reload_successful = True
+        self.info.config_reload_timestamp = time.time()
+        _log.info("config_reloaded", added=added, changed=changed, removed=removed)
+        return True, f"added {len(added)}, changed {len(changed)}, removed {len(removed)}"
+
+    async def run(self) -> int:
+        """Run until stopped; return the process exit code."""
+        loop = asyncio.get_running_loop()
+        if self.install_signal_handlers:
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        self.executor.configure(self.config)
+        runner = web.AppRunner(create_app(self.server_state), handle_signals=False, access_log=None)
+        await runner.setup()
+        host, port = self.config.daemon.host_port()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            _log.error("listen_failed", listen=self.config.daemon.listen, error_message=str(exc))
+            await runner.cleanup()
+            await self.executor.close()
+            return 1
+        self.bound_port = _bound_port(runner) or port
+        self.scheduler = Scheduler(
+            store=self.store,
+            runner=self.executor,
+            max_concurrency=self.config.daemon.max_concurrency,
+            on_result=log_run,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.scheduler.start(tg, self.config.probes)
+                lag_task = tg.create_task(monitor_loop_lag(self.store), name="loop-lag")
+                self.server_state.ready = True
+                self._started.set()
+                _log.info(
+                    "daemon_ready",
+                    listen=f"{host}:{self.bound_port}",
+                    probes=len(self.config.probes),
+                    config=str(self.config_path),
+                )
+                await self._serve_until_stopped()
+                _log.info("daemon_stopping", grace_seconds=self.shutdown_grace)
+                self.server_state.ready = False
+                cancelled = await self.scheduler.stop(self.shutdown_grace)
+                lag_task.cancel()
+                if cancelled:
+                    _log.warning("runs_cancelled_at_shutdown", count=cancelled)
+        finally:
+            await runner.cleanup()
+            await self.executor.close()
+            if self.install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+        _log.info("daemon_stopped")
+        return 0
+
+    async def _serve_until_stopped(self) -> None:
+        while not self._stop.is_set():
+            stop = asyncio.ensure_future(self._stop.wait())
+            reload = asyncio.ensure_future(self._reload_requested.wait())
+            await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+            for fut in (stop, reload):
+                fut.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fut
+            if self._reload_requested.is_set() and not self._stop.is_set():
+                self._reload_requested.clear()
+                await self.reload()
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None
+
+
+async def run_once(
+    config: Config,
+    names: list[str] | None = None,
+    resolver: aiohttp_abc.AbstractResolver | None = None,
+) -> list[ProbeRun]:
+    """Run the selected probes once each, concurrently (``probed once``)."""
+    executor = ProbeExecutor(resolver)
+    executor.configure(config)
+    specs = [s for s in config.probes if names is None or s.name in names]
+    try:
+        return list(await asyncio.gather(*(executor(s) for s in specs)))
+    finally:
+        await executor.close()

@@ -1,0 +1,56 @@
+"""The exception tree of probed.
+
+::
+
+    ProbedError
+    ├── ConfigError            a config file or environment value is invalid;
+    │                          carries one message per problem (file, line, probe, key)
+    ├── SecretError            a secret could not be read (missing env var, file, credential)
+    │                          (also raised through ConfigError while loading)
+    └── ProbeFailure           raised inside a probe kind to fail the run with a
+                               fixed reason (see probed.probes.base.Reason)
+
+Errors raised by aiohttp and asyncio inside a probe run are not wrapped: the
+runner (``probed.probes.base.run_probe``) maps them to a ``Reason``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from probed.probes.base import Reason
+
+__all__ = ["ConfigError", "ProbeFailure", "ProbedError", "SecretError"]
+
+
+class ProbedError(Exception):
+    """Base class of every error probed raises on purpose."""
+
+
+class ConfigError(ProbedError):
+    """The configuration is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class SecretError(ProbedError):
+    """A configured secret could not be read."""
+
+
+class ProbeFailure(ProbedError):
+    """Fail the current probe run with ``reason``.
+
+    ``detail`` is a short human explanation for the log line; it never becomes
+    a metric label. ``observations`` are merged into the run's result.
+    """
+
+    def __init__(
+        self, reason: Reason, detail: str = "", **observations: float | int | str | None
+    ) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.observations = observations
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)

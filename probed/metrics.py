@@ -1,0 +1,214 @@
+"""Metric names and the custom Collector that builds them from the result store.
+
+The collector reads the store on every scrape, so a probe removed by a reload
+simply disappears from ``/metrics``. Nothing is registered on the global
+registry, and no ``_created`` series are produced (metric families are built
+without a created timestamp). Labels are bounded: probe names come from the
+config, reasons and results from fixed sets, phases from a fixed list.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from probed import __version__
+from probed.store import Histogram, ResultStore
+
+__all__ = ["DaemonInfo", "ProbedCollector", "build_registry"]
+
+PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+
+
+@dataclass(slots=True)
+class DaemonInfo:
+    """Daemon-wide facts the collector exports besides the store."""
+
+    location: str = "default"
+    max_concurrency: int = 0
+    config_reload_successful: bool = True
+    config_reload_timestamp: float = 0.0
+    start_time: float = 0.0
+
+
+def _histogram(
+    name: str, doc: str, labels: list[str], values: list[str], hist: Histogram
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    family.add_metric(values, hist.cumulative(), sum_value=hist.sum)
+    return family
+
+
+class ProbedCollector(Collector):
+    """Builds every probed metric family from the store on each scrape."""
+
+    def __init__(self, store: ResultStore, info: DaemonInfo) -> None:
+        self._store = store
+        self._info = info
+
+    def collect(self) -> Iterator[Metric]:
+        store = self._store
+        states = list(store)
+
+        success = GaugeMetricFamily(
+            "probe_success", "Whether the last run of the probe succeeded (1) or not (0).",
+            labels=["probe"],
+        )  # fmt: skip
+        duration = GaugeMetricFamily(
+            "probe_duration_seconds", "Duration of the last run of the probe.", labels=["probe"]
+        )
+        status = GaugeMetricFamily(
+            "probe_http_status_code",
+            "HTTP status code of the last run's final response (0 if none).",
+            labels=["probe"],
+        )
+        phases = GaugeMetricFamily(
+            "probe_http_duration_seconds",
+            "Duration of each HTTP phase in the last run.",
+            labels=["probe", "phase"],
+        )
+        info = GaugeMetricFamily(
+            "probed_probe_info",
+            "Static facts about a configured probe; always 1.",
+            labels=["probe", "kind", "target"],
+        )
+        last_run = GaugeMetricFamily(
+            "probed_probe_last_run_timestamp_seconds",
+            "Unix time the last run of the probe started.",
+            labels=["probe"],
+        )
+        last_ok = GaugeMetricFamily(
+            "probed_probe_last_success_timestamp_seconds",
+            "Unix time the last successful run of the probe started.",
+            labels=["probe"],
+        )
+        runs = CounterMetricFamily(
+            "probed_probe_runs",
+            "Probe runs by result (success or failure).",
+            labels=["probe", "result"],
+        )
+        failures = CounterMetricFamily(
+            "probed_probe_failures",
+            "Failed probe runs by reason (see the README for the fixed set).",
+            labels=["probe", "reason"],
+        )
+        skipped = CounterMetricFamily(
+            "probed_probe_skipped",
+            "Scheduled ticks that did not start a run (overlap: previous run still in flight; "
+            "missed: the scheduler fell more than an interval behind).",
+            labels=["probe", "reason"],
+        )
+        limited = CounterMetricFamily(
+            "probed_probe_rate_limited",
+            "Runs answered 429 Too Many Requests.",
+            labels=["probe"],
+        )
+        retry_after = GaugeMetricFamily(
+            "probed_probe_retry_after_seconds",
+            "Retry-After of the last 429 answer (absent if it had none).",
+            labels=["probe"],
+        )
+        histograms: list[Metric] = []
+        for st in states:
+            info.add_metric([st.name, st.kind, st.target], 1)
+            for result in ("success", "failure"):
+                runs.add_metric([st.name, result], st.runs[result])
+            for reason, count in sorted(st.failures.items()):
+                failures.add_metric([st.name, reason], count)
+            for reason in ("overlap", "missed"):
+                skipped.add_metric([st.name, reason], st.skipped[reason])
+            limited.add_metric([st.name], st.rate_limited)
+            if st.last_retry_after is not None:
+                retry_after.add_metric([st.name], st.last_retry_after)
+            if st.last_success_at is not None:
+                last_ok.add_metric([st.name], st.last_success_at)
+            last = st.last
+            if last is not None:
+                success.add_metric([st.name], 1 if last.success else 0)
+                duration.add_metric([st.name], last.duration)
+                last_run.add_metric([st.name], last.started_at)
+                if st.kind in ("http", "login", "fixture"):
+                    status.add_metric([st.name], last.result.status_code or 0)
+                    for phase in PHASES:
+                        if phase in last.result.phases:
+                            phases.add_metric([st.name, phase], last.result.phases[phase])
+        hist = HistogramMetricFamily(
+            "probed_probe_duration_seconds",
+            "Distribution of probe run durations.",
+            labels=["probe"],
+        )
+        for st in states:
+            hist.add_metric([st.name], st.durations.cumulative(), sum_value=st.durations.sum)
+        histograms.append(hist)
+
+        yield from (success, duration, status, phases, info, last_run, last_ok)
+        yield from (runs, failures, skipped, limited, retry_after)
+        yield from histograms
+
+        yield _histogram(
+            "probed_scheduler_lag_seconds",
+            "How late probe runs started compared with their planned time.",
+            [],
+            [],
+            store.scheduler_lag,
+        )
+        yield GaugeMetricFamily(
+            "probed_event_loop_lag_seconds",
+            "Latest measured event-loop lag (how late a timer fired).",
+            value=store.event_loop_lag,
+        )
+        yield GaugeMetricFamily(
+            "probed_probes_configured", "Number of configured probes.", value=len(states)
+        )
+        yield GaugeMetricFamily(
+            "probed_probes_in_flight", "Probe runs currently executing.", value=store.in_flight
+        )
+        yield GaugeMetricFamily(
+            "probed_concurrency_limit",
+            "Maximum number of probe runs executing at once.",
+            value=self._info.max_concurrency,
+        )
+        yield GaugeMetricFamily(
+            "probed_config_last_reload_successful",
+            "Whether the last configuration (re)load succeeded.",
+            value=1 if self._info.config_reload_successful else 0,
+        )
+        yield GaugeMetricFamily(
+            "probed_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+            value=self._info.config_reload_timestamp,
+        )
+        yield GaugeMetricFamily(
+            "probed_start_time_seconds",
+            "Unix time the daemon started.",
+            value=self._info.start_time,
+        )
+        build = GaugeMetricFamily(
+            "probed_build_info",
+            "Version of probed, of Python, and the location label; always 1.",
+            labels=["version", "python_version", "location"],
+        )
+        build.add_metric([__version__, platform.python_version(), self._info.location], 1)
+        yield build
+
+
+def build_registry(store: ResultStore, info: DaemonInfo) -> CollectorRegistry:
+    """A fresh registry with the probed collector and process/platform collectors."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ProbedCollector(store, info))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if not info.start_time:
+        info.start_time = time.time()
+    return registry

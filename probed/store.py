@@ -1,0 +1,177 @@
+"""The result store: the latest run per probe, counters, histograms and a ring of recent runs.
+
+The store is the one place results are kept. The Prometheus collector, the
+status API and (later) the SLO evaluator read it; only the scheduler writes.
+Everything is plain in-process state touched from the event loop's thread, so
+no locks are needed.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from probed.probes.base import ProbeRun, Reason
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "LAG_BUCKETS",
+    "Histogram",
+    "ProbeState",
+    "RecentResult",
+    "ResultStore",
+]
+
+#: Probe duration buckets; SLO thresholds (200 ms, 250 ms, 1.5 s, 3 s, 5 s) are boundaries.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 1.5, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+#: Scheduler start lateness buckets (seconds).
+LAG_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+
+
+class Histogram:
+    """A classic cumulative histogram with fixed upper bounds."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Add one observation."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, cumulative count) pairs ending with ``+Inf``, as Prometheus exposes them."""
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else _fmt(bound), running))
+        return out
+
+
+def _fmt(value: float) -> str:
+    text = repr(float(value))
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class RecentResult:
+    """One entry of the recent-results ring (what a chart or status line needs)."""
+
+    started_at: float
+    duration: float
+    success: bool
+    reason: str | None
+    status_code: int | None
+
+
+@dataclass(slots=True)
+class ProbeState:
+    """Everything the store knows about one probe."""
+
+    name: str
+    kind: str
+    target: str
+    ring_size: int
+    last: ProbeRun | None = None
+    last_success_at: float | None = None
+    runs: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    durations: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
+    rate_limited: int = 0
+    last_retry_after: float | None = None
+    recent: deque[RecentResult] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recent = deque(maxlen=self.ring_size)
+
+
+class ResultStore:
+    """Per-probe state plus daemon-wide scheduler and event-loop measurements."""
+
+    def __init__(self, ring_size: int = 120) -> None:
+        self.ring_size = ring_size
+        self._probes: dict[str, ProbeState] = {}
+        self.scheduler_lag = Histogram(LAG_BUCKETS)
+        self.event_loop_lag = 0.0
+        self.event_loop_lag_max = 0.0
+        self.in_flight = 0
+
+    def register(self, name: str, kind: str, target: str) -> ProbeState:
+        """Start tracking a probe (a no-op that updates kind/target if it exists)."""
+        state = self._probes.get(name)
+        if state is None or state.kind != kind or state.target != target:
+            state = ProbeState(name, kind, target, self.ring_size)
+            self._probes[name] = state
+        return state
+
+    def forget(self, name: str) -> None:
+        """Stop tracking a probe: its series disappear from the next scrape."""
+        self._probes.pop(name, None)
+
+    def __iter__(self) -> Iterator[ProbeState]:
+        return iter(list(self._probes.values()))
+
+    def __len__(self) -> int:
+        return len(self._probes)
+
+    def get(self, name: str) -> ProbeState | None:
+        """The state of ``name``, if tracked."""
+        return self._probes.get(name)
+
+    def record(self, run: ProbeRun) -> None:
+        """Account one finished run."""
+        state = self._probes.get(run.probe)
+        if state is None:  # removed by a reload while the run was in flight
+            return
+        result = run.result
+        state.last = run
+        state.runs["success" if result.success else "failure"] += 1
+        state.durations.observe(run.duration)
+        if result.success:
+            state.last_success_at = run.started_at
+        elif result.reason is not None:
+            state.failures[result.reason.value] += 1
+        if result.reason is Reason.RATE_LIMITED or result.status_code == 429:
+            state.rate_limited += 1
+            retry_after = result.observations.get("retry_after")
+            state.last_retry_after = (
+                float(retry_after) if isinstance(retry_after, int | float) else None
+            )
+        state.recent.append(
+            RecentResult(
+                started_at=run.started_at,
+                duration=run.duration,
+                success=result.success,
+                reason=result.reason.value if result.reason else None,
+                status_code=result.status_code,
+            )
+        )
+
+    def skipped(self, name: str, reason: str) -> None:
+        """Count a tick that did not start a run (``overlap`` or ``missed``)."""
+        state = self._probes.get(name)
+        if state is not None:
+            state.skipped[reason] += 1
+
+    def observe_scheduler_lag(self, seconds: float) -> None:
+        """Record how late a run started compared with its planned time."""
+        self.scheduler_lag.observe(max(0.0, seconds))
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """Record the latest event-loop lag sample."""
+        self.event_loop_lag = seconds
+        self.event_loop_lag_max = max(self.event_loop_lag_max, seconds)

@@ -1,0 +1,195 @@
+"""Config loading: durations, secrets, env overrides, and one bad fixture per rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from probed.config import (
+    DEFAULT_PORT,
+    FixtureProbe,
+    HttpProbe,
+    LoginProbe,
+    format_duration,
+    load_config,
+    parse_duration,
+)
+from probed.errors import ConfigError
+
+CONFIGS = Path(__file__).parent / "configs"
+BAD = CONFIGS / "bad"
+GOOD_ENV = {"TEST_PASSWORD": "s3cret-pw", "TEST_API_KEY": "key-123456"}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("250ms", 0.25), ("15s", 15.0), ("5m", 300.0), ("1h30m", 5400.0), ("1d", 86400.0),
+     ("1.5s", 1.5), (" 2s ", 2.0)],
+)  # fmt: skip
+def test_parse_duration(text: str, seconds: float) -> None:
+    """Human durations parse to seconds."""
+    assert seconds == parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["", "5", "5 s", "s", "5sec", "-1s", "0s", "1m-2s"])
+def test_parse_duration_rejects(text: str) -> None:
+    """Malformed or non-positive durations are rejected."""
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("seconds", [0.25, 1.0, 15.0, 90.0, 300.0, 3600.0, 86400.0, 0.0015])
+def test_format_duration_round_trips(seconds: float) -> None:
+    """format_duration output parses back to the same value."""
+    assert seconds == pytest.approx(parse_duration(format_duration(seconds)))
+
+
+def test_good_config_loads() -> None:
+    """The reference config loads with every kind, defaults and resolved secrets."""
+    cfg = load_config(CONFIGS / "good.toml", environ=GOOD_ENV)
+    assert ["health", "login", "indicators"] == [p.name for p in cfg.probes]
+    health, login, fixture = cfg.probes
+    assert isinstance(health, HttpProbe)
+    assert isinstance(login, LoginProbe)
+    assert isinstance(fixture, FixtureProbe)
+    assert 0.25 == login.latency_threshold
+    assert "s3cret-pw" == login.password_value()
+    assert {"X-Env": "test", "X-Api-Key": "key-123456"} == cfg.targets["app"].resolved_headers()
+    assert b'{"symbol": "X", "closes": [1, 2, 3]}\n' == fixture.input_bytes()
+    assert {"s3cret-pw", "key-123456"} == set(cfg.secret_values())
+    assert "test-lab" == cfg.daemon.location
+
+
+def test_secrets_never_in_repr() -> None:
+    """Resolved secrets do not appear in the config's repr or model dump."""
+    cfg = load_config(CONFIGS / "good.toml", environ=GOOD_ENV)
+    assert "s3cret-pw" not in repr(cfg)
+    assert "s3cret-pw" not in str(cfg.model_dump())
+    assert "key-123456" not in repr(cfg)
+
+
+def test_default_listen_is_loopback() -> None:
+    """Without a [daemon] section the daemon listens on loopback on the default port."""
+    cfg = load_config(BAD / "missing_credential.toml", {"CREDENTIALS_DIRECTORY": str(CONFIGS)})
+    assert ("127.0.0.1", DEFAULT_PORT) == cfg.daemon.host_port()
+    assert 10115 == DEFAULT_PORT
+
+
+def test_env_overrides_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROBED_* environment variables override values from the file."""
+    monkeypatch.setenv("PROBED_DAEMON__LOCATION", "eu-west")
+    monkeypatch.setenv("PROBED_TARGETS__APP__BASE_URL", "http://127.0.0.1:2")
+    cfg = load_config(CONFIGS / "good.toml", environ=GOOD_ENV)
+    assert "eu-west" == cfg.daemon.location
+    assert "http://127.0.0.1:2" == cfg.targets["app"].base_url
+
+
+def test_bad_env_override_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invalid environment override is reported with the variable's name."""
+    monkeypatch.setenv("PROBED_DAEMON__LISTEN", "nope")
+    path = CONFIGS / "good.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ=GOOD_ENV)
+    assert [
+        f"{path}:3: [daemon] key 'listen' (from environment variable PROBED_DAEMON__LISTEN): "
+        "listen must be HOST:PORT (e.g. '127.0.0.1:10115'), got 'nope'"
+    ] == info.value.problems
+
+
+def test_credentials_directory_value(tmp_path: Path) -> None:
+    """A credential is read from $CREDENTIALS_DIRECTORY (systemd LoadCredential=)."""
+    (tmp_path / "probe-password").write_text("from-systemd\n")
+    cfg = load_config(BAD / "missing_credential.toml", {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    login = cfg.probes[0]
+    assert isinstance(login, LoginProbe)
+    assert "from-systemd" == login.password_value()
+
+
+def test_missing_file() -> None:
+    """A config path that does not exist is a clear error."""
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIGS / "nope.toml")
+    assert [f"{CONFIGS / 'nope.toml'}: cannot read config file: No such file or directory"] == (
+        info.value.problems
+    )
+
+
+BAD_CASES = {
+    "unknown_key": "8: probe 'health' (probes[0]) key 'pathh': unknown key",
+    "unknown_kind": "6: probe 'health' (probes[0]) key 'kind': unknown kind 'icmp'; "
+    "expected one of: http, login, fixture",
+    "missing_kind": "4: probe 'health' (probes[0]) key 'kind': missing key 'kind'; "
+    "expected one of: http, login, fixture",
+    "timeout_not_below_interval": "9: probe 'health' (probes[0]) key 'timeout': "
+    "timeout 10s must be shorter than interval 10s",
+    "duplicate_name": "10: probe 'health' (probes[1]) key 'name': "
+    "duplicate probe name (first used by probes[0])",
+    "unknown_target": "7: probe 'health' (probes[0]) key 'target': "
+    "unknown target 'staging' (targets: app)",
+    "missing_secret_env": "9: probe 'login' (probes[0]) key 'password': secret not available: "
+    "environment variable PROBED_TEST_UNSET_PASSWORD is not set",
+    "missing_secret_file": "9: probe 'login' (probes[0]) key 'password': secret not available: "
+    "cannot read secret file {dir}/does-not-exist.secret: No such file or directory",
+    "missing_credential": "9: probe 'login' (probes[0]) key 'password': secret not available: "
+    "credential 'probe-password' requested but $CREDENTIALS_DIRECTORY is not set "
+    "(use LoadCredential= in the systemd unit)",
+    "inline_password": "9: probe 'login' (probes[0]) key 'password': inline secrets are not "
+    'accepted; write { env = "NAME" }, { file = "/path" } or { credential = "name" }',
+    "bad_duration": "8: probe 'health' (probes[0]) key 'interval': invalid duration "
+    "'15 seconds': use a number and a unit (ms, s, m, h, d), e.g. '250ms', '15s', '5m', '1h30m'",
+    "bare_number_duration": "8: probe 'health' (probes[0]) key 'timeout': a bare number is "
+    "ambiguous: write the unit, e.g. '5s' or '5ms'",
+    "bad_probe_name": "5: probe 'Health Check' (probes[0]) key 'name': probe name "
+    "'Health Check' must match [a-z][a-z0-9_]* (max 63 characters): it becomes a metric label",
+    "bad_listen": "2: [daemon] key 'listen': listen must be HOST:PORT "
+    "(e.g. '127.0.0.1:10115'), got 'localhost'",
+    "invalid_toml": "1: invalid TOML: Expected ']' at the end of a table declaration "
+    "(at line 1, column 13)",
+    "missing_required": "4: probe 'login' (probes[0]) key 'username': required key is missing",
+    "threshold_over_timeout": "9: probe 'health' (probes[0]) key 'latency_threshold': "
+    "latency_threshold 2s is longer than timeout 1s: it could never fire",
+    "bad_regex": "8: probe 'health' (probes[0]) key 'body_regex': invalid regular expression "
+    "'([a-z': unterminated character set at position 1",
+    "bad_base_url": "2: target 'app' key 'base_url': base_url must be an absolute http(s) URL, "
+    "got 'ftp://files.invalid'",
+    "missing_fixture_input": "8: probe 'indicators' (probes[0]) key 'input_file': cannot read "
+    "{dir}/no-such-input.json: No such file or directory",
+    "bad_status": "8: probe 'health' (probes[0]) key 'expect_status': expect_status must be "
+    "non-empty HTTP status codes, got [200, 700]",
+}
+
+
+def test_every_bad_fixture_has_a_case() -> None:
+    """Each file in tests/configs/bad is covered by BAD_CASES and vice versa."""
+    assert sorted(BAD_CASES) == sorted(p.stem for p in BAD.glob("*.toml"))
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CASES))
+def test_bad_config_exact_message(name: str) -> None:
+    """Each rule's fixture fails with exactly one message naming file, line, probe and key."""
+    path = BAD / f"{name}.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"HOME": "/root"})
+    expected = f"{path}:" + BAD_CASES[name].replace("{dir}", str(BAD))
+    assert [expected] == info.value.problems
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    """Several problems in one file are all reported, not just the first."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        '[targets.app]\nbase_url = "http://127.0.0.1:1"\n\n'
+        '[[probes]]\nname = "a"\nkind = "http"\ntarget = "nope"\n\n'
+        '[[probes]]\nname = "a"\nkind = "http"\ntarget = "app"\ntimeout = "1m"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert 3 == len(info.value.problems)
+
+
+def test_models_forbid_unknown_keys() -> None:
+    """Models reject unknown keys even when built directly."""
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        HttpProbe(name="x", target="t", bogus=1)  # type: ignore[call-arg]

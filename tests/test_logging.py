@@ -1,0 +1,115 @@
+"""Logging: one JSON object per line, schema fields, and redaction of every secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from probed.logging import REDACTED, Redactor, configure_logging, redactor
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Each test starts with fresh structlog configuration and no registered secrets."""
+    yield
+    structlog.reset_defaults()
+    redactor.set_secrets([])
+    logging.getLogger().handlers.clear()
+
+
+def lines(buf: io.StringIO) -> list[dict[str, object]]:
+    """Parse every output line as JSON (fails if any line is not exactly one object)."""
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def test_json_line_has_schema_fields() -> None:
+    """A log event is one JSON line with ts, level, service, env, location first."""
+    buf = io.StringIO()
+    configure_logging(stream=buf, env="staging", location="eu-1")
+    structlog.get_logger().info("probe_run", probe="health", latency_ms=12.5)
+    (line,) = lines(buf)
+    assert ["ts", "level", "event", "service", "env", "location"] == list(line)[:6]
+    assert "probe_run" == line["event"]
+    assert "info" == line["level"]
+    assert "probed" == line["service"]
+    assert ("staging", "eu-1") == (line["env"], line["location"])
+    assert str(line["ts"]).endswith("Z")
+
+
+def test_error_fields_are_nested() -> None:
+    """error_code and error_message become error.code and error.message."""
+    buf = io.StringIO()
+    configure_logging(stream=buf)
+    structlog.get_logger().warning("probe_run", error_code="ECONNREFUSED", error_message="no")
+    (line,) = lines(buf)
+    assert {"code": "ECONNREFUSED", "message": "no"} == line["error"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["password", "Authorization", "cookie", "Set-Cookie", "token", "access_token", "client_secret",
+     "api_key", "X-Api-Key", "tokenEnc", "refreshTokenEnc", "db_password"],
+)  # fmt: skip
+def test_secret_keys_are_redacted(key: str) -> None:
+    """Any key that names a secret has its value replaced, also inside nested dicts."""
+    r = Redactor()
+    out = r(None, "info", {"event": "x", key: "v4lue", "nested": {key: "v4lue"}})
+    assert REDACTED == out[key]
+    assert {key: REDACTED} == out["nested"]
+
+
+def test_registered_values_and_patterns_are_scrubbed_everywhere() -> None:
+    """Registered secrets, e-mail addresses and bearer credentials are removed from values."""
+    r = Redactor()
+    r.set_secrets(["hunter2-password"])
+    r.add_runtime_secret("tok_abcdef123")
+    out = r(
+        None,
+        "info",
+        {
+            "event": "x",
+            "detail": "sent hunter2-password and got tok_abcdef123",
+            "who": "user probe@example.com logged in",
+            "header": "Bearer eyJhbGciOi.x.y",
+            "list": ["tok_abcdef123", 3],
+        },
+    )
+    text = json.dumps(out)
+    for secret in ("hunter2-password", "tok_abcdef123", "probe@example.com", "eyJhbGciOi"):
+        assert secret not in text
+    assert "sent [REDACTED] and got [REDACTED]" == out["detail"]
+    assert "user [email] logged in" == out["who"]
+
+
+def test_stdlib_loggers_go_through_redaction() -> None:
+    """Lines from stdlib loggers (aiohttp, asyncio) are JSON and redacted too."""
+    buf = io.StringIO()
+    configure_logging(stream=buf)
+    redactor.set_secrets(["s3cr3t-value"])
+    logging.getLogger("aiohttp.client").warning("failed with %s", "s3cr3t-value")
+    (line,) = lines(buf)
+    assert "failed with [REDACTED]" == line["event"]
+    assert "aiohttp.client" == line["logger"]
+
+
+def test_runtime_secrets_are_bounded() -> None:
+    """The runtime-secret memory keeps only the newest values."""
+    r = Redactor(max_runtime_secrets=2)
+    for token in ("tok-one", "tok-two", "tok-three"):
+        r.add_runtime_secret(token)
+    assert "tok-one [REDACTED] [REDACTED]" == r.scrub("tok-one tok-two tok-three")
+
+
+def test_console_format() -> None:
+    """--log-format console renders a human line, still redacted."""
+    buf = io.StringIO()
+    configure_logging(stream=buf, fmt="console")
+    structlog.get_logger().info("probe_run", password="pw", probe="health")
+    out = buf.getvalue()
+    assert "probe_run" in out
+    assert "pw" not in out.replace("probe_run", "")

@@ -1,0 +1,166 @@
+"""Scheduler: fixed rate without drift, no overlap, offsets, concurrency cap, diff, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import pytest
+
+from probed.config import HttpProbe, ProbeSpec
+from probed.probes.base import ProbeResult, ProbeRun
+from probed.scheduler import Scheduler, monitor_loop_lag, start_offset
+from probed.store import ResultStore
+
+
+def spec(name: str, interval: str = "100ms", timeout: str = "50ms") -> HttpProbe:
+    """A minimal HTTP probe spec (never sent anywhere: the runner is fake)."""
+    return HttpProbe(name=name, target="t", interval=interval, timeout=timeout)
+
+
+class FakeRunner:
+    """Records start times and concurrency; each run sleeps ``duration`` seconds."""
+
+    def __init__(self, duration: float = 0.0) -> None:
+        self.duration = duration
+        self.starts: dict[str, list[float]] = defaultdict(list)
+        self.active: dict[str, int] = defaultdict(int)
+        self.max_active: dict[str, int] = defaultdict(int)
+        self.total_active = 0
+        self.max_total = 0
+
+    async def __call__(self, s: ProbeSpec) -> ProbeRun:
+        loop = asyncio.get_running_loop()
+        self.starts[s.name].append(loop.time())
+        self.active[s.name] += 1
+        self.total_active += 1
+        self.max_active[s.name] = max(self.max_active[s.name], self.active[s.name])
+        self.max_total = max(self.max_total, self.total_active)
+        try:
+            await asyncio.sleep(self.duration)
+        finally:
+            self.active[s.name] -= 1
+            self.total_active -= 1
+        return ProbeRun(s.name, s.kind, s.target, "r", "t", time.time(), self.duration,
+                        ProbeResult.ok())  # fmt: skip
+
+
+async def run_for(sched: Scheduler, specs: list[HttpProbe], seconds: float) -> None:
+    """Run the scheduler inside a TaskGroup for ``seconds`` then stop it."""
+    async with asyncio.TaskGroup() as tg:
+        sched.start(tg, specs)
+        await asyncio.sleep(seconds)
+        await sched.stop(grace=1.0)
+
+
+def test_start_offset_is_deterministic_and_spread() -> None:
+    """Offsets depend only on the name, stay inside the interval and differ across names."""
+    offsets = [start_offset(f"probe_{i}", 10.0) for i in range(200)]
+    assert offsets == [start_offset(f"probe_{i}", 10.0) for i in range(200)]
+    assert all(0 <= o < 10.0 for o in offsets)
+    # spread: every tenth of the interval holds some probes
+    assert 10 == len({int(o) for o in offsets})
+
+
+async def test_fixed_rate_does_not_drift() -> None:
+    """Tick k starts at first + k*interval even when each run takes 40% of the interval."""
+    store = ResultStore()
+    runner = FakeRunner(duration=0.02)
+    sched = Scheduler(store=store, runner=runner, max_concurrency=10, jitter=0)
+    await run_for(sched, [spec("a", "50ms", "40ms")], 1.6)
+    starts = runner.starts["a"]
+    assert len(starts) >= 25
+    first = starts[0]
+    errors = [abs(t - (first + k * 0.05)) for k, t in enumerate(starts)]
+    # each start is within a few ms of its plan; the last one has not accumulated drift
+    assert max(errors) < 0.015, errors
+    assert errors[-1] < 0.015
+
+
+async def test_overlapping_tick_is_skipped_and_counted() -> None:
+    """A run longer than the interval makes the next ticks skip with reason overlap."""
+    store = ResultStore()
+    runner = FakeRunner(duration=0.25)
+    sched = Scheduler(store=store, runner=runner, max_concurrency=10, jitter=0)
+    await run_for(sched, [spec("slow", "100ms", "90ms")], 1.05)
+    assert 1 == runner.max_active["slow"]
+    state = store.get("slow")
+    assert state is not None
+    runs = len(runner.starts["slow"])
+    assert 3 <= runs <= 5
+    assert state.skipped["overlap"] >= 2 * (runs - 1)
+
+
+async def test_global_concurrency_cap() -> None:
+    """No more than max_concurrency runs execute at once across probes."""
+    store = ResultStore()
+    runner = FakeRunner(duration=0.08)
+    sched = Scheduler(store=store, runner=runner, max_concurrency=2, jitter=0)
+    await run_for(sched, [spec(f"p{i}", "100ms", "90ms") for i in range(6)], 0.5)
+    assert 2 == runner.max_total
+    assert store.scheduler_lag.count > 0
+
+
+async def test_missed_ticks_are_skipped_not_burst() -> None:
+    """After the loop is blocked for several intervals, missed ticks are counted, not replayed."""
+    store = ResultStore()
+    runner = FakeRunner()
+    sched = Scheduler(store=store, runner=runner, max_concurrency=10, jitter=0)
+    async with asyncio.TaskGroup() as tg:
+        sched.start(tg, [spec("a", "50ms", "10ms")])
+        await asyncio.sleep(0.12)
+        before = len(runner.starts["a"])
+        time.sleep(0.3)  # block the event loop: ~6 ticks are missed
+        await asyncio.sleep(0.08)
+        after = len(runner.starts["a"])
+        await sched.stop(grace=1.0)
+    state = store.get("a")
+    assert state is not None
+    assert after - before <= 3
+    assert state.skipped["missed"] >= 4
+
+
+async def test_apply_diffs_by_name() -> None:
+    """apply() keeps unchanged loops, restarts changed ones and forgets removed ones."""
+    store = ResultStore()
+    runner = FakeRunner()
+    sched = Scheduler(store=store, runner=runner, max_concurrency=10, jitter=0)
+    async with asyncio.TaskGroup() as tg:
+        sched.start(tg, [spec("keep"), spec("change"), spec("drop")])
+        await asyncio.sleep(0.25)
+        keep_task = sched._probes["keep"].loop_task
+        added, changed, removed = sched.apply([spec("keep"), spec("change", "200ms"), spec("new")])
+        assert (["new"], ["change"], ["drop"]) == (added, changed, removed)
+        assert keep_task is sched._probes["keep"].loop_task
+        assert store.get("drop") is None
+        assert store.get("new") is not None
+        await asyncio.sleep(0.25)
+        await sched.stop(grace=1.0)
+    assert sorted(["keep", "change", "new"]) == sorted(sched.names)
+
+
+@pytest.mark.parametrize(("run_seconds", "cancelled"), [(0.1, 0), (5.0, 1)])
+async def test_stop_drains_within_grace(run_seconds: float, cancelled: int) -> None:
+    """stop() lets in-flight runs finish within the grace period and cancels the rest."""
+    store = ResultStore()
+    runner = FakeRunner(duration=run_seconds)
+    sched = Scheduler(store=store, runner=runner, max_concurrency=10, jitter=0)
+    async with asyncio.TaskGroup() as tg:
+        sched.start(tg, [spec("a", "500ms", "400ms")])
+        while not runner.starts["a"]:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        assert cancelled == await sched.stop(grace=0.3)
+        assert time.monotonic() - started < 1.0
+
+
+async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
+    """The loop-lag monitor records a lag when the event loop is blocked."""
+    store = ResultStore()
+    task = asyncio.create_task(monitor_loop_lag(store, period=0.02))
+    await asyncio.sleep(0.005)
+    time.sleep(0.1)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert store.event_loop_lag_max >= 0.05
