@@ -29,7 +29,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -547,7 +547,13 @@ def _describe_loc(
     return locator.line(section, None, None), f"key {'.'.join(parts)!r}"
 
 
-_KINDS = ("http", "login", "fixture")
+def _kinds() -> tuple[str, ...]:
+    """The ``kind`` values of the ProbeSpec union, read from the models (written once)."""
+    union = get_args(ProbeSpec)[0]
+    return tuple(model.model_fields["kind"].default for model in get_args(union))
+
+
+_KINDS = _kinds()
 
 
 def _env_names(loc: Sequence[int | str]) -> str | None:

@@ -1,0 +1,31 @@
+"""The probe kinds and their single registry.
+
+``PROBERS`` maps each ``kind`` of the ``ProbeSpec`` union in ``probed.config`` to
+the coroutine that runs it; ``probed.probes.base.run_probe`` calls it with the
+probe's own spec model. One kind per module (``http``, ``login``, ``fixture``);
+what they share lives in ``_http_common`` and ``session``. A test keeps the
+registry and the union's ``kind`` values one list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import cast
+
+from probed.probes.base import ProbeFn
+from probed.probes.fixture import probe_fixture
+from probed.probes.http import probe_http
+from probed.probes.login import probe_login
+
+__all__ = ["PROBERS"]
+
+# Each function takes its own spec model rather than the whole union; run_probe
+# dispatches on spec.kind, so the cast is safe (the registry test checks the pairing).
+PROBERS: Mapping[str, ProbeFn] = MappingProxyType(
+    {
+        "fixture": cast(ProbeFn, probe_fixture),
+        "http": cast(ProbeFn, probe_http),
+        "login": cast(ProbeFn, probe_login),
+    }
+)

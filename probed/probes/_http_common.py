@@ -1,0 +1,352 @@
+"""What the http, login and fixture kinds share: one request, status rules, JSON checks.
+
+Every check that fails after a response arrived raises ``CheckFailed``, a
+``ProbeFailure`` that also carries the status code, the phases and a finer error
+code; a kind catches it and returns ``CheckFailed.result()``. (Left uncaught, the
+runner still maps it to the right reason, only without those extras.)
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import os
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
+from typing import Any
+
+from multidict import CIMultiDictProxy
+
+from probed.config import JsonAssertion, ProbeSpec, TargetConfig
+from probed.errors import ProbeFailure
+from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
+from probed.probes.session import PhaseTimer
+
+__all__ = [
+    "CheckFailed",
+    "Response",
+    "check_json",
+    "check_status",
+    "lookup",
+    "parse_json",
+    "parse_retry_after",
+    "send",
+    "ssl_for",
+]
+
+_AUTH_STATUSES = (401, 403)
+
+
+class CheckFailed(ProbeFailure):
+    """Fail the run with ``reason`` after a response arrived, keeping its status and phases."""
+
+    def __init__(
+        self,
+        reason: Reason,
+        detail: str = "",
+        *,
+        status_code: int | None = None,
+        phases: Mapping[str, float] | None = None,
+        error_code: str = "",
+        **observations: Observation,
+    ) -> None:
+        super().__init__(reason, detail, **observations)
+        self.status_code = status_code
+        self.phases = dict(phases or {})
+        self.error_code = error_code or reason.value
+
+    def result(self, **observations: Observation) -> ProbeResult:
+        """The failed ``ProbeResult``, with ``observations`` added to the ones carried."""
+        return ProbeResult.fail(
+            self.reason,
+            self.detail,
+            status_code=self.status_code,
+            phases=self.phases,
+            error_code=self.error_code,
+            **{**self.observations, **observations},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A fully read response (body capped at the probe's ``max_body_size``)."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    phases: dict[str, float]
+    charset: str | None = None
+    set_cookies: tuple[str, ...] = field(default=(), repr=False)
+    """Every ``Set-Cookie`` header of the final response and of the redirect hops."""
+
+    def failure(
+        self, reason: Reason, detail: str = "", *, error_code: str = "", **observations: Observation
+    ) -> CheckFailed:
+        """A ``CheckFailed`` for this response (raise it)."""
+        return CheckFailed(
+            reason,
+            detail,
+            status_code=self.status,
+            phases=self.phases,
+            error_code=error_code,
+            **observations,
+        )
+
+    def text(self) -> str:
+        """The body decoded with the response charset (UTF-8 if none or unknown)."""
+        try:
+            return self.body.decode(self.charset or "utf-8", errors="replace")
+        except LookupError:
+            return self.body.decode("utf-8", errors="replace")
+
+    def cookie(self, name: str) -> str | None:
+        """The value of cookie ``name`` as the server set it (the last one wins), or None."""
+        found: str | None = None
+        for header in self.set_cookies:
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(header)
+            except CookieError:
+                continue
+            morsel = jar.get(name)
+            if morsel is not None:
+                found = morsel.coded_value
+        return found or None
+
+
+# --- TLS ------------------------------------------------------------------------------
+
+_ca_contexts: dict[str, tuple[int, ssl.SSLContext]] = {}
+
+
+def _ca_context(path: Path) -> ssl.SSLContext:
+    """A verifying context trusting ``path``; loaded once, again only if the file changes."""
+    key = os.fspath(path)
+    try:
+        mtime = os.stat(key).st_mtime_ns
+        cached = _ca_contexts.get(key)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        context = ssl.create_default_context(cafile=key)
+    except OSError as exc:
+        raise ProbeFailure(Reason.TLS, f"cannot load ca_file {key}: {exc.strerror}") from None
+    except ssl.SSLError as exc:
+        raise ProbeFailure(Reason.TLS, f"cannot load ca_file {key}: {exc.reason}") from None
+    _ca_contexts[key] = (mtime, context)
+    return context
+
+
+def ssl_for(target: TargetConfig, default: ssl.SSLContext | bool = True) -> ssl.SSLContext | bool:
+    """The ``ssl=`` argument for a request to ``target``.
+
+    ``insecure_skip_verify`` → ``False`` (TLS without verification); ``ca_file`` →
+    a context trusting that file (cached); otherwise ``default``.
+    """
+    if target.insecure_skip_verify:
+        return False
+    if target.ca_file is not None:
+        return _ca_context(target.ca_file)
+    return default
+
+
+# --- the request ----------------------------------------------------------------------
+
+
+def _identity_encoded(headers: CIMultiDictProxy[str]) -> bool:
+    return headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+
+
+async def send(
+    ctx: ProbeContext,
+    spec: ProbeSpec,
+    *,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    data: bytes | Mapping[str, str] | None = None,
+    json: Any = None,
+    timer: PhaseTimer,
+) -> Response:
+    """Send one request for ``spec`` and read the whole body, at most ``max_body_size`` bytes.
+
+    Redirects follow ``follow_redirects``/``max_redirects`` (``max_redirects`` hops are
+    followed; one more raises ``aiohttp.TooManyRedirects``). A body over the cap raises
+    ``CheckFailed(Reason.OVERSIZE)`` without reading further.
+    """
+    cap = spec.max_body_size
+    async with ctx.session_for(spec).request(
+        method,
+        ctx.url(path),
+        headers=headers,
+        data=data,
+        json=json,
+        allow_redirects=spec.follow_redirects,
+        # aiohttp raises once the number of redirects reaches max_redirects (and treats 0
+        # as "no limit"), so ask for one more to follow exactly spec.max_redirects hops.
+        max_redirects=spec.max_redirects + 1,
+        ssl=ssl_for(ctx.target, ctx.ssl_context),
+        trace_request_ctx=timer,
+    ) as resp:
+        length = resp.content_length  # a HEAD response announces a body it does not send
+        if (
+            length is not None
+            and length > cap
+            and method != "HEAD"
+            and _identity_encoded(resp.headers)
+        ):
+            resp.close()
+            raise _oversize(resp.status, cap, timer)
+        body = bytearray()
+        while chunk := await resp.content.readany():
+            if len(body) + len(chunk) > cap:
+                resp.close()
+                raise _oversize(resp.status, cap, timer)
+            body += chunk
+        timer.body_read()
+        cookies: tuple[str, ...] = ()
+        for hop in (*resp.history, resp):
+            if "Set-Cookie" in hop.headers:
+                cookies += tuple(hop.headers.getall("Set-Cookie"))
+        return Response(
+            status=resp.status,
+            headers=resp.headers,
+            body=bytes(body),
+            phases=timer.phases(),
+            charset=resp.charset,
+            set_cookies=cookies,
+        )
+
+
+def _oversize(status: int, cap: int, timer: PhaseTimer) -> CheckFailed:
+    timer.body_read()
+    return CheckFailed(
+        Reason.OVERSIZE,
+        f"body larger than max_body_size ({cap} bytes)",
+        status_code=status,
+        phases=timer.phases(),
+    )
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta-seconds or HTTP-date); None if invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def check_status(resp: Response, expect: Iterable[int], *, auth: bool = False) -> None:
+    """Raise unless ``resp.status`` is expected.
+
+    429 (when not expected) → ``RATE_LIMITED`` with observation ``retry_after``; with
+    ``auth``, 401/403 → ``AUTH_FAILED``; anything else → ``STATUS`` (``http_<status>``).
+    """
+    status = resp.status
+    if status in expect:
+        return
+    code = f"http_{status}"
+    if status == 429:
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        hint = f", retry after {retry_after:g}s" if retry_after is not None else ""
+        raise resp.failure(
+            Reason.RATE_LIMITED,
+            f"429 Too Many Requests{hint}",
+            error_code=code,
+            retry_after=retry_after,
+        )
+    wanted = "/".join(str(s) for s in expect)
+    if auth and status in _AUTH_STATUSES:
+        raise resp.failure(
+            Reason.AUTH_FAILED, f"rejected with status {status}, expected {wanted}", error_code=code
+        )
+    raise resp.failure(Reason.STATUS, f"status {status}, expected {wanted}", error_code=code)
+
+
+# --- JSON -----------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(resp: Response) -> Any:
+    """The body as JSON (strict: no NaN/Infinity); ``INVALID_JSON`` if it is not."""
+    try:
+        return json.loads(resp.body, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        what = "empty body" if not resp.body.strip() else f"{exc.msg} at line {exc.lineno}"
+        raise resp.failure(Reason.INVALID_JSON, f"body is not valid JSON: {what}") from None
+    except (ValueError, RecursionError) as exc:
+        # UnicodeDecodeError, NaN/Infinity, nesting too deep
+        raise resp.failure(
+            Reason.INVALID_JSON, f"body is not valid JSON: {type(exc).__name__}"
+        ) from None
+
+
+def lookup(obj: Any, path: str) -> Any:
+    """The value at dotted ``path`` (``a.b.0.c``: integer parts index lists).
+
+    Raise ``LookupError`` if any part is absent.
+    """
+    for part in path.split("."):
+        if isinstance(obj, dict):
+            obj = obj[part]  # KeyError is a LookupError
+        elif isinstance(obj, list) and part.isascii() and part.isdigit():
+            obj = obj[int(part)]  # IndexError is a LookupError
+        else:
+            raise LookupError(path)
+    return obj
+
+
+def _same(actual: Any, expected: str | int | float | bool) -> bool:
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return type(actual) is bool and type(expected) is bool and actual is expected
+    if isinstance(expected, int | float):
+        return (
+            isinstance(actual, int | float)
+            and not (isinstance(actual, float) and math.isnan(actual))
+            and actual == expected
+        )
+    return isinstance(actual, str) and actual == expected
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_json(resp: Response, obj: Any, checks: Iterable[JsonAssertion]) -> None:
+    """Raise ``JSON_MISMATCH`` on the first failing assertion (path missing or value different)."""
+    for check in checks:
+        try:
+            value = lookup(obj, check.path)
+        except LookupError:
+            if check.exists:
+                raise resp.failure(Reason.JSON_MISMATCH, f"path {check.path!r} missing") from None
+            continue
+        if not check.exists:
+            raise resp.failure(
+                Reason.JSON_MISMATCH, f"path {check.path!r} is present, expected it absent"
+            )
+        if check.equals is not None and not _same(value, check.equals):
+            raise resp.failure(
+                Reason.JSON_MISMATCH,
+                f"path {check.path!r} is {_show(value)}, expected {_show(check.equals)}",
+            )

@@ -1,0 +1,62 @@
+"""``kind = "http"``: one request, checked for status, body and JSON content.
+
+Reasons this kind reports itself: ``status``, ``rate_limited``, ``oversize``,
+``body_mismatch``, ``invalid_json``, ``json_mismatch``. Everything else
+(timeout, slow, network errors) comes from the runner.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from probed.config import HttpProbe
+from probed.probes._http_common import CheckFailed, check_json, check_status, parse_json, send
+from probed.probes.base import ProbeContext, ProbeResult, Reason
+from probed.probes.session import PhaseTimer
+
+__all__ = ["probe_http"]
+
+
+@functools.lru_cache(maxsize=512)
+def _regex(pattern: str) -> re.Pattern[str]:
+    """Compile ``pattern`` once (the config validated it)."""
+    return re.compile(pattern)
+
+
+async def probe_http(ctx: ProbeContext, spec: HttpProbe) -> ProbeResult:
+    """Request ``spec.path``; check status, ``body_regex``/``body_not_regex``, ``json_checks``."""
+    timer = PhaseTimer()
+    try:
+        resp = await send(
+            ctx,
+            spec,
+            method=spec.method,
+            path=spec.path,
+            headers=ctx.headers(spec),
+            data=spec.body.encode() if spec.body is not None else None,
+            json=spec.json_body,
+            timer=timer,
+        )
+        check_status(resp, spec.expect_status)
+        if spec.body_regex is not None or spec.body_not_regex is not None:
+            text = resp.text()
+            if spec.body_regex is not None and not _regex(spec.body_regex).search(text):
+                raise resp.failure(
+                    Reason.BODY_MISMATCH, f"body does not match body_regex {spec.body_regex!r}"
+                )
+            if spec.body_not_regex is not None and (
+                found := _regex(spec.body_not_regex).search(text)
+            ):
+                raise resp.failure(
+                    Reason.BODY_MISMATCH,
+                    f"body matches body_not_regex {spec.body_not_regex!r} "
+                    f"at offset {found.start()}",
+                )
+        if spec.json_checks:
+            check_json(resp, parse_json(resp), spec.json_checks)
+    except CheckFailed as exc:
+        return exc.result()
+    return ProbeResult.ok(
+        status_code=resp.status, phases=resp.phases, content_length=len(resp.body)
+    )

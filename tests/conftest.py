@@ -1,0 +1,192 @@
+"""Shared fixtures: probe sessions, loopback servers, and network faults for probe tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import aiohttp.abc
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from probed.config import TargetConfig
+from probed.probes.base import ProbeContext, Reason
+from probed.probes.session import create_sessions
+
+
+class ServeApp(Protocol):
+    """The ``serve_app`` fixture: start ``app`` on loopback and return its base URL."""
+
+    async def __call__(self, app: web.Application, *, ssl: ssl.SSLContext | None = None) -> str:
+        """Start ``app`` (with TLS if ``ssl`` is given)."""
+
+
+class MakeProbeContext(Protocol):
+    """The ``make_probe_context`` fixture: a ``ProbeContext`` for a target at ``base_url``."""
+
+    def __call__(self, base_url: str, **target_fields: Any) -> ProbeContext:
+        """Build the target (``TargetConfig`` fields as keywords) and the context."""
+
+
+class StubResolver(aiohttp.abc.AbstractResolver):
+    """Resolve ``*.test`` to 127.0.0.1; fail any other name as DNS would (never queries DNS)."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        self.queries.append(host)
+        if host.endswith(".test"):
+            return [
+                {
+                    "hostname": host,
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "family": socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            ]
+        raise OSError(socket.EAI_NONAME, "Name or service not known")
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def stub_resolver() -> StubResolver:
+    """The resolver the probe sessions use: ``*.test`` → 127.0.0.1, anything else fails."""
+    return StubResolver()
+
+
+@pytest.fixture
+async def probe_sessions(
+    stub_resolver: StubResolver,
+) -> AsyncIterator[tuple[aiohttp.ClientSession, aiohttp.ClientSession]]:
+    """``(fresh, pooled)`` from ``create_sessions``, resolving names with ``stub_resolver``."""
+    fresh, pooled = create_sessions(resolver=stub_resolver)
+    yield fresh, pooled
+    await fresh.close()
+    await pooled.close()
+
+
+@pytest.fixture
+def make_probe_context(
+    probe_sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession],
+) -> MakeProbeContext:
+    """Build a ``ProbeContext`` for a target: ``make_probe_context(base_url, **target_fields)``."""
+    fresh, pooled = probe_sessions
+
+    def make(base_url: str, **target_fields: Any) -> ProbeContext:
+        target = TargetConfig(base_url=base_url, **target_fields)
+        target._finish_headers()
+        return ProbeContext(target=target, session=fresh, pooled_session=pooled)
+
+    return make
+
+
+@pytest.fixture
+async def serve_app() -> AsyncIterator[ServeApp]:
+    """Start aiohttp apps on 127.0.0.1 (port 0): ``base_url = await serve_app(app)``."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application, *, ssl: ssl.SSLContext | None = None) -> str:
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server(ssl=ssl)
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@dataclass(frozen=True)
+class NetworkFault:
+    """A base URL that fails in one way below HTTP, and the reason a probe must report."""
+
+    name: str
+    base_url: str
+    reason: Reason
+
+
+async def _close_before_response(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+
+
+async def _garbage_status_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"THIS IS NOT HTTP\r\n\r\n")
+    await writer.drain()
+
+
+async def _truncated_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial":')
+    await writer.drain()
+
+
+_RAW_HANDLERS = {
+    "close_before_response": _close_before_response,
+    "garbage_status_line": _garbage_status_line,
+    "truncated_body": _truncated_body,
+}
+
+
+def _raw(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                await handler(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    return serve
+
+
+@pytest.fixture(
+    params=[
+        "connect_refused",
+        "dns",
+        "connect_error",
+        "close_before_response",
+        "garbage_status_line",
+        "truncated_body",
+    ]
+)
+async def network_fault(request: pytest.FixtureRequest) -> AsyncIterator[NetworkFault]:
+    """Each network-level fault in turn (refused, DNS, unreachable, broken HTTP)."""
+    name: str = request.param
+    if name == "connect_refused":
+        with socket.socket() as sock:  # bound, then closed: nothing listens there
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        yield NetworkFault(name, f"http://127.0.0.1:{port}", Reason.CONNECT_REFUSED)
+    elif name == "dns":
+        yield NetworkFault(name, "http://no-such-host.invalid", Reason.DNS)
+    elif name == "connect_error":
+        # connect() to the broadcast address fails at once (EACCES or ENETUNREACH)
+        yield NetworkFault(name, "http://255.255.255.255:9", Reason.CONNECT_ERROR)
+    else:
+        server = await asyncio.start_server(_raw(_RAW_HANDLERS[name]), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            yield NetworkFault(name, f"http://127.0.0.1:{port}", Reason.PROTOCOL_ERROR)
+        finally:
+            server.close()
+            await server.wait_closed()

@@ -1,0 +1,699 @@
+"""The http probe kind against real loopback servers, run through ``run_probe``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import re
+import shutil
+import ssl
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from probed.config import HttpProbe, JsonAssertion, TargetConfig
+from probed.probes import PROBERS
+from probed.probes._http_common import lookup, parse_retry_after, ssl_for
+from probed.probes.base import ProbeContext, ProbeResult, ProbeRun, Reason, run_probe
+from probed.probes.session import PHASES
+
+if TYPE_CHECKING:
+    from conftest import MakeProbeContext, NetworkFault, ServeApp, StubResolver
+
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
+TEXT = "service healthy v1"
+DOCUMENT = {"status": "up", "items": [{"id": 1, "tags": ["a"]}], "ok": True, "n": 3}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the test server saw it."""
+
+    path: str
+    method: str
+    traceparent: str | None
+    content_type: str
+    body: bytes
+    connection: object
+    """The server's per-connection protocol object (kept alive, so identity is unique)."""
+
+
+SEEN = web.AppKey("seen", list[Seen])
+
+
+@web.middleware
+async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
+    body = await request.read()
+    request.app[SEEN].append(
+        Seen(
+            request.path,
+            request.method,
+            request.headers.get("traceparent"),
+            request.headers.get("Content-Type", ""),
+            body,
+            request.protocol,
+        )
+    )
+    return await handler(request)
+
+
+async def _json(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)
+
+
+async def _text(request: web.Request) -> web.Response:
+    return web.Response(text=TEXT)
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.Response(status=int(request.match_info["code"]))
+
+
+async def _rate_limited(request: web.Request) -> web.Response:
+    form = request.match_info["form"]
+    headers: dict[str, str] = {}
+    if form == "delta":
+        headers["Retry-After"] = "7"
+    elif form == "date":
+        headers["Retry-After"] = email.utils.formatdate(time.time() + 120, usegmt=True)
+    elif form == "invalid":
+        headers["Retry-After"] = "soon"
+    return web.Response(status=429, headers=headers)
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(int(request.match_info["ms"]) / 1000)
+    return web.Response(text="done")
+
+
+async def _slow_body(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()
+    await resp.prepare(request)
+    await resp.write(b"first ")
+    await asyncio.sleep(0.1)
+    await resp.write(b"second")
+    await resp.write_eof()
+    return resp
+
+
+async def _loop(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/loop")
+
+
+async def _redirect(request: web.Request) -> web.Response:
+    await asyncio.sleep(0.03)  # every hop takes a while to answer
+    hops = int(request.match_info["n"])
+    if hops > 0:
+        raise web.HTTPFound(f"/redirect/{hops - 1}")
+    return web.Response(text="landed")
+
+
+async def _big(request: web.Request) -> web.Response:
+    return web.Response(body=b"x" * 65536)
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse()  # chunked, no Content-Length: only the cap stops the client
+    await resp.prepare(request)
+    chunk = b"y" * 4096
+    for _ in range(4096):
+        await resp.write(chunk)
+    return resp
+
+
+async def _echo(request: web.Request) -> web.Response:
+    return web.json_response({"method": request.method})
+
+
+def make_app() -> web.Application:
+    """The purpose-built target: one route per behaviour."""
+    app = web.Application(middlewares=[_record])
+    app[SEEN] = []
+    app.router.add_get("/json", _json)
+    app.router.add_get("/text", _text)
+    app.router.add_route("*", "/status/{code}", _status)
+    app.router.add_get("/ratelimit/{form}", _rate_limited)
+    app.router.add_get("/slow/{ms}", _slow)
+    app.router.add_get("/slowbody", _slow_body)
+    app.router.add_get("/loop", _loop)
+    app.router.add_get("/redirect/{n}", _redirect)
+    app.router.add_get("/big", _big)
+    app.router.add_get("/endless", _endless)
+    app.router.add_route("*", "/echo", _echo)
+    return app
+
+
+def http_spec(**fields: Any) -> HttpProbe:
+    """An http probe on target ``t`` with ``fields`` overriding the defaults."""
+    return HttpProbe(**{"name": "web", "target": "t", "timeout": "1s", **fields})
+
+
+@pytest.fixture
+async def app() -> web.Application:
+    """A fresh target app (its ``SEEN`` list records every request)."""
+    return make_app()
+
+
+@pytest.fixture
+async def ctx(
+    app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
+) -> ProbeContext:
+    """A context whose target is ``app`` served on loopback."""
+    return make_probe_context(await serve_app(app))
+
+
+async def run(ctx: ProbeContext, spec: HttpProbe) -> ProbeRun:
+    """Run ``spec`` once through the real runner."""
+    return await run_probe(PROBERS[spec.kind], ctx, spec)
+
+
+FAULTS = [
+    pytest.param({"path": "/json"}, True, None, "", id="ok"),
+    pytest.param({"path": "/status/503"}, False, Reason.STATUS, "http_503", id="status"),
+    pytest.param(
+        {"path": "/status/503", "expect_status": [200, 503]}, True, None, "", id="status_expected"
+    ),
+    pytest.param(
+        {"path": "/ratelimit/delta"}, False, Reason.RATE_LIMITED, "http_429", id="rate_limited"
+    ),
+    pytest.param(
+        {"path": "/ratelimit/delta", "expect_status": [429]},
+        True,
+        None,
+        "",
+        id="rate_limit_expected",
+    ),
+    pytest.param(
+        {"path": "/text", "body_regex": r"healthy v\d"}, True, None, "", id="body_regex_matches"
+    ),
+    pytest.param(
+        {"path": "/text", "body_regex": "degraded"},
+        False,
+        Reason.BODY_MISMATCH,
+        "body_mismatch",
+        id="body_regex_mismatch",
+    ),
+    pytest.param(
+        {"path": "/text", "body_not_regex": "error|degraded"},
+        True,
+        None,
+        "",
+        id="body_not_regex_absent",
+    ),
+    pytest.param(
+        {"path": "/text", "body_not_regex": "healthy"},
+        False,
+        Reason.BODY_MISMATCH,
+        "body_mismatch",
+        id="body_not_regex_matches",
+    ),
+    pytest.param(
+        {"path": "/text", "json_checks": [JsonAssertion(path="status")]},
+        False,
+        Reason.INVALID_JSON,
+        "invalid_json",
+        id="invalid_json",
+    ),
+    pytest.param(
+        {
+            "path": "/json",
+            "json_checks": [
+                JsonAssertion(path="status", equals="up"),
+                JsonAssertion(path="items.0.id", equals=1),
+                JsonAssertion(path="items.0.tags.0", equals="a"),
+                JsonAssertion(path="ok", equals=True),
+                JsonAssertion(path="n", equals=3.0),
+                JsonAssertion(path="gone", exists=False),
+            ],
+        },
+        True,
+        None,
+        "",
+        id="json_checks_pass",
+    ),
+    pytest.param(
+        {"path": "/json", "json_checks": [JsonAssertion(path="data.version")]},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="json_missing_path",
+    ),
+    pytest.param(
+        {"path": "/json", "json_checks": [JsonAssertion(path="items.5.id")]},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="json_index_out_of_range",
+    ),
+    pytest.param(
+        {"path": "/json", "json_checks": [JsonAssertion(path="status", equals="down")]},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="json_wrong_value",
+    ),
+    pytest.param(
+        {"path": "/json", "json_checks": [JsonAssertion(path="ok", equals=1)]},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="json_bool_is_not_a_number",
+    ),
+    pytest.param(
+        {"path": "/json", "json_checks": [JsonAssertion(path="status", exists=False)]},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="json_unexpected_path",
+    ),
+    pytest.param(
+        {"path": "/slow/150", "latency_threshold": "50ms"}, False, Reason.SLOW, "slow", id="slow"
+    ),
+    pytest.param(
+        {"path": "/slow/1500", "timeout": "100ms"}, False, Reason.TIMEOUT, "timeout", id="timeout"
+    ),
+    pytest.param(
+        {"path": "/loop"},
+        False,
+        Reason.TOO_MANY_REDIRECTS,
+        "too_many_redirects",
+        id="redirect_loop",
+    ),
+    pytest.param(
+        {"path": "/redirect/2", "max_redirects": 2}, True, None, "", id="redirects_within_limit"
+    ),
+    pytest.param(
+        {"path": "/redirect/2", "max_redirects": 1},
+        False,
+        Reason.TOO_MANY_REDIRECTS,
+        "too_many_redirects",
+        id="redirects_over_limit",
+    ),
+    pytest.param(
+        {"path": "/redirect/1", "max_redirects": 0},
+        False,
+        Reason.TOO_MANY_REDIRECTS,
+        "too_many_redirects",
+        id="no_redirect_allowed",
+    ),
+    pytest.param(
+        {"path": "/redirect/1", "follow_redirects": False},
+        False,
+        Reason.STATUS,
+        "http_302",
+        id="redirect_not_followed",
+    ),
+    pytest.param(
+        {"path": "/big", "max_body_size": 1000},
+        False,
+        Reason.OVERSIZE,
+        "oversize",
+        id="oversize_content_length",
+    ),
+    pytest.param(
+        {"path": "/endless", "max_body_size": 1000},
+        False,
+        Reason.OVERSIZE,
+        "oversize",
+        id="oversize_streamed",
+    ),
+    pytest.param({"path": "/big", "max_body_size": 65536}, True, None, "", id="body_at_cap"),
+    pytest.param(
+        {"path": "/big", "method": "HEAD", "max_body_size": 1000},
+        True,
+        None,
+        "",
+        id="head_announcing_big_body",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "success", "reason", "error_code"), FAULTS)
+async def test_http_faults(
+    ctx: ProbeContext,
+    fields: dict[str, Any],
+    success: bool,
+    reason: Reason | None,
+    error_code: str,
+) -> None:
+    """Each response-level fault yields the expected success and reason."""
+    result = (await run(ctx, http_spec(**fields))).result
+
+    assert (success, reason) == (result.success, result.reason), result.detail
+    assert error_code == result.error_code
+
+
+async def test_network_faults(
+    network_fault: NetworkFault, make_probe_context: MakeProbeContext
+) -> None:
+    """Each network-level fault yields its reason (refused, DNS, unreachable, broken HTTP)."""
+    ctx = make_probe_context(network_fault.base_url)
+
+    result = (await run(ctx, http_spec(path="/"))).result
+
+    assert (False, network_fault.reason) == (result.success, result.reason), result.detail
+
+
+async def test_dns_failure_never_queries_real_dns(
+    make_probe_context: MakeProbeContext, stub_resolver: StubResolver
+) -> None:
+    """A ``.invalid`` host is answered by the injected resolver with EAI_NONAME."""
+    ctx = make_probe_context("http://probe-target.invalid:8080")
+
+    result = (await run(ctx, http_spec(path="/"))).result
+
+    assert Reason.DNS == result.reason
+    assert ["probe-target.invalid"] == stub_resolver.queries
+
+
+async def test_dropped_connection_is_not_retried(make_probe_context: MakeProbeContext) -> None:
+    """A fresh connection dropped by the server fails the run; no silent retry opens another."""
+    connections = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(drop, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        ctx = make_probe_context(f"http://127.0.0.1:{port}")
+        result = (await run(ctx, http_spec(path="/", method="GET"))).result
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert (Reason.PROTOCOL_ERROR, 1) == (result.reason, connections)
+
+
+async def test_status_failure_keeps_status_code_and_phases(ctx: ProbeContext) -> None:
+    """A failed check still reports the status code and the request phases."""
+    result = (await run(ctx, http_spec(path="/status/503"))).result
+
+    assert 503 == result.status_code
+    assert set(PHASES) == set(result.phases)
+
+
+@pytest.mark.parametrize(
+    ("form", "low", "high"),
+    [("delta", 7.0, 7.0), ("date", 100.0, 121.0)],
+)
+async def test_rate_limited_records_retry_after(
+    ctx: ProbeContext, form: str, low: float, high: float
+) -> None:
+    """A 429 reports ``retry_after`` in seconds from either Retry-After form."""
+    result = (await run(ctx, http_spec(path=f"/ratelimit/{form}"))).result
+    retry_after = result.observations["retry_after"]
+
+    assert Reason.RATE_LIMITED == result.reason
+    assert isinstance(retry_after, float)
+    assert low <= retry_after <= high
+
+
+@pytest.mark.parametrize("form", ["invalid", "absent"])
+async def test_rate_limited_without_usable_retry_after(ctx: ProbeContext, form: str) -> None:
+    """A 429 with a missing or invalid Retry-After records ``retry_after`` None."""
+    result = (await run(ctx, http_spec(path=f"/ratelimit/{form}"))).result
+
+    assert (Reason.RATE_LIMITED, None) == (result.reason, result.observations["retry_after"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        (" 0 ", 0.0),
+        ("Wed, 21 Oct 2015 07:28:30 GMT", 30.0),
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
+        ("Wednesday, 21-Oct-15 07:28:30 GMT", 30.0),
+        ("1.5", None),
+        ("-3", None),
+        ("soon", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    """Retry-After parses delta-seconds and HTTP-dates (relative to now), else None."""
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+
+    assert expected == parse_retry_after(value, now=now)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("status", "up"),
+        ("items.0.id", 1),
+        ("items.0.tags.0", "a"),
+        ("items", DOCUMENT["items"]),
+    ],
+)
+def test_lookup_finds_dotted_paths(path: str, expected: object) -> None:
+    """Dotted paths walk objects by key and lists by integer index."""
+    assert expected == lookup(DOCUMENT, path)
+
+
+@pytest.mark.parametrize("path", ["missing", "items.1", "items.x", "status.0", "items.-1", "n.a"])
+def test_lookup_raises_for_absent_paths(path: str) -> None:
+    """A missing key, an index out of range or a non-container part is a LookupError."""
+    with pytest.raises(LookupError):
+        lookup(DOCUMENT, path)
+
+
+async def test_json_mismatch_details(ctx: ProbeContext) -> None:
+    """JSON mismatches name the path and, for a wrong value, both values."""
+    missing = await run(
+        ctx, http_spec(path="/json", json_checks=[JsonAssertion(path="data.version")])
+    )
+    wrong = await run(
+        ctx, http_spec(path="/json", json_checks=[JsonAssertion(path="status", equals="down")])
+    )
+
+    assert "path 'data.version' missing" == missing.result.detail
+    assert "path 'status' is 'up', expected 'down'" == wrong.result.detail
+
+
+async def test_ok_reports_status_and_content_length(ctx: ProbeContext) -> None:
+    """A successful run reports the status code and the body length."""
+    result = (await run(ctx, http_spec(path="/big"))).result
+
+    assert (200, {"content_length": 65536}) == (result.status_code, dict(result.observations))
+
+
+async def test_traceparent_on_every_request(app: web.Application, ctx: ProbeContext) -> None:
+    """Every request, redirect hops included, carries the run's W3C traceparent."""
+    runs = [await run(ctx, http_spec(path=p)) for p in ("/json", "/redirect/2", "/status/503")]
+
+    seen = app[SEEN]
+    assert 5 == len(seen)
+    matches = [TRACEPARENT.fullmatch(s.traceparent or "") for s in seen]
+    assert all(matches), [s.traceparent for s in seen]
+    trace_ids = [m.group(1) for m in matches if m]
+    assert [runs[0].trace_id, *[runs[1].trace_id] * 3, runs[2].trace_id] == trace_ids
+
+
+@pytest.mark.parametrize(("fresh", "connections"), [(True, 3), (False, 1)])
+async def test_fresh_connection_setting(
+    app: web.Application, ctx: ProbeContext, fresh: bool, connections: int
+) -> None:
+    """``fresh_connection`` opens a new TCP connection per run; otherwise one is reused."""
+    for _ in range(3):
+        assert (await run(ctx, http_spec(path="/json", fresh_connection=fresh))).success
+
+    assert connections == len({id(s.connection) for s in app[SEEN]})
+
+
+async def test_phases_present_non_negative_and_within_duration(
+    app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
+) -> None:
+    """All four phases are reported, none negative, together no longer than the run."""
+    base_url = await serve_app(app)
+    ctx = make_probe_context(base_url.replace("127.0.0.1", "probe.test"))
+
+    probe_run = await run(ctx, http_spec(path="/json"))
+    phases = probe_run.result.phases
+
+    assert probe_run.success, probe_run.result.detail
+    assert list(PHASES) == list(phases)
+    assert all(value >= 0 for value in phases.values()), phases
+    assert phases["resolve"] > 0
+    assert phases["connect"] > 0
+    assert sum(phases.values()) <= probe_run.duration
+
+
+async def test_pooled_reuse_has_no_connect_phase(ctx: ProbeContext) -> None:
+    """A run on a reused pooled connection spends no time connecting."""
+    spec = http_spec(path="/json", fresh_connection=False)
+    first = await run(ctx, spec)
+    second = await run(ctx, spec)
+
+    assert first.result.phases["connect"] > 0
+    assert 0.0 == second.result.phases["connect"]
+
+
+async def test_processing_sums_over_redirect_hops(ctx: ProbeContext) -> None:
+    """``processing`` adds up the server time of every redirect hop (3 hops x 30 ms)."""
+    probe_run = await run(ctx, http_spec(path="/redirect/2"))
+    phases = probe_run.result.phases
+
+    assert probe_run.success
+    assert phases["processing"] >= 0.09
+    assert sum(phases.values()) <= probe_run.duration
+
+
+async def test_transfer_covers_reading_the_body(ctx: ProbeContext) -> None:
+    """``transfer`` runs from the response headers until the body has been read."""
+    phases = (await run(ctx, http_spec(path="/slowbody"))).result.phases
+
+    assert phases["transfer"] >= 0.1
+    assert phases["processing"] < 0.1
+
+
+@pytest.mark.parametrize(
+    ("fields", "content_type", "body"),
+    [
+        ({"method": "POST", "body": "plain text"}, "application/octet-stream", b"plain text"),
+        ({"method": "PUT", "json_body": {"a": [1, 2]}}, "application/json", b'{"a": [1, 2]}'),
+        ({"method": "POST", "json_body": []}, "application/json", b"[]"),
+        ({"method": "DELETE"}, "", b""),
+    ],
+)
+async def test_request_method_and_body(
+    app: web.Application,
+    ctx: ProbeContext,
+    fields: dict[str, Any],
+    content_type: str,
+    body: bytes,
+) -> None:
+    """The probe sends its method with ``body`` or ``json_body`` as given."""
+    assert (await run(ctx, http_spec(path="/echo", **fields))).success
+
+    (seen,) = app[SEEN]
+    assert (fields["method"], content_type, body) == (seen.method, seen.content_type, seen.body)
+
+
+async def test_probe_headers_cannot_override_traceparent(
+    app: web.Application, ctx: ProbeContext
+) -> None:
+    """A ``traceparent`` in the probe's headers is replaced by the run's own."""
+    spec = http_spec(path="/json", headers={"traceparent": "spoofed"})
+
+    probe_run = await run(ctx, spec)
+
+    (seen,) = app[SEEN]
+    assert probe_run.trace_id in (seen.traceparent or "")
+
+
+async def test_probe_fn_exception_is_internal_error(ctx: ProbeContext) -> None:
+    """A bug in a probe function becomes ``internal_error``, not a crash."""
+
+    async def broken(ctx: ProbeContext, spec: Any) -> ProbeResult:
+        raise RuntimeError("bug")
+
+    probe_run = await run_probe(broken, ctx, http_spec(path="/json"))
+
+    assert (False, Reason.INTERNAL_ERROR) == (probe_run.success, probe_run.result.reason)
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """A throwaway self-signed certificate made with the openssl command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return Certificate(cert, key)
+
+
+@pytest.fixture
+async def tls_base_url(app: web.Application, serve_app: ServeApp, certificate: Certificate) -> str:
+    """``app`` served over TLS with the self-signed certificate."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate.cert, certificate.key)
+    return await serve_app(app, ssl=context)
+
+
+@pytest.mark.parametrize(
+    ("target", "success", "reason"),
+    [
+        pytest.param({}, False, Reason.TLS, id="untrusted_certificate"),
+        pytest.param({"insecure_skip_verify": True}, True, None, id="insecure_skip_verify"),
+        pytest.param({"ca_file": "CERT"}, True, None, id="ca_file"),
+        pytest.param({"ca_file": "MISSING"}, False, Reason.TLS, id="ca_file_unreadable"),
+    ],
+)
+async def test_tls(
+    tls_base_url: str,
+    make_probe_context: MakeProbeContext,
+    certificate: Certificate,
+    target: dict[str, Any],
+    success: bool,
+    reason: Reason | None,
+) -> None:
+    """Certificate verification fails as ``tls`` unless skipped or trusted via ``ca_file``."""
+    paths = {"CERT": certificate.cert, "MISSING": certificate.cert.with_name("missing.pem")}
+    if "ca_file" in target:
+        target = {"ca_file": paths[target["ca_file"]]}
+    ctx = make_probe_context(tls_base_url, **target)
+
+    result = (await run(ctx, http_spec(path="/json"))).result
+
+    assert (success, reason) == (result.success, result.reason), result.detail
+
+
+def test_ca_file_context_loaded_once(certificate: Certificate) -> None:
+    """A target's ``ca_file`` is loaded into one SSL context that later requests reuse."""
+    target = TargetConfig(base_url="https://127.0.0.1", ca_file=certificate.cert)
+
+    first = ssl_for(target)
+
+    assert isinstance(first, ssl.SSLContext)
+    assert first is ssl_for(target)
+    assert ssl_for(TargetConfig(base_url="https://x.test", insecure_skip_verify=True)) is False

@@ -1,0 +1,455 @@
+"""The login probe kind against a real loopback server, run through ``run_probe``."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import SecretStr
+
+from probed.config import FollowUp, JsonAssertion, LoginProbe, SecretRef
+from probed.probes import PROBERS
+from probed.probes.base import ProbeContext, ProbeRun, Reason, run_probe
+
+if TYPE_CHECKING:
+    from conftest import MakeProbeContext, NetworkFault, ServeApp
+
+PASSWORD = "pw-S3cret-9qZ"
+TOKEN = "tok-7d1e5c0a9b"
+COOKIE_TOKEN = "sid-4b2f8e61"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as the test server saw it."""
+
+    path: str
+    method: str
+    traceparent: str | None
+    content_type: str
+    fields: dict[str, str]
+    authorization: str | None
+    cookie: str | None
+
+
+SEEN = web.AppKey("seen", list[Seen])
+
+
+@web.middleware
+async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
+    fields: dict[str, str] = {}
+    if request.content_type == "application/json":
+        fields = await request.json()
+    elif request.content_type == "application/x-www-form-urlencoded":
+        fields = {k: str(v) for k, v in (await request.post()).items()}
+    request.app[SEEN].append(
+        Seen(
+            request.path,
+            request.method,
+            request.headers.get("traceparent"),
+            request.content_type,
+            fields,
+            request.headers.get("Authorization"),
+            request.headers.get("Cookie"),
+        )
+    )
+    return await handler(request)
+
+
+def _valid(request: web.Request) -> bool:
+    values = set(request.app[SEEN][-1].fields.values())
+    return {"alice", PASSWORD} <= values
+
+
+async def _login(request: web.Request) -> web.Response:
+    if not _valid(request):
+        return web.json_response({"error": "bad credentials"}, status=401)
+    variant = request.match_info.get("variant", "")
+    if variant == "slow":
+        await asyncio.sleep(0.15)
+    elif variant == "hang":
+        await asyncio.sleep(1.5)
+    elif variant == "bogus":
+        return web.json_response({"token": "bogus"})
+    elif variant == "no-token":
+        return web.json_response({"ok": True})
+    elif variant == "numeric-token":
+        return web.json_response({"token": 12345})
+    elif variant == "html":
+        return web.Response(text="<html>welcome</html>", content_type="text/html")
+    elif variant == "cookie":
+        resp = web.Response(text="<html>welcome</html>", content_type="text/html")
+        resp.set_cookie("sid", COOKIE_TOKEN, httponly=True)
+        return resp
+    elif variant == "both":
+        resp = web.json_response({"token": TOKEN})
+        resp.set_cookie("sid", COOKIE_TOKEN)
+        return resp
+    elif variant == "429":
+        return web.Response(status=429, headers={"Retry-After": "30"})
+    elif variant == "503":
+        return web.Response(status=503)
+    return web.json_response({"token": TOKEN, "expires_in": 3600})
+
+
+def _authorised(request: web.Request) -> bool:
+    return request.headers.get("Authorization") == f"Bearer {TOKEN}" or (
+        request.cookies.get("sid") == COOKIE_TOKEN
+    )
+
+
+async def _me(request: web.Request) -> web.Response:
+    if not _authorised(request):
+        return web.json_response({"error": "unauthorised"}, status=401)
+    return web.json_response({"user": "alice", "role": "admin", "echo": TOKEN})
+
+
+async def _forbidden(request: web.Request) -> web.Response:
+    return web.json_response({"error": "forbidden"}, status=403)
+
+
+async def _unavailable(request: web.Request) -> web.Response:
+    return web.Response(status=503)
+
+
+async def _text(request: web.Request) -> web.Response:
+    return web.Response(text="not json")
+
+
+def make_app() -> web.Application:
+    """The purpose-built login target: one login route per behaviour plus /me."""
+    app = web.Application(middlewares=[_record])
+    app[SEEN] = []
+    app.router.add_post("/login", _login)
+    app.router.add_post("/login/{variant}", _login)
+    app.router.add_route("*", "/me", _me)
+    app.router.add_get("/forbidden", _forbidden)
+    app.router.add_get("/unavailable", _unavailable)
+    app.router.add_get("/text", _text)
+    return app
+
+
+def login_spec(password: str = PASSWORD, **fields: Any) -> LoginProbe:
+    """A login probe for alice with ``fields`` overriding the defaults."""
+    spec = LoginProbe(
+        **{
+            "name": "login",
+            "target": "t",
+            "path": "/login",
+            "username": "alice",
+            "password": SecretRef(env="PROBE_PASSWORD"),
+            "timeout": "1s",
+            "latency_threshold": None,
+            **fields,
+        }
+    )
+    spec._store_secret("password", SecretStr(password))
+    return spec
+
+
+@pytest.fixture
+async def app() -> web.Application:
+    """A fresh login target (its ``SEEN`` list records every request)."""
+    return make_app()
+
+
+@pytest.fixture
+async def ctx(
+    app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
+) -> ProbeContext:
+    """A context whose target is ``app`` served on loopback."""
+    return make_probe_context(await serve_app(app))
+
+
+async def run(ctx: ProbeContext, spec: LoginProbe) -> ProbeRun:
+    """Run ``spec`` once through the real runner."""
+    return await run_probe(PROBERS[spec.kind], ctx, spec)
+
+
+ME = FollowUp(path="/me", json_checks=[JsonAssertion(path="role", equals="admin")])
+
+FAULTS = [
+    pytest.param({}, True, None, "", id="ok_json"),
+    pytest.param({"encoding": "form"}, True, None, "", id="ok_form"),
+    pytest.param({"follow_up": ME}, True, None, "", id="ok_follow_up"),
+    pytest.param(
+        {"follow_up": FollowUp(path="/me", method="POST")}, True, None, "", id="ok_follow_up_post"
+    ),
+    pytest.param(
+        {"path": "/login/cookie", "token_path": None, "token_cookie": "sid", "follow_up": ME},
+        True,
+        None,
+        "",
+        id="ok_cookie",
+    ),
+    pytest.param(
+        {"path": "/login/cookie", "token_cookie": "sid", "follow_up": ME},
+        True,
+        None,
+        "",
+        id="ok_cookie_after_json_path",
+    ),
+    pytest.param({"password": "wrong"}, False, Reason.STATUS, "http_401", id="wrong_password"),
+    pytest.param({"path": "/login/503"}, False, Reason.STATUS, "http_503", id="status"),
+    pytest.param({"path": "/login/429"}, False, Reason.RATE_LIMITED, "http_429", id="rate_limited"),
+    pytest.param(
+        {"path": "/login/html"}, False, Reason.INVALID_JSON, "invalid_json", id="invalid_json"
+    ),
+    pytest.param(
+        {"path": "/login/no-token"}, False, Reason.NO_TOKEN, "no_token", id="no_token_json_path"
+    ),
+    pytest.param(
+        {"path": "/login/numeric-token"},
+        False,
+        Reason.NO_TOKEN,
+        "no_token",
+        id="no_token_not_a_string",
+    ),
+    pytest.param(
+        {"path": "/login/html", "token_path": None, "token_cookie": "sid"},
+        False,
+        Reason.NO_TOKEN,
+        "no_token",
+        id="no_token_cookie",
+    ),
+    pytest.param(
+        {"path": "/login/no-token", "token_cookie": "sid"},
+        False,
+        Reason.NO_TOKEN,
+        "no_token",
+        id="no_token_either_source",
+    ),
+    pytest.param(
+        {"path": "/login/bogus", "follow_up": ME},
+        False,
+        Reason.AUTH_FAILED,
+        "http_401",
+        id="auth_failed_401",
+    ),
+    pytest.param(
+        {"follow_up": FollowUp(path="/forbidden")},
+        False,
+        Reason.AUTH_FAILED,
+        "http_403",
+        id="auth_failed_403",
+    ),
+    pytest.param(
+        {"follow_up": FollowUp(path="/unavailable")},
+        False,
+        Reason.STATUS,
+        "http_503",
+        id="follow_up_status",
+    ),
+    pytest.param(
+        {"follow_up": FollowUp(path="/me", json_checks=[JsonAssertion(path="role", equals="x")])},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="follow_up_json_mismatch",
+    ),
+    pytest.param(
+        {"follow_up": FollowUp(path="/me", json_checks=[JsonAssertion(path="email")])},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="follow_up_json_missing_path",
+    ),
+    pytest.param(
+        {"follow_up": FollowUp(path="/text", json_checks=[JsonAssertion(path="user")])},
+        False,
+        Reason.INVALID_JSON,
+        "invalid_json",
+        id="follow_up_invalid_json",
+    ),
+    pytest.param(
+        {"follow_up": FollowUp(path="/me", json_checks=[JsonAssertion(path="echo", equals="x")])},
+        False,
+        Reason.JSON_MISMATCH,
+        "json_mismatch",
+        id="follow_up_json_mismatch_on_token",
+    ),
+    pytest.param(
+        {"path": "/login/slow", "latency_threshold": "50ms"},
+        False,
+        Reason.SLOW,
+        "slow",
+        id="slow",
+    ),
+    pytest.param(
+        {"path": "/login/hang", "timeout": "100ms"},
+        False,
+        Reason.TIMEOUT,
+        "timeout",
+        id="timeout",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "success", "reason", "error_code"), FAULTS)
+async def test_login_faults(
+    ctx: ProbeContext,
+    fields: dict[str, Any],
+    success: bool,
+    reason: Reason | None,
+    error_code: str,
+) -> None:
+    """Each login fault yields the expected success and reason."""
+    result = (await run(ctx, login_spec(**fields))).result
+
+    assert (success, reason) == (result.success, result.reason), result.detail
+    assert error_code == result.error_code
+
+
+@pytest.mark.parametrize(("fields", "success", "reason", "error_code"), FAULTS)
+async def test_secrets_never_in_result(
+    ctx: ProbeContext,
+    fields: dict[str, Any],
+    success: bool,
+    reason: Reason | None,
+    error_code: str,
+) -> None:
+    """Neither the password nor the token appears in the run's repr, detail or observations."""
+    probe_run = await run(ctx, login_spec(**fields))
+
+    text = f"{probe_run!r} {probe_run.result.detail} {dict(probe_run.result.observations)}"
+    for secret in (PASSWORD, TOKEN, COOKIE_TOKEN):
+        assert secret not in text
+
+
+async def test_token_in_follow_up_detail_is_redacted(ctx: ProbeContext) -> None:
+    """A follow-up check that prints the token's value shows it redacted."""
+    check = JsonAssertion(path="echo", equals="x")
+    result = (
+        await run(ctx, login_spec(follow_up=FollowUp(path="/me", json_checks=[check])))
+    ).result
+
+    assert "path 'echo' is '[redacted]', expected 'x'" == result.detail
+
+
+async def test_network_faults(
+    network_fault: NetworkFault, make_probe_context: MakeProbeContext
+) -> None:
+    """A login run reports network-level faults with the runner's reasons."""
+    result = (await run(make_probe_context(network_fault.base_url), login_spec())).result
+
+    assert (False, network_fault.reason) == (result.success, result.reason), result.detail
+
+
+@pytest.mark.parametrize(
+    ("encoding", "content_type"),
+    [("json", "application/json"), ("form", "application/x-www-form-urlencoded")],
+)
+async def test_credentials_encoding(
+    app: web.Application, ctx: ProbeContext, encoding: str, content_type: str
+) -> None:
+    """Credentials are posted as JSON or as a form under the configured field names."""
+    spec = login_spec(encoding=encoding, username_field="user", password_field="pass")
+
+    assert (await run(ctx, spec)).success
+
+    (seen,) = app[SEEN]
+    expected = ("POST", content_type, {"user": "alice", "pass": PASSWORD})
+    assert expected == (seen.method, seen.content_type, seen.fields)
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "authorization", "cookie"),
+    [
+        pytest.param("/login", {}, f"Bearer {TOKEN}", None, id="json_token_as_bearer"),
+        pytest.param(
+            "/login/cookie",
+            {"token_path": None, "token_cookie": "sid"},
+            None,
+            f"sid={COOKIE_TOKEN}",
+            id="cookie_token_as_cookie",
+        ),
+        pytest.param(
+            "/login/both",
+            {"token_cookie": "sid"},
+            f"Bearer {TOKEN}",
+            None,
+            id="json_path_tried_before_cookie",
+        ),
+    ],
+)
+async def test_follow_up_presents_token(
+    app: web.Application,
+    ctx: ProbeContext,
+    path: str,
+    fields: dict[str, Any],
+    authorization: str | None,
+    cookie: str | None,
+) -> None:
+    """The follow-up sends a JSON token as a bearer token and a cookie token as a cookie."""
+    assert (await run(ctx, login_spec(path=path, follow_up=ME, **fields))).success
+
+    login, follow_up = app[SEEN]
+    assert (None, None) == (login.authorization, login.cookie)
+    assert ("/me", authorization, cookie) == (
+        follow_up.path,
+        follow_up.authorization,
+        follow_up.cookie,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "token"),
+    [
+        ("/login", {}, TOKEN),
+        ("/login/cookie", {"token_cookie": "sid"}, COOKIE_TOKEN),
+    ],
+)
+async def test_token_reported_to_on_secret(
+    ctx: ProbeContext, path: str, fields: dict[str, Any], token: str
+) -> None:
+    """The token is handed to ``on_secret`` so logs can redact it."""
+    secrets: list[str] = []
+    ctx = dataclasses.replace(ctx, on_secret=secrets.append)
+
+    assert (await run(ctx, login_spec(path=path, **fields))).success
+
+    assert [token] == secrets
+
+
+async def test_observations_time_both_requests(ctx: ProbeContext) -> None:
+    """A login with a follow-up reports ``login_seconds`` and ``follow_up_seconds``."""
+    probe_run = await run(ctx, login_spec(follow_up=ME))
+    observations = probe_run.result.observations
+
+    assert {"login_seconds", "follow_up_seconds"} == set(observations)
+    assert all(
+        isinstance(value, float) and 0 < value < probe_run.duration
+        for value in observations.values()
+    )
+
+
+async def test_failed_follow_up_keeps_login_seconds(ctx: ProbeContext) -> None:
+    """A failing follow-up still reports how long the login took."""
+    result = (await run(ctx, login_spec(follow_up=FollowUp(path="/forbidden")))).result
+
+    assert (403, True) == (result.status_code, "login_seconds" in result.observations)
+
+
+async def test_phases_add_up_over_both_requests(ctx: ProbeContext) -> None:
+    """Phases cover the login and the follow-up and fit within the run."""
+    probe_run = await run(ctx, login_spec(follow_up=ME))
+    phases = probe_run.result.phases
+
+    assert {"resolve", "connect", "processing", "transfer"} == set(phases)
+    assert all(value >= 0 for value in phases.values())
+    assert sum(phases.values()) <= probe_run.duration
+
+
+async def test_traceparent_on_both_requests(app: web.Application, ctx: ProbeContext) -> None:
+    """The login and its follow-up carry the same traceparent, the run's."""
+    probe_run = await run(ctx, login_spec(follow_up=ME))
+
+    login, follow_up = app[SEEN]
+    assert login.traceparent is not None
+    assert probe_run.trace_id == login.traceparent.split("-")[1]
+    assert login.traceparent == follow_up.traceparent

@@ -1,0 +1,63 @@
+"""The probe registry and the config's ``ProbeSpec`` union are one list of kinds."""
+
+from __future__ import annotations
+
+import importlib
+import typing
+from types import ModuleType
+
+import pytest
+from pydantic import BaseModel
+
+from probed.config import ProbeSpec
+from probed.probes import PROBERS
+
+
+def _spec_models() -> list[type[BaseModel]]:
+    union, *_metadata = typing.get_args(ProbeSpec)  # Annotated[A | B | C, Field(...)]
+    return list(typing.get_args(union))
+
+
+def _kind_of(model: type[BaseModel]) -> str:
+    (kind,) = typing.get_args(model.model_fields["kind"].annotation)
+    assert isinstance(kind, str)
+    return kind
+
+
+def test_registry_matches_spec_union() -> None:
+    """``PROBERS`` has exactly one entry per ``kind`` literal of the ``ProbeSpec`` union."""
+    assert {_kind_of(model) for model in _spec_models()} == set(PROBERS)
+
+
+@pytest.mark.parametrize("model", _spec_models(), ids=_kind_of)
+def test_each_kind_takes_its_own_spec_model(model: type[BaseModel]) -> None:
+    """The function registered for a kind is annotated with that kind's spec model."""
+    hints = typing.get_type_hints(PROBERS[_kind_of(model)])
+
+    assert model is hints["spec"]
+
+
+def test_registry_is_read_only() -> None:
+    """The registry cannot be changed at run time."""
+    with pytest.raises(TypeError):
+        PROBERS["http"] = PROBERS["login"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "probed.probes",
+        "probed.probes._http_common",
+        "probed.probes.fixture",
+        "probed.probes.http",
+        "probed.probes.login",
+        "probed.probes.session",
+    ],
+)
+def test_all_is_sorted_and_honest(name: str) -> None:
+    """Each probes module's ``__all__`` is sorted and names only what the module defines."""
+    module: ModuleType = importlib.import_module(name)
+    exported = list(module.__all__)
+
+    assert sorted(exported) == exported
+    assert [] == [item for item in exported if not hasattr(module, item)]
