@@ -1,0 +1,12 @@
+"""The built-in demo target: a small product to probe, with fault knobs.
+
+``DemoTarget`` serves the seeds' product shape (health endpoints, login,
+``/api/me``, ``/v1/indicators``) on loopback; ``Faults`` makes it slow, rate
+limited, failing or unreachable so tests and operators can rehearse incidents.
+"""
+
+from __future__ import annotations
+
+from probed.demo.target import DemoTarget, Faults
+
+__all__ = ["DemoTarget", "Faults"]
