@@ -1,0 +1,199 @@
+"""The daemon end to end: shipped probes against the demo target, promtool, redaction, CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from probed.config import load_config
+from probed.daemon import Daemon
+from probed.demo import DemoTarget
+
+DEMO_CONFIG = Path(__file__).parent.parent / "probed" / "demo" / "probes.toml"
+PASSWORD = "pw-Very-Secret-42"
+
+
+def fast_demo_config(tmp_path: Path, base_url: str, listen: str = "127.0.0.1:0") -> Path:
+    """The shipped demo config with 1 s intervals, pointed at ``base_url``, in ``tmp_path``."""
+    text = DEMO_CONFIG.read_text()
+    text = text.replace('interval = "10s"', 'interval = "1s"').replace(
+        'timeout = "2s"', 'timeout = "900ms"'
+    )
+    text = text.replace('"http://127.0.0.1:18115"', f'"{base_url}"')
+    text = text.replace('listen = "127.0.0.1:10115"', f'listen = "{listen}"')
+    text = text.replace('state_dir = "/tmp/probed-demo"', f'state_dir = "{tmp_path}/state"')
+    (tmp_path / "fixtures").mkdir(exist_ok=True)
+    shutil.copy(DEMO_CONFIG.parent / "fixtures" / "indicators.json", tmp_path / "fixtures")
+    path = tmp_path / "probes.toml"
+    path.write_text(text)
+    return path
+
+
+def promtool() -> str:
+    """Path of promtool; skipped locally when absent, a failure under CI."""
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is required in CI (Debian package prometheus)")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    return path
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[DemoTarget]:
+    """The demo target on a loopback port."""
+    async with DemoTarget(password=PASSWORD) as target:
+        yield target
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float) -> None:
+    """Poll an async predicate until it is true or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_shipped_probes_all_succeed_and_promtool_is_clean(
+    demo: DemoTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every shipped probe succeeds against the demo and promtool finds nothing in a live scrape."""
+    monkeypatch.setenv("PROBED_DEMO_PASSWORD", PASSWORD)
+    config = load_config(fast_demo_config(tmp_path, demo.base_url))
+    daemon = Daemon(config, install_signal_handlers=False, shutdown_grace=1.0)
+    task = asyncio.create_task(daemon.run())
+    await daemon.wait_started()
+    names = {p.name for p in config.probes}
+    base = f"http://127.0.0.1:{daemon.bound_port}"
+    async with aiohttp.ClientSession() as http:
+
+        async def all_ok() -> bool:
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            ok = set(re.findall(r'^probe_success\{probe="(\w+)"\} 1\.0$', text, re.M))
+            return ok == names
+
+        await wait_for(all_ok, within=5.0)
+        async with http.get(f"{base}/metrics") as resp:
+            body = await resp.read()
+            assert "text/plain; version=0.0.4; charset=utf-8" == resp.headers["Content-Type"]
+        async with http.get(f"{base}/-/ready") as resp:
+            assert 200 == resp.status
+        async with http.get(f"{base}/api/v1/status") as resp:
+            status = await resp.json()
+        assert names == {p["probe"] for p in status["probes"]}
+    daemon.request_stop()
+    assert 0 == await task
+    proc = await asyncio.create_subprocess_exec(
+        promtool(), "check", "metrics", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(body), 30)
+    assert (0, b"", b"") == (proc.returncode, out, err)
+
+
+def test_check_command(tmp_path: Path) -> None:
+    """probed check exits 0 on the shipped config and 2 with the exact problem on a bad one."""
+    env = {**os.environ, "PROBED_DEMO_PASSWORD": "x" * 8}
+    ok = subprocess.run(
+        [sys.executable, "-m", "probed", "check", "-c", str(DEMO_CONFIG)],
+        capture_output=True, text=True, env=env, timeout=30,
+    )  # fmt: skip
+    assert (0, f"{DEMO_CONFIG}: OK (6 probes, 1 targets)\n") == (ok.returncode, ok.stdout)
+    bad = Path(__file__).parent / "configs" / "bad" / "unknown_target.toml"
+    out = subprocess.run(
+        [sys.executable, "-m", "probed", "check", "-c", str(bad)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert 2 == out.returncode
+    assert (
+        f"{bad}:7: probe 'health' (probes[0]) key 'target': unknown target 'staging' "
+        "(targets: app)\n"
+    ) == out.stderr
+
+
+async def test_once_command(demo: DemoTarget, tmp_path: Path) -> None:
+    """probed once prints results, exits 0 when all pass and 1 when one fails."""
+    path = fast_demo_config(tmp_path, demo.base_url)
+    env = {**os.environ, "PROBED_DEMO_PASSWORD": PASSWORD}
+
+    async def once(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "probed", "once", "-c", str(path), *args,
+            env=env, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    code, out = await once("--json")
+    results = json.loads(out)
+    assert 0 == code
+    assert 6 == len(results)
+    assert all(r["success"] for r in results)
+    code, out = await once("-p", "health", "-p", "login")
+    assert 0 == code
+    assert ["PROBE", "health", "login"] == [line.split()[0] for line in out.splitlines()]
+    env["PROBED_DEMO_PASSWORD"] = "wrong-password"
+    code, out = await once("-p", "login")
+    assert 1 == code
+    assert ["login", "login", "FAIL", "status", "401"] == out.splitlines()[1].split()[:5]
+    code, _ = await once("-p", "nope")
+    assert 2 == code
+
+
+async def test_no_secret_in_any_output(demo: DemoTarget, tmp_path: Path) -> None:
+    """The real daemon's logs, metrics and status never contain the password or a token."""
+    path = fast_demo_config(tmp_path, demo.base_url, listen="127.0.0.1:0")
+    text = path.read_text().replace('log_level = "info"', 'log_level = "debug"')
+    # a second login probe whose follow-up fails, so failure paths are logged too
+    text += (
+        '\n[[probes]]\nname = "login_bad_follow_up"\nkind = "login"\ntarget = "demo"\n'
+        'interval = "1s"\ntimeout = "900ms"\nusername = "probe@demo.example"\n'
+        'password = { env = "PROBED_DEMO_PASSWORD" }\nfollow_up = { path = "/api/me", '
+        "expect_status = [204] }\n"
+    )
+    path.write_text(text)
+    env = {**os.environ, "PROBED_DEMO_PASSWORD": PASSWORD}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probed", "run", "-c", str(path), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+    assert "daemon_ready" == first["event"]
+    base = f"http://{first['listen']}"
+    scraped = []
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(2.5)
+        for path_ in ("/metrics", "/api/v1/status", "/"):
+            async with http.get(base + path_) as resp:
+                scraped.append(await resp.text())
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert 0 == proc.returncode
+    logs = json.dumps(first) + out.decode() + err.decode()
+    tokens = demo.issued_tokens()
+    assert len(tokens) >= 2
+    everything = logs + "".join(scraped)
+    assert [] == [s for s in [PASSWORD, *tokens] if s in everything]
+    assert "probe@demo.example" not in logs
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert {"login", "login_bad_follow_up"} <= {e.get("probe") for e in events}
+    assert any(
+        e.get("reason") == "status" for e in events if e.get("probe") == "login_bad_follow_up"
+    )

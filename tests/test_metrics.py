@@ -1,0 +1,82 @@
+"""Metrics: the collector over the store, our own registry, and promtool on a live scrape."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import REGISTRY, generate_latest
+
+from probed.metrics import DaemonInfo, build_registry
+from probed.probes.base import ProbeResult, ProbeRun, Reason
+from probed.store import ResultStore
+
+
+def make_run(probe: str, result: ProbeResult, duration: float = 0.12) -> ProbeRun:
+    """A finished run of an http probe."""
+    return ProbeRun(probe, "http", "app", "r1", "t1", time.time(), duration, result)
+
+
+def populated() -> tuple[ResultStore, DaemonInfo]:
+    """A store with one good and one failing probe."""
+    store = ResultStore()
+    store.register("health", "http", "app")
+    store.register("login", "login", "app")
+    store.record(make_run("health", ProbeResult.ok(status_code=200, phases={"connect": 0.001})))
+    store.record(
+        make_run("login", ProbeResult.fail(Reason.RATE_LIMITED, status_code=429, retry_after=7))
+    )
+    store.skipped("health", "overlap")
+    store.observe_scheduler_lag(0.002)
+    return store, DaemonInfo(location="lab", max_concurrency=8)
+
+
+def test_blackbox_compatible_gauges() -> None:
+    """probe_success, probe_duration_seconds, status code and phases carry the last run."""
+    store, info = populated()
+    reg = build_registry(store, info)
+    assert 1.0 == reg.get_sample_value("probe_success", {"probe": "health"})
+    assert 0.0 == reg.get_sample_value("probe_success", {"probe": "login"})
+    assert 0.12 == reg.get_sample_value("probe_duration_seconds", {"probe": "health"})
+    assert 429.0 == reg.get_sample_value("probe_http_status_code", {"probe": "login"})
+    assert 0.001 == reg.get_sample_value(
+        "probe_http_duration_seconds", {"probe": "health", "phase": "connect"}
+    )
+
+
+def test_counters_and_histograms() -> None:
+    """Runs, failures by reason, skips, 429s and durations are exported as counters."""
+    store, info = populated()
+    reg = build_registry(store, info)
+    get = reg.get_sample_value
+    assert 1.0 == get("probed_probe_runs_total", {"probe": "health", "result": "success"})
+    assert 0.0 == get("probed_probe_runs_total", {"probe": "health", "result": "failure"})
+    assert 1.0 == get("probed_probe_failures_total", {"probe": "login", "reason": "rate_limited"})
+    assert 1.0 == get("probed_probe_skipped_total", {"probe": "health", "reason": "overlap"})
+    assert 1.0 == get("probed_probe_rate_limited_total", {"probe": "login"})
+    assert 7.0 == get("probed_probe_retry_after_seconds", {"probe": "login"})
+    assert 1.0 == get("probed_probe_duration_seconds_bucket", {"probe": "health", "le": "0.2"})
+    assert 0.0 == get("probed_probe_duration_seconds_bucket", {"probe": "health", "le": "0.1"})
+    assert 1.0 == get("probed_scheduler_lag_seconds_count")
+    assert 1.0 == get(
+        "probed_build_info",
+        {"version": "0.1.0", "python_version": __import__("platform").python_version(),
+         "location": "lab"},
+    )  # fmt: skip
+
+
+def test_forgotten_probe_disappears() -> None:
+    """A probe removed from the store has no series in the next scrape."""
+    store, info = populated()
+    reg = build_registry(store, info)
+    store.forget("login")
+    text = generate_latest(reg).decode()
+    assert 'probe="login"' not in text
+    assert 'probe="health"' in text
+
+
+def test_no_created_series_and_not_global() -> None:
+    """No _created series are exposed and nothing lands on the global registry."""
+    store, info = populated()
+    text = generate_latest(build_registry(store, info)).decode()
+    assert "_created" not in text
+    assert "probe_success" not in generate_latest(REGISTRY).decode()
