@@ -229,6 +229,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
                 "status_code": r.result.status_code,
                 "duration_seconds": round(r.duration, 6),
                 "phases": dict(r.result.phases),
+                "observations": dict(r.result.observations),
                 "trace_id": r.trace_id,
             }
             for r in runs

@@ -197,3 +197,71 @@ async def test_no_secret_in_any_output(demo: DemoTarget, tmp_path: Path) -> None
     assert any(
         e.get("reason") == "status" for e in events if e.get("probe") == "login_bad_follow_up"
     )
+
+
+async def read_event(
+    stream: asyncio.StreamReader, event: str, within: float = 10.0
+) -> dict[str, object]:
+    """Read JSON log lines until one has ``event``; return it."""
+    async with asyncio.timeout(within):
+        while True:
+            line = await stream.readline()
+            if not line:
+                raise AssertionError(f"stream ended before {event!r}")
+            record: dict[str, object] = json.loads(line)
+            if record.get("event") == event:
+                return record
+
+
+async def test_process_reload_and_graceful_stop(demo: DemoTarget, tmp_path: Path) -> None:
+    """The real process reloads on SIGHUP by diff, keeps running on a bad file, exits 0 on TERM."""
+    path = fast_demo_config(tmp_path, demo.base_url)
+    good = path.read_text()
+    env = {**os.environ, "PROBED_DEMO_PASSWORD": PASSWORD}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probed", "run", "-c", str(path), "--shutdown-grace", "2",
+        env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        ready = await read_event(proc.stdout, "daemon_ready")
+        base = f"http://{ready['listen']}"
+        # remove "migrations", change "liveness", add "health_copy"
+        changed = good.replace(
+            'path = "/health/liveness"',
+            'path = "/health/liveness"\nmethod = "GET"\nexpect_status = [200, 204]',
+        )
+        changed = changed.replace('name = "migrations"', 'name = "health_copy"')
+        path.write_text(changed)
+        proc.send_signal(signal.SIGHUP)
+        reloaded = await read_event(proc.stdout, "config_reloaded")
+        assert (["health_copy"], ["liveness"], ["migrations"]) == (
+            reloaded["added"], reloaded["changed"], reloaded["removed"],
+        )  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            assert 'probe="migrations"' not in text
+            assert 'probed_probe_info{kind="http",probe="health_copy",target="demo"} 1.0' in text
+            bad = changed + '\n[[probes]]\nname = "x"\nkind = "http"\ntarget = "nope"\n'
+            path.write_text(bad)
+            line = bad.splitlines().index('target = "nope"') + 1
+            async with http.post(f"{base}/-/reload") as resp:
+                assert 400 == resp.status
+            failed = await read_event(proc.stdout, "config_reload_failed")
+            assert [
+                f"{path}:{line}: probe 'x' (probes[6]) key 'target': unknown target 'nope' "
+                "(targets: demo)"
+            ] == failed["problems"]
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            assert "probed_config_last_reload_successful 0.0" in text
+            assert "probed_probes_configured 6.0" in text
+            await read_event(proc.stdout, "probe_run")  # probing continues
+        proc.send_signal(signal.SIGTERM)
+        await read_event(proc.stdout, "daemon_stopped")
+        assert 0 == await asyncio.wait_for(proc.wait(), 5)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
