@@ -10,9 +10,11 @@ import shutil
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -27,6 +29,7 @@ from probed.probes.session import PHASES
 if TYPE_CHECKING:
     from conftest import MakeProbeContext, NetworkFault, ServeApp, StubResolver
 
+PLAIN_PHASES = tuple(phase for phase in PHASES if phase != "tls")
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
 TEXT = "service healthy v1"
 DOCUMENT = {"status": "up", "items": [{"id": 1, "tags": ["a"]}], "ok": True, "n": 3}
@@ -401,7 +404,7 @@ async def test_status_failure_keeps_status_code_and_phases(ctx: ProbeContext) ->
     result = (await run(ctx, http_spec(path="/status/503"))).result
 
     assert 503 == result.status_code
-    assert set(PHASES) == set(result.phases)
+    assert set(PLAIN_PHASES) == set(result.phases)
 
 
 @pytest.mark.parametrize(
@@ -517,7 +520,7 @@ async def test_fresh_connection_setting(
 async def test_phases_present_non_negative_and_within_duration(
     app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
 ) -> None:
-    """All four phases are reported, none negative, together no longer than the run."""
+    """Plain HTTP reports all phases but ``tls``, none negative, together no longer than the run."""
     base_url = await serve_app(app)
     ctx = make_probe_context(base_url.replace("127.0.0.1", "probe.test"))
 
@@ -525,7 +528,7 @@ async def test_phases_present_non_negative_and_within_duration(
     phases = probe_run.result.phases
 
     assert probe_run.success, probe_run.result.detail
-    assert list(PHASES) == list(phases)
+    assert list(PLAIN_PHASES) == list(phases)
     assert all(value >= 0 for value in phases.values()), phases
     assert phases["resolve"] > 0
     assert phases["connect"] > 0
@@ -694,6 +697,144 @@ def test_ca_file_context_loaded_once(certificate: Certificate) -> None:
 
     first = ssl_for(target)
 
-    assert isinstance(first, ssl.SSLContext)
     assert first is ssl_for(target)
-    assert ssl_for(TargetConfig(base_url="https://x.test", insecure_skip_verify=True)) is False
+
+
+def test_every_tls_context_is_shared_and_timed(certificate: Certificate) -> None:
+    """The default, ``insecure_skip_verify`` and ``ca_file`` contexts are shared and timed."""
+    targets = [
+        TargetConfig(base_url="https://x.test"),
+        TargetConfig(base_url="https://x.test", insecure_skip_verify=True),
+        TargetConfig(base_url="https://x.test", ca_file=certificate.cert),
+    ]
+
+    contexts = [ssl_for(target) for target in targets]
+
+    assert contexts == [ssl_for(target) for target in targets]
+    assert 3 == len({id(context) for context in contexts})
+    assert [ssl.CERT_REQUIRED, ssl.CERT_NONE, ssl.CERT_REQUIRED] == [
+        context.verify_mode for context in contexts
+    ]
+    assert all(
+        issubclass(context.sslobject_class, ssl.SSLObject)
+        and context.sslobject_class is not ssl.SSLObject
+        for context in contexts
+    ), [context.sslobject_class for context in contexts]
+
+
+@contextlib.asynccontextmanager
+async def delaying_proxy(upstream: str, delay: float) -> AsyncIterator[str]:
+    """A TCP proxy to ``upstream`` holding the server's first bytes back ``delay`` seconds.
+
+    Yields the proxy's ``https`` base URL; with TLS upstream this delays the handshake only.
+    """
+    upstream_port = urlsplit(upstream).port
+    relays: set[asyncio.Task[Any]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold: float) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if hold:
+                    await asyncio.sleep(hold)
+                    hold = 0.0
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def relay(
+        client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        if (task := asyncio.current_task()) is not None:
+            relays.add(task)
+        writers.append(client_writer)
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        writers.append(server_writer)
+        await asyncio.gather(
+            pipe(client_reader, server_writer, 0.0), pipe(server_reader, client_writer, delay)
+        )
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for writer in writers:  # ends every pipe: its reads see EOF
+            writer.close()
+        if relays:
+            await asyncio.wait(relays, timeout=5)
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param({"insecure_skip_verify": True}, id="insecure_skip_verify"),
+        pytest.param({"ca_file": "CERT"}, id="ca_file"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/json"), ("HEAD", "/json"), ("GET", "/redirect/1")]
+)
+async def test_tls_phase_on_fresh_connection(
+    tls_base_url: str,
+    make_probe_context: MakeProbeContext,
+    certificate: Certificate,
+    target: dict[str, Any],
+    method: str,
+    path: str,
+) -> None:
+    """A fresh HTTPS connection reports a ``tls`` phase apart from ``connect``, within the run."""
+    if "ca_file" in target:
+        target = {"ca_file": certificate.cert}
+    ctx = make_probe_context(tls_base_url, **target)
+
+    probe_run = await run(ctx, http_spec(path=path, method=method))
+    phases = probe_run.result.phases
+
+    assert probe_run.success, probe_run.result.detail
+    assert list(PHASES) == list(phases)
+    assert 0 < phases["tls"]
+    assert 0 <= phases["connect"]
+    assert all(0 <= value for value in phases.values()), phases
+    assert probe_run.duration >= sum(phases.values())
+
+
+async def test_tls_phase_zero_on_reused_pooled_connection(
+    app: web.Application,
+    tls_base_url: str,
+    make_probe_context: MakeProbeContext,
+    certificate: Certificate,
+) -> None:
+    """A run on a reused pooled HTTPS connection reports no connect and no TLS time."""
+    ctx = make_probe_context(tls_base_url, ca_file=certificate.cert)
+    spec = http_spec(path="/json", fresh_connection=False)
+
+    first = (await run(ctx, spec)).result
+    second = (await run(ctx, spec)).result
+
+    assert (True, True) == (first.success, second.success)
+    assert 1 == len({id(seen.connection) for seen in app[SEEN]})
+    assert 0 < first.phases["tls"]
+    assert 0 < first.phases["connect"]
+    assert (0.0, 0.0) == (second.phases["connect"], second.phases["tls"])
+
+
+@pytest.mark.parametrize(("path", "handshakes"), [("/json", 1), ("/redirect/1", 2)])
+async def test_slow_handshake_counts_as_tls_not_connect(
+    tls_base_url: str,
+    make_probe_context: MakeProbeContext,
+    certificate: Certificate,
+    path: str,
+    handshakes: int,
+) -> None:
+    """A handshake held back 100 ms per connection counts in ``tls``; ``connect`` stays small."""
+    async with delaying_proxy(tls_base_url, 0.1) as proxy_url:
+        ctx = make_probe_context(proxy_url, ca_file=certificate.cert)
+        probe_run = await run(ctx, http_spec(path=path))
+    phases = probe_run.result.phases
+
+    assert probe_run.success, probe_run.result.detail
+    assert 0.09 * handshakes <= phases["tls"]
+    assert 0.05 > phases["connect"]
+    assert probe_run.duration >= sum(phases.values())

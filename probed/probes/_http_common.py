@@ -26,7 +26,7 @@ from multidict import CIMultiDictProxy
 from probed.config import JsonAssertion, ProbeSpec, TargetConfig
 from probed.errors import ProbeFailure
 from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
-from probed.probes.session import PhaseTimer
+from probed.probes.session import PhaseTimer, timed_ssl_context
 
 __all__ = [
     "CheckFailed",
@@ -121,8 +121,30 @@ class Response:
 
 
 # --- TLS ------------------------------------------------------------------------------
+#
+# Every request gets one of probed's own contexts (never aiohttp's ``ssl=True/False``
+# defaults) so that the TLS handshake is timed apart from connect; the contexts are
+# made once per process and reused, which also keeps pooled connections keyed alike.
 
 _ca_contexts: dict[str, tuple[int, ssl.SSLContext]] = {}
+
+
+def _probe_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context`` offering HTTP/1.1 by ALPN (as aiohttp's own do) and timing handshakes."""
+    context.set_alpn_protocols(("http/1.1",))
+    return timed_ssl_context(context)
+
+
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+# Made at import (loading the system CAs takes ~20 ms), not inside the first run.
+_VERIFYING = _probe_context(ssl.create_default_context())
+_NOT_VERIFYING = _probe_context(_unverified_context())
 
 
 def _ca_context(path: Path) -> ssl.SSLContext:
@@ -133,7 +155,7 @@ def _ca_context(path: Path) -> ssl.SSLContext:
         cached = _ca_contexts.get(key)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        context = ssl.create_default_context(cafile=key)
+        context = _probe_context(ssl.create_default_context(cafile=key))
     except OSError as exc:
         raise ProbeFailure(Reason.TLS, f"cannot load ca_file {key}: {exc.strerror}") from None
     except ssl.SSLError as exc:
@@ -142,17 +164,21 @@ def _ca_context(path: Path) -> ssl.SSLContext:
     return context
 
 
-def ssl_for(target: TargetConfig, default: ssl.SSLContext | bool = True) -> ssl.SSLContext | bool:
-    """The ``ssl=`` argument for a request to ``target``.
+def ssl_for(target: TargetConfig, default: ssl.SSLContext | bool = True) -> ssl.SSLContext:
+    """The ``ssl=`` argument for a request to ``target``: always a handshake-timing context.
 
-    ``insecure_skip_verify`` → ``False`` (TLS without verification); ``ca_file`` →
-    a context trusting that file (cached); otherwise ``default``.
+    ``insecure_skip_verify`` → a shared context without verification; ``ca_file`` → a
+    context trusting that file (cached); otherwise ``default``: ``True`` → the shared
+    verifying context, ``False`` → the non-verifying one, an ``SSLContext`` → itself
+    (its handshakes timed unless it has its own ``sslobject_class``).
     """
     if target.insecure_skip_verify:
-        return False
+        return _NOT_VERIFYING
     if target.ca_file is not None:
         return _ca_context(target.ca_file)
-    return default
+    if isinstance(default, ssl.SSLContext):
+        return timed_ssl_context(default)
+    return _VERIFYING if default else _NOT_VERIFYING
 
 
 # --- the request ----------------------------------------------------------------------

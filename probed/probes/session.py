@@ -13,17 +13,25 @@ Both decompress bodies, keep no cookies between runs (``DummyCookieJar``), ignor
 proxy and netrc settings from the environment, and have no timeout of their own:
 the runner's ``asyncio.timeout`` owns the deadline.
 
-Phase timing comes from aiohttp's ``TraceConfig``: pass a ``PhaseTimer`` as
+Phase timing comes from aiohttp's ``TraceConfig`` (and, for ``tls``, from the
+sessions' connector and the SSL context): pass a ``PhaseTimer`` as
 ``trace_request_ctx`` and it accumulates seconds per phase (summed over redirect
 hops):
 
 ``resolve``
     DNS resolution (zero for an IP literal or a DNS cache hit).
 ``connect``
-    Connection creation as aiohttp reports it, without the resolve time. For
-    ``https`` this **includes the TLS handshake**: aiohttp opens the socket and
-    runs the handshake inside one ``loop.create_connection`` call and emits no
-    signal between the two, so there is no reliable public hook to split them.
+    Connection creation as aiohttp reports it, without the resolve time and
+    without the TLS handshake (TCP connect only).
+``tls``
+    The TLS handshake: from the first ``do_handshake()`` call on the connection's
+    ``ssl.SSLObject`` (the TCP connection is up by then) until a call succeeds.
+    This needs the ``ssl=`` context of the request to come from
+    ``timed_ssl_context()`` (``_http_common.ssl_for`` sees to it), whose
+    ``sslobject_class`` records those two instants; the connector reads them when
+    it hands a connection to a request and counts each handshake once. A run that
+    used no TLS has no ``tls`` phase; a reused pooled connection adds nothing to
+    ``connect`` or ``tls`` (a run on one reports 0.0 for both).
 ``processing``
     Request sent (headers, then the last body chunk) until the response headers
     are parsed.
@@ -34,19 +42,88 @@ hops):
 
 from __future__ import annotations
 
+import ssl
 import time
+from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import aiohttp.abc
+from aiohttp.connector import Connection
 
-__all__ = ["PHASES", "PhaseTimer", "create_sessions"]
+__all__ = ["PHASES", "PhaseTimer", "create_sessions", "timed_ssl_context"]
 
-#: The phase names ``PhaseTimer.phases()`` reports, in request order.
-PHASES = ("resolve", "connect", "processing", "transfer")
+#: The phase names ``PhaseTimer.phases()`` reports, in request order (``tls`` only
+#: for runs that used TLS).
+PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 
 _now = time.perf_counter
+
+
+# --- TLS handshake timing ---------------------------------------------------------------
+
+
+class _TimedSSLObject(ssl.SSLObject):
+    """An ``SSLObject`` that notes when its handshake started and when it completed.
+
+    asyncio's SSL protocol calls ``do_handshake()`` once the TCP connection is up and
+    again on every flight from the server until it returns without raising.
+    """
+
+    # SSLObject instances are made by SSLContext.wrap_bio without __init__: defaults
+    # live on the class, the first assignment makes them per instance.
+    _tls_started: float = 0.0
+    _tls_ended: float = 0.0
+    _tls_claimed: bool = False
+
+    def do_handshake(self) -> None:
+        if not self._tls_started:
+            self._tls_started = _now()
+        super().do_handshake()  # raises SSLWantReadError until the handshake is done
+        if not self._tls_ended:
+            self._tls_ended = _now()
+
+
+def timed_ssl_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Make ``context`` time TLS handshakes (the ``tls`` phase) and return it.
+
+    Installs the timing ``sslobject_class`` unless the context already has its own
+    subclass; the connections behave exactly as before otherwise.
+    """
+    if context.sslobject_class is ssl.SSLObject:
+        context.sslobject_class = _TimedSSLObject
+    return context
+
+
+#: The TLS handshake seconds of the connection the connector last handed out in this
+#: task (0.0 for a reused one, None without timed TLS); the next response consumes it.
+_hop_tls: ContextVar[float | None] = ContextVar("probed_hop_tls", default=None)
+
+
+def _claim_tls(conn: Connection) -> float | None:
+    transport = conn.transport
+    sslobj = None if transport is None else transport.get_extra_info("ssl_object")
+    if not isinstance(sslobj, _TimedSSLObject):
+        return None
+    if sslobj._tls_claimed:  # handshake counted by an earlier request on this connection
+        return 0.0
+    sslobj._tls_claimed = True
+    return max(sslobj._tls_ended - sslobj._tls_started, 0.0)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that notes the TLS handshake time of each connection it hands out.
+
+    The response often releases its connection while its headers are parsed (the
+    whole body arrived with them), so the connection is examined here, when the
+    request gets it, in the request's own task.
+    """
+
+    async def connect(self, req: aiohttp.ClientRequest, *args: Any, **kwargs: Any) -> Connection:
+        conn = await super().connect(req, *args, **kwargs)
+        _hop_tls.set(_claim_tls(conn))
+        return conn
 
 
 class PhaseTimer:
@@ -66,12 +143,16 @@ class PhaseTimer:
         "_resolve",
         "_resolve_before_conn",
         "_sent_at",
+        "_tls",
         "_transfer",
+        "_used_tls",
     )
 
     def __init__(self) -> None:
         self._resolve = 0.0
         self._connect = 0.0
+        self._tls = 0.0
+        self._used_tls = False
         self._processing = 0.0
         self._transfer = 0.0
         self._dns_started = 0.0
@@ -82,13 +163,13 @@ class PhaseTimer:
         self._headers_at: float | None = None
 
     def phases(self) -> dict[str, float]:
-        """Seconds per phase: resolve, connect (TLS included), processing, transfer."""
-        return {
-            "resolve": max(self._resolve, 0.0),
-            "connect": max(self._connect, 0.0),
-            "processing": max(self._processing, 0.0),
-            "transfer": max(self._transfer, 0.0),
-        }
+        """Seconds per phase: resolve, connect, tls (only if TLS was used), processing, transfer."""
+        phases = {"resolve": max(self._resolve, 0.0), "connect": max(self._connect, 0.0)}
+        if self._used_tls:
+            phases["tls"] = max(self._tls, 0.0)
+        phases["processing"] = max(self._processing, 0.0)
+        phases["transfer"] = max(self._transfer, 0.0)
+        return phases
 
     def body_read(self) -> None:
         """Mark the end of reading the response body (ends the ``transfer`` phase)."""
@@ -126,6 +207,13 @@ class PhaseTimer:
             self._processing += now - self._sent_at
             self._awaiting_headers = False
         self._headers_at = now
+        # This hop's connection: move its handshake time from connect to tls.
+        tls = _hop_tls.get()
+        if tls is not None:
+            _hop_tls.set(None)
+            self._used_tls = True
+            self._tls += tls
+            self._connect -= tls
 
 
 def _timer(ctx: SimpleNamespace) -> PhaseTimer | None:
@@ -183,7 +271,7 @@ def _trace_config() -> aiohttp.TraceConfig:
     return config
 
 
-def _session(connector: aiohttp.TCPConnector, trace: aiohttp.TraceConfig) -> aiohttp.ClientSession:
+def _session(connector: _Connector, trace: aiohttp.TraceConfig) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -203,11 +291,11 @@ def create_sessions(
     """
     trace = _trace_config()
     fresh = _session(
-        aiohttp.TCPConnector(force_close=True, use_dns_cache=False, limit=limit, resolver=resolver),
+        _Connector(force_close=True, use_dns_cache=False, limit=limit, resolver=resolver),
         trace,
     )
     # A probe run is one attempt: never resend a request on a new connection behind
     # the probe's back. (aiohttp has no public switch; the attribute is declared.)
     fresh._retry_connection = False
-    pooled = _session(aiohttp.TCPConnector(limit=limit, resolver=resolver), trace)
+    pooled = _session(_Connector(limit=limit, resolver=resolver), trace)
     return fresh, pooled
