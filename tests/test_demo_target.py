@@ -21,6 +21,22 @@ from probed.demo.target import _TokenStore, compute_indicators, load_indicators_
 PASSWORD = "correct-horse-battery-staple"
 USERNAME = "probe@demo.example"
 FAULT_KEYS = ("latency", "error_ratio", "rate_limit_ratio", "retry_after", "refuse_connections")
+STREAM_FAULT_KEYS = (
+    "stream_delay",
+    "drop_ratio",
+    "duplicate_ratio",
+    "reorder_ratio",
+    "disconnect_every",
+    "stall",
+    "wrong_content_type",
+    "oversize_event",
+    "clock_offset",
+    "heartbeat_interval",
+    "id_style",
+    "import_duration",
+    "import_stall_at",
+    "import_regress",
+)
 
 
 @pytest.fixture
@@ -369,6 +385,27 @@ def test_compute_indicators_rejects_non_finite() -> None:
         ({"paths": "/api/*"}, "paths"),
         ({"paths": ["api/*"]}, r"paths\[0\]"),
         ({"paths": ["/ok", 3]}, r"paths\[1\]"),
+        ({"stream_delay": -1}, "stream_delay"),
+        ({"stream_delay": 301}, "stream_delay"),
+        ({"drop_ratio": 1.5}, "drop_ratio"),
+        ({"duplicate_ratio": -0.1}, "duplicate_ratio"),
+        ({"reorder_ratio": "0.5"}, "reorder_ratio"),
+        ({"disconnect_every": -0.5}, "disconnect_every"),
+        ({"disconnect_every": float("inf")}, "disconnect_every"),
+        ({"stall": "yes"}, "stall"),
+        ({"wrong_content_type": 0}, "wrong_content_type"),
+        ({"oversize_event": 1.5}, "oversize_event"),
+        ({"oversize_event": -1}, "oversize_event"),
+        ({"oversize_event": 64 * 1024 * 1024 + 1}, "oversize_event"),
+        ({"clock_offset": float("nan")}, "clock_offset"),
+        ({"clock_offset": 1e9}, "clock_offset"),
+        ({"heartbeat_interval": 0}, "heartbeat_interval"),
+        ({"heartbeat_interval": 0.001}, "heartbeat_interval"),
+        ({"id_style": "uuid"}, "id_style"),
+        ({"import_duration": -1}, "import_duration"),
+        ({"import_stall_at": 101}, "import_stall_at"),
+        ({"import_stall_at": 99.5}, "import_stall_at"),
+        ({"import_regress": None}, "import_regress"),
     ],
 )
 def test_faults_reject_bad_values(changes: dict[str, Any], key: str) -> None:
@@ -413,7 +450,41 @@ async def test_admin_get_faults(target: DemoTarget, session: aiohttp.ClientSessi
             "retry_after": 5,
             "refuse_connections": False,
             "paths": [],
+            "stream_delay": 0.0,
+            "drop_ratio": 0.0,
+            "duplicate_ratio": 0.0,
+            "reorder_ratio": 0.0,
+            "disconnect_every": 0.0,
+            "stall": False,
+            "wrong_content_type": False,
+            "oversize_event": 0,
+            "clock_offset": 0.0,
+            "heartbeat_interval": 1.0,
+            "id_style": "numeric",
+            "import_duration": 2.0,
+            "import_stall_at": 0,
+            "import_regress": False,
         } == await resp.json()
+
+
+async def test_admin_put_stream_faults(target: DemoTarget, session: aiohttp.ClientSession) -> None:
+    """Stream fault keys are set over admin like the others, numbers coming back as floats."""
+    changes: dict[str, Any] = {
+        "stream_delay": 2,
+        "drop_ratio": 0.1,
+        "stall": True,
+        "oversize_event": 10_000_000,
+        "clock_offset": -30,
+        "id_style": "composite",
+        "import_stall_at": 99,
+    }
+    async with session.put(f"{target.base_url}/-/admin/faults", json=changes) as resp:
+        assert 200 == resp.status
+        body = await resp.json()
+    expected = Faults(**changes)
+    assert expected.to_dict() == body
+    assert expected == target.faults
+    assert (2.0, -30.0) == (target.faults.stream_delay, target.faults.clock_offset)
 
 
 async def test_admin_put_changes_a_subset(
@@ -653,5 +724,5 @@ def test_all_is_sorted_and_resolves() -> None:
 
 def test_fault_keys_cover_the_dataclass() -> None:
     """Every fault key is a Faults field and shows up in the admin shape."""
-    assert (*FAULT_KEYS, "paths") == Faults.keys()
+    assert (*FAULT_KEYS, "paths", *STREAM_FAULT_KEYS) == Faults.keys()
     assert list(Faults.keys()) == list(Faults().to_dict())

@@ -5,6 +5,20 @@ then ``GET /api/me``) and the AI indicators endpoint (``POST /v1/indicators``),
 all in JSON. Fault knobs (``Faults``) let tests and operators rehearse incidents:
 added latency, 429 and 503 answers drawn at a set ratio, and refused connections.
 
+It also serves the streaming product, for the SSE watcher, reflect and import
+probes::
+
+    GET  /api/v1/events/stream    SSE (``Last-Event-ID`` replay, ``?types=a,b``)
+    GET  /api/v1/events/ws        WebSocket, one JSON text message per event
+    POST /api/v1/outbox           enqueue an event (the body is its payload) -> 202
+    POST /api/v1/imports          start an import job -> 202, ``import.progress`` events
+    GET  /api/v1/imports/{id}     the job's state
+
+with stream faults (delay, drops, duplicates, reordering, disconnects, stalls,
+a wrong content type, oversize events, a skewed clock, stuck or regressing
+imports). ``DemoTarget.publish()`` enqueues from Python. Streams, timers and
+buffers live on the ``DemoTarget``, are bounded, and end with ``stop()``.
+
 Faults are changed from Python (``await DemoTarget.set_faults(...)``) or over
 HTTP on the admin endpoints, which faults never touch::
 
@@ -22,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import email.utils
 import fnmatch
 import hmac
 import importlib.resources
@@ -31,14 +46,15 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Self, TypeGuard
+from typing import Any, Final, Literal, Self, TypeGuard
 
 import structlog
-from aiohttp import web
+from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.typedefs import Handler
 
 __all__ = [
@@ -55,6 +71,11 @@ ADMIN_PREFIX: Final = "/-/admin/"
 _MAX_LATENCY: Final = 300.0
 _MAX_RETRY_AFTER: Final = 86_400
 _MAX_REFUSE_FOR: Final = 3_600.0
+_MAX_DISCONNECT_EVERY: Final = 86_400.0
+_MIN_HEARTBEAT: Final = 0.01
+_MAX_OVERSIZE: Final = 64 * 1024 * 1024
+_MAX_CLOCK_OFFSET: Final = 366 * 86_400.0
+_MAX_IMPORT_DURATION: Final = 3_600.0
 _TOKEN_TTL: Final = 3_600.0
 _MAX_TOKENS: Final = 10_000
 _USER: Final = {"id": "u_1", "role": "user"}
@@ -66,22 +87,79 @@ _MAX_SYMBOL: Final = 32
 
 _log = structlog.get_logger("probed.demo")
 
+IdStyle = Literal["numeric", "composite"]
+_ID_STYLES: Final[tuple[IdStyle, ...]] = ("numeric", "composite")
+
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_admin(path: str) -> bool:
+    return path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/")
+
+
+def _check_float(key: str, value: object, low: float, high: float, what: str = "a number") -> None:
+    if not _is_number(value) or not low <= float(value) <= high:
+        raise ValueError(f"{key} must be {what} in [{low:g}, {high:g}], got {value!r}")
+
+
+def _check_int(key: str, value: object, low: int, high: int, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{key} must be {what} in [{low}, {high}], got {value!r}")
+
+
+def _check_bool(key: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+
+
+_FLOAT_KEYS: Final = (
+    "latency",
+    "error_ratio",
+    "rate_limit_ratio",
+    "stream_delay",
+    "drop_ratio",
+    "duplicate_ratio",
+    "reorder_ratio",
+    "disconnect_every",
+    "clock_offset",
+    "heartbeat_interval",
+    "import_duration",
+)
 
 
 @dataclass
 class Faults:
     """What the demo target does wrong; the defaults make it healthy.
 
-    ``latency`` seconds are added before answering; then a share
-    ``rate_limit_ratio`` of requests is answered 429 (with ``Retry-After:
-    retry_after``), then a share ``error_ratio`` 503. A ratio of 1.0 hits every
-    request. ``paths`` are ``fnmatch`` globs on the request path limiting the
-    faults above (empty: every non-admin path). ``refuse_connections`` closes
-    the listening socket. Values are checked on creation: a bad one raises
-    ``ValueError`` naming its key.
+    Request faults: ``latency`` seconds are added before answering; then a
+    share ``rate_limit_ratio`` of requests is answered 429 (with
+    ``Retry-After: retry_after``), then a share ``error_ratio`` 503. A ratio of
+    1.0 hits every request. ``paths`` are ``fnmatch`` globs on the request path
+    limiting these three (empty: every non-admin path). ``refuse_connections``
+    closes the listening socket (and ends every open stream).
+
+    Stream faults (the SSE stream and the WebSocket; ``paths`` does not limit
+    them): events are published ``stream_delay`` seconds after they are
+    enqueued, in enqueue order. A share ``drop_ratio`` is never delivered (nor
+    replayed), a share ``duplicate_ratio`` is delivered twice, a share
+    ``reorder_ratio`` is held back and delivered right after the next event.
+    ``disconnect_every`` seconds (0: never) after it opened, a stream is ended
+    cleanly. While ``stall`` is true open streams send nothing (events queue up
+    and flow when it ends). ``wrong_content_type`` serves the SSE path as
+    ``application/json``. ``oversize_event`` bytes (0: off) of ``"pad"`` are
+    added to every event's data. ``heartbeat_interval`` seconds between SSE
+    heartbeat comments. ``id_style`` is ``"numeric"`` (the SSE id is the
+    ``seq``) or ``"composite"`` (``"<epoch seconds>:<n>"``).
+
+    ``clock_offset`` seconds are added to ``enqueued_at`` stamps and to the
+    ``Date`` header of every non-admin response. Import jobs take
+    ``import_duration`` seconds; with ``import_stall_at`` (percent, 0: off) a
+    job stops at that progress and never finishes; ``import_regress`` makes a
+    job's progress go back 20 points once, midway.
+
+    Values are checked on creation: a bad one raises ``ValueError`` naming its key.
     """
 
     latency: float = 0.0
@@ -90,30 +168,37 @@ class Faults:
     retry_after: int = 5
     refuse_connections: bool = False
     paths: list[str] = field(default_factory=list)
+    stream_delay: float = 0.0
+    drop_ratio: float = 0.0
+    duplicate_ratio: float = 0.0
+    reorder_ratio: float = 0.0
+    disconnect_every: float = 0.0
+    stall: bool = False
+    wrong_content_type: bool = False
+    oversize_event: int = 0
+    clock_offset: float = 0.0
+    heartbeat_interval: float = 1.0
+    id_style: IdStyle = "numeric"
+    import_duration: float = 2.0
+    import_stall_at: int = 0
+    import_regress: bool = False
 
     def __post_init__(self) -> None:
-        latency: object = self.latency
-        if not _is_number(latency) or not 0.0 <= float(latency) <= _MAX_LATENCY:
-            raise ValueError(
-                f"latency must be a number of seconds in [0, {_MAX_LATENCY:g}], got {latency!r}"
-            )
-        for key in ("error_ratio", "rate_limit_ratio"):
-            ratio: object = getattr(self, key)
-            if not _is_number(ratio) or not 0.0 <= float(ratio) <= 1.0:
-                raise ValueError(f"{key} must be a number in [0, 1], got {ratio!r}")
-        retry_after: object = self.retry_after
-        if (
-            not isinstance(retry_after, int)
-            or isinstance(retry_after, bool)
-            or not 0 <= retry_after <= _MAX_RETRY_AFTER
+        seconds = "a number of seconds"
+        _check_float("latency", self.latency, 0.0, _MAX_LATENCY, seconds)
+        for key in (
+            "error_ratio",
+            "rate_limit_ratio",
+            "drop_ratio",
+            "duplicate_ratio",
+            "reorder_ratio",
         ):
-            raise ValueError(
-                "retry_after must be a whole number of seconds in "
-                f"[0, {_MAX_RETRY_AFTER}], got {retry_after!r}"
-            )
-        refuse: object = self.refuse_connections
-        if not isinstance(refuse, bool):
-            raise ValueError(f"refuse_connections must be true or false, got {refuse!r}")
+            _check_float(key, getattr(self, key), 0.0, 1.0)
+        _check_int(
+            "retry_after", self.retry_after, 0, _MAX_RETRY_AFTER, "a whole number of seconds"
+        )
+        for key in ("refuse_connections", "stall", "wrong_content_type", "import_regress"):
+            _check_bool(key, getattr(self, key))
         paths: object = self.paths
         if not isinstance(paths, list | tuple):
             raise ValueError(f"paths must be a list of glob strings, got {paths!r}")
@@ -122,9 +207,23 @@ class Faults:
                 raise ValueError(
                     f"paths[{index}] must be a glob starting with '/' or '*', got {glob!r}"
                 )
-        self.latency = float(self.latency)
-        self.error_ratio = float(self.error_ratio)
-        self.rate_limit_ratio = float(self.rate_limit_ratio)
+        _check_float("stream_delay", self.stream_delay, 0.0, _MAX_LATENCY, seconds)
+        _check_float("disconnect_every", self.disconnect_every, 0.0, _MAX_DISCONNECT_EVERY, seconds)
+        _check_int("oversize_event", self.oversize_event, 0, _MAX_OVERSIZE, "a number of bytes")
+        _check_float(
+            "clock_offset", self.clock_offset, -_MAX_CLOCK_OFFSET, _MAX_CLOCK_OFFSET, seconds
+        )
+        _check_float(
+            "heartbeat_interval", self.heartbeat_interval, _MIN_HEARTBEAT, _MAX_LATENCY, seconds
+        )
+        if self.id_style not in _ID_STYLES:
+            raise ValueError(
+                f"id_style must be one of {', '.join(map(repr, _ID_STYLES))}, got {self.id_style!r}"
+            )
+        _check_float("import_duration", self.import_duration, 0.0, _MAX_IMPORT_DURATION, seconds)
+        _check_int("import_stall_at", self.import_stall_at, 0, 100, "a whole percent")
+        for key in _FLOAT_KEYS:
+            setattr(self, key, float(getattr(self, key)))
         self.paths = list(paths)
 
     @classmethod
@@ -142,18 +241,11 @@ class Faults:
 
     def to_dict(self) -> dict[str, Any]:
         """The faults as a JSON-ready mapping (the admin endpoints' shape)."""
-        return {
-            "latency": self.latency,
-            "error_ratio": self.error_ratio,
-            "rate_limit_ratio": self.rate_limit_ratio,
-            "retry_after": self.retry_after,
-            "refuse_connections": self.refuse_connections,
-            "paths": list(self.paths),
-        }
+        return dataclasses.asdict(self)
 
     def applies_to(self, path: str) -> bool:
         """Whether the request faults (latency, 429, 503) apply to ``path``."""
-        if path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/"):
+        if _is_admin(path):
             return False
         return not self.paths or any(fnmatch.fnmatchcase(path, glob) for glob in self.paths)
 
@@ -312,6 +404,437 @@ class _TokenStore:
             if self._expiry[oldest] > now:
                 return
             del self._expiry[oldest]
+
+
+# --- events: the outbox, the replay buffer and the open streams --------------------------
+
+_MAX_OUTBOX_BODY: Final = 64 * 1024
+_MAX_EVENT_BYTES: Final = 1024 * 1024
+_MAX_OUTBOX_EVENTS: Final = 100_000
+_MAX_OUTBOX_BYTES: Final = 64 * 1024 * 1024
+_MAX_REPLAY: Final = 10_000
+_MAX_REPLAY_BYTES: Final = 64 * 1024 * 1024
+_MAX_SUBSCRIBER_QUEUE: Final = 2 * _MAX_REPLAY
+_MAX_TYPE: Final = 128
+_MAX_LAST_EVENT_ID: Final = 64
+_RECENT_EVENTS: Final = 100
+_WRITE_CHUNK: Final = 256 * 1024
+_HEARTBEAT: Final = b": heartbeat\n\n"
+_WS_HEARTBEAT: Final = 10.0
+_WS_CLOSE_TIMEOUT: Final = 1.0
+
+
+class _OutboxFull(RuntimeError):
+    """Too many events wait for their ``stream_delay``: the outbox takes no more."""
+
+
+def _stamp(wall: float) -> str:
+    """RFC 3339 UTC with milliseconds: ``2026-11-23T10:47:37.123Z``."""
+    return (
+        datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _check_event_type(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= _MAX_TYPE
+        or any(char < " " or char == "\x7f" for char in value)
+    ):
+        raise ValueError(f"'type' must be a string of 1 to {_MAX_TYPE} printable characters")
+    return value
+
+
+def _parse_types(raw: str | None) -> frozenset[str] | None:
+    """``?types=a,b`` as a set; ``None`` (every type) when absent or empty."""
+    if raw is None:
+        return None
+    types = frozenset(part.strip() for part in raw.split(",") if part.strip())
+    return types or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """One enqueued event; ``body`` is its compact JSON object, ``size`` its UTF-8 length."""
+
+    seq: int
+    type: str
+    enqueued_at: str
+    composite_id: str
+    body: str
+    size: int
+
+    def text(self, pad: str) -> str:
+        """The JSON object, with a ``"pad"`` field holding ``pad`` if that is not empty."""
+        return f'{self.body[:-1]},"pad":"{pad}"}}' if pad else self.body
+
+    def sse_frame(self, id_style: IdStyle, pad: str) -> bytes:
+        """The event as an SSE block: ``id``, ``event`` and ``data`` lines, a blank line."""
+        event_id = self.composite_id if id_style == "composite" else str(self.seq)
+        return f"id: {event_id}\nevent: {self.type}\ndata: {self.text(pad)}\n\n".encode()
+
+
+class _Subscriber:
+    """One open stream: the events waiting to be sent, and the wake-up of its writer."""
+
+    __slots__ = ("closed", "queue", "types", "wakeup")
+
+    def __init__(self, types: frozenset[str] | None) -> None:
+        self.types = types
+        self.queue: deque[_Event] = deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+
+    def offer(self, event: _Event) -> None:
+        """Queue ``event`` if its type is wanted; a consumer too far behind is cut off."""
+        if self.closed or (self.types is not None and event.type not in self.types):
+            return
+        if len(self.queue) >= _MAX_SUBSCRIBER_QUEUE:
+            _log.warning("demo_stream_overflow", queued=len(self.queue))
+            self.close()
+            return
+        self.queue.append(event)
+        self.wakeup.set()
+
+    def close(self) -> None:
+        """Ask the writer to end the stream (it wakes at once)."""
+        self.closed = True
+        self.wakeup.set()
+
+
+class _EventBus:
+    """Sequence numbers, the delayed outbox, the replay buffer and the fan-out to streams.
+
+    Everything runs on the event loop without tasks: the outbox is a FIFO of
+    ``(due, event)`` with one timer for its head, so events are published in
+    enqueue order ``stream_delay`` seconds (or more) after they were enqueued.
+    """
+
+    def __init__(self, faults: Callable[[], Faults], rng: random.Random) -> None:
+        self._faults = faults
+        self._rng = rng
+        self._seq = 0
+        self._second = 0
+        self._in_second = -1
+        self._outbox: deque[tuple[float, _Event]] = deque()
+        self._outbox_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._held: tuple[_Event, int] | None = None
+        self._replay: deque[_Event] = deque()
+        self._replay_bytes = 0
+        self._subscribers: set[_Subscriber] = set()
+        self._pad = ""
+
+    @property
+    def subscriber_count(self) -> int:
+        """Streams (SSE and WebSocket) open right now."""
+        return len(self._subscribers)
+
+    def enqueue(self, event_type: str, payload: Mapping[str, Any]) -> _Event:
+        """Stamp, number and queue an event; it is published after ``stream_delay``.
+
+        ``ValueError`` if the type or payload is unusable, ``_OutboxFull`` if too
+        many events wait.
+        """
+        loop = asyncio.get_running_loop()
+        _check_event_type(event_type)
+        if len(self._outbox) >= _MAX_OUTBOX_EVENTS or self._outbox_bytes >= _MAX_OUTBOX_BYTES:
+            raise _OutboxFull("the outbox is full: too many events wait for stream_delay")
+        faults = self._faults()
+        wall = time.time() + faults.clock_offset
+        seq = self._seq + 1
+        enqueued_at = _stamp(wall)
+        try:
+            body = json.dumps(
+                {"seq": seq, "type": event_type, "enqueued_at": enqueued_at, "payload": payload},
+                separators=(",", ":"),
+                ensure_ascii=False,
+                allow_nan=False,
+            )
+            size = len(body.encode())
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise ValueError(f"payload must be strict JSON of valid text: {exc}") from None
+        if size > _MAX_EVENT_BYTES:
+            raise ValueError(f"event must be at most {_MAX_EVENT_BYTES} bytes of JSON")
+        second = math.floor(wall)
+        self._in_second = self._in_second + 1 if second == self._second else 0
+        self._second = second
+        self._seq = seq
+        event = _Event(seq, event_type, enqueued_at, f"{second}:{self._in_second}", body, size)
+        due = loop.time() + faults.stream_delay
+        if self._outbox:
+            due = max(due, self._outbox[-1][0])
+        self._outbox.append((due, event))
+        self._outbox_bytes += size
+        if self._timer is None:
+            self._timer = loop.call_at(self._outbox[0][0], self._release)
+        return event
+
+    def subscribe(self, types: frozenset[str] | None, last_event_id: str | None) -> _Subscriber:
+        """A new stream, first fed the buffered events after ``last_event_id``."""
+        subscriber = _Subscriber(types)
+        for event in self._replay_after(last_event_id):
+            subscriber.offer(event)
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        """Forget a stream that ended."""
+        subscriber.close()
+        self._subscribers.discard(subscriber)
+
+    def recent(self, types: frozenset[str] | None) -> list[_Event]:
+        """The last published events (at most ``_RECENT_EVENTS``) of the wanted types."""
+        events = [e for e in self._replay if types is None or e.type in types]
+        return events[-_RECENT_EVENTS:]
+
+    def pad(self, size: int) -> str:
+        """``size`` bytes of padding (the last one is kept for the next event)."""
+        if len(self._pad) != size:
+            self._pad = "x" * size
+        return self._pad
+
+    def wake_all(self) -> None:
+        """Make every stream writer look at the faults again."""
+        for subscriber in self._subscribers:
+            subscriber.wakeup.set()
+
+    def close_streams(self) -> None:
+        """End every open stream (cleanly: each writer finishes its response)."""
+        for subscriber in self._subscribers:
+            subscriber.close()
+
+    def shutdown(self) -> None:
+        """End every stream and drop what waits in the outbox or is held back."""
+        self.close_streams()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._held = None
+
+    def _replay_after(self, last_event_id: str | None) -> list[_Event]:
+        if last_event_id is None:
+            return []
+        last = last_event_id.strip()
+        if not 0 < len(last) <= _MAX_LAST_EVENT_ID:
+            return []
+        if last.isascii() and last.isdigit():
+            after = int(last)
+            return [event for event in self._replay if event.seq > after]
+        events = list(self._replay)
+        for index, event in enumerate(events):
+            if event.composite_id == last:
+                return events[index + 1 :]
+        return []
+
+    def _release(self) -> None:
+        """Publish the outbox head (its timer fired) and everything else now due."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        first = True
+        while self._outbox and (first or self._outbox[0][0] <= now):
+            first = False
+            _, event = self._outbox.popleft()
+            self._outbox_bytes -= event.size
+            self._publish(event)
+        if self._outbox:
+            self._timer = loop.call_at(self._outbox[0][0], self._release)
+
+    def _publish(self, event: _Event) -> None:
+        """Apply the drop, duplicate and reorder draws, then deliver."""
+        faults = self._faults()
+        rng = self._rng
+        if faults.drop_ratio > 0.0 and rng.random() < faults.drop_ratio:
+            return
+        copies = 1
+        if faults.duplicate_ratio > 0.0 and rng.random() < faults.duplicate_ratio:
+            copies = 2
+        if (
+            self._held is None
+            and faults.reorder_ratio > 0.0
+            and rng.random() < faults.reorder_ratio
+        ):
+            self._held = (event, copies)
+            return
+        self._deliver(event, copies)
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._deliver(*held)
+
+    def _deliver(self, event: _Event, copies: int) -> None:
+        self._replay.append(event)
+        self._replay_bytes += event.size
+        while len(self._replay) > _MAX_REPLAY or self._replay_bytes > _MAX_REPLAY_BYTES:
+            self._replay_bytes -= self._replay.popleft().size
+        for subscriber in self._subscribers:
+            for _ in range(copies):
+                subscriber.offer(event)
+
+
+async def _pump(
+    subscriber: _Subscriber,
+    faults_of: Callable[[], Faults],
+    send_events: Callable[[list[_Event], Faults], Awaitable[None]],
+    send_heartbeat: Callable[[], Awaitable[None]] | None,
+) -> None:
+    """Feed one stream until it is closed or ``disconnect_every`` ends it.
+
+    Sends queued events (in batches) and heartbeats, nothing at all while
+    ``stall`` holds; sleeps on the subscriber's wake-up in between.
+    """
+    loop = asyncio.get_running_loop()
+    opened = last_beat = loop.time()
+    while not subscriber.closed:
+        subscriber.wakeup.clear()
+        faults = faults_of()
+        now = loop.time()
+        waits: list[float] = []
+        if faults.disconnect_every > 0.0:
+            left = opened + faults.disconnect_every - now
+            if left <= 0.0:
+                return
+            waits.append(left)
+        if not faults.stall:
+            if subscriber.queue:
+                events = list(subscriber.queue)
+                subscriber.queue.clear()
+                await send_events(events, faults)
+                await asyncio.sleep(0)
+                continue
+            if send_heartbeat is not None:
+                due = last_beat + faults.heartbeat_interval
+                if now >= due:
+                    last_beat = now
+                    await send_heartbeat()
+                    continue
+                waits.append(due - now)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(waits) if waits else None):
+                await subscriber.wakeup.wait()
+
+
+# --- import jobs -------------------------------------------------------------------------
+
+_MAX_JOBS: Final = 1_000
+_MAX_TRADES: Final = 100_000
+_DEFAULT_TRADES: Final = 50
+_IMPORT_STEPS: Final = 10
+_REGRESS_POINTS: Final = 20
+_BROKERS: Final = ("mock",)
+
+
+@dataclass(slots=True)
+class _Job:
+    """One import job; ``step`` of ``steps`` done."""
+
+    id: str
+    total: int
+    steps: int
+    step: int = 0
+    progress: int = 0
+    processed: int = 0
+    done: bool = False
+    stalled: bool = False
+    regressed: bool = False
+    handle: asyncio.TimerHandle | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``GET /api/v1/imports/{id}`` shape."""
+        return {
+            "id": self.id,
+            "state": "done" if self.done else "running",
+            "progress": self.progress,
+            "processed": self.processed,
+            "total": self.total,
+        }
+
+
+class _Imports:
+    """Import jobs that advance on timers and publish ``import.progress`` events."""
+
+    def __init__(self, bus: _EventBus, faults: Callable[[], Faults]) -> None:
+        self._bus = bus
+        self._faults = faults
+        self._jobs: dict[str, _Job] = {}  # insertion order == age
+        self._ids = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def create(self, total: int) -> _Job:
+        """Start a job over ``total`` trades (a full store forgets an old job first)."""
+        loop = asyncio.get_running_loop()
+        while len(self._jobs) >= _MAX_JOBS:
+            self._evict()
+        job = _Job(id=f"imp_{next(self._ids)}", total=total, steps=min(_IMPORT_STEPS, total))
+        self._jobs[job.id] = job
+        job.handle = loop.call_later(self._step_time(job), self._advance, job)
+        return job
+
+    def get(self, job_id: str) -> _Job | None:
+        """The job, or ``None`` if unknown or evicted."""
+        return self._jobs.get(job_id)
+
+    def shutdown(self) -> None:
+        """Stop advancing every job (they stay as they are)."""
+        for job in self._jobs.values():
+            if job.handle is not None:
+                job.handle.cancel()
+                job.handle = None
+
+    def _evict(self) -> None:
+        jobs = list(self._jobs.values())
+        victim = next((j for j in jobs if j.done), None) or next(
+            (j for j in jobs if j.stalled), jobs[0]
+        )
+        if victim.handle is not None:
+            victim.handle.cancel()
+        del self._jobs[victim.id]
+
+    def _step_time(self, job: _Job) -> float:
+        return self._faults().import_duration / job.steps
+
+    def _advance(self, job: _Job) -> None:
+        job.handle = None
+        faults = self._faults()
+        if (
+            faults.import_regress
+            and not job.regressed
+            and job.steps >= 2
+            and job.step == job.steps // 2
+        ):
+            job.regressed = True
+            job.progress = max(0, job.progress - _REGRESS_POINTS)
+            job.processed = job.total * job.progress // 100
+        else:
+            step = job.step + 1
+            processed = job.total * step // job.steps
+            progress = processed * 100 // job.total
+            stall_at = faults.import_stall_at
+            if stall_at and progress >= stall_at:
+                job.stalled = True
+                if stall_at <= job.progress:
+                    return
+                progress, processed = stall_at, job.total * stall_at // 100
+            job.step = step
+            job.progress, job.processed = progress, processed
+            job.done = not job.stalled and step == job.steps
+        payload = {
+            "job_id": job.id,
+            "progress": job.progress,
+            "processed": job.processed,
+            "total": job.total,
+        }
+        try:
+            self._bus.enqueue("import.progress", payload)
+        except _OutboxFull:
+            _log.warning("demo_outbox_full", job_id=job.id)
+        if not (job.done or job.stalled):
+            loop = asyncio.get_running_loop()
+            job.handle = loop.call_later(self._step_time(job), self._advance, job)
 
 
 # --- the app -----------------------------------------------------------------------------
@@ -490,6 +1013,164 @@ async def _put_faults(request: web.Request) -> web.Response:
     return _json(target._faults.to_dict())
 
 
+async def _stamp_date(request: web.Request, response: web.StreamResponse) -> None:
+    """With ``clock_offset``, the ``Date`` of every non-admin response is off by that much."""
+    offset = request.app[_TARGET]._faults.clock_offset
+    if offset and not _is_admin(request.path):
+        response.headers[hdrs.DATE] = email.utils.formatdate(time.time() + offset, usegmt=True)
+
+
+def _bad_request(error: str) -> web.Response:
+    return _json({"error": error}, status=400)
+
+
+async def _read_json_body(request: web.Request, limit: int) -> object:
+    """The JSON body (``{}`` when empty); ``ValueError`` saying what is wrong with it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ValueError(f"body must be at most {limit} bytes")
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(_WRITE_CHUNK):
+        raw += chunk
+        if len(raw) > limit:
+            raise ValueError(f"body must be at most {limit} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body: object = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
+
+
+async def _post_outbox(request: web.Request) -> web.Response:
+    target = request.app[_TARGET]
+    try:
+        body = await _read_json_body(request, _MAX_OUTBOX_BODY)
+        assert isinstance(body, dict)
+        event = target._bus.enqueue(body.get("type", "outbox.event"), body)
+    except _OutboxFull:
+        return _json({"error": "outbox_full"}, status=503, headers={"Retry-After": "1"})
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    return _json({"seq": event.seq, "enqueued_at": event.enqueued_at}, status=202)
+
+
+async def _post_import(request: web.Request) -> web.Response:
+    target = request.app[_TARGET]
+    try:
+        body = await _read_json_body(request, _MAX_OUTBOX_BODY)
+    except ValueError as exc:
+        return _bad_request(str(exc))
+    assert isinstance(body, dict)
+    broker = body.get("broker", "mock")
+    if broker not in _BROKERS:
+        return _bad_request(f"'broker' must be one of: {', '.join(_BROKERS)}")
+    trades = body.get("trades", _DEFAULT_TRADES)
+    if not isinstance(trades, int) or isinstance(trades, bool) or not 1 <= trades <= _MAX_TRADES:
+        return _bad_request(f"'trades' must be a whole number in [1, {_MAX_TRADES}]")
+    job = target._imports.create(trades)
+    status_url = f"/api/v1/imports/{job.id}"
+    return _json(
+        {"id": job.id, "status_url": status_url}, status=202, headers={"Location": status_url}
+    )
+
+
+async def _get_import(request: web.Request) -> web.Response:
+    job = request.app[_TARGET]._imports.get(request.match_info["job_id"])
+    if job is None:
+        return _json({"error": "not_found"}, status=404)
+    return _json(job.to_dict())
+
+
+async def _events_stream(request: web.Request) -> web.StreamResponse:
+    """The SSE stream: replay after ``Last-Event-ID``, then live events and heartbeats."""
+    target = request.app[_TARGET]
+    bus = target._bus
+    types = _parse_types(request.query.get("types"))
+    if target._faults.wrong_content_type:
+        events = ",".join(event.body for event in bus.recent(types))
+        return web.Response(text=f'{{"events":[{events}]}}', content_type="application/json")
+    if not target._streams_open:
+        return _json({"error": "service_unavailable"}, status=503)
+    subscriber = bus.subscribe(types, request.headers.get("Last-Event-ID"))
+    response = web.StreamResponse(
+        headers={
+            hdrs.CONTENT_TYPE: "text/event-stream",
+            hdrs.CACHE_CONTROL: "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+
+    async def send_events(events: list[_Event], faults: Faults) -> None:
+        pad = bus.pad(faults.oversize_event)
+        chunk: list[bytes] = []
+        size = 0
+        for event in events:
+            frame = event.sse_frame(faults.id_style, pad)
+            chunk.append(frame)
+            size += len(frame)
+            if size >= _WRITE_CHUNK:
+                await response.write(b"".join(chunk))
+                chunk, size = [], 0
+        if chunk:
+            await response.write(b"".join(chunk))
+
+    async def send_heartbeat() -> None:
+        await response.write(_HEARTBEAT)
+
+    try:
+        await response.prepare(request)
+        await _pump(subscriber, lambda: target._faults, send_events, send_heartbeat)
+    except ConnectionResetError:
+        pass
+    finally:
+        bus.unsubscribe(subscriber)
+    response.force_close()
+    return response
+
+
+async def _read_ws(ws: web.WebSocketResponse, subscriber: _Subscriber) -> None:
+    """Read (and ignore) client messages so pings, pongs and the client's close are seen."""
+    try:
+        async for _ in ws:
+            pass
+    finally:
+        subscriber.close()
+
+
+async def _events_ws(request: web.Request) -> web.StreamResponse:
+    """The WebSocket: one text message (the event's JSON object) per delivered event."""
+    target = request.app[_TARGET]
+    bus = target._bus
+    if not target._streams_open:
+        return _json({"error": "service_unavailable"}, status=503)
+    ws = web.WebSocketResponse(heartbeat=_WS_HEARTBEAT, timeout=_WS_CLOSE_TIMEOUT)
+    subscriber = bus.subscribe(_parse_types(request.query.get("types")), None)
+
+    async def send_events(events: list[_Event], faults: Faults) -> None:
+        pad = bus.pad(faults.oversize_event)
+        for event in events:
+            await ws.send_str(event.text(pad))
+
+    try:
+        await ws.prepare(request)
+        reader = asyncio.create_task(_read_ws(ws, subscriber), name="probed-demo-ws-reader")
+        try:
+            await _pump(subscriber, lambda: target._faults, send_events, None)
+        except ConnectionResetError:
+            pass
+        finally:
+            await ws.close(code=WSCloseCode.GOING_AWAY)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    finally:
+        bus.unsubscribe(subscriber)
+    return ws
+
+
 def _build_app(target: DemoTarget) -> web.Application:
     app = web.Application(middlewares=[_track, _inject_faults])
     app[_TARGET] = target
@@ -500,8 +1181,14 @@ def _build_app(target: DemoTarget) -> web.Application:
     app.router.add_post("/api/auth/login", _login)
     app.router.add_get("/api/me", _me)
     app.router.add_post("/v1/indicators", _indicators)
+    app.router.add_get("/api/v1/events/stream", _events_stream, allow_head=False)
+    app.router.add_get("/api/v1/events/ws", _events_ws, allow_head=False)
+    app.router.add_post("/api/v1/outbox", _post_outbox)
+    app.router.add_post("/api/v1/imports", _post_import)
+    app.router.add_get("/api/v1/imports/{job_id}", _get_import)
     app.router.add_get(ADMIN_PREFIX + "faults", _get_faults)
     app.router.add_put(ADMIN_PREFIX + "faults", _put_faults)
+    app.on_response_prepare.append(_stamp_date)
     return app
 
 
@@ -543,6 +1230,9 @@ class DemoTarget:
         self._reopen_task: asyncio.Task[None] | None = None
         self._generation = 0
         self._in_flight: set[web.RequestHandler] = set()
+        self._bus = _EventBus(lambda: self._faults, self._rng)
+        self._imports = _Imports(self._bus, lambda: self._faults)
+        self._streams_open = False
 
     def __repr__(self) -> str:
         return f"DemoTarget(host={self._host!r}, port={self._port or self._requested_port})"
@@ -576,15 +1266,37 @@ class DemoTarget:
         """Every live session token (tests scan outputs for them)."""
         return self._tokens.tokens()
 
+    def publish(self, type: str, payload: Mapping[str, Any]) -> int:
+        """Enqueue an event as ``POST /api/v1/outbox`` does; returns its ``seq``.
+
+        It reaches the streams ``stream_delay`` seconds later (stream faults
+        apply). ``ValueError`` for a bad type or a payload that is not JSON;
+        ``RuntimeError`` if the target is not started or the outbox is full.
+        """
+        if self._runner is None:
+            raise RuntimeError("DemoTarget is not started")
+        if not isinstance(payload, Mapping):
+            raise ValueError("payload must be a mapping")
+        return self._bus.enqueue(type, dict(payload)).seq
+
+    def stream_subscribers(self) -> int:
+        """How many SSE and WebSocket streams are open right now."""
+        return self._bus.subscriber_count
+
     async def start(self) -> None:
         """Bind and serve; honours ``refuse_connections`` once the port is known."""
         if self._runner is not None:
             raise RuntimeError("DemoTarget is already started")
         runner = web.AppRunner(
-            _build_app(self), handle_signals=False, access_log=None, shutdown_timeout=5.0
+            _build_app(self),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5.0,
+            handler_cancellation=True,  # a client gone ends its stream's handler at once
         )
         await runner.setup()
         self._runner = runner
+        self._streams_open = True
         try:
             await self._open(self._requested_port)
             if self._faults.refuse_connections:
@@ -594,7 +1306,13 @@ class DemoTarget:
             raise
 
     async def stop(self) -> None:
-        """Stop serving and close every connection; safe to call twice."""
+        """Stop serving: end every stream, stop import jobs, close every connection.
+
+        Safe to call twice. Events still waiting for ``stream_delay`` are dropped.
+        """
+        self._streams_open = False
+        self._bus.shutdown()
+        self._imports.shutdown()
         task, self._reopen_task = self._reopen_task, None
         if task is not None:
             task.cancel()
@@ -636,6 +1354,7 @@ class DemoTarget:
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
             await self._apply(new)
+            self._bus.wake_all()
             if refuse_for is not None and self._runner is not None:
                 self._reopen_task = asyncio.create_task(
                     self._reopen_after(refuse_for, self._generation),
@@ -674,6 +1393,7 @@ class DemoTarget:
         assert self._runner is not None
         assert self._site is not None
         site, self._site = self._site, None
+        self._bus.close_streams()
         await site.stop()
         server = self._runner.server
         if server is not None:
