@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -51,15 +51,19 @@ from probed.errors import ConfigError, SecretError
 __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_PORT",
+    "AnySpec",
     "Config",
     "DaemonConfig",
     "Duration",
     "FixtureProbe",
     "HttpProbe",
+    "ImportProbe",
     "JsonAssertion",
     "LoginProbe",
     "ProbeSpec",
+    "ReflectProbe",
     "SecretRef",
+    "SseStream",
     "TargetConfig",
     "format_duration",
     "load_config",
@@ -277,19 +281,17 @@ class JsonAssertion(_Strict):
         return value
 
 
-class _ProbeBase(_HasHeaders):
+def _check_abs_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError(f"path must start with '/', got {value!r}")
+    return value
+
+
+class _Named(_HasHeaders):
+    """Fields every probe and stream has: a label-safe name and a target."""
+
     name: str
     target: str
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    latency_threshold: Duration | None = None
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
-    path: str = "/"
-    expect_status: list[int] = Field(default_factory=lambda: [200])
-    fresh_connection: bool = True
-    follow_redirects: bool = True
-    max_redirects: int = Field(default=10, ge=0, le=50)
-    max_body_size: int = Field(default=10 * 1024 * 1024, ge=1)
 
     @field_validator("name")
     @classmethod
@@ -301,12 +303,25 @@ class _ProbeBase(_HasHeaders):
             )
         return value
 
+
+class _ProbeBase(_Named):
+    """An interval-run probe whose run starts with one HTTP request."""
+
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    latency_threshold: Duration | None = None
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    path: str = "/"
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    fresh_connection: bool = True
+    follow_redirects: bool = True
+    max_redirects: int = Field(default=10, ge=0, le=50)
+    max_body_size: int = Field(default=10 * 1024 * 1024, ge=1)
+
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"path must start with '/', got {value!r}")
-        return value
+        return _check_abs_path(value)
 
     @field_validator("expect_status")
     @classmethod
@@ -414,7 +429,125 @@ class FixtureProbe(_ProbeBase):
         return self._input
 
 
-ProbeSpec = Annotated[HttpProbe | LoginProbe | FixtureProbe, Field(discriminator="kind")]
+class SseStream(_Named):
+    """``kind = "sse"``: a long-lived stream watcher (not interval-run).
+
+    Holds ``subscribers`` connections, reconnects with backoff honouring
+    ``retry:`` and ``Last-Event-ID``, and accounts every event: delivery lag
+    from ``lag_field``, loss/duplication/reordering from a sequence.
+    """
+
+    kind: Literal["sse"] = "sse"
+    path: str = "/"
+    subscribers: int = Field(default=1, ge=1, le=1000)
+    connect_timeout: Duration = 10.0
+    idle_timeout: Duration = 30.0
+    reconnect_initial: Duration = 0.5
+    reconnect_max: Duration = 30.0
+    lag_field: str | None = "enqueued_at"
+    lag_format: Literal["auto", "rfc3339", "epoch_s", "epoch_ms"] = "auto"
+    sequence_field: str | None = None
+    sequence_from_id: bool = False
+    event_types: list[str] = Field(default_factory=list)
+    late_after: Duration = 5.0
+    loss_timeout: Duration = 30.0
+    reorder_window: int = Field(default=4096, ge=16, le=1_000_000)
+    max_line_size: int = Field(default=1 << 20, ge=1024)
+    max_event_size: int = Field(default=4 << 20, ge=1024)
+    time_path: str | None = None
+    clock_check_interval: Duration = 60.0
+
+    @field_validator("path", "time_path")
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        return None if value is None else _check_abs_path(value)
+
+
+_REFLECT_TEMPLATE = (
+    '{"type": "probe.reflect", "nonce": "{nonce}", "sent_at": "{sent_at}", "seq": {seq}}'
+)
+
+
+class ReflectProbe(_ProbeBase):
+    """``kind = "reflect"``: inject a canary event, time its arrival on a live stream.
+
+    The run's request is the inject (``method``/``path``/``body_template``);
+    the lag runs on our monotonic clock from just before the inject to receipt.
+    """
+
+    kind: Literal["reflect"] = "reflect"
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
+    path: str = "/api/v1/outbox"
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
+    timeout: Duration = 15.0
+    body_template: str = _REFLECT_TEMPLATE
+    content_type: str = "application/json"
+    transport: Literal["sse", "websocket"] = "sse"
+    stream: str | None = None
+    ws_path: str | None = None
+    deadline: Duration = 3.0
+    lost_after: Duration = 10.0
+
+    @field_validator("ws_path")
+    @classmethod
+    def _check_ws_path(cls, value: str | None) -> str | None:
+        return None if value is None else _check_abs_path(value)
+
+    @model_validator(mode="after")
+    def _transport_source(self) -> ReflectProbe:
+        if "{nonce}" not in self.body_template:
+            raise ValueError("body_template must contain the {nonce} placeholder")
+        if self.transport == "sse" and self.stream is None:
+            raise ValueError("transport 'sse' needs 'stream' (the name of a kind = \"sse\" probe)")
+        if self.transport == "websocket" and self.ws_path is None:
+            raise ValueError("transport 'websocket' needs 'ws_path'")
+        return self
+
+
+class ImportProbe(_ProbeBase):
+    """``kind = "import"``: start a job, follow its progress to 100 % or the deadline."""
+
+    kind: Literal["import"] = "import"
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
+    path: str = "/api/v1/imports"
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
+    interval: Duration = 300.0
+    timeout: Duration = 90.0
+    json_body: dict[str, Any] | None = Field(
+        default_factory=lambda: {"broker": "mock", "trades": 50}
+    )
+    job_id_path: str = "id"
+    progress_source: Literal["poll", "stream"] = "poll"
+    status_path: str = "/api/v1/imports/{job_id}"
+    poll_interval: Duration = 1.0
+    progress_path: str = "progress"
+    done_at: float = 100.0
+    stream: str | None = None
+    event_type: str = "import.progress"
+    event_job_id_path: str = "payload.job_id"
+    event_progress_path: str = "payload.progress"
+    deadline: Duration = 60.0
+    stall_after: Duration = 15.0
+
+    @model_validator(mode="after")
+    def _progress_source(self) -> ImportProbe:
+        if self.progress_source == "stream" and self.stream is None:
+            raise ValueError("progress_source 'stream' needs 'stream' (a kind = \"sse\" probe)")
+        if "{job_id}" not in self.status_path and self.progress_source == "poll":
+            raise ValueError("status_path must contain the {job_id} placeholder")
+        return self
+
+
+#: Interval-run probes: the scheduler runs these through ``probed.probes.PROBERS``.
+ProbeSpec = Annotated[
+    HttpProbe | LoginProbe | FixtureProbe | ReflectProbe | ImportProbe,
+    Field(discriminator="kind"),
+]
+#: Everything a ``[[probes]]`` table may be: interval-run probes and long-lived streams.
+AnySpec = Annotated[
+    HttpProbe | LoginProbe | FixtureProbe | ReflectProbe | ImportProbe | SseStream,
+    Field(discriminator="kind"),
+]
 
 
 class Config(BaseSettings):
@@ -426,7 +559,7 @@ class Config(BaseSettings):
 
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
-    probes: list[ProbeSpec] = Field(default_factory=list)
+    probes: list[AnySpec] = Field(default_factory=list)
     _source: Path = PrivateAttr(default=Path("probes.toml"))
 
     @classmethod
@@ -445,12 +578,22 @@ class Config(BaseSettings):
         """The file this configuration was read from."""
         return self._source
 
-    def probe(self, name: str) -> ProbeSpec:
-        """The probe called ``name``; ``KeyError`` if there is none."""
+    def probe(self, name: str) -> AnySpec:
+        """The probe or stream called ``name``; ``KeyError`` if there is none."""
         for spec in self.probes:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+    @property
+    def scheduled(self) -> list[ProbeSpec]:
+        """The interval-run probes (everything but streams)."""
+        return [s for s in self.probes if not isinstance(s, SseStream)]
+
+    @property
+    def streams(self) -> list[SseStream]:
+        """The long-lived stream watchers."""
+        return [s for s in self.probes if isinstance(s, SseStream)]
 
     def secret_values(self) -> list[str]:
         """Every resolved secret value (for the log redactor)."""
@@ -549,7 +692,7 @@ def _describe_loc(
 
 def _kinds() -> tuple[str, ...]:
     """The ``kind`` values of the ProbeSpec union, read from the models (written once)."""
-    union = get_args(ProbeSpec)[0]
+    union = get_args(AnySpec)[0]
     return tuple(model.model_fields["kind"].default for model in get_args(union))
 
 
@@ -590,6 +733,64 @@ def _pydantic_problems(
     return problems
 
 
+_At = Callable[[int, str | None, str, str], None]
+
+
+def _stream_problems(spec: SseStream, index: int, at: _At) -> None:
+    if spec.reconnect_initial > spec.reconnect_max:
+        at(
+            index,
+            "reconnect_initial",
+            spec.name,
+            f"reconnect_initial {format_duration(spec.reconnect_initial)} is longer than "
+            f"reconnect_max {format_duration(spec.reconnect_max)}",
+        )
+    if spec.max_line_size > spec.max_event_size:
+        at(index, "max_line_size", spec.name, "max_line_size must not exceed max_event_size")
+
+
+def _follow_up_problems(spec: ReflectProbe | ImportProbe, index: int, at: _At, cfg: Config) -> None:
+    """Cross-field checks of reflect and import probes (deadlines, stream references)."""
+    streams = {s.name: s for s in cfg.streams}
+    if spec.stream is not None and spec.stream not in streams:
+        known = ", ".join(sorted(streams)) or "none defined"
+        at(
+            index,
+            "stream",
+            spec.name,
+            f'unknown stream {spec.stream!r} (kind = "sse" probes: {known})',
+        )
+    elif spec.stream is not None and streams[spec.stream].target != spec.target:
+        at(
+            index,
+            "stream",
+            spec.name,
+            f"stream {spec.stream!r} watches target {streams[spec.stream].target!r}, "
+            f"not {spec.target!r}",
+        )
+    last, key = (
+        (spec.lost_after, "lost_after")
+        if isinstance(spec, ReflectProbe)
+        else (spec.deadline, "deadline")
+    )
+    if isinstance(spec, ReflectProbe) and spec.deadline >= spec.lost_after:
+        at(
+            index,
+            "deadline",
+            spec.name,
+            f"deadline {format_duration(spec.deadline)} must be shorter than lost_after "
+            f"{format_duration(spec.lost_after)}",
+        )
+    if last >= spec.timeout:
+        at(
+            index,
+            "timeout",
+            spec.name,
+            f"timeout {format_duration(spec.timeout)} must be longer than {key} "
+            f"{format_duration(last)}",
+        )
+
+
 def _semantic_problems(
     cfg: Config, path: Path, locator: _Locator, environ: Mapping[str, str]
 ) -> list[str]:
@@ -616,7 +817,9 @@ def _semantic_problems(
         if spec.target not in cfg.targets:
             known = ", ".join(sorted(cfg.targets)) or "none defined"
             at(index, "target", spec.name, f"unknown target {spec.target!r} (targets: {known})")
-        if spec.timeout >= spec.interval:
+        if isinstance(spec, SseStream):
+            _stream_problems(spec, index, at)
+        elif spec.timeout >= spec.interval:
             at(
                 index,
                 "timeout",
@@ -624,7 +827,13 @@ def _semantic_problems(
                 f"timeout {format_duration(spec.timeout)} must be shorter than interval "
                 f"{format_duration(spec.interval)}",
             )
-        if spec.latency_threshold is not None and spec.latency_threshold > spec.timeout:
+        if isinstance(spec, ReflectProbe | ImportProbe):
+            _follow_up_problems(spec, index, at, cfg)
+        if (
+            not isinstance(spec, SseStream)
+            and spec.latency_threshold is not None
+            and spec.latency_threshold > spec.timeout
+        ):
             at(
                 index,
                 "latency_threshold",

@@ -119,9 +119,9 @@ def test_missing_file() -> None:
 BAD_CASES = {
     "unknown_key": "8: probe 'health' (probes[0]) key 'pathh': unknown key",
     "unknown_kind": "6: probe 'health' (probes[0]) key 'kind': unknown kind 'icmp'; "
-    "expected one of: http, login, fixture",
+    "expected one of: http, login, fixture, reflect, import, sse",
     "missing_kind": "4: probe 'health' (probes[0]) key 'kind': missing key 'kind'; "
-    "expected one of: http, login, fixture",
+    "expected one of: http, login, fixture, reflect, import, sse",
     "timeout_not_below_interval": "9: probe 'health' (probes[0]) key 'timeout': "
     "timeout 10s must be shorter than interval 10s",
     "duplicate_name": "10: probe 'health' (probes[1]) key 'name': "

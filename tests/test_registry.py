@@ -50,7 +50,9 @@ def test_registry_is_read_only() -> None:
         "probed.probes._http_common",
         "probed.probes.fixture",
         "probed.probes.http",
+        "probed.probes.import_job",
         "probed.probes.login",
+        "probed.probes.reflect",
         "probed.probes.session",
     ],
 )

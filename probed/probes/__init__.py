@@ -2,9 +2,11 @@
 
 ``PROBERS`` maps each ``kind`` of the ``ProbeSpec`` union in ``probed.config`` to
 the coroutine that runs it; ``probed.probes.base.run_probe`` calls it with the
-probe's own spec model. One kind per module (``http``, ``login``, ``fixture``);
-what they share lives in ``_http_common`` and ``session``. A test keeps the
-registry and the union's ``kind`` values one list.
+probe's own spec model. One kind per module (``http``, ``login``, ``fixture``,
+``reflect``, ``import_job`` for ``kind = "import"``); what they share lives in
+``_http_common`` and ``session``. A test keeps the registry and the union's
+``kind`` values one list. Stream watchers (``kind = "sse"``) are not in it: they
+are long-lived, not interval-run (``probed.stream``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import cast
 from probed.probes.base import ProbeFn
 from probed.probes.fixture import probe_fixture
 from probed.probes.http import probe_http
+from probed.probes.import_job import probe_import
 from probed.probes.login import probe_login
+from probed.probes.reflect import probe_reflect
 
 __all__ = ["PROBERS"]
 
@@ -26,6 +30,8 @@ PROBERS: Mapping[str, ProbeFn] = MappingProxyType(
     {
         "fixture": cast(ProbeFn, probe_fixture),
         "http": cast(ProbeFn, probe_http),
+        "import": cast(ProbeFn, probe_import),
         "login": cast(ProbeFn, probe_login),
+        "reflect": cast(ProbeFn, probe_reflect),
     }
 )

@@ -26,6 +26,7 @@ from probed.errors import ProbeFailure
 
 if TYPE_CHECKING:
     from probed.config import ProbeSpec, TargetConfig
+    from probed.stream.hub import Hub
 
 __all__ = [
     "Observation",
@@ -79,6 +80,21 @@ class Reason(enum.StrEnum):
     """A login probe's follow-up request was rejected with the obtained token."""
     SLOW = "slow"
     """The run succeeded but took longer than ``latency_threshold``."""
+    LATE = "late"
+    """Reflect: the canary event arrived, but after ``deadline`` (its lag is recorded)."""
+    LOST = "lost"
+    """Reflect: the canary event did not arrive within ``lost_after``."""
+    DUPLICATED = "duplicated"
+    """Reflect: the canary event arrived more than once."""
+    STALLED = "stalled"
+    """Import: progress did not advance for ``stall_after``; stream: no event or heartbeat
+    for ``idle_timeout``."""
+    REGRESSED = "regressed"
+    """Import: progress went backwards."""
+    DEADLINE = "deadline"
+    """Import: the job was not complete within ``deadline``."""
+    STREAM_DOWN = "stream_down"
+    """Reflect/import: the stream watcher the probe relies on is not connected."""
     INTERNAL_ERROR = "internal_error"
     """A bug in probed itself; the log line carries the exception."""
 
@@ -174,6 +190,8 @@ class ProbeContext:
     ssl_context: ssl.SSLContext | bool = True
     on_secret: Callable[[str], None] | None = None
     """Called with secrets learnt at run time (a login token) so logs redact them."""
+    hub: Hub | None = None
+    """Events received by the stream watchers (reflect and import probes wait on it)."""
 
     def session_for(self, spec: ProbeSpec) -> aiohttp.ClientSession:
         """The session matching the probe's ``fresh_connection`` setting."""

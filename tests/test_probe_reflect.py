@@ -1,0 +1,334 @@
+"""The reflect probe kind against the demo target's outbox, SSE stream and WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+
+from probed.config import ReflectProbe
+from probed.demo import DemoTarget, Faults
+from probed.probes import PROBERS
+from probed.probes.base import ProbeRun, Reason, run_probe
+from probed.probes.reflect import next_seq, probe_reflect, render_body
+from probed.stream.decoder import Event, SSEDecoder
+from probed.stream.hub import Hub, ReceivedEvent
+
+if TYPE_CHECKING:
+    from conftest import MakeProbeContext
+
+PASSWORD = "correct-horse-battery-staple"
+STREAM = "events"
+SSE_OBSERVATIONS = {"transport", "inject_seconds", "arrivals", "delivery_lag_seconds"}
+WS_OBSERVATIONS = SSE_OBSERVATIONS | {"ws_connect_seconds"}
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[DemoTarget]:
+    """A healthy demo target on 127.0.0.1, any free port, seeded draws."""
+    async with DemoTarget(password=PASSWORD, seed=1) as demo:
+        yield demo
+
+
+@contextlib.asynccontextmanager
+async def sse_feed(
+    hub: Hub, base_url: str, *, connected: Callable[[], bool] = lambda: True
+) -> AsyncIterator[None]:
+    """Stand in for the stream watcher: publish the demo's SSE events to ``hub`` as ``STREAM``."""
+    hub.register_stream(STREAM, connected)
+    live = asyncio.Event()
+
+    async def pump(session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{base_url}/api/v1/events/stream") as resp:
+            assert 200 == resp.status
+            live.set()  # the demo registers the subscriber before sending the headers
+            decoder = SSEDecoder()
+            async for chunk in resp.content.iter_any():
+                for item in decoder.feed(chunk):
+                    if isinstance(item, Event):
+                        hub.publish(ReceivedEvent(STREAM, item, time.monotonic(), time.time()))
+
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(pump(session))
+        try:
+            for _ in range(200):
+                if live.is_set() or task.done():
+                    break
+                await asyncio.sleep(0.01)
+            if task.done():
+                task.result()  # raises what ended the stream
+            assert live.is_set(), "the SSE stream did not open within 2 s"
+            yield
+        finally:
+            task.cancel()
+            await asyncio.wait([task])
+
+
+def _spec(**fields: Any) -> ReflectProbe:
+    values: dict[str, Any] = {
+        "name": "r",
+        "target": "t",
+        "stream": STREAM,
+        "deadline": "300ms",
+        "lost_after": "800ms",
+        "timeout": "2s",
+        "interval": "5s",
+    }
+    values.update(fields)
+    return ReflectProbe(**values)
+
+
+def _ws_spec(**fields: Any) -> ReflectProbe:
+    fields = {"transport": "websocket", "stream": None, "ws_path": "/api/v1/events/ws", **fields}
+    return _spec(**fields)
+
+
+async def _next_seq_of_demo(target: DemoTarget) -> int:
+    """The demo's next outbox ``seq`` (posts one event to find out)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{target.base_url}/api/v1/outbox", json={"type": "check"}) as resp,
+    ):
+        assert 202 == resp.status
+        seq: int = (await resp.json())["seq"]
+        return seq
+
+
+def _lag(run: ProbeRun) -> float:
+    lag = run.result.observations["delivery_lag_seconds"]
+    assert isinstance(lag, float)
+    return lag
+
+
+# (faults, expected success, expected reason, expected copies, lag bounds or None)
+OUTCOMES = {
+    "ok": (Faults(stream_delay=0.05), True, None, 1, (0.05, 0.3)),
+    "late": (Faults(stream_delay=0.45), False, Reason.LATE, 1, (0.45, 0.8)),
+    "lost": (Faults(drop_ratio=1.0), False, Reason.LOST, 0, None),
+    "duplicated": (Faults(duplicate_ratio=1.0), False, Reason.DUPLICATED, 2, (0.0, 0.3)),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTCOMES))
+async def test_reflect_over_sse(
+    case: str, target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """Over SSE each stream fault gives its outcome; the lag is the stream delay, when any."""
+    faults, success, reason, copies, lag_bounds = OUTCOMES[case]
+    await target.set_faults(faults)
+    hub = Hub()
+    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    spec = _spec()
+
+    async with sse_feed(hub, target.base_url):
+        run = await run_probe(PROBERS[spec.kind], ctx, spec)
+
+    assert (success, reason) == (run.result.success, run.result.reason), run.result.detail
+    assert 202 == run.result.status_code
+    assert copies == run.result.observations["arrivals"]
+    assert "sse" == run.result.observations["transport"]
+    if lag_bounds is None:
+        assert SSE_OBSERVATIONS - {"delivery_lag_seconds"} == set(run.result.observations)
+        assert run.duration >= 0.8
+    else:
+        assert SSE_OBSERVATIONS == set(run.result.observations)
+        low, high = lag_bounds
+        assert low <= _lag(run) < high
+
+
+@pytest.mark.parametrize(
+    ("register", "detail"),
+    [
+        (lambda hub: hub.register_stream(STREAM, lambda: False), "is not connected"),
+        (lambda hub: None, "no stream watcher 'events' is running"),
+    ],
+    ids=["disconnected", "no_watcher"],
+)
+async def test_reflect_stream_down_injects_nothing(
+    register: Callable[[Hub], None],
+    detail: str,
+    target: DemoTarget,
+    make_probe_context: MakeProbeContext,
+) -> None:
+    """A watcher that is down (or absent) fails the run ``stream_down`` before any inject."""
+    hub = Hub()
+    register(hub)
+    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    spec = _spec()
+
+    run = await run_probe(PROBERS[spec.kind], ctx, spec)
+
+    assert Reason.STREAM_DOWN == run.result.reason
+    assert detail in run.result.detail
+    assert 1 == await _next_seq_of_demo(target)
+
+
+async def test_reflect_without_hub_is_stream_down(
+    target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """A context without a hub cannot watch a stream: ``stream_down``, nothing injected."""
+    spec = _spec()
+
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+
+    assert Reason.STREAM_DOWN == run.result.reason
+    assert 1 == await _next_seq_of_demo(target)
+
+
+async def test_reflect_stream_dropping_while_waiting_is_stream_down(
+    target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """Nothing arrived and the watcher went down meanwhile: ``stream_down``, not ``lost``."""
+    await target.set_faults(Faults(drop_ratio=1.0))
+    hub = Hub()
+    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    spec = _spec()
+    up = [True]
+
+    async with sse_feed(hub, target.base_url, connected=lambda: up[0]):
+        asyncio.get_running_loop().call_later(0.2, up.__setitem__, 0, False)
+        run = await run_probe(PROBERS[spec.kind], ctx, spec)
+
+    assert Reason.STREAM_DOWN == run.result.reason
+    assert "not connected" in run.result.detail
+
+
+async def test_reflect_inject_rejected_is_status(
+    target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """An inject answered 503 fails ``status`` with the inject time kept; no wait follows."""
+    await target.set_faults(Faults(error_ratio=1.0, paths=["/api/v1/outbox"]))
+    hub = Hub()
+    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    spec = _spec()
+
+    async with sse_feed(hub, target.base_url):
+        run = await run_probe(PROBERS[spec.kind], ctx, spec)
+
+    assert (Reason.STATUS, 503) == (run.result.reason, run.result.status_code)
+    assert {"transport", "inject_seconds"} == set(run.result.observations)
+    assert run.duration < 0.5
+
+
+@pytest.mark.parametrize("case", list(OUTCOMES))
+async def test_reflect_over_websocket(
+    case: str, target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """Over a per-run WebSocket each stream fault gives its outcome, and no reader task is left."""
+    faults, success, reason, copies, lag_bounds = OUTCOMES[case]
+    await target.set_faults(faults)
+    spec = _ws_spec()
+
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+
+    assert (success, reason) == (run.result.success, run.result.reason), run.result.detail
+    assert copies == run.result.observations["arrivals"]
+    assert "websocket" == run.result.observations["transport"]
+    if lag_bounds is None:
+        assert WS_OBSERVATIONS - {"delivery_lag_seconds"} == set(run.result.observations)
+    else:
+        assert WS_OBSERVATIONS == set(run.result.observations)
+        low, high = lag_bounds
+        assert low <= _lag(run) < high
+    assert [] == [t for t in asyncio.all_tasks() if t.get_name() == "probed-reflect-ws"]
+
+
+async def test_reflect_websocket_closed_by_server_is_stream_down(
+    target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """The server ending the socket before the event arrived fails ``stream_down`` at once."""
+    await target.set_faults(Faults(drop_ratio=1.0, disconnect_every=0.2))
+    spec = _ws_spec()
+
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+
+    assert Reason.STREAM_DOWN == run.result.reason
+    assert "closed by the server" in run.result.detail
+    assert run.duration < 0.7
+
+
+async def test_reflect_websocket_handshake_rejected_is_stream_down(
+    target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """A ``ws_path`` that does not upgrade fails ``stream_down`` with its status; no inject."""
+    spec = _ws_spec(ws_path="/health")
+
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+
+    assert (Reason.STREAM_DOWN, 200) == (run.result.reason, run.result.status_code)
+    assert "ws_http_200" == run.result.error_code
+    assert 1 == await _next_seq_of_demo(target)
+
+
+async def test_reflect_websocket_cancelled_leaves_nothing_behind(
+    target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """Cancelling a run mid-wait propagates and closes the socket and its reader task."""
+    await target.set_faults(Faults(drop_ratio=1.0))
+    spec = _ws_spec()
+    task = asyncio.create_task(probe_reflect(make_probe_context(target.base_url), spec))
+    await asyncio.sleep(0.2)
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [] == [t for t in asyncio.all_tasks() if t.get_name() == "probed-reflect-ws"]
+    for _ in range(50):  # the demo notices the close on its next loop turns
+        if 0 == target._bus.subscriber_count:
+            break
+        await asyncio.sleep(0.01)
+    assert 0 == target._bus.subscriber_count
+
+
+async def test_reflect_event_carries_nonce_seq_and_sent_at(
+    target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """The body is the template filled in: a fresh nonce, the next seq, an RFC 3339 time."""
+    hub = Hub()
+    seen: list[Any] = []
+    hub.subscribe(STREAM, lambda received: seen.append(received.json()))
+    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    spec = _spec(name="r_payload")
+
+    async with sse_feed(hub, target.base_url):
+        runs = [await run_probe(PROBERS[spec.kind], ctx, spec) for _ in range(2)]
+
+    assert [True, True] == [run.success for run in runs]
+    payloads = [event["payload"] for event in seen]
+    assert [1, 2] == [p["seq"] for p in payloads]
+    assert ["probe.reflect", "probe.reflect"] == [p["type"] for p in payloads]
+    assert 24 == len(payloads[0]["nonce"])
+    assert payloads[0]["nonce"] != payloads[1]["nonce"]
+    assert payloads[0]["sent_at"].endswith("Z")
+    assert all(
+        p["nonce"] not in json.dumps(dict(r.result.observations))
+        for p, r in zip(payloads, runs, strict=True)
+    )
+
+
+def test_render_body_replaces_placeholders_not_json_braces() -> None:
+    """Placeholders are replaced as plain text, so JSON braces in the template stay intact."""
+    template = '{"n": "{nonce}", "s": {seq}, "t": "{sent_at}", "x": {"y": "{z}"}}'
+
+    body = render_body(template, nonce="ab12", seq=7, sent_at="2026-01-02T03:04:05.678Z")
+
+    assert '{"n": "ab12", "s": 7, "t": "2026-01-02T03:04:05.678Z", "x": {"y": "{z}"}}' == body
+
+
+def test_next_seq_counts_per_probe() -> None:
+    """Each probe name has its own sequence, increasing by one per call."""
+    first_a = next_seq("seq_a")
+
+    assert [first_a + 1, 1, first_a + 2] == [
+        next_seq("seq_a"),
+        next_seq("seq_b"),
+        next_seq("seq_a"),
+    ]
