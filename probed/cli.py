@@ -202,7 +202,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    known = {s.name for s in config.probes}
+    known = {s.name for s in config.scheduled}
     unknown = [n for n in args.probe or [] if n not in known]
     if unknown:
         print(

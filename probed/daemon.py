@@ -22,7 +22,7 @@ import structlog
 from aiohttp import abc as aiohttp_abc
 from aiohttp import web
 
-from probed.config import Config, ProbeSpec, load_config
+from probed.config import Config, ImportProbe, ProbeSpec, ReflectProbe, load_config
 from probed.errors import ConfigError
 from probed.logging import redactor
 from probed.metrics import DaemonInfo, build_registry
@@ -32,6 +32,8 @@ from probed.probes.session import create_sessions
 from probed.scheduler import Scheduler, monitor_loop_lag
 from probed.server import ServerState, create_app
 from probed.store import ResultStore
+from probed.stream.hub import Hub
+from probed.stream.watcher import StreamManager
 
 __all__ = ["Daemon", "ProbeExecutor", "log_run", "run_once"]
 
@@ -70,8 +72,11 @@ def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
 class ProbeExecutor:
     """Runs a probe once: picks the kind's function and the target's context."""
 
-    def __init__(self, resolver: aiohttp_abc.AbstractResolver | None = None) -> None:
+    def __init__(
+        self, resolver: aiohttp_abc.AbstractResolver | None = None, hub: Hub | None = None
+    ) -> None:
         self._resolver = resolver
+        self.hub = hub
         self._sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession] | None = None
         self._contexts: dict[str, ProbeContext] = {}
         self._config: Config | None = None
@@ -89,6 +94,7 @@ class ProbeExecutor:
                 pooled_session=pooled,
                 log=_log,
                 on_secret=redactor.add_runtime_secret,
+                hub=self.hub,
             )
             for name, target in config.targets.items()
         }
@@ -96,6 +102,12 @@ class ProbeExecutor:
 
     async def __call__(self, spec: ProbeSpec) -> ProbeRun:
         return await run_probe(PROBERS[spec.kind], self._contexts[spec.target], spec)
+
+    @property
+    def stream_session(self) -> aiohttp.ClientSession:
+        """The keep-alive session stream watchers use."""
+        assert self._sessions is not None, "configure() first"
+        return self._sessions[1]
 
     async def close(self) -> None:
         """Close the HTTP sessions."""
@@ -127,8 +139,10 @@ class Daemon:
             start_time=time.time(),
         )
         self.registry = build_registry(self.store, self.info)
-        self.executor = ProbeExecutor(resolver)
+        self.hub = Hub()
+        self.executor = ProbeExecutor(resolver, self.hub)
         self.scheduler: Scheduler | None = None
+        self.streams: StreamManager | None = None
         self.server_state = ServerState(self.store, self.registry, self.reload)
         self.shutdown_grace = shutdown_grace
         self.install_signal_handlers = install_signal_handlers
@@ -157,7 +171,10 @@ class Daemon:
             _log.warning("config_listen_change_needs_restart", listen=self.config.daemon.listen)
         self.executor.configure(new)
         assert self.scheduler is not None
-        added, changed, removed = self.scheduler.apply(new.probes)
+        assert self.streams is not None
+        s_added, s_changed, s_removed = self.streams.apply(new.streams, new.targets)
+        added, changed, removed = self.scheduler.apply(new.scheduled)
+        added, changed, removed = added + s_added, changed + s_changed, removed + s_removed
         self.config = new
         self.info.config_reload_successful = True
         self.info.config_reload_timestamp = time.time()
@@ -190,9 +207,11 @@ class Daemon:
             max_concurrency=self.config.daemon.max_concurrency,
             on_result=log_run,
         )
+        self.streams = StreamManager(self.store, self.hub, self.executor.stream_session)
         try:
             async with asyncio.TaskGroup() as tg:
-                self.scheduler.start(tg, self.config.probes)
+                self.streams.start(tg, self.config.streams, self.config.targets)
+                self.scheduler.start(tg, self.config.scheduled)
                 lag_task = tg.create_task(monitor_loop_lag(self.store), name="loop-lag")
                 self.server_state.ready = True
                 self._started.set()
@@ -206,6 +225,7 @@ class Daemon:
                 _log.info("daemon_stopping", grace_seconds=self.shutdown_grace)
                 self.server_state.ready = False
                 cancelled = await self.scheduler.stop(self.shutdown_grace)
+                await self.streams.stop()
                 lag_task.cancel()
                 if cancelled:
                     _log.warning("runs_cancelled_at_shutdown", count=cancelled)
@@ -244,11 +264,38 @@ async def run_once(
     names: list[str] | None = None,
     resolver: aiohttp_abc.AbstractResolver | None = None,
 ) -> list[ProbeRun]:
-    """Run the selected probes once each, concurrently (``probed once``)."""
-    executor = ProbeExecutor(resolver)
+    """Run the selected probes once each, concurrently (``probed once``).
+
+    Stream watchers that the selected reflect/import probes rely on are started
+    first and given their ``connect_timeout`` to connect.
+    """
+    hub = Hub()
+    executor = ProbeExecutor(resolver, hub)
     executor.configure(config)
-    specs = [s for s in config.probes if names is None or s.name in names]
+    specs = [s for s in config.scheduled if names is None or s.name in names]
+    needed = {stream for s in specs if (stream := _stream_needed(s)) is not None}
+    streams = [s for s in config.streams if s.name in needed]
+    manager = StreamManager(ResultStore(), hub, executor.stream_session)
     try:
-        return list(await asyncio.gather(*(executor(s) for s in specs)))
+        async with asyncio.TaskGroup() as tg:
+            manager.start(tg, streams, config.targets)
+            if streams:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(s.connect_timeout for s in streams)):
+                        # polls a predicate for at most connect_timeout, once per `once`
+                        while not all(hub.is_connected(s.name) for s in streams):  # noqa: ASYNC110
+                            await asyncio.sleep(0.01)
+            runs = list(await asyncio.gather(*(executor(s) for s in specs)))
+            await manager.stop()
+        return runs
     finally:
         await executor.close()
+
+
+def _stream_needed(spec: ProbeSpec) -> str | None:
+    """The stream watcher a probe waits on, if any."""
+    if isinstance(spec, ReflectProbe) and spec.transport == "sse":
+        return spec.stream
+    if isinstance(spec, ImportProbe) and spec.progress_source == "stream":
+        return spec.stream
+    return None

@@ -7,6 +7,8 @@
     │                          carries one message per problem (file, line, probe, key)
     ├── SecretError            a secret could not be read (missing env var, file, credential)
     │                          (also raised through ConfigError while loading)
+    ├── DecodeError            (probed.stream.decoder) an SSE line or event exceeded its
+    │                          size limit; carries the events completed before it
     └── ProbeFailure           raised inside a probe kind to fail the run with a
                                fixed reason (see probed.probes.base.Reason)
 

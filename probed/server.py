@@ -22,9 +22,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, exposition
 
 from probed import __version__
-from probed.store import ProbeState, ResultStore
+from probed.store import ProbeState, ResultStore, StreamStats
 
-__all__ = ["ReloadFn", "ServerState", "create_app", "probe_status"]
+__all__ = ["ReloadFn", "ServerState", "create_app", "probe_status", "stream_status"]
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, str]]]
 
@@ -70,6 +70,29 @@ def probe_status(state: ProbeState) -> dict[str, Any]:
     return out
 
 
+def stream_status(stats: StreamStats) -> dict[str, Any]:
+    """The JSON view of one stream watcher."""
+    lag = stats.delivery_lag
+    return {
+        "stream": stats.name,
+        "target": stats.target,
+        "connected": stats.connected,
+        "subscribers": stats.subscribers,
+        "connection_ids": list(stats.connection_ids),
+        "reconnects": dict(stats.reconnects),
+        "received": stats.received,
+        "lost": stats.lost,
+        "duplicated": stats.duplicated,
+        "out_of_order": stats.out_of_order,
+        "late": stats.late,
+        "negative_lag": stats.negative_lag,
+        "untimed": stats.untimed,
+        "mean_lag_seconds": round(lag.sum / lag.count, 6) if lag.count else None,
+        "clock_offset_seconds": stats.clock_offset,
+        "last_event_at": stats.last_event_wall,
+    }
+
+
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     accept = request.headers.get("Accept", "")
@@ -94,6 +117,7 @@ async def _status(request: web.Request) -> web.Response:
         "version": __version__,
         "generated_at": time.time(),
         "probes": [probe_status(s) for s in state.store],
+        "streams": [stream_status(s) for s in state.store.streams.values()],
     }
     return web.json_response(payload)
 
@@ -123,6 +147,21 @@ async def _index(request: web.Request) -> web.Response:
             )
             + "</tr>"
         )
+    stream_rows = [
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(c))}</td>"
+            for c in (
+                st.name,
+                f"{st.connected}/{st.subscribers}",
+                st.received,
+                st.lost,
+                sum(st.reconnects.values()),
+            )
+        )
+        + "</tr>"
+        for st in state.store.streams.values()
+    ]
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>probed</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}
@@ -131,7 +170,9 @@ td,th{{padding:.2em .8em;text-align:left}}</style>
 <p><a href="/metrics">/metrics</a> · <a href="/api/v1/status">/api/v1/status</a>
 · <a href="/-/healthy">/-/healthy</a> · <a href="/-/ready">/-/ready</a></p>
 <table><tr><th>probe</th><th>kind</th><th>last</th><th>reason</th><th>took</th></tr>
-{"".join(rows)}</table></body></html>
+{"".join(rows)}</table>
+<table><tr><th>stream</th><th>connected</th><th>received</th><th>lost</th><th>reconnects</th></tr>
+{"".join(stream_rows)}</table></body></html>
 """
     return web.Response(text=page, content_type="text/html")
 

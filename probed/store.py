@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from probed.probes.base import ProbeRun, Reason
 
 __all__ = [
+    "DELIVERY_LAG_BUCKETS",
     "DURATION_BUCKETS",
     "LAG_BUCKETS",
     "Histogram",
     "ProbeState",
     "RecentResult",
     "ResultStore",
+    "StreamStats",
 ]
 
 #: Probe duration buckets; SLO thresholds (200 ms, 250 ms, 1.5 s, 3 s, 5 s) are boundaries.
@@ -61,6 +63,13 @@ class Histogram:
         return out
 
 
+#: Event delivery lag buckets up to 120 s; SLO thresholds (1.5 s, 3 s, 5 s) are boundaries.
+DELIVERY_LAG_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0,
+    120.0,
+)  # fmt: skip
+
+
 def _fmt(value: float) -> str:
     text = repr(float(value))
     return text
@@ -93,10 +102,46 @@ class ProbeState:
     durations: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
     rate_limited: int = 0
     last_retry_after: float | None = None
+    delivery_lag: Histogram | None = None
+    """Reflect probes: the canary's delivery lag (created on first observation)."""
     recent: deque[RecentResult] = field(init=False)
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.ring_size)
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Everything the store knows about one stream watcher (all its subscribers)."""
+
+    name: str
+    target: str
+    subscribers: int
+    connected: int = 0
+    connection_ids: list[str] = field(default_factory=list)
+    connect_duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
+    first_event_seconds: float | None = None
+    reconnects: Counter[str] = field(default_factory=Counter)
+    last_activity: float | None = None
+    """``time.monotonic()`` of the last event or heartbeat comment on any subscriber."""
+    last_event_wall: float | None = None
+    received: int = 0
+    untimed: int = 0
+    unsequenced: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    out_of_order: int = 0
+    late: int = 0
+    negative_lag: int = 0
+    sequence_resets: int = 0
+    delivery_lag: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
+    clock_offset: float | None = None
+    """Estimated target clock minus ours (seconds)."""
+    fanout_spread: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
+
+    def __post_init__(self) -> None:
+        if not self.connection_ids:
+            self.connection_ids = [""] * self.subscribers
 
 
 class ResultStore:
@@ -105,6 +150,7 @@ class ResultStore:
     def __init__(self, ring_size: int = 120) -> None:
         self.ring_size = ring_size
         self._probes: dict[str, ProbeState] = {}
+        self.streams: dict[str, StreamStats] = {}
         self.scheduler_lag = Histogram(LAG_BUCKETS)
         self.event_loop_lag = 0.0
         self.event_loop_lag_max = 0.0
@@ -121,6 +167,16 @@ class ResultStore:
     def forget(self, name: str) -> None:
         """Stop tracking a probe: its series disappear from the next scrape."""
         self._probes.pop(name, None)
+
+    def register_stream(self, name: str, target: str, subscribers: int) -> StreamStats:
+        """Start tracking a stream watcher (fresh stats)."""
+        stats = StreamStats(name, target, subscribers)
+        self.streams[name] = stats
+        return stats
+
+    def forget_stream(self, name: str) -> None:
+        """Stop tracking a stream: its series disappear from the next scrape."""
+        self.streams.pop(name, None)
 
     def __iter__(self) -> Iterator[ProbeState]:
         return iter(list(self._probes.values()))
@@ -145,6 +201,11 @@ class ResultStore:
             state.last_success_at = run.started_at
         elif result.reason is not None:
             state.failures[result.reason.value] += 1
+        lag = result.observations.get("delivery_lag_seconds")
+        if isinstance(lag, int | float):
+            if state.delivery_lag is None:
+                state.delivery_lag = Histogram(DELIVERY_LAG_BUCKETS)
+            state.delivery_lag.observe(lag)
         if result.reason is Reason.RATE_LIMITED or result.status_code == 429:
             state.rate_limited += 1
             retry_after = result.observations.get("retry_after")

@@ -28,6 +28,19 @@ PASSWORD = "pw-Very-Secret-42"
 def fast_demo_config(tmp_path: Path, base_url: str, listen: str = "127.0.0.1:0") -> Path:
     """The shipped demo config with 1 s intervals, pointed at ``base_url``, in ``tmp_path``."""
     text = DEMO_CONFIG.read_text()
+    replacements = {
+        # reflect and import: shorter deadlines so their runs fit the faster schedule
+        'interval = "10s"\ndeadline = "3s"\nlost_after = "6s"\ntimeout = "8s"': (
+            'interval = "2s"\ndeadline = "500ms"\nlost_after = "1s"\ntimeout = "1500ms"'
+        ),
+        'interval = "10s"\njson_body': 'interval = "5s"\njson_body',
+        'deadline = "8s"\nstall_after = "5s"\ntimeout = "9s"': (
+            'deadline = "4s"\nstall_after = "3s"\ntimeout = "4500ms"'
+        ),
+    }
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
     text = text.replace('interval = "10s"', 'interval = "1s"').replace(
         'timeout = "2s"', 'timeout = "900ms"'
     )
@@ -87,7 +100,7 @@ async def test_shipped_probes_all_succeed_and_promtool_is_clean(
             ok = set(re.findall(r'^probe_success\{probe="(\w+)"\} 1\.0$', text, re.M))
             return ok == names
 
-        await wait_for(all_ok, within=5.0)
+        await wait_for(all_ok, within=12.0)
         async with http.get(f"{base}/metrics") as resp:
             body = await resp.read()
             assert "text/plain; version=0.0.4; charset=utf-8" == resp.headers["Content-Type"]
@@ -95,7 +108,9 @@ async def test_shipped_probes_all_succeed_and_promtool_is_clean(
             assert 200 == resp.status
         async with http.get(f"{base}/api/v1/status") as resp:
             status = await resp.json()
-        assert names == {p["probe"] for p in status["probes"]}
+        assert names == {p["probe"] for p in status["probes"]} | {
+            s["stream"] for s in status["streams"]
+        }
     daemon.request_stop()
     assert 0 == await task
     proc = await asyncio.create_subprocess_exec(
@@ -113,7 +128,7 @@ def test_check_command(tmp_path: Path) -> None:
         [sys.executable, "-m", "probed", "check", "-c", str(DEMO_CONFIG)],
         capture_output=True, text=True, env=env, timeout=30,
     )  # fmt: skip
-    assert (0, f"{DEMO_CONFIG}: OK (6 probes, 1 targets)\n") == (ok.returncode, ok.stdout)
+    assert (0, f"{DEMO_CONFIG}: OK (9 probes, 1 targets)\n") == (ok.returncode, ok.stdout)
     bad = Path(__file__).parent / "configs" / "bad" / "unknown_target.toml"
     out = subprocess.run(
         [sys.executable, "-m", "probed", "check", "-c", str(bad)],
@@ -143,7 +158,7 @@ async def test_once_command(demo: DemoTarget, tmp_path: Path) -> None:
     code, out = await once("--json")
     results = json.loads(out)
     assert 0 == code
-    assert 6 == len(results)
+    assert 8 == len(results)
     assert all(r["success"] for r in results)
     code, out = await once("-p", "health", "-p", "login")
     assert 0 == code
@@ -250,13 +265,13 @@ async def test_process_reload_and_graceful_stop(demo: DemoTarget, tmp_path: Path
                 assert 400 == resp.status
             failed = await read_event(proc.stdout, "config_reload_failed")
             assert [
-                f"{path}:{line}: probe 'x' (probes[6]) key 'target': unknown target 'nope' "
+                f"{path}:{line}: probe 'x' (probes[9]) key 'target': unknown target 'nope' "
                 "(targets: demo)"
             ] == failed["problems"]
             async with http.get(f"{base}/metrics") as resp:
                 text = await resp.text()
             assert "probed_config_last_reload_successful 0.0" in text
-            assert "probed_probes_configured 6.0" in text
+            assert "probed_probes_configured 8.0" in text
             await read_event(proc.stdout, "probe_run")  # probing continues
         proc.send_signal(signal.SIGTERM)
         await read_event(proc.stdout, "daemon_stopped")

@@ -1,0 +1,502 @@
+"""Long-lived SSE stream watchers: connect, decode, account, reconnect.
+
+A ``StreamWatcher`` holds ``subscribers`` connections to one stream. Each
+connection runs in a loop: connect (checking status and
+``Content-Type: text/event-stream``), read with an idle timeout (no event and
+no heartbeat comment for ``idle_timeout`` → ``stalled``), decode with the
+bounded WHATWG decoder, and account every event. When the connection ends for
+any reason it reconnects through tenacity with exponential backoff and jitter,
+never sooner than the server's ``retry:``, and sends ``Last-Event-ID`` so the
+server can resume. Backoff starts over after a connection that received
+something.
+
+Reconnect reasons (the ``reason`` label of ``probed_stream_reconnects_total``)
+form a fixed set: ``eof``, ``stalled``, ``oversize``, ``content_type``,
+``status``, ``no_content`` (204: the server asked us to stop; we retry at
+``reconnect_max``), ``connect_timeout`` and the connection reasons of
+``probed.probes.base.Reason`` (``dns``, ``connect_refused``, ``connect_error``,
+``tls``, ``protocol_error``), or ``error`` for anything else.
+
+Tasks are created in the daemon's TaskGroup by ``StreamManager``; the manager
+applies a reloaded config by name, so an unchanged stream keeps its
+connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
+
+from probed.config import SseStream, TargetConfig
+from probed.probes._http_common import lookup
+from probed.probes.base import Reason, classify_exception, new_traceparent
+from probed.store import ResultStore, StreamStats
+from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
+from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
+from probed.stream.hub import Hub, ReceivedEvent
+
+__all__ = ["RECONNECT_REASONS", "StreamManager", "StreamWatcher"]
+
+_log = structlog.get_logger("probed.stream")
+
+RECONNECT_REASONS = (
+    "eof", "stalled", "oversize", "content_type", "status", "no_content", "connect_timeout",
+    Reason.DNS.value, Reason.CONNECT_REFUSED.value, Reason.CONNECT_ERROR.value, Reason.TLS.value,
+    Reason.PROTOCOL_ERROR.value, "error",
+)  # fmt: skip
+
+_FANOUT_TRACKED = 10_000
+_conn_counter = itertools.count(1)
+_CONN_PREFIX = os.urandom(3).hex()
+
+
+class _Ended(Exception):
+    """A connection ended; ``healthy`` if it received anything first."""
+
+    def __init__(self, reason: str, healthy: bool, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.healthy = healthy
+        self.detail = detail
+
+
+class _Unhealthy(_Ended):
+    """A connection that failed before receiving anything: retried with growing backoff."""
+
+
+class _StopAsked(_Ended):
+    """HTTP 204: the server asked clients to stop reconnecting."""
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    index: int
+    decoder: SSEDecoder
+    tracker: SequenceTracker
+    task: asyncio.Task[None] | None = None
+    server_retry: float | None = None
+
+
+@dataclass(slots=True)
+class _Fanout:
+    """First receive time and count of each sequence number across subscribers."""
+
+    seen: dict[int, list[float]] = field(default_factory=dict)
+
+
+class StreamWatcher:
+    """Watches one SSE stream with ``spec.subscribers`` connections."""
+
+    def __init__(
+        self,
+        spec: SseStream,
+        target: TargetConfig,
+        session: aiohttp.ClientSession,
+        hub: Hub,
+        stats: StreamStats,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.spec = spec
+        self.target = target
+        self.session = session
+        self.hub = hub
+        self.stats = stats
+        self._rng = rng or random.Random()
+        self._url = target.base_url.rstrip("/") + spec.path
+        self._subs = [
+            _Subscriber(
+                i,
+                SSEDecoder(max_line_bytes=spec.max_line_size, max_event_bytes=spec.max_event_size),
+                SequenceTracker(spec.reorder_window, spec.loss_timeout),
+            )
+            for i in range(spec.subscribers)
+        ]
+        self._fanout = _Fanout()
+        self._needs_json = spec.lag_field is not None or spec.sequence_field is not None
+        self._primary_up = False
+        self._clock_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self, tg: asyncio.TaskGroup) -> None:
+        """Start one task per subscriber (and the clock check) in ``tg``."""
+        self.hub.register_stream(self.spec.name, self.is_connected)
+        for sub in self._subs:
+            sub.task = tg.create_task(
+                self._run_subscriber(sub), name=f"stream:{self.spec.name}:{sub.index}"
+            )
+        if self.spec.time_path is not None:
+            self._clock_task = tg.create_task(self._clock_loop(), name=f"clock:{self.spec.name}")
+
+    def stop(self) -> list[asyncio.Task[Any]]:
+        """Cancel every task of this watcher; returns them so the caller can await them."""
+        self.hub.unregister_stream(self.spec.name)
+        tasks: list[asyncio.Task[Any]] = [s.task for s in self._subs if s.task is not None]
+        if self._clock_task is not None:
+            tasks.append(self._clock_task)
+        for task in tasks:
+            task.cancel()
+        return tasks
+
+    def is_connected(self) -> bool:
+        """Whether the primary connection (the one feeding the hub) is up."""
+        return self._primary_up
+
+    # -- connection loop ----------------------------------------------------------------
+
+    async def _run_subscriber(self, sub: _Subscriber) -> None:
+        while True:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(_Unhealthy),
+                    wait=lambda state: self._backoff(sub, state),
+                    stop=stop_never,
+                    reraise=True,
+                ):
+                    with attempt:
+                        await self._connect_and_consume(sub)
+            except _StopAsked:
+                await asyncio.sleep(self.spec.reconnect_max)
+            except _Ended:
+                # a connection that worked ended: reconnect after the server's retry
+                # (or the initial delay), backoff starts over
+                retry = sub.decoder.retry
+                base = retry / 1000.0 if retry is not None else self.spec.reconnect_initial
+                await asyncio.sleep(self._rng.uniform(base, base * 1.5))
+
+    def _backoff(self, sub: _Subscriber, state: RetryCallState) -> float:
+        """Exponential backoff with jitter, never shorter than the server's ``retry:``."""
+        spec = self.spec
+        attempt = max(1, state.attempt_number)
+        backoff = min(spec.reconnect_max, spec.reconnect_initial * 2 ** (attempt - 1))
+        delay = self._rng.uniform(backoff / 2, backoff)
+        retry = sub.decoder.retry
+        return max(delay, retry / 1000.0) if retry is not None else delay
+
+    def _headers(self, sub: _Subscriber) -> dict[str, str]:
+        headers = self.target.resolved_headers()
+        headers.update(self.spec.resolved_headers())
+        headers["Accept"] = "text/event-stream"
+        headers["Cache-Control"] = "no-cache"
+        headers["traceparent"] = new_traceparent()[0]
+        if sub.decoder.last_event_id:
+            headers["Last-Event-ID"] = sub.decoder.last_event_id
+        return headers
+
+    async def _connect_and_consume(self, sub: _Subscriber) -> None:
+        spec, stats = self.spec, self.stats
+        conn_id = f"{_CONN_PREFIX}-{next(_conn_counter):x}"
+        stats.connection_ids[sub.index] = conn_id
+        sub.decoder.reset_connection()
+        started = time.monotonic()
+        sent_wall = time.time()
+        try:
+            async with asyncio.timeout(spec.connect_timeout):
+                resp = await self.session.get(
+                    self._url,
+                    headers=self._headers(sub),
+                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+                    allow_redirects=True,
+                )
+        except TimeoutError:
+            raise self._end(sub, _Unhealthy("connect_timeout", False)) from None
+        except aiohttp.ClientError as exc:
+            reason, _, detail = classify_exception(exc)
+            label = reason.value if reason.value in RECONNECT_REASONS else "error"
+            raise self._end(sub, _Unhealthy(label, False, detail)) from None
+        async with resp:
+            if resp.status == 204:
+                raise self._end(sub, _StopAsked("no_content", False))
+            if resp.status != 200:
+                raise self._end(sub, _Unhealthy("status", False, f"status {resp.status}"))
+            if resp.content_type != "text/event-stream":
+                raise self._end(
+                    sub, _Unhealthy("content_type", False, f"content type {resp.content_type!r}")
+                )
+            self._estimate_offset_from_date(resp, sent_wall)
+            connected_at = time.monotonic()
+            stats.connect_duration.observe(connected_at - started)
+            stats.connected += 1
+            if sub.index == 0:
+                self._primary_up = True
+            _log.info(
+                "stream_connected",
+                stream=spec.name,
+                subscriber=sub.index,
+                connection_id=conn_id,
+                connect_ms=round((connected_at - started) * 1000, 3),
+            )
+            try:
+                await self._consume(sub, resp, started)
+            except _Ended as ended:
+                raise self._end(sub, ended) from None
+            finally:
+                stats.connected -= 1
+                if sub.index == 0:
+                    self._primary_up = False
+
+    async def _consume(
+        self, sub: _Subscriber, resp: aiohttp.ClientResponse, started: float
+    ) -> None:
+        """Read until the connection ends; always raises ``_Ended``."""
+        spec, stats = self.spec, self.stats
+        loop = asyncio.get_running_loop()
+        decoder = sub.decoder
+        got_anything = False
+        first = True
+        content = resp.content
+        try:
+            async with asyncio.timeout(spec.idle_timeout) as idle:
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        raise _Ended("eof", got_anything)
+                    now = time.monotonic()
+                    idle.reschedule(loop.time() + spec.idle_timeout)
+                    oversize: DecodeError | None = None
+                    try:
+                        items = decoder.feed(chunk)
+                    except DecodeError as exc:
+                        # events completed before the limit moved last_event_id: deliver
+                        # them, or a resuming server would never send them again
+                        items, oversize = exc.items, exc
+                    if items:
+                        got_anything = True
+                        stats.last_activity = now
+                        wall = time.time()
+                        for item in items:
+                            if isinstance(item, Comment):
+                                continue
+                            if first:
+                                first = False
+                                stats.first_event_seconds = now - started
+                            self._on_event(sub, item, now, wall)
+                    if oversize is not None:
+                        raise _Ended("oversize", got_anything, str(oversize))
+        except TimeoutError:
+            raise _Ended("stalled", got_anything, f"nothing for {spec.idle_timeout:g}s") from None
+        except aiohttp.ClientError as exc:
+            reason, _, detail = classify_exception(exc)
+            label = reason.value if reason.value in RECONNECT_REASONS else "error"
+            raise _Ended(label, got_anything, detail) from None
+
+    def _end(self, sub: _Subscriber, ended: _Ended) -> _Ended:
+        """Count and log a connection's end; return the exception to raise."""
+        self.stats.reconnects[ended.reason] += 1
+        _log.warning(
+            "stream_disconnected",
+            stream=self.spec.name,
+            subscriber=sub.index,
+            connection_id=self.stats.connection_ids[sub.index],
+            reason=ended.reason,
+            error_message=ended.detail,
+        )
+        if ended.healthy or isinstance(ended, _StopAsked):
+            return ended
+        return ended if isinstance(ended, _Unhealthy) else _Unhealthy(ended.reason, False)
+
+    # -- accounting ---------------------------------------------------------------------
+
+    def _on_event(self, sub: _Subscriber, event: Event, now: float, wall: float) -> None:
+        spec, stats = self.spec, self.stats
+        stats.received += 1
+        stats.last_event_wall = wall
+        received = ReceivedEvent(spec.name, event, now, wall)
+        if sub.index == 0:
+            self.hub.publish(received)
+        if spec.event_types and event.event not in spec.event_types:
+            return
+        data = received.json() if self._needs_json else None
+        if spec.lag_field is not None:
+            stamp = _field(data, spec.lag_field)
+            enqueued = parse_timestamp(stamp, spec.lag_format)
+            if enqueued is None:
+                stats.untimed += 1
+            else:
+                lag = wall - enqueued
+                if lag < 0:
+                    stats.negative_lag += 1
+                else:
+                    stats.delivery_lag.observe(lag)
+                    if lag > spec.late_after:
+                        stats.late += 1
+        seq = self._sequence(event, data)
+        if seq is None:
+            stats.unsequenced += 1
+            return
+        tracker = sub.tracker
+        lost_before = tracker.lost
+        verdict = tracker.observe(seq, now)
+        stats.lost += tracker.lost - lost_before
+        if verdict is Verdict.DUPLICATE:
+            stats.duplicated += 1
+        elif verdict is Verdict.OUT_OF_ORDER:
+            stats.out_of_order += 1
+        elif verdict is Verdict.LATE:
+            stats.late += 1
+        elif verdict is Verdict.RESET:
+            stats.sequence_resets += 1
+        if spec.subscribers > 1 and verdict is Verdict.NEW:
+            self._fanout_observe(seq, now)
+
+    def _sequence(self, event: Event, data: Any) -> int | None:
+        spec = self.spec
+        if spec.sequence_field is not None:
+            value = _field(data, spec.sequence_field)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.isdigit():
+                return int(value)
+            return None
+        if spec.sequence_from_id and event.id.isdigit():
+            return int(event.id)
+        return None
+
+    def _fanout_observe(self, seq: int, now: float) -> None:
+        seen = self._fanout.seen
+        entry = seen.get(seq)
+        if entry is None:
+            seen[seq] = [now, 1.0]
+            if len(seen) > _FANOUT_TRACKED:
+                del seen[next(iter(seen))]
+            return
+        entry[1] += 1
+        if entry[1] >= self.spec.subscribers:
+            self.stats.fanout_spread.observe(now - entry[0])
+            del seen[seq]
+
+    def expire_gaps(self) -> None:
+        """Declare old gaps lost even when no new events arrive (called periodically)."""
+        now = time.monotonic()
+        for sub in self._subs:
+            self.stats.lost += sub.tracker.expire(now)
+
+    # -- clock offset -------------------------------------------------------------------
+
+    def _estimate_offset_from_date(self, resp: aiohttp.ClientResponse, sent_wall: float) -> None:
+        if self.spec.time_path is not None:
+            return
+        date = resp.headers.get("Date")
+        if not date:
+            return
+        try:
+            server = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            return
+        # Date has 1 s resolution and is truncated: the server's time lies in [D, D+1)
+        midpoint = (sent_wall + time.time()) / 2
+        self.stats.clock_offset = server + 0.5 - midpoint
+
+    async def _clock_loop(self) -> None:
+        assert self.spec.time_path is not None
+        url = self.target.base_url.rstrip("/") + self.spec.time_path
+        while True:
+            try:
+                sent = time.time()
+                async with asyncio.timeout(self.spec.connect_timeout):
+                    async with self.session.get(url, headers=self.target.resolved_headers()) as r:
+                        body = await r.json(content_type=None)
+                got = time.time()
+                server = parse_timestamp(_field(body, "time"), "auto")
+                if server is not None:
+                    self.stats.clock_offset = server - (sent + got) / 2
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                _log.warning("clock_check_failed", stream=self.spec.name, error_message=str(exc))
+            await asyncio.sleep(self.spec.clock_check_interval)
+
+
+def _field(data: Any, path: str) -> Any:
+    try:
+        return lookup(data, path)
+    except LookupError:
+        return None
+
+
+class StreamManager:
+    """Starts, diffs and stops stream watchers; tasks live in the daemon's TaskGroup."""
+
+    def __init__(self, store: ResultStore, hub: Hub, session: aiohttp.ClientSession) -> None:
+        self._store = store
+        self._hub = hub
+        self._session = session
+        self._watchers: dict[str, StreamWatcher] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._expiry: asyncio.Task[None] | None = None
+
+    @property
+    def watchers(self) -> dict[str, StreamWatcher]:
+        """The running watchers by stream name."""
+        return dict(self._watchers)
+
+    def start(
+        self, tg: asyncio.TaskGroup, specs: Iterable[SseStream], targets: dict[str, TargetConfig]
+    ) -> None:
+        """Start a watcher per spec and the periodic gap expiry."""
+        self._tg = tg
+        for spec in specs:
+            self._add(spec, targets[spec.target])
+        self._expiry = tg.create_task(self._expire_loop(), name="stream-gap-expiry")
+
+    def apply(
+        self, specs: Iterable[SseStream], targets: dict[str, TargetConfig]
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Diff by name: unchanged watchers keep their connections."""
+        wanted = {s.name: s for s in specs}
+        added, changed, removed = [], [], []
+        for name in list(self._watchers):
+            if name not in wanted:
+                self._remove(name)
+                removed.append(name)
+        for name, spec in wanted.items():
+            current = self._watchers.get(name)
+            target = targets[spec.target]
+            if current is None:
+                self._add(spec, target)
+                added.append(name)
+            elif current.spec != spec or current.target != target:
+                self._remove(name)
+                self._add(spec, target)
+                changed.append(name)
+        return added, changed, removed
+
+    def _add(self, spec: SseStream, target: TargetConfig) -> None:
+        assert self._tg is not None
+        stats = self._store.register_stream(spec.name, spec.target, spec.subscribers)
+        watcher = StreamWatcher(spec, target, self._session, self._hub, stats)
+        self._watchers[spec.name] = watcher
+        watcher.start(self._tg)
+
+    def _remove(self, name: str) -> None:
+        watcher = self._watchers.pop(name, None)
+        if watcher is not None:
+            watcher.stop()
+            self._store.forget_stream(name)
+
+    async def stop(self) -> None:
+        """Cancel every watcher and wait for their tasks."""
+        tasks: list[asyncio.Task[Any]] = []
+        for watcher in self._watchers.values():
+            tasks.extend(watcher.stop())
+        if self._expiry is not None:
+            self._expiry.cancel()
+            tasks.append(self._expiry)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for watcher in list(self._watchers.values()):
+                watcher.expire_gaps()

@@ -1,0 +1,112 @@
+"""Pure delivery accounting: enqueue timestamps and sequence tracking."""
+
+from __future__ import annotations
+
+import pytest
+
+from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
+
+
+@pytest.mark.parametrize(
+    ("value", "fmt", "expected"),
+    [
+        ("2026-11-23T10:47:37.123Z", "auto", 1795430857.123),
+        ("2026-11-23T11:47:37.123+01:00", "rfc3339", 1795430857.123),
+        ("2026-11-23t10:47:37z", "auto", 1795430857.0),
+        ("2026-11-23T10:47:37", "auto", None),  # naive: no offset, ambiguous
+        ("yesterday", "auto", None),
+        (1795430857, "auto", 1795430857.0),
+        (1795430857123, "auto", 1795430857.123),
+        ("1795430857.5", "auto", 1795430857.5),
+        (1795430857123, "epoch_ms", 1795430857.123),
+        ("1795430857123", "epoch_ms", 1795430857.123),
+        (1795430857, "epoch_s", 1795430857.0),
+        (1795430857, "rfc3339", None),
+        (True, "auto", None),
+        (None, "auto", None),
+        (float("nan"), "auto", None),
+        ({"a": 1}, "auto", None),
+    ],
+)
+def test_parse_timestamp(value: object, fmt: str, expected: float | None) -> None:
+    """Enqueue stamps parse from RFC 3339 and epoch seconds/milliseconds, else None."""
+    got = parse_timestamp(value, fmt)  # type: ignore[arg-type]
+    assert expected == (None if got is None else pytest.approx(got, abs=1e-6))
+
+
+def feed(tracker: SequenceTracker, seqs: list[int], now: float = 0.0) -> list[Verdict]:
+    """Observe each sequence number at ``now``."""
+    return [tracker.observe(s, now) for s in seqs]
+
+
+def test_in_order_is_clean() -> None:
+    """A gapless increasing sequence counts nothing."""
+    t = SequenceTracker()
+    assert [Verdict.NEW] * 5 == feed(t, [1, 2, 3, 4, 5])
+    assert (0, 0, 0, 0) == (t.lost, t.duplicated, t.out_of_order, t.pending)
+
+
+def test_gap_becomes_lost_after_timeout() -> None:
+    """A gap is pending until loss_timeout passes, then counted lost."""
+    t = SequenceTracker(loss_timeout=10.0)
+    feed(t, [1, 2, 5], now=0.0)
+    assert (0, 2) == (t.lost, t.pending)
+    assert 0 == t.expire(9.9)
+    assert 2 == t.expire(10.1)
+    assert (2, 0) == (t.lost, t.pending)
+
+
+def test_reorder_is_not_duplication_nor_loss() -> None:
+    """A late arrival filling a gap is out of order, not lost and not duplicated."""
+    t = SequenceTracker()
+    assert [Verdict.NEW, Verdict.NEW, Verdict.OUT_OF_ORDER, Verdict.NEW] == feed(t, [1, 3, 2, 4])
+    assert (0, 0, 1) == (t.lost, t.duplicated, t.out_of_order)
+
+
+def test_duplicates() -> None:
+    """The same sequence number twice is a duplicate, also after reordering."""
+    t = SequenceTracker()
+    assert [Verdict.NEW, Verdict.NEW, Verdict.DUPLICATE, Verdict.OUT_OF_ORDER,
+            Verdict.DUPLICATE] == feed(t, [1, 3, 3, 2, 2])  # fmt: skip
+    assert 2 == t.duplicated
+
+
+def test_arrival_after_declared_lost_moves_to_late() -> None:
+    """A number already counted lost that then arrives is moved from lost to late."""
+    t = SequenceTracker(loss_timeout=1.0)
+    feed(t, [1, 3], now=0.0)
+    t.expire(2.0)
+    assert 1 == t.lost
+    assert Verdict.LATE == t.observe(2, 3.0)
+    assert (0, 1) == (t.lost, t.late)
+
+
+def test_gap_wider_than_window() -> None:
+    """A gap wider than the window counts its older part lost at once, tracks the rest."""
+    t = SequenceTracker(window=16, loss_timeout=100.0)
+    feed(t, [0, 100])
+    assert (99 - 16, 16) == (t.lost, t.pending)
+
+
+def test_gap_falls_out_of_window() -> None:
+    """A pending gap a whole window behind the highest number is lost without waiting."""
+    t = SequenceTracker(window=16, loss_timeout=1000.0)
+    feed(t, [1, 3])
+    feed(t, list(range(4, 22)))
+    assert 1 == t.lost
+
+
+def test_producer_restart_resets() -> None:
+    """A number far below the window means the producer restarted: reset, not duplicate."""
+    t = SequenceTracker(window=16)
+    feed(t, list(range(1000, 1010)))
+    assert Verdict.RESET == t.observe(1, 0.0)
+    assert [Verdict.NEW] * 3 == feed(t, [2, 3, 4])
+    assert (1, 0, 0) == (t.resets, t.duplicated, t.lost)
+
+
+def test_memory_is_bounded() -> None:
+    """The received-set window keeps at most ``window`` numbers."""
+    t = SequenceTracker(window=32)
+    feed(t, list(range(10_000)))
+    assert 32 >= len(t._seen)

@@ -1,0 +1,412 @@
+"""Stream watcher on loopback SSE servers: reconnect, resume, stalls, faults, lag, fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from email.utils import formatdate
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from probed.config import SseStream, TargetConfig
+from probed.store import ResultStore, StreamStats
+from probed.stream.hub import Hub
+from probed.stream.watcher import StreamManager
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@asynccontextmanager
+async def sse_server(handler: Handler) -> AsyncIterator[str]:
+    """Serve ``handler`` at /sse on 127.0.0.1 (port 0); yield the base URL."""
+    app = web.Application()
+    app.router.add_get("/sse", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def open_stream(request: web.Request, **headers: str) -> web.StreamResponse:
+    """Start an SSE response."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+    await resp.prepare(request)
+    return resp
+
+
+def event(seq: int, lag: float = 0.0, ident: str | None = None, skew: float = 0.0) -> bytes:
+    """One SSE event with JSON data carrying seq and an epoch-ms enqueue stamp."""
+    stamp = int((time.time() - lag + skew) * 1000)
+    head = f"id: {seq if ident is None else ident}\n"
+    return f'{head}data: {{"seq": {seq}, "enqueued_at": {stamp}}}\n\n'.encode()
+
+
+def stream_spec(**fields: Any) -> SseStream:
+    """An SSE stream spec for target 't' with fast timeouts for tests."""
+    base: dict[str, Any] = {
+        "name": "events", "target": "t", "path": "/sse", "idle_timeout": "2s",
+        "reconnect_initial": "50ms", "reconnect_max": "200ms", "sequence_field": "seq",
+        "lag_field": "enqueued_at", "connect_timeout": "2s",
+    }  # fmt: skip
+    base.update(fields)
+    return SseStream(**base)
+
+
+@asynccontextmanager
+async def watching(base_url: str, spec: SseStream) -> AsyncIterator[tuple[StreamStats, Hub]]:
+    """Run a StreamWatcher for ``spec`` against ``base_url`` until the block ends."""
+    target = TargetConfig(base_url=base_url)
+    target._finish_headers()
+    store = ResultStore()
+    hub = Hub()
+    async with aiohttp.ClientSession() as session:
+        manager = StreamManager(store, hub, session)
+        async with asyncio.TaskGroup() as tg:
+            manager.start(tg, [spec], {"t": target})
+            try:
+                yield store.streams[spec.name], hub
+            finally:
+                await manager.stop()
+
+
+async def until(predicate: Callable[[], bool], within: float = 3.0) -> None:
+    """Wait until ``predicate()`` holds (fails the test after ``within`` seconds)."""
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_resume_with_last_event_id_has_no_false_loss() -> None:
+    """After a disconnect the watcher sends Last-Event-ID and a resuming server causes no loss."""
+    seen_ids: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        last = request.headers.get("Last-Event-ID")
+        seen_ids.append(last)
+        start = int(last) + 1 if last else 1
+        resp = await open_stream(request)
+        for seq in range(start, start + 5):
+            await resp.write(event(seq))
+        return resp  # closes: the watcher must reconnect and resume
+
+    async with sse_server(handler) as url, watching(url, stream_spec()) as (stats, _):
+        await until(lambda: stats.received >= 20)
+    assert [None, "5", "10", "15"] == seen_ids[:4]
+    assert (0, 0, 0) == (stats.lost, stats.duplicated, stats.out_of_order)
+    assert stats.reconnects["eof"] >= 3
+
+
+async def test_server_without_resume_shows_true_loss() -> None:
+    """A server that skips events across a reconnect produces counted gaps (lost)."""
+    calls = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        resp = await open_stream(request)
+        base = (calls - 1) * 10  # 1..5, then 11..15: 6..10 never sent
+        for seq in range(base + 1, base + 6):
+            await resp.write(event(seq))
+        if calls >= 2:
+            await asyncio.sleep(5)
+        return resp
+
+    spec = stream_spec(loss_timeout="100ms")
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.lost >= 5)
+    assert 5 == stats.lost
+
+
+async def test_stall_is_detected_and_reconnected() -> None:
+    """No event and no heartbeat for idle_timeout ends the connection with reason stalled."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await resp.write(event(1))
+        await asyncio.sleep(10)
+        return resp
+
+    async with (
+        sse_server(handler) as url,
+        watching(url, stream_spec(idle_timeout="300ms")) as (
+            stats,
+            _,
+        ),
+    ):
+        await until(lambda: stats.reconnects["stalled"] >= 1)
+
+
+async def test_heartbeat_comments_keep_the_stream_alive() -> None:
+    """Heartbeat comments count as activity, so a quiet stream is not stalled."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        for _ in range(20):
+            await resp.write(b": heartbeat\n\n")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(10)
+        return resp
+
+    async with (
+        sse_server(handler) as url,
+        watching(url, stream_spec(idle_timeout="300ms")) as (
+            stats,
+            _,
+        ),
+    ):
+        await asyncio.sleep(0.8)
+        assert 0 == stats.reconnects["stalled"]
+        assert stats.last_activity is not None
+        assert 1 == stats.connected
+
+
+async def test_wrong_content_type() -> None:
+    """A 200 that is not text/event-stream is refused with reason content_type."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"events": []})
+
+    async with sse_server(handler) as url, watching(url, stream_spec()) as (stats, _):
+        await until(lambda: stats.reconnects["content_type"] >= 2)
+        assert 0 == stats.connected
+        assert 0 == stats.received
+
+
+async def test_non_200_status_and_204() -> None:
+    """A 503 reconnects with reason status; a 204 is recorded as no_content."""
+    statuses = iter([503, 503, 204])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=next(statuses, 204))
+
+    async with sse_server(handler) as url, watching(url, stream_spec()) as (stats, _):
+        await until(lambda: stats.reconnects["no_content"] >= 1)
+    assert 2 == stats.reconnects["status"]
+
+
+async def test_oversize_event() -> None:
+    """A line over max_line_size ends the connection with reason oversize, memory bounded."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await resp.write(b"data: " + b"x" * (3 << 20) + b"\n\n")
+        await asyncio.sleep(5)
+        return resp
+
+    spec = stream_spec(max_line_size=1 << 20, max_event_size=2 << 20)
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.reconnects["oversize"] >= 1)
+        assert 0 == stats.received
+
+
+async def test_non_numeric_ids_do_not_make_false_gaps() -> None:
+    """Composite ids like 1795418838:0 are not sequence numbers: no gaps, counted unsequenced."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        for n in range(6):
+            await resp.write(f"id: 1795418838:{n}\ndata: {{}}\n\n".encode())
+        await asyncio.sleep(5)
+        return resp
+
+    spec = stream_spec(sequence_field=None, sequence_from_id=True, loss_timeout="50ms")
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.received >= 6)
+        await asyncio.sleep(0.2)
+    assert (0, 0, 6, 6) == (stats.lost, stats.duplicated, stats.unsequenced, stats.untimed)
+
+
+async def test_numeric_ids_as_sequence() -> None:
+    """With sequence_from_id, numeric ids are gap-checked."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        for seq in (1, 2, 4, 4, 3):
+            await resp.write(f"id: {seq}\ndata: x\n\n".encode())
+        await asyncio.sleep(5)
+        return resp
+
+    spec = stream_spec(sequence_field=None, sequence_from_id=True, lag_field=None)
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.received >= 5)
+    assert (0, 1, 1) == (stats.lost, stats.duplicated, stats.out_of_order)
+
+
+async def test_delivery_lag_is_measured() -> None:
+    """Lag is our receive time minus the event's enqueue stamp."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        for seq in range(1, 11):
+            await resp.write(event(seq, lag=0.4))
+        await asyncio.sleep(5)
+        return resp
+
+    async with sse_server(handler) as url, watching(url, stream_spec()) as (stats, _):
+        await until(lambda: stats.received >= 10)
+    hist = dict(stats.delivery_lag.cumulative())
+    assert 0 == hist["0.25"]
+    assert 10 == hist["0.5"]
+    assert 0.4 == round(stats.delivery_lag.sum / 10, 1)
+
+
+async def test_clock_offset_and_negative_lag() -> None:
+    """A server clock 30 s ahead shows as a ~30 s offset and counted negative lags."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        date = formatdate(time.time() + 30, usegmt=True)
+        resp = await open_stream(request, Date=date)
+        for seq in range(1, 6):
+            await resp.write(event(seq, skew=30))
+        await asyncio.sleep(5)
+        return resp
+
+    async with sse_server(handler) as url, watching(url, stream_spec()) as (stats, _):
+        await until(lambda: stats.received >= 5)
+    assert stats.clock_offset is not None
+    assert abs(stats.clock_offset - 30) <= 1.0
+    assert 5 == stats.negative_lag
+    assert 0 == stats.delivery_lag.count
+
+
+async def test_fanout_subscribers() -> None:
+    """subscribers = N holds N connections and measures the per-event spread across them."""
+    queues: list[asyncio.Queue[bytes]] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queues.append(queue)
+        while True:
+            await resp.write(await queue.get())
+
+    spec = stream_spec(subscribers=3)
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.connected == 3 and len(queues) == 3)
+        assert 3 == len(set(stats.connection_ids))
+        for seq in range(1, 6):
+            for i, queue in enumerate(queues):
+                await asyncio.sleep(0.02 * i)  # subscriber i gets each event ~20 ms later
+                queue.put_nowait(event(seq))
+        await until(lambda: stats.received >= 15)
+    assert 5 == stats.fanout_spread.count
+    assert 0.03 < stats.fanout_spread.sum / 5 < 0.5
+
+
+async def test_retry_field_delays_reconnect() -> None:
+    """The server's retry: field sets the minimum reconnect delay."""
+    connects: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        connects.append(time.monotonic())
+        resp = await open_stream(request)
+        await resp.write(b"retry: 400\n\n")
+        return resp
+
+    async with sse_server(handler) as url, watching(url, stream_spec()) as _:
+        await until(lambda: len(connects) >= 3)
+    gaps = [b - a for a, b in itertools.pairwise(connects)]
+    assert all(g >= 0.39 for g in gaps), gaps
+
+
+async def test_primary_connection_feeds_the_hub() -> None:
+    """Events of the primary connection reach hub subscribers; is_connected tracks it."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await asyncio.sleep(0.2)
+        await resp.write(b'data: {"nonce": "abc123"}\n\n')
+        await asyncio.sleep(5)
+        return resp
+
+    async with sse_server(handler) as url, watching(url, stream_spec(subscribers=2)) as (_, hub):
+        with hub.expect("events", "abc123") as waiter:
+            await until(lambda: hub.is_connected("events") is True)
+            arrived = await waiter.wait(2.0)
+        assert arrived is not None
+        assert 1 == waiter.arrival.count  # only the primary publishes
+    assert hub.is_connected("events") is None
+
+
+async def test_unchanged_stream_keeps_its_connection_on_apply() -> None:
+    """StreamManager.apply keeps unchanged watchers' connections and restarts changed ones."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        while True:
+            await resp.write(b": hb\n\n")
+            await asyncio.sleep(0.05)
+
+    async with sse_server(handler) as url:
+        target = TargetConfig(base_url=url)
+        target._finish_headers()
+        store, hub = ResultStore(), Hub()
+        a, b = stream_spec(name="a"), stream_spec(name="b")
+        async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
+            manager = StreamManager(store, hub, session)
+            manager.start(tg, [a, b], {"t": target})
+            await until(lambda: store.streams["a"].connected == 1 == store.streams["b"].connected)
+            ids_a = list(store.streams["a"].connection_ids)
+            changed = stream_spec(name="b", idle_timeout="3s")
+            assert ([], ["b"], []) == manager.apply([a, changed], {"t": target})
+            await until(lambda: store.streams["b"].connected == 1)
+            assert ids_a == store.streams["a"].connection_ids
+            assert ([], [], ["a"]) == manager.apply([changed], {"t": target})
+            assert "a" not in store.streams
+            await manager.stop()
+
+
+async def test_clock_offset_from_time_endpoint() -> None:
+    """With time_path set, the offset comes from the endpoint's {"time": …} answer."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path == "/time":
+            return web.json_response({"time": time.time() - 12.5})
+        resp = await open_stream(request)
+        await asyncio.sleep(5)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/sse", handler)
+    app.router.add_get("/time", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        spec = stream_spec(time_path="/time", clock_check_interval="100ms")
+        async with watching(url, spec) as (stats, _):
+            await until(lambda: stats.clock_offset is not None)
+        assert stats.clock_offset is not None
+        assert -12.5 == round(stats.clock_offset, 1)
+    finally:
+        await runner.cleanup()
+
+
+async def test_events_before_an_oversize_line_are_kept() -> None:
+    """Events completed in the same chunk before an oversize line are still accounted."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        if request.headers.get("Last-Event-ID"):
+            await asyncio.sleep(5)
+            return resp
+        await resp.write(event(1) + event(2) + b"data: " + b"x" * 4096 + b"\n\n")
+        await asyncio.sleep(5)
+        return resp
+
+    spec = stream_spec(max_line_size=1024, max_event_size=2048)
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.reconnects["oversize"] >= 1)
+    assert 2 == stats.received
