@@ -1,0 +1,383 @@
+"""Prometheus recording and alerting rules rendered from the configuration (``probed rules``).
+
+Pure: a ``Config`` in, the text of a Prometheus rule file out (no I/O).
+
+Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
+
+- recording rules ``slo:sli_error:ratio_rate<W>{slo="NAME"}``, the share of bad
+  events over each window ``W`` of ``ERROR_RATIO_WINDOWS`` (5m … 3d), summed over
+  every probed instance and location, so several probing hosts count as one SLI:
+
+  ============  ====================================================================
+  sli           bad / total
+  ============  ====================================================================
+  availability  ``probed_probe_runs_total{result="failure"}`` / all runs of ``probes``
+  latency       1 - runs within ``threshold`` (the ``le`` bucket) / all runs of ``probes``
+  delivery_lag  1 - events within ``threshold`` / all timed events of ``stream``
+  ============  ====================================================================
+
+  A window without any run or event has no sample (the denominator is filtered
+  with ``> 0``), never ``NaN``;
+
+- the multi-window, multi-burn-rate alerts of the Google SRE workbook (chapter 5,
+  table 5-8), one rule per window pair, all named ``SloErrorBudgetBurn`` and
+  told apart by the ``severity``, ``long_window`` and ``short_window`` labels:
+
+  ========  ===========  ============  ===========  ======
+  severity  long window  short window  burn rate    for
+  ========  ===========  ============  ===========  ======
+  page      1h           5m            14.4         2m
+  page      6h           30m           6            2m
+  ticket    1d           2h            3            15m
+  ticket    3d           6h            1            1h
+  ========  ===========  ============  ===========  ======
+
+  An alert fires while the error ratio exceeds ``burn rate * (1 - objective)``
+  over both windows: the long one proves the burn is significant, the short one
+  that it is still going on (so the alert resolves minutes after recovery, not
+  hours). The burn rates are the workbook's, chosen for a 30-day budget; the
+  annotations state what they mean for the SLO's own ``window``.
+
+A last group ``probed`` holds the alerts that are not derived from SLOs: a
+stream with fewer connections than subscribers, reflect lag p95 above 3 s, a
+failing probe, and probed's own health (failed config reload, event-loop lag,
+active degraded-mode recommendations).
+
+Histogram ``le`` label values are written exactly as probed exposes them
+(``repr(float)``: ``"0.25"``, ``"5.0"``), which is also how Prometheus 3
+normalises them on ingestion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+
+from probed.config import SLO_WINDOWS, Config, SloConfig, format_duration
+
+__all__ = [
+    "BURN_RATE_ALERTS",
+    "ERROR_RATIO_WINDOWS",
+    "RUNBOOK_ANCHORS",
+    "BurnRateAlert",
+    "error_ratio_expr",
+    "le_label",
+    "render_rules",
+    "rule_groups",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BurnRateAlert:
+    """One window pair of the multi-window multi-burn-rate alerts."""
+
+    severity: Literal["page", "ticket"]
+    long_window: str
+    short_window: str
+    burn_rate: float
+    for_: str
+
+
+BURN_RATE_ALERTS: tuple[BurnRateAlert, ...] = (
+    BurnRateAlert("page", "1h", "5m", 14.4, "2m"),
+    BurnRateAlert("page", "6h", "30m", 6.0, "2m"),
+    BurnRateAlert("ticket", "1d", "2h", 3.0, "15m"),
+    BurnRateAlert("ticket", "3d", "6h", 1.0, "1h"),
+)
+"""The SRE workbook's table 5-8 (burn rates for a 30-day budget)."""
+
+ERROR_RATIO_WINDOWS: tuple[str, ...] = tuple(
+    sorted(
+        {w for a in BURN_RATE_ALERTS for w in (a.long_window, a.short_window)},
+        key=SLO_WINDOWS.__getitem__,
+    )
+)
+"""Windows of the recorded error ratios: every window an alert needs (5m … 3d)."""
+
+RUNBOOK_ANCHORS: dict[str, str] = {
+    "page": "fast_burn",
+    "ticket": "slow_burn",
+    "StreamDisconnected": "sse_degraded",
+    "ReflectLatencyP95High": "sse_degraded",
+    "ProbeFailing": "probe_failing",
+    "ProbedConfigReloadFailed": "config_reload_failed",
+    "ProbedEventLoopLagHigh": "event_loop_lag",
+}
+"""Sections of ``[recommend] runbook_base_url`` the alerts link to (``base#anchor``).
+
+SLO alerts use the SLO's own ``runbook_url`` when it has one. ``fast_burn`` and
+``sse_degraded`` are the sections of those recommendation scenarios; the
+degraded-mode alert links to the section named after its scenario.
+"""
+
+_RECORD = "slo:sli_error:ratio_rate{window}"
+
+
+def le_label(bound: float) -> str:
+    """The ``le`` label value of a histogram bucket, exactly as probed exposes it."""
+    return repr(float(bound))
+
+
+def _num(value: float) -> str:
+    """A number for PromQL or prose without float noise (``1 - 0.999`` -> ``0.001``)."""
+    return f"{value:.12g}"
+
+
+def _pct(ratio: float) -> str:
+    """A ratio as a percentage for prose (``0.0144`` -> ``1.44%``)."""
+    return f"{ratio * 100:.4g}%"
+
+
+def _human_span(seconds: float) -> str:
+    """A rough duration for prose: ``2.08d``, ``10d``, ``28h``, ``42m``."""
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _literal(text: str) -> str:
+    """User text inside an annotation: its ``{{`` must not start a Go template action."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def _budget(slo: SloConfig) -> float:
+    return float(_num(1.0 - slo.objective))
+
+
+def _probe_matcher(probes: list[str]) -> str:
+    names = sorted(set(probes))
+    if len(names) == 1:
+        return f'probe="{names[0]}"'
+    return f'probe=~"{"|".join(names)}"'
+
+
+def _sum_rate(metric: str, matchers: str, window: str) -> str:
+    return f"sum(rate({metric}{{{matchers}}}[{window}]))"
+
+
+def error_ratio_expr(slo: SloConfig, window: str) -> str:
+    """PromQL of the SLO's error ratio (bad / total events) over ``window``."""
+    if slo.sli == "availability":
+        sel = _probe_matcher(slo.probes)
+        bad = _sum_rate("probed_probe_runs_total", f'{sel},result="failure"', window)
+        total = _sum_rate("probed_probe_runs_total", sel, window)
+        return f"{bad}\n/\n({total} > 0)\n"
+    assert slo.threshold is not None  # SloConfig requires it for latency and delivery_lag
+    if slo.sli == "latency":
+        metric, sel = "probed_probe_duration_seconds", _probe_matcher(slo.probes)
+    else:
+        metric, sel = "probed_delivery_lag_seconds", f'stream="{slo.stream}"'
+    good = _sum_rate(f"{metric}_bucket", f'{sel},le="{le_label(slo.threshold)}"', window)
+    total = _sum_rate(f"{metric}_count", sel, window)
+    return f"1 - (\n  {good}\n  /\n  ({total} > 0)\n)\n"
+
+
+def _bad_events(slo: SloConfig) -> str:
+    """What a bad event of the SLO is, for annotations."""
+    if slo.sli == "availability":
+        return f"of the runs of {', '.join(sorted(set(slo.probes)))} failed"
+    assert slo.threshold is not None
+    limit = format_duration(slo.threshold)
+    if slo.sli == "latency":
+        return f"of the runs of {', '.join(sorted(set(slo.probes)))} took longer than {limit}"
+    return f"of the events of stream {slo.stream} arrived later than {limit}"
+
+
+def _runbook(config: Config, anchor: str) -> str:
+    return f"{_literal(config.recommend.runbook_base_url)}#{anchor}"
+
+
+def _slo_group(config: Config, slo: SloConfig) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {
+            "record": _RECORD.format(window=window),
+            "expr": error_ratio_expr(slo, window),
+            "labels": {"slo": slo.name},
+        }
+        for window in ERROR_RATIO_WINDOWS
+    ]
+    budget = _budget(slo)
+    what = _literal(slo.description or slo.name)
+    for pair in BURN_RATE_ALERTS:
+        limit = f"({_num(pair.burn_rate)} * {_num(budget)})"
+        long_series = f'{_RECORD.format(window=pair.long_window)}{{slo="{slo.name}"}}'
+        short_series = f'{_RECORD.format(window=pair.short_window)}{{slo="{slo.name}"}}'
+        share = pair.burn_rate * SLO_WINDOWS[pair.long_window] / slo.window
+        speed = "Fast" if pair.severity == "page" else "Slow"
+        rules.append(
+            {
+                "alert": "SloErrorBudgetBurn",
+                "expr": f"{long_series} > {limit}\nand\n{short_series} > {limit}\n",
+                "for": pair.for_,
+                "labels": {
+                    "severity": pair.severity,
+                    "slo": slo.name,
+                    "long_window": pair.long_window,
+                    "short_window": pair.short_window,
+                },
+                "annotations": {
+                    "summary": (
+                        f"{speed} error-budget burn of SLO {slo.name} "
+                        f"({_num(pair.burn_rate)}x over {pair.long_window} and "
+                        f"{pair.short_window})"
+                    ),
+                    "description": (
+                        f"{what}: {{{{ $value | humanizePercentage }}}} "
+                        f"{_bad_events(slo)} over the last {pair.long_window}, and more than "
+                        f"{_pct(pair.burn_rate * budget)} over the last {pair.short_window}. "
+                        f"The objective is {_pct(slo.objective)}, so the error budget is "
+                        f"{_pct(budget)} and it burns at least {_num(pair.burn_rate)}x as fast "
+                        f"as sustainable: {_pct(share)} of the "
+                        f"{format_duration(slo.window)} budget in {pair.long_window}, all of it "
+                        f"within {_human_span(slo.window / pair.burn_rate)}."
+                    ),
+                    "runbook_url": _literal(slo.runbook_url)
+                    if slo.runbook_url
+                    else _runbook(config, RUNBOOK_ANCHORS[pair.severity]),
+                },
+            }
+        )
+    return {"name": f"probed-slo-{slo.name}", "rules": rules}
+
+
+def _probed_group(config: Config) -> dict[str, Any]:
+    def runbook(alert: str) -> str:
+        return _runbook(config, RUNBOOK_ANCHORS[alert])
+
+    rules: list[dict[str, Any]] = [
+        {
+            "alert": "StreamDisconnected",
+            "expr": "probed_stream_connected < probed_stream_subscribers\n",
+            "for": "2m",
+            "labels": {"severity": "page"},
+            "annotations": {
+                "summary": "Stream {{ $labels.stream }} is disconnected",
+                "description": (
+                    "Only {{ $value }} of the subscriber connections of stream "
+                    "{{ $labels.stream }} are open (probed {{ $labels.instance }}) for 2 minutes: "
+                    "live events are not reaching that subscriber."
+                ),
+                "runbook_url": runbook("StreamDisconnected"),
+            },
+        },
+        {
+            "alert": "ReflectLatencyP95High",
+            "expr": "histogram_quantile(0.95, rate(probed_reflect_lag_seconds_bucket[5m])) > 3\n",
+            "for": "10m",
+            "labels": {"severity": "page"},
+            "annotations": {
+                "summary": "Reflect delivery p95 of {{ $labels.probe }} is above 3s",
+                "description": (
+                    "The 95th percentile time from injecting a canary event to its arrival on "
+                    "the stream is {{ $value | humanizeDuration }} over the last 5 minutes "
+                    "(probe {{ $labels.probe }}, probed {{ $labels.instance }}); the target "
+                    "is 3s."
+                ),
+                "runbook_url": runbook("ReflectLatencyP95High"),
+            },
+        },
+        {
+            "alert": "ProbeFailing",
+            "expr": "probe_success == 0\n",
+            "for": "5m",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "Probe {{ $labels.probe }} is failing",
+                "description": (
+                    "The latest run of probe {{ $labels.probe }} (probed {{ $labels.instance }}) "
+                    "has failed at every evaluation for 5 minutes; "
+                    "probed_probe_failures_total tells the reason."
+                ),
+                "runbook_url": runbook("ProbeFailing"),
+            },
+        },
+        {
+            "alert": "ProbedConfigReloadFailed",
+            "expr": "probed_config_last_reload_successful == 0\n",
+            "for": "5m",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "probed {{ $labels.instance }} failed to reload its configuration",
+                "description": (
+                    "The last configuration reload of probed {{ $labels.instance }} failed; it "
+                    "keeps probing with the previous configuration. `probed check` names the "
+                    "problem."
+                ),
+                "runbook_url": runbook("ProbedConfigReloadFailed"),
+            },
+        },
+        {
+            "alert": "ProbedEventLoopLagHigh",
+            "expr": "probed_event_loop_lag_seconds > 0.5\n",
+            "for": "5m",
+            "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": "probed {{ $labels.instance }} event loop is lagging",
+                "description": (
+                    "The event loop of probed {{ $labels.instance }} runs "
+                    "{{ $value | humanizeDuration }} late (more than 0.5s for 5 minutes): "
+                    "its timings, and so its probe results, are inflated."
+                ),
+                "runbook_url": runbook("ProbedEventLoopLagHigh"),
+            },
+        },
+        {
+            "alert": "DegradedModeRecommended",
+            "expr": "probed_recommendation_active == 1\n",
+            "labels": {
+                "severity": (
+                    '{{ if or (eq $labels.severity "Sev-1") (eq $labels.severity "Sev-2") }}'
+                    "page{{ else }}ticket{{ end }}"
+                ),
+                "incident_severity": "{{ $labels.severity }}",
+            },
+            "annotations": {
+                "summary": "Degraded mode recommended: {{ $labels.scenario }}",
+                "description": (
+                    "probed {{ $labels.instance }} recommends the {{ $labels.scenario }} "
+                    "degraded-mode playbook ({{ $labels.severity }}); its status page and "
+                    "/api/v1/recommendations show the evidence and the steps."
+                ),
+                "runbook_url": _runbook(config, "{{ $labels.scenario }}"),
+            },
+        },
+    ]
+    return {"name": "probed", "rules": rules}
+
+
+def rule_groups(config: Config) -> list[dict[str, Any]]:
+    """The rule groups: one per SLO (in config order), then the ``probed`` alerts."""
+    return [*(_slo_group(config, slo) for slo in config.slos), _probed_group(config)]
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper writing multi-line strings (PromQL) as literal blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def render_rules(config: Config) -> str:
+    """The Prometheus rule file for ``config`` (stable: same config, same text)."""
+    header = (
+        "# Prometheus recording and alerting rules for probed.\n"
+        f"# Generated by `probed rules -c {config.source.name}` from its [[slos]]; do not edit,\n"
+        "# regenerate. Check with `promtool check rules` and `promtool test rules`.\n"
+    )
+    body = yaml.dump(
+        {"groups": rule_groups(config)},
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1 << 16,
+    )
+    return header + body
