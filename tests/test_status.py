@@ -1,0 +1,790 @@
+"""The status module: components, the status document and its renderers (pure, no network)."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probed import status
+from probed.config import ComponentConfig, load_config
+from probed.probes.base import ProbeResult, ProbeRun, Reason
+from probed.signals import (
+    ComponentState,
+    ComponentStatus,
+    Evaluation,
+    Evidence,
+    ProbeSignal,
+    Recommendation,
+    RecommendationState,
+    Severity,
+    Signals,
+    SloStatus,
+    StreamSignal,
+)
+from probed.status import (
+    DEFAULT_COMPONENTS,
+    compute_components,
+    default_components,
+    overall,
+    recommendations_document,
+    render_incident,
+    render_markdown,
+    render_page,
+    render_table,
+    status_document,
+)
+from probed.store import ResultStore
+
+NOW = 1_770_508_800.0  # 2026-02-08T00:00:00Z
+
+# ---------------------------------------------------------------------------
+# default components
+
+ALL_KINDS_TOML = """
+[targets.demo]
+base_url = "http://127.0.0.1:1"
+
+[[probes]]
+name = "health"
+kind = "http"
+target = "demo"
+
+[[probes]]
+name = "head_check"
+kind = "http"
+target = "demo"
+method = "HEAD"
+
+[[probes]]
+name = "create_deal"
+kind = "http"
+target = "demo"
+method = "POST"
+expect_status = [201]
+
+[[probes]]
+name = "login"
+kind = "login"
+target = "demo"
+username = "probe@demo.example"
+password = { env = "STATUS_TEST_PASSWORD" }
+
+[[probes]]
+name = "indicators"
+kind = "fixture"
+target = "demo"
+input_file = "input.json"
+expected_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+
+[[probes]]
+name = "events"
+kind = "sse"
+target = "demo"
+
+[[probes]]
+name = "reflect"
+kind = "reflect"
+target = "demo"
+stream = "events"
+
+[[probes]]
+name = "import_trades"
+kind = "import"
+target = "demo"
+"""
+
+
+def test_default_components_map_probe_kinds_to_the_seed_components(tmp_path: Path) -> None:
+    """GET/HEAD http -> API Read; other http, login, fixture -> API Write; sse and reflect ->
+    SSE Stream; import -> Background Jobs; Console/Admin stays empty."""
+    (tmp_path / "input.json").write_text("{}")
+    path = tmp_path / "probes.toml"
+    path.write_text(ALL_KINDS_TOML)
+    config = load_config(path, environ={"STATUS_TEST_PASSWORD": "pw"})
+
+    components = default_components(config)
+
+    assert [
+        ComponentConfig(name="API Read", probes=["health", "head_check"]),
+        ComponentConfig(name="API Write", probes=["create_deal", "login", "indicators"]),
+        ComponentConfig(name="SSE Stream", probes=["events", "reflect"]),
+        ComponentConfig(name="Background Jobs", probes=["import_trades"]),
+        ComponentConfig(name="Console/Admin", probes=[]),
+    ] == components
+    assert list(DEFAULT_COMPONENTS) == [c.name for c in components]
+
+
+# ---------------------------------------------------------------------------
+# component states
+
+
+def probe(
+    name: str,
+    *,
+    last: bool | None = True,
+    runs: int = 10,
+    failures: int = 0,
+    last_success_at: float | None = NOW - 5,
+) -> ProbeSignal:
+    """A probe signal with the fields that matter for components."""
+    return ProbeSignal(
+        name=name,
+        kind="http",
+        target="demo",
+        runs=runs,
+        failures=failures,
+        reasons={},
+        rate_limited=0,
+        p95_seconds=None,
+        last_success=last,
+        last_success_at=last_success_at,
+    )
+
+
+def stream(name: str, *, connected: bool = True, down_for: float = 0.0) -> StreamSignal:
+    """A stream signal, connected or down for ``down_for`` seconds."""
+    return StreamSignal(
+        name=name,
+        target="demo",
+        connected=connected,
+        disconnected_for=down_for,
+        events=10,
+        lag_p95=0.1,
+        lost=0,
+    )
+
+
+COMPONENT_CASES: list[tuple[str, list[str], list[ProbeSignal | StreamSignal], ComponentStatus]] = [
+    (
+        "no_probes",
+        [],
+        [],
+        ComponentStatus("C", ComponentState.UNKNOWN, (), (), None),
+    ),
+    (
+        "probes_not_in_signals",
+        ["a"],
+        [],
+        ComponentStatus("C", ComponentState.UNKNOWN, ("a",), (), None),
+    ),
+    (
+        "never_ran",
+        ["a"],
+        [probe("a", last=None, runs=0, last_success_at=None)],
+        ComponentStatus("C", ComponentState.UNKNOWN, ("a",), (), None),
+    ),
+    (
+        "all_ok",
+        ["a", "b"],
+        [probe("a", last_success_at=NOW - 3), probe("b", last_success_at=NOW - 7)],
+        ComponentStatus("C", ComponentState.OK, ("a", "b"), (), NOW - 7),
+    ),
+    (
+        "one_failing",
+        ["a", "b"],
+        [probe("a"), probe("b", last=False, failures=2, last_success_at=NOW - 60)],
+        ComponentStatus("C", ComponentState.DEGRADED, ("a", "b"), ("b",), NOW - 60),
+    ),
+    (
+        "all_failing",
+        ["a", "b"],
+        [
+            probe("a", last=False, failures=10, last_success_at=NOW - 600),
+            probe("b", last=False, failures=10, last_success_at=NOW - 900),
+        ],
+        ComponentStatus("C", ComponentState.DOWN, ("a", "b"), ("a", "b"), NOW - 900),
+    ),
+    (
+        "ok_now_but_failed_in_window",
+        ["a"],
+        [probe("a", failures=1)],
+        ComponentStatus("C", ComponentState.DEGRADED, ("a",), (), NOW - 5),
+    ),
+    (
+        "failing_and_never_healthy",
+        ["a"],
+        [probe("a", last=False, failures=3, last_success_at=None)],
+        ComponentStatus("C", ComponentState.DOWN, ("a",), ("a",), None),
+    ),
+    (
+        "member_without_data_is_left_out",
+        ["a", "b"],
+        [probe("a", last=False, failures=1), probe("b", last=None, runs=0, last_success_at=None)],
+        ComponentStatus("C", ComponentState.DOWN, ("a", "b"), ("a",), NOW - 5),
+    ),
+    (
+        "stream_connected",
+        ["events"],
+        [stream("events")],
+        ComponentStatus("C", ComponentState.OK, ("events",), (), NOW),
+    ),
+    (
+        "stream_down",
+        ["events"],
+        [stream("events", connected=False, down_for=30.0)],
+        ComponentStatus("C", ComponentState.DOWN, ("events",), ("events",), NOW - 30),
+    ),
+    (
+        "stream_down_reflect_ok",
+        ["events", "reflect"],
+        [stream("events", connected=False, down_for=30.0), probe("reflect")],
+        ComponentStatus("C", ComponentState.DEGRADED, ("events", "reflect"), ("events",), NOW - 30),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("members", "sigs", "expected"),
+    [case[1:] for case in COMPONENT_CASES],
+    ids=[case[0] for case in COMPONENT_CASES],
+)
+def test_compute_components(
+    members: list[str], sigs: list[ProbeSignal | StreamSignal], expected: ComponentStatus
+) -> None:
+    """Each component is UNKNOWN, OK, DEGRADED or DOWN by the documented rules."""
+    signals = Signals(
+        now=NOW,
+        window=300.0,
+        probes={s.name: s for s in sigs if isinstance(s, ProbeSignal)},
+        streams={s.name: s for s in sigs if isinstance(s, StreamSignal)},
+    )
+    assert (expected,) == compute_components([ComponentConfig(name="C", probes=members)], signals)
+
+
+S = ComponentState
+OVERALL_CASES = [
+    ([], S.UNKNOWN),
+    ([S.UNKNOWN, S.UNKNOWN], S.UNKNOWN),
+    ([S.OK, S.UNKNOWN], S.OK),
+    ([S.OK, S.DEGRADED, S.UNKNOWN], S.DEGRADED),
+    ([S.DEGRADED, S.DOWN, S.OK], S.DOWN),
+    ([S.OK, S.OK], S.OK),
+]
+
+
+@pytest.mark.parametrize(("states", "expected"), OVERALL_CASES)
+def test_overall(states: list[ComponentState], expected: ComponentState) -> None:
+    """The worst known state wins; UNKNOWN counts only when nothing is known."""
+    comps = [ComponentStatus(f"c{i}", s, (), (), None) for i, s in enumerate(states)]
+    assert expected == overall(comps)
+
+
+# ---------------------------------------------------------------------------
+# the status document
+
+
+def populated_store() -> ResultStore:
+    """A store with an http probe (two runs), a never-run probe and a stream."""
+    store = ResultStore(ring_size=5)
+    store.register("health", "http", "demo")
+    store.register("login", "login", "demo")
+    store.record(
+        ProbeRun(
+            "health", "http", "demo", "run-1", "a" * 32, NOW - 20, 0.0125,
+            ProbeResult.fail(Reason.STATUS, status_code=503),
+        )
+    )  # fmt: skip
+    store.record(
+        ProbeRun(
+            "health", "http", "demo", "run-2", "b" * 32, NOW - 10, 0.01,
+            ProbeResult.ok(status_code=200, phases={"connect": 0.001}),
+        )
+    )  # fmt: skip
+    stats = store.register_stream("events", "demo", 2)
+    stats.connected = 2
+    stats.received = 40
+    stats.late = 1
+    stats.reconnects["eof"] += 3
+    stats.clock_offset = -0.25
+    stats.observe_lag(0.5, NOW - 100)
+    stats.observe_lag(1.5, NOW - 99)
+    stats.observe_lag(0.25, NOW - 10)
+    return store
+
+
+def evidence() -> Evidence:
+    """Lag evidence of the SSE recommendation."""
+    return Evidence("stream events lag_p95", 7.25, 5.0, NOW - 400, "p95 over 5m")
+
+
+def recommendation(
+    scenario: str,
+    severity: Severity,
+    state: RecommendationState,
+    since: float,
+) -> Recommendation:
+    """A recommendation with two actions and one piece of evidence."""
+    return Recommendation(
+        scenario=scenario,
+        title=f"{scenario} title",
+        severity=severity,
+        state=state,
+        since=since,
+        evidence=(evidence(),),
+        actions=("Switch clients to polling at 15-30 s.", "Restart SSE workers."),
+        rollback="Restore SSE once P95 delay < 5 s.",
+        runbook_url="https://runbooks.example/sse",
+        summary=f"{scenario} summary",
+    )
+
+
+def evaluation() -> Evaluation:
+    """An evaluation with components, SLOs and recommendations in mixed order."""
+    slo = SloStatus(
+        name="api_read",
+        sli="availability",
+        objective=0.995,
+        window=30 * 86400.0,
+        ratio={"1h": 0.99, "30d": None},
+        burn_rate={"1h": 2.0, "30d": float("inf")},
+        budget_remaining=0.5,
+        events={"1h": 360, "30d": 0},
+    )
+    signals = Signals(now=NOW, window=300.0, slos={"api_read": slo})
+    return Evaluation(
+        at=NOW - 1,
+        signals=signals,
+        components=(
+            ComponentStatus("API Read", S.OK, ("health",), (), NOW - 10),
+            ComponentStatus("SSE Stream", S.DEGRADED, ("events",), ("events",), NOW - 400),
+        ),
+        recommendations=(
+            recommendation("backlog", Severity.SEV3, RecommendationState.ACTIVE, NOW - 50),
+            recommendation("pending_one", Severity.SEV1, RecommendationState.PENDING, NOW - 5),
+            recommendation("sse_degraded", Severity.SEV2, RecommendationState.ACTIVE, NOW - 300),
+        ),
+    )
+
+
+def test_status_document_shape_with_a_populated_store() -> None:
+    """Probes, streams, components, recommendations and SLOs appear in the documented shape."""
+    doc = status_document(
+        store=populated_store(), evaluation=evaluation(), location="eu-1", version="9.9", now=NOW
+    )
+
+    json.dumps(doc, allow_nan=False)  # valid JSON for browsers: no Infinity/NaN
+    assert {
+        "version", "location", "generated_at", "evaluated_at", "overall", "components",
+        "recommendations", "slos", "probes", "streams",
+    } == set(doc)  # fmt: skip
+    assert ("9.9", "eu-1", NOW, NOW - 1, "DEGRADED") == (
+        doc["version"], doc["location"], doc["generated_at"], doc["evaluated_at"], doc["overall"]
+    )  # fmt: skip
+    assert [
+        {"name": "API Read", "state": "OK", "probes": ["health"], "failing": [],
+         "last_healthy": NOW - 10},
+        {"name": "SSE Stream", "state": "DEGRADED", "probes": ["events"], "failing": ["events"],
+         "last_healthy": NOW - 400},
+    ] == doc["components"]  # fmt: skip
+    assert ["sse_degraded", "backlog", "pending_one"] == [
+        r["scenario"] for r in doc["recommendations"]
+    ]
+    assert {
+        "scenario": "sse_degraded",
+        "title": "sse_degraded title",
+        "severity": "Sev-2",
+        "state": "active",
+        "since": NOW - 300,
+        "summary": "sse_degraded summary",
+        "actions": ["Switch clients to polling at 15-30 s.", "Restart SSE workers."],
+        "rollback": "Restore SSE once P95 delay < 5 s.",
+        "runbook_url": "https://runbooks.example/sse",
+        "evidence": [
+            {"signal": "stream events lag_p95", "value": 7.25, "threshold": 5.0,
+             "since": NOW - 400, "detail": "p95 over 5m"},
+        ],
+    } == doc["recommendations"][0]  # fmt: skip
+    assert [
+        {"name": "api_read", "sli": "availability", "objective": 0.995, "window": 2592000.0,
+         "ratio": {"1h": 0.99, "30d": None}, "burn_rate": {"1h": 2.0, "30d": None},
+         "budget_remaining": 0.5, "events": {"1h": 360, "30d": 0}},
+    ] == doc["slos"]  # fmt: skip
+    assert [
+        {
+            "probe": "health", "kind": "http", "target": "demo", "runs": 2, "failures": 1,
+            "reasons": {"status": 1}, "last_success_at": NOW - 10,
+            "last": {
+                "success": True, "reason": None, "status_code": 200, "duration_seconds": 0.01,
+                "started_at": NOW - 10, "run_id": "run-2", "trace_id": "b" * 32,
+                "phases": {"connect": 0.001},
+            },
+            "recent": [
+                {"t": NOW - 20, "d": 0.0125, "ok": False, "reason": "status"},
+                {"t": NOW - 10, "d": 0.01, "ok": True, "reason": None},
+            ],
+        },
+        {
+            "probe": "login", "kind": "login", "target": "demo", "runs": 0, "failures": 0,
+            "reasons": {}, "last_success_at": None, "last": None, "recent": [],
+        },
+    ] == doc["probes"]  # fmt: skip
+    [events] = doc["streams"]
+    lag = events.pop("lag")
+    assert {
+        "stream": "events", "target": "demo", "connected": 2, "subscribers": 2, "received": 40,
+        "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 1, "negative_lag": 0,
+        "reconnects": 3, "reconnect_reasons": {"eof": 3}, "clock_offset_seconds": -0.25,
+        "mean_lag_seconds": 0.75,
+    } == events  # fmt: skip
+    assert [1.5, 0.25] == [point["lag"] for point in lag]  # worst per slot, in time order
+    assert all(NOW - 300 < point["t"] <= NOW for point in lag)
+
+
+def test_status_document_without_evaluation() -> None:
+    """Before the first evaluation: overall UNKNOWN, no components, recommendations or SLOs."""
+    doc = status_document(
+        store=populated_store(), evaluation=None, location="eu-1", version="9.9", now=NOW
+    )
+    assert ("UNKNOWN", [], [], [], None) == (
+        doc["overall"], doc["components"], doc["recommendations"], doc["slos"],
+        doc["evaluated_at"],
+    )  # fmt: skip
+    assert ["health", "login"] == [p["probe"] for p in doc["probes"]]
+
+
+def test_recommendations_document() -> None:
+    """GET /api/v1/recommendations: the same recommendation objects and a timestamp."""
+    doc = recommendations_document(evaluation())
+    assert NOW - 1 == doc["generated_at"]
+    assert ["sse_degraded", "backlog", "pending_one"] == [
+        r["scenario"] for r in doc["recommendations"]
+    ]
+    assert {"generated_at": 5.0, "recommendations": []} == recommendations_document(None, now=5.0)
+
+
+# ---------------------------------------------------------------------------
+# renderers over a fixed document
+
+
+def fixed_doc() -> dict[str, Any]:
+    """A document as the daemon serves it: one degraded component, one active recommendation."""
+    return {
+        "version": "0.1.0",
+        "location": "eu-1",
+        "generated_at": NOW + 0.75,
+        "evaluated_at": NOW,
+        "overall": "DEGRADED",
+        "components": [
+            {"name": "API Read", "state": "OK", "probes": ["health"], "failing": [],
+             "last_healthy": NOW - 5},
+            {"name": "API Write", "state": "OK", "probes": ["login"], "failing": [],
+             "last_healthy": NOW - 5},
+            {"name": "SSE Stream", "state": "DEGRADED", "probes": ["events", "reflect"],
+             "failing": ["reflect"], "last_healthy": NOW - 1800},
+            {"name": "Background Jobs", "state": "DOWN", "probes": ["import_trades"],
+             "failing": ["import_trades"], "last_healthy": NOW - 600},
+            {"name": "Console/Admin", "state": "UNKNOWN", "probes": [], "failing": [],
+             "last_healthy": None},
+        ],
+        "recommendations": [
+            {
+                "scenario": "sse_degraded",
+                "title": "SSE delayed: switch clients to polling",
+                "severity": "Sev-2",
+                "state": "active",
+                "since": NOW - 240,
+                "summary": "Stream lag p95 7.2 s > 5 s for 4m on 10.0.0.7:8080 (user a@b.example)",
+                "actions": [
+                    "Switch clients to polling mode at a 15-30s interval.",
+                    "Reduce event fan-out.",
+                    "Verify SSE workers and restart if needed.",
+                ],
+                "rollback": "Restore SSE and revert polling once P95 delay < 5s.",
+                "runbook_url": "https://runbooks.example/probed#sse",
+                "evidence": [
+                    {"signal": "stream events lag_p95", "value": 7.2, "threshold": 5.0,
+                     "since": NOW - 300, "detail": ""},
+                ],
+            },
+            {
+                "scenario": "backlog",
+                "title": "Approvals backlog",
+                "severity": "Sev-1",
+                "state": "pending",
+                "since": NOW - 10,
+                "summary": "queue grows",
+                "actions": ["Disable auto-approve."],
+                "rollback": "Re-enable.",
+                "runbook_url": "",
+                "evidence": [],
+            },
+        ],
+        "slos": [
+            {"name": "api_read", "sli": "availability", "objective": 0.995, "window": 2592000.0,
+             "ratio": {"1h": 0.99912, "30d": 0.9996}, "burn_rate": {"1h": 0.176},
+             "budget_remaining": -0.125, "events": {"1h": 360}},
+        ],
+        "probes": [
+            {"probe": "health", "kind": "http", "target": "demo", "runs": 12, "failures": 1,
+             "last": {"success": True, "reason": None, "status_code": 200,
+                      "duration_seconds": 0.0123, "started_at": NOW - 3, "run_id": "r-2",
+                      "trace_id": "c" * 32},
+             "recent": [{"t": NOW - 13, "d": 0.02, "ok": False, "reason": "timeout"},
+                        {"t": NOW - 3, "d": 0.0123, "ok": True, "reason": None}]},
+            {"probe": "import_trades", "kind": "import", "target": "demo", "runs": 3,
+             "failures": 3,
+             "last": {"success": False, "reason": "deadline", "status_code": 202,
+                      "duration_seconds": 8.5, "started_at": NOW - 200, "run_id": "r-3",
+                      "trace_id": "d" * 32},
+             "recent": []},
+        ],
+        "streams": [
+            {"stream": "events", "target": "demo", "connected": 1, "subscribers": 1,
+             "received": 100, "lost": 2, "duplicated": 0, "out_of_order": 0, "late": 4,
+             "negative_lag": 0, "reconnects": 1, "clock_offset_seconds": 0.002,
+             "mean_lag_seconds": 2.5, "lag": [{"t": NOW - 60, "lag": 7.0}]},
+        ],
+    }  # fmt: skip
+
+
+def test_markdown_is_the_status_now_block() -> None:
+    """The HEARTBEAT block: status, timestamp, one line per component, active recommendations
+    as notes with IP and e-mail addresses scrubbed."""
+    assert (
+        "## 1) Status now\n"
+        "Status: DEGRADED\n"
+        "Timestamp (UTC): 2026-02-08T00:00:00Z\n"
+        "Summary:\n"
+        "- API Read: OK\n"
+        "- API Write: OK\n"
+        "- SSE Stream: DEGRADED\n"
+        "- Background Jobs: DOWN\n"
+        "- Console/Admin: UNKNOWN\n"
+        "\n"
+        "Notes:\n"
+        "- Sev-2 SSE delayed: switch clients to polling since 2026-02-07T23:56:00Z: "
+        "Stream lag p95 7.2 s > 5 s for 4m on [ip] (user [email])"
+    ) == render_markdown(fixed_doc())
+
+
+def test_markdown_without_evaluation_or_recommendations() -> None:
+    """Before any evaluation the block says so instead of listing components."""
+    doc = {**fixed_doc(), "overall": "UNKNOWN", "components": [], "recommendations": []}
+    assert (
+        "## 1) Status now\n"
+        "Status: UNKNOWN\n"
+        "Timestamp (UTC): 2026-02-08T00:00:00Z\n"
+        "Summary:\n"
+        "- No components evaluated yet\n"
+        "\n"
+        "Notes:\n"
+        "- No active degraded-mode recommendations."
+    ) == render_markdown(doc)
+
+
+SCRUB_CASES = [
+    ("from 192.168.1.20 and 10.0.0.1:443", "from [ip] and [ip]"),
+    ("peer fe80::1 and 2001:db8:0:0:0:0:0:1 down", "peer [ip] and [ip] down"),
+    ("see https://grafana.internal/d/abc?x=1 now", "see [url] now"),
+    ("user jane.doe+x@example.com", "user [email]"),
+    ("job 3f2b8c1e-1d2a-4e4b-9f6a-0c1d2e3f4a5b", "job [id]"),
+    ("trace 4bf92f3577b34da6a3ce929d0e0e4736", "trace [id]"),
+    ("at 12:00:03 for 5m, p95 7.2 s", "at 12:00:03 for 5m, p95 7.2 s"),
+    ("bell\x07 and \x1b[31mred", "bell? and ?[31mred"),
+]
+
+
+@pytest.mark.parametrize(("summary", "expected"), SCRUB_CASES)
+def test_markdown_notes_carry_no_addresses_or_identifiers(summary: str, expected: str) -> None:
+    """Free text in notes loses IPs, URLs, e-mails, ids and control characters; times stay."""
+    doc = fixed_doc()
+    doc["recommendations"][0]["summary"] = summary
+    notes = render_markdown(doc).splitlines()[-1]
+    assert notes.endswith(f"since 2026-02-07T23:56:00Z: {expected}")
+
+
+def test_incident_fills_the_initial_ack_template() -> None:
+    """Sev from the top active recommendation, services from the affected components, the
+    signal from its evidence, last healthy from the earliest affected component."""
+    assert (
+        "Incident INC-20260208-001 \u2014 Ack\n"
+        "Sev: Sev-2 | Services: api, worker\n"
+        "Impact: SSE Stream (DEGRADED), Background Jobs (DOWN) affected \u2014 "
+        "signal stream events lag_p95 7.2 (threshold 5)\n"
+        "Last healthy: 2026-02-07T23:30:00Z\n"
+        "Next update: T+30m\n"
+        "IC: {name}  Scribe: {name}"
+    ) == render_incident(fixed_doc())
+
+
+def test_incident_without_active_recommendation() -> None:
+    """No active recommendation: Sev-4 says so and names the pending one; the failing probes
+    are the signal."""
+    doc = fixed_doc()
+    doc["recommendations"] = [r for r in doc["recommendations"] if r["state"] != "active"]
+    doc["components"] = [
+        {**c, "state": "OK", "failing": []} if c["name"] == "SSE Stream" else c
+        for c in doc["components"]
+    ]
+    assert (
+        "Incident INC-7 \u2014 Ack\n"
+        "Sev: Sev-4 (no active recommendation; Sev-1 pending) | Services: worker\n"
+        "Impact: Background Jobs (DOWN) affected \u2014 "
+        "signal probe success (failing: import_trades)\n"
+        "Last healthy: 2026-02-07T23:50:00Z\n"
+        "Next update: T+30m\n"
+        "IC: {name}  Scribe: {name}"
+    ) == render_incident(doc, incident_id="INC-7")
+
+
+def test_incident_when_all_is_well() -> None:
+    """Nothing affected and nothing active: no services, no signal, healthy now."""
+    doc = {**fixed_doc(), "overall": "OK", "recommendations": [], "components": []}
+    assert (
+        "Incident INC-20260208-001 \u2014 Ack\n"
+        "Sev: Sev-4 (no active recommendation) | Services: none identified\n"
+        "Impact: no component affected \u2014 signal none (no active recommendation)\n"
+        "Last healthy: 2026-02-08T00:00:00Z\n"
+        "Next update: T+30m\n"
+        "IC: {name}  Scribe: {name}"
+    ) == render_incident(doc)
+
+
+def test_table_lists_components_recommendation_actions_and_probes() -> None:
+    """The terminal table carries every component, the ordered actions, rollback and probes."""
+    text = render_table(fixed_doc())
+    lines = text.splitlines()
+    assert "probed 0.1.0 at eu-1: DEGRADED (2026-02-08T00:00:00Z)" == lines[0]
+    assert "      1. Switch clients to polling mode at a 15-30s interval." in lines
+    assert "      2. Reduce event fan-out." in lines
+    assert "      3. Verify SSE workers and restart if needed." in lines
+    assert "      Rollback: Restore SSE and revert polling once P95 delay < 5s." in lines
+    assert "      Runbook: https://runbooks.example/probed#sse" in lines
+    for name in ("API Read", "Background Jobs", "Console/Admin", "health", "import_trades"):
+        assert any(line.startswith(name) for line in lines), name
+    assert any(
+        re.match(r"import_trades\s+import\s+demo\s+FAIL\s+deadline\s+202\s", x) for x in lines
+    )
+    assert any(
+        re.match(r"api_read\s+availability\s+99\.5%\s+99\.912%\s+99\.96%\s", x) for x in lines
+    )
+
+
+def test_table_neutralises_terminal_escapes() -> None:
+    """Names from a fetched document cannot send escape sequences to the terminal."""
+    doc = fixed_doc()
+    doc["probes"][0]["probe"] = "evil\x1b]0;pwned\x07"
+    assert "\x1b" not in render_table(doc)
+
+
+# ---------------------------------------------------------------------------
+# the page
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def hostile_doc() -> dict[str, Any]:
+    """The fixed document with markup in every free-text field."""
+    doc = copy.deepcopy(fixed_doc())
+    doc["location"] = HOSTILE
+    doc["components"][0]["name"] = HOSTILE
+    doc["probes"][0]["probe"] = HOSTILE
+    doc["probes"][0]["last"]["trace_id"] = '"><img src=x onerror=alert(1)>'
+    doc["recommendations"][0]["title"] = HOSTILE
+    doc["recommendations"][0]["actions"].append("<img src=x onerror=alert(1)>")
+    doc["recommendations"][1]["runbook_url"] = "javascript:alert(1)"
+    doc["streams"][0]["stream"] = HOSTILE
+    return doc
+
+
+def test_page_escapes_hostile_names() -> None:
+    """Markup in names is text: the page has exactly its own script and no injected element."""
+    page = render_page(hostile_doc())
+    assert 1 == page.count("<script")
+    assert "<img" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'data-probe="&lt;script&gt;alert(1)&lt;/script&gt;"' in page
+    assert 'href="javascript:' not in page
+    assert '<p class="runbook">Runbook: javascript:alert(1)</p>' in page
+
+
+def test_page_has_stable_hooks() -> None:
+    """Tests and scripts find state in stable ids and data attributes."""
+    page = render_page(fixed_doc())
+    assert '<span id="overall" data-state="DEGRADED">DEGRADED</span>' in page
+    assert '<main id="app" data-rendered="server">' in page
+    cards = [("API Read", "OK"), ("Background Jobs", "DOWN"), ("Console/Admin", "UNKNOWN")]
+    for name, state in cards:
+        assert f'<div class="component" data-name="{name}" data-state="{state}">' in page
+    assert (
+        '<article class="recommendation" data-scenario="sse_degraded" data-severity="Sev-2" '
+        'data-state="active">'
+    ) in page
+    assert '<tr class="probe" data-probe="health" data-ok="true">' in page
+    assert '<tr class="probe" data-probe="import_trades" data-ok="false">' in page
+    assert '<tr class="stream" data-stream="events" data-connected="true">' in page
+    assert '<tr class="slo" data-slo="api_read">' in page
+    assert '<td class="num bad">-12.5%</td>' in page
+    assert "<title>DEGRADED - probed status - eu-1</title>" in page
+
+
+def test_page_loads_nothing_from_the_network() -> None:
+    """No http(s) reference except runbook links; CSP allows only same-origin fetches."""
+    page = render_page(fixed_doc())
+    without_runbooks = re.sub(r'<p class="runbook">.*?</p>', "", page)
+    assert "http://" not in without_runbooks
+    assert "https://" not in without_runbooks
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?!data:|#)[^"'\s>]*//""", without_runbooks)
+    assert not re.search(r"@import|url\(", page)
+    assert "connect-src &#x27;self&#x27;" in page
+
+
+def test_page_csp_hashes_match_the_inline_style_and_script() -> None:
+    """The CSP names the sha256 of the inline style and script, so both (and only they) run."""
+    page = render_page(fixed_doc())
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert csp is not None
+    policy = csp.group(1).replace("&#x27;", "'")
+    for tag, directive in (("style", "style-src"), ("script", "script-src")):
+        match = re.search(rf"<{tag}>(.*?)</{tag}>", page, re.S)
+        assert match is not None
+        digest = base64.b64encode(hashlib.sha256(match.group(1).encode()).digest()).decode()
+        assert f"{directive} 'sha256-{digest}'" in policy
+
+
+def test_page_without_evaluation() -> None:
+    """With no evaluation the page still shows probes and says components are pending."""
+    doc = {**fixed_doc(), "overall": "UNKNOWN", "components": [], "recommendations": [],
+           "slos": []}  # fmt: skip
+    page = render_page(doc)
+    app = re.search(r'<main id="app" data-rendered="server">(.*)</main>', page, re.S)
+    assert app is not None
+    assert '<span id="overall" data-state="UNKNOWN">UNKNOWN</span>' in app.group(1)
+    assert 'class="component"' not in app.group(1)
+    assert "No evaluation yet" in page
+    assert "No active recommendations." in page
+    assert '<tr class="probe" data-probe="health" data-ok="true">' in page
+
+
+def test_page_sparkline_marks_failed_runs() -> None:
+    """The latency sparkline has one point per recent run and a marker on each failed one."""
+    page = render_page(fixed_doc())
+    row = re.search(r'<tr class="probe" data-probe="health".*?</tr>', page)
+    assert row is not None
+    # 0.02 s is the peak (top, y=20); 0.0123 s sits at 280 - 20 - 0.0123 / 0.02 * 240 = 112.4
+    assert '<polyline points="20,20 1580,112"></polyline>' in row.group(0)
+    marker = '<circle class="fail" cx="20" cy="20" r="28"><title>timeout</title></circle>'
+    assert marker in row.group(0)
+
+
+def test_all_is_honest() -> None:
+    """``__all__`` names exactly the public functions and constants the module defines."""
+    tree = ast.parse(Path(status.__file__).read_text(encoding="utf-8"))
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Assign):
+            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            defined.add(node.target.id)
+    public = {name for name in defined if not name.startswith("_")}
+    assert sorted(public) == sorted(status.__all__)

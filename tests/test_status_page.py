@@ -1,0 +1,560 @@
+"""The status page in real headless Chromium: a live daemon's data, and the refresh script."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from probed import __version__
+from probed.config import Config, load_config
+from probed.daemon import Daemon
+from probed.demo import DemoTarget
+from probed.signals import Evaluation, ProbeSignal, Signals
+from probed.status import (
+    DEFAULT_COMPONENTS,
+    compute_components,
+    default_components,
+    render_page,
+    status_document,
+)
+from probed.store import ResultStore
+
+PASSWORD = "pw-Status-Page-7"
+PASSWORD_ENV = "PROBED_STATUS_PAGE_PASSWORD"
+PROBES = {"health", "liveness", "login"}
+#: Where screenshots go: ``$PROBED_TEST_ARTIFACTS`` if set (CI uploads it), else tmp_path.
+ARTIFACTS_ENV = "PROBED_TEST_ARTIFACTS"
+
+#: Seconds one Chromium run may take (it usually takes one or two).
+CHROMIUM_TIMEOUT = 90.0
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+)
+
+
+def chromium() -> str:
+    """Path of Chromium; skipped locally when absent, a failure under CI."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    if os.environ.get("CI"):
+        pytest.fail("chromium is required in CI (Debian packages chromium chromium-driver)")
+    pytest.skip("chromium not installed (apt-get install chromium)")
+
+
+@dataclass
+class Element:
+    """One element of a parsed DOM with the text of all its descendants."""
+
+    tag: str
+    attrs: dict[str, str]
+    parts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The element's text content, whitespace collapsed."""
+        return " ".join("".join(self.parts).split())
+
+    @property
+    def classes(self) -> set[str]:
+        """The element's classes."""
+        return set(self.attrs.get("class", "").split())
+
+
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source"}
+
+
+class Dom(HTMLParser):
+    """A flat list of the elements of a serialized DOM (what ``--dump-dom`` prints)."""
+
+    def __init__(self, markup: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.markup = markup
+        self.elements: list[Element] = []
+        self._open: list[Element] = []
+        self.feed(markup)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, {k: v or "" for k, v in attrs})
+        self.elements.append(element)
+        if tag not in _VOID:
+            self._open.append(element)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append(Element(tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        for i in range(len(self._open) - 1, -1, -1):
+            if self._open[i].tag == tag:
+                del self._open[i:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        for element in self._open:
+            element.parts.append(data)
+
+    def find(self, predicate: Callable[[Element], bool]) -> list[Element]:
+        """Every element matching ``predicate``, in document order."""
+        return [e for e in self.elements if predicate(e)]
+
+    def by_id(self, ident: str) -> Element:
+        """The element with ``id``; AssertionError if there is not exactly one."""
+        [element] = self.find(lambda e: e.attrs.get("id") == ident)
+        return element
+
+    def by_class(self, name: str) -> list[Element]:
+        """Every element with class ``name``."""
+        return self.find(lambda e: name in e.classes)
+
+    def app_inner(self) -> str:
+        """The serialized inside of ``main#app`` (what the server and the script render)."""
+        match = re.search(r'<main id="app"[^>]*>(.*)</main>', self.markup, re.S)
+        assert match is not None, self.markup[:2000]
+        return match.group(1)
+
+
+async def run_chromium(binary: str, profile: Path, *args: str) -> str:
+    """Run headless Chromium with a throwaway profile; return its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        binary,
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={profile}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CHROMIUM_TIMEOUT)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise AssertionError(f"chromium did not finish in {CHROMIUM_TIMEOUT} s: {args}") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # helpers Chromium may leave behind
+    assert 0 == proc.returncode, err.decode(errors="replace")[-3000:]
+    return out.decode()
+
+
+class Browser:
+    """Headless Chromium runs, each in a fresh profile below ``tmp_path``."""
+
+    def __init__(self, binary: str, tmp_path: Path) -> None:
+        self.binary = binary
+        self.tmp_path = tmp_path
+        self.runs = 0
+
+    def _profile(self) -> Path:
+        self.runs += 1
+        path = self.tmp_path / f"chromium-profile-{self.runs}"
+        path.mkdir()
+        return path
+
+    async def dom(self, url: str, *, budget_ms: int = 3000) -> Dom:
+        """The DOM after ``budget_ms`` of virtual time (the page refreshes every 10 s)."""
+        out = await run_chromium(
+            self.binary, self._profile(), f"--virtual-time-budget={budget_ms}", "--dump-dom", url
+        )
+        return Dom(out)
+
+    async def screenshot(self, url: str, path: Path) -> None:
+        """Save a 1280x900 PNG of ``url`` to ``path``."""
+        await run_chromium(
+            self.binary,
+            self._profile(),
+            "--virtual-time-budget=3000",
+            "--window-size=1280,900",
+            f"--screenshot={path}",
+            url,
+        )
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Browser:
+    """Headless Chromium (skipped locally if missing, required under CI)."""
+    return Browser(chromium(), tmp_path)
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    """Directory for screenshots: ``$PROBED_TEST_ARTIFACTS`` or the test's tmp_path."""
+    where = os.environ.get(ARTIFACTS_ENV)
+    path = Path(where) if where else tmp_path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+DocFn = Callable[[], dict[str, Any]]
+
+
+@contextlib.asynccontextmanager
+async def page_server(pages: dict[str, DocFn], api: DocFn | None) -> AsyncIterator[str]:
+    """Serve ``render_page(doc())`` at each path of ``pages`` and ``api()`` at /api/v1/status."""
+
+    def page_handler(make: DocFn) -> Callable[[web.Request], Any]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(text=render_page(make()), content_type="text/html")
+
+        return handler
+
+    async def api_handler(request: web.Request) -> web.Response:
+        if api is None:
+            return web.json_response({"error": "unavailable"}, status=503)
+        return web.json_response(api())
+
+    app = web.Application()
+    for path, make in pages.items():
+        app.router.add_get(path, page_handler(make))
+    app.router.add_get("/api/v1/status", api_handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        address = runner.addresses[0]
+        yield f"http://127.0.0.1:{address[1]}"
+    finally:
+        await runner.cleanup()
+
+
+def evaluate_store(store: ResultStore, config: Config, now: float) -> Evaluation:
+    """A minimal evaluation of the store: probe signals -> the default components."""
+    probes = {}
+    for state in store:
+        runs = list(state.recent)
+        probes[state.name] = ProbeSignal(
+            name=state.name,
+            kind=state.kind,
+            target=state.target,
+            runs=len(runs),
+            failures=sum(1 for r in runs if not r.success),
+            reasons={},
+            rate_limited=0,
+            p95_seconds=None,
+            last_success=None if state.last is None else state.last.success,
+            last_success_at=state.last_success_at,
+        )
+    signals = Signals(now=now, window=300.0, probes=probes)
+    components = compute_components(default_components(config), signals)
+    return Evaluation(at=now, signals=signals, components=components, recommendations=())
+
+
+def write_config(tmp_path: Path, base_url: str) -> Path:
+    """Two http probes and a login probe at 1 s against ``base_url``; any free listen port."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f"""
+[daemon]
+listen = "127.0.0.1:0"
+location = "status-page-test"
+state_dir = "{tmp_path / "state"}"
+log_level = "warning"
+
+[recommend]
+evaluate_every = "1s"
+
+[targets.demo]
+base_url = "{base_url}"
+
+[[probes]]
+name = "health"
+kind = "http"
+target = "demo"
+path = "/health"
+interval = "1s"
+timeout = "900ms"
+json_checks = [{{ path = "status", equals = "healthy" }}]
+
+[[probes]]
+name = "liveness"
+kind = "http"
+target = "demo"
+path = "/health/liveness"
+interval = "1s"
+timeout = "900ms"
+
+[[probes]]
+name = "login"
+kind = "login"
+target = "demo"
+interval = "1s"
+timeout = "900ms"
+latency_threshold = "900ms"  # a loaded CI machine must not turn the page red
+username = "probe@demo.example"
+password = {{ env = "{PASSWORD_ENV}" }}
+follow_up = {{ path = "/api/me" }}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@contextlib.asynccontextmanager
+async def live_daemon(config: Config) -> AsyncIterator[Daemon]:
+    """The daemon running in this event loop until the block ends."""
+    daemon = Daemon(config, install_signal_handlers=False, shutdown_grace=1.0)
+    task = asyncio.create_task(daemon.run())
+    started = asyncio.ensure_future(daemon.wait_started())
+    await asyncio.wait({task, started}, timeout=15.0, return_when=asyncio.FIRST_COMPLETED)
+    if not started.done():
+        started.cancel()
+        raise AssertionError(f"daemon did not start: {task.result() if task.done() else ''}")
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        assert 0 == await asyncio.wait_for(task, 30.0)
+
+
+async def wait_until(predicate: Callable[[], bool], within: float) -> None:
+    """Poll ``predicate`` until it holds or ``within`` seconds pass."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.1)
+
+
+def probes_healthy(store: ResultStore) -> bool:
+    """Every test probe has run at least twice and its last run succeeded."""
+    states = {s.name: s for s in store}
+    return set(states) == PROBES and all(
+        s.last is not None and s.last.success and len(s.recent) >= 2 for s in states.values()
+    )
+
+
+def assert_probe_rows_ok(dom: Dom) -> None:
+    """One row per test probe, each with a successful last run and a latency sparkline."""
+    rows = dom.find(lambda e: e.tag == "tr" and "probe" in e.classes)
+    assert PROBES == {r.attrs["data-probe"] for r in rows}
+    assert {"true"} == {r.attrs["data-ok"] for r in rows}
+    results = [e.text for e in dom.find(lambda e: e.tag == "td" and "result" in e.classes)]
+    assert ["ok"] * len(PROBES) == results
+    assert len(PROBES) == len(dom.find(lambda e: e.tag == "polyline"))
+
+
+def components_of(dom: Dom) -> dict[str, str]:
+    """Component card name -> state."""
+    return {c.attrs["data-name"]: c.attrs["data-state"] for c in dom.by_class("component")}
+
+
+EXPECTED_COMPONENTS = {
+    "API Read": "OK",
+    "API Write": "OK",
+    "SSE Stream": "UNKNOWN",
+    "Background Jobs": "UNKNOWN",
+    "Console/Admin": "UNKNOWN",
+}
+
+
+async def test_status_page_of_a_live_daemon_in_chromium(
+    browser: Browser, artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chromium shows the live daemon's components and probe results, re-renders them from
+    /api/v1/status, and the screenshot of the page is a real, non-trivial image."""
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    async with DemoTarget(password=PASSWORD) as demo:
+        config = load_config(write_config(tmp_path, demo.base_url))
+        async with live_daemon(config) as daemon:
+            await wait_until(lambda: probes_healthy(daemon.store), within=20.0)
+
+            def doc(*, evaluated: bool = True) -> dict[str, Any]:
+                now = time.time()
+                return status_document(
+                    store=daemon.store,
+                    evaluation=evaluate_store(daemon.store, config, now) if evaluated else None,
+                    location=config.daemon.location,
+                    version=__version__,
+                    now=now,
+                )
+
+            pages: dict[str, DocFn] = {"/": doc, "/bare": lambda: doc(evaluated=False)}
+            async with page_server(pages, api=doc) as base:
+                served = await browser.dom(f"{base}/")
+                refreshed = await browser.dom(f"{base}/", budget_ms=12_000)
+                bare = await browser.dom(f"{base}/bare")
+                shot = artifacts / "status-page.png"
+                await browser.screenshot(f"{base}/", shot)
+            await check_daemon_page(browser, daemon)
+
+    for dom, rendered in ((served, "server"), (refreshed, "client")):
+        assert rendered == dom.by_id("app").attrs["data-rendered"]
+        overall = dom.by_id("overall")
+        assert ("OK", "OK") == (overall.attrs["data-state"], overall.text)
+        assert "status-page-test" == dom.by_id("location").text
+        assert list(DEFAULT_COMPONENTS) == [c.attrs["data-name"] for c in dom.by_class("component")]
+        assert EXPECTED_COMPONENTS == components_of(dom)
+        assert_probe_rows_ok(dom)
+        assert [] == dom.by_class("recommendation")
+    assert "UNKNOWN" == bare.by_id("overall").attrs["data-state"]
+    assert [] == bare.by_class("component")
+    assert_probe_rows_ok(bare)
+
+    png = shot.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 10_000, len(png)
+
+
+async def check_daemon_page(browser: Browser, daemon: Daemon) -> None:
+    """Once the daemon's own ``/`` serves ``render_page``, check it in Chromium too."""
+    base = f"http://127.0.0.1:{daemon.bound_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/") as resp:
+            page = await resp.text()
+        if 'id="overall"' not in page:
+            warnings.warn(
+                "the daemon's / does not serve probed.status.render_page yet; only the test's "
+                "own page server was checked",
+                stacklevel=1,
+            )
+            return
+        async with http.get(f"{base}/api/v1/status") as resp:
+            api = await resp.json()
+    dom = await browser.dom(f"{base}/")
+    assert "server" == dom.by_id("app").attrs["data-rendered"]
+    assert dom.by_id("overall").attrs["data-state"] in {"OK", "DEGRADED", "DOWN", "UNKNOWN"}
+    assert len(api["components"]) == len(dom.by_class("component"))
+    assert_probe_rows_ok(dom)
+
+
+# ---------------------------------------------------------------------------
+# the script renders exactly what the server renders
+
+HOSTILE = "<script>alert(1)</script>"
+T0 = 1_770_508_800.0
+
+
+def parity_doc() -> dict[str, Any]:
+    """Every section filled, with markup in free text and numbers that round on a tie."""
+    return {
+        "version": "0.1.0",
+        "location": HOSTILE,
+        "generated_at": T0 + 0.999,
+        "evaluated_at": T0,
+        "overall": "DOWN",
+        "components": [
+            {"name": "API Read", "state": "OK", "probes": ["health", "readiness"],
+             "failing": [], "last_healthy": T0 - 2},
+            {"name": HOSTILE, "state": "DOWN", "probes": ["login"], "failing": ["login"],
+             "last_healthy": None},
+            {"name": "SSE Stream", "state": "DEGRADED", "probes": ["events"],
+             "failing": ["events"], "last_healthy": T0 - 4000},
+            {"name": "Console/Admin", "state": "UNKNOWN", "probes": [], "failing": [],
+             "last_healthy": None},
+        ],
+        "recommendations": [
+            {"scenario": "login_failing", "title": "Login failing & \"slow\"",
+             "severity": "Sev-1", "state": "active", "since": T0 - 125,
+             "summary": "Login fails for 2m 'everywhere'",
+             "actions": ["Check the auth service.", "<img src=x onerror=alert(1)>"],
+             "rollback": "Nothing to roll back.",
+             "runbook_url": "https://runbooks.example/probed#login",
+             "evidence": [
+                 {"signal": "probe login failure_ratio", "value": 0.125, "threshold": 0.2,
+                  "since": T0 - 130, "detail": "<b>3/24</b>"},
+                 {"signal": "probe login p95", "value": 1.0005, "threshold": 0.25,
+                  "since": T0 - 9000, "detail": ""},
+             ]},
+            {"scenario": "x", "title": "pending one", "severity": "Sev-3", "state": "pending",
+             "since": T0 - 5, "summary": "", "actions": [], "rollback": "",
+             "runbook_url": "javascript:alert(1)", "evidence": []},
+        ],
+        "slos": [
+            {"name": "login_availability", "sli": "availability", "objective": 0.995,
+             "window": 2592000.0, "ratio": {"1h": 0.99125, "30d": None},
+             "burn_rate": {"1h": 1.75}, "budget_remaining": -0.0625, "events": {"1h": 360}},
+            {"name": "login_latency", "sli": "latency", "objective": 0.9, "window": 5400.0,
+             "ratio": {}, "burn_rate": {}, "budget_remaining": None, "events": {}},
+        ],
+        "probes": [
+            {"probe": HOSTILE, "kind": "http", "target": "demo", "runs": 7, "failures": 2,
+             "last": {"success": False, "reason": "status", "status_code": 503,
+                      "duration_seconds": 0.01225, "started_at": T0 - 7300,
+                      "run_id": "r\"1", "trace_id": "<t>"},
+             "recent": [{"t": T0 - 3, "d": 0.125, "ok": True, "reason": None},
+                        {"t": T0 - 2, "d": 0.0375, "ok": False, "reason": "<timeout>"},
+                        {"t": T0 - 1, "d": 2.5, "ok": False, "reason": "slow"}]},
+            {"probe": "login", "kind": "login", "target": "demo", "runs": 1, "failures": 0,
+             "last": {"success": True, "reason": None, "status_code": 200,
+                      "duration_seconds": 1.125, "started_at": T0 - 200, "run_id": "r2",
+                      "trace_id": "t2"},
+             "recent": [{"t": T0 - 200, "d": 1.125, "ok": True, "reason": None}]},
+            {"probe": "never", "kind": "import", "target": "demo", "runs": 0, "failures": 0,
+             "last": None, "recent": []},
+        ],
+        "streams": [
+            {"stream": "events", "target": "demo", "connected": 0, "subscribers": 2,
+             "received": 12, "lost": 3, "duplicated": 1, "out_of_order": 2, "late": 4,
+             "negative_lag": 1, "reconnects": 5, "clock_offset_seconds": -0.0125,
+             "mean_lag_seconds": 0.5, "lag": [{"t": T0 - 60, "lag": 0.5},
+                                              {"t": T0 - 30, "lag": 6.25}]},
+            {"stream": "quiet", "target": "demo", "connected": 1, "subscribers": 1,
+             "received": 0, "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 0,
+             "negative_lag": 0, "reconnects": 0, "clock_offset_seconds": None,
+             "mean_lag_seconds": None, "lag": []},
+        ],
+    }  # fmt: skip
+
+
+async def test_script_renders_exactly_what_the_server_renders(
+    browser: Browser, artifacts: Path
+) -> None:
+    """After a refresh, the client-rendered main#app is identical to the server's rendering of
+    the same document, hostile strings stay text, and nothing injected runs."""
+    async with page_server({"/": parity_doc}, api=parity_doc) as base:
+        served = await browser.dom(f"{base}/")
+        refreshed = await browser.dom(f"{base}/", budget_ms=12_000)
+        shot = artifacts / "status-page-all-sections.png"
+        await browser.screenshot(f"{base}/", shot)
+    assert len(shot.read_bytes()) > 10_000
+    assert "server" == served.by_id("app").attrs["data-rendered"]
+    assert "client" == refreshed.by_id("app").attrs["data-rendered"]
+    assert served.app_inner() == refreshed.app_inner()
+    for dom in (served, refreshed):
+        assert 1 == len(dom.find(lambda e: e.tag == "script"))
+        assert [] == dom.find(lambda e: e.tag in ("img", "b"))
+        assert HOSTILE == dom.by_id("location").text
+        assert "DOWN" == dom.by_id("overall").attrs["data-state"]
+        assert ["Sev-1", "Sev-3"] == [
+            r.attrs["data-severity"] for r in dom.by_class("recommendation")
+        ]
+        [link] = dom.find(lambda e: e.tag == "a")
+        assert "https://runbooks.example/probed#login" == link.attrs["href"]
+        assert 2 == len(dom.find(lambda e: e.tag == "circle" and "fail" in e.classes))
+
+
+async def test_failed_refresh_keeps_the_page_and_says_so(browser: Browser) -> None:
+    """When /api/v1/status fails, the server-rendered page stays and the header flags it."""
+    async with page_server({"/": parity_doc}, api=None) as base:
+        dom = await browser.dom(f"{base}/", budget_ms=12_000)
+    assert "server" == dom.by_id("app").attrs["data-rendered"]
+    refresh = dom.by_id("refresh")
+    assert "true" == refresh.attrs.get("data-error")
+    assert "update failed (HTTP 503)" in refresh.text
