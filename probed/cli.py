@@ -105,6 +105,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="probe to run (repeatable; default all)",
     )
     once.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    rules = sub.add_parser(
+        "rules",
+        help="print Prometheus recording and alerting rules for the configured SLOs",
+        description="Render Prometheus recording rules and multi-window multi-burn-rate "
+        "alerts for every [[slos]] entry, plus probed's stream and self-monitoring alerts.",
+    )
+    _add_config(rules)
+    rules.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+    status = sub.add_parser(
+        "status",
+        help="show a running daemon's status (components, recommendations, SLOs)",
+        description="Fetch /api/v1/status from a running daemon and print it.",
+    )
+    status.add_argument(
+        "--url",
+        help="the daemon's base URL (default: from --config's [daemon] listen, "
+        "else http://127.0.0.1:10115)",
+    )
+    _add_config(status, default=None)
+    status.add_argument(
+        "-f",
+        "--format",
+        choices=["table", "json", "markdown", "incident"],
+        default="table",
+        help="table (default), json, markdown (the HEARTBEAT 'Status now' block) or "
+        "incident (the 'Initial Ack' template)",
+    )
+    status.add_argument("--incident-id", help="incident id for --format incident")
     return parser
 
 
@@ -255,10 +285,71 @@ def _cmd_once(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.success for r in runs) else EXIT_FAILED
 
 
+def _cmd_rules(args: argparse.Namespace) -> int:
+    from probed.rules import render_rules
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    text = render_rules(config)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from probed.status import render_incident, render_markdown, render_table
+
+    url = args.url
+    if url is None and args.config:
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        host, port = config.daemon.host_port()
+        url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
+    url = (url or "http://127.0.0.1:10115").rstrip("/")
+
+    async def fetch() -> dict[str, object]:
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(f"{url}/api/v1/status") as resp,
+        ):
+            resp.raise_for_status()
+            data: dict[str, object] = await resp.json()
+            return data
+
+    try:
+        doc = asyncio.run(fetch())
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        print(f"probed status: cannot read {url}/api/v1/status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+    elif args.format == "markdown":
+        print(render_markdown(doc))
+    elif args.format == "incident":
+        print(render_incident(doc, incident_id=args.incident_id))
+    else:
+        print(render_table(doc))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``probed`` command."""
     args = build_parser().parse_args(argv)
-    handlers = {"run": _cmd_run, "demo": _cmd_demo, "check": _cmd_check, "once": _cmd_once}
+    handlers = {
+        "run": _cmd_run,
+        "demo": _cmd_demo,
+        "check": _cmd_check,
+        "once": _cmd_once,
+        "rules": _cmd_rules,
+        "status": _cmd_status,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -51,7 +51,10 @@ from probed.errors import ConfigError, SecretError
 __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_PORT",
+    "SLO_WINDOWS",
+    "AlertingConfig",
     "AnySpec",
+    "ComponentConfig",
     "Config",
     "DaemonConfig",
     "Duration",
@@ -61,8 +64,10 @@ __all__ = [
     "JsonAssertion",
     "LoginProbe",
     "ProbeSpec",
+    "RecommendConfig",
     "ReflectProbe",
     "SecretRef",
+    "SloConfig",
     "SseStream",
     "TargetConfig",
     "format_duration",
@@ -550,6 +555,113 @@ AnySpec = Annotated[
 ]
 
 
+SLO_WINDOWS: dict[str, float] = {
+    "5m": 300.0, "30m": 1800.0, "1h": 3600.0, "2h": 7200.0, "6h": 21600.0,
+    "1d": 86400.0, "3d": 259200.0, "30d": 2592000.0,
+}  # fmt: skip
+"""Rolling windows every SLO is evaluated over (the multi-window burn-rate set)."""
+
+
+class SloConfig(_Strict):
+    """A ``[[slos]]`` table: one objective of a user journey.
+
+    - ``availability``: share of successful runs of ``probes``;
+    - ``latency``: share of runs of ``probes`` finishing within ``threshold``;
+    - ``delivery_lag``: share of ``stream`` events delivered within ``threshold``.
+    """
+
+    name: str
+    sli: Literal["availability", "latency", "delivery_lag"]
+    objective: float = Field(gt=0.0, lt=1.0)
+    probes: list[str] = Field(default_factory=list)
+    stream: str | None = None
+    threshold: Duration | None = None
+    window: Duration = 30 * 86400.0
+    description: str = ""
+    runbook_url: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _PROBE_NAME.fullmatch(value):
+            raise ValueError(f"SLO name {value!r} must match [a-z][a-z0-9_]*: it becomes a label")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> SloConfig:
+        if self.sli == "delivery_lag":
+            if self.stream is None or self.probes:
+                raise ValueError("a delivery_lag SLO needs 'stream' (and no 'probes')")
+        elif not self.probes or self.stream is not None:
+            raise ValueError(f"an {self.sli} SLO needs 'probes' (and no 'stream')")
+        if (self.sli == "availability") != (self.threshold is None):
+            raise ValueError(
+                "'threshold' is required for latency and delivery_lag SLOs and not allowed "
+                "for availability"
+            )
+        return self
+
+
+class RecommendConfig(_Strict):
+    """The ``[recommend]`` section: when degraded-mode playbooks are recommended."""
+
+    window: Duration = 300.0
+    """Signal window: failure ratios, p95s and 429 shares are taken over it."""
+    evaluate_every: Duration = 10.0
+    min_runs: int = Field(default=3, ge=1)
+    """A probe needs this many runs in the window before it can trigger anything."""
+    enter_for: Duration = 60.0
+    """A condition must hold this long before a recommendation becomes active."""
+    exit_for: Duration = 300.0
+    """The exit condition must hold this long before a recommendation resolves."""
+    canary: list[str] = Field(default_factory=list)
+    """Probes against a known-good target; if they fail too, results are inconclusive."""
+    disabled: list[str] = Field(default_factory=list)
+    runbook_base_url: str = "https://github.com/probed/probed/blob/main/docs/runbooks.md"
+    stream_lag_p95: Duration = 5.0
+    stream_down_after: Duration = 60.0
+    reflect_failure_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    rate_limited_share: float = Field(default=0.05, ge=0.0, le=1.0)
+    login_failure_ratio: float = Field(default=0.2, ge=0.0, le=1.0)
+    login_p95: Duration = 0.25
+    ai_error_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    fast_burn_rate: float = Field(default=2.0, gt=0.0)
+    backlog_queue_url: str | None = None
+    backlog_queue_path: str = "depth"
+    backlog_queue_max: float = 200.0
+
+    @model_validator(mode="after")
+    def _order(self) -> RecommendConfig:
+        if self.evaluate_every > self.window:
+            raise ValueError("evaluate_every must not exceed window")
+        return self
+
+
+class ComponentConfig(_Strict):
+    """A ``[[components]]`` table: a status-page component and the probes behind it."""
+
+    name: str
+    probes: list[str]
+
+
+class AlertingConfig(_Strict):
+    """The ``[alerting]`` section: where active recommendations are pushed."""
+
+    alertmanager_urls: list[str] = Field(default_factory=list)
+    webhook_urls: list[str] = Field(default_factory=list)
+    resend_interval: Duration = 60.0
+    timeout: Duration = 5.0
+
+    @field_validator("alertmanager_urls", "webhook_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for item in value:
+            url = URL(item)
+            if url.scheme not in ("http", "https") or not url.host:
+                raise ValueError(f"{item!r} is not an absolute http(s) URL")
+        return value
+
+
 class Config(BaseSettings):
     """The whole configuration; environment variables override the file."""
 
@@ -560,6 +672,10 @@ class Config(BaseSettings):
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
     probes: list[AnySpec] = Field(default_factory=list)
+    slos: list[SloConfig] = Field(default_factory=list)
+    recommend: RecommendConfig = Field(default_factory=RecommendConfig)
+    components: list[ComponentConfig] = Field(default_factory=list)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     _source: Path = PrivateAttr(default=Path("probes.toml"))
 
     @classmethod
@@ -680,13 +796,25 @@ def _describe_loc(
         who = f"probe {name!r} (probes[{index}])" if name else f"probes[{index}]"
         line = locator.line("probes", index, key)
         return line, f"{who} key {key!r}" if key else who
+    if section in ("slos", "components") and len(parts) >= 2 and parts[1].isdigit():
+        index = int(parts[1])
+        key = ".".join(parts[2:]) or None
+        items = raw.get(section)
+        name = None
+        if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
+            name = items[index].get("name")
+        noun = "slo" if section == "slos" else "component"
+        who = f"{noun} {name!r} ({section}[{index}])" if name else f"{section}[{index}]"
+        line = locator.line(section, index, key)
+        return line, f"{who} key {key!r}" if key else who
     if section == "targets" and len(parts) >= 2:
         key = ".".join(parts[2:]) or None
         line = locator.line(f"targets.{parts[1]}", None, key)
         return line, f"target {parts[1]!r} key {key!r}" if key else f"target {parts[1]!r}"
-    if section == "daemon":
+    if section in ("daemon", "recommend", "alerting"):
         key = ".".join(parts[1:]) or None
-        return locator.line("daemon", None, key), f"[daemon] key {key!r}" if key else "[daemon]"
+        where = f"[{section}] key {key!r}" if key else f"[{section}]"
+        return locator.line(section, None, key), where
     return locator.line(section, None, None), f"key {'.'.join(parts)!r}"
 
 
@@ -855,6 +983,7 @@ def _semantic_problems(
                 spec._input = input_path.read_bytes()
             except OSError as exc:
                 at(index, "input_file", spec.name, f"cannot read {input_path}: {exc.strerror}")
+    problems.extend(_reference_problems(cfg, path, locator))
     for tname, target in cfg.targets.items():
         for key, ref in target.secret_refs():
             try:
@@ -866,6 +995,68 @@ def _semantic_problems(
                     f"secret not available: {exc}"
                 )
         target._finish_headers()
+    return problems
+
+
+def _reference_problems(cfg: Config, path: Path, locator: _Locator) -> list[str]:
+    """SLOs, components and canaries must name probes and streams that exist."""
+    from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS
+
+    problems: list[str] = []
+    scheduled = {s.name for s in cfg.scheduled}
+    streams = {s.name for s in cfg.streams}
+
+    def at(section: str, index: int | None, key: str, who: str, msg: str) -> None:
+        line = locator.line(section, index, key)
+        problems.append(f"{path}{f':{line}' if line else ''}: {who} key {key!r}: {msg}")
+
+    def unknown(names: list[str], known: set[str]) -> list[str]:
+        return [n for n in names if n not in known]
+
+    seen: set[str] = set()
+    for i, slo in enumerate(cfg.slos):
+        who = f"slo {slo.name!r} (slos[{i}])"
+        if slo.name in seen:
+            at("slos", i, "name", who, "duplicate SLO name")
+        seen.add(slo.name)
+        if missing := unknown(slo.probes, scheduled):
+            at("slos", i, "probes", who, f"unknown probe(s) {', '.join(map(repr, missing))}")
+        if slo.stream is not None and slo.stream not in streams:
+            at("slos", i, "stream", who, f"unknown stream {slo.stream!r}")
+        buckets = DURATION_BUCKETS if slo.sli == "latency" else DELIVERY_LAG_BUCKETS
+        if slo.threshold is not None and slo.threshold not in buckets:
+            choices = ", ".join(format_duration(b) for b in buckets)
+            at(
+                "slos",
+                i,
+                "threshold",
+                who,
+                f"threshold {format_duration(slo.threshold)} is not a histogram bucket "
+                f"boundary (so Prometheus rules could not compute it); use one of: {choices}",
+            )
+    for i, comp in enumerate(cfg.components):
+        who = f"component {comp.name!r} (components[{i}])"
+        if missing := unknown(comp.probes, scheduled | streams):
+            at("components", i, "probes", who, f"unknown probe(s) {', '.join(map(repr, missing))}")
+    from probed.recommend import SCENARIOS
+
+    if missing := unknown(cfg.recommend.disabled, set(SCENARIOS)):
+        at(
+            "recommend",
+            None,
+            "disabled",
+            "[recommend]",
+            f"unknown scenario(s) {', '.join(map(repr, missing))} "
+            f"(scenarios: {', '.join(SCENARIOS)})",
+        )
+    if missing := unknown(cfg.recommend.canary, scheduled):
+        at(
+            "recommend",
+            None,
+            "canary",
+            "[recommend]",
+            f"unknown probe(s) {', '.join(map(repr, missing))}",
+        )
     return problems
 
 

@@ -22,8 +22,10 @@ import structlog
 from aiohttp import abc as aiohttp_abc
 from aiohttp import web
 
+from probed.alerting import AlertPusher
 from probed.config import Config, ImportProbe, ProbeSpec, ReflectProbe, load_config
 from probed.errors import ConfigError
+from probed.evaluate import Evaluator
 from probed.logging import redactor
 from probed.metrics import DaemonInfo, build_registry
 from probed.probes import PROBERS
@@ -131,7 +133,9 @@ class Daemon:
     ) -> None:
         self.config = config
         self.config_path = config_path or config.source
-        self.store = ResultStore(ring_size=config.daemon.results_ring_size)
+        self.store = ResultStore(
+            ring_size=config.daemon.results_ring_size, signal_window=config.recommend.window
+        )
         self.info = DaemonInfo(
             location=config.daemon.location,
             max_concurrency=config.daemon.max_concurrency,
@@ -139,11 +143,17 @@ class Daemon:
             start_time=time.time(),
         )
         self.registry = build_registry(self.store, self.info)
+        self.evaluator = Evaluator(config, self.store)
+        self.pusher = AlertPusher(config.alerting, location=config.daemon.location)
+        self.info.alerts_sent = self.pusher.sent
+        self.info.alerts_failed = self.pusher.failed
         self.hub = Hub()
         self.executor = ProbeExecutor(resolver, self.hub)
         self.scheduler: Scheduler | None = None
         self.streams: StreamManager | None = None
-        self.server_state = ServerState(self.store, self.registry, self.reload)
+        self.server_state = ServerState(
+            self.store, self.registry, self.reload, location=config.daemon.location
+        )
         self.shutdown_grace = shutdown_grace
         self.install_signal_handlers = install_signal_handlers
         self.bound_port: int | None = None
@@ -170,6 +180,8 @@ class Daemon:
         if new.daemon.listen != self.config.daemon.listen:
             _log.warning("config_listen_change_needs_restart", listen=self.config.daemon.listen)
         self.executor.configure(new)
+        self.evaluator.apply(new)
+        self.pusher.apply(new.alerting)
         assert self.scheduler is not None
         assert self.streams is not None
         s_added, s_changed, s_removed = self.streams.apply(new.streams, new.targets)
@@ -205,14 +217,18 @@ class Daemon:
             store=self.store,
             runner=self.executor,
             max_concurrency=self.config.daemon.max_concurrency,
-            on_result=log_run,
+            on_result=self._on_result,
         )
-        self.streams = StreamManager(self.store, self.hub, self.executor.stream_session)
+        self.streams = StreamManager(
+            self.store, self.hub, self.executor.stream_session, on_lag=self.evaluator.record_lag
+        )
         try:
             async with asyncio.TaskGroup() as tg:
                 self.streams.start(tg, self.config.streams, self.config.targets)
                 self.scheduler.start(tg, self.config.scheduled)
                 lag_task = tg.create_task(monitor_loop_lag(self.store), name="loop-lag")
+                eval_task = tg.create_task(self._evaluate_loop(), name="evaluate")
+                push_task = tg.create_task(self.pusher.run(), name="alert-pusher")
                 self.server_state.ready = True
                 self._started.set()
                 _log.info(
@@ -227,6 +243,9 @@ class Daemon:
                 cancelled = await self.scheduler.stop(self.shutdown_grace)
                 await self.streams.stop()
                 lag_task.cancel()
+                eval_task.cancel()
+                await self.pusher.flush(timeout=min(5.0, self.shutdown_grace))
+                push_task.cancel()
                 if cancelled:
                     _log.warning("runs_cancelled_at_shutdown", count=cancelled)
         finally:
@@ -237,6 +256,26 @@ class Daemon:
                     loop.remove_signal_handler(sig)
         _log.info("daemon_stopped")
         return 0
+
+    def _on_result(self, run: ProbeRun, scheduler_lag: float) -> None:
+        log_run(run, scheduler_lag)
+        self.evaluator.record_run(run)
+
+    async def _evaluate_loop(self) -> None:
+        """Evaluate SLOs and recommendations every ``evaluate_every``; never dies."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self.evaluator.poll_queue_depth(self.executor.stream_session)
+                evaluation, _ = self.evaluator.evaluate()
+                self.info.evaluation = evaluation
+                self.server_state.evaluation = evaluation
+                self.pusher.update(evaluation.recommendations, evaluation.at)
+            except Exception:
+                _log.exception("evaluation_failed")
+            period = self.config.recommend.evaluate_every
+            await asyncio.sleep(max(0.0, period - (loop.time() - started)))
 
     async def _serve_until_stopped(self) -> None:
         while not self._stop.is_set():

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import platform
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
@@ -24,6 +25,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from probed import __version__
+from probed.recommend import SCENARIOS
+from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.store import Histogram, ResultStore
 
 __all__ = ["DaemonInfo", "ProbedCollector", "build_registry"]
@@ -40,6 +43,10 @@ class DaemonInfo:
     config_reload_successful: bool = True
     config_reload_timestamp: float = 0.0
     start_time: float = 0.0
+    evaluation: Evaluation | None = None
+    """The latest SLO/recommendation evaluation (set by the daemon)."""
+    alerts_sent: Counter[str] = field(default_factory=Counter)
+    alerts_failed: Counter[str] = field(default_factory=Counter)
 
 
 def _histogram(
@@ -173,6 +180,7 @@ class ProbedCollector(Collector):
         yield from (runs, failures, skipped, limited, retry_after)
         yield from histograms
         yield from _stream_families(store)
+        yield from _evaluation_families(self._info)
 
         yield _histogram(
             "probed_scheduler_lag_seconds",
@@ -322,6 +330,82 @@ def _stream_families(store: ResultStore) -> Iterator[Metric]:
     yield from (connected, subscribers, first_event, activity_age, offset, reconnects)
     yield from counters.values()
     yield from (lag, connect, spread)
+
+
+def _evaluation_families(info: DaemonInfo) -> Iterator[Metric]:
+    """SLO, recommendation, component and alert-delivery families."""
+    evaluation = info.evaluation
+    sli = GaugeMetricFamily(
+        "probed_slo_sli_ratio",
+        "Share of good events of the SLO over the rolling window (absent without events).",
+        labels=["slo", "window"],
+    )
+    burn = GaugeMetricFamily(
+        "probed_slo_burn_rate",
+        "Error-budget burn rate over the rolling window ((1 - SLI) / (1 - objective)).",
+        labels=["slo", "window"],
+    )
+    budget = GaugeMetricFamily(
+        "probed_slo_error_budget_remaining_ratio",
+        "Share of the error budget left over the SLO's window (negative once overspent).",
+        labels=["slo"],
+    )
+    objective = GaugeMetricFamily(
+        "probed_slo_objective_ratio", "The SLO's objective.", labels=["slo"]
+    )
+    active = GaugeMetricFamily(
+        "probed_recommendation_active",
+        "1 while the scenario's degraded-mode recommendation is active (severity label), "
+        "else 0 (severity none).",
+        labels=["scenario", "severity"],
+    )
+    inconclusive = GaugeMetricFamily(
+        "probed_recommendation_inconclusive",
+        "1 while the scenario's condition holds but a canary fails too (prober suspect).",
+        labels=["scenario"],
+    )
+    component = GaugeMetricFamily(
+        "probed_component_status",
+        "1 for the component's current state (OK, DEGRADED, DOWN, UNKNOWN), else 0.",
+        labels=["component", "state"],
+    )
+    if evaluation is not None:
+        for name, st in sorted(evaluation.signals.slos.items()):
+            objective.add_metric([name], st.objective)
+            for window, value in st.ratio.items():
+                if value is not None:
+                    sli.add_metric([name, window], value)
+            for window, value in st.burn_rate.items():
+                if value is not None:
+                    burn.add_metric([name, window], value)
+            if st.budget_remaining is not None:
+                budget.add_metric([name], st.budget_remaining)
+        by_scenario = {r.scenario: r for r in evaluation.recommendations}
+        for scenario in SCENARIOS:
+            rec = by_scenario.get(scenario)
+            is_active = rec is not None and rec.state is RecommendationState.ACTIVE
+            severity = rec.severity.value if rec is not None and is_active else "none"
+            active.add_metric([scenario, severity], 1 if is_active else 0)
+            inconclusive.add_metric(
+                [scenario],
+                1 if rec is not None and rec.state is RecommendationState.INCONCLUSIVE else 0,
+            )
+        for comp in evaluation.components:
+            for state in ComponentState:
+                component.add_metric([comp.name, state.value], 1 if comp.state is state else 0)
+    yield from (sli, burn, budget, objective, active, inconclusive, component)
+    sent = CounterMetricFamily(
+        "probed_alerts_sent", "Notifications delivered, by target kind.", labels=["target"]
+    )
+    failed = CounterMetricFamily(
+        "probed_alerts_failed",
+        "Notifications that could not be delivered after retries, by target kind.",
+        labels=["target"],
+    )
+    for kind in ("alertmanager", "webhook"):
+        sent.add_metric([kind], info.alerts_sent[kind])
+        failed.add_metric([kind], info.alerts_failed[kind])
+    yield from (sent, failed)
 
 
 def build_registry(store: ResultStore, info: DaemonInfo) -> CollectorRegistry:

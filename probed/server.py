@@ -5,15 +5,15 @@
                        when the scraper asks for it)
 ``GET /-/healthy``     200 while the process serves requests
 ``GET /-/ready``       200 once probes are scheduled, 503 before
-``GET /api/v1/status`` JSON: every probe's last result
+``GET /api/v1/status`` JSON: components, recommendations, SLOs, probes, streams
+``GET /api/v1/recommendations`` JSON: the current recommendations
 ``POST /-/reload``     reload the configuration file (see daemon)
-``GET /``              a small HTML index of the above
+``GET /``, ``/status`` the status page (self-contained HTML)
 =====================  ===================================================
 """
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,9 +22,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, exposition
 
 from probed import __version__
-from probed.store import ProbeState, ResultStore, StreamStats
+from probed.signals import Evaluation
+from probed.status import recommendations_document, render_page, status_document
+from probed.store import ResultStore
 
-__all__ = ["ReloadFn", "ServerState", "create_app", "probe_status", "stream_status"]
+__all__ = ["ReloadFn", "ServerState", "create_app"]
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, str]]]
 
@@ -33,64 +35,22 @@ class ServerState:
     """What the handlers need; the daemon owns it and flips ``ready``."""
 
     def __init__(
-        self, store: ResultStore, registry: CollectorRegistry, reload: ReloadFn | None = None
+        self,
+        store: ResultStore,
+        registry: CollectorRegistry,
+        reload: ReloadFn | None = None,
+        *,
+        location: str = "default",
     ) -> None:
         self.store = store
         self.registry = registry
         self.reload = reload
+        self.location = location
         self.ready = False
+        self.evaluation: Evaluation | None = None
 
 
 _STATE = web.AppKey("state", ServerState)
-
-
-def probe_status(state: ProbeState) -> dict[str, Any]:
-    """The JSON view of one probe's latest result."""
-    last = state.last
-    out: dict[str, Any] = {
-        "probe": state.name,
-        "kind": state.kind,
-        "target": state.target,
-        "runs": dict(state.runs),
-        "failures": dict(state.failures),
-        "skipped": dict(state.skipped),
-        "last_success_at": state.last_success_at,
-    }
-    if last is not None:
-        out["last"] = {
-            "run_id": last.run_id,
-            "trace_id": last.trace_id,
-            "started_at": last.started_at,
-            "duration_seconds": round(last.duration, 6),
-            "success": last.success,
-            "reason": last.result.reason.value if last.result.reason else None,
-            "status_code": last.result.status_code,
-            "phases": dict(last.result.phases),
-        }
-    return out
-
-
-def stream_status(stats: StreamStats) -> dict[str, Any]:
-    """The JSON view of one stream watcher."""
-    lag = stats.delivery_lag
-    return {
-        "stream": stats.name,
-        "target": stats.target,
-        "connected": stats.connected,
-        "subscribers": stats.subscribers,
-        "connection_ids": list(stats.connection_ids),
-        "reconnects": dict(stats.reconnects),
-        "received": stats.received,
-        "lost": stats.lost,
-        "duplicated": stats.duplicated,
-        "out_of_order": stats.out_of_order,
-        "late": stats.late,
-        "negative_lag": stats.negative_lag,
-        "untimed": stats.untimed,
-        "mean_lag_seconds": round(lag.sum / lag.count, 6) if lag.count else None,
-        "clock_offset_seconds": stats.clock_offset,
-        "last_event_at": stats.last_event_wall,
-    }
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -111,15 +71,24 @@ async def _ready(request: web.Request) -> web.Response:
     return web.Response(status=503, text="Not ready\n")
 
 
-async def _status(request: web.Request) -> web.Response:
+def _document(request: web.Request) -> dict[str, Any]:
     state = request.app[_STATE]
-    payload = {
-        "version": __version__,
-        "generated_at": time.time(),
-        "probes": [probe_status(s) for s in state.store],
-        "streams": [stream_status(s) for s in state.store.streams.values()],
-    }
-    return web.json_response(payload)
+    return status_document(
+        store=state.store,
+        evaluation=state.evaluation,
+        location=state.location,
+        version=__version__,
+        now=time.time(),
+    )
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(_document(request))
+
+
+async def _recommendations(request: web.Request) -> web.Response:
+    evaluation = request.app[_STATE].evaluation
+    return web.json_response(recommendations_document(evaluation, now=time.time()))
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -133,48 +102,11 @@ async def _reload(request: web.Request) -> web.Response:
 
 
 async def _index(request: web.Request) -> web.Response:
-    state = request.app[_STATE]
-    rows = []
-    for st in state.store:
-        last = st.last
-        ok = "never run" if last is None else ("ok" if last.success else "FAIL")
-        reason = last.result.reason.value if last and last.result.reason else ""
-        took = f"{last.duration * 1000:.1f} ms" if last else ""
-        rows.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(c))}</td>" for c in (st.name, st.kind, ok, reason, took)
-            )
-            + "</tr>"
-        )
-    stream_rows = [
-        "<tr>"
-        + "".join(
-            f"<td>{html.escape(str(c))}</td>"
-            for c in (
-                st.name,
-                f"{st.connected}/{st.subscribers}",
-                st.received,
-                st.lost,
-                sum(st.reconnects.values()),
-            )
-        )
-        + "</tr>"
-        for st in state.store.streams.values()
-    ]
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>probed</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}}
-td,th{{padding:.2em .8em;text-align:left}}</style>
-</head><body><h1>probed {html.escape(__version__)}</h1>
-<p><a href="/metrics">/metrics</a> · <a href="/api/v1/status">/api/v1/status</a>
-· <a href="/-/healthy">/-/healthy</a> · <a href="/-/ready">/-/ready</a></p>
-<table><tr><th>probe</th><th>kind</th><th>last</th><th>reason</th><th>took</th></tr>
-{"".join(rows)}</table>
-<table><tr><th>stream</th><th>connected</th><th>received</th><th>lost</th><th>reconnects</th></tr>
-{"".join(stream_rows)}</table></body></html>
-"""
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(
+        text=render_page(_document(request)),
+        content_type="text/html",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def create_app(state: ServerState) -> web.Application:
@@ -186,5 +118,7 @@ def create_app(state: ServerState) -> web.Application:
     app.router.add_get("/-/ready", _ready)
     app.router.add_get("/api/v1/status", _status)
     app.router.add_post("/-/reload", _reload)
+    app.router.add_get("/api/v1/recommendations", _recommendations)
     app.router.add_get("/", _index)
+    app.router.add_get("/status", _index)
     return app

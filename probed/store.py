@@ -105,6 +105,9 @@ class ProbeState:
     delivery_lag: Histogram | None = None
     """Reflect probes: the canary's delivery lag (created on first observation)."""
     recent: deque[RecentResult] = field(init=False)
+    """The last ``ring_size`` runs (charts, persistence)."""
+    window: deque[RecentResult] = field(default_factory=deque)
+    """Runs that started within the store's signal window (recommendations, status)."""
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.ring_size)
@@ -138,17 +141,36 @@ class StreamStats:
     clock_offset: float | None = None
     """Estimated target clock minus ours (seconds)."""
     fanout_spread: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
+    down_since: float | None = None
+    """``time.monotonic()`` since when the primary connection is down (None while up)."""
+    lag_window: deque[tuple[float, float]] = field(default_factory=deque)
+    """(wall time, lag) of timed events within the store's signal window."""
+    signal_window: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.connection_ids:
             self.connection_ids = [""] * self.subscribers
 
+    def observe_lag(self, lag: float, wall: float) -> None:
+        """Record one event's delivery lag (seconds, non-negative) received at ``wall``."""
+        self.delivery_lag.observe(lag)
+        window = self.lag_window
+        window.append((wall, lag))
+        horizon = wall - self.signal_window
+        while window and (window[0][0] < horizon or len(window) > _WINDOW_CAP):
+            window.popleft()
+
+
+#: Most samples a signal window keeps per probe or stream, whatever the rate.
+_WINDOW_CAP = 100_000
+
 
 class ResultStore:
     """Per-probe state plus daemon-wide scheduler and event-loop measurements."""
 
-    def __init__(self, ring_size: int = 120) -> None:
+    def __init__(self, ring_size: int = 120, signal_window: float = 300.0) -> None:
         self.ring_size = ring_size
+        self.signal_window = signal_window
         self._probes: dict[str, ProbeState] = {}
         self.streams: dict[str, StreamStats] = {}
         self.scheduler_lag = Histogram(LAG_BUCKETS)
@@ -170,7 +192,7 @@ class ResultStore:
 
     def register_stream(self, name: str, target: str, subscribers: int) -> StreamStats:
         """Start tracking a stream watcher (fresh stats)."""
-        stats = StreamStats(name, target, subscribers)
+        stats = StreamStats(name, target, subscribers, signal_window=self.signal_window)
         self.streams[name] = stats
         return stats
 
@@ -212,15 +234,19 @@ class ResultStore:
             state.last_retry_after = (
                 float(retry_after) if isinstance(retry_after, int | float) else None
             )
-        state.recent.append(
-            RecentResult(
-                started_at=run.started_at,
-                duration=run.duration,
-                success=result.success,
-                reason=result.reason.value if result.reason else None,
-                status_code=result.status_code,
-            )
+        entry = RecentResult(
+            started_at=run.started_at,
+            duration=run.duration,
+            success=result.success,
+            reason=result.reason.value if result.reason else None,
+            status_code=result.status_code,
         )
+        state.recent.append(entry)
+        window = state.window
+        window.append(entry)
+        horizon = run.started_at - self.signal_window
+        while window and (window[0].started_at < horizon or len(window) > _WINDOW_CAP):
+            window.popleft()
 
     def skipped(self, name: str, reason: str) -> None:
         """Count a tick that did not start a run (``overlap`` or ``missed``)."""

@@ -241,22 +241,24 @@ async def test_process_reload_and_graceful_stop(demo: DemoTarget, tmp_path: Path
     try:
         ready = await read_event(proc.stdout, "daemon_ready")
         base = f"http://{ready['listen']}"
-        # remove "migrations", change "liveness", add "health_copy"
+        # change "liveness", add "health_copy"
         changed = good.replace(
             'path = "/health/liveness"',
             'path = "/health/liveness"\nmethod = "GET"\nexpect_status = [200, 204]',
         )
-        changed = changed.replace('name = "migrations"', 'name = "health_copy"')
+        changed += (
+            '\n[[probes]]\nname = "health_copy"\nkind = "http"\ntarget = "demo"\n'
+            'path = "/health"\ninterval = "1s"\ntimeout = "900ms"\n'
+        )
         path.write_text(changed)
         proc.send_signal(signal.SIGHUP)
         reloaded = await read_event(proc.stdout, "config_reloaded")
-        assert (["health_copy"], ["liveness"], ["migrations"]) == (
+        assert (["health_copy"], ["liveness"], []) == (
             reloaded["added"], reloaded["changed"], reloaded["removed"],
         )  # fmt: skip
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/metrics") as resp:
                 text = await resp.text()
-            assert 'probe="migrations"' not in text
             assert 'probed_probe_info{kind="http",probe="health_copy",target="demo"} 1.0' in text
             bad = changed + '\n[[probes]]\nname = "x"\nkind = "http"\ntarget = "nope"\n'
             path.write_text(bad)
@@ -265,14 +267,26 @@ async def test_process_reload_and_graceful_stop(demo: DemoTarget, tmp_path: Path
                 assert 400 == resp.status
             failed = await read_event(proc.stdout, "config_reload_failed")
             assert [
-                f"{path}:{line}: probe 'x' (probes[9]) key 'target': unknown target 'nope' "
+                f"{path}:{line}: probe 'x' (probes[10]) key 'target': unknown target 'nope' "
                 "(targets: demo)"
             ] == failed["problems"]
             async with http.get(f"{base}/metrics") as resp:
                 text = await resp.text()
             assert "probed_config_last_reload_successful 0.0" in text
-            assert "probed_probes_configured 8.0" in text
+            assert "probed_probes_configured 9.0" in text
             await read_event(proc.stdout, "probe_run")  # probing continues
+            # back to the original: the added probe is removed and its series vanish
+            path.write_text(good)
+            async with http.post(f"{base}/-/reload") as resp:
+                assert 200 == resp.status
+            reloaded = await read_event(proc.stdout, "config_reloaded")
+            assert ([], ["liveness"], ["health_copy"]) == (
+                reloaded["added"], reloaded["changed"], reloaded["removed"],
+            )  # fmt: skip
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            assert 'probe="health_copy"' not in text
+            assert "probed_config_last_reload_successful 1.0" in text
         proc.send_signal(signal.SIGTERM)
         await read_event(proc.stdout, "daemon_stopped")
         assert 0 == await asyncio.wait_for(proc.wait(), 5)

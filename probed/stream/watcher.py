@@ -29,7 +29,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -57,6 +57,9 @@ RECONNECT_REASONS = (
 )  # fmt: skip
 
 _FANOUT_TRACKED = 10_000
+
+LagHook = Callable[[str, float, float], None]
+"""Called with (stream, lag seconds, wall receive time) for every timed event."""
 _conn_counter = itertools.count(1)
 _CONN_PREFIX = os.urandom(3).hex()
 
@@ -107,6 +110,7 @@ class StreamWatcher:
         stats: StreamStats,
         *,
         rng: random.Random | None = None,
+        on_lag: LagHook | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
@@ -114,6 +118,7 @@ class StreamWatcher:
         self.hub = hub
         self.stats = stats
         self._rng = rng or random.Random()
+        self._on_lag = on_lag
         self._url = target.base_url.rstrip("/") + spec.path
         self._subs = [
             _Subscriber(
@@ -133,6 +138,7 @@ class StreamWatcher:
     def start(self, tg: asyncio.TaskGroup) -> None:
         """Start one task per subscriber (and the clock check) in ``tg``."""
         self.hub.register_stream(self.spec.name, self.is_connected)
+        self.stats.down_since = time.monotonic()
         for sub in self._subs:
             sub.task = tg.create_task(
                 self._run_subscriber(sub), name=f"stream:{self.spec.name}:{sub.index}"
@@ -231,6 +237,7 @@ class StreamWatcher:
             stats.connected += 1
             if sub.index == 0:
                 self._primary_up = True
+                stats.down_since = None
             _log.info(
                 "stream_connected",
                 stream=spec.name,
@@ -246,6 +253,7 @@ class StreamWatcher:
                 stats.connected -= 1
                 if sub.index == 0:
                     self._primary_up = False
+                    stats.down_since = time.monotonic()
 
     async def _consume(
         self, sub: _Subscriber, resp: aiohttp.ClientResponse, started: float
@@ -329,7 +337,9 @@ class StreamWatcher:
                 if lag < 0:
                     stats.negative_lag += 1
                 else:
-                    stats.delivery_lag.observe(lag)
+                    stats.observe_lag(lag, wall)
+                    if self._on_lag is not None:
+                        self._on_lag(spec.name, lag, wall)
                     if lag > spec.late_after:
                         stats.late += 1
         seq = self._sequence(event, data)
@@ -427,10 +437,17 @@ def _field(data: Any, path: str) -> Any:
 class StreamManager:
     """Starts, diffs and stops stream watchers; tasks live in the daemon's TaskGroup."""
 
-    def __init__(self, store: ResultStore, hub: Hub, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        hub: Hub,
+        session: aiohttp.ClientSession,
+        on_lag: LagHook | None = None,
+    ) -> None:
         self._store = store
         self._hub = hub
         self._session = session
+        self._on_lag = on_lag
         self._watchers: dict[str, StreamWatcher] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -474,7 +491,7 @@ class StreamManager:
     def _add(self, spec: SseStream, target: TargetConfig) -> None:
         assert self._tg is not None
         stats = self._store.register_stream(spec.name, spec.target, spec.subscribers)
-        watcher = StreamWatcher(spec, target, self._session, self._hub, stats)
+        watcher = StreamWatcher(spec, target, self._session, self._hub, stats, on_lag=self._on_lag)
         self._watchers[spec.name] = watcher
         watcher.start(self._tg)
 

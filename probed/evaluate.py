@@ -1,0 +1,188 @@
+"""The evaluation tick: store → Signals → SLOs, recommendations, components → outputs.
+
+Every ``[recommend] evaluate_every`` seconds the daemon builds a ``Signals``
+snapshot from the result store (failure ratios, p95s and 429 shares over the
+signal window; stream connectivity, lag p95 and losses), asks the pure SLO
+evaluator and recommendation engine what it means, and publishes the
+resulting ``Evaluation`` to the status API, the metrics, one log line per
+recommendation transition, and the alert pusher. The SLO evaluator is fed
+continuously (every run, every timed event) through ``record_run`` and
+``record_lag``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+
+import aiohttp
+import structlog
+
+from probed.config import Config
+from probed.probes._http_common import lookup
+from probed.probes.base import ProbeRun, Reason
+from probed.recommend import RecommendationEngine, Transition
+from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
+from probed.slo import SloEvaluator
+from probed.status import compute_components, default_components
+from probed.store import ProbeState, ResultStore, StreamStats
+
+__all__ = ["Evaluator", "percentile"]
+
+_log = structlog.get_logger("probed.evaluate")
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0-1) of ``values`` by the nearest-rank method; None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+class Evaluator:
+    """Owns the SLO evaluator and the recommendation engine; produces Evaluations."""
+
+    def __init__(self, config: Config, store: ResultStore) -> None:
+        self.config = config
+        self.store = store
+        self.slo = SloEvaluator(config.slos)
+        self.engine = RecommendationEngine(config.recommend)
+        self.latest: Evaluation | None = None
+        self.queue_depth: float | None = None
+        self._stream_marks: dict[str, deque[tuple[float, int]]] = {}
+
+    # -- continuous feeds ---------------------------------------------------------------
+
+    def record_run(self, run: ProbeRun) -> None:
+        """Feed one finished run to the SLO evaluator."""
+        self.slo.record_run(run.probe, run.success, run.duration, run.started_at)
+
+    def record_lag(self, stream: str, lag: float, wall: float) -> None:
+        """Feed one timed stream event to the SLO evaluator."""
+        self.slo.record_lag(stream, lag, wall)
+
+    def apply(self, config: Config) -> None:
+        """Reload: keep SLO buckets and recommendation states that still apply."""
+        self.config = config
+        self.slo.apply(config.slos)
+        self.engine.apply(config.recommend)
+
+    # -- signals ------------------------------------------------------------------------
+
+    def _probe_signal(self, st: ProbeState, horizon: float) -> ProbeSignal:
+        runs = [r for r in st.window if r.started_at >= horizon]
+        failures = [r for r in runs if not r.success]
+        last = st.last
+        return ProbeSignal(
+            name=st.name,
+            kind=st.kind,
+            target=st.target,
+            runs=len(runs),
+            failures=len(failures),
+            reasons=dict(Counter(r.reason for r in failures if r.reason is not None)),
+            rate_limited=sum(
+                1 for r in runs if r.status_code == 429 or r.reason == Reason.RATE_LIMITED
+            ),
+            p95_seconds=percentile([r.duration for r in runs], 0.95),
+            last_success=None if last is None else last.success,
+            last_success_at=st.last_success_at,
+        )
+
+    def _stream_signal(self, st: StreamStats, now: float, horizon: float) -> StreamSignal:
+        marks = self._stream_marks.setdefault(st.name, deque())
+        marks.append((now, st.lost))
+        while len(marks) > 1 and marks[1][0] <= horizon:
+            marks.popleft()
+        lost = st.lost - marks[0][1]  # marks[0]: the last mark at or before the horizon
+        lags = [lag for t, lag in st.lag_window if t >= horizon]
+        down = 0.0 if st.down_since is None else time.monotonic() - st.down_since
+        return StreamSignal(
+            name=st.name,
+            target=st.target,
+            connected=st.connected >= st.subscribers,
+            disconnected_for=down,
+            events=len(lags),
+            lag_p95=percentile(lags, 0.95),
+            lost=max(0, lost),
+        )
+
+    def signals(self, now: float) -> Signals:
+        """A snapshot of the store over the signal window ending at ``now`` (Unix seconds)."""
+        window = self.config.recommend.window
+        horizon = now - window
+        probes = {st.name: self._probe_signal(st, horizon) for st in self.store}
+        streams = {
+            name: self._stream_signal(st, now, horizon) for name, st in self.store.streams.items()
+        }
+        for gone in set(self._stream_marks) - set(streams):
+            del self._stream_marks[gone]
+        canary = any(
+            (sig := probes.get(name)) is not None and sig.last_success is False
+            for name in self.config.recommend.canary
+        )
+        return Signals(
+            now=now,
+            window=window,
+            probes=probes,
+            streams=streams,
+            slos=self.slo.evaluate(now),
+            canary_failing=canary,
+            queue_depth=self.queue_depth,
+        )
+
+    # -- the tick -----------------------------------------------------------------------
+
+    def evaluate(self, now: float | None = None) -> tuple[Evaluation, list[Transition]]:
+        """Run one evaluation now; log every transition; return the result."""
+        now = time.time() if now is None else now
+        signals = self.signals(now)
+        transitions = self.engine.evaluate(signals)
+        components_cfg = self.config.components or default_components(self.config)
+        evaluation = Evaluation(
+            at=now,
+            signals=signals,
+            components=compute_components(components_cfg, signals),
+            recommendations=tuple(self.engine.current()),
+        )
+        self.latest = evaluation
+        for t in transitions:
+            rec = t.recommendation
+            # pending/cleared-before-issue transitions are routine; issued ones are not
+            issued = RecommendationState.ACTIVE in (t.old, t.new) or (
+                RecommendationState.INCONCLUSIVE in (t.old, t.new)
+            )
+            log = _log.warning if issued else _log.info
+            log(
+                "recommendation_transition",
+                scenario=t.scenario,
+                old_state=t.old.value if t.old is not None else None,
+                new_state=t.new.value,
+                severity=rec.severity.value,
+                summary=rec.summary,
+                runbook_url=rec.runbook_url,
+                evidence=[
+                    {"signal": e.signal, "value": e.value, "threshold": e.threshold}
+                    for e in rec.evidence
+                ],
+            )
+        return evaluation, transitions
+
+    async def poll_queue_depth(self, session: aiohttp.ClientSession) -> None:
+        """Read the optional backlog gauge from ``[recommend] backlog_queue_url``."""
+        cfg = self.config.recommend
+        if cfg.backlog_queue_url is None:
+            self.queue_depth = None
+            return
+        try:
+            async with asyncio.timeout(5.0), session.get(cfg.backlog_queue_url) as resp:
+                body = await resp.json(content_type=None)
+            value = lookup(body, cfg.backlog_queue_path)
+            self.queue_depth = float(value) if isinstance(value, int | float) else None
+        except (aiohttp.ClientError, TimeoutError, ValueError, LookupError) as exc:
+            self.queue_depth = None
+            _log.warning("queue_depth_unavailable", error_message=str(exc))
