@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -190,3 +197,67 @@ async def network_fault(request: pytest.FixtureRequest) -> AsyncIterator[Network
         finally:
             server.close()
             await server.wait_closed()
+
+
+def free_port() -> int:
+    """A loopback port that was bound, then closed: nothing listens there."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+_AM_CONFIG = """\
+route:
+  receiver: "null"
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: "null"
+"""
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """The real Alertmanager binary on a free loopback port, gossip off; killed afterwards."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("alertmanager is required in CI (apt-get install prometheus-alertmanager)")
+        pytest.skip("alertmanager binary not installed")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(_AM_CONFIG, encoding="utf-8")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "alertmanager.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"alertmanager exited: {log_path.read_text(errors='replace')}")
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=0.5) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"alertmanager not ready: {log_path.read_text(errors='replace')}")
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)

@@ -6,24 +6,19 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import os
 import re
-import shutil
 import socket
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 import structlog
 from aiohttp import web
+from conftest import free_port
 
 import probed.alerting as alerting_module
 from probed.alerting import ALERT_NAME, AlertPusher
@@ -182,73 +177,10 @@ def black_hole() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:  # bound, then closed: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.fixture
 def refused_url() -> str:
     """A URL on a loopback port where nothing listens."""
-    return f"http://127.0.0.1:{_free_port()}"
-
-
-_AM_CONFIG = """\
-route:
-  receiver: "null"
-  group_wait: 0s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: "null"
-"""
-
-
-@pytest.fixture
-def alertmanager(tmp_path: Path) -> Iterator[str]:
-    """The real Alertmanager binary on a free loopback port, gossip off; killed afterwards."""
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("alertmanager is required in CI (apt-get install prometheus-alertmanager)")
-        pytest.skip("alertmanager binary not installed")
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(_AM_CONFIG, encoding="utf-8")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = tmp_path / "alertmanager.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"alertmanager exited: {log_path.read_text(errors='replace')}")
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=0.5) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"alertmanager not ready: {log_path.read_text(errors='replace')}")
-            time.sleep(0.05)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait(timeout=5)
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def _metric(text: str, series: str) -> float:
