@@ -481,6 +481,8 @@ class ReflectProbe(_ProbeBase):
     """
 
     kind: Literal["reflect"] = "reflect"
+    fresh_connection: bool = False
+    """Reflect measures delivery, not connection set-up: the inject reuses a connection."""
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
     path: str = "/api/v1/outbox"
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])

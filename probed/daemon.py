@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from pathlib import Path
@@ -191,6 +192,7 @@ class Daemon:
         self.info.config_reload_successful = True
         self.info.config_reload_timestamp = time.time()
         _log.info("config_reloaded", added=added, changed=changed, removed=removed)
+        gc.freeze()
         return True, f"added {len(added)}, changed {len(changed)}, removed {len(removed)}"
 
     async def run(self) -> int:
@@ -231,6 +233,8 @@ class Daemon:
                 push_task = tg.create_task(self.pusher.run(), name="alert-pusher")
                 self.server_state.ready = True
                 self._started.set()
+                # long-lived objects (config, sessions, watchers) need no more GC scans
+                gc.freeze()
                 _log.info(
                     "daemon_ready",
                     listen=f"{host}:{self.bound_port}",

@@ -99,7 +99,7 @@ class Evaluator:
         while len(marks) > 1 and marks[1][0] <= horizon:
             marks.popleft()
         lost = st.lost - marks[0][1]  # marks[0]: the last mark at or before the horizon
-        lags = [lag for t, lag in st.lag_window if t >= horizon]
+        lags = [lag for t, lag in zip(st.lag_times, st.lag_values, strict=True) if t >= horizon]
         down = 0.0 if st.down_since is None else time.monotonic() - st.down_since
         return StreamSignal(
             name=st.name,

@@ -341,12 +341,12 @@ _LAG_SLOTS = 60
 def _lag_series(stats: StreamStats, now: float) -> list[dict[str, float | None]]:
     """The stream's lag over its signal window: the worst lag of each of ``_LAG_SLOTS`` slots."""
     window = stats.signal_window
-    if not stats.lag_window or window <= 0:
+    if not stats.lag_times or window <= 0:
         return []
     start = now - window
     step = window / _LAG_SLOTS
     worst: dict[int, float] = {}
-    for wall, lag in stats.lag_window:
+    for wall, lag in zip(stats.lag_times, stats.lag_values, strict=True):
         if wall < start or not math.isfinite(lag):
             continue
         slot = min(_LAG_SLOTS - 1, int((wall - start) / step))

@@ -143,8 +143,12 @@ class StreamStats:
     fanout_spread: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
     down_since: float | None = None
     """``time.monotonic()`` since when the primary connection is down (None while up)."""
-    lag_window: deque[tuple[float, float]] = field(default_factory=deque)
-    """(wall time, lag) of timed events within the store's signal window."""
+    lag_times: deque[float] = field(default_factory=deque)
+    """Wall receive times of timed events within the signal window (parallel to lag_values).
+
+    Two deques of floats rather than one of tuples: floats are not tracked by the
+    garbage collector, tuples are (a tuple per event made gen2 pauses of 100+ ms)."""
+    lag_values: deque[float] = field(default_factory=deque)
     signal_window: float = 300.0
 
     def __post_init__(self) -> None:
@@ -154,11 +158,13 @@ class StreamStats:
     def observe_lag(self, lag: float, wall: float) -> None:
         """Record one event's delivery lag (seconds, non-negative) received at ``wall``."""
         self.delivery_lag.observe(lag)
-        window = self.lag_window
-        window.append((wall, lag))
+        times, values = self.lag_times, self.lag_values
+        times.append(wall)
+        values.append(lag)
         horizon = wall - self.signal_window
-        while window and (window[0][0] < horizon or len(window) > _WINDOW_CAP):
-            window.popleft()
+        while times and (times[0] < horizon or len(times) > _WINDOW_CAP):
+            times.popleft()
+            values.popleft()
 
 
 #: Most samples a signal window keeps per probe or stream, whatever the rate.

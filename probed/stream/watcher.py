@@ -88,7 +88,7 @@ class _Subscriber:
     decoder: SSEDecoder
     tracker: SequenceTracker
     task: asyncio.Task[None] | None = None
-    server_retry: float | None = None
+    awaiting_first: bool = True
 
 
 @dataclass(slots=True)
@@ -259,46 +259,58 @@ class StreamWatcher:
         self, sub: _Subscriber, resp: aiohttp.ClientResponse, started: float
     ) -> None:
         """Read until the connection ends; always raises ``_Ended``."""
-        spec, stats = self.spec, self.stats
+        spec = self.spec
         loop = asyncio.get_running_loop()
-        decoder = sub.decoder
         got_anything = False
-        first = True
+        sub.awaiting_first = True
         content = resp.content
+        idle = spec.idle_timeout
+        # The idle deadline is armed from the last activity and only re-armed when it
+        # fires: moving a timer on every chunk costs a TimerHandle per chunk (GC churn).
+        last_activity = loop.time()
         try:
-            async with asyncio.timeout(spec.idle_timeout) as idle:
-                while True:
-                    chunk = await content.readany()
-                    if not chunk:
-                        raise _Ended("eof", got_anything)
-                    now = time.monotonic()
-                    idle.reschedule(loop.time() + spec.idle_timeout)
-                    oversize: DecodeError | None = None
-                    try:
-                        items = decoder.feed(chunk)
-                    except DecodeError as exc:
-                        # events completed before the limit moved last_event_id: deliver
-                        # them, or a resuming server would never send them again
-                        items, oversize = exc.items, exc
-                    if items:
-                        got_anything = True
-                        stats.last_activity = now
-                        wall = time.time()
-                        for item in items:
-                            if isinstance(item, Comment):
-                                continue
-                            if first:
-                                first = False
-                                stats.first_event_seconds = now - started
-                            self._on_event(sub, item, now, wall)
-                    if oversize is not None:
-                        raise _Ended("oversize", got_anything, str(oversize))
-        except TimeoutError:
-            raise _Ended("stalled", got_anything, f"nothing for {spec.idle_timeout:g}s") from None
+            while True:
+                try:
+                    async with asyncio.timeout_at(last_activity + idle):
+                        while True:
+                            chunk = await content.readany()
+                            if not chunk:
+                                raise _Ended("eof", got_anything)
+                            last_activity = loop.time()
+                            got_anything = self._feed(sub, chunk, started, got_anything)
+                except TimeoutError:
+                    if loop.time() - last_activity >= idle:
+                        raise _Ended("stalled", got_anything, f"nothing for {idle:g}s") from None
         except aiohttp.ClientError as exc:
             reason, _, detail = classify_exception(exc)
             label = reason.value if reason.value in RECONNECT_REASONS else "error"
             raise _Ended(label, got_anything, detail) from None
+
+    def _feed(self, sub: _Subscriber, chunk: bytes, started: float, got_anything: bool) -> bool:
+        """Decode one chunk and account its events; whether the connection got anything yet."""
+        stats = self.stats
+        oversize: DecodeError | None = None
+        try:
+            items = sub.decoder.feed(chunk)
+        except DecodeError as exc:
+            # events completed before the limit moved last_event_id: deliver them, or a
+            # resuming server would never send them again
+            items, oversize = exc.items, exc
+        if items:
+            now = time.monotonic()
+            stats.last_activity = now
+            wall = time.time()
+            for item in items:
+                if isinstance(item, Comment):
+                    continue
+                if sub.awaiting_first:
+                    sub.awaiting_first = False
+                    stats.first_event_seconds = now - started
+                self._on_event(sub, item, now, wall)
+        got_anything = got_anything or bool(items)
+        if oversize is not None:
+            raise _Ended("oversize", got_anything, str(oversize))
+        return got_anything
 
     def _end(self, sub: _Subscriber, ended: _Ended) -> _Ended:
         """Count and log a connection's end; return the exception to raise."""
