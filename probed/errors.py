@@ -21,7 +21,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from probed.probes.base import Reason
+    from collections.abc import Mapping
+
+    from probed.probes.base import Observation, ProbeResult, Reason
 
 __all__ = ["ConfigError", "ProbeFailure", "ProbedError", "SecretError"]
 
@@ -46,13 +48,39 @@ class ProbeFailure(ProbedError):
     """Fail the current probe run with ``reason``.
 
     ``detail`` is a short human explanation for the log line; it never becomes
-    a metric label. ``observations`` are merged into the run's result.
+    a metric label. A failure found after a response arrived carries its
+    ``status_code`` and ``phases``; ``observations`` are merged into the run's
+    result. ``result()`` builds the failed ``ProbeResult`` (the runner calls it
+    for a failure that escapes a kind).
     """
 
     def __init__(
-        self, reason: Reason, detail: str = "", **observations: float | int | str | None
+        self,
+        reason: Reason,
+        detail: str = "",
+        *,
+        status_code: int | None = None,
+        phases: Mapping[str, float] | None = None,
+        error_code: str = "",
+        **observations: Observation,
     ) -> None:
         self.reason = reason
         self.detail = detail
+        self.status_code = status_code
+        self.phases = dict(phases or {})
+        self.error_code = error_code or reason.value
         self.observations = observations
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+    def result(self, **observations: Observation) -> ProbeResult:
+        """The failed ``ProbeResult``, with ``observations`` added to the ones carried."""
+        from probed.probes.base import ProbeResult
+
+        return ProbeResult.fail(
+            self.reason,
+            self.detail,
+            status_code=self.status_code,
+            phases=self.phases,
+            error_code=self.error_code,
+            **{**self.observations, **observations},
+        )

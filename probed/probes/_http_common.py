@@ -1,9 +1,9 @@
 """What the http, login and fixture kinds share: one request, status rules, JSON checks.
 
-Every check that fails after a response arrived raises ``CheckFailed``, a
-``ProbeFailure`` that also carries the status code, the phases and a finer error
-code; a kind catches it and returns ``CheckFailed.result()``. (Left uncaught, the
-runner still maps it to the right reason, only without those extras.)
+Every check that fails after a response arrived raises ``ProbeFailure`` carrying
+the status code, the phases and a finer error code. A kind that has observations
+to add catches it and returns ``exc.result(**observations)``; left uncaught, the
+runner builds the same result.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from multidict import CIMultiDictProxy
 
 from probed.config import JsonAssertion, ProbeSpec, TargetConfig
 from probed.errors import ProbeFailure
-from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
+from probed.probes.base import Observation, ProbeContext, Reason
 from probed.probes.session import PhaseTimer, timed_ssl_context
 
 __all__ = [
-    "CheckFailed",
     "Response",
     "check_json",
     "check_status",
@@ -41,36 +40,6 @@ __all__ = [
 ]
 
 _AUTH_STATUSES = (401, 403)
-
-
-class CheckFailed(ProbeFailure):
-    """Fail the run with ``reason`` after a response arrived, keeping its status and phases."""
-
-    def __init__(
-        self,
-        reason: Reason,
-        detail: str = "",
-        *,
-        status_code: int | None = None,
-        phases: Mapping[str, float] | None = None,
-        error_code: str = "",
-        **observations: Observation,
-    ) -> None:
-        super().__init__(reason, detail, **observations)
-        self.status_code = status_code
-        self.phases = dict(phases or {})
-        self.error_code = error_code or reason.value
-
-    def result(self, **observations: Observation) -> ProbeResult:
-        """The failed ``ProbeResult``, with ``observations`` added to the ones carried."""
-        return ProbeResult.fail(
-            self.reason,
-            self.detail,
-            status_code=self.status_code,
-            phases=self.phases,
-            error_code=self.error_code,
-            **{**self.observations, **observations},
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +56,9 @@ class Response:
 
     def failure(
         self, reason: Reason, detail: str = "", *, error_code: str = "", **observations: Observation
-    ) -> CheckFailed:
-        """A ``CheckFailed`` for this response (raise it)."""
-        return CheckFailed(
+    ) -> ProbeFailure:
+        """A ``ProbeFailure`` for this response (raise it)."""
+        return ProbeFailure(
             reason,
             detail,
             status_code=self.status,
@@ -203,7 +172,7 @@ async def send(
 
     Redirects follow ``follow_redirects``/``max_redirects`` (``max_redirects`` hops are
     followed; one more raises ``aiohttp.TooManyRedirects``). A body over the cap raises
-    ``CheckFailed(Reason.OVERSIZE)`` without reading further.
+    ``ProbeFailure(Reason.OVERSIZE)`` without reading further.
     """
     cap = spec.max_body_size
     async with ctx.session_for(spec).request(
@@ -249,9 +218,9 @@ async def send(
         )
 
 
-def _oversize(status: int, cap: int, timer: PhaseTimer) -> CheckFailed:
+def _oversize(status: int, cap: int, timer: PhaseTimer) -> ProbeFailure:
     timer.body_read()
-    return CheckFailed(
+    return ProbeFailure(
         Reason.OVERSIZE,
         f"body larger than max_body_size ({cap} bytes)",
         status_code=status,

@@ -16,7 +16,8 @@ import json
 from typing import Any
 
 from probed.config import FixtureProbe
-from probed.probes._http_common import CheckFailed, check_status, lookup, parse_json, send
+from probed.errors import ProbeFailure
+from probed.probes._http_common import check_status, lookup, parse_json, send
 from probed.probes.base import ProbeContext, ProbeResult, Reason
 from probed.probes.session import PhaseTimer
 
@@ -62,7 +63,7 @@ async def probe_fixture(ctx: ProbeContext, spec: FixtureProbe) -> ProbeResult:
                 f"output sha256 {got[:12]}..., expected {spec.expected_sha256[:12]}...",
                 output_sha256=got,
             )
-    except CheckFailed as exc:
+    except ProbeFailure as exc:
         return exc.result()
     return ProbeResult.ok(
         status_code=resp.status, phases=resp.phases, content_length=len(resp.body)

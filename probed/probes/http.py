@@ -11,7 +11,8 @@ import functools
 import re
 
 from probed.config import HttpProbe
-from probed.probes._http_common import CheckFailed, check_json, check_status, parse_json, send
+from probed.errors import ProbeFailure
+from probed.probes._http_common import check_json, check_status, parse_json, send
 from probed.probes.base import ProbeContext, ProbeResult, Reason
 from probed.probes.session import PhaseTimer
 
@@ -55,7 +56,7 @@ async def probe_http(ctx: ProbeContext, spec: HttpProbe) -> ProbeResult:
                 )
         if spec.json_checks:
             check_json(resp, parse_json(resp), spec.json_checks)
-    except CheckFailed as exc:
+    except ProbeFailure as exc:
         return exc.result()
     return ProbeResult.ok(
         status_code=resp.status, phases=resp.phases, content_length=len(resp.body)

@@ -66,8 +66,8 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from probed.config import ImportProbe
+from probed.errors import ProbeFailure
 from probed.probes._http_common import (
-    CheckFailed,
     Response,
     check_status,
     lookup,
@@ -271,7 +271,7 @@ class _Poller:
                     Reason.JSON_MISMATCH,
                     f"progress at {spec.progress_path!r} is not a number: {raw!r:.40}",
                 )
-        except CheckFailed as exc:
+        except ProbeFailure as exc:
             result = exc.result(**self.observations)
             raise _Failed(
                 dataclasses.replace(result, detail=f"status poll: {result.detail}")
@@ -386,7 +386,7 @@ async def probe_import(ctx: ProbeContext, spec: ImportProbe) -> ProbeResult:
             observations["start_seconds"] = time.monotonic() - t0
             check_status(resp, spec.expect_status)
             job_id = _job_id(resp, spec)
-        except CheckFailed as exc:
+        except ProbeFailure as exc:
             return exc.result(**observations)
         tracker = _Tracker(spec, t0, job_id, observations)
         next_value: Callable[[], Awaitable[tuple[float, float]]]

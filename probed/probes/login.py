@@ -16,8 +16,8 @@ import dataclasses
 import time
 
 from probed.config import LoginProbe
+from probed.errors import ProbeFailure
 from probed.probes._http_common import (
-    CheckFailed,
     Response,
     check_json,
     check_status,
@@ -39,7 +39,7 @@ def _find_token(resp: Response, spec: LoginProbe) -> tuple[str, dict[str, str]]:
     if spec.token_path is not None:
         try:
             body = parse_json(resp)
-        except CheckFailed:
+        except ProbeFailure:
             if spec.token_cookie is None:
                 raise
             missing.append(f"body is not JSON (token_path {spec.token_path!r})")
@@ -106,6 +106,6 @@ async def probe_login(ctx: ProbeContext, spec: LoginProbe) -> ProbeResult:
             check_status(resp, follow_up.expect_status, auth=True)
             if follow_up.json_checks:
                 check_json(resp, parse_json(resp), follow_up.json_checks)
-    except CheckFailed as exc:
+    except ProbeFailure as exc:
         return _scrub(exc.result(**observations), (token, spec.password_value()))
     return ProbeResult.ok(status_code=resp.status, phases=resp.phases, **observations)

@@ -82,7 +82,8 @@ import aiohttp
 from yarl import URL
 
 from probed.config import ReflectProbe
-from probed.probes._http_common import CheckFailed, Response, check_status, send, ssl_for
+from probed.errors import ProbeFailure
+from probed.probes._http_common import Response, check_status, send, ssl_for
 from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
 from probed.probes.session import PhaseTimer
 
@@ -285,7 +286,7 @@ async def _via_hub(ctx: ProbeContext, spec: ReflectProbe, nonce: str, body: str)
     with hub.expect(stream, nonce) as waiter:
         try:
             t0, resp = await _inject(ctx, spec, body, observations)
-        except CheckFailed as exc:
+        except ProbeFailure as exc:
             return exc.result(**observations)
         return await _judge(
             spec,
@@ -322,7 +323,7 @@ async def _via_websocket(
             try:
                 try:
                     t0, resp = await _inject(ctx, spec, body, observations)
-                except CheckFailed as exc:
+                except ProbeFailure as exc:
                     return exc.result(**observations)
                 return await _judge(
                     spec,
