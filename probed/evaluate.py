@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from probed.config import Config
-from probed.probes._http_common import lookup
+from probed.jsonpath import lookup
 from probed.probes.base import ProbeRun, Reason
 from probed.recommend import RecommendationEngine, Transition
 from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal

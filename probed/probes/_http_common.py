@@ -25,6 +25,7 @@ from multidict import CIMultiDictProxy
 
 from probed.config import JsonAssertion, ProbeSpec, TargetConfig
 from probed.errors import ProbeFailure
+from probed.jsonpath import lookup
 from probed.probes.base import Observation, ProbeContext, Reason
 from probed.probes.session import PhaseTimer, timed_ssl_context
 
@@ -293,21 +294,6 @@ def parse_json(resp: Response) -> Any:
         raise resp.failure(
             Reason.INVALID_JSON, f"body is not valid JSON: {type(exc).__name__}"
         ) from None
-
-
-def lookup(obj: Any, path: str) -> Any:
-    """The value at dotted ``path`` (``a.b.0.c``: integer parts index lists).
-
-    Raise ``LookupError`` if any part is absent.
-    """
-    for part in path.split("."):
-        if isinstance(obj, dict):
-            obj = obj[part]  # KeyError is a LookupError
-        elif isinstance(obj, list) and part.isascii() and part.isdigit():
-            obj = obj[int(part)]  # IndexError is a LookupError
-        else:
-            raise LookupError(path)
-    return obj
 
 
 def _same(actual: Any, expected: str | int | float | bool) -> bool:

@@ -39,7 +39,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
 from probed.config import SseStream, TargetConfig
-from probed.probes._http_common import lookup
+from probed.jsonpath import lookup
 from probed.probes.base import Reason, classify_exception, new_traceparent
 from probed.store import ResultStore, StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
