@@ -44,6 +44,16 @@ def _add_config(parser: argparse.ArgumentParser, default: str | None = DEFAULT_C
     )
 
 
+def _add_web_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="exporter-toolkit style web config (TLS, basic auth); overrides "
+        "[daemon] web_config_file",
+    )
+
+
 def _add_logging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -67,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon", description="Run the probing daemon.")
     _add_config(run)
+    _add_web_config(run)
     _add_logging(run)
     run.add_argument(
         "--shutdown-grace",
@@ -90,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate the config file and its secrets; print every problem.",
     )
     _add_config(check)
+    _add_web_config(check)
 
     once = sub.add_parser(
         "once",
@@ -138,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str) -> Config | None:
+def _load(path: str, web_config_file: str | None = None) -> Config | None:
+    if web_config_file:
+        os.environ["PROBED_DAEMON__WEB_CONFIG_FILE"] = str(Path(web_config_file).resolve())
     try:
         return load_config(path)
     except ConfigError as exc:
@@ -154,7 +168,7 @@ def _setup_logging(args: argparse.Namespace, config: Config) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, args.web_config_file)
     if config is None:
         return EXIT_CONFIG
     print(f"{args.config}: OK ({len(config.probes)} probes, {len(config.targets)} targets)")
@@ -164,7 +178,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from probed.daemon import Daemon
 
-    config = _load(args.config)
+    config = _load(args.config, args.web_config_file)
     if config is None:
         return EXIT_CONFIG
     _setup_logging(args, config)

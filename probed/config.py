@@ -29,7 +29,7 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -47,6 +47,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from yarl import URL
 
 from probed.errors import ConfigError, SecretError
+
+if TYPE_CHECKING:
+    from probed.webconfig import WebConfig
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -230,6 +233,8 @@ class DaemonConfig(_Strict):
     log_format: Literal["json", "console"] = "json"
     max_concurrency: int = Field(default=64, ge=1, le=10_000)
     results_ring_size: int = Field(default=120, ge=1, le=100_000)
+    web_config_file: Path | None = None
+    """Exporter-toolkit style web config (TLS, basic auth) protecting every endpoint."""
 
     @field_validator("listen")
     @classmethod
@@ -679,6 +684,7 @@ class Config(BaseSettings):
     components: list[ComponentConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     _source: Path = PrivateAttr(default=Path("probes.toml"))
+    _web: WebConfig | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -695,6 +701,11 @@ class Config(BaseSettings):
     def source(self) -> Path:
         """The file this configuration was read from."""
         return self._source
+
+    @property
+    def web(self) -> WebConfig | None:
+        """The loaded ``[daemon] web_config_file`` (TLS and basic auth), if configured."""
+        return self._web
 
     def probe(self, name: str) -> AnySpec:
         """The probe or stream called ``name``; ``KeyError`` if there is none."""
@@ -1083,6 +1094,15 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError(_pydantic_problems(exc, path, raw, locator)) from None
     cfg._source = path
     problems = _semantic_problems(cfg, path, locator, environ)
+    web_file = cfg.daemon.web_config_file
+    if web_file is not None:
+        from probed.webconfig import load_web_config
+
+        web_path = web_file if web_file.is_absolute() else path.parent / web_file
+        try:
+            cfg._web = load_web_config(web_path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
     return cfg

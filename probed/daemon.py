@@ -37,6 +37,7 @@ from probed.server import ServerState, create_app
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.watcher import StreamManager
+from probed.webconfig import auth_middleware
 
 __all__ = ["Daemon", "ProbeExecutor", "log_run", "run_once"]
 
@@ -180,6 +181,8 @@ class Daemon:
             return False, str(exc)
         if new.daemon.listen != self.config.daemon.listen:
             _log.warning("config_listen_change_needs_restart", listen=self.config.daemon.listen)
+        if new.daemon.web_config_file != self.config.daemon.web_config_file:
+            _log.warning("config_web_config_change_needs_restart")
         self.executor.configure(new)
         self.evaluator.apply(new)
         self.pusher.apply(new.alerting)
@@ -203,10 +206,19 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         self.executor.configure(self.config)
-        runner = web.AppRunner(create_app(self.server_state), handle_signals=False, access_log=None)
+        web_cfg = self.config.web
+        middlewares = [auth_middleware(web_cfg)] if web_cfg is not None else []
+        runner = web.AppRunner(
+            create_app(self.server_state, middlewares=middlewares),
+            handle_signals=False,
+            access_log=None,
+        )
         await runner.setup()
         host, port = self.config.daemon.host_port()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        ssl_context = web_cfg.ssl_context() if web_cfg is not None else None
+        if web_cfg is not None and web_cfg.basic_auth_users and ssl_context is None:
+            _log.warning("basic_auth_without_tls", web_config=str(web_cfg.source))
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -238,6 +250,7 @@ class Daemon:
                 _log.info(
                     "daemon_ready",
                     listen=f"{host}:{self.bound_port}",
+                    scheme="https" if ssl_context is not None else "http",
                     probes=len(self.config.probes),
                     config=str(self.config_path),
                 )

@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, exposition
 
 from probed import __version__
@@ -109,9 +110,9 @@ async def _index(request: web.Request) -> web.Response:
     )
 
 
-def create_app(state: ServerState) -> web.Application:
-    """The aiohttp application serving the daemon's endpoints."""
-    app = web.Application()
+def create_app(state: ServerState, *, middlewares: Iterable[Middleware] = ()) -> web.Application:
+    """The aiohttp application serving the daemon's endpoints (``middlewares``: e.g. auth)."""
+    app = web.Application(middlewares=middlewares)
     app[_STATE] = state
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/-/healthy", _healthy)
