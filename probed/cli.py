@@ -182,7 +182,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     _setup_logging(args, config)
-    daemon = Daemon(config, config_path=Path(args.config), shutdown_grace=args.shutdown_grace)
+    from probed.sdnotify import Notifier
+
+    daemon = Daemon(
+        config,
+        config_path=Path(args.config),
+        shutdown_grace=args.shutdown_grace,
+        notifier=Notifier.from_env(),
+    )
     return asyncio.run(daemon.run())
 
 

@@ -33,6 +33,7 @@ from probed.probes import PROBERS
 from probed.probes.base import ProbeContext, ProbeRun, run_probe
 from probed.probes.session import create_sessions
 from probed.scheduler import Scheduler, monitor_loop_lag
+from probed.sdnotify import Notifier, WatchdogGate, scheduler_max_age, summary, watchdog_loop
 from probed.server import ServerState, create_app
 from probed.store import ResultStore
 from probed.stream.hub import Hub
@@ -132,6 +133,7 @@ class Daemon:
         resolver: aiohttp_abc.AbstractResolver | None = None,
         shutdown_grace: float = 10.0,
         install_signal_handlers: bool = True,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path or config.source
@@ -162,6 +164,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._started = asyncio.Event()
+        self.notifier = notifier if notifier is not None else Notifier(None)
+        self.gate = WatchdogGate()
+        self._listen = config.daemon.listen
 
     def request_stop(self) -> None:
         """Ask the daemon to shut down gracefully (what SIGTERM does)."""
@@ -173,6 +178,30 @@ class Daemon:
 
     async def reload(self) -> tuple[bool, str]:
         """Re-read the config file; apply it by diff if valid, keep the old one if not."""
+        self.notifier.reloading()
+        try:
+            return await self._reload()
+        finally:  # READY=1 must follow RELOADING=1, also after a failed reload
+            self._gate_scheduler()
+            self.notifier.reloaded(self._status_line())
+
+    def _gate_scheduler(self) -> None:
+        max_age = scheduler_max_age(self.config.scheduled)
+        if max_age is None:
+            self.gate.unregister("scheduler")
+        else:
+            self.gate.register("scheduler", max_age=max_age)
+
+    def _status_line(self) -> str:
+        return summary(
+            listen=self._listen,
+            probes=len(self.config.scheduled),
+            streams=len(self.config.streams),
+            evaluation=self.server_state.evaluation,
+            reload_ok=self.info.config_reload_successful,
+        )
+
+    async def _reload(self) -> tuple[bool, str]:
         try:
             new = load_config(self.config_path)
         except ConfigError as exc:
@@ -227,6 +256,7 @@ class Daemon:
             await self.executor.close()
             return 1
         self.bound_port = _bound_port(runner) or port
+        self._listen = f"{host}:{self.bound_port}"
         self.scheduler = Scheduler(
             store=self.store,
             runner=self.executor,
@@ -236,15 +266,26 @@ class Daemon:
         self.streams = StreamManager(
             self.store, self.hub, self.executor.stream_session, on_lag=self.evaluator.record_lag
         )
+        self.gate.register("loop", max_age=10.0, max_lag=5.0)
+        self._gate_scheduler()
         try:
             async with asyncio.TaskGroup() as tg:
                 self.streams.start(tg, self.config.streams, self.config.targets)
                 self.scheduler.start(tg, self.config.scheduled)
-                lag_task = tg.create_task(monitor_loop_lag(self.store), name="loop-lag")
+                lag_task = tg.create_task(
+                    monitor_loop_lag(
+                        self.store, on_lag=lambda lag: self.gate.beat("loop", lag=lag)
+                    ),
+                    name="loop-lag",
+                )
                 eval_task = tg.create_task(self._evaluate_loop(), name="evaluate")
                 push_task = tg.create_task(self.pusher.run(), name="alert-pusher")
                 self.server_state.ready = True
                 self._started.set()
+                self.notifier.ready(self._status_line())
+                watchdog_task = tg.create_task(
+                    watchdog_loop(self.notifier, self.gate), name="watchdog"
+                )
                 # long-lived objects (config, sessions, watchers) need no more GC scans
                 gc.freeze()
                 _log.info(
@@ -255,6 +296,8 @@ class Daemon:
                     config=str(self.config_path),
                 )
                 await self._serve_until_stopped()
+                self.notifier.stopping()
+                self.gate.unregister("scheduler")
                 _log.info("daemon_stopping", grace_seconds=self.shutdown_grace)
                 self.server_state.ready = False
                 cancelled = await self.scheduler.stop(self.shutdown_grace)
@@ -263,6 +306,7 @@ class Daemon:
                 eval_task.cancel()
                 await self.pusher.flush(timeout=min(5.0, self.shutdown_grace))
                 push_task.cancel()
+                watchdog_task.cancel()
                 if cancelled:
                     _log.warning("runs_cancelled_at_shutdown", count=cancelled)
         finally:
@@ -275,6 +319,7 @@ class Daemon:
         return 0
 
     def _on_result(self, run: ProbeRun, scheduler_lag: float) -> None:
+        self.gate.beat("scheduler")
         log_run(run, scheduler_lag)
         self.evaluator.record_run(run)
 
@@ -289,6 +334,7 @@ class Daemon:
                 self.info.evaluation = evaluation
                 self.server_state.evaluation = evaluation
                 self.pusher.update(evaluation.recommendations, evaluation.at)
+                self.notifier.status(self._status_line())
             except Exception:
                 _log.exception("evaluation_failed")
             period = self.config.recommend.evaluate_every

@@ -201,10 +201,15 @@ class Scheduler:
         return cancelled
 
 
-async def monitor_loop_lag(store: ResultStore, period: float = 0.5) -> None:
+async def monitor_loop_lag(
+    store: ResultStore, period: float = 0.5, on_lag: Callable[[float], None] | None = None
+) -> None:
     """Measure how late a timer fires, forever; the lag shows a blocked event loop."""
     loop = asyncio.get_running_loop()
     while True:
         planned = loop.time() + period
         await asyncio.sleep(period)
-        store.observe_loop_lag(max(0.0, loop.time() - planned))
+        lag = max(0.0, loop.time() - planned)
+        store.observe_loop_lag(lag)
+        if on_lag is not None:
+            on_lag(lag)
