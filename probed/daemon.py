@@ -29,6 +29,7 @@ from probed.errors import ConfigError
 from probed.evaluate import Evaluator
 from probed.logging import redactor
 from probed.metrics import DaemonInfo, build_registry
+from probed.persist import Persister, StateStore
 from probed.probes import PROBERS
 from probed.probes.base import ProbeContext, ProbeRun, run_probe
 from probed.probes.session import create_sessions
@@ -155,6 +156,7 @@ class Daemon:
         self.executor = ProbeExecutor(resolver, self.hub)
         self.scheduler: Scheduler | None = None
         self.streams: StreamManager | None = None
+        self.persister: Persister  # opened in run(): the state dir is touched only when running
         self.server_state = ServerState(
             self.store, self.registry, self.reload, location=config.daemon.location
         )
@@ -235,6 +237,14 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
         self.executor.configure(self.config)
+        state = await asyncio.to_thread(
+            StateStore.open,
+            self.config.daemon.state_dir,
+            ring_size=self.config.daemon.results_ring_size,
+        )
+        self.persister = Persister(state, self.evaluator, self.store)
+        # before anything records or evaluates: SLO windows, rings, recommendation states
+        await asyncio.to_thread(self.persister.restore)
         web_cfg = self.config.web
         middlewares = [auth_middleware(web_cfg)] if web_cfg is not None else []
         runner = web.AppRunner(
@@ -252,6 +262,7 @@ class Daemon:
             await site.start()
         except OSError as exc:
             _log.error("listen_failed", listen=self.config.daemon.listen, error_message=str(exc))
+            self.persister.close()
             await runner.cleanup()
             await self.executor.close()
             return 1
@@ -264,7 +275,7 @@ class Daemon:
             on_result=self._on_result,
         )
         self.streams = StreamManager(
-            self.store, self.hub, self.executor.stream_session, on_lag=self.evaluator.record_lag
+            self.store, self.hub, self.executor.stream_session, on_lag=self._on_lag
         )
         self.gate.register("loop", max_age=10.0, max_lag=5.0)
         self._gate_scheduler()
@@ -280,6 +291,7 @@ class Daemon:
                 )
                 eval_task = tg.create_task(self._evaluate_loop(), name="evaluate")
                 push_task = tg.create_task(self.pusher.run(), name="alert-pusher")
+                persist_task = tg.create_task(self.persister.run(), name="persist")
                 self.server_state.ready = True
                 self._started.set()
                 self.notifier.ready(self._status_line())
@@ -304,12 +316,15 @@ class Daemon:
                 await self.streams.stop()
                 lag_task.cancel()
                 eval_task.cancel()
+                await self.persister.flush_all()
+                persist_task.cancel()
                 await self.pusher.flush(timeout=min(5.0, self.shutdown_grace))
                 push_task.cancel()
                 watchdog_task.cancel()
                 if cancelled:
                     _log.warning("runs_cancelled_at_shutdown", count=cancelled)
         finally:
+            self.persister.close()
             await runner.cleanup()
             await self.executor.close()
             if self.install_signal_handlers:
@@ -321,7 +336,14 @@ class Daemon:
     def _on_result(self, run: ProbeRun, scheduler_lag: float) -> None:
         self.gate.beat("scheduler")
         log_run(run, scheduler_lag)
+        # the evaluator and the persister see each run in the same step (no await between):
+        # a restart replays exactly what the SLO snapshot does not yet count
         self.evaluator.record_run(run)
+        self.persister.record(run)
+
+    def _on_lag(self, stream: str, lag: float, wall: float) -> None:
+        self.evaluator.record_lag(stream, lag, wall)
+        self.persister.record_lag(stream, lag, wall)
 
     async def _evaluate_loop(self) -> None:
         """Evaluate SLOs and recommendations every ``evaluate_every``; never dies."""

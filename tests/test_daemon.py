@@ -189,8 +189,14 @@ async def test_no_secret_in_any_output(demo: DemoTarget, tmp_path: Path) -> None
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None
-    first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
-    assert "daemon_ready" == first["event"]
+    early: list[bytes] = []
+    while True:  # keep every line, not only daemon_ready: all of them are scanned
+        line = await asyncio.wait_for(proc.stdout.readline(), 10)
+        assert line, "daemon exited before daemon_ready"
+        early.append(line)
+        first = json.loads(line)
+        if first["event"] == "daemon_ready":
+            break
     base = f"http://{first['listen']}"
     scraped = []
     async with aiohttp.ClientSession() as http:
@@ -201,7 +207,7 @@ async def test_no_secret_in_any_output(demo: DemoTarget, tmp_path: Path) -> None
     proc.send_signal(signal.SIGTERM)
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert 0 == proc.returncode
-    logs = json.dumps(first) + out.decode() + err.decode()
+    logs = b"".join(early).decode() + out.decode() + err.decode()
     tokens = demo.issued_tokens()
     assert len(tokens) >= 2
     everything = logs + "".join(scraped)
