@@ -364,6 +364,7 @@ def _stream_doc(stats: StreamStats, now: float) -> dict[str, Any]:
         "target": stats.target,
         "connected": stats.connected,
         "subscribers": stats.subscribers,
+        "connection_ids": list(stats.connection_ids),
         "received": stats.received,
         "lost": stats.lost,
         "duplicated": stats.duplicated,

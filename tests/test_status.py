@@ -429,7 +429,8 @@ def test_status_document_shape_with_a_populated_store() -> None:
     [events] = doc["streams"]
     lag = events.pop("lag")
     assert {
-        "stream": "events", "target": "demo", "connected": 2, "subscribers": 2, "received": 40,
+        "stream": "events", "target": "demo", "connected": 2, "subscribers": 2,
+        "connection_ids": ["", ""], "received": 40,
         "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 1, "negative_lag": 0,
         "reconnects": 3, "reconnect_reasons": {"eof": 3}, "clock_offset_seconds": -0.25,
         "mean_lag_seconds": 0.75,
