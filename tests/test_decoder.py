@@ -193,12 +193,24 @@ def test_cr_at_chunk_end_dispatches_at_once() -> None:
 
 
 def test_close_discards_and_keeps_ids() -> None:
-    """close() drops an unfinished event but keeps last_event_id and retry for the reconnect."""
+    """close() drops an unfinished event with its id, keeping the last dispatched id and retry."""
     decoder = SSEDecoder()
-    decoder.feed(b"retry: 300\nid: 9\ndata: never\n")
+    decoder.feed(b"id: 8\ndata: one\n\nretry: 300\nid: 9\ndata: never\n")
 
     assert [] == decoder.close()
-    assert ("9", 300, 0) == (decoder.last_event_id, decoder.retry, decoder.buffered_bytes)
+    assert ("8", 300, 0) == (decoder.last_event_id, decoder.retry, decoder.buffered_bytes)
+
+
+def test_unfinished_event_id_is_not_resumed_from() -> None:
+    """An id read in a block cut by a disconnect is not sent back: that event was never seen."""
+    decoder = SSEDecoder()
+    decoder.feed(b"id: 1\ndata: a\n\nid: 2\ndata: b")
+
+    decoder.reset_connection()
+    items = decoder.feed(b"data: c\n\n")
+
+    assert [Event("c", id="1")] == items
+    assert "1" == decoder.last_event_id
 
 
 def test_many_events_in_one_chunk() -> None:
@@ -360,6 +372,7 @@ def reference_decode(
     reference = RefDecoder()
     items: list[Item] = []
     retry: int | None = None
+    last_event_id: object = ""
     block_has_data = False
     *lines, _unterminated = _LINE_END.split(stream.decode("utf-8", "replace"))
     for line in lines:
@@ -379,7 +392,9 @@ def reference_decode(
             if sse is not None and (block_has_data or not normalise):
                 items.append(Event(sse.data, sse.event, sse.id, sse.retry))
             block_has_data = False
-    last_event_id = reference._last_event_id
+            # the spec's last event ID *string* moves when a block ends; httpx-sse only
+            # keeps the buffer (moved by each id line), so read it at block ends
+            last_event_id = reference._last_event_id
     assert isinstance(last_event_id, str)
     return items, last_event_id, retry
 

@@ -114,6 +114,7 @@ class SSEDecoder:
         "_data",
         "_data_bytes",
         "_failure",
+        "_id_buffer",
         "_last_event_id",
         "_max_event",
         "_max_line",
@@ -127,7 +128,8 @@ class SSEDecoder:
             raise ValueError("max_line_bytes and max_event_bytes must be positive")
         self._max_line = max_line_bytes
         self._max_event = max_event_bytes
-        self._last_event_id = ""
+        self._last_event_id = ""  # the last event ID string: set when a block is dispatched
+        self._id_buffer = ""  # the last event ID buffer: set by `id:` lines of this block
         self._retry: int | None = None
         self._buf = bytearray()  # the unfinished line (or the first bytes of a maybe-BOM)
         self._at_start = True  # no byte of this connection's stream has been consumed yet
@@ -140,7 +142,11 @@ class SSEDecoder:
 
     @property
     def last_event_id(self) -> str:
-        """The last event id buffer: send it as ``Last-Event-ID`` when reconnecting."""
+        """The last event ID string: send it as ``Last-Event-ID`` when reconnecting.
+
+        It moves when a block ends (blank line), not when an ``id:`` line is read, so
+        an event cut off by a disconnect is asked for again instead of being skipped.
+        """
         return self._last_event_id
 
     @property
@@ -261,9 +267,11 @@ class SSEDecoder:
         max_event = self._max_event
         event_type = self._type
         last_id = self._last_event_id
+        id_buffer = self._id_buffer
         block_retry = self._block_retry
         for line in lines:
             if not line:  # blank line: dispatch
+                last_id = id_buffer  # the spec sets the ID string first, even without data
                 if data:
                     emit(Event("\n".join(data), event_type or "message", last_id, block_retry))
                     data = []
@@ -280,7 +288,7 @@ class SSEDecoder:
             if name == b"data":
                 data_bytes += len(value) + 1
                 if data_bytes - 1 > max_event:
-                    self._last_event_id = last_id
+                    self._last_event_id = last_id  # the oversize block is not dispatched
                     self._fail(
                         f"event data longer than max_event_bytes={max_event} "
                         f"(at least {data_bytes - 1} bytes)",
@@ -291,7 +299,7 @@ class SSEDecoder:
                 event_type = value.decode("utf-8", "replace")
             elif name == b"id":
                 if b"\x00" not in value:
-                    last_id = value.decode("utf-8", "replace")
+                    id_buffer = value.decode("utf-8", "replace")
             elif name == b"retry" and value.isdigit():  # bytes: ASCII digits only, not empty
                 digits = value.lstrip(b"0") or b"0"
                 # Beyond int()'s digit limit (a wait of 10**4300 ms) the value is
@@ -303,6 +311,7 @@ class SSEDecoder:
         self._data_bytes = data_bytes
         self._type = event_type
         self._last_event_id = last_id
+        self._id_buffer = id_buffer
         self._block_retry = block_retry
         return out
 
@@ -311,6 +320,7 @@ class SSEDecoder:
         self._data_bytes = 0
         self._type = ""
         self._block_retry = None
+        self._id_buffer = self._last_event_id  # an unfinished block's id is discarded
 
     def _fail(self, message: str, items: list[Event | Comment]) -> NoReturn:
         """Drop the buffers, remember the failure and raise ``DecodeError``."""
