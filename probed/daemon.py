@@ -39,7 +39,6 @@ from probed.server import ServerState, create_app
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.watcher import StreamManager
-from probed.webconfig import auth_middleware
 
 __all__ = ["Daemon", "ProbeExecutor", "log_run", "run_once"]
 
@@ -246,7 +245,11 @@ class Daemon:
         # before anything records or evaluates: SLO windows, rings, recommendation states
         await asyncio.to_thread(self.persister.restore)
         web_cfg = self.config.web
-        middlewares = [auth_middleware(web_cfg)] if web_cfg is not None else []
+        middlewares = []
+        if web_cfg is not None:
+            from probed.webconfig import auth_middleware  # bcrypt and yaml only when used
+
+            middlewares.append(auth_middleware(web_cfg))
         runner = web.AppRunner(
             create_app(self.server_state, middlewares=middlewares),
             handle_signals=False,
