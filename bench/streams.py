@@ -62,8 +62,8 @@ with fault ``stream_delay = 0.2 s``; a client process runs one
 at ``GET /-/admin/faults``. Beside it a raw aiohttp client (``--client
 reflect-raw``: POST the outbox, raw SSE read loop, same clock) is measured the
 same way, and both again with a pooled inject connection (``fresh_connection =
-false``) for comparison; only the default (``fresh_connection = true``, as in
-the demo config) is judged. The inject request's phases show where its time
+false``); only the default (``fresh_connection = false`` for reflect: the
+inject reuses its connection) is judged. The inject request's phases show where its time
 goes.
 
 Every figure is printed beside its target with MET / NOT MET; nothing is
@@ -1237,8 +1237,8 @@ def report_reflect(results: dict[str, dict[str, Any]], report: Report) -> None:
         return "/".join(fmt(summary.get(q), 3) for q in ("p50", "p99", "max"))
 
     for fresh, label in (
-        ("yes", "fresh_connection = true (the default and the demo config; judged)"),
-        ("no", "fresh_connection = false (pooled inject connection; for comparison)"),
+        ("yes", "fresh_connection = true (new connection per inject; for comparison)"),
+        ("no", "fresh_connection = false (the reflect default: pooled inject; judged)"),
     ):
         probed = results.get(f"reflect/{fresh}")
         raw = results.get(f"reflect-raw/{fresh}")
@@ -1261,7 +1261,7 @@ def report_reflect(results: dict[str, dict[str, Any]], report: Report) -> None:
         if probed:
             for phase, values in probed.get("phases_ms", {}).items():
                 say(f"    {'    inject phase ' + phase:<44}{trio(values):>24}")
-    judged = results.get("reflect/yes")
+    judged = results.get("reflect/no")
     p99 = num(judged["overhead_ms"]["p99"]) if judged else NAN
     report.target(
         f"reflect overhead p99 ≤ {TARGET_REFLECT_P99_MS:g} ms",

@@ -26,6 +26,8 @@ from aiohttp.test_utils import TestServer
 from probed.config import TargetConfig
 from probed.probes.base import ProbeContext, Reason
 from probed.probes.session import create_sessions
+from probed.stream.decoder import Event, SSEDecoder
+from probed.stream.hub import Hub, ReceivedEvent
 
 
 class ServeApp(Protocol):
@@ -261,3 +263,41 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(timeout=5)
+
+
+@contextlib.asynccontextmanager
+async def sse_feed(
+    hub: Hub,
+    base_url: str,
+    *,
+    connected: Callable[[], bool] = lambda: True,
+    stream: str = "events",
+) -> AsyncIterator[None]:
+    """Stand in for the stream watcher: publish the demo's SSE events to ``hub`` as ``stream``."""
+    hub.register_stream(stream, connected)
+    live = asyncio.Event()
+
+    async def pump(session: aiohttp.ClientSession) -> None:
+        async with session.get(f"{base_url}/api/v1/events/stream") as resp:
+            assert 200 == resp.status
+            live.set()  # the demo registers the subscriber before sending the headers
+            decoder = SSEDecoder()
+            async for chunk in resp.content.iter_any():
+                for item in decoder.feed(chunk):
+                    if isinstance(item, Event):
+                        hub.publish(ReceivedEvent(stream, item, time.monotonic(), time.time()))
+
+    async with aiohttp.ClientSession() as session:
+        task = asyncio.create_task(pump(session))
+        try:
+            for _ in range(200):
+                if live.is_set() or task.done():
+                    break
+                await asyncio.sleep(0.01)
+            if task.done():
+                task.result()  # raises what ended the stream
+            assert live.is_set(), "the SSE stream did not open within 2 s"
+            yield
+        finally:
+            task.cancel()
+            await asyncio.wait([task])

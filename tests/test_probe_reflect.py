@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from conftest import sse_feed
 
 from probed.config import ReflectProbe
 from probed.demo import DemoTarget, Faults
 from probed.probes import PROBERS
 from probed.probes.base import ProbeRun, Reason, run_probe
 from probed.probes.reflect import next_seq, probe_reflect, render_body
-from probed.stream.decoder import Event, SSEDecoder
-from probed.stream.hub import Hub, ReceivedEvent
+from probed.stream.hub import Hub
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext
@@ -35,40 +33,6 @@ async def target() -> AsyncIterator[DemoTarget]:
     """A healthy demo target on 127.0.0.1, any free port, seeded draws."""
     async with DemoTarget(password=PASSWORD, seed=1) as demo:
         yield demo
-
-
-@contextlib.asynccontextmanager
-async def sse_feed(
-    hub: Hub, base_url: str, *, connected: Callable[[], bool] = lambda: True
-) -> AsyncIterator[None]:
-    """Stand in for the stream watcher: publish the demo's SSE events to ``hub`` as ``STREAM``."""
-    hub.register_stream(STREAM, connected)
-    live = asyncio.Event()
-
-    async def pump(session: aiohttp.ClientSession) -> None:
-        async with session.get(f"{base_url}/api/v1/events/stream") as resp:
-            assert 200 == resp.status
-            live.set()  # the demo registers the subscriber before sending the headers
-            decoder = SSEDecoder()
-            async for chunk in resp.content.iter_any():
-                for item in decoder.feed(chunk):
-                    if isinstance(item, Event):
-                        hub.publish(ReceivedEvent(STREAM, item, time.monotonic(), time.time()))
-
-    async with aiohttp.ClientSession() as session:
-        task = asyncio.create_task(pump(session))
-        try:
-            for _ in range(200):
-                if live.is_set() or task.done():
-                    break
-                await asyncio.sleep(0.01)
-            if task.done():
-                task.result()  # raises what ended the stream
-            assert live.is_set(), "the SSE stream did not open within 2 s"
-            yield
-        finally:
-            task.cancel()
-            await asyncio.wait([task])
 
 
 def _spec(**fields: Any) -> ReflectProbe:

@@ -36,6 +36,7 @@ __all__ = [
     "ProbeRun",
     "Reason",
     "classify_exception",
+    "fail_with",
     "new_traceparent",
     "run_probe",
 ]
@@ -138,6 +139,26 @@ class ProbeResult:
         return cls(
             False, reason, detail, status_code, phases or {}, observations, error_code or reason
         )
+
+
+def fail_with(
+    reason: Reason,
+    detail: str,
+    observations: Mapping[str, Observation],
+    *,
+    status_code: int | None = None,
+    phases: Mapping[str, float] | None = None,
+    error_code: str = "",
+) -> ProbeResult:
+    """``ProbeResult.fail`` with the observations collected so far (copied: they may change)."""
+    return ProbeResult.fail(
+        reason,
+        detail,
+        status_code=status_code,
+        phases=phases,
+        error_code=error_code,
+        **observations,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,7 +61,7 @@ import dataclasses
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -75,6 +75,7 @@ from probed.probes._http_common import (
     send,
 )
 from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
+from probed.probes.base import fail_with as _fail
 from probed.probes.session import PhaseTimer
 from probed.stream.hub import ReceivedEvent
 
@@ -86,26 +87,6 @@ EVENT_BUFFER: Final = 1024
 _STATUS_OK: Final = (200,)
 
 JobId = str | int | float
-
-
-def _fail(
-    reason: Reason,
-    detail: str,
-    observations: Mapping[str, Observation],
-    *,
-    status_code: int | None = None,
-    phases: Mapping[str, float] | None = None,
-    error_code: str = "",
-) -> ProbeResult:
-    """``ProbeResult.fail`` with a copy of ``observations`` (they may still change later)."""
-    return ProbeResult.fail(
-        reason,
-        detail,
-        status_code=status_code,
-        phases=phases,
-        error_code=error_code,
-        **observations,
-    )
 
 
 class _Failed(Exception):

@@ -74,7 +74,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Final
 
@@ -85,6 +85,7 @@ from probed.config import ReflectProbe
 from probed.errors import ProbeFailure
 from probed.probes._http_common import Response, check_status, send, ssl_for
 from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
+from probed.probes.base import fail_with as _fail
 from probed.probes.session import PhaseTimer
 
 __all__ = ["DUPLICATE_WINDOW", "next_seq", "probe_reflect", "render_body"]
@@ -97,26 +98,6 @@ _WS_CLOSE_TIMEOUT: Final = 1.0
 
 _SEQUENCES: dict[str, int] = {}
 """The last ``seq`` each reflect probe (by name) injected in this process."""
-
-
-def _fail(
-    reason: Reason,
-    detail: str,
-    observations: Mapping[str, Observation],
-    *,
-    status_code: int | None = None,
-    phases: Mapping[str, float] | None = None,
-    error_code: str = "",
-) -> ProbeResult:
-    """``ProbeResult.fail`` with a copy of ``observations`` (they may still change later)."""
-    return ProbeResult.fail(
-        reason,
-        detail,
-        status_code=status_code,
-        phases=phases,
-        error_code=error_code,
-        **observations,
-    )
 
 
 def next_seq(probe: str) -> int:
