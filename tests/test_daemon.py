@@ -111,6 +111,19 @@ async def test_shipped_probes_all_succeed_and_promtool_is_clean(
         assert names == {p["probe"] for p in status["probes"]} | {
             s["stream"] for s in status["streams"]
         }
+        for fmt, expected in (
+            ("markdown", "- API Read: "),
+            ("incident", "Sev: "),
+            ("table", "login"),
+            ("json", '"components"'),
+        ):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "probed", "status", "--url", base, "-f", fmt,
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            assert 0 == proc.returncode
+            assert expected in out.decode(), (fmt, out)
     daemon.request_stop()
     assert 0 == await task
     proc = await asyncio.create_subprocess_exec(
@@ -119,6 +132,30 @@ async def test_shipped_probes_all_succeed_and_promtool_is_clean(
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(body), 30)
     assert (0, b"", b"") == (proc.returncode, out, err)
+
+
+def test_rules_command(tmp_path: Path) -> None:
+    """probed rules prints the committed rule file for the shipped config."""
+    env = {**os.environ, "PROBED_DEMO_PASSWORD": "x" * 8}
+    out = subprocess.run(
+        [sys.executable, "-m", "probed", "rules", "-c", str(DEMO_CONFIG)],
+        capture_output=True, text=True, env=env, timeout=30,
+    )  # fmt: skip
+    committed = Path(__file__).parent.parent / "rules" / "probed.rules.yml"
+    assert (0, committed.read_text()) == (out.returncode, out.stdout)
+
+
+def test_status_command_without_daemon() -> None:
+    """probed status against a port where nothing listens exits 1 with a clear message."""
+    from conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    out = subprocess.run(
+        [sys.executable, "-m", "probed", "status", "--url", url],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert 1 == out.returncode
+    assert out.stderr.startswith(f"probed status: cannot read {url}/api/v1/status:")
 
 
 def test_check_command(tmp_path: Path) -> None:
