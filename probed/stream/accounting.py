@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import deque
 from datetime import datetime
 from typing import Literal
 
@@ -87,8 +86,7 @@ class SequenceTracker:
     __slots__ = (
         "_lost_recent",
         "_missing",
-        "_seen",
-        "_seen_order",
+        "_ring",
         "duplicated",
         "highest",
         "late",
@@ -104,8 +102,9 @@ class SequenceTracker:
         self.loss_timeout = loss_timeout
         self.highest: int | None = None
         self._missing: dict[int, float] = {}
-        self._seen: set[int] = set()
-        self._seen_order: deque[int] = deque()
+        # received flags of the sequence numbers in (highest - window, highest], indexed
+        # by seq % window: one byte per slot, not an int object and a set entry per event
+        self._ring = bytearray(window)
         self._lost_recent: set[int] = set()
         self.lost = 0
         self.duplicated = 0
@@ -114,10 +113,23 @@ class SequenceTracker:
         self.resets = 0
 
     def _remember(self, seq: int) -> None:
-        self._seen.add(seq)
-        self._seen_order.append(seq)
-        if len(self._seen_order) > self.window:
-            self._seen.discard(self._seen_order.popleft())
+        self._ring[seq % self.window] = 1
+
+    def _advance(self, old: int, new: int) -> None:
+        """Move the window's top from ``old`` to ``new``: clear the slots it enters."""
+        window = self.window
+        if new - old >= window:
+            self._ring = bytearray(window)
+            return
+        ring = self._ring
+        for seq in range(old + 1, new + 1):
+            ring[seq % window] = 0
+
+    def _seen(self, seq: int) -> bool:
+        assert self.highest is not None
+        return self.highest - self.window < seq <= self.highest and bool(
+            self._ring[seq % self.window]
+        )
 
     def observe(self, seq: int, now: float) -> Verdict:
         """Account one received sequence number at monotonic time ``now``."""
@@ -134,6 +146,7 @@ class SequenceTracker:
                 first = seq - self.window
             for missing in range(first, seq):
                 self._missing[missing] = now
+            self._advance(highest, seq)
             self.highest = seq
             self._remember(seq)
             return Verdict.NEW
@@ -142,7 +155,7 @@ class SequenceTracker:
             self.out_of_order += 1
             self._remember(seq)
             return Verdict.OUT_OF_ORDER
-        if seq in self._seen:
+        if self._seen(seq):
             self.duplicated += 1
             return Verdict.DUPLICATE
         if seq in self._lost_recent:
@@ -155,6 +168,7 @@ class SequenceTracker:
             # far behind anything we track: the producer restarted its sequence
             self.resets += 1
             self._missing.clear()
+            self._ring = bytearray(self.window)
             self.highest = seq
             self._remember(seq)
             return Verdict.RESET
