@@ -13,35 +13,24 @@ continuously (every run, every timed event) through ``record_run`` and
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections import Counter, deque
-from collections.abc import Sequence
+from collections import deque
 
 import aiohttp
 import structlog
 
 from probed.config import Config
 from probed.jsonpath import lookup
-from probed.probes.base import ProbeRun, Reason
+from probed.probes.base import ProbeRun
 from probed.recommend import RecommendationEngine, Transition
 from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
 from probed.slo import SloEvaluator
 from probed.status import compute_components, default_components
 from probed.store import ProbeState, ResultStore, StreamStats
 
-__all__ = ["Evaluator", "percentile"]
+__all__ = ["Evaluator"]
 
 _log = structlog.get_logger("probed.evaluate")
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (0-1) of ``values`` by the nearest-rank method; None if empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1]
 
 
 class Evaluator:
@@ -74,21 +63,18 @@ class Evaluator:
 
     # -- signals ------------------------------------------------------------------------
 
-    def _probe_signal(self, st: ProbeState, horizon: float) -> ProbeSignal:
-        runs = [r for r in st.window if r.started_at >= horizon]
-        failures = [r for r in runs if not r.success]
+    def _probe_signal(self, st: ProbeState, now: float) -> ProbeSignal:
+        window = st.window.at(now)
         last = st.last
         return ProbeSignal(
             name=st.name,
             kind=st.kind,
             target=st.target,
-            runs=len(runs),
-            failures=len(failures),
-            reasons=dict(Counter(r.reason for r in failures if r.reason is not None)),
-            rate_limited=sum(
-                1 for r in runs if r.status_code == 429 or r.reason == Reason.RATE_LIMITED
-            ),
-            p95_seconds=percentile([r.duration for r in runs], 0.95),
+            runs=window.runs,
+            failures=window.failures,
+            reasons=dict(window.reasons),
+            rate_limited=window.rate_limited,
+            p95_seconds=window.durations.quantile(0.95),
             last_success=None if last is None else last.success,
             last_success_at=st.last_success_at,
         )
@@ -99,15 +85,15 @@ class Evaluator:
         while len(marks) > 1 and marks[1][0] <= horizon:
             marks.popleft()
         lost = st.lost - marks[0][1]  # marks[0]: the last mark at or before the horizon
-        lags = [lag for t, lag in zip(st.lag_times, st.lag_values, strict=True) if t >= horizon]
+        lags = st.lag_window
         down = 0.0 if st.down_since is None else time.monotonic() - st.down_since
         return StreamSignal(
             name=st.name,
             target=st.target,
             connected=st.connected >= st.subscribers,
             disconnected_for=down,
-            events=len(lags),
-            lag_p95=percentile(lags, 0.95),
+            events=lags.count(now),
+            lag_p95=lags.quantile(0.95, now),
             lost=max(0, lost),
         )
 
@@ -115,7 +101,7 @@ class Evaluator:
         """A snapshot of the store over the signal window ending at ``now`` (Unix seconds)."""
         window = self.config.recommend.window
         horizon = now - window
-        probes = {st.name: self._probe_signal(st, horizon) for st in self.store}
+        probes = {st.name: self._probe_signal(st, now) for st in self.store}
         streams = {
             name: self._stream_signal(st, now, horizon) for name, st in self.store.streams.items()
         }

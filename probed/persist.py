@@ -1004,7 +1004,9 @@ class Persister:
                 for r in ring
             ]
             state.recent.extend(entries)  # a deque of ring_size: keeps the newest
-            state.window.extend(e for e in entries if horizon <= e.started_at <= now)
+            for e in entries:
+                if horizon <= e.started_at <= now:
+                    state.count_in_window(e)
             successes = [e.started_at for e in entries if e.success]
             if state.name in last_ok:
                 successes.append(last_ok[state.name])

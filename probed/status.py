@@ -334,26 +334,12 @@ def _probe_doc(state: ProbeState) -> dict[str, Any]:
     }
 
 
-#: Points of a stream's lag line on the status page (max lag per time slot).
-_LAG_SLOTS = 60
-
-
 def _lag_series(stats: StreamStats, now: float) -> list[dict[str, float | None]]:
-    """The stream's lag over its signal window: the worst lag of each of ``_LAG_SLOTS`` slots."""
-    window = stats.signal_window
-    if not stats.lag_times or window <= 0:
-        return []
-    start = now - window
-    step = window / _LAG_SLOTS
-    worst: dict[int, float] = {}
-    for wall, lag in zip(stats.lag_times, stats.lag_values, strict=True):
-        if wall < start or not math.isfinite(lag):
-            continue
-        slot = min(_LAG_SLOTS - 1, int((wall - start) / step))
-        worst[slot] = max(lag, worst.get(slot, lag))
+    """The stream's lag over its signal window: the worst lag of each time slot."""
     return [
-        {"t": _finite(start + (slot + 1) * step, 3), "lag": _finite(lag, 6)}
-        for slot, lag in sorted(worst.items())
+        {"t": _finite(end, 3), "lag": _finite(lag, 6)}
+        for end, lag in stats.lag_window.worst(now)
+        if math.isfinite(lag)
     ]
 
 

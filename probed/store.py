@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from probed.probes.base import ProbeRun, Reason
+from probed.window import LagWindow, RunWindow
 
 __all__ = [
     "DELIVERY_LAG_BUCKETS",
@@ -94,6 +95,7 @@ class ProbeState:
     kind: str
     target: str
     ring_size: int
+    signal_window: float = 300.0
     last: ProbeRun | None = None
     last_success_at: float | None = None
     runs: Counter[str] = field(default_factory=Counter)
@@ -106,11 +108,22 @@ class ProbeState:
     """Reflect probes: the canary's delivery lag (created on first observation)."""
     recent: deque[RecentResult] = field(init=False)
     """The last ``ring_size`` runs (charts, persistence)."""
-    window: deque[RecentResult] = field(default_factory=deque)
+    window: RunWindow = field(init=False)
     """Runs that started within the store's signal window (recommendations, status)."""
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.ring_size)
+        self.window = RunWindow(self.signal_window)
+
+    def count_in_window(self, entry: RecentResult) -> None:
+        """Add one run to the signal window (``record`` does; so does a restore)."""
+        self.window.add(
+            entry.started_at,
+            entry.duration,
+            entry.reason,
+            failed=not entry.success,
+            limited=entry.status_code == 429 or entry.reason == Reason.RATE_LIMITED.value,
+        )
 
 
 @dataclass(slots=True)
@@ -143,32 +156,19 @@ class StreamStats:
     fanout_spread: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
     down_since: float | None = None
     """``time.monotonic()`` since when the primary connection is down (None while up)."""
-    lag_times: deque[float] = field(default_factory=deque)
-    """Wall receive times of timed events within the signal window (parallel to lag_values).
-
-    Two deques of floats rather than one of tuples: floats are not tracked by the
-    garbage collector, tuples are (a tuple per event made gen2 pauses of 100+ ms)."""
-    lag_values: deque[float] = field(default_factory=deque)
     signal_window: float = 300.0
+    lag_window: LagWindow = field(init=False)
+    """Timed events within the signal window (lag p95, the status page's lag line)."""
 
     def __post_init__(self) -> None:
         if not self.connection_ids:
             self.connection_ids = [""] * self.subscribers
+        self.lag_window = LagWindow(self.signal_window)
 
     def observe_lag(self, lag: float, wall: float) -> None:
         """Record one event's delivery lag (seconds, non-negative) received at ``wall``."""
         self.delivery_lag.observe(lag)
-        times, values = self.lag_times, self.lag_values
-        times.append(wall)
-        values.append(lag)
-        horizon = wall - self.signal_window
-        while times and (times[0] < horizon or len(times) > _WINDOW_CAP):
-            times.popleft()
-            values.popleft()
-
-
-#: Most samples a signal window keeps per probe or stream, whatever the rate.
-_WINDOW_CAP = 100_000
+        self.lag_window.observe(lag, wall)
 
 
 class ResultStore:
@@ -188,7 +188,7 @@ class ResultStore:
         """Start tracking a probe (a no-op that updates kind/target if it exists)."""
         state = self._probes.get(name)
         if state is None or state.kind != kind or state.target != target:
-            state = ProbeState(name, kind, target, self.ring_size)
+            state = ProbeState(name, kind, target, self.ring_size, self.signal_window)
             self._probes[name] = state
         return state
 
@@ -248,11 +248,7 @@ class ResultStore:
             status_code=result.status_code,
         )
         state.recent.append(entry)
-        window = state.window
-        window.append(entry)
-        horizon = run.started_at - self.signal_window
-        while window and (window[0].started_at < horizon or len(window) > _WINDOW_CAP):
-            window.popleft()
+        state.count_in_window(entry)
 
     def skipped(self, name: str, reason: str) -> None:
         """Count a tick that did not start a run (``overlap`` or ``missed``)."""
