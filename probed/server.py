@@ -14,13 +14,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, exposition
+from prometheus_client.core import Metric
 
 from probed import __version__
 from probed.signals import Evaluation
@@ -54,11 +56,26 @@ class ServerState:
 _STATE = web.AppKey("state", ServerState)
 
 
+class _Collected(CollectorRegistry):
+    """Metric families already collected, for an encoder running off the event loop."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        super().__init__(auto_describe=False)
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     accept = request.headers.get("Accept", "")
     encoder, content_type = exposition.choose_encoder(accept)
-    body = encoder(state.registry)
+    # Collecting reads the store, so it runs on the loop (a consistent snapshot); encoding
+    # the text (two thirds of the time, ~100 ms for 500 streams) runs in a worker thread,
+    # which gives the loop the GIL back every switch interval instead of stalling it.
+    families = list(state.registry.collect())
+    body = await asyncio.to_thread(encoder, _Collected(families))
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
