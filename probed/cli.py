@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from probed import __version__
+from probed.client import ClientSetupError, DaemonClient, add_client_options, daemon_client
 from probed.config import Config, load_config
 from probed.errors import ConfigError
 from probed.logging import configure_logging
@@ -132,11 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="show a running daemon's status (components, recommendations, SLOs)",
         description="Fetch /api/v1/status from a running daemon and print it.",
     )
-    status.add_argument(
-        "--url",
-        help="the daemon's base URL (default: from --config's [daemon] listen, "
-        "else http://127.0.0.1:10115)",
-    )
+    add_client_options(status)
     _add_config(status, default=None)
     status.add_argument(
         "-f",
@@ -147,6 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
         "incident (the 'Initial Ack' template)",
     )
     status.add_argument("--incident-id", help="incident id for --format incident")
+
+    health = sub.add_parser(
+        "healthcheck",
+        help="exit 0 if a running daemon answers /-/healthy (Docker HEALTHCHECK)",
+        description="GET /-/healthy from a running daemon; exit 0 on 200, else 1 with the "
+        "reason on stderr. Takes the same URL, TLS and credential options as status.",
+    )
+    add_client_options(health)
+    _add_config(health, default=None)
+    health.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)"
+    )
     return parser
 
 
@@ -320,34 +329,57 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _client(args: argparse.Namespace, command: str) -> DaemonClient | int:
+    """The daemon client of ``args``, or an exit code after printing why not."""
+    listen = web_config = None
+    if args.config:
+        config = _load(args.config)
+        if config is None:
+            return EXIT_CONFIG
+        listen = config.daemon.listen
+        web_config = config.daemon.web_config_file
+    if args.web_config_file:
+        web_config = Path(args.web_config_file)
+    try:
+        return daemon_client(args, listen=listen, web_config=web_config)
+    except ClientSetupError as exc:
+        print(f"probed {command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+async def _get(client: DaemonClient, path: str, seconds: float) -> tuple[int, bytes]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as http,
+        http.get(
+            f"{client.base_url}{path}",
+            headers=client.headers(),
+            ssl=client.ssl_option(),
+            server_hostname=client.server_name,
+        ) as resp,
+    ):
+        return resp.status, await resp.read()
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import aiohttp
 
     from probed.status import render_incident, render_markdown, render_table
 
-    url = args.url
-    if url is None and args.config:
-        config = _load(args.config)
-        if config is None:
-            return EXIT_CONFIG
-        host, port = config.daemon.host_port()
-        url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
-    url = (url or "http://127.0.0.1:10115").rstrip("/")
-
-    async def fetch() -> dict[str, object]:
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            http.get(f"{url}/api/v1/status") as resp,
-        ):
-            resp.raise_for_status()
-            data: dict[str, object] = await resp.json()
-            return data
-
+    client = _client(args, "status")
+    if isinstance(client, int):
+        return client
+    url = f"{client.base_url}/api/v1/status"
     try:
-        doc = asyncio.run(fetch())
+        code, body = asyncio.run(_get(client, "/api/v1/status", 10.0))
+        if code != 200:
+            raise ValueError(f"HTTP {code}")
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        print(f"probed status: cannot read {url}/api/v1/status: {exc}", file=sys.stderr)
+        print(f"probed status: cannot read {url}: {exc or type(exc).__name__}", file=sys.stderr)
         return EXIT_FAILED
     if args.format == "json":
         print(json.dumps(doc, indent=2))
@@ -357,6 +389,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(render_incident(doc, incident_id=args.incident_id))
     else:
         print(render_table(doc))
+    return EXIT_OK
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    client = _client(args, "healthcheck")
+    if isinstance(client, int):
+        return client
+    url = f"{client.base_url}/-/healthy"
+    try:
+        code, _ = asyncio.run(_get(client, "/-/healthy", args.timeout))
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        print(f"probed healthcheck: {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILED
+    if code != 200:
+        print(f"probed healthcheck: {url}: HTTP {code}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -370,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "once": _cmd_once,
         "rules": _cmd_rules,
         "status": _cmd_status,
+        "healthcheck": _cmd_healthcheck,
     }
     try:
         return handlers[args.command](args)

@@ -1,0 +1,141 @@
+"""The Dockerfile: its promises checked statically, and its steps replayed on this host.
+
+No Docker engine runs here (only the client is installed), so the image itself
+is not built. What can be checked is: the file's structure (multi-stage,
+non-root, HEALTHCHECK on /-/healthy, config path as the README says); that the
+build stage's wheel carries everything the runtime reads; and that the image's
+ENTRYPOINT + CMD with the image's environment start a daemon that its
+HEALTHCHECK command reports healthy, and unhealthy once it is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        word, _, rest = line.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+def image_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, rest in final_stage():
+        if word == "ENV":
+            for item in shlex.split(rest):
+                name, _, value = item.partition("=")
+                env[name] = value
+    return env
+
+
+def exec_form(word: str) -> list[str]:
+    """The JSON exec form of the final stage's ``word`` (after HEALTHCHECK options, CMD)."""
+    (rest,) = [rest for w, rest in final_stage() if w == word]
+    if word == "HEALTHCHECK":
+        rest = rest[rest.index("CMD ") + 4 :]
+    argv: list[str] = json.loads(rest)
+    return argv
+
+
+def test_multi_stage_non_root_with_a_documented_config_path() -> None:
+    steps = instructions()
+    assert 2 <= sum(1 for word, _ in steps if word == "FROM")
+    stage = final_stage()
+    users = [rest for word, rest in stage if word == "USER"]
+    assert users
+    assert users[-1] not in ("root", "0")
+    assert any(word == "COPY" and "--from=build" in rest for word, rest in stage)
+    env = image_env()
+    assert "/etc/probed/probes.toml" == env["PROBED_CONFIG"]
+    assert "/etc/probed/probes.toml" in (ROOT / "README.md").read_text()
+    port = env["PROBED_DAEMON__LISTEN"].rsplit(":", 1)[1]
+    assert [port] == [rest for word, rest in stage if word == "EXPOSE"]
+    assert ["probed", "healthcheck"] == exec_form("HEALTHCHECK")[:2]
+
+
+def test_the_build_stage_wheel_carries_the_runtime_files(tmp_path: Path) -> None:
+    """``pip wheel .`` as the build stage runs it (offline here: no deps, no isolation)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("probed-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tracked = subprocess.run(
+        ["git", "ls-files", "probed"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    if not tracked:  # not a git checkout (an unpacked source tree): every file under probed/
+        tracked = [str(p.relative_to(ROOT)) for p in (ROOT / "probed").rglob("*") if p.is_file()]
+    needed = {name for name in tracked if "__pycache__" not in name}
+    assert set() == needed - names
+    assert "probed/demo/probes.toml" in names
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the image is Linux")
+def test_entrypoint_and_healthcheck_with_the_image_environment(tmp_path: Path) -> None:
+    """ENTRYPOINT + CMD with the image's ENV start a daemon its HEALTHCHECK calls healthy."""
+    config = tmp_path / "etc" / "probes.toml"
+    config.parent.mkdir()
+    config.write_text("# an empty probes file: the daemon serves its endpoints\n")
+    port = free_port()
+    env = {
+        **os.environ,
+        **image_env(),
+        # the image listens on 0.0.0.0 for its port mapping; a test binds loopback only
+        "PROBED_DAEMON__LISTEN": f"127.0.0.1:{port}",
+        "PROBED_DAEMON__STATE_DIR": str(tmp_path / "state"),
+        "PROBED_CONFIG": str(config),
+    }
+    entry = [*exec_form("ENTRYPOINT"), *exec_form("CMD")]
+    health = exec_form("HEALTHCHECK")
+    daemon = subprocess.Popen(
+        entry, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    try:
+        deadline = time.monotonic() + 10  # the HEALTHCHECK's --start-period
+        while True:
+            check = subprocess.run(health, env=env, capture_output=True, text=True, timeout=30)
+            if check.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert (0, "") == (check.returncode, check.stderr)
+    finally:
+        daemon.terminate()
+        _, err = daemon.communicate(timeout=15)
+    assert 0 == daemon.returncode, err.decode()[-2000:]
+    check = subprocess.run(health, env=env, capture_output=True, text=True, timeout=30)
+    assert 1 == check.returncode
+    assert check.stderr.startswith(f"probed healthcheck: http://127.0.0.1:{port}/-/healthy: ")
