@@ -17,6 +17,7 @@ import gc
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -39,6 +40,9 @@ from probed.server import ServerState, create_app
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.watcher import StreamManager
+
+if TYPE_CHECKING:
+    from probed.webconfig import LiveWebConfig
 
 __all__ = ["Daemon", "ProbeExecutor", "log_run", "run_once"]
 
@@ -156,6 +160,8 @@ class Daemon:
         self.scheduler: Scheduler | None = None
         self.streams: StreamManager | None = None
         self.persister: Persister  # opened in run(): the state dir is touched only when running
+        self.web: LiveWebConfig | None = None
+        """The web config the server enforces (None: none configured at start)."""
         self.server_state = ServerState(
             self.store, self.registry, self.reload, location=config.daemon.location
         )
@@ -211,8 +217,19 @@ class Daemon:
             return False, str(exc)
         if new.daemon.listen != self.config.daemon.listen:
             _log.warning("config_listen_change_needs_restart", listen=self.config.daemon.listen)
-        if new.daemon.web_config_file != self.config.daemon.web_config_file:
-            _log.warning("config_web_config_change_needs_restart")
+        web = self.web
+        tls_context = None
+        if web is not None:
+            try:  # the one part of applying that can fail: loading new TLS files
+                tls_context = web.prepare(new.web)
+            except ConfigError as exc:
+                self.info.config_reload_successful = False
+                _log.error(
+                    "config_reload_failed", path=str(self.config_path), problems=exc.problems
+                )
+                return False, str(exc)
+        elif new.web is not None:
+            _log.warning("config_web_config_change_needs_restart", key="web_config_file")
         self.executor.configure(new)
         self.evaluator.apply(new)
         self.pusher.apply(new.alerting)
@@ -221,6 +238,9 @@ class Daemon:
         s_added, s_changed, s_removed = self.streams.apply(new.streams, new.targets)
         added, changed, removed = self.scheduler.apply(new.scheduled)
         added, changed, removed = added + s_added, changed + s_changed, removed + s_removed
+        if web is not None:
+            for key in web.apply(new.web, tls_context):
+                _log.warning("config_web_config_change_needs_restart", key=key)
         self.config = new
         self.info.config_reload_successful = True
         self.info.config_reload_timestamp = time.time()
@@ -247,9 +267,16 @@ class Daemon:
         web_cfg = self.config.web
         middlewares = []
         if web_cfg is not None:
-            from probed.webconfig import auth_middleware  # bcrypt and yaml only when used
+            from probed.webconfig import LiveWebConfig  # bcrypt and yaml only when used
 
-            middlewares.append(auth_middleware(web_cfg))
+            try:
+                self.web = LiveWebConfig(web_cfg)
+            except ConfigError as exc:  # the TLS files went bad since the config was checked
+                _log.error("listen_failed", listen=self.config.daemon.listen, problems=exc.problems)
+                self.persister.close()
+                await self.executor.close()
+                return 1
+            middlewares.append(self.web.middleware())
         runner = web.AppRunner(
             create_app(self.server_state, middlewares=middlewares),
             handle_signals=False,
@@ -257,7 +284,7 @@ class Daemon:
         )
         await runner.setup()
         host, port = self.config.daemon.host_port()
-        ssl_context = web_cfg.ssl_context() if web_cfg is not None else None
+        ssl_context = self.web.ssl_context if self.web is not None else None
         if web_cfg is not None and web_cfg.basic_auth_users and ssl_context is None:
             _log.warning("basic_auth_without_tls", web_config=str(web_cfg.source))
         site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)

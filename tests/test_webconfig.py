@@ -642,3 +642,86 @@ async def test_daemon_serves_tls_and_basic_auth_from_its_config(
     finally:
         daemon.request_stop()
         assert 0 == await task
+
+
+async def test_reload_rotates_certificate_and_users_without_a_restart(
+    tmp_path: Path, pki: Pki, session: aiohttp.ClientSession
+) -> None:
+    """A reload puts a new certificate, client policy and users in force for new connections."""
+    pki.write(tmp_path)
+    web_path = _write_config(
+        tmp_path,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  prom: {_hash('old-pw')}\n",
+    )
+    (tmp_path / "probes.toml").write_text(
+        '[daemon]\nlisten = "127.0.0.1:0"\nweb_config_file = "web-config.yml"\n'
+        f'state_dir = "{tmp_path}/state"\n'
+    )
+    daemon = Daemon(load_config(tmp_path / "probes.toml"), install_signal_handlers=False)
+    task = asyncio.create_task(daemon.run())
+    await daemon.wait_started()
+    base = f"https://localhost:{daemon.bound_port}"
+    old_ca, new_ca = _client_context(pki), ssl.create_default_context()
+    rotated = trustme.CA()
+    rotated.configure_trust(new_ca)
+
+    async def status(ctx: ssl.SSLContext, password: str, host: str = "localhost") -> int | str:
+        try:
+            async with session.get(
+                f"https://{host}:{daemon.bound_port}/metrics",
+                ssl=ctx,
+                headers={"Authorization": _basic("prom", password)},
+            ) as resp:
+                return resp.status
+        except aiohttp.ClientConnectorCertificateError:
+            return "untrusted"
+
+    try:
+        assert (200, "untrusted") == (await status(old_ca, "old-pw"), await status(new_ca, "x"))
+
+        # rotate: a certificate from another CA, a new password, a new header
+        leaf = rotated.issue_cert("localhost", "127.0.0.1")
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "new.crt"))
+        leaf.private_key_pem.write_to_path(str(tmp_path / "new.key"))
+        web_path.write_text(
+            "tls_server_config:\n  cert_file: new.crt\n  key_file: new.key\n"
+            f"basic_auth_users:\n  prom: {_hash('new-pw')}\n"
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+        )
+        assert (True, "added 0, changed 0, removed 0") == await daemon.reload()
+        assert daemon.info.config_reload_successful
+        assert "untrusted" == await status(old_ca, "new-pw")
+        assert (401, 200) == (await status(new_ca, "old-pw"), await status(new_ca, "new-pw"))
+        # a client dialling an IP address sends no server name; the swap holds for it too
+        assert 200 == await status(new_ca, "new-pw", host="127.0.0.1")
+        async with session.get(
+            f"{base}/-/healthy", ssl=new_ca, headers={"Authorization": _basic("prom", "new-pw")}
+        ) as resp:
+            assert "deny" == resp.headers["X-Frame-Options"]
+
+        # now require client certificates from the client CA
+        web_path.write_text(
+            "tls_server_config:\n  cert_file: new.crt\n  key_file: new.key\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients-ca.crt\n"
+            f"basic_auth_users:\n  prom: {_hash('new-pw')}\n"
+        )
+        assert (await daemon.reload())[0]
+        with_cert = ssl.create_default_context()
+        rotated.configure_trust(with_cert)
+        pki.client.configure_cert(with_cert)
+        assert 200 == await status(with_cert, "new-pw")
+        with pytest.raises(aiohttp.ClientError):
+            await status(new_ca, "new-pw")
+
+        # a web config whose TLS files are unusable fails the reload and changes nothing
+        (tmp_path / "new.key").write_text("not a key\n")
+        web_path.write_text(web_path.read_text() + "\n")
+        ok, message = await daemon.reload()
+        assert not ok
+        assert "tls_server_config" in message
+        assert not daemon.info.config_reload_successful
+        assert 200 == await status(with_cert, "new-pw")
+    finally:
+        daemon.request_stop()
+        assert 0 == await task
