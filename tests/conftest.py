@@ -1,4 +1,8 @@
-"""Shared fixtures: probe sessions, loopback servers, and network faults for probe tests."""
+"""Shared fixtures: probe sessions, loopback servers, and network faults for probe tests.
+
+Plain helpers of the probe-kind tests (the recording app, fault-table rows) are in
+``probeservers.py``.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,10 @@ import aiohttp.abc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from probeservers import DEMO_PASSWORD, STREAM, with_hub
 
 from probed.config import TargetConfig
+from probed.demo import DemoTarget
 from probed.probes.base import ProbeContext, Reason
 from probed.probes.session import create_sessions
 from probed.stream.decoder import Event, SSEDecoder
@@ -119,6 +125,43 @@ async def serve_app() -> AsyncIterator[ServeApp]:
         await server.close()
 
 
+@pytest.fixture
+async def ctx(
+    app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
+) -> ProbeContext:
+    """A context whose target is the test module's ``app`` fixture, served on loopback."""
+    return make_probe_context(await serve_app(app))
+
+
+@pytest.fixture
+async def demo_target() -> AsyncIterator[DemoTarget]:
+    """A healthy demo target on 127.0.0.1, any free port, seeded draws."""
+    async with DemoTarget(password=DEMO_PASSWORD, seed=1) as demo:
+        yield demo
+
+
+@dataclass(frozen=True)
+class StreamDown:
+    """A context on ``demo_target`` whose stream watcher is down, and the detail that says so."""
+
+    ctx: ProbeContext
+    detail: str
+
+
+@pytest.fixture(params=["disconnected", "no_watcher"])
+def stream_down(
+    request: pytest.FixtureRequest,
+    demo_target: DemoTarget,
+    make_probe_context: MakeProbeContext,
+) -> StreamDown:
+    """The ``STREAM`` watcher registered but not connected, then not registered at all."""
+    ctx, hub = with_hub(make_probe_context(demo_target.base_url))
+    if request.param == "disconnected":
+        hub.register_stream(STREAM, lambda: False)
+        return StreamDown(ctx, "is not connected")
+    return StreamDown(ctx, "no stream watcher 'events' is running")
+
+
 @dataclass(frozen=True)
 class NetworkFault:
     """A base URL that fails in one way below HTTP, and the reason a probe must report."""
@@ -126,6 +169,8 @@ class NetworkFault:
     name: str
     base_url: str
     reason: Reason
+    ctx: ProbeContext
+    """A probe context whose target is ``base_url``."""
 
 
 async def _close_before_response(
@@ -178,25 +223,27 @@ def _raw(
         "truncated_body",
     ]
 )
-async def network_fault(request: pytest.FixtureRequest) -> AsyncIterator[NetworkFault]:
+async def network_fault(
+    request: pytest.FixtureRequest, make_probe_context: MakeProbeContext
+) -> AsyncIterator[NetworkFault]:
     """Each network-level fault in turn (refused, DNS, unreachable, broken HTTP)."""
     name: str = request.param
+    server: asyncio.Server | None = None
     if name == "connect_refused":
-        with socket.socket() as sock:  # bound, then closed: nothing listens there
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        yield NetworkFault(name, f"http://127.0.0.1:{port}", Reason.CONNECT_REFUSED)
+        base_url, reason = f"http://127.0.0.1:{free_port()}", Reason.CONNECT_REFUSED
     elif name == "dns":
-        yield NetworkFault(name, "http://no-such-host.invalid", Reason.DNS)
+        base_url, reason = "http://no-such-host.invalid", Reason.DNS
     elif name == "connect_error":
         # connect() to the broadcast address fails at once (EACCES or ENETUNREACH)
-        yield NetworkFault(name, "http://255.255.255.255:9", Reason.CONNECT_ERROR)
+        base_url, reason = "http://255.255.255.255:9", Reason.CONNECT_ERROR
     else:
         server = await asyncio.start_server(_raw(_RAW_HANDLERS[name]), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            yield NetworkFault(name, f"http://127.0.0.1:{port}", Reason.PROTOCOL_ERROR)
-        finally:
+        base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        reason = Reason.PROTOCOL_ERROR
+    try:
+        yield NetworkFault(name, base_url, reason, make_probe_context(base_url))
+    finally:
+        if server is not None:
             server.close()
             await server.wait_closed()
 

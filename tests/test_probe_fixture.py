@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
 from probed.config import FixtureProbe
-from probed.probes import PROBERS
-from probed.probes.base import ProbeContext, ProbeRun, Reason, run_probe
+from probed.probes.base import ProbeContext, Reason
 from probed.probes.fixture import canonical_json, canonical_sha256
 
 if TYPE_CHECKING:
-    from conftest import MakeProbeContext, NetworkFault, ServeApp
+    from conftest import NetworkFault
 
 INPUT = b'{"items": [3, 1, 2]}\n'
 ANSWER = '{"result": {"sorted": [1, 2, 3], "count": 3, "name": "\u00e9"}, "meta": {"engine": "v2"}}'
@@ -30,32 +28,6 @@ RESULT_SHA = hashlib.sha256(b'{"count":3,"name":"\xc3\xa9","sorted":[1,2,3]}').h
 DOCUMENT_SHA = hashlib.sha256(
     b'{"meta":{"engine":"v2"},"result":{"count":3,"name":"\xc3\xa9","sorted":[1,2,3]}}'
 ).hexdigest()
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request as the test server saw it."""
-
-    method: str
-    content_type: str
-    body: bytes
-    traceparent: str | None
-
-
-SEEN = web.AppKey("seen", list[Seen])
-
-
-@web.middleware
-async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request.app[SEEN].append(
-        Seen(
-            request.method,
-            request.headers.get("Content-Type", ""),
-            await request.read(),
-            request.headers.get("traceparent"),
-        )
-    )
-    return await handler(request)
 
 
 async def _render(request: web.Request) -> web.Response:
@@ -80,15 +52,6 @@ async def _render(request: web.Request) -> web.Response:
     return web.Response(text=answer, content_type="application/json")
 
 
-def make_app() -> web.Application:
-    """The purpose-built fixture target: /render answers one way per variant."""
-    app = web.Application(middlewares=[_record])
-    app[SEEN] = []
-    app.router.add_route("*", "/render", _render)
-    app.router.add_route("*", "/render/{variant}", _render)
-    return app
-
-
 def fixture_spec(**fields: Any) -> FixtureProbe:
     """A fixture probe posting ``INPUT`` to /render, checking ``result``."""
     spec = FixtureProbe(
@@ -109,108 +72,45 @@ def fixture_spec(**fields: Any) -> FixtureProbe:
 
 @pytest.fixture
 async def app() -> web.Application:
-    """A fresh fixture target (its ``SEEN`` list records every request)."""
-    return make_app()
-
-
-@pytest.fixture
-async def ctx(
-    app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
-) -> ProbeContext:
-    """A context whose target is ``app`` served on loopback."""
-    return make_probe_context(await serve_app(app))
-
-
-async def run(ctx: ProbeContext, spec: FixtureProbe) -> ProbeRun:
-    """Run ``spec`` once through the real runner."""
-    return await run_probe(PROBERS[spec.kind], ctx, spec)
+    """The purpose-built fixture target: /render answers one way per variant."""
+    return recording_app(
+        web.route("*", "/render", _render),
+        web.route("*", "/render/{variant}", _render),
+    )
 
 
 FAULTS = [
-    pytest.param({}, True, None, "", id="ok"),
-    pytest.param({"path": "/render/reordered"}, True, None, "", id="ok_reordered"),
-    pytest.param(
-        {"select": None, "expected_sha256": DOCUMENT_SHA}, True, None, "", id="ok_whole_document"
+    ok("ok"),
+    ok("ok_reordered", path="/render/reordered"),
+    ok("ok_whole_document", select=None, expected_sha256=DOCUMENT_SHA),
+    fails("output_mismatch", Reason.OUTPUT_MISMATCH, "output_mismatch", expected_sha256="0" * 64),
+    fails("output_mismatch_without_select", Reason.OUTPUT_MISMATCH, "output_mismatch", select=None),
+    fails("select_missing", Reason.JSON_MISMATCH, "json_mismatch", select="result.missing"),
+    fails(
+        "select_index_out_of_range", Reason.JSON_MISMATCH, "json_mismatch", select="result.sorted.7"
     ),
-    pytest.param(
-        {"expected_sha256": "0" * 64},
-        False,
-        Reason.OUTPUT_MISMATCH,
-        "output_mismatch",
-        id="output_mismatch",
-    ),
-    pytest.param(
-        {"select": None},
-        False,
-        Reason.OUTPUT_MISMATCH,
-        "output_mismatch",
-        id="output_mismatch_without_select",
-    ),
-    pytest.param(
-        {"select": "result.missing"},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="select_missing",
-    ),
-    pytest.param(
-        {"select": "result.sorted.7"},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="select_index_out_of_range",
-    ),
-    pytest.param(
-        {"path": "/render/html"}, False, Reason.INVALID_JSON, "invalid_json", id="invalid_json"
-    ),
-    pytest.param(
-        {"path": "/render/nan"}, False, Reason.INVALID_JSON, "invalid_json", id="nan_is_not_json"
-    ),
-    pytest.param(
-        {"path": "/render/empty"}, False, Reason.INVALID_JSON, "invalid_json", id="empty_body"
-    ),
-    pytest.param({"path": "/render/503"}, False, Reason.STATUS, "http_503", id="status"),
-    pytest.param(
-        {"path": "/render/429"}, False, Reason.RATE_LIMITED, "http_429", id="rate_limited"
-    ),
-    pytest.param({"max_body_size": 16}, False, Reason.OVERSIZE, "oversize", id="oversize"),
-    pytest.param(
-        {"path": "/render/slow", "latency_threshold": "50ms"},
-        False,
-        Reason.SLOW,
-        "slow",
-        id="slow",
-    ),
-    pytest.param(
-        {"path": "/render/hang", "timeout": "100ms"},
-        False,
-        Reason.TIMEOUT,
-        "timeout",
-        id="timeout",
-    ),
+    fails("invalid_json", Reason.INVALID_JSON, "invalid_json", path="/render/html"),
+    fails("nan_is_not_json", Reason.INVALID_JSON, "invalid_json", path="/render/nan"),
+    fails("empty_body", Reason.INVALID_JSON, "invalid_json", path="/render/empty"),
+    fails("status", Reason.STATUS, "http_503", path="/render/503"),
+    fails("rate_limited", Reason.RATE_LIMITED, "http_429", path="/render/429"),
+    fails("oversize", Reason.OVERSIZE, "oversize", max_body_size=16),
+    fails("slow", Reason.SLOW, "slow", path="/render/slow", latency_threshold="50ms"),
+    fails("timeout", Reason.TIMEOUT, "timeout", path="/render/hang", timeout="100ms"),
 ]
 
 
-@pytest.mark.parametrize(("fields", "success", "reason", "error_code"), FAULTS)
-async def test_fixture_faults(
-    ctx: ProbeContext,
-    fields: dict[str, Any],
-    success: bool,
-    reason: Reason | None,
-    error_code: str,
-) -> None:
-    """Each fixture fault yields the expected success and reason."""
+@pytest.mark.parametrize(("fields", "expected"), FAULTS)
+async def test_fixture_faults(ctx: ProbeContext, fields: dict[str, Any], expected: Outcome) -> None:
+    """Each fixture fault yields the expected success, reason and error code."""
     result = (await run(ctx, fixture_spec(**fields))).result
 
-    assert (success, reason) == (result.success, result.reason), result.detail
-    assert error_code == result.error_code
+    assert expected == Outcome.of(result), result.detail
 
 
-async def test_network_faults(
-    network_fault: NetworkFault, make_probe_context: MakeProbeContext
-) -> None:
+async def test_network_faults(network_fault: NetworkFault) -> None:
     """A fixture run reports network-level faults with the runner's reasons."""
-    result = (await run(make_probe_context(network_fault.base_url), fixture_spec())).result
+    result = (await run(network_fault.ctx, fixture_spec())).result
 
     assert (False, network_fault.reason) == (result.success, result.reason), result.detail
 

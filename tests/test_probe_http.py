@@ -18,12 +18,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
 from probed.config import HttpProbe, JsonAssertion, TargetConfig
-from probed.probes import PROBERS
 from probed.probes._http_common import lookup, parse_retry_after, ssl_for
-from probed.probes.base import ProbeContext, ProbeResult, ProbeRun, Reason, run_probe
+from probed.probes.base import ProbeContext, ProbeResult, Reason, run_probe
 from probed.probes.session import PHASES
 
 if TYPE_CHECKING:
@@ -33,38 +32,6 @@ PLAIN_PHASES = tuple(phase for phase in PHASES if phase != "tls")
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")
 TEXT = "service healthy v1"
 DOCUMENT = {"status": "up", "items": [{"id": 1, "tags": ["a"]}], "ok": True, "n": 3}
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request as the test server saw it."""
-
-    path: str
-    method: str
-    traceparent: str | None
-    content_type: str
-    body: bytes
-    connection: object
-    """The server's per-connection protocol object (kept alive, so identity is unique)."""
-
-
-SEEN = web.AppKey("seen", list[Seen])
-
-
-@web.middleware
-async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
-    body = await request.read()
-    request.app[SEEN].append(
-        Seen(
-            request.path,
-            request.method,
-            request.headers.get("traceparent"),
-            request.headers.get("Content-Type", ""),
-            body,
-            request.protocol,
-        )
-    )
-    return await handler(request)
 
 
 async def _json(request: web.Request) -> web.Response:
@@ -135,24 +102,6 @@ async def _echo(request: web.Request) -> web.Response:
     return web.json_response({"method": request.method})
 
 
-def make_app() -> web.Application:
-    """The purpose-built target: one route per behaviour."""
-    app = web.Application(middlewares=[_record])
-    app[SEEN] = []
-    app.router.add_get("/json", _json)
-    app.router.add_get("/text", _text)
-    app.router.add_route("*", "/status/{code}", _status)
-    app.router.add_get("/ratelimit/{form}", _rate_limited)
-    app.router.add_get("/slow/{ms}", _slow)
-    app.router.add_get("/slowbody", _slow_body)
-    app.router.add_get("/loop", _loop)
-    app.router.add_get("/redirect/{n}", _redirect)
-    app.router.add_get("/big", _big)
-    app.router.add_get("/endless", _endless)
-    app.router.add_route("*", "/echo", _echo)
-    return app
-
-
 def http_spec(**fields: Any) -> HttpProbe:
     """An http probe on target ``t`` with ``fields`` overriding the defaults."""
     return HttpProbe(**{"name": "web", "target": "t", "timeout": "1s", **fields})
@@ -160,206 +109,116 @@ def http_spec(**fields: Any) -> HttpProbe:
 
 @pytest.fixture
 async def app() -> web.Application:
-    """A fresh target app (its ``SEEN`` list records every request)."""
-    return make_app()
-
-
-@pytest.fixture
-async def ctx(
-    app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
-) -> ProbeContext:
-    """A context whose target is ``app`` served on loopback."""
-    return make_probe_context(await serve_app(app))
-
-
-async def run(ctx: ProbeContext, spec: HttpProbe) -> ProbeRun:
-    """Run ``spec`` once through the real runner."""
-    return await run_probe(PROBERS[spec.kind], ctx, spec)
+    """The purpose-built target, one route per behaviour; ``SEEN`` records every request."""
+    return recording_app(
+        web.get("/json", _json),
+        web.get("/text", _text),
+        web.route("*", "/status/{code}", _status),
+        web.get("/ratelimit/{form}", _rate_limited),
+        web.get("/slow/{ms}", _slow),
+        web.get("/slowbody", _slow_body),
+        web.get("/loop", _loop),
+        web.get("/redirect/{n}", _redirect),
+        web.get("/big", _big),
+        web.get("/endless", _endless),
+        web.route("*", "/echo", _echo),
+    )
 
 
 FAULTS = [
-    pytest.param({"path": "/json"}, True, None, "", id="ok"),
-    pytest.param({"path": "/status/503"}, False, Reason.STATUS, "http_503", id="status"),
-    pytest.param(
-        {"path": "/status/503", "expect_status": [200, 503]}, True, None, "", id="status_expected"
-    ),
-    pytest.param(
-        {"path": "/ratelimit/delta"}, False, Reason.RATE_LIMITED, "http_429", id="rate_limited"
-    ),
-    pytest.param(
-        {"path": "/ratelimit/delta", "expect_status": [429]},
-        True,
-        None,
-        "",
-        id="rate_limit_expected",
-    ),
-    pytest.param(
-        {"path": "/text", "body_regex": r"healthy v\d"}, True, None, "", id="body_regex_matches"
-    ),
-    pytest.param(
-        {"path": "/text", "body_regex": "degraded"},
-        False,
+    ok("ok", path="/json"),
+    fails("status", Reason.STATUS, "http_503", path="/status/503"),
+    ok("status_expected", path="/status/503", expect_status=[200, 503]),
+    fails("rate_limited", Reason.RATE_LIMITED, "http_429", path="/ratelimit/delta"),
+    ok("rate_limit_expected", path="/ratelimit/delta", expect_status=[429]),
+    ok("body_regex_matches", path="/text", body_regex=r"healthy v\d"),
+    fails(
+        "body_regex_mismatch",
         Reason.BODY_MISMATCH,
         "body_mismatch",
-        id="body_regex_mismatch",
+        path="/text",
+        body_regex="degraded",
     ),
-    pytest.param(
-        {"path": "/text", "body_not_regex": "error|degraded"},
-        True,
-        None,
-        "",
-        id="body_not_regex_absent",
-    ),
-    pytest.param(
-        {"path": "/text", "body_not_regex": "healthy"},
-        False,
+    ok("body_not_regex_absent", path="/text", body_not_regex="error|degraded"),
+    fails(
+        "body_not_regex_matches",
         Reason.BODY_MISMATCH,
         "body_mismatch",
-        id="body_not_regex_matches",
+        path="/text",
+        body_not_regex="healthy",
     ),
-    pytest.param(
-        {"path": "/text", "json_checks": [JsonAssertion(path="status")]},
-        False,
+    fails(
+        "invalid_json",
         Reason.INVALID_JSON,
         "invalid_json",
-        id="invalid_json",
+        path="/text",
+        json_checks=[JsonAssertion(path="status")],
     ),
-    pytest.param(
-        {
-            "path": "/json",
-            "json_checks": [
-                JsonAssertion(path="status", equals="up"),
-                JsonAssertion(path="items.0.id", equals=1),
-                JsonAssertion(path="items.0.tags.0", equals="a"),
-                JsonAssertion(path="ok", equals=True),
-                JsonAssertion(path="n", equals=3.0),
-                JsonAssertion(path="gone", exists=False),
-            ],
-        },
-        True,
-        None,
-        "",
-        id="json_checks_pass",
+    ok(
+        "json_checks_pass",
+        path="/json",
+        json_checks=[
+            JsonAssertion(path="status", equals="up"),
+            JsonAssertion(path="items.0.id", equals=1),
+            JsonAssertion(path="items.0.tags.0", equals="a"),
+            JsonAssertion(path="ok", equals=True),
+            JsonAssertion(path="n", equals=3.0),
+            JsonAssertion(path="gone", exists=False),
+        ],
     ),
-    pytest.param(
-        {"path": "/json", "json_checks": [JsonAssertion(path="data.version")]},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="json_missing_path",
-    ),
-    pytest.param(
-        {"path": "/json", "json_checks": [JsonAssertion(path="items.5.id")]},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="json_index_out_of_range",
-    ),
-    pytest.param(
-        {"path": "/json", "json_checks": [JsonAssertion(path="status", equals="down")]},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="json_wrong_value",
-    ),
-    pytest.param(
-        {"path": "/json", "json_checks": [JsonAssertion(path="ok", equals=1)]},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="json_bool_is_not_a_number",
-    ),
-    pytest.param(
-        {"path": "/json", "json_checks": [JsonAssertion(path="status", exists=False)]},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="json_unexpected_path",
-    ),
-    pytest.param(
-        {"path": "/slow/150", "latency_threshold": "50ms"}, False, Reason.SLOW, "slow", id="slow"
-    ),
-    pytest.param(
-        {"path": "/slow/1500", "timeout": "100ms"}, False, Reason.TIMEOUT, "timeout", id="timeout"
-    ),
-    pytest.param(
-        {"path": "/loop"},
-        False,
+    *[
+        fails(case_id, Reason.JSON_MISMATCH, "json_mismatch", path="/json", json_checks=[check])
+        for case_id, check in [
+            ("json_missing_path", JsonAssertion(path="data.version")),
+            ("json_index_out_of_range", JsonAssertion(path="items.5.id")),
+            ("json_wrong_value", JsonAssertion(path="status", equals="down")),
+            ("json_bool_is_not_a_number", JsonAssertion(path="ok", equals=1)),
+            ("json_unexpected_path", JsonAssertion(path="status", exists=False)),
+        ]
+    ],
+    fails("slow", Reason.SLOW, "slow", path="/slow/150", latency_threshold="50ms"),
+    fails("timeout", Reason.TIMEOUT, "timeout", path="/slow/1500", timeout="100ms"),
+    fails("redirect_loop", Reason.TOO_MANY_REDIRECTS, "too_many_redirects", path="/loop"),
+    ok("redirects_within_limit", path="/redirect/2", max_redirects=2),
+    fails(
+        "redirects_over_limit",
         Reason.TOO_MANY_REDIRECTS,
         "too_many_redirects",
-        id="redirect_loop",
+        path="/redirect/2",
+        max_redirects=1,
     ),
-    pytest.param(
-        {"path": "/redirect/2", "max_redirects": 2}, True, None, "", id="redirects_within_limit"
-    ),
-    pytest.param(
-        {"path": "/redirect/2", "max_redirects": 1},
-        False,
+    fails(
+        "no_redirect_allowed",
         Reason.TOO_MANY_REDIRECTS,
         "too_many_redirects",
-        id="redirects_over_limit",
+        path="/redirect/1",
+        max_redirects=0,
     ),
-    pytest.param(
-        {"path": "/redirect/1", "max_redirects": 0},
-        False,
-        Reason.TOO_MANY_REDIRECTS,
-        "too_many_redirects",
-        id="no_redirect_allowed",
-    ),
-    pytest.param(
-        {"path": "/redirect/1", "follow_redirects": False},
-        False,
+    fails(
+        "redirect_not_followed",
         Reason.STATUS,
         "http_302",
-        id="redirect_not_followed",
+        path="/redirect/1",
+        follow_redirects=False,
     ),
-    pytest.param(
-        {"path": "/big", "max_body_size": 1000},
-        False,
-        Reason.OVERSIZE,
-        "oversize",
-        id="oversize_content_length",
-    ),
-    pytest.param(
-        {"path": "/endless", "max_body_size": 1000},
-        False,
-        Reason.OVERSIZE,
-        "oversize",
-        id="oversize_streamed",
-    ),
-    pytest.param({"path": "/big", "max_body_size": 65536}, True, None, "", id="body_at_cap"),
-    pytest.param(
-        {"path": "/big", "method": "HEAD", "max_body_size": 1000},
-        True,
-        None,
-        "",
-        id="head_announcing_big_body",
-    ),
+    fails("oversize_content_length", Reason.OVERSIZE, "oversize", path="/big", max_body_size=1000),
+    fails("oversize_streamed", Reason.OVERSIZE, "oversize", path="/endless", max_body_size=1000),
+    ok("body_at_cap", path="/big", max_body_size=65536),
+    ok("head_announcing_big_body", path="/big", method="HEAD", max_body_size=1000),
 ]
 
 
-@pytest.mark.parametrize(("fields", "success", "reason", "error_code"), FAULTS)
-async def test_http_faults(
-    ctx: ProbeContext,
-    fields: dict[str, Any],
-    success: bool,
-    reason: Reason | None,
-    error_code: str,
-) -> None:
-    """Each response-level fault yields the expected success and reason."""
+@pytest.mark.parametrize(("fields", "expected"), FAULTS)
+async def test_http_faults(ctx: ProbeContext, fields: dict[str, Any], expected: Outcome) -> None:
+    """Each response-level fault yields the expected success, reason and error code."""
     result = (await run(ctx, http_spec(**fields))).result
 
-    assert (success, reason) == (result.success, result.reason), result.detail
-    assert error_code == result.error_code
+    assert expected == Outcome.of(result), result.detail
 
 
-async def test_network_faults(
-    network_fault: NetworkFault, make_probe_context: MakeProbeContext
-) -> None:
+async def test_network_faults(network_fault: NetworkFault) -> None:
     """Each network-level fault yields its reason (refused, DNS, unreachable, broken HTTP)."""
-    ctx = make_probe_context(network_fault.base_url)
-
-    result = (await run(ctx, http_spec(path="/"))).result
+    result = (await run(network_fault.ctx, http_spec(path="/"))).result
 
     assert (False, network_fault.reason) == (result.success, result.reason), result.detail
 

@@ -6,12 +6,12 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
 from conftest import sse_feed
+from probeservers import STREAM, with_hub
 
 from probed.config import ImportProbe
 from probed.demo import DemoTarget, Faults
@@ -21,18 +21,9 @@ from probed.stream.decoder import Event
 from probed.stream.hub import Hub, ReceivedEvent
 
 if TYPE_CHECKING:
-    from conftest import MakeProbeContext, ServeApp
+    from conftest import MakeProbeContext, ServeApp, StreamDown
 
-PASSWORD = "correct-horse-battery-staple"
-STREAM = "events"
 SOURCES = ["poll", "stream"]
-
-
-@pytest.fixture
-async def target() -> AsyncIterator[DemoTarget]:
-    """A healthy demo target on 127.0.0.1, any free port, seeded draws."""
-    async with DemoTarget(password=PASSWORD, seed=1) as demo:
-        yield demo
 
 
 def _spec(source: str = "poll", **fields: Any) -> ImportProbe:
@@ -57,8 +48,7 @@ async def _run_against_demo(
     make_probe_context: MakeProbeContext,
     spec: ImportProbe,
 ) -> ProbeRun:
-    hub = Hub()
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    ctx, hub = with_hub(make_probe_context(target.base_url))
     if source == "poll":
         return await run_probe(PROBERS[spec.kind], ctx, spec)
     async with sse_feed(hub, target.base_url):
@@ -82,14 +72,14 @@ OUTCOMES: dict[str, tuple[Faults, dict[str, Any], Reason | None, float | None]] 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("case", list(OUTCOMES))
 async def test_import_outcomes(
-    case: str, source: str, target: DemoTarget, make_probe_context: MakeProbeContext
+    case: str, source: str, demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """Each import fault gives its reason, by polling and by stream, keeping the observations."""
     faults, fields, reason, progress = OUTCOMES[case]
-    await target.set_faults(faults)
+    await demo_target.set_faults(faults)
     spec = _spec(source, **fields)
 
-    run = await _run_against_demo(source, target, make_probe_context, spec)
+    run = await _run_against_demo(source, demo_target, make_probe_context, spec)
 
     result = run.result
     assert (reason is None, reason) == (result.success, result.reason), result.detail
@@ -113,26 +103,26 @@ async def test_import_outcomes(
 
 
 async def test_import_stream_sees_every_step(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """By stream the probe sees each of the job's ten progress events, in order."""
-    await target.set_faults(Faults(import_duration=0.3))
+    await demo_target.set_faults(Faults(import_duration=0.3))
     spec = _spec("stream")
 
-    run = await _run_against_demo("stream", target, make_probe_context, spec)
+    run = await _run_against_demo("stream", demo_target, make_probe_context, spec)
 
     assert run.success, run.result.detail
     assert 10 == run.result.observations["progress_events"]
 
 
 async def test_import_deadline_reports_progress_so_far(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """A slow job fails ``deadline`` at the deadline, with the progress reached by then."""
-    await target.set_faults(Faults(import_duration=3.0))
+    await demo_target.set_faults(Faults(import_duration=3.0))
     spec = _spec(deadline="500ms", stall_after="2s")
 
-    run = await _run_against_demo("poll", target, make_probe_context, spec)
+    run = await _run_against_demo("poll", demo_target, make_probe_context, spec)
 
     assert Reason.DEADLINE == run.result.reason
     assert 0.5 <= run.duration < 0.8
@@ -140,44 +130,29 @@ async def test_import_deadline_reports_progress_so_far(
     assert isinstance(run.result.observations["first_progress_seconds"], float)
 
 
-@pytest.mark.parametrize(
-    ("register", "detail"),
-    [
-        (lambda hub: hub.register_stream(STREAM, lambda: False), "is not connected"),
-        (lambda hub: None, "no stream watcher 'events' is running"),
-    ],
-    ids=["disconnected", "no_watcher"],
-)
 async def test_import_stream_down_starts_nothing(
-    register: Callable[[Hub], None],
-    detail: str,
-    target: DemoTarget,
-    make_probe_context: MakeProbeContext,
+    stream_down: StreamDown, demo_target: DemoTarget
 ) -> None:
     """By stream, a watcher that is down (or absent) fails ``stream_down`` before any job starts."""
-    hub = Hub()
-    register(hub)
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
     spec = _spec("stream")
 
-    run = await run_probe(PROBERS[spec.kind], ctx, spec)
+    run = await run_probe(PROBERS[spec.kind], stream_down.ctx, spec)
 
     assert Reason.STREAM_DOWN == run.result.reason
-    assert detail in run.result.detail
-    assert 0 == len(target._imports)
+    assert stream_down.detail in run.result.detail
+    assert 0 == len(demo_target._imports)
 
 
 async def test_import_stream_dropping_while_following_is_stream_down(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """A stall while the watcher is disconnected is ``stream_down``: progress may be missed."""
-    await target.set_faults(Faults(import_duration=0.3, import_stall_at=50))
-    hub = Hub()
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    await demo_target.set_faults(Faults(import_duration=0.3, import_stall_at=50))
+    ctx, hub = with_hub(make_probe_context(demo_target.base_url))
     spec = _spec("stream")
     up = [True]
 
-    async with sse_feed(hub, target.base_url, connected=lambda: up[0]):
+    async with sse_feed(hub, demo_target.base_url, connected=lambda: up[0]):
         asyncio.get_running_loop().call_later(0.2, up.__setitem__, 0, False)
         run = await run_probe(PROBERS[spec.kind], ctx, spec)
 

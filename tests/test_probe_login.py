@@ -4,61 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 from pydantic import SecretStr
 
 from probed.config import FollowUp, JsonAssertion, LoginProbe, SecretRef
-from probed.probes import PROBERS
-from probed.probes.base import ProbeContext, ProbeRun, Reason, run_probe
+from probed.probes.base import ProbeContext, Reason
 
 if TYPE_CHECKING:
-    from conftest import MakeProbeContext, NetworkFault, ServeApp
+    from conftest import NetworkFault
 
 PASSWORD = "pw-S3cret-9qZ"
 TOKEN = "tok-7d1e5c0a9b"
 COOKIE_TOKEN = "sid-4b2f8e61"
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One request as the test server saw it."""
-
-    path: str
-    method: str
-    traceparent: str | None
-    content_type: str
-    fields: dict[str, str]
-    authorization: str | None
-    cookie: str | None
-
-
-SEEN = web.AppKey("seen", list[Seen])
-
-
-@web.middleware
-async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
-    fields: dict[str, str] = {}
-    if request.content_type == "application/json":
-        fields = await request.json()
-    elif request.content_type == "application/x-www-form-urlencoded":
-        fields = {k: str(v) for k, v in (await request.post()).items()}
-    request.app[SEEN].append(
-        Seen(
-            request.path,
-            request.method,
-            request.headers.get("traceparent"),
-            request.content_type,
-            fields,
-            request.headers.get("Authorization"),
-            request.headers.get("Cookie"),
-        )
-    )
-    return await handler(request)
 
 
 def _valid(request: web.Request) -> bool:
@@ -121,19 +82,6 @@ async def _text(request: web.Request) -> web.Response:
     return web.Response(text="not json")
 
 
-def make_app() -> web.Application:
-    """The purpose-built login target: one login route per behaviour plus /me."""
-    app = web.Application(middlewares=[_record])
-    app[SEEN] = []
-    app.router.add_post("/login", _login)
-    app.router.add_post("/login/{variant}", _login)
-    app.router.add_route("*", "/me", _me)
-    app.router.add_get("/forbidden", _forbidden)
-    app.router.add_get("/unavailable", _unavailable)
-    app.router.add_get("/text", _text)
-    return app
-
-
 def login_spec(password: str = PASSWORD, **fields: Any) -> LoginProbe:
     """A login probe for alice with ``fields`` overriding the defaults."""
     spec = LoginProbe(
@@ -154,164 +102,85 @@ def login_spec(password: str = PASSWORD, **fields: Any) -> LoginProbe:
 
 @pytest.fixture
 async def app() -> web.Application:
-    """A fresh login target (its ``SEEN`` list records every request)."""
-    return make_app()
-
-
-@pytest.fixture
-async def ctx(
-    app: web.Application, serve_app: ServeApp, make_probe_context: MakeProbeContext
-) -> ProbeContext:
-    """A context whose target is ``app`` served on loopback."""
-    return make_probe_context(await serve_app(app))
-
-
-async def run(ctx: ProbeContext, spec: LoginProbe) -> ProbeRun:
-    """Run ``spec`` once through the real runner."""
-    return await run_probe(PROBERS[spec.kind], ctx, spec)
+    """The purpose-built login target: one login route per behaviour plus /me."""
+    return recording_app(
+        web.post("/login", _login),
+        web.post("/login/{variant}", _login),
+        web.route("*", "/me", _me),
+        web.get("/forbidden", _forbidden),
+        web.get("/unavailable", _unavailable),
+        web.get("/text", _text),
+    )
 
 
 ME = FollowUp(path="/me", json_checks=[JsonAssertion(path="role", equals="admin")])
 
 FAULTS = [
-    pytest.param({}, True, None, "", id="ok_json"),
-    pytest.param({"encoding": "form"}, True, None, "", id="ok_form"),
-    pytest.param({"follow_up": ME}, True, None, "", id="ok_follow_up"),
-    pytest.param(
-        {"follow_up": FollowUp(path="/me", method="POST")}, True, None, "", id="ok_follow_up_post"
-    ),
-    pytest.param(
-        {"path": "/login/cookie", "token_path": None, "token_cookie": "sid", "follow_up": ME},
-        True,
-        None,
-        "",
-        id="ok_cookie",
-    ),
-    pytest.param(
-        {"path": "/login/cookie", "token_cookie": "sid", "follow_up": ME},
-        True,
-        None,
-        "",
-        id="ok_cookie_after_json_path",
-    ),
-    pytest.param({"password": "wrong"}, False, Reason.STATUS, "http_401", id="wrong_password"),
-    pytest.param({"path": "/login/503"}, False, Reason.STATUS, "http_503", id="status"),
-    pytest.param({"path": "/login/429"}, False, Reason.RATE_LIMITED, "http_429", id="rate_limited"),
-    pytest.param(
-        {"path": "/login/html"}, False, Reason.INVALID_JSON, "invalid_json", id="invalid_json"
-    ),
-    pytest.param(
-        {"path": "/login/no-token"}, False, Reason.NO_TOKEN, "no_token", id="no_token_json_path"
-    ),
-    pytest.param(
-        {"path": "/login/numeric-token"},
-        False,
+    ok("ok_json"),
+    ok("ok_form", encoding="form"),
+    ok("ok_follow_up", follow_up=ME),
+    ok("ok_follow_up_post", follow_up=FollowUp(path="/me", method="POST")),
+    ok("ok_cookie", path="/login/cookie", token_path=None, token_cookie="sid", follow_up=ME),
+    ok("ok_cookie_after_json_path", path="/login/cookie", token_cookie="sid", follow_up=ME),
+    fails("wrong_password", Reason.STATUS, "http_401", password="wrong"),
+    fails("status", Reason.STATUS, "http_503", path="/login/503"),
+    fails("rate_limited", Reason.RATE_LIMITED, "http_429", path="/login/429"),
+    fails("invalid_json", Reason.INVALID_JSON, "invalid_json", path="/login/html"),
+    fails("no_token_json_path", Reason.NO_TOKEN, "no_token", path="/login/no-token"),
+    fails("no_token_not_a_string", Reason.NO_TOKEN, "no_token", path="/login/numeric-token"),
+    fails(
+        "no_token_cookie",
         Reason.NO_TOKEN,
         "no_token",
-        id="no_token_not_a_string",
+        path="/login/html",
+        token_path=None,
+        token_cookie="sid",
     ),
-    pytest.param(
-        {"path": "/login/html", "token_path": None, "token_cookie": "sid"},
-        False,
+    fails(
+        "no_token_either_source",
         Reason.NO_TOKEN,
         "no_token",
-        id="no_token_cookie",
+        path="/login/no-token",
+        token_cookie="sid",
     ),
-    pytest.param(
-        {"path": "/login/no-token", "token_cookie": "sid"},
-        False,
-        Reason.NO_TOKEN,
-        "no_token",
-        id="no_token_either_source",
-    ),
-    pytest.param(
-        {"path": "/login/bogus", "follow_up": ME},
-        False,
-        Reason.AUTH_FAILED,
-        "http_401",
-        id="auth_failed_401",
-    ),
-    pytest.param(
-        {"follow_up": FollowUp(path="/forbidden")},
-        False,
-        Reason.AUTH_FAILED,
-        "http_403",
-        id="auth_failed_403",
-    ),
-    pytest.param(
-        {"follow_up": FollowUp(path="/unavailable")},
-        False,
-        Reason.STATUS,
-        "http_503",
-        id="follow_up_status",
-    ),
-    pytest.param(
-        {"follow_up": FollowUp(path="/me", json_checks=[JsonAssertion(path="role", equals="x")])},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="follow_up_json_mismatch",
-    ),
-    pytest.param(
-        {"follow_up": FollowUp(path="/me", json_checks=[JsonAssertion(path="email")])},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="follow_up_json_missing_path",
-    ),
-    pytest.param(
-        {"follow_up": FollowUp(path="/text", json_checks=[JsonAssertion(path="user")])},
-        False,
+    fails("auth_failed_401", Reason.AUTH_FAILED, "http_401", path="/login/bogus", follow_up=ME),
+    fails("auth_failed_403", Reason.AUTH_FAILED, "http_403", follow_up=FollowUp(path="/forbidden")),
+    fails("follow_up_status", Reason.STATUS, "http_503", follow_up=FollowUp(path="/unavailable")),
+    *[
+        fails(
+            case_id,
+            Reason.JSON_MISMATCH,
+            "json_mismatch",
+            follow_up=FollowUp(path="/me", json_checks=[check]),
+        )
+        for case_id, check in [
+            ("follow_up_json_mismatch", JsonAssertion(path="role", equals="x")),
+            ("follow_up_json_missing_path", JsonAssertion(path="email")),
+            ("follow_up_json_mismatch_on_token", JsonAssertion(path="echo", equals="x")),
+        ]
+    ],
+    fails(
+        "follow_up_invalid_json",
         Reason.INVALID_JSON,
         "invalid_json",
-        id="follow_up_invalid_json",
+        follow_up=FollowUp(path="/text", json_checks=[JsonAssertion(path="user")]),
     ),
-    pytest.param(
-        {"follow_up": FollowUp(path="/me", json_checks=[JsonAssertion(path="echo", equals="x")])},
-        False,
-        Reason.JSON_MISMATCH,
-        "json_mismatch",
-        id="follow_up_json_mismatch_on_token",
-    ),
-    pytest.param(
-        {"path": "/login/slow", "latency_threshold": "50ms"},
-        False,
-        Reason.SLOW,
-        "slow",
-        id="slow",
-    ),
-    pytest.param(
-        {"path": "/login/hang", "timeout": "100ms"},
-        False,
-        Reason.TIMEOUT,
-        "timeout",
-        id="timeout",
-    ),
+    fails("slow", Reason.SLOW, "slow", path="/login/slow", latency_threshold="50ms"),
+    fails("timeout", Reason.TIMEOUT, "timeout", path="/login/hang", timeout="100ms"),
 ]
 
 
-@pytest.mark.parametrize(("fields", "success", "reason", "error_code"), FAULTS)
-async def test_login_faults(
-    ctx: ProbeContext,
-    fields: dict[str, Any],
-    success: bool,
-    reason: Reason | None,
-    error_code: str,
-) -> None:
-    """Each login fault yields the expected success and reason."""
+@pytest.mark.parametrize(("fields", "expected"), FAULTS)
+async def test_login_faults(ctx: ProbeContext, fields: dict[str, Any], expected: Outcome) -> None:
+    """Each login fault yields the expected success, reason and error code."""
     result = (await run(ctx, login_spec(**fields))).result
 
-    assert (success, reason) == (result.success, result.reason), result.detail
-    assert error_code == result.error_code
+    assert expected == Outcome.of(result), result.detail
 
 
-@pytest.mark.parametrize(("fields", "success", "reason", "error_code"), FAULTS)
+@pytest.mark.parametrize(("fields", "expected"), FAULTS)
 async def test_secrets_never_in_result(
-    ctx: ProbeContext,
-    fields: dict[str, Any],
-    success: bool,
-    reason: Reason | None,
-    error_code: str,
+    ctx: ProbeContext, fields: dict[str, Any], expected: Outcome
 ) -> None:
     """Neither the password nor the token appears in the run's repr, detail or observations."""
     probe_run = await run(ctx, login_spec(**fields))
@@ -331,11 +200,9 @@ async def test_token_in_follow_up_detail_is_redacted(ctx: ProbeContext) -> None:
     assert "path 'echo' is '[redacted]', expected 'x'" == result.detail
 
 
-async def test_network_faults(
-    network_fault: NetworkFault, make_probe_context: MakeProbeContext
-) -> None:
+async def test_network_faults(network_fault: NetworkFault) -> None:
     """A login run reports network-level faults with the runner's reasons."""
-    result = (await run(make_probe_context(network_fault.base_url), login_spec())).result
+    result = (await run(network_fault.ctx, login_spec())).result
 
     assert (False, network_fault.reason) == (result.success, result.reason), result.detail
 
@@ -354,7 +221,7 @@ async def test_credentials_encoding(
 
     (seen,) = app[SEEN]
     expected = ("POST", content_type, {"user": "alice", "pass": PASSWORD})
-    assert expected == (seen.method, seen.content_type, seen.fields)
+    assert expected == (seen.method, seen.mimetype, seen.fields)
 
 
 @pytest.mark.parametrize(

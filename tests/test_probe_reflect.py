@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 from conftest import sse_feed
+from probeservers import STREAM, with_hub
 
 from probed.config import ReflectProbe
 from probed.demo import DemoTarget, Faults
 from probed.probes import PROBERS
 from probed.probes.base import ProbeRun, Reason, run_probe
 from probed.probes.reflect import next_seq, probe_reflect, render_body
-from probed.stream.hub import Hub
 
 if TYPE_CHECKING:
-    from conftest import MakeProbeContext
+    from conftest import MakeProbeContext, StreamDown
 
-PASSWORD = "correct-horse-battery-staple"
-STREAM = "events"
 SSE_OBSERVATIONS = {"transport", "inject_seconds", "arrivals", "delivery_lag_seconds"}
 WS_OBSERVATIONS = SSE_OBSERVATIONS | {"ws_connect_seconds"}
-
-
-@pytest.fixture
-async def target() -> AsyncIterator[DemoTarget]:
-    """A healthy demo target on 127.0.0.1, any free port, seeded draws."""
-    async with DemoTarget(password=PASSWORD, seed=1) as demo:
-        yield demo
 
 
 def _spec(**fields: Any) -> ReflectProbe:
@@ -82,16 +71,15 @@ OUTCOMES = {
 
 @pytest.mark.parametrize("case", list(OUTCOMES))
 async def test_reflect_over_sse(
-    case: str, target: DemoTarget, make_probe_context: MakeProbeContext
+    case: str, demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """Over SSE each stream fault gives its outcome; the lag is the stream delay, when any."""
     faults, success, reason, copies, lag_bounds = OUTCOMES[case]
-    await target.set_faults(faults)
-    hub = Hub()
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    await demo_target.set_faults(faults)
+    ctx, hub = with_hub(make_probe_context(demo_target.base_url))
     spec = _spec()
 
-    async with sse_feed(hub, target.base_url):
+    async with sse_feed(hub, demo_target.base_url):
         run = await run_probe(PROBERS[spec.kind], ctx, spec)
 
     assert (success, reason) == (run.result.success, run.result.reason), run.result.detail
@@ -107,56 +95,41 @@ async def test_reflect_over_sse(
         assert low <= _lag(run) < high
 
 
-@pytest.mark.parametrize(
-    ("register", "detail"),
-    [
-        (lambda hub: hub.register_stream(STREAM, lambda: False), "is not connected"),
-        (lambda hub: None, "no stream watcher 'events' is running"),
-    ],
-    ids=["disconnected", "no_watcher"],
-)
 async def test_reflect_stream_down_injects_nothing(
-    register: Callable[[Hub], None],
-    detail: str,
-    target: DemoTarget,
-    make_probe_context: MakeProbeContext,
+    stream_down: StreamDown, demo_target: DemoTarget
 ) -> None:
     """A watcher that is down (or absent) fails the run ``stream_down`` before any inject."""
-    hub = Hub()
-    register(hub)
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
     spec = _spec()
 
-    run = await run_probe(PROBERS[spec.kind], ctx, spec)
+    run = await run_probe(PROBERS[spec.kind], stream_down.ctx, spec)
 
     assert Reason.STREAM_DOWN == run.result.reason
-    assert detail in run.result.detail
-    assert 1 == await _next_seq_of_demo(target)
+    assert stream_down.detail in run.result.detail
+    assert 1 == await _next_seq_of_demo(demo_target)
 
 
 async def test_reflect_without_hub_is_stream_down(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """A context without a hub cannot watch a stream: ``stream_down``, nothing injected."""
     spec = _spec()
 
-    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(demo_target.base_url), spec)
 
     assert Reason.STREAM_DOWN == run.result.reason
-    assert 1 == await _next_seq_of_demo(target)
+    assert 1 == await _next_seq_of_demo(demo_target)
 
 
 async def test_reflect_stream_dropping_while_waiting_is_stream_down(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """Nothing arrived and the watcher went down meanwhile: ``stream_down``, not ``lost``."""
-    await target.set_faults(Faults(drop_ratio=1.0))
-    hub = Hub()
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    await demo_target.set_faults(Faults(drop_ratio=1.0))
+    ctx, hub = with_hub(make_probe_context(demo_target.base_url))
     spec = _spec()
     up = [True]
 
-    async with sse_feed(hub, target.base_url, connected=lambda: up[0]):
+    async with sse_feed(hub, demo_target.base_url, connected=lambda: up[0]):
         asyncio.get_running_loop().call_later(0.2, up.__setitem__, 0, False)
         run = await run_probe(PROBERS[spec.kind], ctx, spec)
 
@@ -165,15 +138,14 @@ async def test_reflect_stream_dropping_while_waiting_is_stream_down(
 
 
 async def test_reflect_inject_rejected_is_status(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """An inject answered 503 fails ``status`` with the inject time kept; no wait follows."""
-    await target.set_faults(Faults(error_ratio=1.0, paths=["/api/v1/outbox"]))
-    hub = Hub()
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
+    await demo_target.set_faults(Faults(error_ratio=1.0, paths=["/api/v1/outbox"]))
+    ctx, hub = with_hub(make_probe_context(demo_target.base_url))
     spec = _spec()
 
-    async with sse_feed(hub, target.base_url):
+    async with sse_feed(hub, demo_target.base_url):
         run = await run_probe(PROBERS[spec.kind], ctx, spec)
 
     assert (Reason.STATUS, 503) == (run.result.reason, run.result.status_code)
@@ -183,14 +155,14 @@ async def test_reflect_inject_rejected_is_status(
 
 @pytest.mark.parametrize("case", list(OUTCOMES))
 async def test_reflect_over_websocket(
-    case: str, target: DemoTarget, make_probe_context: MakeProbeContext
+    case: str, demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """Over a per-run WebSocket each stream fault gives its outcome, and no reader task is left."""
     faults, success, reason, copies, lag_bounds = OUTCOMES[case]
-    await target.set_faults(faults)
+    await demo_target.set_faults(faults)
     spec = _ws_spec()
 
-    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(demo_target.base_url), spec)
 
     assert (success, reason) == (run.result.success, run.result.reason), run.result.detail
     assert copies == run.result.observations["arrivals"]
@@ -205,13 +177,13 @@ async def test_reflect_over_websocket(
 
 
 async def test_reflect_websocket_closed_by_server_is_stream_down(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """The server ending the socket before the event arrived fails ``stream_down`` at once."""
-    await target.set_faults(Faults(drop_ratio=1.0, disconnect_every=0.2))
+    await demo_target.set_faults(Faults(drop_ratio=1.0, disconnect_every=0.2))
     spec = _ws_spec()
 
-    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(demo_target.base_url), spec)
 
     assert Reason.STREAM_DOWN == run.result.reason
     assert "closed by the server" in run.result.detail
@@ -219,25 +191,25 @@ async def test_reflect_websocket_closed_by_server_is_stream_down(
 
 
 async def test_reflect_websocket_handshake_rejected_is_stream_down(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """A ``ws_path`` that does not upgrade fails ``stream_down`` with its status; no inject."""
     spec = _ws_spec(ws_path="/health")
 
-    run = await run_probe(PROBERS[spec.kind], make_probe_context(target.base_url), spec)
+    run = await run_probe(PROBERS[spec.kind], make_probe_context(demo_target.base_url), spec)
 
     assert (Reason.STREAM_DOWN, 200) == (run.result.reason, run.result.status_code)
     assert "ws_http_200" == run.result.error_code
-    assert 1 == await _next_seq_of_demo(target)
+    assert 1 == await _next_seq_of_demo(demo_target)
 
 
 async def test_reflect_websocket_cancelled_leaves_nothing_behind(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """Cancelling a run mid-wait propagates and closes the socket and its reader task."""
-    await target.set_faults(Faults(drop_ratio=1.0))
+    await demo_target.set_faults(Faults(drop_ratio=1.0))
     spec = _ws_spec()
-    task = asyncio.create_task(probe_reflect(make_probe_context(target.base_url), spec))
+    task = asyncio.create_task(probe_reflect(make_probe_context(demo_target.base_url), spec))
     await asyncio.sleep(0.2)
 
     task.cancel()
@@ -246,23 +218,22 @@ async def test_reflect_websocket_cancelled_leaves_nothing_behind(
         await task
     assert [] == [t for t in asyncio.all_tasks() if t.get_name() == "probed-reflect-ws"]
     for _ in range(50):  # the demo notices the close on its next loop turns
-        if 0 == target._bus.subscriber_count:
+        if 0 == demo_target._bus.subscriber_count:
             break
         await asyncio.sleep(0.01)
-    assert 0 == target._bus.subscriber_count
+    assert 0 == demo_target._bus.subscriber_count
 
 
 async def test_reflect_event_carries_nonce_seq_and_sent_at(
-    target: DemoTarget, make_probe_context: MakeProbeContext
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
 ) -> None:
     """The body is the template filled in: a fresh nonce, the next seq, an RFC 3339 time."""
-    hub = Hub()
+    ctx, hub = with_hub(make_probe_context(demo_target.base_url))
     seen: list[Any] = []
     hub.subscribe(STREAM, lambda received: seen.append(received.json()))
-    ctx = dataclasses.replace(make_probe_context(target.base_url), hub=hub)
     spec = _spec(name="r_payload")
 
-    async with sse_feed(hub, target.base_url):
+    async with sse_feed(hub, demo_target.base_url):
         runs = [await run_probe(PROBERS[spec.kind], ctx, spec) for _ in range(2)]
 
     assert [True, True] == [run.success for run in runs]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,13 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from conftest import free_port
+from probeservers import demo_health_toml
 
 from probed.config import load_config
 from probed.daemon import Daemon
 from probed.demo import DemoTarget
 from probed.rules import render_rules
 
-PASSWORD = "pw-Very-Secret-42"
 #: Everything has to be scraped, recorded and queried within this many seconds.
 WITHIN = 20.0
 
@@ -32,18 +32,7 @@ location = "e2e"
 state_dir = "{state_dir}"
 log_level = "error"
 
-[targets.demo]
-base_url = "{base_url}"
-
-[[probes]]
-name = "health"
-kind = "http"
-target = "demo"
-path = "/health"
-interval = "1s"
-timeout = "900ms"
-json_checks = [{{ path = "status", equals = "healthy" }}]
-
+{demo_health}
 [[probes]]
 name = "events"
 kind = "sse"
@@ -92,21 +81,6 @@ def prometheus() -> str:
             pytest.fail("prometheus is required in CI (Debian package prometheus)")
         pytest.skip("prometheus not installed (apt-get install prometheus)")
     return path
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-async def demo() -> AsyncIterator[DemoTarget]:
-    """The demo target on a loopback port."""
-    async with DemoTarget(password=PASSWORD) as target:
-        yield target
 
 
 @contextlib.asynccontextmanager
@@ -162,11 +136,12 @@ async def query(http: aiohttp.ClientSession, base: str, promql: str) -> list[dic
 
 
 async def test_prometheus_scrapes_probed_and_records_slo_error_ratios(
-    demo: DemoTarget, tmp_path: Path
+    demo_target: DemoTarget, tmp_path: Path
 ) -> None:
     """Within 20 s Prometheus sees probe_success 1 and records a 0 error ratio for each SLO kind."""
     path = tmp_path / "probes.toml"
-    path.write_text(CONFIG.format(state_dir=tmp_path / "state", base_url=demo.base_url))
+    demo_health = demo_health_toml(demo_target.base_url)
+    path.write_text(CONFIG.format(state_dir=tmp_path / "state", demo_health=demo_health))
     config = load_config(path)
     daemon = Daemon(config, install_signal_handlers=False, shutdown_grace=1.0)
     task = asyncio.create_task(daemon.run())

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from probeservers import demo_health_toml
 
 from probed import __version__
 from probed.config import Config, load_config
@@ -280,18 +281,7 @@ log_level = "warning"
 [recommend]
 evaluate_every = "1s"
 
-[targets.demo]
-base_url = "{base_url}"
-
-[[probes]]
-name = "health"
-kind = "http"
-target = "demo"
-path = "/health"
-interval = "1s"
-timeout = "900ms"
-json_checks = [{{ path = "status", equals = "healthy" }}]
-
+{demo_health_toml(base_url)}
 [[probes]]
 name = "liveness"
 kind = "http"
