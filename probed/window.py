@@ -2,16 +2,18 @@
 
 The recommendation signals (a probe's failure ratio and p95 duration, a
 stream's lag p95) are taken over a recent window, 300 s by default. Keeping
-every sample for that long makes memory grow with the event rate (500 streams
-at 1 event/s each are 150,000 samples) and makes each evaluation sort them
-all. Instead the window is cut into ``SLOTS`` equal time slots, each holding
-a tally, and a running total over the live slots is kept up to date as slots
-are added and expire, so
+every sample for that long makes memory grow with the event rate and makes
+each evaluation sort them all. Instead the window is a ring of ``SLOTS``
+equal time slots, and a running total over the live slots is kept up to date
+as samples arrive and slots expire:
 
-* memory is bounded by the slot count and the number of distinct quantile
-  buckets (at most ``QuantileSketch.MAX_KEYS``), whatever the rate;
-* a query costs one sort of the occupied buckets, not of the samples;
-* the window's edge moves in steps of one slot (5 s for 300 s): a query at
+* a slot holds the quantile-bucket keys of its samples, two bytes each, until
+  it has ``_DENSE_AFTER`` of them; then it switches to a count per distinct key.
+  Memory per window is therefore bounded by the slot count and the number of
+  distinct keys (at most ``QuantileSketch.MAX_KEYS``) whatever the rate, and a
+  quiet stream (one event a second) costs a few KiB rather than a sample each;
+* a query sorts the occupied keys of the total, not the samples;
+* the window's edge moves in steps of one slot (10 s for 300 s): a query at
   ``now`` covers between ``span - span/SLOTS`` and ``span`` seconds.
 
 Quantiles come from a logarithmic bucketing: every value is counted in the
@@ -19,22 +21,24 @@ bucket ``ceil(log_gamma(value / FLOOR))`` and read back as the bucket's
 midpoint, so a reported quantile is within ``ALPHA`` (1 %) of a value that
 was observed at that rank. Values at or below ``FLOOR`` (1 µs) read as 0.
 
-Times are wall-clock (Unix seconds: external timestamps are compared); a
-sample more than one window older than the newest is taken as a clock step
-backwards and restarts the window instead of being dropped for a window's
-length.
+Times are wall-clock (Unix seconds: external timestamps are compared). The
+window is driven by the newest sample or query; a sample more than one window
+older than the newest is taken as a clock step backwards and restarts the
+window instead of being dropped for a window's length.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from typing import Generic, Protocol, Self, TypeVar
+from array import array
 
 __all__ = ["SLOTS", "LagWindow", "QuantileSketch", "RunWindow"]
 
 #: Time slots per window.
-SLOTS = 60
+SLOTS = 30
+#: Samples a slot keeps as a key array before switching to counts per key.
+_DENSE_AFTER = 1024
+_NONE = -(2**62)
 
 
 class QuantileSketch:
@@ -72,27 +76,26 @@ class QuantileSketch:
 
     def add(self, value: float, n: int = 1) -> None:
         """Count ``n`` observations of ``value``."""
-        key = self.key(value)
+        self.add_key(self.key(value), n)
+
+    def add_key(self, key: int, n: int = 1) -> None:
+        """Count ``n`` observations in bucket ``key``."""
         self.buckets[key] = self.buckets.get(key, 0) + n
         self.count += n
 
-    def merge(self, other: QuantileSketch) -> None:
-        """Add every count of ``other``."""
-        buckets = self.buckets
-        for key, n in other.buckets.items():
-            buckets[key] = buckets.get(key, 0) + n
-        self.count += other.count
+    def remove_key(self, key: int, n: int = 1) -> None:
+        """Take back ``n`` observations counted in bucket ``key``."""
+        left = self.buckets.get(key, 0) - n
+        if left > 0:
+            self.buckets[key] = left
+        else:
+            self.buckets.pop(key, None)
+        self.count = max(0, self.count - n)
 
-    def subtract(self, other: QuantileSketch) -> None:
-        """Remove every count of ``other`` (which was merged in before)."""
-        buckets = self.buckets
-        for key, n in other.buckets.items():
-            left = buckets.get(key, 0) - n
-            if left > 0:
-                buckets[key] = left
-            else:
-                buckets.pop(key, None)
-        self.count = max(0, self.count - other.count)
+    def clear(self) -> None:
+        """Forget every observation."""
+        self.buckets.clear()
+        self.count = 0
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile (0-1) by the nearest-rank method; None if empty."""
@@ -107,191 +110,217 @@ class QuantileSketch:
         return self.value_of(max(self.buckets))
 
 
-class _Tally(Protocol):
-    def merge(self, other: Self) -> None: ...
+class _Ring:
+    """The slot ring: which slot index each ring position holds, and the sample keys."""
 
-    def subtract(self, other: Self) -> None: ...
-
-
-_T = TypeVar("_T", bound=_Tally)
-
-
-class _Slotted(Generic[_T]):
-    """A ring of per-slot tallies over ``span`` seconds plus their running total."""
-
-    __slots__ = ("_slots", "span", "total", "width")
+    __slots__ = ("_index", "_keys", "_newest", "sketch", "span", "width")
 
     def __init__(self, span: float) -> None:
         self.span = span
         self.width = span / SLOTS if span > 0 else 1.0
-        self._slots: deque[tuple[int, _T]] = deque()
-        self.total: _T = self._new()
-        """The tally of every live slot (call ``expire`` first for a given ``now``)."""
+        self._index = array("q", [_NONE]) * SLOTS
+        self._keys: list[array[int] | dict[int, int] | None] = [None] * SLOTS
+        """Per slot: its samples' keys (array('H'), one each), or counts per key once dense."""
+        self._newest = _NONE
+        self.sketch = QuantileSketch()
+        """Every live sample's key (call ``expire`` first for a given ``now``)."""
 
-    def _new(self) -> _T:
-        raise NotImplementedError
+    # -- the ring ---------------------------------------------------------------------
 
-    def _slot(self, at: float) -> _T | None:
-        """The tally for a sample at ``at`` (None: too old to count or not finite)."""
-        if not math.isfinite(at):
-            return None
-        index = math.floor(at / self.width)
-        slots = self._slots
-        if slots:
-            newest = slots[-1][0]
-            if index == newest:
-                return slots[-1][1]
-            if index < newest:
-                if index <= newest - 2 * SLOTS:  # the clock stepped back: start over
-                    self.clear()
-                elif index <= newest - SLOTS:  # older than the window: not counted
-                    return None
-                else:
-                    for i in range(len(slots) - 1, -1, -1):
-                        found, tally = slots[i]
-                        if found == index:
-                            return tally
-                        if found < index:
-                            tally = self._new()
-                            slots.insert(i + 1, (index, tally))
-                            return tally
-                    tally = self._new()
-                    slots.appendleft((index, tally))
-                    return tally
-        tally = self._new()
-        slots.append((index, tally))
-        self._expire_before(index - SLOTS + 1)
-        return tally
-
-    def _expire_before(self, index: int) -> None:
-        slots = self._slots
-        while slots and slots[0][0] < index:
-            self.total.subtract(slots.popleft()[1])
-
-    def expire(self, now: float) -> None:
-        """Drop the slots that ended ``span`` or more before ``now``."""
-        if math.isfinite(now):
-            self._expire_before(math.floor(now / self.width) - SLOTS + 1)
+    def _clear_slot(self, pos: int) -> None:
+        """Subtract the slot at ring position ``pos`` from the totals and empty it."""
+        keys = self._keys[pos]
+        if keys is not None:
+            sketch = self.sketch
+            if isinstance(keys, dict):
+                for key, n in keys.items():
+                    sketch.remove_key(key, n)
+            else:
+                for key in keys:
+                    sketch.remove_key(key)
+            self._keys[pos] = None
+        self._index[pos] = _NONE
 
     def clear(self) -> None:
         """Forget everything."""
-        self._slots.clear()
-        self.total = self._new()
+        for pos in range(SLOTS):
+            self._clear_slot(pos)
+        self.sketch.clear()
+        self._newest = _NONE
 
-    def slots(self) -> list[tuple[float, _T]]:
-        """(slot end time, tally) of the live slots, oldest first."""
-        return [((index + 1) * self.width, tally) for index, tally in self._slots]
+    def _advance(self, index: int) -> None:
+        """Make ``index`` the newest slot, expiring every slot ``SLOTS`` or more older."""
+        newest = self._newest
+        if newest == _NONE or index - newest >= SLOTS:
+            self.clear()
+        else:
+            for k in range(newest + 1, index + 1):
+                if self._index[k % SLOTS] != _NONE:
+                    self._clear_slot(k % SLOTS)
+        self._newest = index
+
+    def _position(self, at: float) -> int | None:
+        """The ring position a sample at ``at`` goes to (None: too old or not finite)."""
+        if not math.isfinite(at):
+            return None
+        index = math.floor(at / self.width)
+        newest = self._newest
+        if newest == _NONE or index > newest:
+            self._advance(index)
+        elif index <= newest - SLOTS:
+            if index > newest - 2 * SLOTS:
+                return None  # older than the window: not counted
+            self.clear()  # the clock stepped back: start over
+            self._newest = index
+        pos = index % SLOTS
+        if self._index[pos] != index:
+            self._index[pos] = index
+        return pos
+
+    def _add_key(self, pos: int, key: int) -> None:
+        keys = self._keys[pos]
+        if keys is None:
+            self._keys[pos] = array("H", (key,))
+        elif isinstance(keys, dict):
+            keys[key] = keys.get(key, 0) + 1
+        else:
+            keys.append(key)
+            if len(keys) > _DENSE_AFTER:
+                counts: dict[int, int] = {}
+                for k in keys:
+                    counts[k] = counts.get(k, 0) + 1
+                self._keys[pos] = counts
+        self.sketch.add_key(key)
+
+    def expire(self, now: float) -> None:
+        """Drop the slots that started ``span`` or more before ``now``'s slot."""
+        if math.isfinite(now):
+            index = math.floor(now / self.width)
+            if self._newest != _NONE and index > self._newest:
+                self._advance(index)
+
+    def _live(self) -> list[tuple[int, int]]:
+        """(slot index, ring position) of the occupied slots, oldest first."""
+        return sorted((index, pos) for pos, index in enumerate(self._index) if index != _NONE)
 
     def __len__(self) -> int:
-        return len(self._slots)
+        """Occupied slots."""
+        return sum(1 for index in self._index if index != _NONE)
 
 
-class _LagTally:
-    __slots__ = ("max", "sketch")
-
-    def __init__(self) -> None:
-        self.sketch = QuantileSketch()
-        self.max = 0.0
-
-    def merge(self, other: _LagTally) -> None:
-        self.sketch.merge(other.sketch)
-        self.max = max(self.max, other.max)
-
-    def subtract(self, other: _LagTally) -> None:
-        self.sketch.subtract(other.sketch)  # the total's max is not used
-
-
-class LagWindow(_Slotted[_LagTally]):
+class LagWindow(_Ring):
     """A stream's timed events over the signal window: count, quantiles, worst lag per slot."""
 
-    __slots__ = ()
+    __slots__ = ("_worst",)
 
-    def _new(self) -> _LagTally:
-        return _LagTally()
+    def __init__(self, span: float) -> None:
+        super().__init__(span)
+        self._worst = array("d", [0.0]) * SLOTS
+
+    def _clear_slot(self, pos: int) -> None:
+        super()._clear_slot(pos)
+        self._worst[pos] = 0.0
 
     def observe(self, lag: float, at: float) -> None:
         """Count one event of delivery ``lag`` (seconds, non-negative) received at ``at``."""
-        tally = self._slot(at)
-        if tally is None:
+        pos = self._position(at)
+        if pos is None:
             return
-        tally.sketch.add(lag)
-        if lag > tally.max:
-            tally.max = lag
-        self.total.sketch.add(lag)
+        self._add_key(pos, QuantileSketch.key(lag))
+        if lag > self._worst[pos]:
+            self._worst[pos] = lag
 
     def count(self, now: float) -> int:
         """Events within the window ending at ``now``."""
         self.expire(now)
-        return self.total.sketch.count
+        return self.sketch.count
 
     def quantile(self, q: float, now: float) -> float | None:
         """The ``q`` quantile of the lags within the window ending at ``now``."""
         self.expire(now)
-        return self.total.sketch.quantile(q)
+        return self.sketch.quantile(q)
 
     def worst(self, now: float) -> list[tuple[float, float]]:
         """(slot end, worst lag) of every slot with events within the window ending at ``now``."""
         self.expire(now)
-        return [(min(end, now), tally.max) for end, tally in self.slots() if tally.sketch.count]
+        return [
+            (min((index + 1) * self.width, now), self._worst[pos])
+            for index, pos in self._live()
+            if self._keys[pos] is not None
+        ]
 
 
-class _RunTally:
-    __slots__ = ("durations", "failures", "rate_limited", "reasons", "runs")
+class RunWindow(_Ring):
+    """A probe's runs over the signal window: counts, failure reasons, 429s, duration p95.
 
-    def __init__(self) -> None:
-        self.runs = 0
+    ``runs``, ``failures``, ``rate_limited``, ``reasons`` and ``sketch`` (the
+    durations) are totals over the live slots: read them through ``at(now)``.
+    """
+
+    __slots__ = ("_failures", "_limited", "_reasons", "failures", "rate_limited", "reasons")
+
+    def __init__(self, span: float) -> None:
+        super().__init__(span)
+        self._failures = array("l", [0]) * SLOTS
+        self._limited = array("l", [0]) * SLOTS
+        self._reasons: list[dict[str, int] | None] = [None] * SLOTS
         self.failures = 0
         self.rate_limited = 0
         self.reasons: dict[str, int] = {}
-        self.durations = QuantileSketch()
 
-    def merge(self, other: _RunTally) -> None:
-        self.runs += other.runs
-        self.failures += other.failures
-        self.rate_limited += other.rate_limited
-        for reason, n in other.reasons.items():
-            self.reasons[reason] = self.reasons.get(reason, 0) + n
-        self.durations.merge(other.durations)
+    @property
+    def runs(self) -> int:
+        """Runs within the window (as of the last ``at``)."""
+        return self.sketch.count
 
-    def subtract(self, other: _RunTally) -> None:
-        self.runs -= other.runs
-        self.failures -= other.failures
-        self.rate_limited -= other.rate_limited
-        for reason, n in other.reasons.items():
-            left = self.reasons.get(reason, 0) - n
-            if left > 0:
-                self.reasons[reason] = left
-            else:
-                self.reasons.pop(reason, None)
-        self.durations.subtract(other.durations)
+    @property
+    def durations(self) -> QuantileSketch:
+        """The run durations within the window (as of the last ``at``)."""
+        return self.sketch
 
+    def _clear_slot(self, pos: int) -> None:
+        super()._clear_slot(pos)
+        self.failures -= self._failures[pos]
+        self.rate_limited -= self._limited[pos]
+        self._failures[pos] = self._limited[pos] = 0
+        slot_reasons = self._reasons[pos]
+        if slot_reasons is not None:
+            reasons = self.reasons
+            for reason, n in slot_reasons.items():
+                left = reasons.get(reason, 0) - n
+                if left > 0:
+                    reasons[reason] = left
+                else:
+                    reasons.pop(reason, None)
+            self._reasons[pos] = None
 
-class RunWindow(_Slotted[_RunTally]):
-    """A probe's runs over the signal window: counts, failure reasons, 429s, duration p95."""
-
-    __slots__ = ()
-
-    def _new(self) -> _RunTally:
-        return _RunTally()
+    def clear(self) -> None:
+        super().clear()
+        self.failures = self.rate_limited = 0
+        self.reasons.clear()
 
     def add(
         self, started_at: float, duration: float, reason: str | None, *, failed: bool, limited: bool
     ) -> None:
         """Count one run."""
-        tally = self._slot(started_at)
-        if tally is None:
+        pos = self._position(started_at)
+        if pos is None:
             return
-        for one in (tally, self.total):
-            one.runs += 1
-            one.durations.add(duration)
-            if failed:
-                one.failures += 1
-                if reason is not None:
-                    one.reasons[reason] = one.reasons.get(reason, 0) + 1
-            if limited:
-                one.rate_limited += 1
+        self._add_key(pos, QuantileSketch.key(duration))
+        if failed:
+            self._failures[pos] += 1
+            self.failures += 1
+            if reason is not None:
+                slot = self._reasons[pos]
+                if slot is None:
+                    slot = self._reasons[pos] = {}
+                slot[reason] = slot.get(reason, 0) + 1
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        if limited:
+            self._limited[pos] += 1
+            self.rate_limited += 1
 
-    def at(self, now: float) -> _RunTally:
-        """The tally of the window ending at ``now`` (read-only)."""
+    def at(self, now: float) -> RunWindow:
+        """This window, its slots expired up to ``now`` (read its totals)."""
         self.expire(now)
-        return self.total
+        return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import tracemalloc
 
 import pytest
 from hypothesis import given
@@ -15,7 +16,7 @@ from probed.probes.base import ProbeResult, ProbeRun, Reason
 from probed.store import ResultStore
 from probed.window import SLOTS, LagWindow, QuantileSketch, RunWindow
 
-NOW = 1_795_000_000.0  # a multiple of the 5 s slot width of a 300 s window
+NOW = 1_795_000_000.0  # a multiple of the 10 s slot width of a 300 s window
 SPAN = 300.0
 WIDTH = SPAN / SLOTS
 
@@ -65,19 +66,21 @@ def test_sketch_keys_of_edge_values(value: float, key: int) -> None:
     assert key == QuantileSketch.key(value)
 
 
-def test_sketch_empty_merge_and_subtract_round_trip() -> None:
-    a, b = QuantileSketch(), QuantileSketch()
+def test_sketch_add_and_remove_round_trip() -> None:
+    a = QuantileSketch()
     assert a.quantile(0.95) is None
     for v in (0.1, 0.2, 0.3):
         a.add(v)
-    for v in (5.0, 5.0, 0.2):
-        b.add(v)
     before = dict(a.buckets)
-    a.merge(b)
+    for v in (5.0, 5.0, 0.2):
+        a.add(v)
     assert 6 == a.count
     assert pytest.approx(5.0, rel=0.01) == a.quantile(1.0)
-    a.subtract(b)
+    for v in (5.0, 5.0, 0.2):
+        a.remove_key(QuantileSketch.key(v))
     assert (3, before) == (a.count, a.buckets)
+    a.clear()
+    assert (0, {}, None) == (a.count, a.buckets, a.quantile(0.5))
 
 
 def test_sketch_keys_are_bounded_whatever_the_values() -> None:
@@ -112,8 +115,8 @@ def test_lag_window_worst_lag_per_slot_in_time_order() -> None:
     w.observe(0.5, NOW - 100)
     w.observe(1.5, NOW - 99)
     w.observe(0.25, NOW - 10)
-    w.observe(0.75, NOW - 1)  # the current slot: its end is clamped to now
-    assert [(NOW - 95, 1.5), (NOW - 5, 0.25), (NOW - 0.5, 0.75)] == w.worst(NOW - 0.5)
+    w.observe(0.75, NOW - 1)  # the current slot, with NOW - 10: its end is clamped to now
+    assert [(NOW - 100 + WIDTH, 1.5), (NOW - 0.5, 0.75)] == w.worst(NOW - 0.5)
 
 
 def test_lag_window_takes_late_samples_within_the_window_and_drops_older_ones() -> None:
@@ -123,7 +126,7 @@ def test_lag_window_takes_late_samples_within_the_window_and_drops_older_ones() 
     w.observe(3.0, NOW - 250)
     w.observe(4.0, NOW - 400)  # older than the window: not counted
     assert 3 == w.count(NOW)
-    assert [NOW - 245, NOW - 195, NOW] == [end for end, _ in w.worst(NOW)]
+    assert [NOW - 250 + WIDTH, NOW - 200 + WIDTH, NOW] == [end for end, _ in w.worst(NOW)]
 
 
 def test_lag_window_restarts_when_the_clock_steps_back() -> None:
@@ -141,9 +144,35 @@ def test_lag_window_memory_is_bounded_by_slots_not_by_rate() -> None:
     for i in range(200_000):  # 200 events/s for 1000 s
         w.observe(rng.uniform(0.01, 2.0), NOW + i / 200)
     assert len(w) <= SLOTS
-    assert len(w.total.sketch.buckets) <= QuantileSketch.MAX_KEYS + 1
+    assert len(w.sketch.buckets) <= QuantileSketch.MAX_KEYS + 1
     end = NOW + 1000
-    assert 300 * 200 - 5 * 200 <= w.count(end) <= 300 * 200
+    assert 300 * 200 - WIDTH * 200 <= w.count(end) <= 300 * 200
+
+
+def test_lag_window_dense_slots_expire_exactly() -> None:
+    """A slot past _DENSE_AFTER samples keeps counts per key; expiry still subtracts them all."""
+    w = LagWindow(SPAN)
+    for i in range(1000):  # 1000 events in one slot, then 10 in the next
+        w.observe(0.1 + (i % 7) / 100, NOW + i / 1000)
+    for i in range(10):
+        w.observe(3.0, NOW + WIDTH + i / 10)
+    assert 1010 == w.count(NOW + WIDTH)
+    assert pytest.approx(0.13, rel=0.01) == w.quantile(0.5, NOW + WIDTH)
+    assert (10, {QuantileSketch.key(3.0): 10}) == (w.count(NOW + SPAN), w.sketch.buckets)
+
+
+def test_quiet_windows_cost_less_than_keeping_samples() -> None:
+    """500 streams at 1 event/s for a full window: a few KiB each (samples cost ~14 KiB)."""
+    tracemalloc.start()
+    try:
+        windows = [LagWindow(SPAN) for _ in range(500)]
+        for i in range(300):
+            for w in windows:
+                w.observe(0.05 + (i % 13) / 50, NOW + i)
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert used / 500 < 8 * 1024
 
 
 def test_lag_window_ignores_non_finite_times() -> None:
