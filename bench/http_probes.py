@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import ctypes
 import json
 import math
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,19 +41,34 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import aiohttp
+from _common import (
+    CLK_TCK,
+    LOOPBACK,
+    BenchError,
+    Processes,
+    cancel_on_sigterm,
+    cpu_seconds,
+    free_port,
+    percentile,
+    positive,
+    rss_kib,
+    run_bench,
+    say,
+    serve_app,
+    tail,
+    verdict,
+    wait_http_ok,
+)
 from aiohttp import web
 
 SELF = Path(__file__).resolve()
 REPO = SELF.parent.parent
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
-LOOPBACK = "127.0.0.1"
 DELAY = 0.050
 """The target's known answer delay (seconds): the 'true' latency of every probe."""
 BLACKBOX_MODULE = "http_2xx"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Targets from the issue's acceptance criteria.
 TARGET_CPU_RATIO = 0.7
@@ -70,38 +82,8 @@ BUSY_WARN_CORES = 0.2
 """Warn when other processes used more than this many cores during a measured window."""
 
 
-class BenchError(Exception):
-    """A part of the benchmark could not be measured."""
-
-
 # --------------------------------------------------------------------------------------
 # small helpers
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values``, linear between closest ranks; NaN if empty."""
-    if not values:
-        return NOT_MEASURED
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` in seconds (its own threads, not its children)."""
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    fields = stat.rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def machine_busy_seconds() -> float:
@@ -134,36 +116,9 @@ class OtherLoad:
         return max(0.0, (all1 - all0) - (ours1 - ours0)) / (t1 - t0) if t1 > t0 else 0.0
 
 
-def rss_kib(pid: int) -> int:
-    """VmRSS of process ``pid`` in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
 def fmt(value: float, digits: int = 2) -> str:
     """``value`` with ``digits`` decimals, or ``n/a``."""
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def verdict(value: float, target: float) -> str:
-    """MET when ``value <= target``; NOT MEASURED when there is no value."""
-    if math.isnan(value):
-        return "NOT MEASURED"
-    return "MET" if value <= target else "NOT MET"
-
-
-def say(message: str) -> None:
-    """Progress and results, flushed at once (the output is often piped to a file)."""
-    print(message, flush=True)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the bench dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 # --------------------------------------------------------------------------------------
@@ -209,114 +164,14 @@ def serve_target(max_lifetime: float) -> int:
         app = web.Application()
         app.router.add_get("/delay", delay)
         app.router.add_get("/stats", stats)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, LOOPBACK, 0, backlog=1024)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        print(port, flush=True)
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max_lifetime)
-        await runner.cleanup()
+        await serve_app(app, max_lifetime, backlog=1024)
 
     asyncio.run(main())
     return 0
 
 
 # --------------------------------------------------------------------------------------
-# processes
-
-
-class Processes:
-    """Every subprocess the bench starts; all are stopped on exit, whatever happens."""
-
-    def __init__(self) -> None:
-        self._procs: list[asyncio.subprocess.Process] = []
-        atexit.register(self._kill_remaining)
-
-    async def spawn(
-        self,
-        argv: Sequence[str],
-        *,
-        stdout: int | IO[bytes],
-        stderr: int | IO[bytes],
-        env: dict[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,  # Ctrl-C reaches the bench only; it stops the rest
-            preexec_fn=_die_with_parent,
-        )
-        self._procs.append(proc)
-        return proc
-
-    async def stop(self, proc: asyncio.subprocess.Process, grace: float = 15.0) -> int:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; return the exit code."""
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await asyncio.wait_for(proc.wait(), 5.0)
-        if proc in self._procs:
-            self._procs.remove(proc)
-        assert proc.returncode is not None
-        return proc.returncode
-
-    async def stop_all(self) -> None:
-        for proc in list(self._procs):
-            with contextlib.suppress(Exception):
-                await self.stop(proc, grace=5.0)
-
-    def _kill_remaining(self) -> None:
-        for proc in self._procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-
-
-async def wait_http_ok(
-    session: aiohttp.ClientSession,
-    url: str,
-    proc: asyncio.subprocess.Process,
-    within: float,
-    poll: float = 0.005,
-) -> float:
-    """Poll ``url`` every ``poll`` s until it answers 200; return when (perf_counter)."""
-    deadline = time.perf_counter() + within
-    while time.perf_counter() < deadline:
-        if proc.returncode is not None:
-            raise BenchError(f"process exited with code {proc.returncode} before {url} was up")
-        try:
-            async with session.get(url) as resp:
-                await resp.read()
-                if resp.status == 200:
-                    return time.perf_counter()
-        except (aiohttp.ClientError, OSError):
-            pass
-        await asyncio.sleep(poll)
-    raise BenchError(f"{url} did not answer 200 within {within:g} s")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    """The last ``lines`` lines of a log file, indented, for error messages."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+# the target, seen from the bench
 
 
 class Target:
@@ -388,6 +243,50 @@ class Window:
     @property
     def cpu_per_1000(self) -> float:
         return self.cpu / self.probes * 1000 if self.probes else NOT_MEASURED
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What the bench read around one window, whichever the prober."""
+
+    t0: float
+    """time.monotonic() at the window's start."""
+    t1: float
+    """time.monotonic() at the window's end."""
+    cpu: float
+    other_cores: float
+    target_overshoot_ms: list[float]
+    rss_mb: float
+
+    def window(
+        self, *, probes: int, failures: int, inflation_ms: list[float], lag_ms: list[float]
+    ) -> Window:
+        """The window, with the probes the prober finished between ``t0`` and ``t1``."""
+        return Window(
+            seconds=self.t1 - self.t0,
+            cpu=self.cpu,
+            probes=probes,
+            failures=failures,
+            inflation_ms=inflation_ms,
+            lag_ms=lag_ms,
+            target_overshoot_ms=self.target_overshoot_ms,
+            rss_mb=self.rss_mb,
+            other_cores=self.other_cores,
+        )
+
+
+async def measure_window(
+    target: Target, session: aiohttp.ClientSession, pid: int, duration: float
+) -> Measured:
+    """Measure the prober ``pid`` for ``duration`` s, the target's stats reset at the start."""
+    await target.overshoot_ms(session, reset=True)
+    other = OtherLoad([pid, target.pid])
+    t0, cpu0 = time.monotonic(), cpu_seconds(pid)
+    await asyncio.sleep(duration)
+    t1, cpu1 = time.monotonic(), cpu_seconds(pid)
+    other_cores = other.cores()
+    overshoot = await target.overshoot_ms(session, reset=True)
+    return Measured(t0, t1, cpu1 - cpu0, other_cores, overshoot, rss_kib(pid) * 1024 / 1e6)
 
 
 @dataclass(slots=True)
@@ -573,22 +472,13 @@ async def run_blackbox(
             )
             try:
                 await asyncio.sleep(args.warmup)
-                await target.overshoot_ms(session, reset=True)
-                other = OtherLoad([proc.pid, target.pid])
-                t0, cpu0 = time.monotonic(), cpu_seconds(proc.pid)
-                await asyncio.sleep(args.duration)
-                t1, cpu1 = time.monotonic(), cpu_seconds(proc.pid)
-                other_cores = other.cores()
-                overshoot = await target.overshoot_ms(session, reset=True)
-                rss_mb = rss_kib(proc.pid) * 1024 / 1e6
+                measured = await measure_window(target, session, proc.pid, args.duration)
             finally:
                 stop.set()
                 dropped = await driver
-        window = [s for s in samples if t0 <= s.done <= t1]
+        window = [s for s in samples if measured.t0 <= s.done <= measured.t1]
         result.add(
-            Window(
-                seconds=t1 - t0,
-                cpu=cpu1 - cpu0,
+            measured.window(
                 probes=len(window),
                 failures=sum(1 for s in window if not s.success),
                 inflation_ms=[
@@ -597,9 +487,6 @@ async def run_blackbox(
                     if s.success and s.duration is not None
                 ],
                 lag_ms=[],
-                target_overshoot_ms=overshoot,
-                rss_mb=rss_mb,
-                other_cores=other_cores,
             )
         )
         if dropped:
@@ -777,30 +664,18 @@ async def run_probed_window(
     try:
         await probed.wait_ready(session)
         await asyncio.sleep(warmup)
-        await target.overshoot_ms(session, reset=True)
-        other = OtherLoad([probed.proc.pid, target.pid])
-        t0, cpu0 = time.monotonic(), cpu_seconds(probed.proc.pid)
-        await asyncio.sleep(duration)
-        t1, cpu1 = time.monotonic(), cpu_seconds(probed.proc.pid)
-        other_cores = other.cores()
-        overshoot = await target.overshoot_ms(session, reset=True)
-        rss_mb = rss_kib(probed.proc.pid) * 1024 / 1e6
+        measured = await measure_window(target, session, probed.proc.pid, duration)
         # let the last lines of the window arrive through the pipe
         await asyncio.sleep(0.05)
     finally:
         code = await probed.stop()
-    lines = probed.window(t0, t1)
+    lines = probed.window(measured.t0, measured.t1)
     result.add(
-        Window(
-            seconds=t1 - t0,
-            cpu=cpu1 - cpu0,
+        measured.window(
             probes=len(lines),
             failures=sum(1 for line in lines if not line.success),
             inflation_ms=[line.latency_ms - DELAY * 1000 for line in lines if line.success],
             lag_ms=[line.lag_ms for line in lines if line.lag_ms is not None],
-            target_overshoot_ms=overshoot,
-            rss_mb=rss_mb,
-            other_cores=other_cores,
         )
     )
     check_exit(probed, code, result.notes)
@@ -995,12 +870,10 @@ def blackbox_version() -> str:
 
 
 async def bench(args: argparse.Namespace) -> Results:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
     parts = set(args.only or PARTS)
     results = Results()
-    procs = Processes()
+    procs = Processes(grace=15.0)
     scratch_dir = tempfile.TemporaryDirectory(prefix="probed-bench-")
     scratch = Path(scratch_dir.name)
     try:
@@ -1093,13 +966,6 @@ async def bench(args: argparse.Namespace) -> Results:
     return results
 
 
-def positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Benchmark probed against prometheus-blackbox-exporter on loopback."
@@ -1155,18 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.starts, args.lateness_probes, args.rounds) < 1:
         print("--starts, --lateness-probes and --rounds must be at least 1", file=sys.stderr)
         return 2
-    try:
-        results = asyncio.run(bench(args))
-    except KeyboardInterrupt:
-        print("interrupted; every process started was stopped", file=sys.stderr)
-        return 130
-    except asyncio.CancelledError:
-        print("terminated; every process started was stopped", file=sys.stderr)
-        return 143
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 2
-    return 1 if results.errors else 0
+    return run_bench(bench(args), lambda results: 1 if results.errors else 0)
 
 
 if __name__ == "__main__":

@@ -78,10 +78,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
-import contextlib
 import cProfile
-import ctypes
 import gc
 import itertools
 import json
@@ -89,10 +86,7 @@ import logging
 import math
 import os
 import platform
-import resource
 import secrets
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -102,6 +96,24 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+from _common import (
+    LOOPBACK,
+    NAN,
+    BenchError,
+    CountingHandler,
+    Processes,
+    cancel_on_sigterm,
+    percentile,
+    positive,
+    quiet_structlog,
+    raise_nofile,
+    run_bench,
+    say,
+    serve_app,
+    status_kib,
+    verdict,
+    wait_for_stop,
+)
 from aiohttp import web
 
 from probed.config import ReflectProbe, SseStream, TargetConfig
@@ -114,7 +126,6 @@ from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.watcher import StreamManager
 
 SELF = Path(__file__).resolve()
-LOOPBACK = "127.0.0.1"
 D = 0.5
 """Seconds the server subtracts from the send time in ``enqueued_at``: the known lag."""
 HEARTBEAT = 10.0
@@ -139,26 +150,9 @@ TARGET_B_CPU_RATIO = 1.5
 TARGET_C_RSS_MB = 400.0
 TARGET_REFLECT_P99_MS = 2.0
 
-NAN = float("nan")
-
-
-class BenchError(Exception):
-    """A part of the benchmark could not be measured."""
-
 
 # --------------------------------------------------------------------------------------
 # small helpers
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values``, linear between closest ranks; NaN if empty."""
-    if not values:
-        return NAN
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def summary_ms(values_s: Sequence[float]) -> dict[str, float | int]:
@@ -171,26 +165,6 @@ def summary_ms(values_s: Sequence[float]) -> dict[str, float | int]:
         "min": min(values_s) * 1000 if values_s else NAN,
         "negative": sum(1 for v in values_s if v < 0),
     }
-
-
-def status_kib(key: str = "VmRSS") -> int:
-    """A KiB field (``VmRSS``, ``VmHWM``) of this process from ``/proc/self/status``."""
-    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise BenchError(f"no {key} in /proc/self/status")
-
-
-def raise_nofile() -> tuple[int, int]:
-    """Raise this process's open-file soft limit to the hard limit; return (soft, hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = 1 << 20
-    if soft == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft, hard
 
 
 def num(value: object) -> float:
@@ -206,33 +180,9 @@ def fmt(value: object, digits: int = 2) -> str:
     return "n/a" if math.isnan(number) else f"{number:,.{digits}f}"
 
 
-def verdict(value: float, target: float) -> str:
-    """MET when ``value <= target``; NOT MEASURED when there is no value."""
-    if math.isnan(value):
-        return "NOT MEASURED"
-    return "MET" if value <= target else "NOT MET"
-
-
-def say(message: str = "") -> None:
-    """Results, flushed at once (the output is often piped to a file)."""
-    print(message, flush=True)
-
-
 def progress(message: str) -> None:
     """Progress of a child process, on stderr so stdout stays the result line."""
     print(message, file=sys.stderr, flush=True)
-
-
-def quiet_structlog(counts: Counter[str]) -> None:
-    """Count structlog events by level and name and drop them (5,000 connect lines otherwise)."""
-    import structlog
-    from structlog.typing import EventDict, WrappedLogger
-
-    def count(_logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
-        counts[f"{method}:{event_dict.get('event')}"] += 1
-        raise structlog.DropEvent
-
-    structlog.configure(processors=[count], cache_logger_on_first_use=True)
 
 
 async def wait_until(predicate: Callable[[], bool], within: float, poll: float = 0.05) -> bool:
@@ -243,23 +193,6 @@ async def wait_until(predicate: Callable[[], bool], within: float, poll: float =
             return False
         await asyncio.sleep(poll)
     return True
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the bench dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-async def wait_for_stop(lifetime: float) -> None:
-    """Return on SIGTERM / SIGINT or after ``lifetime`` seconds."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), lifetime)
 
 
 # --------------------------------------------------------------------------------------
@@ -298,19 +231,6 @@ class ServerStats:
             "accepted": self.accepted,
             "logs": dict(self.logs),
         }
-
-
-class CountingHandler(logging.Handler):
-    """Counts log records by logger and message instead of printing them."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.counts: Counter[str] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        exc = record.exc_info[1] if record.exc_info else None
-        suffix = f" ({type(exc).__name__})" if exc is not None else ""
-        self.counts[f"{record.name}: {record.getMessage()}{suffix}"] += 1
 
 
 def serve_sse(lifetime: float) -> int:
@@ -389,14 +309,7 @@ def serve_sse(lifetime: float) -> int:
         app = web.Application()
         app.router.add_get("/sse", sse)
         app.router.add_get("/stats", stats_handler)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, LOOPBACK, 0, backlog=8192)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        print(port, flush=True)
-        await wait_for_stop(lifetime)
-        await runner.cleanup()
+        await serve_app(app, lifetime, backlog=8192, shutdown_timeout=1.0)
 
     asyncio.run(main())
     return 0
@@ -469,6 +382,28 @@ class GcWatch:
         }
 
 
+class SseData:
+    """The raw clients' SSE parsing: split events on ``b"\\n\\n"``, keep their ``data:`` lines.
+
+    One per connection; ``feed`` each chunk as it arrives.
+    """
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """What follows ``data:`` on each line of the events ``chunk`` completes, in order."""
+        self._buf += chunk
+        if b"\n\n" not in self._buf:
+            return []
+        *blocks, self._buf = self._buf.split(b"\n\n")
+        return [
+            line[5:] for block in blocks for line in block.split(b"\n") if line.startswith(b"data:")
+        ]
+
+
 Identity = tuple[bool, str | int, int]
 """(connected, connection id, reconnects) of one stream: unchanged means it stayed up."""
 
@@ -496,17 +431,11 @@ class RawStreams:
                     else:
                         self.up[index] = True
                         self.conn_no[index] += 1
-                        buf = b""
+                        events = SseData()
                         async for chunk in resp.content.iter_any():
                             wall = time.time()
-                            buf += chunk
-                            if b"\n\n" not in buf:
-                                continue
-                            *blocks, buf = buf.split(b"\n\n")
-                            for block in blocks:
-                                for line in block.split(b"\n"):
-                                    if line.startswith(b"data:"):
-                                        record(wall, json.loads(line[5:]).get("enqueued_at"))
+                            for data in events.feed(chunk):
+                                record(wall, json.loads(data).get("enqueued_at"))
                         self.errors["eof"] += 1
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 self.errors[type(exc).__name__] += 1
@@ -855,21 +784,15 @@ async def client_reflect_raw(args: argparse.Namespace) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
         async with session.get(url, headers={"Accept": "text/event-stream"}, timeout=timeout) as r:
             connected.set()
-            buf = b""
+            events = SseData()
             async for chunk in r.content.iter_any():
                 now = time.monotonic()
-                buf += chunk
-                if b"\n\n" not in buf:
-                    continue
-                *blocks, buf = buf.split(b"\n\n")
-                for block in blocks:
-                    for line in block.split(b"\n"):
-                        if line.startswith(b"data:"):
-                            payload = json.loads(line[5:]).get("payload")
-                            nonce = payload.get("nonce") if isinstance(payload, dict) else None
-                            waiter = waiters.pop(nonce, None) if isinstance(nonce, str) else None
-                            if waiter is not None and not waiter.done():
-                                waiter.set_result(now)
+                for data in events.feed(chunk):
+                    payload = json.loads(data).get("payload")
+                    nonce = payload.get("nonce") if isinstance(payload, dict) else None
+                    waiter = waiters.pop(nonce, None) if isinstance(nonce, str) else None
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(now)
 
     async def one(inject: aiohttp.ClientSession, seq: int) -> tuple[float, float] | None:
         nonce = secrets.token_hex(12)
@@ -950,51 +873,6 @@ def client_main(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------
 # processes (the orchestrating bench)
-
-
-class Processes:
-    """Every subprocess the bench starts; all are stopped on exit, whatever happens."""
-
-    def __init__(self) -> None:
-        self._procs: list[asyncio.subprocess.Process] = []
-        atexit.register(self._kill_remaining)
-
-    async def spawn(self, argv: Sequence[str]) -> asyncio.subprocess.Process:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=None,  # progress lines of the children go to our stderr
-            start_new_session=True,  # Ctrl-C reaches the bench only; it stops the rest
-            preexec_fn=_die_with_parent,
-        )
-        self._procs.append(proc)
-        return proc
-
-    async def stop(self, proc: asyncio.subprocess.Process, grace: float = 10.0) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await asyncio.wait_for(proc.wait(), 5.0)
-        if proc in self._procs:
-            self._procs.remove(proc)
-
-    async def stop_all(self) -> None:
-        for proc in list(self._procs):
-            with contextlib.suppress(Exception):
-                await self.stop(proc, grace=5.0)
-
-    def _kill_remaining(self) -> None:
-        for proc in self._procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
 
 
 async def start_server(
@@ -1288,9 +1166,7 @@ def flags(**options: str | float | bool) -> list[str]:
 
 
 async def bench(args: argparse.Namespace) -> Report:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
     parts = [p for p in PARTS if p in (args.only or PARTS)]
     report = Report()
     procs = Processes()
@@ -1387,13 +1263,6 @@ async def bench(args: argparse.Namespace) -> Report:
     return report
 
 
-def positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Benchmark probed's SSE stream watcher and reflect probe on loopback."
@@ -1455,18 +1324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_dir = Path(args.profile).resolve()
         profile_dir.mkdir(parents=True, exist_ok=True)
         args.profile = str(profile_dir)
-    try:
-        report = asyncio.run(bench(args))
-    except KeyboardInterrupt:
-        print("interrupted; every process started was stopped", file=sys.stderr)
-        return 130
-    except asyncio.CancelledError:
-        print("terminated; every process started was stopped", file=sys.stderr)
-        return 143
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 2
-    return 1 if report.errors else 0
+    return run_bench(bench(args), lambda report: 1 if report.errors else 0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,342 @@
+"""What the benchmark scripts share: processes, /proc readers, small helpers.
+
+Imported by ``http_probes.py``, ``soak.py`` and ``streams.py`` as ``_common``:
+they run as ``python bench/NAME.py`` (and start themselves again the same way
+for their servers and clients), so ``bench/`` is ``sys.path[0]``. mypy finds
+it the same way: ``bench/`` has no ``__init__.py``, so it is the base
+directory of every script in it. It is not a benchmark and does nothing when
+run.
+
+Nothing here measures anything by itself; it starts, serves and stops
+processes, reads ``/proc`` and formats, so that the three scripts do it the
+same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import logging
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+LOOPBACK = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NAN = float("nan")
+
+T = TypeVar("T")
+
+
+class BenchError(Exception):
+    """A benchmark, or a part of it, could not be run or measured."""
+
+
+# --------------------------------------------------------------------------------------
+# small helpers
+
+
+def say(message: str = "") -> None:
+    """Results and progress, flushed at once (the output is often piped to a file)."""
+    print(message, flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, linear between closest ranks; NaN if empty."""
+    if not values:
+        return NAN
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def verdict(value: float, target: float) -> str:
+    """MET when ``value <= target``; NOT MEASURED when there is no value."""
+    if math.isnan(value):
+        return "NOT MEASURED"
+    return "MET" if value <= target else "NOT MET"
+
+
+def positive(text: str) -> float:
+    """An argparse type: a float > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
+    return value
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file, indented, for error messages."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+# --------------------------------------------------------------------------------------
+# /proc readers
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` in seconds (its own threads, not its children)."""
+    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    fields = stat.rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def status_kib(key: str = "VmRSS", pid: int | None = None) -> int:
+    """A KiB field (``VmRSS``, ``VmHWM``) of process ``pid`` (None: this process)."""
+    where = "self" if pid is None else str(pid)
+    for line in Path(f"/proc/{where}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"no {key} in /proc/self/status" if pid is None else f"no {key} for pid {pid}")
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of process ``pid`` in KiB."""
+    return status_kib("VmRSS", pid)
+
+
+def fd_count(pid: int) -> int:
+    """Open file descriptors of process ``pid``."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# --------------------------------------------------------------------------------------
+# in each process: open-file limit, logs, serving until stopped
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise this process's open-file soft limit to the hard limit; return (soft, hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def quiet_structlog(counts: Counter[str]) -> None:
+    """Count structlog events by level and name in ``counts`` and drop them (no printing)."""
+    import structlog
+    from structlog.typing import EventDict, WrappedLogger
+
+    def count(_logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+        counts[f"{method}:{event_dict.get('event')}"] += 1
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[count], cache_logger_on_first_use=True)
+
+
+class CountingHandler(logging.Handler):
+    """Counts standard-library log records (aiohttp's) by logger, message and exception.
+
+    The keys are ``logger: message (ExceptionType)``, prefixed with the level
+    (``warning:``) when ``with_level``.
+    """
+
+    def __init__(self, counts: Counter[str] | None = None, *, with_level: bool = False) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: Counter[str] = Counter() if counts is None else counts
+        self._with_level = with_level
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        suffix = f" ({type(exc).__name__})" if exc is not None else ""
+        level = f"{record.levelname.lower()}:" if self._with_level else ""
+        self.counts[f"{level}{record.name}: {record.getMessage()}{suffix}"] += 1
+
+
+async def wait_for_stop(lifetime: float) -> None:
+    """Return on SIGTERM / SIGINT or after ``lifetime`` seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), lifetime)
+
+
+async def serve_app(
+    app: web.Application, lifetime: float, *, backlog: int, shutdown_timeout: float = 60.0
+) -> None:
+    """Serve ``app`` on 127.0.0.1, port 0, and print the port; stop as ``wait_for_stop``."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0, backlog=backlog)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    print(port, flush=True)
+    await wait_for_stop(lifetime)
+    await runner.cleanup()
+
+
+# --------------------------------------------------------------------------------------
+# the bench's child processes
+
+
+def die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the bench dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def die_with_parent_raise_nofile() -> None:
+    """In the child before exec: SIGTERM if the bench dies; open-file soft limit = hard."""
+    die_with_parent()
+    raise_nofile()
+
+
+class Processes:
+    """Every subprocess the bench starts; all are stopped on exit, whatever happens.
+
+    Each child runs ``preexec`` before exec (by default: SIGTERM when the bench
+    dies) in a session of its own, so Ctrl-C reaches the bench only and it
+    stops the rest. ``stop`` waits ``grace`` seconds after SIGTERM by default.
+    """
+
+    def __init__(
+        self, *, preexec: Callable[[], None] = die_with_parent, grace: float = 10.0
+    ) -> None:
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._preexec = preexec
+        self._grace = grace
+        atexit.register(self._kill_remaining)
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        stdout: int | IO[bytes] = subprocess.PIPE,
+        stderr: int | IO[bytes] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` with stdin from /dev/null; stderr None: the bench's own stderr."""
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,  # Ctrl-C reaches the bench only; it stops the rest
+            preexec_fn=self._preexec,
+        )
+        self._procs.append(proc)
+        return proc
+
+    async def stop(self, proc: asyncio.subprocess.Process, grace: float | None = None) -> int:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL; return the exit code."""
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), self._grace if grace is None else grace)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.wait_for(proc.wait(), 5.0)
+        if proc in self._procs:
+            self._procs.remove(proc)
+        assert proc.returncode is not None
+        return proc.returncode
+
+    async def stop_all(self) -> None:
+        """Stop every process still running (5 s grace each)."""
+        for proc in list(self._procs):
+            with contextlib.suppress(Exception):
+                await self.stop(proc, grace=5.0)
+
+    def _kill_remaining(self) -> None:
+        for proc in self._procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+
+
+async def wait_http_ok(
+    session: aiohttp.ClientSession,
+    url: str,
+    proc: asyncio.subprocess.Process,
+    within: float,
+    poll: float = 0.005,
+) -> float:
+    """Poll ``url`` every ``poll`` s until it answers 200; return when (perf_counter).
+
+    BenchError if ``proc`` exits first or ``url`` does not answer 200 within
+    ``within`` seconds; a failed or timed-out request is retried.
+    """
+    deadline = time.perf_counter() + within
+    while time.perf_counter() < deadline:
+        if proc.returncode is not None:
+            raise BenchError(f"process exited with code {proc.returncode} before {url} was up")
+        try:
+            async with session.get(url) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    return time.perf_counter()
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass
+        await asyncio.sleep(poll)
+    raise BenchError(f"{url} did not answer 200 within {within:g} s")
+
+
+# --------------------------------------------------------------------------------------
+# main
+
+
+def cancel_on_sigterm() -> None:
+    """In the bench's main task: SIGTERM cancels it (``run_bench`` then returns 143)."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+def run_bench(
+    main: Coroutine[Any, Any, T], exit_code: Callable[[T], int], *, failed: str = "bench failed"
+) -> int:
+    """Run ``main``; its ``exit_code``, or 130 on Ctrl-C, 143 on SIGTERM, 2 on BenchError."""
+    try:
+        result = asyncio.run(main)
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    except asyncio.CancelledError:
+        print("terminated; every process started was stopped", file=sys.stderr)
+        return 143
+    except BenchError as exc:
+        print(f"{failed}: {exc}", file=sys.stderr)
+        return 2
+    return exit_code(result)
