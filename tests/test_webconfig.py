@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import shutil
 import ssl
 import threading
@@ -608,15 +609,14 @@ def test_all_is_sorted_and_honest() -> None:
     assert all(hasattr(webconfig, name) for name in webconfig.__all__)
 
 
-async def test_daemon_serves_tls_and_basic_auth_from_its_config(
-    tmp_path: Path, pki: Pki, session: aiohttp.ClientSession
-) -> None:
-    """The real daemon, given web_config_file, serves /metrics over TLS behind basic auth."""
+@contextlib.asynccontextmanager
+async def secured_daemon(tmp_path: Path, pki: Pki, password: str) -> AsyncIterator[Daemon]:
+    """The real daemon serving TLS with basic-auth user ``prom`` from ``web-config.yml``."""
     pki.write(tmp_path)
     _write_config(
         tmp_path,
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-        f"basic_auth_users:\n  prom: {_hash('scrape-pw')}\n",
+        f"basic_auth_users:\n  prom: {_hash(password)}\n",
     )
     (tmp_path / "probes.toml").write_text(
         '[daemon]\nlisten = "127.0.0.1:0"\nweb_config_file = "web-config.yml"\n'
@@ -625,9 +625,20 @@ async def test_daemon_serves_tls_and_basic_auth_from_its_config(
     daemon = Daemon(load_config(tmp_path / "probes.toml"), install_signal_handlers=False)
     task = asyncio.create_task(daemon.run())
     await daemon.wait_started()
-    base = f"https://localhost:{daemon.bound_port}"
-    ssl_ctx = _client_context(pki)
     try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        assert 0 == await task
+
+
+async def test_daemon_serves_tls_and_basic_auth_from_its_config(
+    tmp_path: Path, pki: Pki, session: aiohttp.ClientSession
+) -> None:
+    """The real daemon, given web_config_file, serves /metrics over TLS behind basic auth."""
+    ssl_ctx = _client_context(pki)
+    async with secured_daemon(tmp_path, pki, "scrape-pw") as daemon:
+        base = f"https://localhost:{daemon.bound_port}"
         async with session.get(
             f"{base}/metrics", ssl=ssl_ctx, headers={"Authorization": _basic("prom", "scrape-pw")}
         ) as resp:
@@ -639,29 +650,13 @@ async def test_daemon_serves_tls_and_basic_auth_from_its_config(
             assert (401, "Unauthorized\n") == (resp.status, await resp.text())
         async with session.get(f"{base}/-/healthy", ssl=ssl_ctx) as resp:
             assert 401 == resp.status
-    finally:
-        daemon.request_stop()
-        assert 0 == await task
 
 
 async def test_reload_rotates_certificate_and_users_without_a_restart(
     tmp_path: Path, pki: Pki, session: aiohttp.ClientSession
 ) -> None:
     """A reload puts a new certificate, client policy and users in force for new connections."""
-    pki.write(tmp_path)
-    web_path = _write_config(
-        tmp_path,
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
-        f"basic_auth_users:\n  prom: {_hash('old-pw')}\n",
-    )
-    (tmp_path / "probes.toml").write_text(
-        '[daemon]\nlisten = "127.0.0.1:0"\nweb_config_file = "web-config.yml"\n'
-        f'state_dir = "{tmp_path}/state"\n'
-    )
-    daemon = Daemon(load_config(tmp_path / "probes.toml"), install_signal_handlers=False)
-    task = asyncio.create_task(daemon.run())
-    await daemon.wait_started()
-    base = f"https://localhost:{daemon.bound_port}"
+    web_path = tmp_path / "web-config.yml"
     old_ca, new_ca = _client_context(pki), ssl.create_default_context()
     rotated = trustme.CA()
     rotated.configure_trust(new_ca)
@@ -669,7 +664,7 @@ async def test_reload_rotates_certificate_and_users_without_a_restart(
     async def status(ctx: ssl.SSLContext, password: str, host: str = "localhost") -> int | str:
         try:
             async with session.get(
-                f"https://{host}:{daemon.bound_port}/metrics",
+                f"https://{host}:{port}/metrics",
                 ssl=ctx,
                 headers={"Authorization": _basic("prom", password)},
             ) as resp:
@@ -677,7 +672,8 @@ async def test_reload_rotates_certificate_and_users_without_a_restart(
         except aiohttp.ClientConnectorCertificateError:
             return "untrusted"
 
-    try:
+    async with secured_daemon(tmp_path, pki, "old-pw") as daemon:
+        port = daemon.bound_port
         assert (200, "untrusted") == (await status(old_ca, "old-pw"), await status(new_ca, "x"))
 
         # rotate: a certificate from another CA, a new password, a new header
@@ -696,7 +692,9 @@ async def test_reload_rotates_certificate_and_users_without_a_restart(
         # a client dialling an IP address sends no server name; the swap holds for it too
         assert 200 == await status(new_ca, "new-pw", host="127.0.0.1")
         async with session.get(
-            f"{base}/-/healthy", ssl=new_ca, headers={"Authorization": _basic("prom", "new-pw")}
+            f"https://localhost:{port}/-/healthy",
+            ssl=new_ca,
+            headers={"Authorization": _basic("prom", "new-pw")},
         ) as resp:
             assert "deny" == resp.headers["X-Frame-Options"]
 
@@ -722,6 +720,3 @@ async def test_reload_rotates_certificate_and_users_without_a_restart(
         assert "tls_server_config" in message
         assert not daemon.info.config_reload_successful
         assert 200 == await status(with_cert, "new-pw")
-    finally:
-        daemon.request_stop()
-        assert 0 == await task
