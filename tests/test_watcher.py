@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+import trustme
 from aiohttp import web
 
 from probed.config import SseStream, TargetConfig
@@ -22,17 +26,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @asynccontextmanager
-async def sse_server(handler: Handler) -> AsyncIterator[str]:
-    """Serve ``handler`` at /sse on 127.0.0.1 (port 0); yield the base URL."""
+async def sse_server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Serve ``handler`` at /sse on 127.0.0.1 (port 0), over TLS with ``tls``; yield the URL."""
     app = web.Application()
     app.router.add_get("/sse", handler)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     port = runner.addresses[0][1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
 
@@ -63,9 +67,11 @@ def stream_spec(**fields: Any) -> SseStream:
 
 
 @asynccontextmanager
-async def watching(base_url: str, spec: SseStream) -> AsyncIterator[tuple[StreamStats, Hub]]:
+async def watching(
+    base_url: str, spec: SseStream, **target_fields: Any
+) -> AsyncIterator[tuple[StreamStats, Hub]]:
     """Run a StreamWatcher for ``spec`` against ``base_url`` until the block ends."""
-    target = TargetConfig(base_url=base_url)
+    target = TargetConfig(base_url=base_url, **target_fields)
     target._finish_headers()
     store = ResultStore()
     hub = Hub()
@@ -410,3 +416,52 @@ async def test_events_before_an_oversize_line_are_kept() -> None:
     async with sse_server(handler) as url, watching(url, spec) as (stats, _):
         await until(lambda: stats.reconnects["oversize"] >= 1)
     assert 2 == stats.received
+
+
+@pytest.fixture(scope="module")
+def tls_server() -> tuple[trustme.CA, ssl.SSLContext]:
+    """A private CA and a server context with its certificate for 127.0.0.1."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return ca, context
+
+
+@pytest.mark.parametrize(
+    ("trust", "connects"),
+    [("ca_file", True), ("insecure_skip_verify", True), ("system", False), ("missing", False)],
+)
+async def test_tls_target_settings_apply_to_streams(
+    trust: str,
+    connects: bool,
+    tls_server: tuple[trustme.CA, ssl.SSLContext],
+    tmp_path: Path,
+) -> None:
+    """The watcher honours the target's ca_file and insecure_skip_verify like the probes do."""
+    ca, server_context = tls_server
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    options: dict[str, dict[str, Any]] = {
+        "ca_file": {"ca_file": tmp_path / "ca.pem"},
+        "insecure_skip_verify": {"insecure_skip_verify": True},
+        "system": {},
+        "missing": {"ca_file": tmp_path / "missing.pem"},
+    }
+    fields = options[trust]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        for seq in range(1, 4):
+            await resp.write(event(seq))
+        await asyncio.sleep(5)
+        return resp
+
+    async with (
+        sse_server(handler, server_context) as url,
+        watching(url, stream_spec(), **fields) as (stats, _),
+    ):
+        if connects:
+            await until(lambda: stats.received >= 3)
+        else:
+            await until(lambda: stats.reconnects["tls"] >= 1)
+    assert (3 if connects else 0) == stats.received
+    assert connects != ({"tls"} == set(stats.reconnects))

@@ -39,7 +39,9 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
 from probed.config import SseStream, TargetConfig
+from probed.errors import ProbeFailure
 from probed.jsonpath import lookup
+from probed.probes._http_common import ssl_for
 from probed.probes.base import Reason, classify_exception, new_traceparent
 from probed.store import ResultStore, StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
@@ -209,12 +211,17 @@ class StreamWatcher:
         started = time.monotonic()
         sent_wall = time.time()
         try:
+            tls = ssl_for(self.target)
+        except ProbeFailure as exc:  # an unreadable ca_file
+            raise self._end(sub, _Unhealthy(Reason.TLS.value, False, exc.detail)) from None
+        try:
             async with asyncio.timeout(spec.connect_timeout):
                 resp = await self.session.get(
                     self._url,
                     headers=self._headers(sub),
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
                     allow_redirects=True,
+                    ssl=tls,
                 )
         except TimeoutError:
             raise self._end(sub, _Unhealthy("connect_timeout", False)) from None
@@ -428,7 +435,9 @@ class StreamWatcher:
             try:
                 sent = time.time()
                 async with asyncio.timeout(self.spec.connect_timeout):
-                    async with self.session.get(url, headers=self.target.resolved_headers()) as r:
+                    async with self.session.get(
+                        url, headers=self.target.resolved_headers(), ssl=ssl_for(self.target)
+                    ) as r:
                         body = await r.json(content_type=None)
                 got = time.time()
                 server = parse_timestamp(_field(body, "time"), "auto")
