@@ -32,6 +32,7 @@ from probed.logging import redactor
 from probed.metrics import DaemonInfo, build_registry
 from probed.persist import Persister, StateStore
 from probed.probes import PROBERS
+from probed.probes._http_common import prepare_tls
 from probed.probes.base import ProbeContext, ProbeRun, run_probe
 from probed.probes.session import create_sessions
 from probed.scheduler import Scheduler, monitor_loop_lag
@@ -108,6 +109,7 @@ class ProbeExecutor:
             for name, target in config.targets.items()
         }
         redactor.set_secrets(config.secret_values())
+        prepare_tls(config.targets.values())
 
     async def __call__(self, spec: ProbeSpec) -> ProbeRun:
         return await run_probe(PROBERS[spec.kind], self._contexts[spec.target], spec)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
+import trustme
 from aiohttp import web
 from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
@@ -697,3 +698,22 @@ async def test_slow_handshake_counts_as_tls_not_connect(
     assert 0.09 * handshakes <= phases["tls"]
     assert 0.05 > phases["connect"]
     assert probe_run.duration >= sum(phases.values())
+
+
+def test_system_cas_are_loaded_once_per_process(tmp_path: Path) -> None:
+    """probed's verifying context is aiohttp's own (the system CAs cost ~2.3 MB each load)."""
+    import aiohttp.connector
+
+    from probed.probes import _http_common
+
+    target = TargetConfig(base_url="https://127.0.0.1:1")
+    assert aiohttp.connector._SSL_CONTEXT_VERIFIED is ssl_for(target)
+    assert ssl.CERT_REQUIRED == ssl_for(target).verify_mode
+    # a ca_file context is made at configure time and reused; a bad one fails the run instead
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with_ca = TargetConfig(base_url="https://127.0.0.1:1", ca_file=tmp_path / "ca.pem")
+    missing = TargetConfig(base_url="https://127.0.0.1:1", ca_file=tmp_path / "none.pem")
+    _http_common.prepare_tls([with_ca, missing])
+    assert ssl_for(with_ca) is _http_common._ca_contexts[str(tmp_path / "ca.pem")][1]
+    assert str(tmp_path / "none.pem") not in _http_common._ca_contexts

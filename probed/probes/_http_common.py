@@ -8,6 +8,7 @@ runner builds the same result.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import json
 import math
@@ -36,6 +37,7 @@ __all__ = [
     "lookup",
     "parse_json",
     "parse_retry_after",
+    "prepare_tls",
     "send",
     "ssl_for",
 ]
@@ -112,9 +114,32 @@ def _unverified_context() -> ssl.SSLContext:
     return context
 
 
+def _shared_verifying_context() -> ssl.SSLContext:
+    """aiohttp's own verifying context, made at its import, or a new one if it has none.
+
+    Its settings are ours (system CAs, ALPN http/1.1); sharing it saves loading the
+    system CAs a second time (~20 ms and ~2.3 MB of RSS). Installing the handshake
+    timing on it changes nothing else for aiohttp's other users.
+    """
+    from aiohttp import connector
+
+    context = getattr(connector, "_SSL_CONTEXT_VERIFIED", None)
+    if not isinstance(context, ssl.SSLContext) or context.verify_mode != ssl.CERT_REQUIRED:
+        context = ssl.create_default_context()
+    return _probe_context(context)
+
+
 # Made at import (loading the system CAs takes ~20 ms), not inside the first run.
-_VERIFYING = _probe_context(ssl.create_default_context())
+_VERIFYING = _shared_verifying_context()
 _NOT_VERIFYING = _probe_context(_unverified_context())
+
+
+def prepare_tls(targets: Iterable[TargetConfig]) -> None:
+    """Load the ``ca_file`` contexts of ``targets`` now (configure time), not inside a run."""
+    for target in targets:
+        if target.ca_file is not None and not target.insecure_skip_verify:
+            with contextlib.suppress(ProbeFailure):  # reported by the first run instead
+                _ca_context(target.ca_file)
 
 
 def _ca_context(path: Path) -> ssl.SSLContext:
