@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -101,7 +102,10 @@ def _document(request: web.Request) -> dict[str, Any]:
 
 
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(_document(request))
+    # The document is built on the loop (it reads the store); encoding it, a third of
+    # the time (~40 ms for 500 streams), runs in a worker thread.
+    body = await asyncio.to_thread(json.dumps, _document(request))
+    return web.Response(text=body, content_type="application/json")
 
 
 async def _recommendations(request: web.Request) -> web.Response:
@@ -121,7 +125,7 @@ async def _reload(request: web.Request) -> web.Response:
 
 async def _index(request: web.Request) -> web.Response:
     return web.Response(
-        text=render_page(_document(request)),
+        text=await asyncio.to_thread(render_page, _document(request)),
         content_type="text/html",
         headers={"Cache-Control": "no-store"},
     )
