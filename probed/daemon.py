@@ -219,6 +219,14 @@ class Daemon:
             return False, str(exc)
         if new.daemon.listen != self.config.daemon.listen:
             _log.warning("config_listen_change_needs_restart", listen=self.config.daemon.listen)
+        if new.recommend.window != self.store.signal_window:
+            # the signal windows are fixed-size rings made for the window the daemon
+            # started with; resizing them would drop their data and let recommendations
+            # resolve for want of it
+            _log.warning(
+                "config_recommend_window_change_needs_restart",
+                window_seconds=self.store.signal_window,
+            )
         web = self.web
         tls_context = None
         if web is not None:

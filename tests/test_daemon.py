@@ -337,3 +337,31 @@ async def test_process_reload_and_graceful_stop(demo: DemoTarget, tmp_path: Path
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_reload_names_the_changes_that_need_a_restart(tmp_path: Path) -> None:
+    """A new listen address or signal window is logged as needing a restart, not half-applied."""
+    import structlog
+
+    path = tmp_path / "probes.toml"
+    daemon_section = f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
+    path.write_text(daemon_section)
+    daemon = Daemon(load_config(path), install_signal_handlers=False)
+    task = asyncio.create_task(daemon.run())
+    await daemon.wait_started()
+    try:
+        path.write_text(
+            daemon_section.replace("127.0.0.1:0", "127.0.0.1:1") + '[recommend]\nwindow = "10m"\n'
+        )
+        with structlog.testing.capture_logs() as logs:
+            ok, _ = await daemon.reload()
+        events = [e["event"] for e in logs if e["event"].endswith("_needs_restart")]
+        assert ok
+        assert [
+            "config_listen_change_needs_restart",
+            "config_recommend_window_change_needs_restart",
+        ] == events
+        assert 300.0 == daemon.store.signal_window
+    finally:
+        daemon.request_stop()
+        assert 0 == await task
