@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -86,13 +87,26 @@ def test_multi_stage_non_root_with_a_documented_config_path() -> None:
 
 
 def test_the_build_stage_wheel_carries_the_runtime_files(tmp_path: Path) -> None:
-    """``pip wheel .`` as the build stage runs it (offline here: no deps, no isolation)."""
+    """The build stage's COPY lines and ``pip wheel .`` (offline here: no deps, no isolation)."""
+    src, wheels = tmp_path / "src", tmp_path / "wheels"
+    src.mkdir()
+    for word, rest in instructions():
+        if word != "COPY" or rest.startswith("--from"):
+            continue
+        *sources, dest = rest.split()
+        for name in sources:  # COPY file... dir/ puts files in dir/; COPY dir path copies into path
+            if (ROOT / name).is_dir():
+                ignore = shutil.ignore_patterns("__pycache__")
+                shutil.copytree(ROOT / name, src / dest, ignore=ignore)
+            else:
+                (src / dest).mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / name, src / dest / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
+         "--quiet", "--wheel-dir", str(wheels), str(src)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
-    (wheel,) = tmp_path.glob("probed-*.whl")
+    (wheel,) = wheels.glob("probed-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = subprocess.run(
         ["git", "ls-files", "probed"], cwd=ROOT, check=True, capture_output=True, text=True
