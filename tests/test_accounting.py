@@ -111,3 +111,20 @@ def test_memory_is_bounded() -> None:
     feed(t, list(range(10_000)))
     assert 32 == len(t._ring)
     assert Verdict.DUPLICATE == t.observe(9_990, 0.0)
+
+
+def test_lost_numbers_are_forgotten_once_out_of_the_window() -> None:
+    """Lost numbers are remembered (to spot late arrivals) only while inside the window.
+
+    Kept by count alone they piled up to ``window`` per subscriber: 4,096 ints each, for
+    months, on a lossy stream.
+    """
+    t = SequenceTracker(window=16, loss_timeout=1.0)
+    feed(t, [1, 3, 5, 7], now=0.0)
+    t.expire(2.0)
+    assert (3, [2, 4, 6]) == (t.lost, list(t._lost_recent))
+    assert Verdict.LATE == t.observe(4, 3.0)  # still inside the window: late, not lost
+    feed(t, [18, 21], now=4.0)  # the window is now (5, 21]: 2 is behind it, 6 is not
+    assert [6] == list(t._lost_recent)
+    feed(t, list(range(22, 60)), now=10.0)  # 8..17, 19 and 20 time out; the window is (43, 59]
+    assert (2 + 12, 1, []) == (t.lost, t.late, list(t._lost_recent))

@@ -105,7 +105,9 @@ class SequenceTracker:
         # received flags of the sequence numbers in (highest - window, highest], indexed
         # by seq % window: one byte per slot, not an int object and a set entry per event
         self._ring = bytearray(window)
-        self._lost_recent: set[int] = set()
+        # sequence numbers declared lost that are still inside the window, oldest first
+        # (a late arrival is told from a reset by them); forgotten as the window moves on
+        self._lost_recent: dict[int, None] = {}
         self.lost = 0
         self.duplicated = 0
         self.out_of_order = 0
@@ -149,6 +151,7 @@ class SequenceTracker:
             self._advance(highest, seq)
             self.highest = seq
             self._remember(seq)
+            self._forget_lost_before(seq - self.window)
             return Verdict.NEW
         if seq in self._missing:
             del self._missing[seq]
@@ -159,7 +162,7 @@ class SequenceTracker:
             self.duplicated += 1
             return Verdict.DUPLICATE
         if seq in self._lost_recent:
-            self._lost_recent.discard(seq)
+            del self._lost_recent[seq]
             self.lost -= 1
             self.late += 1
             self._remember(seq)
@@ -168,6 +171,7 @@ class SequenceTracker:
             # far behind anything we track: the producer restarted its sequence
             self.resets += 1
             self._missing.clear()
+            self._lost_recent.clear()
             self._ring = bytearray(self.window)
             self.highest = seq
             self._remember(seq)
@@ -190,13 +194,20 @@ class SequenceTracker:
             if noticed > deadline and seq >= floor:
                 break
             del missing[seq]
-            self._lost_recent.add(seq)
+            self._lost_recent[seq] = None
             newly += 1
-        if len(self._lost_recent) > self.window:
-            keep = sorted(self._lost_recent)[-self.window :]
-            self._lost_recent = set(keep)
+        self._forget_lost_before(floor)
         self.lost += newly
         return newly
+
+    def _forget_lost_before(self, floor: int) -> None:
+        """Forget lost sequence numbers at or below ``floor`` (and beyond ``window`` of them)."""
+        lost = self._lost_recent
+        while lost:
+            oldest = next(iter(lost))
+            if oldest > floor and len(lost) <= self.window:
+                return
+            del lost[oldest]
 
     @property
     def pending(self) -> int:
