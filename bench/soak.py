@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/soak.py                     # 360 s warm-up, then a 600 s window (about 17 min)
+    python bench/soak.py                     # 480 s warm-up, then a 600 s window (about 19 min)
     python bench/soak.py --quick             # smoke run: 20 s warm-up, 60 s window
     python bench/soak.py --duration 3600 --log-dir /tmp/soak   # an hour; keep logs and config
 
@@ -38,10 +38,12 @@ connections (``refuse_for``).
 
 What is measured
 ----------------
-Warm-up (``--warmup``, 360 s, faults toggling) starts when the daemon is ready.
-It lasts until the daemon's bounded state has filled once: the signal windows
-cover ``[recommend] window`` (300 s), and 60 s more lets the rest settle; RSS
-growth measured after it is what would keep growing for months.
+Warm-up (``--warmup``, faults toggling) starts when the daemon is ready. It
+lasts until the daemon's bounded state has filled once: the signal windows
+cover ``[recommend] window`` (300 s, plus 60 s to settle), and every fault has
+hit every target once (a target is faulted every other period, so a cycle is
+8 faults x 2 x 30 s = 480 s, the default). RSS growth measured after it is what
+would keep growing for months.
 Then faults are cleared, every stream is waited for (bounded) and the start
 readings are taken: ``VmRSS`` from ``/proc/PID/status``, open fds (the least
 of five counts of ``/proc/PID/fd`` over 2 s, so a probe's connection in flight
@@ -1515,6 +1517,12 @@ async def bench(args: argparse.Namespace) -> int:
     return 0 if measured else 1
 
 
+def default_warmup(fault_period: float) -> float:
+    """Seconds until the daemon's bounded state has filled: the signal windows (plus 60 s)
+    and every fault once on every target (each target is faulted every other period)."""
+    return max(SIGNAL_WINDOW + 60.0, len(FAULTS) * 2 * fault_period)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Soak the probed daemon: ~100 probes/s and 500 SSE streams on loopback demo "
@@ -1524,8 +1532,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warmup",
         type=float,
-        default=360.0,
-        help="warm-up before the window, s (360: the 300 s signal windows fill, plus 60)",
+        default=None,
+        help="warm-up before the window, s (default: the longer of the 300 s signal windows "
+        "plus 60 s and one full fault cycle on every target, 480 s at the default period)",
     )
     parser.add_argument("--rate", type=positive, default=100.0, help="probe runs per second (100)")
     parser.add_argument("--streams", type=int, default=500, help="SSE streams (500)")
@@ -1565,8 +1574,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_target(args.index, args.target_events_rate, max(1, args.groups), args.lifetime)
     if args.quick:
         args.duration = min(args.duration, 60.0)
-        args.warmup = min(args.warmup, 20.0)
+        args.warmup = min(args.warmup if args.warmup is not None else 20.0, 20.0)
         args.fault_period = min(args.fault_period, 10.0)
+    if args.warmup is None:
+        args.warmup = default_warmup(args.fault_period)
     if not 1 <= args.targets <= 16 or args.streams < 2 * args.targets or args.warmup < 0:
         print("need 1-16 --targets, --streams >= 2 per target, --warmup >= 0", file=sys.stderr)
         return 2
