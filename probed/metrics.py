@@ -9,10 +9,11 @@ config, reasons and results from fixed sets, phases from a fixed list.
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -27,9 +28,9 @@ from prometheus_client.registry import Collector
 from probed import __version__
 from probed.recommend import SCENARIOS
 from probed.signals import ComponentState, Evaluation, RecommendationState
-from probed.store import Histogram, ResultStore
+from probed.store import Histogram, ProbeState, ResultStore, StreamStats
 
-__all__ = ["DaemonInfo", "ProbedCollector", "build_registry"]
+__all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "build_registry"]
 
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
 
@@ -57,12 +58,71 @@ def _histogram(
     return family
 
 
-class ProbedCollector(Collector):
-    """Builds every probed metric family from the store on each scrape."""
+class _StoreView:
+    """What the collector reads of the store, copied: safe to read off the event loop.
 
-    def __init__(self, store: ResultStore, info: DaemonInfo) -> None:
+    Probe and stream states are shallow copies with their counters and histograms
+    copied too (the collector reads nothing else that changes); ``now`` is the
+    monotonic time of the copy, for ages.
+    """
+
+    __slots__ = ("event_loop_lag", "in_flight", "now", "probes", "scheduler_lag", "streams")
+
+    def __init__(self, store: ResultStore) -> None:
+        self.now = time.monotonic()
+        self.probes = [_probe_copy(st) for st in store]
+        self.streams = {name: _stream_copy(st) for name, st in store.streams.items()}
+        self.scheduler_lag = store.scheduler_lag.copy()
+        self.event_loop_lag = store.event_loop_lag
+        self.in_flight = store.in_flight
+
+    def __iter__(self) -> Iterator[ProbeState]:
+        return iter(self.probes)
+
+
+def _probe_copy(st: ProbeState) -> ProbeState:
+    view = copy.copy(st)
+    view.runs, view.failures, view.skipped = (
+        Counter(st.runs),
+        Counter(st.failures),
+        Counter(st.skipped),
+    )
+    view.durations = st.durations.copy()
+    view.delivery_lag = st.delivery_lag.copy() if st.delivery_lag is not None else None
+    return view
+
+
+def _stream_copy(st: StreamStats) -> StreamStats:
+    view = copy.copy(st)
+    view.reconnects = Counter(st.reconnects)
+    view.delivery_lag = st.delivery_lag.copy()
+    view.connect_duration = st.connect_duration.copy()
+    view.fanout_spread = st.fanout_spread.copy()
+    return view
+
+
+class ProbedCollector(Collector):
+    """Builds every probed metric family from the store on each scrape.
+
+    ``collect`` reads the live store, so it must run on the event loop's thread;
+    ``snapshot()`` copies what it reads in a few milliseconds (500 streams) and
+    returns a collector over the copy, whose ``collect`` may run in a worker
+    thread: building the ~30,000 samples of 500 streams takes ~100 ms.
+    """
+
+    def __init__(self, store: ResultStore | _StoreView, info: DaemonInfo) -> None:
         self._store = store
         self._info = info
+
+    def snapshot(self) -> ProbedCollector:
+        """A collector over a copy of the store and daemon info (see the class docs)."""
+        info = copy.copy(self._info)
+        info.alerts_sent, info.alerts_failed = (
+            Counter(self._info.alerts_sent),
+            Counter(self._info.alerts_failed),
+        )
+        store = self._store
+        return ProbedCollector(store if isinstance(store, _StoreView) else _StoreView(store), info)
 
     def collect(self) -> Iterator[Metric]:
         store = self._store
@@ -179,7 +239,9 @@ class ProbedCollector(Collector):
         yield from (success, duration, status, phases, info, last_run, last_ok)
         yield from (runs, failures, skipped, limited, retry_after)
         yield from histograms
-        yield from _stream_families(store)
+        yield from _stream_families(
+            store.streams, store.now if isinstance(store, _StoreView) else time.monotonic()
+        )
         yield from _evaluation_families(self._info)
 
         yield _histogram(
@@ -229,10 +291,9 @@ class ProbedCollector(Collector):
         yield build
 
 
-def _stream_families(store: ResultStore) -> Iterator[Metric]:
+def _stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[Metric]:
     """The ``probed_stream_*``, ``probed_events_*`` and delivery-lag families."""
-    streams = list(store.streams.values())
-    now = time.monotonic()
+    streams = list(by_name.values())
     lbl = ["stream"]
 
     def gauge(name: str, doc: str) -> GaugeMetricFamily:
@@ -408,12 +469,32 @@ def _evaluation_families(info: DaemonInfo) -> Iterator[Metric]:
     yield from (sent, failed)
 
 
-def build_registry(store: ResultStore, info: DaemonInfo) -> CollectorRegistry:
+class ProbedRegistry(CollectorRegistry):
+    """The daemon's own registry: the probed collector plus process and platform ones."""
+
+    def __init__(self, store: ResultStore, info: DaemonInfo) -> None:
+        super().__init__(auto_describe=False)
+        self.probed = ProbedCollector(store, info)
+        self.register(self.probed)
+        ProcessCollector(registry=self)
+        PlatformCollector(registry=self)
+
+    def frozen(self) -> CollectorRegistry:
+        """A registry over a snapshot of the store, to collect and encode in a worker thread.
+
+        Call it on the event loop (it copies the store, ~5 ms for 500 streams); the
+        process and platform collectors read ``/proc`` and are safe anywhere.
+        """
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self.probed.snapshot())
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        return registry
+
+
+def build_registry(store: ResultStore, info: DaemonInfo) -> ProbedRegistry:
     """A fresh registry with the probed collector and process/platform collectors."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ProbedCollector(store, info))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    registry = ProbedRegistry(store, info)
     if not info.start_time:
         info.start_time = time.time()
     return registry

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, exposition
 from prometheus_client.core import Metric
 
 from probed import __version__
+from probed.metrics import ProbedRegistry
 from probed.signals import Evaluation
 from probed.status import recommendations_document, render_page, status_document
 from probed.store import ResultStore
@@ -72,11 +73,16 @@ async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     accept = request.headers.get("Accept", "")
     encoder, content_type = exposition.choose_encoder(accept)
-    # Collecting reads the store, so it runs on the loop (a consistent snapshot); encoding
-    # the text (two thirds of the time, ~100 ms for 500 streams) runs in a worker thread,
-    # which gives the loop the GIL back every switch interval instead of stalling it.
-    families = list(state.registry.collect())
-    body = await asyncio.to_thread(encoder, _Collected(families))
+    # The store is only read on the loop: ProbedRegistry.frozen() copies what the
+    # collector needs (~5 ms for 500 streams); building the samples and encoding them
+    # (~130 ms under load for 500 streams) run in a worker thread, which hands the GIL
+    # back to the loop every switch interval instead of stalling it.
+    registry = state.registry
+    if isinstance(registry, ProbedRegistry):
+        frozen = registry.frozen()
+    else:  # any other registry: collect here, encode there
+        frozen = _Collected(list(registry.collect()))
+    body = await asyncio.to_thread(encoder, frozen)
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 

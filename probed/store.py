@@ -54,6 +54,17 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def copy(self) -> Histogram:
+        """An independent copy (for reading off the event loop)."""
+        other = Histogram.__new__(Histogram)
+        other.bounds, other.counts, other.sum, other.count = (
+            self.bounds,
+            list(self.counts),
+            self.sum,
+            self.count,
+        )
+        return other
+
     def cumulative(self) -> list[tuple[str, int]]:
         """(le, cumulative count) pairs ending with ``+Inf``, as Prometheus exposes them."""
         out: list[tuple[str, int]] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from probed.metrics import DaemonInfo, build_registry
 from probed.probes.base import ProbeResult, ProbeRun, Reason
@@ -80,3 +80,33 @@ def test_no_created_series_and_not_global() -> None:
     text = generate_latest(build_registry(store, info)).decode()
     assert "_created" not in text
     assert "probe_success" not in generate_latest(REGISTRY).decode()
+
+
+def test_frozen_registry_is_a_copy_that_reads_the_same() -> None:
+    """frozen() (taken on the loop) says what the live registry says, and nothing later."""
+    store, info = populated()
+    stream = store.register_stream("events", "app", 2)
+    stream.observe_lag(0.3, time.time())
+    stream.reconnects["eof"] += 1
+    info.alerts_sent["alertmanager"] += 1
+    reg = build_registry(store, info)
+
+    def text(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        # process_* and the activity age change between two reads by themselves
+        return [line for line in lines if not line.startswith(("process_", "probed_stream_last"))]
+
+    frozen = reg.frozen()
+    assert text(reg) == text(frozen)
+    before = text(frozen)
+    store.record(make_run("health", ProbeResult.fail(Reason.TIMEOUT)))
+    store.skipped("health", "missed")
+    stream.observe_lag(9.0, time.time())
+    stream.reconnects["stalled"] += 1
+    stream.received += 5
+    info.alerts_sent["alertmanager"] += 1
+    store.register("new", "http", "app")
+    assert before == text(frozen)
+    assert before != text(reg)
+    assert 2.0 == reg.get_sample_value("probed_alerts_sent_total", {"target": "alertmanager"})
+    assert 1.0 == frozen.get_sample_value("probed_alerts_sent_total", {"target": "alertmanager"})
