@@ -75,7 +75,7 @@ async def _metrics(request: web.Request) -> web.Response:
     encoder, content_type = exposition.choose_encoder(accept)
     # The store is only read on the loop: ProbedRegistry.frozen() copies what the
     # collector needs (~5 ms for 500 streams); building the samples and encoding them
-    # (~130 ms under load for 500 streams) run in a worker thread, which hands the GIL
+    # (~200 ms for 500 streams, bench/scrape_stall.py) run in a worker thread, which hands the GIL
     # back to the loop every switch interval instead of stalling it.
     registry = state.registry
     if isinstance(registry, ProbedRegistry):
