@@ -117,9 +117,13 @@ def _option(value: str | None, env: str) -> str | None:
     return os.environ.get(env) or None
 
 
-def _url_for(listen: str, tls: bool) -> str:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+def _url_for(listen: str, tls: bool, option: str) -> str:
+    from probed.config import split_listen
+
+    try:
+        host, port = split_listen(listen)
+    except ValueError as exc:
+        raise ClientSetupError(f"{option}: {exc}") from None
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
@@ -153,8 +157,10 @@ def _read_password(path: str, option: str) -> str:
 def _base_url(args: argparse.Namespace, listen: str | None, web_config: Path | None) -> str:
     if args.url:
         return str(args.url).rstrip("/")
+    listen_from = "[daemon] listen"
     if listen is None:
         listen = os.environ.get("PROBED_DAEMON__LISTEN")
+        listen_from = "PROBED_DAEMON__LISTEN"
     if web_config is None:
         env = _option(args.web_config_file, "PROBED_DAEMON__WEB_CONFIG_FILE")
         web_config = Path(env) if env else None
@@ -162,7 +168,7 @@ def _base_url(args: argparse.Namespace, listen: str | None, web_config: Path | N
         return DEFAULT_URL
     option = "--web.config.file" if args.web_config_file else "web config"
     tls = web_config is not None and _web_config_has_tls(web_config, f"{option} {web_config}")
-    return _url_for(listen, tls)
+    return _url_for(listen, tls, listen_from)
 
 
 def daemon_client(

@@ -76,6 +76,7 @@ __all__ = [
     "format_duration",
     "load_config",
     "parse_duration",
+    "split_listen",
 ]
 
 #: 9100-9999 is fully allocated to exporters; 10115 is outside it, not taken by a
@@ -222,6 +223,14 @@ class _HasHeaders(_Strict):
                 self._resolved_headers[name] = value
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6]:PORT``) as (host without brackets, port); ValueError if not."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen must be HOST:PORT (e.g. {DEFAULT_LISTEN!r}), got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
 class DaemonConfig(_Strict):
     """The ``[daemon]`` section."""
 
@@ -239,9 +248,7 @@ class DaemonConfig(_Strict):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
-        _, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"listen must be HOST:PORT (e.g. {DEFAULT_LISTEN!r}), got {value!r}")
+        split_listen(value)
         return value
 
     @field_validator("location")
@@ -253,8 +260,7 @@ class DaemonConfig(_Strict):
 
     def host_port(self) -> tuple[str, int]:
         """Split ``listen`` into host and port (brackets of an IPv6 host removed)."""
-        host, _, port = self.listen.rpartition(":")
-        return host.strip("[]"), int(port)
+        return split_listen(self.listen)
 
 
 class TargetConfig(_HasHeaders):

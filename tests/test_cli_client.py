@@ -112,16 +112,27 @@ def test_environment_supplies_credentials_and_trust(
         ),
         (("--ca-file", "{tmp}/pw"), "--ca-file {tmp}/pw: cannot load:"),
         (
+            ("--listen-env", "localhost"),
+            "PROBED_DAEMON__LISTEN: listen must be HOST:PORT (e.g. '127.0.0.1:10115'), "
+            "got 'localhost'",
+        ),
+        (
             ("--web.config.file", "{tmp}/bad.yml", "--url", ""),
             "--web.config.file {tmp}/bad.yml: {tmp}/bad.yml:1: key 'tls_server_config.cert_file'",
         ),
     ],
 )
-def test_unusable_options_are_named(argv: tuple[str, ...], message: str, tmp_path: Path) -> None:
+def test_unusable_options_are_named(
+    argv: tuple[str, ...], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pw").write_text(PASSWORD)
     (tmp_path / "empty").write_text("\n")
     (tmp_path / "bad.yml").write_text("tls_server_config:\n  key_file: k\n")
-    args = parse(*(a.replace("{tmp}", str(tmp_path)) for a in argv))
+    argv = tuple(a.replace("{tmp}", str(tmp_path)) for a in argv)
+    if argv[:1] == ("--listen-env",):  # not an option: the environment variable
+        monkeypatch.setenv("PROBED_DAEMON__LISTEN", argv[1])
+        argv = ()
+    args = parse(*argv)
     with pytest.raises(ClientSetupError) as caught:
         daemon_client(args, listen="127.0.0.1:1" if args.web_config_file else None)
     assert str(caught.value).startswith(message.replace("{tmp}", str(tmp_path)))
