@@ -262,6 +262,15 @@ class Daemon:
         gc.freeze()
         return True, f"added {len(added)}, changed {len(changed)}, removed {len(removed)}"
 
+    async def _listen_failed(self, runner: web.AppRunner | None, **why: object) -> int:
+        """Log why the server cannot listen, release what start-up opened; exit code 1."""
+        _log.error("listen_failed", listen=self.config.daemon.listen, **why)
+        self.persister.close()
+        if runner is not None:
+            await runner.cleanup()
+        await self.executor.close()
+        return 1
+
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
         loop = asyncio.get_running_loop()
@@ -291,10 +300,7 @@ class Daemon:
             try:
                 self.web = LiveWebConfig(web_cfg)
             except ConfigError as exc:  # the TLS files went bad since the config was checked
-                _log.error("listen_failed", listen=self.config.daemon.listen, problems=exc.problems)
-                self.persister.close()
-                await self.executor.close()
-                return 1
+                return await self._listen_failed(None, problems=exc.problems)
             middlewares.append(self.web.middleware())
         runner = web.AppRunner(
             create_app(self.server_state, middlewares=middlewares),
@@ -310,11 +316,7 @@ class Daemon:
         try:
             await site.start()
         except OSError as exc:
-            _log.error("listen_failed", listen=self.config.daemon.listen, error_message=str(exc))
-            self.persister.close()
-            await runner.cleanup()
-            await self.executor.close()
-            return 1
+            return await self._listen_failed(runner, error_message=str(exc))
         self.bound_port = _bound_port(runner) or port
         self._listen = f"{host}:{self.bound_port}"
         self.scheduler = Scheduler(

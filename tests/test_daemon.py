@@ -365,3 +365,23 @@ async def test_reload_names_the_changes_that_need_a_restart(tmp_path: Path) -> N
     finally:
         daemon.request_stop()
         assert 0 == await task
+
+
+async def test_a_port_in_use_exits_1_with_the_reason(tmp_path: Path) -> None:
+    """listen_failed names the address and the error; the daemon releases what it opened."""
+    import socket
+
+    import structlog
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "probes.toml"
+        path.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_dir = "{tmp_path}/state"\n')
+        daemon = Daemon(load_config(path), install_signal_handlers=False)
+        with structlog.testing.capture_logs() as logs:
+            assert 1 == await daemon.run()
+    [failed] = [e for e in logs if e["event"] == "listen_failed"]
+    assert f"127.0.0.1:{port}" == failed["listen"]
+    assert "address already in use" in failed["error_message"]
