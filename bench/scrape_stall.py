@@ -23,17 +23,30 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
 
 from probed.daemon import SWITCH_INTERVAL
 from probed.metrics import DaemonInfo, ProbedRegistry, build_registry
 from probed.probes.base import ProbeResult, ProbeRun
-from probed.server import _Collected
 from probed.store import ResultStore
 
 MODES = ("loop", "collect-loop", "frozen-thread")
+
+
+class Collected(CollectorRegistry):
+    """Metric families already collected, for an encoder in a worker thread."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        super().__init__(auto_describe=False)
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
 SCRAPES = 5
 
 
@@ -60,7 +73,7 @@ async def scrape(registry: ProbedRegistry, mode: str) -> bytes:
         return generate_latest(registry)
     if mode == "collect-loop":
         families = list(registry.collect())
-        return await asyncio.to_thread(generate_latest, _Collected(families))
+        return await asyncio.to_thread(generate_latest, Collected(families))
     return await asyncio.to_thread(generate_latest, registry.frozen())
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, exposition
-from prometheus_client.core import Metric
+from prometheus_client import exposition
 
 from probed import __version__
 from probed.metrics import ProbedRegistry
@@ -42,7 +41,7 @@ class ServerState:
     def __init__(
         self,
         store: ResultStore,
-        registry: CollectorRegistry,
+        registry: ProbedRegistry,
         reload: ReloadFn | None = None,
         *,
         location: str = "default",
@@ -58,17 +57,6 @@ class ServerState:
 _STATE = web.AppKey("state", ServerState)
 
 
-class _Collected(CollectorRegistry):
-    """Metric families already collected, for an encoder running off the event loop."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        super().__init__(auto_describe=False)
-        self._families = families
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
-
-
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     accept = request.headers.get("Accept", "")
@@ -77,12 +65,7 @@ async def _metrics(request: web.Request) -> web.Response:
     # collector needs (~5 ms for 500 streams); building the samples and encoding them
     # (~200 ms for 500 streams, bench/scrape_stall.py) run in a worker thread, which hands the GIL
     # back to the loop every switch interval instead of stalling it.
-    registry = state.registry
-    if isinstance(registry, ProbedRegistry):
-        frozen = registry.frozen()
-    else:  # any other registry: collect here, encode there
-        frozen = _Collected(list(registry.collect()))
-    body = await asyncio.to_thread(encoder, frozen)
+    body = await asyncio.to_thread(encoder, state.registry.frozen())
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
