@@ -460,6 +460,8 @@ class SseStream(_Named):
     idle_timeout: Duration = 30.0
     reconnect_initial: Duration = 0.5
     reconnect_max: Duration = 30.0
+    retry_max: Duration = 300.0
+    """The longest reconnection delay a server's ``retry:`` can ask for; longer is capped."""
     lag_field: str | None = "enqueued_at"
     lag_format: Literal["auto", "rfc3339", "epoch_s", "epoch_ms"] = "auto"
     sequence_field: str | None = None

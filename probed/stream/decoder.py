@@ -23,7 +23,8 @@ Rules implemented (all of them hold for any chunking of the byte stream):
   the value is removed; a line without ``:`` is a field name with an empty value;
 * ``event`` sets the event type, ``data`` appends the value and a LF to the data
   buffer, ``id`` sets the last event id unless the value contains U+0000,
-  ``retry`` sets the reconnection time if the value is all ASCII digits;
+  ``retry`` sets the reconnection time if the value is all ASCII digits
+  (capped at 10**12 - 1 ms, so any value converts);
   other fields are ignored;
 * an empty line dispatches: nothing if the data buffer is empty (an ``id:``-only
   block still moves :attr:`SSEDecoder.last_event_id`), else an :class:`Event`
@@ -53,8 +54,10 @@ from probed.errors import ProbedError
 __all__ = ["Comment", "DecodeError", "Event", "SSEDecoder"]
 
 _BOM = b"\xef\xbb\xbf"
-# Longest digit string int() converts under CPython's default int_max_str_digits (4300).
-_MAX_RETRY_DIGITS = 4300
+# A longer retry (over 31 years) is read as this ceiling: int() refuses more than 4,300
+# digits, and float() overflows long before that.
+_MAX_RETRY_DIGITS = 12
+_RETRY_CEILING = 10**_MAX_RETRY_DIGITS - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +305,8 @@ class SSEDecoder:
                     id_buffer = value.decode("utf-8", "replace")
             elif name == b"retry" and value.isdigit():  # bytes: ASCII digits only, not empty
                 digits = value.lstrip(b"0") or b"0"
-                # Beyond int()'s digit limit (a wait of 10**4300 ms) the value is
-                # ignored rather than raising: the only unrepresentable case.
-                if len(digits) <= _MAX_RETRY_DIGITS:
-                    self._retry = block_retry = int(digits)
+                retry = int(digits) if len(digits) <= _MAX_RETRY_DIGITS else _RETRY_CEILING
+                self._retry = block_retry = retry
             # any other field name is ignored
         self._data = data
         self._data_bytes = data_bytes

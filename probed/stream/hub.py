@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from probed.netvalues import json_loads
 from probed.stream.decoder import Event
 
 __all__ = ["Arrival", "Hub", "NonceWaiter", "ReceivedEvent"]
@@ -40,10 +40,13 @@ class ReceivedEvent:
         self._json: Any = _UNPARSED
 
     def json(self) -> Any:
-        """The event's data parsed as JSON (cached), or ``None`` if it is not JSON."""
+        """The event's data parsed as JSON (cached), or ``None`` if it is not JSON.
+
+        JSON nested deeper than ``MAX_JSON_DEPTH`` counts as not JSON.
+        """
         if self._json is _UNPARSED:
             try:
-                self._json = json.loads(self.event.data)
+                self._json = json_loads(self.event.data)
             except ValueError:
                 self._json = None
         return self._json

@@ -15,7 +15,13 @@ form a fixed set: ``eof``, ``stalled``, ``oversize``, ``content_type``,
 ``status``, ``no_content`` (204: the server asked us to stop; we retry at
 ``reconnect_max``), ``connect_timeout`` and the connection reasons of
 ``probed.probes.base.Reason`` (``dns``, ``connect_refused``, ``connect_error``,
-``tls``, ``protocol_error``), or ``error`` for anything else.
+``tls``, ``protocol_error``), ``error`` for any other client error, or
+``internal_error`` when probed itself failed on what the server sent (a bug:
+logged with its traceback at most once a minute per stream). No exception of a
+watcher ever reaches the daemon's TaskGroup.
+
+A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped
+and logged once per value.
 
 Tasks are created in the daemon's TaskGroup by ``StreamManager``; the manager
 applies a reloaded config by name, so an unchanged stream keeps its
@@ -41,6 +47,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from probed.config import SseStream, TargetConfig
 from probed.errors import ProbeFailure
 from probed.jsonpath import lookup
+from probed.netvalues import json_loads, sequence_number
 from probed.probes._http_common import ssl_for
 from probed.probes.base import Reason, classify_exception, new_traceparent
 from probed.store import ResultStore, StreamStats
@@ -55,10 +62,14 @@ _log = structlog.get_logger("probed.stream")
 RECONNECT_REASONS = (
     "eof", "stalled", "oversize", "content_type", "status", "no_content", "connect_timeout",
     Reason.DNS.value, Reason.CONNECT_REFUSED.value, Reason.CONNECT_ERROR.value, Reason.TLS.value,
-    Reason.PROTOCOL_ERROR.value, "error",
+    Reason.PROTOCOL_ERROR.value, "error", Reason.INTERNAL_ERROR.value,
 )  # fmt: skip
 
 _FANOUT_TRACKED = 10_000
+_INTERNAL_ERROR_LOG_EVERY = 60.0
+"""Seconds between tracebacks logged for one stream's internal errors."""
+_CLOCK_BODY_LIMIT = 64 * 1024
+"""Bytes read at most from a stream's ``time_path`` endpoint."""
 
 LagHook = Callable[[str, float, float], None]
 """Called with (stream, lag seconds, wall receive time) for every timed event."""
@@ -134,6 +145,8 @@ class StreamWatcher:
         self._needs_json = spec.lag_field is not None or spec.sequence_field is not None
         self._primary_up = False
         self._clock_task: asyncio.Task[None] | None = None
+        self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY
+        self._capped_retry: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -174,14 +187,14 @@ class StreamWatcher:
                     reraise=True,
                 ):
                     with attempt:
-                        await self._connect_and_consume(sub)
+                        await self._attempt(sub)
             except _StopAsked:
                 await asyncio.sleep(self.spec.reconnect_max)
             except _Ended:
                 # a connection that worked ended: reconnect after the server's retry
                 # (or the initial delay), backoff starts over
-                retry = sub.decoder.retry
-                base = retry / 1000.0 if retry is not None else self.spec.reconnect_initial
+                retry = self._server_retry(sub)
+                base = retry if retry is not None else self.spec.reconnect_initial
                 await asyncio.sleep(self._rng.uniform(base, base * 1.5))
 
     def _backoff(self, sub: _Subscriber, state: RetryCallState) -> float:
@@ -190,8 +203,26 @@ class StreamWatcher:
         attempt = max(1, state.attempt_number)
         backoff = min(spec.reconnect_max, spec.reconnect_initial * 2 ** (attempt - 1))
         delay = self._rng.uniform(backoff / 2, backoff)
+        retry = self._server_retry(sub)
+        return max(delay, retry) if retry is not None else delay
+
+    def _server_retry(self, sub: _Subscriber) -> float | None:
+        """The server's ``retry:`` in seconds, capped at ``retry_max`` (None if none sent)."""
         retry = sub.decoder.retry
-        return max(delay, retry / 1000.0) if retry is not None else delay
+        if retry is None:
+            return None
+        cap = self.spec.retry_max
+        if retry / 1000.0 <= cap:
+            return retry / 1000.0
+        if retry != self._capped_retry:
+            self._capped_retry = retry
+            _log.warning(
+                "stream_retry_capped",
+                stream=self.spec.name,
+                retry_ms=min(retry, 10**12),
+                retry_max_seconds=cap,
+            )
+        return cap
 
     def _headers(self, sub: _Subscriber) -> dict[str, str]:
         headers = self.target.resolved_headers()
@@ -202,6 +233,25 @@ class StreamWatcher:
         if sub.decoder.last_event_id:
             headers["Last-Event-ID"] = sub.decoder.last_event_id
         return headers
+
+    async def _attempt(self, sub: _Subscriber) -> None:
+        """One connection; a failure of probed's own code ends it as ``internal_error``."""
+        try:
+            await self._connect_and_consume(sub)
+        except _Ended:
+            raise
+        except Exception as exc:  # a bug must cost this stream a reconnect, not the daemon
+            self._log_internal_error(exc)
+            ended = _Unhealthy(Reason.INTERNAL_ERROR.value, False, type(exc).__name__)
+            raise self._end(sub, ended) from None
+
+    def _log_internal_error(self, exc: Exception) -> None:
+        """Log ``exc`` with its traceback, at most once a minute for this stream."""
+        now = time.monotonic()
+        if now - self._internal_logged_at < _INTERNAL_ERROR_LOG_EVERY:
+            return
+        self._internal_logged_at = now
+        _log.error("stream_internal_error", stream=self.spec.name, exc_info=exc)
 
     async def _connect_and_consume(self, sub: _Subscriber) -> None:
         spec, stats = self.spec, self.stats
@@ -383,14 +433,9 @@ class StreamWatcher:
     def _sequence(self, event: Event, data: Any) -> int | None:
         spec = self.spec
         if spec.sequence_field is not None:
-            value = _field(data, spec.sequence_field)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.isdigit():
-                return int(value)
-            return None
-        if spec.sequence_from_id and event.id.isdigit():
-            return int(event.id)
+            return sequence_number(_field(data, spec.sequence_field))
+        if spec.sequence_from_id:
+            return sequence_number(event.id)
         return None
 
     def _fanout_observe(self, seq: int, now: float) -> None:
@@ -433,19 +478,27 @@ class StreamWatcher:
         url = self.target.base_url.rstrip("/") + self.spec.time_path
         while True:
             try:
-                sent = time.time()
-                async with asyncio.timeout(self.spec.connect_timeout):
-                    async with self.session.get(
-                        url, headers=self.target.resolved_headers(), ssl=ssl_for(self.target)
-                    ) as r:
-                        body = await r.json(content_type=None)
-                got = time.time()
-                server = parse_timestamp(_field(body, "time"), "auto")
-                if server is not None:
-                    self.stats.clock_offset = server - (sent + got) / 2
+                await self._check_clock(url)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 _log.warning("clock_check_failed", stream=self.spec.name, error_message=str(exc))
+            except Exception as exc:  # a bug must not end the daemon's TaskGroup
+                self._log_internal_error(exc)
             await asyncio.sleep(self.spec.clock_check_interval)
+
+    async def _check_clock(self, url: str) -> None:
+        """Read the server's time from ``url`` (bounded) and update the clock offset."""
+        sent = time.time()
+        async with asyncio.timeout(self.spec.connect_timeout):
+            async with self.session.get(
+                url, headers=self.target.resolved_headers(), ssl=ssl_for(self.target)
+            ) as r:
+                body = await r.content.read(_CLOCK_BODY_LIMIT + 1)
+        got = time.time()
+        if len(body) > _CLOCK_BODY_LIMIT:
+            raise ValueError(f"time response larger than {_CLOCK_BODY_LIMIT} bytes")
+        server = parse_timestamp(_field(json_loads(body), "time"), "auto")
+        if server is not None:
+            self.stats.clock_offset = server - (sent + got) / 2
 
 
 def _field(data: Any, path: str) -> Any:
@@ -537,4 +590,7 @@ class StreamManager:
         while True:
             await asyncio.sleep(1.0)
             for watcher in list(self._watchers.values()):
-                watcher.expire_gaps()
+                try:
+                    watcher.expire_gaps()
+                except Exception as exc:  # a bug must not end the daemon's TaskGroup
+                    watcher._log_internal_error(exc)

@@ -1,0 +1,243 @@
+"""Hostile stream targets against the real daemon: it lives, serves /metrics and keeps probing.
+
+Each case serves one thing a stream target can send that once escaped a watcher
+and ended the daemon's TaskGroup. The daemon runs in-process beside a healthy
+HTTP target; throughout each case ``/metrics`` must answer within 100 ms and
+the healthy probe must keep succeeding, and afterwards the process's open
+file descriptors must return to their baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from probed.config import load_config
+from probed.daemon import Daemon
+from probed.stream import watcher as watcher_module
+
+DEEP = 200_000  # far beyond the interpreter's recursion limit
+
+
+@dataclass
+class Hostile:
+    """A hostile stream: what it sends per connection, and the stream's extra settings."""
+
+    body: bytes
+    settings: str = ""
+    time_body: bytes | None = None
+    connections: list[float] = field(default_factory=list)
+
+
+CASES: dict[str, Hostile] = {
+    "retry_400_digits": Hostile(b"retry: " + b"9" * 400 + b"\ndata: {}\n\n", 'retry_max = "100ms"'),
+    "deep_json_data": Hostile(b"data: " + b"[" * DEEP + b"\n\n"),
+    "superscript_id": Hostile(b"id: \xc2\xb2\ndata: {}\n\n", "sequence_from_id = true"),
+    "id_5000_digits": Hostile(b"id: " + b"7" * 5000 + b"\ndata: {}\n\n", "sequence_from_id = true"),
+    "deep_json_time": Hostile(
+        b"data: {}\n\n", 'time_path = "/time"\nclock_check_interval = "100ms"', b"[" * DEEP
+    ),
+    "deep_json_sequence": Hostile(
+        b'data: {"seq": ' + b"[" * DEEP + b"\n\n", 'sequence_field = "seq"'
+    ),
+}
+
+
+@asynccontextmanager
+async def targets(hostile: Hostile) -> AsyncIterator[tuple[str, str]]:
+    """A hostile SSE target and a healthy HTTP target on loopback; yield their URLs."""
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        hostile.connections.append(time.monotonic())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(hostile.body)
+        return resp  # closes: the watcher reconnects and is fed the same again
+
+    async def timed(request: web.Request) -> web.Response:
+        return web.Response(body=hostile.time_body, content_type="application/json")
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    runners = []
+    urls = []
+    for routes in ([("/sse", sse), ("/time", timed)], [("/health", health)]):
+        app = web.Application()
+        for path, handler in routes:
+            app.router.add_get(path, handler)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+    try:
+        yield urls[0], urls[1]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def write_config(tmp_path: Path, hostile_url: str, healthy_url: str, settings: str) -> Path:
+    """A config with one hostile stream and one healthy 200 ms HTTP probe."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f"""
+[daemon]
+listen = "127.0.0.1:0"
+state_dir = "{tmp_path}/state"
+
+[targets.hostile]
+base_url = "{hostile_url}"
+
+[targets.good]
+base_url = "{healthy_url}"
+
+[[probes]]
+name = "healthy"
+kind = "http"
+target = "good"
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+
+[[probes]]
+name = "feed"
+kind = "sse"
+target = "hostile"
+path = "/sse"
+reconnect_initial = "50ms"
+reconnect_max = "300ms"
+{settings}
+"""
+    )
+    return path
+
+
+def open_fds() -> int:
+    """How many file descriptors this process has open."""
+    return len(os.listdir("/proc/self/fd"))
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in exposition text, labels in any order (0 when absent)."""
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        metric, _, rest = head.partition("{")
+        if metric == name and dict(re.findall(r'(\w+)="([^"]*)"', rest)) == labels:
+            return float(value)
+    return 0.0
+
+
+@asynccontextmanager
+async def live_daemon(config_path: Path) -> AsyncIterator[tuple[Daemon, asyncio.Task[int], str]]:
+    """Run the daemon in-process on ``config_path``; yield it, its task and its base URL."""
+    daemon = Daemon(load_config(config_path), install_signal_handlers=False, shutdown_grace=0.5)
+    task = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.wait_started(), 5)
+    try:
+        yield daemon, task, f"http://127.0.0.1:{daemon.bound_port}"
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def watch_metrics(
+    base: str, task: asyncio.Task[int], seconds: float, done: Callable[[str], bool]
+) -> tuple[str, float]:
+    """Scrape every 50 ms for at least ``seconds`` and until ``done``; the last text, slowest."""
+    slowest = 0.0
+    text = ""
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline or not done(text):
+            assert not task.done(), f"the daemon exited: {task.result()!r}"
+            assert time.monotonic() < deadline + 10, "condition not reached in time"
+            started = time.monotonic()
+            async with http.get(f"{base}/metrics") as resp:
+                assert 200 == resp.status
+                text = await resp.text()
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.sleep(0.05)
+    return text, slowest
+
+
+def healthy_runs(text: str) -> tuple[float, float]:
+    """(successful, failed) runs of the healthy probe."""
+    return (
+        sample(text, "probed_probe_runs_total", probe="healthy", result="success"),
+        sample(text, "probed_probe_runs_total", probe="healthy", result="failure"),
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_hostile_stream_cannot_kill_the_daemon(case: str, tmp_path: Path) -> None:
+    """A hostile stream is its own problem: the daemon lives, scrapes stay fast, probes run."""
+    hostile = CASES[case]
+    fds_before = open_fds()
+    async with targets(hostile) as (hostile_url, healthy_url):
+        path = write_config(tmp_path, hostile_url, healthy_url, hostile.settings)
+        async with live_daemon(path) as (_, task, base):
+
+            def enough(text: str) -> bool:
+                return len(hostile.connections) >= 3 and healthy_runs(text)[0] >= 5
+
+            text, slowest = await watch_metrics(base, task, 1.5, enough)
+        assert 0.0 == healthy_runs(text)[1]
+        assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+        received = sample(text, "probed_events_received_total", stream="feed")
+        assert received >= 2
+        if case == "deep_json_data":
+            assert received == sample(text, "probed_events_untimed_total", stream="feed")
+        if case in ("superscript_id", "id_5000_digits", "deep_json_sequence"):
+            assert received == sample(text, "probed_events_unsequenced_total", stream="feed")
+        if case == "deep_json_time":
+            assert 0.0 == sample(text, "probed_stream_clock_offset_seconds", stream="feed")
+    assert fds_before == open_fds()
+
+
+async def test_unexpected_error_in_a_watcher_is_that_streams_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any exception in a watcher becomes reconnect reason internal_error, never a daemon exit."""
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug in event accounting")
+
+    monkeypatch.setattr(watcher_module, "parse_timestamp", broken)
+    hostile = Hostile(b'data: {"enqueued_at": 1}\n\n')
+    async with targets(hostile) as (hostile_url, healthy_url):
+        path = write_config(tmp_path, hostile_url, healthy_url, "")
+        async with live_daemon(path) as (_, task, base):
+
+            def enough(text: str) -> bool:
+                reconnects = sample(
+                    text, "probed_stream_reconnects_total", stream="feed", reason="internal_error"
+                )
+                return reconnects >= 2 and healthy_runs(text)[0] >= 3
+
+            text, _ = await watch_metrics(base, task, 1.0, enough)
+    assert 0.0 == healthy_runs(text)[1]
+
+
+async def test_a_huge_server_retry_is_capped(tmp_path: Path) -> None:
+    """retry: 99999999999999 does not park the connection for millennia: it waits retry_max."""
+    hostile = Hostile(b"retry: 99999999999999\ndata: {}\n\n")
+    async with targets(hostile) as (hostile_url, healthy_url):
+        settings = 'retry_max = "500ms"'
+        path = write_config(tmp_path, hostile_url, healthy_url, settings)
+        async with live_daemon(path) as (_, task, base):
+            await watch_metrics(base, task, 0.5, lambda _: len(hostile.connections) >= 3)
+    gaps = [b - a for a, b in zip(hostile.connections, hostile.connections[1:], strict=False)]
+    assert all(0.45 <= gap <= 1.5 for gap in gaps[:2]), gaps
