@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, cast
 
-from probed import __version__
+from probed import __version__, startsignals
 from probed.client import ClientSetupError, DaemonClient, add_client_options, daemon_client
-from probed.config import Config, load_config
+from probed.config import Config, DaemonConfig, load_config
 from probed.errors import ConfigError
 from probed.logging import configure_logging
 
@@ -170,10 +170,11 @@ def _load(path: str, web_config_file: str | None = None) -> Config | None:
         return None
 
 
-def _setup_logging(args: argparse.Namespace, config: Config) -> None:
-    level = args.log_level or config.daemon.log_level
-    fmt = cast(Literal["json", "console"], args.log_format or config.daemon.log_format)
-    configure_logging(level=level, fmt=fmt, env=config.daemon.env, location=config.daemon.location)
+def _setup_logging(args: argparse.Namespace, daemon: DaemonConfig) -> None:
+    """Configure logging from ``[daemon]``; ``--log-level``/``--log-format`` take precedence."""
+    level = args.log_level or daemon.log_level
+    fmt = cast(Literal["json", "console"], args.log_format or daemon.log_format)
+    configure_logging(level=level, fmt=fmt, env=daemon.env, location=daemon.location)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -190,7 +191,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config, args.web_config_file)
     if config is None:
         return EXIT_CONFIG
-    _setup_logging(args, config)
+    _setup_logging(args, config.daemon)
     from probed.sdnotify import Notifier
 
     daemon = Daemon(
@@ -198,6 +199,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config_path=Path(args.config),
         shutdown_grace=args.shutdown_grace,
         notifier=Notifier.from_env(),
+        configure_logs=lambda section: _setup_logging(args, section),
     )
     return asyncio.run(daemon.run())
 
@@ -217,7 +219,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if "demo" not in config.targets:
         print(f"{path}: the demo needs a target named 'demo'", file=sys.stderr)
         return EXIT_CONFIG
-    _setup_logging(args, config)
+    _setup_logging(args, config.daemon)
     from yarl import URL
 
     url = URL(config.targets["demo"].base_url)
@@ -225,7 +227,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with DemoTarget(host=host, port=port, password=password):
-            daemon = Daemon(config, config_path=path)
+            daemon = Daemon(
+                config,
+                config_path=path,
+                configure_logs=lambda section: _setup_logging(args, section),
+            )
             listen = config.daemon.listen
             print(
                 f"probed demo: demo target on {url}, admin at {url}/-/admin/faults\n"
@@ -413,6 +419,8 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``probed`` command."""
     args = build_parser().parse_args(argv)
+    if args.command not in ("run", "demo"):
+        startsignals.release()  # only the daemon turns an early SIGHUP into a reload
     handlers = {
         "run": _cmd_run,
         "demo": _cmd_demo,

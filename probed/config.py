@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
@@ -46,6 +45,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from yarl import URL
 
+from probed.configfile import parse_toml, read_config_text
 from probed.errors import ConfigError, SecretError
 
 if TYPE_CHECKING:
@@ -244,6 +244,8 @@ class DaemonConfig(_Strict):
     results_ring_size: int = Field(default=120, ge=1, le=100_000)
     web_config_file: Path | None = None
     """Exporter-toolkit style web config (TLS, basic auth) protecting every endpoint."""
+    allow_no_probes: bool = False
+    """A config without probes is refused (an empty or cut-short file) unless this is set."""
 
     @field_validator("listen")
     @classmethod
@@ -1085,16 +1087,8 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
     """Read, validate and resolve the configuration; raise ``ConfigError`` listing every problem."""
     path = Path(path)
     environ = os.environ if environ is None else environ
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        where = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        line = f":{where.group(1)}" if where else ""
-        raise ConfigError([f"{path}{line}: invalid TOML: {exc}"]) from None
+    text = read_config_text(path)
+    raw = parse_toml(text, path)
     locator = _Locator(text)
     try:
         cfg = Config(**raw)
@@ -1102,6 +1096,11 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         raise ConfigError(_pydantic_problems(exc, path, raw, locator)) from None
     cfg._source = path
     problems = _semantic_problems(cfg, path, locator, environ)
+    if not cfg.probes and not cfg.daemon.allow_no_probes:
+        problems.append(
+            f"{path}: no probes configured (an empty or cut-short file?); "
+            "set allow_no_probes = true under [daemon] if that is intended"
+        )
     web_file = cfg.daemon.web_config_file
     if web_file is not None:
         from probed.webconfig import load_web_config

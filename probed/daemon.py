@@ -17,6 +17,7 @@ import gc
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +26,16 @@ import structlog
 from aiohttp import abc as aiohttp_abc
 from aiohttp import web
 
+from probed import startsignals
 from probed.alerting import AlertPusher
-from probed.config import Config, ImportProbe, ProbeSpec, ReflectProbe, load_config
+from probed.config import (
+    Config,
+    DaemonConfig,
+    ImportProbe,
+    ProbeSpec,
+    ReflectProbe,
+    load_config,
+)
 from probed.errors import ConfigError
 from probed.evaluate import Evaluator
 from probed.logging import redactor
@@ -52,6 +61,13 @@ _log = structlog.get_logger("probed")
 
 #: GIL switch interval while the daemon runs (seconds; CPython's default is 0.005).
 SWITCH_INTERVAL = 0.0005
+
+#: ``[daemon]`` keys a reload cannot change: the running value stays, and the change is
+#: logged as ``config_daemon_change_needs_restart``. Every other key applies on reload.
+RESTART_KEYS = ("listen", "state_dir", "location", "results_ring_size")
+
+LogConfigurer = Callable[[DaemonConfig], None]
+"""Applies a config's log settings (the CLI's, so its ``--log-*`` flags keep precedence)."""
 
 
 def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
@@ -144,6 +160,7 @@ class Daemon:
         shutdown_grace: float = 10.0,
         install_signal_handlers: bool = True,
         notifier: Notifier | None = None,
+        configure_logs: LogConfigurer | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path or config.source
@@ -169,7 +186,7 @@ class Daemon:
         self.web: LiveWebConfig | None = None
         """The web config the server enforces (None: none configured at start)."""
         self.server_state = ServerState(
-            self.store, self.registry, self.reload, location=config.daemon.location
+            self.store, self.registry, self.reload, location=config.daemon.location, info=self.info
         )
         self.shutdown_grace = shutdown_grace
         self.install_signal_handlers = install_signal_handlers
@@ -180,6 +197,7 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier(None)
         self.gate = WatchdogGate()
         self._listen = config.daemon.listen
+        self._configure_logs = configure_logs
 
     def request_stop(self) -> None:
         """Ask the daemon to shut down gracefully (what SIGTERM does)."""
@@ -214,15 +232,22 @@ class Daemon:
             reload_ok=self.info.config_reload_successful,
         )
 
+    def _reload_failed(self, problems: list[str]) -> tuple[bool, str]:
+        """Keep the running config; say why in the gauge, the log and the status document."""
+        self.info.config_reload_successful = False
+        self.info.config_reload_error = "\n".join(problems)
+        _log.error("config_reload_failed", path=str(self.config_path), problems=problems)
+        return False, self.info.config_reload_error
+
     async def _reload(self) -> tuple[bool, str]:
-        try:
-            new = load_config(self.config_path)
+        try:  # off the loop: a large file parses for seconds
+            new = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
-            self.info.config_reload_successful = False
-            _log.error("config_reload_failed", path=str(self.config_path), problems=exc.problems)
-            return False, str(exc)
-        if new.daemon.listen != self.config.daemon.listen:
-            _log.warning("config_listen_change_needs_restart", listen=self.config.daemon.listen)
+            return self._reload_failed(exc.problems)
+        except Exception as exc:  # a bug in loading must not end the daemon
+            _log.exception("config_reload_internal_error", path=str(self.config_path))
+            return self._reload_failed([f"{self.config_path}: cannot load: {exc!r}"])
+        new = self._keep_restart_keys(new)
         if new.recommend.window != self.store.signal_window:
             # the signal windows are fixed-size rings made for the window the daemon
             # started with; resizing them would drop their data and let recommendations
@@ -237,14 +262,11 @@ class Daemon:
             try:  # the one part of applying that can fail: loading new TLS files
                 tls_context = web.prepare(new.web)
             except ConfigError as exc:
-                self.info.config_reload_successful = False
-                _log.error(
-                    "config_reload_failed", path=str(self.config_path), problems=exc.problems
-                )
-                return False, str(exc)
+                return self._reload_failed(exc.problems)
         elif new.web is not None:
             _log.warning("config_web_config_change_needs_restart", key="web_config_file")
         self.executor.configure(new)
+        self._apply_daemon_keys(new.daemon)
         self.evaluator.apply(new)
         self.pusher.apply(new.alerting)
         assert self.scheduler is not None
@@ -257,10 +279,33 @@ class Daemon:
                 _log.warning("config_web_config_change_needs_restart", key=key)
         self.config = new
         self.info.config_reload_successful = True
+        self.info.config_reload_error = None
         self.info.config_reload_timestamp = time.time()
         _log.info("config_reloaded", added=added, changed=changed, removed=removed)
         gc.freeze()
         return True, f"added {len(added)}, changed {len(changed)}, removed {len(removed)}"
+
+    def _keep_restart_keys(self, new: Config) -> Config:
+        """``new`` with the running value of every changed key in ``RESTART_KEYS``."""
+        running = self.config.daemon
+        kept = {k: getattr(running, k) for k in RESTART_KEYS}
+        for key, value in kept.items():
+            if getattr(new.daemon, key) != value:
+                _log.warning(
+                    "config_daemon_change_needs_restart", key=key, running=str(value),
+                    configured=str(getattr(new.daemon, key)),
+                )  # fmt: skip
+        daemon = new.daemon.model_copy(update=kept)
+        return new.model_copy(update={"daemon": daemon})
+
+    def _apply_daemon_keys(self, daemon: DaemonConfig) -> None:
+        """Apply the ``[daemon]`` keys that change without a restart."""
+        if daemon.max_concurrency != self.config.daemon.max_concurrency:
+            assert self.scheduler is not None
+            self.scheduler.set_max_concurrency(daemon.max_concurrency)
+            self.info.max_concurrency = daemon.max_concurrency
+        if self._configure_logs is not None:
+            self._configure_logs(daemon)
 
     async def _listen_failed(self, runner: web.AppRunner | None, **why: object) -> int:
         """Log why the server cannot listen, release what start-up opened; exit code 1."""
@@ -283,6 +328,9 @@ class Daemon:
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+            for signum in startsignals.take():  # arrived while probed was loading
+                _log.info("signal_queued_during_start_up", signal=signal.Signals(signum).name)
+                self._reload_requested.set()
         self.executor.configure(self.config)
         state = await asyncio.to_thread(
             StateStore.open,

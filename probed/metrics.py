@@ -43,6 +43,8 @@ class DaemonInfo:
     max_concurrency: int = 0
     config_reload_successful: bool = True
     config_reload_timestamp: float = 0.0
+    config_reload_error: str | None = None
+    """Why the last reload failed (None after a successful one)."""
     start_time: float = 0.0
     evaluation: Evaluation | None = None
     """The latest SLO/recommendation evaluation (set by the daemon)."""

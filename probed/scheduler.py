@@ -72,6 +72,10 @@ class Scheduler:
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
 
+    def set_max_concurrency(self, max_concurrency: int) -> None:
+        """Allow ``max_concurrency`` runs at once from now on (runs in flight finish)."""
+        self._sem = asyncio.Semaphore(max_concurrency)
+
     @property
     def names(self) -> list[str]:
         """Names of the scheduled probes."""

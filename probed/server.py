@@ -25,7 +25,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import exposition
 
 from probed import __version__
-from probed.metrics import ProbedRegistry
+from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
 from probed.status import recommendations_document, render_page, status_document
 from probed.store import ResultStore
@@ -45,11 +45,13 @@ class ServerState:
         reload: ReloadFn | None = None,
         *,
         location: str = "default",
+        info: DaemonInfo | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.reload = reload
         self.location = location
+        self.info = info if info is not None else DaemonInfo(location=location)
         self.ready = False
         self.evaluation: Evaluation | None = None
 
@@ -87,6 +89,11 @@ def _document(request: web.Request) -> dict[str, Any]:
         location=state.location,
         version=__version__,
         now=time.time(),
+        config={
+            "last_reload_successful": state.info.config_reload_successful,
+            "last_reload_error": state.info.config_reload_error,
+            "last_reload_at": state.info.config_reload_timestamp,
+        },
     )
 
 

@@ -49,7 +49,8 @@ The status document
          "streams": [{stream, target, connected, subscribers, received, lost,
                       duplicated, out_of_order, late, negative_lag, reconnects,
                       reconnect_reasons, clock_offset_seconds, mean_lag_seconds,
-                      lag: [{t, lag}]}]}
+                      lag: [{t, lag}]}],
+         "config": {last_reload_successful, last_reload_error, last_reload_at}}
 
     Times are Unix seconds; a non-finite number becomes ``null`` (browsers'
     ``JSON.parse`` rejects ``Infinity``). Recommendations are ordered active,
@@ -372,6 +373,7 @@ def status_document(
     location: str,
     version: str,
     now: float,
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """THE JSON of ``GET /api/v1/status`` (shape in the module docstring).
 
@@ -397,6 +399,7 @@ def status_document(
         "slos": slos,
         "probes": [_probe_doc(s) for s in store],
         "streams": [_stream_doc(s, now) for s in store.streams.values()],
+        "config": dict(config or {}),
     }
 
 

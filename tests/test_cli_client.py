@@ -242,7 +242,10 @@ async def test_status_finds_https_and_authenticates_from_the_config(
     url, ca_file, pw, web_path = secured
     port = url.rsplit(":", 1)[1]
     config = tmp_path / "probes.toml"
-    config.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\nweb_config_file = "{web_path}"\n')
+    config.write_text(
+        f'[daemon]\nlisten = "127.0.0.1:{port}"\nweb_config_file = "{web_path}"\n'
+        "allow_no_probes = true\n"
+    )
     monkeypatch.setenv("PROBED_CLIENT_USER", USER)
     monkeypatch.setenv("PROBED_CLIENT_PASSWORD_FILE", str(pw))
     monkeypatch.setenv("PROBED_CLIENT_CA_FILE", str(ca_file))

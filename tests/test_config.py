@@ -193,3 +193,17 @@ def test_models_forbid_unknown_keys() -> None:
     """Models reject unknown keys even when built directly."""
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         HttpProbe(name="x", target="t", bogus=1)  # type: ignore[call-arg]
+
+
+def test_a_config_without_probes_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """An empty file is an error naming the flag; with allow_no_probes = true it loads."""
+    path = tmp_path / "probes.toml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [
+        f"{path}: no probes configured (an empty or cut-short file?); "
+        "set allow_no_probes = true under [daemon] if that is intended"
+    ] == caught.value.problems
+    path.write_text("[daemon]\nallow_no_probes = true\n")
+    assert [] == load_config(path).probes

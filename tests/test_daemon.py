@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from probed.config import load_config
-from probed.daemon import Daemon
+from probed.daemon import RESTART_KEYS, Daemon
 from probed.demo import DemoTarget
 
 DEMO_CONFIG = Path(__file__).parent.parent / "probed" / "demo" / "probes.toml"
@@ -345,23 +345,71 @@ async def test_reload_names_the_changes_that_need_a_restart(tmp_path: Path) -> N
 
     path = tmp_path / "probes.toml"
     daemon_section = f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
-    path.write_text(daemon_section)
+    path.write_text(daemon_section + "allow_no_probes = true\n")
     daemon = Daemon(load_config(path), install_signal_handlers=False)
     task = asyncio.create_task(daemon.run())
     await daemon.wait_started()
     try:
         path.write_text(
-            daemon_section.replace("127.0.0.1:0", "127.0.0.1:1") + '[recommend]\nwindow = "10m"\n'
+            daemon_section.replace("127.0.0.1:0", "127.0.0.1:1")
+            + 'allow_no_probes = true\n[recommend]\nwindow = "10m"\n'
         )
         with structlog.testing.capture_logs() as logs:
             ok, _ = await daemon.reload()
-        events = [e["event"] for e in logs if e["event"].endswith("_needs_restart")]
+        events = [(e["event"], e.get("key")) for e in logs if e["event"].endswith("_needs_restart")]
         assert ok
         assert [
-            "config_listen_change_needs_restart",
-            "config_recommend_window_change_needs_restart",
+            ("config_daemon_change_needs_restart", "listen"),
+            ("config_recommend_window_change_needs_restart", None),
         ] == events
         assert 300.0 == daemon.store.signal_window
+        assert "127.0.0.1:0" == daemon.config.daemon.listen
+    finally:
+        daemon.request_stop()
+        assert 0 == await task
+
+
+async def test_every_daemon_key_applies_on_reload_or_is_named(tmp_path: Path) -> None:
+    """Log settings and max_concurrency apply; the other [daemon] keys keep their running value."""
+    import structlog
+
+    from probed.config import DaemonConfig
+
+    path = tmp_path / "probes.toml"
+    base = f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
+    path.write_text(base + "allow_no_probes = true\n")
+    applied: list[DaemonConfig] = []
+    daemon = Daemon(load_config(path), install_signal_handlers=False, configure_logs=applied.append)
+    task = asyncio.create_task(daemon.run())
+    await daemon.wait_started()
+    try:
+        path.write_text(
+            base.replace(f"{tmp_path}/state", f"{tmp_path}/other")
+            + 'location = "elsewhere"\nenv = "staging"\nlog_level = "debug"\n'
+            'log_format = "console"\nmax_concurrency = 3\nresults_ring_size = 7\n'
+            "allow_no_probes = true\n"
+        )
+        with structlog.testing.capture_logs() as logs:
+            ok, _ = await daemon.reload()
+        assert ok
+        restart = [e["key"] for e in logs if e["event"] == "config_daemon_change_needs_restart"]
+        assert ["state_dir", "location", "results_ring_size"] == restart
+        running = daemon.config.daemon
+        assert (tmp_path / "state", "default", 120) == (
+            running.state_dir,
+            running.location,
+            running.results_ring_size,
+        )
+        assert [("debug", "console", "staging")] == [
+            (d.log_level, d.log_format, d.env) for d in applied
+        ]
+        assert (3, 3) == (running.max_concurrency, daemon.info.max_concurrency)
+        assert {"listen", "allow_no_probes", "web_config_file", *RESTART_KEYS} | {
+            "env",
+            "log_level",
+            "log_format",
+            "max_concurrency",
+        } == set(DaemonConfig.model_fields)
     finally:
         daemon.request_stop()
         assert 0 == await task
@@ -378,7 +426,10 @@ async def test_a_port_in_use_exits_1_with_the_reason(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         path = tmp_path / "probes.toml"
-        path.write_text(f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_dir = "{tmp_path}/state"\n')
+        path.write_text(
+            f'[daemon]\nlisten = "127.0.0.1:{port}"\nstate_dir = "{tmp_path}/state"\n'
+            "allow_no_probes = true\n"
+        )
         daemon = Daemon(load_config(path), install_signal_handlers=False)
         with structlog.testing.capture_logs() as logs:
             assert 1 == await daemon.run()

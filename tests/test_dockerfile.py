@@ -123,7 +123,9 @@ def test_entrypoint_and_healthcheck_with_the_image_environment(tmp_path: Path) -
     """ENTRYPOINT + CMD with the image's ENV start a daemon its HEALTHCHECK calls healthy."""
     config = tmp_path / "etc" / "probes.toml"
     config.parent.mkdir()
-    config.write_text("# an empty probes file: the daemon serves its endpoints\n")
+    config.write_text(
+        "# no probes: the daemon serves its endpoints\n[daemon]\nallow_no_probes = true\n"
+    )
     port = free_port()
     env = {
         **os.environ,

@@ -9,21 +9,16 @@ file descriptors must return to their baseline.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
+from livedaemon import live_daemon, open_fds, sample, watch_metrics
 
-from probed.config import load_config
-from probed.daemon import Daemon
 from probed.stream import watcher as watcher_module
 
 DEEP = 200_000  # far beyond the interpreter's recursion limit
@@ -123,54 +118,6 @@ reconnect_max = "300ms"
 """
     )
     return path
-
-
-def open_fds() -> int:
-    """How many file descriptors this process has open."""
-    return len(os.listdir("/proc/self/fd"))
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in exposition text, labels in any order (0 when absent)."""
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric == name and dict(re.findall(r'(\w+)="([^"]*)"', rest)) == labels:
-            return float(value)
-    return 0.0
-
-
-@asynccontextmanager
-async def live_daemon(config_path: Path) -> AsyncIterator[tuple[Daemon, asyncio.Task[int], str]]:
-    """Run the daemon in-process on ``config_path``; yield it, its task and its base URL."""
-    daemon = Daemon(load_config(config_path), install_signal_handlers=False, shutdown_grace=0.5)
-    task = asyncio.create_task(daemon.run())
-    await asyncio.wait_for(daemon.wait_started(), 5)
-    try:
-        yield daemon, task, f"http://127.0.0.1:{daemon.bound_port}"
-    finally:
-        daemon.request_stop()
-        await asyncio.wait_for(task, 10)
-
-
-async def watch_metrics(
-    base: str, task: asyncio.Task[int], seconds: float, done: Callable[[str], bool]
-) -> tuple[str, float]:
-    """Scrape every 50 ms for at least ``seconds`` and until ``done``; the last text, slowest."""
-    slowest = 0.0
-    text = ""
-    deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline or not done(text):
-            assert not task.done(), f"the daemon exited: {task.result()!r}"
-            assert time.monotonic() < deadline + 10, "condition not reached in time"
-            started = time.monotonic()
-            async with http.get(f"{base}/metrics") as resp:
-                assert 200 == resp.status
-                text = await resp.text()
-            slowest = max(slowest, time.monotonic() - started)
-            await asyncio.sleep(0.05)
-    return text, slowest
 
 
 def healthy_runs(text: str) -> tuple[float, float]:

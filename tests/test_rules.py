@@ -276,7 +276,9 @@ def test_runbook_urls(all_kinds_config: Config) -> None:
 def test_probed_alerts_without_slos(tmp_path: Path) -> None:
     """A config without SLOs still gets the stream, reflect, probe and self-health alerts."""
     path = tmp_path / "probes.toml"
-    path.write_text('[targets.app]\nbase_url = "http://127.0.0.1:1"\n')
+    path.write_text(
+        '[daemon]\nallow_no_probes = true\n[targets.app]\nbase_url = "http://127.0.0.1:1"\n'
+    )
     groups = rule_groups(load_config(path))
     assert ["probed"] == [g["name"] for g in groups]
     alerts = {r["alert"]: r for r in groups[0]["rules"]}

@@ -620,7 +620,7 @@ async def secured_daemon(tmp_path: Path, pki: Pki, password: str) -> AsyncIterat
     )
     (tmp_path / "probes.toml").write_text(
         '[daemon]\nlisten = "127.0.0.1:0"\nweb_config_file = "web-config.yml"\n'
-        f'state_dir = "{tmp_path}/state"\n'
+        f'state_dir = "{tmp_path}/state"\nallow_no_probes = true\n'
     )
     daemon = Daemon(load_config(tmp_path / "probes.toml"), install_signal_handlers=False)
     task = asyncio.create_task(daemon.run())

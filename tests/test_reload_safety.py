@@ -1,0 +1,236 @@
+"""Hostile config files on reload: the running config stays, the loop stays free, probes go on.
+
+Each case swaps the daemon's config file for something a careless edit, a full
+disk or a mistyped path can produce, then reloads. The reload must fail with a
+one-line reason (also in the gauge and the status document), the old probes
+must keep running and keep their series, and ``/metrics`` must answer within
+100 ms meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from livedaemon import live_daemon, sample, watch_metrics
+
+MAX_BYTES = 4 << 20
+
+
+@asynccontextmanager
+async def healthy_target() -> AsyncIterator[str]:
+    """A loopback HTTP target whose /health always answers 200; yield its URL."""
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+def config_text(tmp_path: Path, url: str, extra_daemon: str = "") -> str:
+    """One healthy 200 ms HTTP probe against ``url``."""
+    return f"""
+[daemon]
+listen = "127.0.0.1:0"
+state_dir = "{tmp_path}/state"
+{extra_daemon}
+
+[targets.good]
+base_url = "{url}"
+
+[[probes]]
+name = "healthy"
+kind = "http"
+target = "good"
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+"""
+
+
+def swap_symlink(path: Path, to: str) -> None:
+    """Make ``path`` a symlink to ``to``."""
+    path.unlink()
+    path.symlink_to(to)
+
+
+def dev_zero(path: Path) -> None:
+    """The config path points at /dev/zero (endless bytes)."""
+    swap_symlink(path, "/dev/zero")
+
+
+def fifo(path: Path) -> None:
+    """The config path is a FIFO nobody writes to."""
+    path.unlink()
+    os.mkfifo(path)
+
+
+def deep_nesting(path: Path) -> None:
+    """5,000 nested arrays."""
+    path.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+def too_large(path: Path) -> None:
+    """A file over the size cap (a valid TOML comment padding a valid config)."""
+    text = path.read_text()
+    path.write_text(text + "#" * MAX_BYTES + "\n")
+
+
+def empty(path: Path) -> None:
+    """An empty file (a truncated write)."""
+    path.write_text("")
+
+
+def truncated(path: Path) -> None:
+    """Only the first table survived."""
+    text = path.read_text()
+    path.write_text(text[: text.index("[targets.good]")])
+
+
+def not_utf8(path: Path) -> None:
+    """A Latin-1 byte on line 3."""
+    path.write_bytes(path.read_bytes().replace(b"[daemon]", b"[daemon]\n# caf\xe9", 1))
+
+
+def missing(path: Path) -> None:
+    """The file was removed."""
+    path.unlink()
+
+
+def directory(path: Path) -> None:
+    """The path is a directory."""
+    path.unlink()
+    path.mkdir()
+
+
+CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "dev_zero": (dev_zero, "not a regular file"),
+    "fifo": (fifo, "not a regular file"),
+    "directory": (directory, "not a regular file"),
+    "deep_nesting": (deep_nesting, "nested too deeply"),
+    "too_large": (too_large, "larger than 4 MiB"),
+    "empty": (empty, "no probes configured"),
+    "truncated": (truncated, "no probes configured"),
+    "not_utf8": (not_utf8, ":3: not valid UTF-8"),
+    "missing": (missing, "cannot read config file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_a_hostile_file_on_reload_keeps_the_running_config(case: str, tmp_path: Path) -> None:
+    """The reload fails with the reason; the old probe keeps running and keeps its series."""
+    damage, reason = CASES[case]
+    async with healthy_target() as url:
+        path = tmp_path / "probes.toml"
+        path.write_text(config_text(tmp_path, url))
+        async with live_daemon(path) as (daemon, task, base):
+            damage(path)
+            reload = asyncio.create_task(daemon.reload())
+            text, slowest = await watch_metrics(base, task, 0.5, lambda _: reload.done())
+            ok, message = await reload
+            assert (False, True) == (ok, reason in message), message
+            assert "\n" not in message
+            assert 0.0 == sample(text, "probed_config_last_reload_successful")
+            async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+                doc = await resp.json()
+            assert {"last_reload_successful": False, "last_reload_error": message} == {
+                k: doc["config"][k] for k in ("last_reload_successful", "last_reload_error")
+            }
+            before = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
+            text, _ = await watch_metrics(base, task, 0.5, lambda _: True)
+            after = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
+            assert 1.0 == sample(text, "probe_success", probe="healthy")
+        assert after > before
+        assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+
+
+async def test_removing_every_probe_needs_the_flag(tmp_path: Path) -> None:
+    """With allow_no_probes = true an empty probe list is applied; the series go away."""
+    async with healthy_target() as url:
+        path = tmp_path / "probes.toml"
+        path.write_text(config_text(tmp_path, url))
+        async with live_daemon(path) as (daemon, task, base):
+            text = config_text(tmp_path, url, "allow_no_probes = true")
+            path.write_text(text[: text.index("[[probes]]")])
+            ok, message = await daemon.reload()
+            assert (True, "added 0, changed 0, removed 1") == (ok, message)
+            text, _ = await watch_metrics(base, task, 0.1, lambda _: True)
+            assert "probe_success{" not in text
+
+
+async def test_a_large_valid_config_is_parsed_off_the_loop(tmp_path: Path) -> None:
+    """Reading and parsing a 3 MiB config does not stall scrapes beyond 100 ms."""
+    async with healthy_target() as url:
+        path = tmp_path / "probes.toml"
+        path.write_text(config_text(tmp_path, url))
+        async with live_daemon(path) as (daemon, task, base):
+            filler = "".join(f'k{i} = "{"v" * 40}"\n' for i in range(70_000))
+            path.write_text(config_text(tmp_path, url) + "\n[filler]\n" + filler)
+            assert path.stat().st_size > 3 << 20
+            reload = asyncio.create_task(daemon.reload())
+            _, slowest = await watch_metrics(base, task, 0.2, lambda _: reload.done())
+            ok, message = await reload
+        assert (False, True) == (ok, "key 'filler'" in message), message
+        assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+
+
+async def test_sighup_during_start_up_is_queued_not_fatal(tmp_path: Path) -> None:
+    """A SIGHUP 50 ms after exec neither kills probed nor is lost: the reload runs once ready."""
+    async with healthy_target() as url:
+        path = tmp_path / "probes.toml"
+        path.write_text(config_text(tmp_path, url))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "probed", "run", "-c", str(path), "--log-format", "json",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        assert proc.stdout is not None
+        lines: list[bytes] = []
+        try:
+            async with asyncio.timeout(10):
+                while b'"config_reloaded"' not in b"".join(lines):
+                    line = await proc.stdout.readline()
+                    assert line, f"probed exited: rc {await proc.wait()}"
+                    lines.append(line)
+        finally:
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = await proc.wait()
+        assert 0 == rc
+        assert time.monotonic() - started < 5
+        assert any(b'"signal_queued_during_start_up"' in line for line in lines)
+
+
+def test_other_commands_keep_the_default_sighup() -> None:
+    """Outside the daemon a held SIGHUP is re-delivered on release: the command ends as usual."""
+    code = (
+        "import os, signal, time\n"
+        "from probed import startsignals\n"
+        "startsignals.hold()\n"
+        "os.kill(os.getpid(), signal.SIGHUP)\n"
+        "assert [signal.SIGHUP] == startsignals.take()\n"
+        "os.kill(os.getpid(), signal.SIGHUP)\n"
+        "startsignals.release()\n"
+        "time.sleep(5)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], timeout=10, check=False)
+    assert -signal.SIGHUP == proc.returncode
