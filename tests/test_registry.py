@@ -1,9 +1,12 @@
-"""The probe registry and the config's ``ProbeSpec`` union are one list of kinds."""
+"""The probe registry and the config's ``ProbeSpec`` union are one list of kinds; the
+README's failure reasons and ``Reason`` are one set."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import typing
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -11,6 +14,9 @@ from pydantic import BaseModel
 
 from probed.config import ProbeSpec
 from probed.probes import PROBERS
+from probed.probes.base import Reason
+
+README = Path(__file__).parent.parent / "README.md"
 
 
 def _spec_models() -> list[type[BaseModel]]:
@@ -63,3 +69,11 @@ def test_all_is_sorted_and_honest(name: str) -> None:
 
     assert sorted(exported) == exported
     assert [] == [item for item in exported if not hasattr(module, item)]
+
+
+def test_readme_lists_every_reason() -> None:
+    """The README's failure-reason table lists exactly the ``Reason`` values, in order."""
+    text = README.read_text(encoding="utf-8")
+    table = text.split("## Failure reasons", 1)[1].split("\n## ", 1)[0]
+
+    assert [r.value for r in Reason] == re.findall(r"^\| `([a-z_]+)` \|", table, re.M)

@@ -61,6 +61,9 @@ class Reason(enum.StrEnum):
     """The server broke HTTP: closed the connection early, sent a malformed response."""
     TOO_MANY_REDIRECTS = "too_many_redirects"
     """More redirects than ``max_redirects`` (a redirect loop)."""
+    REDIRECTED_TO_OTHER_ORIGIN = "redirected_to_other_origin"
+    """A redirect led where ``follow_redirects`` does not allow (another origin or host,
+    https to http, a body with a secret re-sent elsewhere); the detail names the origin."""
     STATUS = "status"
     """The HTTP status was not in ``expect_status``."""
     RATE_LIMITED = "rate_limited"
