@@ -68,6 +68,7 @@ __all__ = [
     "LoginProbe",
     "ProbeSpec",
     "RecommendConfig",
+    "RedirectMode",
     "ReflectProbe",
     "SecretRef",
     "SloConfig",
@@ -213,6 +214,14 @@ class _HasHeaders(_Strict):
         """Headers with secret references replaced by their values."""
         return dict(self._resolved_headers)
 
+    def resolved_secrets(self) -> dict[str, str]:
+        """Each resolved secret value by key path (``headers.NAME``, ``password``)."""
+        return {
+            f"headers.{name}": self._resolved_headers.get(name, "")
+            for name, value in self.headers.items()
+            if isinstance(value, SecretRef)
+        }
+
     def _store_secret(self, key: str, value: SecretStr) -> None:
         if key.startswith("headers."):
             self._resolved_headers[key.removeprefix("headers.")] = value.get_secret_value()
@@ -322,6 +331,19 @@ class _Named(_HasHeaders):
         return value
 
 
+def _redirect_mode(value: object) -> object:
+    # the former boolean: true stays on the target's origin, false follows nothing
+    if isinstance(value, bool):
+        return "same-origin" if value else "none"
+    return value
+
+
+#: Where a probe follows redirects (``probed.probes.redirects`` enforces it per hop).
+RedirectMode = Annotated[
+    Literal["same-origin", "same-host", "any", "none"], BeforeValidator(_redirect_mode)
+]
+
+
 class _ProbeBase(_Named):
     """An interval-run probe whose run starts with one HTTP request."""
 
@@ -332,8 +354,10 @@ class _ProbeBase(_Named):
     path: str = "/"
     expect_status: list[int] = Field(default_factory=lambda: [200])
     fresh_connection: bool = True
-    follow_redirects: bool = True
+    follow_redirects: RedirectMode = "same-origin"
     max_redirects: int = Field(default=10, ge=0, le=50)
+    allow_insecure_redirects: bool = False
+    """Follow a redirect from https to http (always refused otherwise)."""
     max_body_size: int = Field(default=10 * 1024 * 1024, ge=1)
 
     @field_validator("path")
@@ -422,6 +446,9 @@ class LoginProbe(_ProbeBase):
     def password_value(self) -> str:
         """The resolved password (only for building the request body)."""
         return self._password.get_secret_value()
+
+    def resolved_secrets(self) -> dict[str, str]:
+        return {**super().resolved_secrets(), "password": self.password_value()}
 
 
 class FixtureProbe(_ProbeBase):
@@ -736,14 +763,8 @@ class Config(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every resolved secret value (for the log redactor)."""
-        values: list[str] = []
-        for holder in [*self.targets.values(), *self.probes]:
-            for key, _ in holder.secret_refs():
-                if key == "password" and isinstance(holder, LoginProbe):
-                    values.append(holder.password_value())
-                elif key.startswith("headers."):
-                    values.append(holder.resolved_headers()[key.removeprefix("headers.")])
-        return [v for v in values if v]
+        holders = [*self.targets.values(), *self.probes]
+        return [v for holder in holders for v in holder.resolved_secrets().values() if v]
 
 
 # ---------------------------------------------------------------------------

@@ -207,3 +207,27 @@ def test_a_config_without_probes_is_refused_unless_allowed(tmp_path: Path) -> No
     ] == caught.value.problems
     path.write_text("[daemon]\nallow_no_probes = true\n")
     assert [] == load_config(path).probes
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(True, "same-origin"), (False, "none"), ("same-host", "same-host"), ("any", "any")],
+)
+def test_follow_redirects_values(value: bool | str, expected: str) -> None:
+    """``follow_redirects`` takes a policy name; old ``true``/``false`` mean same-origin/none."""
+    spec = HttpProbe(name="x", target="t", follow_redirects=value)
+
+    assert expected == spec.follow_redirects
+
+
+def test_follow_redirects_defaults_to_same_origin() -> None:
+    """Without ``follow_redirects`` a probe follows redirects only within its origin."""
+    spec = HttpProbe(name="x", target="t")
+
+    assert ("same-origin", False) == (spec.follow_redirects, spec.allow_insecure_redirects)
+
+
+def test_follow_redirects_rejects_other_values() -> None:
+    """An unknown redirect policy is rejected, naming the allowed ones."""
+    with pytest.raises(ValidationError, match="'same-origin', 'same-host', 'any' or 'none'"):
+        HttpProbe(name="x", target="t", follow_redirects="sometimes")

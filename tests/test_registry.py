@@ -58,6 +58,7 @@ def test_registry_is_read_only() -> None:
         "probed.probes.http",
         "probed.probes.import_job",
         "probed.probes.login",
+        "probed.probes.redirects",
         "probed.probes.reflect",
         "probed.probes.session",
     ],

@@ -28,6 +28,7 @@ from probed.config import JsonAssertion, ProbeSpec, TargetConfig
 from probed.errors import ProbeFailure
 from probed.jsonpath import lookup
 from probed.probes.base import Observation, ProbeContext, Reason
+from probed.probes.redirects import RedirectPolicy, RedirectRefused, request_following
 from probed.probes.session import PhaseTimer, timed_ssl_context
 
 __all__ = [
@@ -196,24 +197,33 @@ async def send(
 ) -> Response:
     """Send one request for ``spec`` and read the whole body, at most ``max_body_size`` bytes.
 
-    Redirects follow ``follow_redirects``/``max_redirects`` (``max_redirects`` hops are
-    followed; one more raises ``aiohttp.TooManyRedirects``). A body over the cap raises
+    Redirects are followed under the probe's policy (``probed.probes.redirects``): a hop
+    it refuses fails ``REDIRECTED_TO_OTHER_ORIGIN``; one hop more than ``max_redirects``
+    raises ``aiohttp.TooManyRedirects``. A body over the cap raises
     ``ProbeFailure(Reason.OVERSIZE)`` without reading further.
     """
     cap = spec.max_body_size
-    async with ctx.session_for(spec).request(
-        method,
-        ctx.url(path),
-        headers=headers,
-        data=data,
-        json=json,
-        allow_redirects=spec.follow_redirects,
-        # aiohttp raises once the number of redirects reaches max_redirects (and treats 0
-        # as "no limit"), so ask for one more to follow exactly spec.max_redirects hops.
-        max_redirects=spec.max_redirects + 1,
-        ssl=ssl_for(ctx.target, ctx.ssl_context),
-        trace_request_ctx=timer,
-    ) as resp:
+    try:
+        resp, history = await request_following(
+            ctx.session_for(spec),
+            method,
+            ctx.url(path),
+            RedirectPolicy.of(ctx.target, spec),
+            headers=headers,
+            data=data,
+            json=json,
+            ssl=ssl_for(ctx.target, ctx.ssl_context),
+            trace_request_ctx=timer,
+        )
+    except RedirectRefused as exc:
+        raise ProbeFailure(
+            Reason.REDIRECTED_TO_OTHER_ORIGIN,
+            str(exc),
+            status_code=exc.status,
+            phases=timer.phases(),
+            error_code=exc.code,
+        ) from None
+    async with resp:
         length = resp.content_length  # a HEAD response announces a body it does not send
         if (
             length is not None
@@ -231,7 +241,7 @@ async def send(
             body += chunk
         timer.body_read()
         cookies: tuple[str, ...] = ()
-        for hop in (*resp.history, resp):
+        for hop in (*history, resp):
             if "Set-Cookie" in hop.headers:
                 cookies += tuple(hop.headers.getall("Set-Cookie"))
         return Response(

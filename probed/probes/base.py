@@ -23,6 +23,7 @@ import aiohttp
 import structlog
 
 from probed.errors import ProbeFailure
+from probed.probes.redirects import RedirectRefused
 
 if TYPE_CHECKING:
     from probed.config import ProbeSpec, TargetConfig
@@ -270,6 +271,8 @@ def classify_exception(exc: BaseException) -> tuple[Reason, str, str]:
         if isinstance(exc.os_error, ConnectionRefusedError):
             return Reason.CONNECT_REFUSED, "ECONNREFUSED", str(exc)
         return Reason.CONNECT_ERROR, _errno_name(exc.os_error), str(exc)
+    if isinstance(exc, RedirectRefused):
+        return Reason.REDIRECTED_TO_OTHER_ORIGIN, exc.code, str(exc)
     if isinstance(exc, aiohttp.TooManyRedirects):
         return Reason.TOO_MANY_REDIRECTS, "too_many_redirects", str(exc)
     if isinstance(
