@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -22,12 +23,15 @@ __all__ = [
     "API_KEY_HEADER",
     "MidEventSse",
     "RawServer",
+    "Received",
     "WebServer",
     "black_hole",
+    "elsewhere_app",
     "huge_body_app",
     "invalid_json_app",
     "long_line_sse_app",
     "ok_app",
+    "redirect_away_app",
     "redirect_loop_app",
     "slowloris",
     "tokenless_login_app",
@@ -163,15 +167,39 @@ class MidEventSse:
         await asyncio.sleep(0.05)  # let the partial event arrive on its own, then cut
 
 
-class WebServer:
-    """An aiohttp app on 127.0.0.1 (any free port), optionally over TLS."""
+@dataclass(frozen=True)
+class Received:
+    """One request as a ``WebServer`` received it: every header and the whole body."""
 
-    def __init__(self, app: web.Application, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    method: str
+    path_qs: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    def contains(self, secret: str) -> bool:
+        """Whether ``secret`` appears anywhere in the request."""
+        head = "\n".join([f"{self.method} {self.path_qs}", *(f"{k}: {v}" for k, v in self.headers)])
+        return secret in head or secret.encode() in self.body
+
+
+class WebServer:
+    """An aiohttp app on a loopback address (any free port), optionally over TLS."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.app = app
         self.api_keys: list[str] = []
         """Every ``X-Api-Key`` value the app received."""
+        self.received: list[Received] = []
+        """Every request the app received."""
         app.middlewares.append(self._record)
         self._ssl = ssl_context
+        self._host = host
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -180,12 +208,15 @@ class WebServer:
         key = request.headers.get(API_KEY_HEADER)
         if key is not None:
             self.api_keys.append(key)
+        body = await request.read()
+        headers = tuple(request.headers.items())
+        self.received.append(Received(request.method, request.path_qs, headers, body))
         return await handler(request)
 
-    def base_url(self, host: str = "127.0.0.1") -> str:
+    def base_url(self, host: str | None = None) -> str:
         """The server's base URL, naming it ``host`` (a ``*.test`` name resolves to loopback)."""
         scheme = "https" if self._ssl is not None else "http"
-        return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://{host or self._host}:{self.port}"
 
     async def start(self) -> None:
         """Listen on a free loopback port."""
@@ -193,7 +224,7 @@ class WebServer:
             self.app, handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self._ssl)
+        site = web.TCPSite(runner, self._host, 0, ssl_context=self._ssl)
         await site.start()
         self._runner = runner
         self.port = int(runner.addresses[0][1])
@@ -270,6 +301,36 @@ def redirect_loop_app() -> web.Application:
 
     app = web.Application()
     app.router.add_get("/loop", loop)
+    return app
+
+
+def redirect_away_app(elsewhere: Callable[[], str]) -> web.Application:
+    """Redirects to another host (the base URL ``elsewhere()`` returns).
+
+    ``GET /away`` answers 302 and ``POST /api/auth/login`` 307 (the login body would go
+    along), each to the same path on the other host with ``?sig=…`` (a query string a
+    failure report must not show).
+    """
+
+    async def away(request: web.Request) -> web.Response:
+        status = 307 if request.method == "POST" else 302
+        location = f"{elsewhere()}{request.path}?sig=query-marker"
+        return web.Response(status=status, headers={hdrs.LOCATION: location})
+
+    app = web.Application()
+    app.router.add_get("/away", away)
+    app.router.add_post("/api/auth/login", away)
+    return app
+
+
+def elsewhere_app() -> web.Application:
+    """The other host of ``redirect_away_app``: any request answers 200 with a JSON token."""
+
+    async def anything(request: web.Request) -> web.Response:
+        return web.json_response({"token": "elsewhere-token"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
     return app
 
 

@@ -12,7 +12,8 @@ its outcome:
 - ``/metrics`` answered 200 on every scrape while the faults were live;
 - after stopping everything, no task left over and open file descriptors back to baseline;
 - no configured secret value (passwords, the header secret, any token the demo issued)
-  in any log line, metrics body, status document, status page or rendered status text.
+  in any log line, metrics body, status document, status page or rendered status text;
+- no configured secret value in any header or body a redirect delivered to another host.
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ from faultservers import (
     API_KEY_HEADER,
     MidEventSse,
     RawServer,
+    Received,
     WebServer,
     black_hole,
+    elsewhere_app,
     huge_body_app,
     invalid_json_app,
     long_line_sse_app,
     ok_app,
+    redirect_away_app,
     redirect_loop_app,
     slowloris,
     tokenless_login_app,
@@ -124,6 +128,8 @@ PROBE_FAULTS = (
     ProbeFault("malformed JSON", "bad_json", Reason.INVALID_JSON),
     ProbeFault("huge body", "huge_body", Reason.OVERSIZE),
     ProbeFault("redirect loop", "redirect_loop", Reason.TOO_MANY_REDIRECTS),
+    ProbeFault("302 to another host", "redirect_away", Reason.REDIRECTED_TO_OTHER_ORIGIN),
+    ProbeFault("login 307 to another host", "login_away", Reason.REDIRECTED_TO_OTHER_ORIGIN),
     ProbeFault("TLS untrusted certificate", "tls_untrusted", Reason.TLS),
     ProbeFault("TLS expired certificate", "tls_expired", Reason.TLS),
     ProbeFault("DNS failure", "dns", Reason.DNS),
@@ -143,8 +149,9 @@ STREAM_FAULTS = (
 
 HEALTHY_STREAMS = ("sse_disorder", "sse_skewed", "regress_events", "lost_events", "twice_events")
 """Streams whose connection is fine (their faults are in the events): they never reconnect."""
-CONTROLS = ("control_login", "tls_valid")
-"""Healthy probes beside the faults: the matrix is not failing everything for one cause."""
+CONTROLS = ("control_login", "tls_valid", "redirect_any")
+"""Healthy probes beside the faults: the matrix is not failing everything for one cause.
+``redirect_any`` follows the 302 to the other host (``follow_redirects = "any"``)."""
 
 
 def _params(cases: tuple[Any, ...]) -> list[Any]:
@@ -227,6 +234,27 @@ target = "redirect_loop"
 path = "/loop"
 max_redirects = 5
 {http}
+[[probes]]
+name = "redirect_away"
+target = "redirect_away"
+path = "/away"
+{http}
+[[probes]]
+name = "redirect_any"
+target = "redirect_away"
+path = "/away"
+follow_redirects = "any"
+{http}
+[[probes]]
+name = "login_away"
+target = "redirect_away"
+kind = "login"
+username = "probe@demo.example"
+password = {{ env = "MATRIX_PASSWORD" }}
+interval = "2s"
+timeout = "1s"
+latency_threshold = "1s"
+
 [[probes]]
 name = "tls_untrusted"
 target = "untrusted"
@@ -383,6 +411,8 @@ class Outcome:
     tokens: list[str] = field(default_factory=list)
     """Every session token the demo targets issued during the matrix."""
     api_keys_seen: list[str] = field(default_factory=list)
+    elsewhere_received: list[Received] = field(default_factory=list)
+    """Every request the redirects' other host (127.0.0.2) received."""
     passwords_seen: list[str] = field(default_factory=list)
     """Passwords the tokenless login server received."""
     huge_body_sent: list[int] = field(default_factory=list)
@@ -588,10 +618,12 @@ async def outcome(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Out
         "slowloris": RawServer(slowloris),
         "mid_event": RawServer(mid_event),
     }
+    elsewhere = WebServer(elsewhere_app(), host="127.0.0.2")
     web_servers = {
         "bad_json": WebServer(invalid_json_app()),
         "huge_body": WebServer(huge_body_app(HUGE_BODY, out.huge_body_sent)),
         "redirect_loop": WebServer(redirect_loop_app()),
+        "redirect_away": WebServer(redirect_away_app(elsewhere.base_url)),
         "tokenless": WebServer(tokenless_login_app(out.passwords_seen)),
         "long_line": WebServer(long_line_sse_app(LONG_LINE)),
         **{name: WebServer(ok_app(), ssl_context=context) for name, context in tls.items()},
@@ -602,6 +634,7 @@ async def outcome(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Out
             mp.setenv(name, value)
         async with contextlib.AsyncExitStack() as servers:
             every: list[DemoTarget | RawServer | WebServer] = [
+                elsewhere,
                 *demos.values(),
                 *raw.values(),
                 *web_servers.values(),
@@ -664,6 +697,7 @@ async def outcome(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Out
                     out.daemon_exit = await daemon_task
         # every server stopped (the exit stack closed them)
         out.api_keys_seen = [k for s in web_servers.values() for k in s.api_keys]
+        out.elsewhere_received = list(elsewhere.received)
         out.resolver_queries = list(resolver.queries)
         out.mid_event_last_ids = list(mid_event.last_event_ids)
         out.log_text = log_buf.getvalue()
@@ -892,3 +926,29 @@ def test_no_secret_anywhere(outcome: Outcome) -> None:
     assert outcome.probe("control_login")["last_success_at"] is not None  # PASSWORD accepted
     assert any(what == "GET /metrics" for what, _ in outcome.outputs)
     assert any(what == "render_incident" for what, _ in outcome.outputs)
+
+
+def test_no_secret_delivered_to_another_host(outcome: Outcome) -> None:
+    """Redirects to another host deliver none of the configured secrets, header or body."""
+    secrets = [PASSWORD, TOKENLESS_PASSWORD, API_KEY]
+    leaks = [
+        (f"{r.method} {r.path_qs}", secret[:6] + "…")
+        for r in outcome.elsewhere_received
+        for secret in secrets
+        if r.contains(secret)
+    ]
+    assert [] == leaks
+    # not vacuous: redirect_any reached the other host, without its secret header
+    assert outcome.elsewhere_received
+    assert {"GET"} == {r.method for r in outcome.elsewhere_received}
+
+
+def test_redirect_refusals_name_the_other_origin(outcome: Outcome) -> None:
+    """Each refused redirect's logged detail names the other host's origin, not its query."""
+    messages = {
+        str(line.get("error", {}).get("message", ""))
+        for line in outcome.logs
+        if line.get("event") == "probe_run" and line.get("probe") in ("redirect_away", "login_away")
+    }
+    assert messages
+    assert all("http://127.0.0.2:" in m and "sig=" not in m for m in messages), messages
