@@ -21,8 +21,9 @@ from aiohttp.typedefs import Handler
 from probeservers import run
 from pydantic import SecretStr
 
-from probed.config import HttpProbe, LoginProbe, SecretRef
-from probed.probes.base import ProbeContext, ProbeResult, Reason
+from probed.config import HttpProbe, LoginProbe, SecretRef, SseStream
+from probed.probes.base import ProbeContext, ProbeResult, Reason, classify_exception
+from probed.probes.redirects import RedirectPolicy, RedirectRefused, request_following
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext
@@ -416,3 +417,24 @@ async def test_method_and_body_after_a_redirect(
     assert expected == (landing.method, landing.body)
     if expected[1] == b"":
         assert "Content-Type" not in landing.headers
+
+
+async def test_request_following_for_a_stream_watcher(
+    start_pair: StartPair, make_probe_context: MakeProbeContext
+) -> None:
+    """Called directly (as a stream watcher would), a stream's default policy refuses another host.
+
+    The refusal is an ``aiohttp.ClientError`` that ``classify_exception`` maps to the reason.
+    """
+    pair = await start_pair()
+    ctx = _context(make_probe_context, pair)
+    policy = RedirectPolicy.of(ctx.target, SseStream(name="events", target="t"))
+
+    with pytest.raises(RedirectRefused) as caught:
+        await request_following(
+            ctx.session, "GET", f"{pair.origin}/away/302", policy, headers={"X-Api-Key": API_KEY}
+        )
+
+    assert ("same-origin", frozenset({"x-api-key"})) == (policy.mode, policy.secret_headers)
+    assert Reason.REDIRECTED_TO_OTHER_ORIGIN == classify_exception(caught.value)[0]
+    assert [] == pair.elsewhere_hits
