@@ -6,7 +6,7 @@ no whitespace, UTF-8, no NaN — and its SHA-256 compared with
 
 Reasons this kind reports itself: ``status``, ``rate_limited``, ``oversize``,
 ``invalid_json``, ``json_mismatch`` (``select`` path missing),
-``output_mismatch``.
+``output_mismatch``, ``redirected_to_other_origin``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``kind = "http"``: one request, checked for status, body and JSON content.
 
 Reasons this kind reports itself: ``status``, ``rate_limited``, ``oversize``,
-``body_mismatch``, ``invalid_json``, ``json_mismatch``. Everything else
+``body_mismatch``, ``invalid_json``, ``json_mismatch``, ``redirected_to_other_origin``
+(see ``probed.probes.redirects``). Everything else
 (timeout, slow, network errors) comes from the runner.
 """
 

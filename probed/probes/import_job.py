@@ -51,7 +51,8 @@ appears at most in a result's ``detail``, never in a label or observation.
 
 Reasons this kind reports itself: ``stream_down``, ``regressed``, ``stalled``,
 ``deadline``, and for the start and status requests ``status``,
-``rate_limited``, ``oversize``, ``invalid_json``, ``json_mismatch``.
+``rate_limited``, ``oversize``, ``invalid_json``, ``json_mismatch``,
+``redirected_to_other_origin``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ never put into a result's detail or observations; neither is the password.
 
 Reasons this kind reports itself: ``status``, ``rate_limited``, ``oversize``,
 ``invalid_json``, ``no_token``, ``auth_failed`` (follow-up got 401/403),
-``json_mismatch`` (follow-up ``json_checks``).
+``json_mismatch`` (follow-up ``json_checks``), ``redirected_to_other_origin`` (also
+when a 307/308 would re-send the password to another origin).
 """
 
 from __future__ import annotations

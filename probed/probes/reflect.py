@@ -66,7 +66,7 @@ reason, label or observation. The run's overall ``timeout`` is enforced by
 
 Reasons this kind reports itself: ``stream_down``, ``lost``, ``late``,
 ``duplicated``, and for the inject request ``status``, ``rate_limited``,
-``oversize``.
+``oversize``, ``redirected_to_other_origin``.
 """
 
 from __future__ import annotations
