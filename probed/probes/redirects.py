@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -43,7 +43,7 @@ from yarl import URL
 
 from probed.config import ProbeSpec, RedirectMode, SseStream, TargetConfig
 
-__all__ = ["Followed", "RedirectPolicy", "RedirectRefused", "origin_of", "request_following"]
+__all__ = ["Followed", "RedirectPolicy", "RedirectRefused", "request_following"]
 
 _log = structlog.get_logger("probed.probes")
 
@@ -65,7 +65,7 @@ class RedirectPolicy:
     """Follow https to http (refused otherwise)."""
     secret_headers: frozenset[str] = frozenset()
     """Lower-case names of the headers whose configured value is a secret."""
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = field(default=(), repr=False)
     """Every configured secret value (a body containing one is never re-sent elsewhere)."""
 
     @classmethod
@@ -113,7 +113,7 @@ class Followed(NamedTuple):
     history: tuple[aiohttp.ClientResponse, ...]
 
 
-def origin_of(url: URL) -> str:
+def _origin_of(url: URL) -> str:
     """``scheme://host:port`` of ``url`` (the port even when it is the default)."""
     return f"{url.scheme}://{url.host_subcomponent}:{url.port}"
 
@@ -147,7 +147,7 @@ def _refusal(
     if there.scheme not in ("http", "https") or not there.host:
         message = f"{status} redirect to a Location that is not an http(s) URL"
         return RedirectRefused(status, "", message, "bad_location")
-    origin = origin_of(there)
+    origin = _origin_of(there)
     if here.scheme == "https" and there.scheme == "http" and not policy.allow_insecure:
         message = (
             f"{status} redirect from https to http refused ({origin}); "
@@ -219,5 +219,5 @@ async def request_following(
             for name in dropped:
                 sent.popall(name, None)
             if dropped:
-                _log.debug("redirect_headers_dropped", origin=origin_of(there), headers=dropped)
+                _log.debug("redirect_headers_dropped", origin=_origin_of(there), headers=dropped)
         here = there
