@@ -176,6 +176,10 @@ class Received:
     headers: tuple[tuple[str, str], ...]
     body: bytes
 
+    def header(self, name: str) -> str | None:
+        """The value of header ``name`` (case-insensitive), or None."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
     def contains(self, secret: str) -> bool:
         """Whether ``secret`` appears anywhere in the request."""
         head = "\n".join([f"{self.method} {self.path_qs}", *(f"{k}: {v}" for k, v in self.headers)])
@@ -193,8 +197,6 @@ class WebServer:
         host: str = "127.0.0.1",
     ) -> None:
         self.app = app
-        self.api_keys: list[str] = []
-        """Every ``X-Api-Key`` value the app received."""
         self.received: list[Received] = []
         """Every request the app received."""
         app.middlewares.append(self._record)
@@ -205,13 +207,15 @@ class WebServer:
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = request.headers.get(API_KEY_HEADER)
-        if key is not None:
-            self.api_keys.append(key)
         body = await request.read()
         headers = tuple(request.headers.items())
         self.received.append(Received(request.method, request.path_qs, headers, body))
         return await handler(request)
+
+    @property
+    def api_keys(self) -> list[str]:
+        """Every ``X-Api-Key`` value the app received."""
+        return [k for r in self.received if (k := r.header(API_KEY_HEADER)) is not None]
 
     def base_url(self, host: str | None = None) -> str:
         """The server's base URL, naming it ``host`` (a ``*.test`` name resolves to loopback)."""

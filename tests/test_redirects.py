@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trustme
 from aiohttp import web
-from aiohttp.test_utils import TestServer
-from aiohttp.typedefs import Handler
+from faultservers import Received, WebServer
 from probeservers import run
 from pydantic import SecretStr
 
@@ -39,30 +38,12 @@ QUERY_SECRET = "sig=redir-query-7c"
 """Carried in the query string of every cross-origin Location: never in a result."""
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One request a test server received."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def leaks(self) -> list[str]:
-        """The configured secrets found anywhere in this request (first 6 characters)."""
-        text = repr(sorted(self.headers.items()))
-        return [s[:6] for s in SECRETS if s in text or s.encode() in self.body]
+def _leaks(requests: list[Received]) -> list[str]:
+    """The configured secrets found anywhere in ``requests`` (first 6 characters)."""
+    return [secret[:6] for r in requests for secret in SECRETS if r.contains(secret)]
 
 
-HITS = web.AppKey("hits", list[Hit])
 ELSEWHERE = web.AppKey("elsewhere", str)
-
-
-@web.middleware
-async def _record(request: web.Request, handler: Handler) -> web.StreamResponse:
-    body = await request.read()
-    request.app[HITS].append(Hit(request.method, request.path, dict(request.headers), body))
-    return await handler(request)
 
 
 async def _landing(request: web.Request) -> web.Response:
@@ -78,10 +59,9 @@ async def _here(request: web.Request) -> web.Response:
     return web.Response(status=int(request.match_info["code"]), headers={"Location": "/landing"})
 
 
-def _app() -> web.Application:
-    app = web.Application(middlewares=[_record])
-    app[HITS] = []
-    app[ELSEWHERE] = ""
+def _app(elsewhere: str = "") -> web.Application:
+    app = web.Application()
+    app[ELSEWHERE] = elsewhere
     app.add_routes(
         [
             web.route("*", "/landing", _landing),
@@ -94,12 +74,10 @@ def _app() -> web.Application:
 
 @dataclass
 class Pair:
-    """The probed target and the server its redirects point to."""
+    """The probed target and the server its redirects point to, each recording every request."""
 
-    origin: str
-    elsewhere: str
-    origin_hits: list[Hit]
-    elsewhere_hits: list[Hit]
+    origin: WebServer
+    elsewhere: WebServer
     ca_file: Path | None = None
 
 
@@ -115,13 +93,7 @@ def ca() -> trustme.CA:
 @pytest.fixture
 async def start_pair(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[StartPair]:
     """Start a target and its elsewhere: ``await start_pair(host="127.0.0.2", tls=False)``."""
-    servers: list[TestServer] = []
-
-    async def serve(app: web.Application, host: str, context: ssl.SSLContext | None) -> str:
-        server = TestServer(app, host=host, port=0)
-        await server.start_server(ssl=context)
-        servers.append(server)
-        return str(server.make_url("")).rstrip("/")
+    servers: list[WebServer] = []
 
     async def start(*, host: str = "127.0.0.2", tls: bool = False) -> Pair:
         context, ca_file = None, None
@@ -130,21 +102,23 @@ async def start_pair(ca: trustme.CA, tmp_path: Path) -> AsyncIterator[StartPair]
             ca.issue_cert("127.0.0.1").configure_cert(context)
             ca_file = tmp_path / "ca.pem"
             ca.cert_pem.write_to_path(str(ca_file))
-        origin_app, elsewhere_app = _app(), _app()
-        elsewhere = await serve(elsewhere_app, host, None)
-        origin_app[ELSEWHERE] = elsewhere
-        origin = await serve(origin_app, "127.0.0.1", context)
-        return Pair(origin, elsewhere, origin_app[HITS], elsewhere_app[HITS], ca_file)
+        elsewhere = WebServer(_app(), host=host)
+        await elsewhere.start()
+        servers.append(elsewhere)
+        origin = WebServer(_app(elsewhere.base_url()), ssl_context=context)
+        await origin.start()
+        servers.append(origin)
+        return Pair(origin, elsewhere, ca_file)
 
     yield start
     for server in servers:
-        await server.close()
+        await server.stop()
 
 
 def _context(make_probe_context: MakeProbeContext, pair: Pair) -> ProbeContext:
     """A context for ``pair.origin`` whose target sends ``X-Api-Key`` (a secret) and ``X-Plain``."""
     ctx = make_probe_context(
-        pair.origin,
+        pair.origin.base_url(),
         headers={"X-Api-Key": SecretRef(env="REDIRECT_API_KEY"), "X-Plain": "visible"},
         ca_file=pair.ca_file,
     )
@@ -205,7 +179,7 @@ async def test_redirect_to_another_host_is_refused_by_default(
 
     assert REFUSED == _refused(result), result.detail
     assert code == result.status_code
-    assert [] == pair.elsewhere_hits
+    assert [] == pair.elsewhere.received
 
 
 async def test_refusal_names_the_origin_but_never_the_query(
@@ -217,7 +191,7 @@ async def test_refusal_names_the_origin_but_never_the_query(
 
     result = (await run(ctx, _http(path="/away/302"))).result
 
-    assert pair.elsewhere in result.detail
+    assert pair.elsewhere.base_url() in result.detail
     assert QUERY_SECRET not in result.detail
     assert "/landing" not in result.detail
 
@@ -236,7 +210,7 @@ async def test_login_307_to_another_host_never_resends_the_password(
     result = (await run(ctx, _login(path="/away/307", follow_redirects=policy))).result
 
     assert REFUSED == _refused(result), result.detail
-    assert [] == [leak for hit in pair.elsewhere_hits for leak in hit.leaks()]
+    assert [] == _leaks(pair.elsewhere.received)
     assert PASSWORD not in result.detail
 
 
@@ -250,8 +224,8 @@ async def test_login_302_on_any_follows_as_get_without_the_password(
     result = (await run(ctx, _login(path="/away/302", follow_redirects="any"))).result
 
     assert result.success, result.detail
-    assert [("GET", b"")] == [(hit.method, hit.body) for hit in pair.elsewhere_hits]
-    assert [] == pair.elsewhere_hits[0].leaks()
+    assert [("GET", b"")] == [(hit.method, hit.body) for hit in pair.elsewhere.received]
+    assert [] == _leaks(pair.elsewhere.received)
 
 
 @pytest.mark.parametrize("policy", [True, "same-host", "any"])
@@ -265,9 +239,9 @@ async def test_https_to_http_is_refused(
     result = (await run(ctx, _http(path="/away/302", follow_redirects=policy))).result
 
     assert REFUSED == _refused(result), result.detail
-    assert pair.elsewhere in result.detail
+    assert pair.elsewhere.base_url() in result.detail
     assert "https to http" in result.detail
-    assert [] == pair.elsewhere_hits
+    assert [] == pair.elsewhere.received
 
 
 async def test_https_to_http_with_opt_in_follows_without_secrets(
@@ -281,8 +255,8 @@ async def test_https_to_http_with_opt_in_follows_without_secrets(
     result = (await run(ctx, spec)).result
 
     assert result.success, result.detail
-    assert 1 == len(pair.elsewhere_hits)
-    assert [] == pair.elsewhere_hits[0].leaks()
+    assert 1 == len(pair.elsewhere.received)
+    assert [] == _leaks(pair.elsewhere.received)
 
 
 async def test_same_origin_redirect_keeps_the_secrets(
@@ -295,11 +269,11 @@ async def test_same_origin_redirect_keeps_the_secrets(
     result = (await run(ctx, _http(path="/here/302"))).result
 
     assert result.success, result.detail
-    landing = pair.origin_hits[-1]
+    landing = pair.origin.received[-1]
     assert ("/landing", API_KEY, PROBE_TOKEN) == (
-        landing.path,
-        landing.headers.get("X-Api-Key"),
-        landing.headers.get("X-Probe-Token"),
+        landing.path_qs,
+        landing.header("X-Api-Key"),
+        landing.header("X-Probe-Token"),
     )
 
 
@@ -318,14 +292,14 @@ async def test_any_follows_to_another_host_without_secrets(
     result = (await run(ctx, spec)).result
 
     assert result.success, result.detail
-    (hit,) = pair.elsewhere_hits
-    assert [] == hit.leaks()
+    (hit,) = pair.elsewhere.received
+    assert [] == _leaks([hit])
     assert (None, None, "visible") == (
-        hit.headers.get("Authorization"),
-        hit.headers.get("Cookie"),
-        hit.headers.get("X-Plain"),
+        hit.header("Authorization"),
+        hit.header("Cookie"),
+        hit.header("X-Plain"),
     )
-    assert "Basic cGxhaW4=" == pair.origin_hits[0].headers.get("Authorization")
+    assert "Basic cGxhaW4=" == pair.origin.received[0].header("Authorization")
 
 
 async def test_same_host_follows_to_another_port_without_secrets(
@@ -338,8 +312,8 @@ async def test_same_host_follows_to_another_port_without_secrets(
     result = (await run(ctx, _http(path="/away/302", follow_redirects="same-host"))).result
 
     assert result.success, result.detail
-    assert [] == [leak for hit in pair.elsewhere_hits for leak in hit.leaks()]
-    assert 1 == len(pair.elsewhere_hits)
+    assert [] == _leaks(pair.elsewhere.received)
+    assert 1 == len(pair.elsewhere.received)
 
 
 async def test_same_host_refuses_another_host(
@@ -352,7 +326,7 @@ async def test_same_host_refuses_another_host(
     result = (await run(ctx, _http(path="/away/302", follow_redirects="same-host"))).result
 
     assert REFUSED == _refused(result), result.detail
-    assert [] == pair.elsewhere_hits
+    assert [] == pair.elsewhere.received
 
 
 @pytest.mark.parametrize("policy", ["none", False])
@@ -370,7 +344,7 @@ async def test_none_reports_the_redirect_status(
         result.reason,
         result.error_code,
     )
-    assert [] == pair.elsewhere_hits
+    assert [] == pair.elsewhere.received
 
 
 async def test_max_redirects_counts_before_leaving(
@@ -384,7 +358,7 @@ async def test_max_redirects_counts_before_leaving(
     result = (await run(ctx, spec)).result
 
     assert (False, Reason.TOO_MANY_REDIRECTS) == (result.success, result.reason)
-    assert [] == pair.elsewhere_hits
+    assert [] == pair.elsewhere.received
 
 
 @pytest.mark.parametrize(
@@ -413,10 +387,10 @@ async def test_method_and_body_after_a_redirect(
     result = (await run(ctx, _http(path=f"/here/{code}", method=method, body="hello"))).result
 
     assert result.success, result.detail
-    landing = pair.origin_hits[-1]
+    landing = pair.origin.received[-1]
     assert expected == (landing.method, landing.body)
     if expected[1] == b"":
-        assert "Content-Type" not in landing.headers
+        assert landing.header("Content-Type") is None
 
 
 async def test_request_following_for_a_stream_watcher(
@@ -432,9 +406,13 @@ async def test_request_following_for_a_stream_watcher(
 
     with pytest.raises(RedirectRefused) as caught:
         await request_following(
-            ctx.session, "GET", f"{pair.origin}/away/302", policy, headers={"X-Api-Key": API_KEY}
+            ctx.session,
+            "GET",
+            f"{pair.origin.base_url()}/away/302",
+            policy,
+            headers={"X-Api-Key": API_KEY},
         )
 
     assert ("same-origin", frozenset({"x-api-key"})) == (policy.mode, policy.secret_headers)
     assert Reason.REDIRECTED_TO_OTHER_ORIGIN == classify_exception(caught.value)[0]
-    assert [] == pair.elsewhere_hits
+    assert [] == pair.elsewhere.received
