@@ -465,3 +465,32 @@ async def test_tls_target_settings_apply_to_streams(
             await until(lambda: stats.reconnects["tls"] >= 1)
     assert (3 if connects else 0) == stats.received
     assert connects != ({"tls"} == set(stats.reconnects))
+
+
+async def test_stream_redirect_to_another_host_is_refused_without_its_secret() -> None:
+    """A stream redirected to another origin ends redirected_to_other_origin; no header follows."""
+    seen: list[dict[str, str]] = []
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        return await open_stream(request)
+
+    other = web.Application()
+    other.router.add_get("/sse", elsewhere)
+    runner = web.AppRunner(other, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.2", 0).start()
+    away = f"http://127.0.0.2:{runner.addresses[0][1]}/sse"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPTemporaryRedirect(away)
+
+    try:
+        async with (
+            sse_server(handler) as url,
+            watching(url, stream_spec(), headers={"X-Api-Key": "k-secret-1"}) as (stats, _),
+        ):
+            await until(lambda: stats.reconnects["redirected_to_other_origin"] >= 2)
+    finally:
+        await runner.cleanup()
+    assert [] == seen

@@ -15,7 +15,8 @@ form a fixed set: ``eof``, ``stalled``, ``oversize``, ``content_type``,
 ``status``, ``no_content`` (204: the server asked us to stop; we retry at
 ``reconnect_max``), ``connect_timeout`` and the connection reasons of
 ``probed.probes.base.Reason`` (``dns``, ``connect_refused``, ``connect_error``,
-``tls``, ``protocol_error``), ``error`` for any other client error, or
+``tls``, ``protocol_error``, ``redirected_to_other_origin``: a stream follows
+redirects within its origin only), ``error`` for any other client error, or
 ``internal_error`` when probed itself failed on what the server sent (a bug:
 logged with its traceback at most once a minute per stream). No exception of a
 watcher ever reaches the daemon's TaskGroup.
@@ -50,6 +51,7 @@ from probed.jsonpath import lookup
 from probed.netvalues import json_loads, sequence_number
 from probed.probes._http_common import ssl_for
 from probed.probes.base import Reason, classify_exception, new_traceparent
+from probed.probes.redirects import RedirectPolicy, request_following
 from probed.store import ResultStore, StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
@@ -62,7 +64,8 @@ _log = structlog.get_logger("probed.stream")
 RECONNECT_REASONS = (
     "eof", "stalled", "oversize", "content_type", "status", "no_content", "connect_timeout",
     Reason.DNS.value, Reason.CONNECT_REFUSED.value, Reason.CONNECT_ERROR.value, Reason.TLS.value,
-    Reason.PROTOCOL_ERROR.value, "error", Reason.INTERNAL_ERROR.value,
+    Reason.PROTOCOL_ERROR.value, Reason.REDIRECTED_TO_OTHER_ORIGIN.value, "error",
+    Reason.INTERNAL_ERROR.value,
 )  # fmt: skip
 
 _FANOUT_TRACKED = 10_000
@@ -142,6 +145,7 @@ class StreamWatcher:
             for i in range(spec.subscribers)
         ]
         self._fanout = _Fanout()
+        self._redirects = RedirectPolicy.of(target, spec)
         self._needs_json = spec.lag_field is not None or spec.sequence_field is not None
         self._primary_up = False
         self._clock_task: asyncio.Task[None] | None = None
@@ -266,11 +270,13 @@ class StreamWatcher:
             raise self._end(sub, _Unhealthy(Reason.TLS.value, False, exc.detail)) from None
         try:
             async with asyncio.timeout(spec.connect_timeout):
-                resp = await self.session.get(
+                resp, _ = await request_following(
+                    self.session,
+                    "GET",
                     self._url,
+                    self._redirects,
                     headers=self._headers(sub),
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
-                    allow_redirects=True,
                     ssl=tls,
                 )
         except TimeoutError:
@@ -489,9 +495,15 @@ class StreamWatcher:
         """Read the server's time from ``url`` (bounded) and update the clock offset."""
         sent = time.time()
         async with asyncio.timeout(self.spec.connect_timeout):
-            async with self.session.get(
-                url, headers=self.target.resolved_headers(), ssl=ssl_for(self.target)
-            ) as r:
+            r, _ = await request_following(
+                self.session,
+                "GET",
+                url,
+                self._redirects,
+                headers=self.target.resolved_headers(),
+                ssl=ssl_for(self.target),
+            )
+            async with r:
                 body = await r.content.read(_CLOCK_BODY_LIMIT + 1)
         got = time.time()
         if len(body) > _CLOCK_BODY_LIMIT:
