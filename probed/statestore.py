@@ -1,0 +1,364 @@
+"""``StateStore``: the state file's snapshots, results ring and SLO replay journal.
+
+Small synchronous methods (``sqlite3``), safe to call from
+``asyncio.to_thread`` (one connection opened with ``check_same_thread=False``,
+every call under one lock). ``open()`` never raises: a file that is not
+SQLite, is damaged, belongs to another application or has a newer schema is
+moved aside (see ``probed.statefile``) and a fresh file is started. A state
+directory that cannot be used at all (read-only, locked by another process)
+gives an in-memory store and a ``state_unavailable`` error line: the daemon
+runs, unpersisted.
+
+The results ring keeps every run written after the latest SLO snapshot
+(pruning to ``ring_size`` per probe only touches runs the snapshot already
+counts), and each SLO snapshot is written in the same transaction as the runs
+taken from memory with it, together with the highest run (and lag row) number
+it covers: ``load_replay`` returns what the snapshot does not count yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from probed.statefile import (
+    RECOMMENDATIONS_SNAPSHOT,
+    SLO_SNAPSHOT,
+    STATE_FILE,
+    BadStateFile,
+    LagSample,
+    StoredResult,
+    connect,
+    create_schema,
+    dumps,
+    move_aside,
+    pack_snapshot,
+    unpack_snapshot,
+)
+
+__all__ = ["StateStore"]
+
+_log = structlog.get_logger("probed.persist")
+
+
+class StateStore:
+    """The state file: snapshots, the results ring and the SLO replay journal.
+
+    Every method takes one lock and runs one transaction, so the object can be
+    shared by ``asyncio.to_thread`` calls. Writes raise ``sqlite3.Error`` on
+    failure (the ``Persister`` logs and retries); loads log and return
+    nothing rather than raise.
+    """
+
+    def __init__(
+        self, conn: sqlite3.Connection, path: Path | None, *, ring_size: int, journal_mode: str
+    ) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.path = path
+        """The state file, or None for an in-memory store (state directory unusable)."""
+        self.ring_size = ring_size
+        """Runs kept per probe (beyond those the latest SLO snapshot does not count yet)."""
+        self.keep_seconds = 0.0
+        """Also kept: each probe's runs this close to its newest (the signal window, set by
+        ``Persister``), so the failure ratios and p95s continue after a restart."""
+        self.journal_mode = journal_mode
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, state_dir: Path, *, ring_size: int = 120, busy_timeout: float = 5.0
+    ) -> StateStore:
+        """Open or create ``state_dir/state.sqlite3``; never raises (see the module docs).
+
+        ``busy_timeout`` is how long to wait for a lock another process holds
+        (a previous instance still stopping) before giving up on the file.
+        """
+        ring_size = max(1, ring_size)
+        path = state_dir / STATE_FILE
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                conn, mode = connect(path, busy_timeout)
+            except BadStateFile as bad:
+                if not move_aside(path, bad.reason, bad.detail):
+                    return cls._unavailable(path, bad, ring_size)
+                conn, mode = connect(path, busy_timeout)
+        except (BadStateFile, OSError, sqlite3.Error) as exc:
+            return cls._unavailable(path, exc, ring_size)
+        _log.info("state_opened", path=str(path), journal_mode=mode)
+        return cls(conn, path, ring_size=ring_size, journal_mode=mode)
+
+    @classmethod
+    def memory(cls, *, ring_size: int = 120) -> StateStore:
+        """A store that keeps nothing across processes (tests, or no usable state dir)."""
+        conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        create_schema(conn)
+        return cls(conn, None, ring_size=ring_size, journal_mode="memory")
+
+    @classmethod
+    def _unavailable(cls, path: Path, exc: BaseException, ring_size: int) -> StateStore:
+        _log.error(
+            "state_unavailable",
+            path=str(path),
+            error_message=str(exc),
+            consequence="state is kept in memory only and lost on restart",
+        )
+        return cls.memory(ring_size=ring_size)
+
+    def reset(self, reason: str, detail: str) -> None:
+        """Move a file found damaged while running aside and continue with a fresh one."""
+        with self._lock:
+            self._conn.close()
+            opened: tuple[sqlite3.Connection, str] | None = None
+            if self.path is not None and move_aside(self.path, reason, detail):
+                try:
+                    opened = connect(self.path)
+                except (BadStateFile, OSError, sqlite3.Error) as exc:
+                    _log.error("state_unavailable", path=str(self.path), error_message=str(exc))
+            if opened is None:
+                self._conn = StateStore.memory(ring_size=self.ring_size)._conn
+                self.path, self.journal_mode = None, "memory"
+                return
+            self._conn, self.journal_mode = opened
+            _log.info("state_opened", path=str(self.path), journal_mode=self.journal_mode)
+
+    def close(self) -> None:
+        """Close the file (SQLite checkpoints the WAL into it)."""
+        with self._lock:
+            self._conn.close()
+
+    # -- writing ------------------------------------------------------------------------
+
+    def save(
+        self,
+        *,
+        results: Sequence[StoredResult] = (),
+        lags: Sequence[LagSample] = (),
+        slo: Mapping[str, Any] | None = None,
+        recommendations: Mapping[str, Any] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Write everything given in one transaction, in this order.
+
+        ``slo`` must count every run and lag sample appended so far, ``results``
+        and ``lags`` included: its replay watermark is taken after they are
+        inserted. Saving it also drops the lag journal it covers and prunes the
+        ring of every probe to ``ring_size``.
+        """
+        saved_at = time.time() if now is None else now
+        slo_payload = pack_snapshot(slo) if slo is not None else None
+        rec_text = None if recommendations is None else dumps(recommendations)
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if results:
+                    self._insert_results(conn, results)
+                if lags:
+                    conn.executemany(
+                        "INSERT INTO lags (stream, at, lag, events) VALUES (?, ?, ?, ?)", lags
+                    )
+                if slo_payload is not None:
+                    self._write_slo(conn, *slo_payload, saved_at)
+                if rec_text is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO snapshots VALUES (?, ?, 0, 0, ?)",
+                        (RECOMMENDATIONS_SNAPSHOT, saved_at, rec_text),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def save_slo(self, snapshot: Mapping[str, Any], now: float | None = None) -> None:
+        """Save ``SloEvaluator.snapshot()``; it must count every run appended so far."""
+        self.save(slo=snapshot, now=now)
+
+    def save_recommendations(self, snapshot: Mapping[str, Any], now: float | None = None) -> None:
+        """Save ``RecommendationEngine.snapshot()``."""
+        self.save(recommendations=snapshot, now=now)
+
+    def append_results(self, runs: Iterable[StoredResult | tuple[Any, ...]]) -> None:
+        """Append runs to the ring; each probe keeps ``ring_size`` (see ``save``)."""
+        self.save(results=[StoredResult(*run) for run in runs])
+
+    def append_lags(self, samples: Iterable[LagSample | tuple[Any, ...]]) -> None:
+        """Append aggregated lag samples to the SLO replay journal."""
+        self.save(lags=[LagSample(*sample) for sample in samples])
+
+    def _insert_results(self, conn: sqlite3.Connection, results: Sequence[StoredResult]) -> None:
+        conn.executemany(
+            "INSERT INTO results (probe, started_at, duration, success, reason, status_code) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            results,
+        )
+        last_ok: dict[str, float] = {}
+        for run in results:
+            if run.success and run.started_at > last_ok.get(run.probe, -math.inf):
+                last_ok[run.probe] = run.started_at
+        conn.executemany(
+            "INSERT INTO probes VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+            "SET last_success_at = max(last_success_at, excluded.last_success_at)",
+            last_ok.items(),
+        )
+        watermark = _slo_watermark(conn)[0]
+        conn.executemany(
+            "DELETE FROM results WHERE probe = ?1 AND seq <= ?2 AND seq < ("
+            "SELECT seq FROM results WHERE probe = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?3) "
+            "AND started_at < (SELECT max(started_at) FROM results WHERE probe = ?1) - ?4",
+            [
+                (probe, watermark, self.ring_size - 1, self.keep_seconds)
+                for probe in sorted({r.probe for r in results})
+            ],
+        )
+
+    def _write_slo(
+        self, conn: sqlite3.Connection, text: str, blobs: list[bytes], saved_at: float
+    ) -> None:
+        results_seq = _sequence(conn, "results")
+        lags_seq = _sequence(conn, "lags")
+        conn.execute(
+            "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?)",
+            (SLO_SNAPSHOT, saved_at, results_seq, lags_seq, text),
+        )
+        conn.execute("DELETE FROM snapshot_blobs WHERE name = ?", (SLO_SNAPSHOT,))
+        conn.executemany(
+            "INSERT INTO snapshot_blobs VALUES (?, ?, ?)",
+            [(SLO_SNAPSHOT, idx, blob) for idx, blob in enumerate(blobs)],
+        )
+        conn.execute("DELETE FROM lags WHERE seq <= ?", (lags_seq,))
+        conn.execute(
+            "DELETE FROM results WHERE seq <= ?1 AND seq IN (SELECT seq FROM ("
+            "SELECT seq, started_at, "
+            "row_number() OVER (PARTITION BY probe ORDER BY seq DESC) AS rn, "
+            "max(started_at) OVER (PARTITION BY probe) AS newest FROM results) "
+            "WHERE rn > ?2 AND started_at < newest - ?3)",
+            (results_seq, self.ring_size, self.keep_seconds),
+        )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def load_slo(self) -> dict[str, Any] | None:
+        """The latest ``SloEvaluator.snapshot()`` saved, or None."""
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT data FROM snapshots WHERE name = ?", (SLO_SNAPSHOT,)
+                ).fetchone()
+                if row is None:
+                    return None
+                blobs = [
+                    bytes(blob)
+                    for (blob,) in self._conn.execute(
+                        "SELECT data FROM snapshot_blobs WHERE name = ? ORDER BY idx",
+                        (SLO_SNAPSHOT,),
+                    )
+                ]
+                return unpack_snapshot(row[0], blobs)
+            except (sqlite3.Error, ValueError) as exc:
+                _log.warning("state_load_failed", part=SLO_SNAPSHOT, error_message=str(exc))
+                return None
+
+    def load_recommendations(self) -> dict[str, Any] | None:
+        """The latest ``RecommendationEngine.snapshot()`` saved, or None."""
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "SELECT data FROM snapshots WHERE name = ?", (RECOMMENDATIONS_SNAPSHOT,)
+                ).fetchone()
+                if row is None:
+                    return None
+                data = json.loads(row[0])
+            except (sqlite3.Error, ValueError) as exc:
+                _log.warning(
+                    "state_load_failed", part=RECOMMENDATIONS_SNAPSHOT, error_message=str(exc)
+                )
+                return None
+        return data if isinstance(data, dict) else None
+
+    def load_replay(self) -> tuple[list[StoredResult], list[LagSample]]:
+        """The runs and lag samples written after the latest SLO snapshot, oldest first."""
+        with self._lock:
+            try:
+                results_seq, lags_seq = _slo_watermark(self._conn)
+                results = [
+                    _stored(row)
+                    for row in self._conn.execute(
+                        "SELECT probe, started_at, duration, success, reason, status_code "
+                        "FROM results WHERE seq > ? ORDER BY seq",
+                        (results_seq,),
+                    )
+                ]
+                lags = [
+                    LagSample(*row)
+                    for row in self._conn.execute(
+                        "SELECT stream, at, lag, events FROM lags WHERE seq > ? ORDER BY seq",
+                        (lags_seq,),
+                    )
+                ]
+            except sqlite3.Error as exc:
+                _log.warning("state_load_failed", part="replay", error_message=str(exc))
+                return [], []
+        return results, lags
+
+    def load_results(
+        self, ring_size: int | None = None, *, since: float | None = None
+    ) -> dict[str, list[StoredResult]]:
+        """Per probe, oldest first: its newest ``ring_size`` runs (default: the store's),
+        and also every run that started at or after ``since``.
+        """
+        size = self.ring_size if ring_size is None else ring_size
+        out: dict[str, list[StoredResult]] = {}
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT probe, started_at, duration, success, reason, status_code FROM ("
+                    "SELECT *, row_number() OVER (PARTITION BY probe ORDER BY seq DESC) AS rn "
+                    "FROM results) WHERE rn <= ?1 OR started_at >= ?2 ORDER BY probe, seq",
+                    (size, math.inf if since is None else since),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                _log.warning("state_load_failed", part="results", error_message=str(exc))
+                return out
+        for row in rows:
+            out.setdefault(row[0], []).append(_stored(row))
+        return out
+
+    def load_last_success(self) -> dict[str, float]:
+        """Per probe, the start of its latest successful run ever written."""
+        with self._lock:
+            try:
+                return dict(self._conn.execute("SELECT name, last_success_at FROM probes"))
+            except sqlite3.Error as exc:
+                _log.warning("state_load_failed", part="probes", error_message=str(exc))
+                return {}
+
+
+def _stored(row: Sequence[Any]) -> StoredResult:
+    probe, started_at, duration, success, reason, status_code = row
+    return StoredResult(probe, started_at, duration, bool(success), reason, status_code)
+
+
+def _sequence(conn: sqlite3.Connection, table: str) -> int:
+    """The highest row number ever given in ``table`` (AUTOINCREMENT never reuses one)."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    return int(row[0]) if row is not None else 0
+
+
+def _slo_watermark(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(results seq, lags seq) the latest SLO snapshot counts; (0, 0) without one."""
+    row = conn.execute(
+        "SELECT results_seq, lags_seq FROM snapshots WHERE name = ?", (SLO_SNAPSHOT,)
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row is not None else (0, 0)
