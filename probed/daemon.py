@@ -48,6 +48,7 @@ from probed.probes.session import create_sessions
 from probed.scheduler import Scheduler, monitor_loop_lag
 from probed.sdnotify import Notifier, WatchdogGate, scheduler_max_age, summary, watchdog_loop
 from probed.server import ServerState, create_app
+from probed.statehealth import StateDirLocked, StateHealth, StateLock
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.watcher import StreamManager
@@ -167,7 +168,10 @@ class Daemon:
         self.store = ResultStore(
             ring_size=config.daemon.results_ring_size, signal_window=config.recommend.window
         )
+        self.state_health = StateHealth(state_dir=str(config.daemon.state_dir))
+        self.state_lock = StateLock(config.daemon.state_dir)
         self.info = DaemonInfo(
+            state=self.state_health,
             location=config.daemon.location,
             max_concurrency=config.daemon.max_concurrency,
             config_reload_timestamp=time.time(),
@@ -186,7 +190,12 @@ class Daemon:
         self.web: LiveWebConfig | None = None
         """The web config the server enforces (None: none configured at start)."""
         self.server_state = ServerState(
-            self.store, self.registry, self.reload, location=config.daemon.location, info=self.info
+            self.store,
+            self.registry,
+            self.reload,
+            location=config.daemon.location,
+            info=self.info,
+            state=self.state_health,
         )
         self.shutdown_grace = shutdown_grace
         self.install_signal_handlers = install_signal_handlers
@@ -311,6 +320,7 @@ class Daemon:
         """Log why the server cannot listen, release what start-up opened; exit code 1."""
         _log.error("listen_failed", listen=self.config.daemon.listen, **why)
         self.persister.close()
+        self.state_lock.release()
         if runner is not None:
             await runner.cleanup()
         await self.executor.close()
@@ -332,12 +342,27 @@ class Daemon:
                 _log.info("signal_queued_during_start_up", signal=signal.Signals(signum).name)
                 self._reload_requested.set()
         self.executor.configure(self.config)
-        state = await asyncio.to_thread(
-            StateStore.open,
-            self.config.daemon.state_dir,
-            ring_size=self.config.daemon.results_ring_size,
+        state_dir, ring_size = self.config.daemon.state_dir, self.config.daemon.results_ring_size
+        try:
+            state = await asyncio.to_thread(
+                StateStore.open, state_dir, ring_size=ring_size, lock=self.state_lock
+            )
+        except StateDirLocked as exc:  # another daemon owns the state: start nothing
+            _log.error(
+                "state_dir_locked",
+                state_dir=str(exc.state_dir),
+                holder_pid=exc.pid,
+                error_message=str(exc),
+            )
+            await self.executor.close()
+            return 1
+        self.persister = Persister(
+            state,
+            self.evaluator,
+            self.store,
+            health=self.state_health,
+            lock=self.state_lock,
         )
-        self.persister = Persister(state, self.evaluator, self.store)
         # before anything records or evaluates: SLO windows, rings, recommendation states
         await asyncio.to_thread(self.persister.restore)
         web_cfg = self.config.web
@@ -424,6 +449,7 @@ class Daemon:
                     _log.warning("runs_cancelled_at_shutdown", count=cancelled)
         finally:
             self.persister.close()
+            self.state_lock.release()
             await runner.cleanup()
             await self.executor.close()
             if self.install_signal_handlers:

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from probed import __version__
 from probed.recommend import SCENARIOS
 from probed.signals import ComponentState, Evaluation, RecommendationState
+from probed.statehealth import REASONS, StateHealth
 from probed.store import Histogram, ProbeState, ResultStore, StreamStats
 
 __all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "build_registry"]
@@ -50,6 +51,8 @@ class DaemonInfo:
     """The latest SLO/recommendation evaluation (set by the daemon)."""
     alerts_sent: Counter[str] = field(default_factory=Counter)
     alerts_failed: Counter[str] = field(default_factory=Counter)
+    state: StateHealth = field(default_factory=StateHealth)
+    """Whether the state directory takes writes (the daemon shares it with the persister)."""
 
 
 def _histogram(
@@ -123,6 +126,7 @@ class ProbedCollector(Collector):
             Counter(self._info.alerts_sent),
             Counter(self._info.alerts_failed),
         )
+        info.state = self._info.state.copy()
         store = self._store
         return ProbedCollector(store if isinstance(store, _StoreView) else _StoreView(store), info)
 
@@ -284,6 +288,7 @@ class ProbedCollector(Collector):
             "Unix time the daemon started.",
             value=self._info.start_time,
         )
+        yield from _state_families(self._info.state)
         build = GaugeMetricFamily(
             "probed_build_info",
             "Version of probed, of Python, and the location label; always 1.",
@@ -291,6 +296,24 @@ class ProbedCollector(Collector):
         )
         build.add_metric([__version__, platform.python_version(), self._info.location], 1)
         yield build
+
+
+def _state_families(state: StateHealth) -> Iterator[Metric]:
+    """``probed_state_healthy`` and ``probed_state_write_failures_total{reason}``."""
+    yield GaugeMetricFamily(
+        "probed_state_healthy",
+        "Whether the last write to the state directory succeeded (0 while writes fail "
+        "or state is kept in memory only).",
+        value=1 if state.healthy else 0,
+    )
+    failures = CounterMetricFamily(
+        "probed_state_write_failures",
+        "Failed writes to the state directory (and failed attempts to open it), by reason.",
+        labels=["reason"],
+    )
+    for reason in REASONS:
+        failures.add_metric([reason], state.failures[reason])
+    yield failures
 
 
 def _stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[Metric]:

@@ -50,6 +50,16 @@ Stream lag samples
     window (the stream lag p95 signal) is not restored; it refills within the
     signal window.
 
+When the state directory fails
+    A failed write keeps its runs queued and marks ``health``
+    (``probed.statehealth.StateHealth``) unhealthy with the reason; the next
+    write waits ``results_every``, then twice as long each time up to
+    ``retry_max`` (60 s). A store that fell back to memory keeps being written
+    in memory, and every retry tries ``reopen``; once the file opens, the runs
+    memory held are queued for it and the SLO buckets and recommendation
+    states are written at once, so nothing held meanwhile is lost. The first
+    successful write to the file marks ``health`` healthy again.
+
 Counters are not persisted
     ``probed_probe_runs_total``, the failure counters and the duration
     histogram start from zero after a restart, as Prometheus counters may:
@@ -70,10 +80,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import math
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -88,6 +99,7 @@ from probed.statefile import (
     StoredResult,
     is_damage,
 )
+from probed.statehealth import StateHealth, StateLock
 from probed.statestore import StateStore
 from probed.store import RecentResult, ResultStore
 
@@ -128,10 +140,30 @@ class Persister:
         *,
         results_every: float = 5.0,
         slo_every: float = 60.0,
+        health: StateHealth | None = None,
+        lock: StateLock | None = None,
+        retry_max: float = 60.0,
     ) -> None:
         if not (results_every > 0 and slo_every > 0):
             raise ValueError("results_every and slo_every must be positive")
         self.state = state
+        self.health = health if health is not None else StateHealth()
+        """Whether the last write reached the state directory (read by the server)."""
+        self.reopen: Callable[[], StateStore] | None = None
+        """Opens the state file again after a fallback to memory, taking ``lock`` first
+        (raises if it cannot)."""
+        if state.state_dir is not None:
+            self.health.state_dir = str(state.state_dir)
+            self.reopen = functools.partial(
+                StateStore.open_file, state.state_dir, ring_size=state.ring_size, lock=lock
+            )
+        self.retry_max = retry_max
+        """Longest wait between two retries of a failing state directory (seconds)."""
+        self._retry_delay = 0.0
+        self._retry_at = -math.inf
+        """``time.monotonic()`` before which a failing state directory is left alone."""
+        if state.error is not None:  # StateStore.open fell back and logged why
+            self.health.failed(state.error, in_memory=True, log=False)
         self.results_every = results_every
         self.slo_every = slo_every
         self._evaluator = evaluator
@@ -198,20 +230,30 @@ class Persister:
             if tick < now:  # fell behind (suspended, slow disk): no burst of catch-up writes
                 tick = now + self.results_every
             await asyncio.sleep(tick - now)
+            retry = time.monotonic() >= self._retry_at
+            if not (retry or self.state.fallback):
+                continue  # the file fails: the queue waits for the next retry
             due = loop.time() >= next_slo
-            if await self.flush(slo=due) and due:
+            if await self.flush(slo=due, retry=retry) and due:
                 next_slo = loop.time() + self.slo_every
 
     async def flush_all(self) -> bool:
-        """Write everything now (at shutdown, after the scheduler and watchers stopped)."""
-        return await self.flush(slo=True, recommendations=True)
+        """Write everything now (at shutdown, after the scheduler and watchers stopped),
+        retrying the state file at once if the daemon fell back to memory."""
+        return await self.flush(slo=True, recommendations=True, retry=True)
 
-    async def flush(self, *, slo: bool = False, recommendations: bool = False) -> bool:
+    async def flush(
+        self, *, slo: bool = False, recommendations: bool = False, retry: bool = False
+    ) -> bool:
         """Write the queued runs and lags, changed recommendations, and the SLO buckets if
-        ``slo``; True if written. Never raises: failures are logged as ``state_save_failed``
-        and the queue is kept for the next try.
+        ``slo``; True if written. Never raises: failures go to ``health`` (which logs
+        ``state_save_failed`` once) and the queue is kept for the next try. In memory after
+        a fallback, ``retry`` first tries to open the file again (``run`` passes it as the
+        backoff allows).
         """
         async with self._lock:
+            if retry and self.state.fallback:
+                await self._reopen()
             slo = slo or self._slo_due
             results = list(self._results)
             self._results.clear()
@@ -238,17 +280,18 @@ class Persister:
                 )
             except Exception as exc:
                 self._requeue(results, lag_keys)
-                _log.error(
-                    "state_save_failed",
-                    error_message=str(exc),
-                    error_type=type(exc).__name__,
-                    queued_results=len(self._results),
-                )
+                fallback = self.state.fallback
+                self.health.failed(exc, in_memory=fallback, queued_results=len(self._results))
+                self._back_off()
                 if is_damage(exc):
                     await asyncio.to_thread(self.state.reset, "corrupt", str(exc))
+                    self.health.in_memory = self.state.fallback
                     self._slo_due = True  # the fresh file needs the buckets at once
                     self._saved_recommendations = None
                 return False
+            if not self.state.fallback:
+                self.health.succeeded()
+                self._retry_delay, self._retry_at = 0.0, -math.inf
             if rec_changed:
                 self._saved_recommendations = rec
             if slo:
@@ -260,6 +303,28 @@ class Persister:
                     duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 )
             return True
+
+    async def _reopen(self) -> None:
+        """Open the state file again; on success the runs memory held are queued for it."""
+        assert self.reopen is not None
+        try:
+            fresh = await asyncio.to_thread(self.reopen)
+        except Exception as exc:
+            self.health.failed(exc, in_memory=True, event="state_reopen_failed")
+            self._back_off()
+            return
+        held, self.state = self.state, fresh
+        fresh.keep_seconds = max(fresh.keep_seconds, held.keep_seconds)
+        runs = [run for ring in held.load_results(since=-math.inf).values() for run in ring]
+        self._requeue(sorted(runs, key=lambda run: run.started_at), {})
+        held.close()
+        self._slo_due = True  # the SLO buckets count the held runs: write them at once
+        self._saved_recommendations = None
+
+    def _back_off(self) -> None:
+        """Leave a failing state directory alone for longer each time, up to ``retry_max``."""
+        self._retry_delay = min(self.retry_max, max(self.results_every, 2 * self._retry_delay))
+        self._retry_at = time.monotonic() + self._retry_delay
 
     def _requeue(
         self, results: list[StoredResult], lags: dict[tuple[str, int, int], list[float]]

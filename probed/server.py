@@ -3,8 +3,9 @@
 =====================  ===================================================
 ``GET /metrics``       Prometheus exposition (text 0.0.4, or OpenMetrics
                        when the scraper asks for it)
-``GET /-/healthy``     200 while the process serves requests
-``GET /-/ready``       200 once probes are scheduled, 503 before
+``GET /-/healthy``     200 while the process serves requests (liveness)
+``GET /-/ready``       200 once probes are scheduled and while the state directory
+                       takes writes; 503 with the reason otherwise
 ``GET /api/v1/status`` JSON: components, recommendations, SLOs, probes, streams
 ``GET /api/v1/recommendations`` JSON: the current recommendations
 ``POST /-/reload``     reload the configuration file (see daemon)
@@ -27,6 +28,7 @@ from prometheus_client import exposition
 from probed import __version__
 from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
+from probed.statehealth import StateHealth
 from probed.status import recommendations_document, render_page, status_document
 from probed.store import ResultStore
 
@@ -46,6 +48,7 @@ class ServerState:
         *,
         location: str = "default",
         info: DaemonInfo | None = None,
+        state: StateHealth | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -54,6 +57,8 @@ class ServerState:
         self.info = info if info is not None else DaemonInfo(location=location)
         self.ready = False
         self.evaluation: Evaluation | None = None
+        self.state = state if state is not None else StateHealth()
+        """Whether the state directory takes writes (the persister updates it)."""
 
 
 _STATE = web.AppKey("state", ServerState)
@@ -76,9 +81,12 @@ async def _healthy(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    if request.app[_STATE].ready:
-        return web.Response(text="Ready\n")
-    return web.Response(status=503, text="Not ready\n")
+    state = request.app[_STATE]
+    if not state.ready:
+        return web.Response(status=503, text="Not ready\n")
+    if (problem := state.state.problem()) is not None:
+        return web.Response(status=503, text=f"Not ready: {problem}\n")
+    return web.Response(text="Ready\n")
 
 
 def _document(request: web.Request) -> dict[str, Any]:
@@ -94,6 +102,7 @@ def _document(request: web.Request) -> dict[str, Any]:
             "last_reload_error": state.info.config_reload_error,
             "last_reload_at": state.info.config_reload_timestamp,
         },
+        state=state.state.document(),
     )
 
 

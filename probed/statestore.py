@@ -43,6 +43,7 @@ from probed.statefile import (
     pack_snapshot,
     unpack_snapshot,
 )
+from probed.statehealth import StateLock
 
 __all__ = ["StateStore"]
 
@@ -64,7 +65,11 @@ class StateStore:
         self._conn = conn
         self._lock = threading.Lock()
         self.path = path
-        """The state file, or None for an in-memory store (state directory unusable)."""
+        """The state file, or None for an in-memory store."""
+        self.state_dir: Path | None = None if path is None else path.parent
+        """The directory the store is for; None for a store in memory by choice."""
+        self.error: BaseException | None = None
+        """Why the file could not be used, for a store that fell back to memory."""
         self.ring_size = ring_size
         """Runs kept per probe (beyond those the latest SLO snapshot does not count yet)."""
         self.keep_seconds = 0.0
@@ -72,31 +77,58 @@ class StateStore:
         ``Persister``), so the failure ratios and p95s continue after a restart."""
         self.journal_mode = journal_mode
 
+    @property
+    def fallback(self) -> bool:
+        """In memory because the state directory could not be used (not by choice)."""
+        return self.path is None and self.state_dir is not None
+
     # -- opening ------------------------------------------------------------------------
 
     @classmethod
     def open(
-        cls, state_dir: Path, *, ring_size: int = 120, busy_timeout: float = 5.0
+        cls,
+        state_dir: Path,
+        *,
+        ring_size: int = 120,
+        busy_timeout: float = 5.0,
+        lock: StateLock | None = None,
     ) -> StateStore:
-        """Open or create ``state_dir/state.sqlite3``; never raises (see the module docs).
+        """Open or create ``state_dir/state.sqlite3``; raises only ``StateDirLocked``.
 
         ``busy_timeout`` is how long to wait for a lock another process holds
         (a previous instance still stopping) before giving up on the file.
+        ``lock``, if given, is taken first: ``StateDirLocked`` if another daemon
+        holds it; the file is not opened without it.
         """
-        ring_size = max(1, ring_size)
-        path = state_dir / STATE_FILE
         try:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                conn, mode = connect(path, busy_timeout)
-            except BadStateFile as bad:
-                if not move_aside(path, bad.reason, bad.detail):
-                    return cls._unavailable(path, bad, ring_size)
-                conn, mode = connect(path, busy_timeout)
+            return cls.open_file(
+                state_dir, ring_size=ring_size, busy_timeout=busy_timeout, lock=lock
+            )
         except (BadStateFile, OSError, sqlite3.Error) as exc:
-            return cls._unavailable(path, exc, ring_size)
+            return cls.unavailable(state_dir, exc, ring_size=ring_size)
+
+    @classmethod
+    def open_file(
+        cls,
+        state_dir: Path,
+        *,
+        ring_size: int = 120,
+        busy_timeout: float = 5.0,
+        lock: StateLock | None = None,
+    ) -> StateStore:
+        """``open``, but raise when the directory or the file cannot be used."""
+        path = state_dir / STATE_FILE
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if lock is not None:
+            lock.acquire()
+        try:
+            conn, mode = connect(path, busy_timeout)
+        except BadStateFile as bad:
+            if not move_aside(path, bad.reason, bad.detail):
+                raise
+            conn, mode = connect(path, busy_timeout)
         _log.info("state_opened", path=str(path), journal_mode=mode)
-        return cls(conn, path, ring_size=ring_size, journal_mode=mode)
+        return cls(conn, path, ring_size=max(1, ring_size), journal_mode=mode)
 
     @classmethod
     def memory(cls, *, ring_size: int = 120) -> StateStore:
@@ -106,28 +138,35 @@ class StateStore:
         return cls(conn, None, ring_size=ring_size, journal_mode="memory")
 
     @classmethod
-    def _unavailable(cls, path: Path, exc: BaseException, ring_size: int) -> StateStore:
+    def unavailable(
+        cls, state_dir: Path, exc: BaseException, *, ring_size: int = 120
+    ) -> StateStore:
+        """The in-memory store of a daemon whose ``state_dir`` cannot be used; logs why."""
         _log.error(
             "state_unavailable",
-            path=str(path),
+            path=str(state_dir / STATE_FILE),
             error_message=str(exc),
-            consequence="state is kept in memory only and lost on restart",
+            consequence="state is kept in memory and the file retried with backoff",
         )
-        return cls.memory(ring_size=ring_size)
+        store = cls.memory(ring_size=max(1, ring_size))
+        store.state_dir, store.error = state_dir, exc
+        return store
 
     def reset(self, reason: str, detail: str) -> None:
         """Move a file found damaged while running aside and continue with a fresh one."""
         with self._lock:
             self._conn.close()
             opened: tuple[sqlite3.Connection, str] | None = None
+            error: BaseException = BadStateFile(reason, detail)
             if self.path is not None and move_aside(self.path, reason, detail):
                 try:
                     opened = connect(self.path)
                 except (BadStateFile, OSError, sqlite3.Error) as exc:
                     _log.error("state_unavailable", path=str(self.path), error_message=str(exc))
+                    error = exc
             if opened is None:
                 self._conn = StateStore.memory(ring_size=self.ring_size)._conn
-                self.path, self.journal_mode = None, "memory"
+                self.path, self.journal_mode, self.error = None, "memory", error
                 return
             self._conn, self.journal_mode = opened
             _log.info("state_opened", path=str(self.path), journal_mode=self.journal_mode)

@@ -50,7 +50,8 @@ The status document
                       duplicated, out_of_order, late, negative_lag, reconnects,
                       reconnect_reasons, clock_offset_seconds, mean_lag_seconds,
                       lag: [{t, lag}]}],
-         "config": {last_reload_successful, last_reload_error, last_reload_at}}
+         "config": {last_reload_successful, last_reload_error, last_reload_at},
+         "state": {healthy, state_dir, in_memory, reason, since, write_failures}}
 
     Times are Unix seconds; a non-finite number becomes ``null`` (browsers'
     ``JSON.parse`` rejects ``Infinity``). Recommendations are ordered active,
@@ -374,26 +375,28 @@ def status_document(
     version: str,
     now: float,
     config: Mapping[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """THE JSON of ``GET /api/v1/status`` (shape in the module docstring).
 
     Without an evaluation yet, components, recommendations and SLOs are empty
     and ``overall`` is UNKNOWN; probes and streams come from the store.
+    ``state`` is ``StateHealth.document()``; None leaves it out.
     """
     if evaluation is None:
         components: list[dict[str, Any]] = []
         slos: list[dict[str, Any]] = []
-        state = ComponentState.UNKNOWN
+        overall_state = ComponentState.UNKNOWN
     else:
         components = [_component_doc(c) for c in evaluation.components]
         slos = [_slo_doc(s) for s in evaluation.signals.slos.values()]
-        state = overall(evaluation.components)
-    return {
+        overall_state = overall(evaluation.components)
+    doc: dict[str, Any] = {
         "version": version,
         "location": location,
         "generated_at": _finite(now, 3),
         "evaluated_at": _finite(evaluation.at, 3) if evaluation is not None else None,
-        "overall": state.value,
+        "overall": overall_state.value,
         "components": components,
         "recommendations": _recommendations(evaluation),
         "slos": slos,
@@ -401,6 +404,9 @@ def status_document(
         "streams": [_stream_doc(s, now) for s in store.streams.values()],
         "config": dict(config or {}),
     }
+    if state is not None:
+        doc["state"] = dict(state)
+    return doc
 
 
 def recommendations_document(
@@ -859,8 +865,23 @@ def _page_header(doc: Mapping[str, Any]) -> str:
         "</span></span></h1>"
         f'<p class="meta">generated <time id="generated-at" datetime="{generated}">{generated}'
         f'</time> &middot; version <span id="version">{_e(doc.get("version"))}</span> &middot; '
-        f'<span id="refresh">auto-refresh every {REFRESH_SECONDS} s</span></p></header>'
+        f'<span id="refresh">auto-refresh every {REFRESH_SECONDS} s</span></p>'
+        f"{_page_state(doc)}</header>"
     )
+
+
+def _page_state(doc: Mapping[str, Any]) -> str:
+    if not isinstance(doc.get("state"), Mapping):
+        return ""
+    state = _map(doc.get("state"))
+    healthy = state.get("healthy") is not False
+    if healthy:
+        line = f"state saved in {_e(state.get('state_dir'))}"
+    else:
+        line = f"state NOT saved since {_iso(state.get('since'))} ({_e(state.get('reason'))})"
+        if state.get("in_memory") is True:
+            line += ", kept in memory only"
+    return f'<p class="state" id="state" data-healthy="{"true" if healthy else "false"}">{line}</p>'
 
 
 def _page_component(c: Mapping[str, Any]) -> str:
@@ -1097,6 +1118,7 @@ padding:12px 16px;background:var(--card)}
 header.top[data-state="OK"]{border-left-color:var(--ok)}
 header.top[data-state="DEGRADED"]{border-left-color:var(--degraded)}
 header.top[data-state="DOWN"]{border-left-color:var(--down)}
+p.state[data-healthy="false"]{color:var(--down);font-weight:700}
 #overall{display:inline-block;padding:1px 12px;border-radius:6px;color:#fff;
 background:var(--unknown);letter-spacing:.04em}
 #overall[data-state="OK"]{background:var(--ok)}
@@ -1220,7 +1242,21 @@ _SCRIPT = r"""
       "</span></span></h1>" +
       `<p class="meta">generated <time id="generated-at" datetime="${generated}">${generated}` +
       `</time> &middot; version <span id="version">${e(doc.version)}</span> &middot; ` +
-      `<span id="refresh">auto-refresh every __REFRESH__ s</span></p></header>`;
+      `<span id="refresh">auto-refresh every __REFRESH__ s</span></p>` +
+      `${stateLine(doc)}</header>`;
+  };
+
+  const stateLine = (doc) => {
+    if (!isMap(doc.state)) return "";
+    const state = doc.state;
+    const healthy = state.healthy !== false;
+    let line = `state saved in ${e(state.state_dir)}`;
+    if (!healthy) {
+      line = `state NOT saved since ${iso(state.since)} (${e(state.reason)})`;
+      if (state.in_memory === true) line += ", kept in memory only";
+    }
+    return `<p class="state" id="state" data-healthy="${healthy ? "true" : "false"}">` +
+      `${line}</p>`;
   };
 
   const component = (c) => {

@@ -484,14 +484,17 @@ def feed_lag(evaluator: Evaluator, persister: Persister, lag: float, wall: float
     persister.record_lag(STREAM, lag, wall)
 
 
-def build(state: StateStore, **kwargs: float) -> tuple[Evaluator, ResultStore, Persister]:
+def build(
+    state: StateStore, *, results_every: float = 5.0, slo_every: float = 60.0
+) -> tuple[Evaluator, ResultStore, Persister]:
     """A daemon's evaluator, result store and persister on ``state`` (small ring)."""
     config = make_config()
     store = ResultStore(ring_size=20, signal_window=config.recommend.window)
     for spec in config.scheduled:  # what the scheduler does when it starts a probe
         store.register(spec.name, spec.kind, spec.target)
     evaluator = Evaluator(config, store)
-    return evaluator, store, Persister(state, evaluator, store, **kwargs)
+    persister = Persister(state, evaluator, store, results_every=results_every, slo_every=slo_every)
+    return evaluator, store, persister
 
 
 async def test_restore_gives_the_same_evaluation(state_dir: Path, tmp_path: Path) -> None:

@@ -510,6 +510,8 @@ def parity_doc() -> dict[str, Any]:
              "negative_lag": 0, "reconnects": 0, "clock_offset_seconds": None,
              "mean_lag_seconds": None, "lag": []},
         ],
+        "state": {"healthy": False, "state_dir": HOSTILE, "in_memory": True,
+                  "reason": "read_only", "since": T0 - 30.5, "write_failures": 3},
     }  # fmt: skip
 
 
@@ -531,6 +533,7 @@ async def test_script_renders_exactly_what_the_server_renders(
         assert 1 == len(dom.find(lambda e: e.tag == "script"))
         assert [] == dom.find(lambda e: e.tag in ("img", "b"))
         assert HOSTILE == dom.by_id("location").text
+        assert "false" == dom.by_id("state").attrs["data-healthy"]
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
         assert ["Sev-1", "Sev-3"] == [
             r.attrs["data-severity"] for r in dom.by_class("recommendation")
