@@ -871,9 +871,9 @@ def _page_header(doc: Mapping[str, Any]) -> str:
 
 
 def _page_state(doc: Mapping[str, Any]) -> str:
-    if not isinstance(doc.get("state"), Mapping):
+    state = doc.get("state")
+    if not isinstance(state, Mapping):
         return ""
-    state = _map(doc.get("state"))
     healthy = state.get("healthy") is not False
     if healthy:
         line = f"state saved in {_e(state.get('state_dir'))}"
@@ -1478,8 +1478,9 @@ def render_page(doc: Mapping[str, Any]) -> str:
     Stable hooks for tests and scripts: ``#overall[data-state]``,
     ``.component[data-name][data-state]``,
     ``.recommendation[data-scenario][data-severity][data-state]``,
-    ``tr.slo[data-slo]``, ``tr.probe[data-probe][data-ok]`` (``true``,
-    ``false`` or ``none``), ``tr.stream[data-stream][data-connected]`` and
+    ``p#state[data-healthy]``, ``tr.slo[data-slo]``,
+    ``tr.probe[data-probe][data-ok]`` (``true``, ``false`` or ``none``),
+    ``tr.stream[data-stream][data-connected]`` and
     ``main#app[data-rendered]`` (``server``, or ``client`` after a refresh).
     """
     return (
