@@ -360,7 +360,9 @@ def test_lock_is_exclusive_and_names_the_holder(state_dir: Path) -> None:
 
 def _config(tmp_path: Path, state_dir: Path, name: str) -> Path:
     path = tmp_path / f"{name}.toml"
-    path.write_text(f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{state_dir}"\n')
+    path.write_text(
+        f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{state_dir}"\nallow_no_probes = true\n'
+    )
     return path
 
 
