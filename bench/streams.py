@@ -123,7 +123,7 @@ from probed.probes.reflect import probe_reflect
 from probed.probes.session import create_sessions
 from probed.store import ResultStore
 from probed.stream.hub import Hub, ReceivedEvent
-from probed.stream.watcher import StreamManager
+from probed.stream.manager import StreamManager
 
 SELF = Path(__file__).resolve()
 D = 0.5

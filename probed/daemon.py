@@ -51,7 +51,7 @@ from probed.server import ServerState, create_app
 from probed.statehealth import StateDirLocked, StateHealth, StateLock
 from probed.store import ResultStore
 from probed.stream.hub import Hub
-from probed.stream.watcher import StreamManager
+from probed.stream.manager import StreamManager
 
 if TYPE_CHECKING:
     from probed.webconfig import LiveWebConfig

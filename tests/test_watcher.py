@@ -20,7 +20,7 @@ from aiohttp import web
 from probed.config import SseStream, TargetConfig
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
-from probed.stream.watcher import StreamManager
+from probed.stream.manager import StreamManager
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

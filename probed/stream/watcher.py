@@ -24,9 +24,8 @@ watcher ever reaches the daemon's TaskGroup.
 A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped
 and logged once per value.
 
-Tasks are created in the daemon's TaskGroup by ``StreamManager``; the manager
-applies a reloaded config by name, so an unchanged stream keeps its
-connections.
+Tasks are created in the daemon's TaskGroup by
+:class:`probed.stream.manager.StreamManager`.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ import itertools
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -52,12 +51,12 @@ from probed.netvalues import json_loads, sequence_number
 from probed.probes._http_common import ssl_for
 from probed.probes.base import Reason, classify_exception, new_traceparent
 from probed.probes.redirects import RedirectPolicy, request_following
-from probed.store import ResultStore, StreamStats
+from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
 
-__all__ = ["RECONNECT_REASONS", "StreamManager", "StreamWatcher"]
+__all__ = ["RECONNECT_REASONS", "LagHook", "StreamWatcher"]
 
 _log = structlog.get_logger("probed.stream")
 
@@ -245,11 +244,11 @@ class StreamWatcher:
         except _Ended:
             raise
         except Exception as exc:  # a bug must cost this stream a reconnect, not the daemon
-            self._log_internal_error(exc)
+            self.log_internal_error(exc)
             ended = _Unhealthy(Reason.INTERNAL_ERROR.value, False, type(exc).__name__)
             raise self._end(sub, ended) from None
 
-    def _log_internal_error(self, exc: Exception) -> None:
+    def log_internal_error(self, exc: Exception) -> None:
         """Log ``exc`` with its traceback, at most once a minute for this stream."""
         now = time.monotonic()
         if now - self._internal_logged_at < _INTERNAL_ERROR_LOG_EVERY:
@@ -488,7 +487,7 @@ class StreamWatcher:
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 _log.warning("clock_check_failed", stream=self.spec.name, error_message=str(exc))
             except Exception as exc:  # a bug must not end the daemon's TaskGroup
-                self._log_internal_error(exc)
+                self.log_internal_error(exc)
             await asyncio.sleep(self.spec.clock_check_interval)
 
     async def _check_clock(self, url: str) -> None:
@@ -518,91 +517,3 @@ def _field(data: Any, path: str) -> Any:
         return lookup(data, path)
     except LookupError:
         return None
-
-
-class StreamManager:
-    """Starts, diffs and stops stream watchers; tasks live in the daemon's TaskGroup."""
-
-    def __init__(
-        self,
-        store: ResultStore,
-        hub: Hub,
-        session: aiohttp.ClientSession,
-        on_lag: LagHook | None = None,
-    ) -> None:
-        self._store = store
-        self._hub = hub
-        self._session = session
-        self._on_lag = on_lag
-        self._watchers: dict[str, StreamWatcher] = {}
-        self._tg: asyncio.TaskGroup | None = None
-        self._expiry: asyncio.Task[None] | None = None
-
-    @property
-    def watchers(self) -> dict[str, StreamWatcher]:
-        """The running watchers by stream name."""
-        return dict(self._watchers)
-
-    def start(
-        self, tg: asyncio.TaskGroup, specs: Iterable[SseStream], targets: dict[str, TargetConfig]
-    ) -> None:
-        """Start a watcher per spec and the periodic gap expiry."""
-        self._tg = tg
-        for spec in specs:
-            self._add(spec, targets[spec.target])
-        self._expiry = tg.create_task(self._expire_loop(), name="stream-gap-expiry")
-
-    def apply(
-        self, specs: Iterable[SseStream], targets: dict[str, TargetConfig]
-    ) -> tuple[list[str], list[str], list[str]]:
-        """Diff by name: unchanged watchers keep their connections."""
-        wanted = {s.name: s for s in specs}
-        added, changed, removed = [], [], []
-        for name in list(self._watchers):
-            if name not in wanted:
-                self._remove(name)
-                removed.append(name)
-        for name, spec in wanted.items():
-            current = self._watchers.get(name)
-            target = targets[spec.target]
-            if current is None:
-                self._add(spec, target)
-                added.append(name)
-            elif current.spec != spec or current.target != target:
-                self._remove(name)
-                self._add(spec, target)
-                changed.append(name)
-        return added, changed, removed
-
-    def _add(self, spec: SseStream, target: TargetConfig) -> None:
-        assert self._tg is not None
-        stats = self._store.register_stream(spec.name, spec.target, spec.subscribers)
-        watcher = StreamWatcher(spec, target, self._session, self._hub, stats, on_lag=self._on_lag)
-        self._watchers[spec.name] = watcher
-        watcher.start(self._tg)
-
-    def _remove(self, name: str) -> None:
-        watcher = self._watchers.pop(name, None)
-        if watcher is not None:
-            watcher.stop()
-            self._store.forget_stream(name)
-
-    async def stop(self) -> None:
-        """Cancel every watcher and wait for their tasks."""
-        tasks: list[asyncio.Task[Any]] = []
-        for watcher in self._watchers.values():
-            tasks.extend(watcher.stop())
-        if self._expiry is not None:
-            self._expiry.cancel()
-            tasks.append(self._expiry)
-        if tasks:
-            await asyncio.wait(tasks)
-
-    async def _expire_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            for watcher in list(self._watchers.values()):
-                try:
-                    watcher.expire_gaps()
-                except Exception as exc:  # a bug must not end the daemon's TaskGroup
-                    watcher._log_internal_error(exc)
