@@ -491,6 +491,8 @@ class SseStream(_Named):
     reconnect_max: Duration = 30.0
     retry_max: Duration = 300.0
     """The longest reconnection delay a server's ``retry:`` can ask for; longer is capped."""
+    max_event_rate: int = Field(default=5000, ge=1, le=1_000_000)
+    """Events and comments a connection may deliver per second; beyond: cut, reason ``flood``."""
     lag_field: str | None = "enqueued_at"
     lag_format: Literal["auto", "rfc3339", "epoch_s", "epoch_ms"] = "auto"
     sequence_field: str | None = None

@@ -21,7 +21,7 @@ import structlog
 
 from probed.config import Config
 from probed.jsonpath import lookup
-from probed.probes.base import ProbeRun
+from probed.probes.base import ProbeRun, Reason
 from probed.recommend import RecommendationEngine, Transition
 from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
 from probed.slo import SloEvaluator
@@ -48,7 +48,9 @@ class Evaluator:
     # -- continuous feeds ---------------------------------------------------------------
 
     def record_run(self, run: ProbeRun) -> None:
-        """Feed one finished run to the SLO evaluator."""
+        """Feed one finished run to the SLO evaluator (not one that judged probed itself)."""
+        if run.result.reason is Reason.PROBER_OVERLOADED:
+            return
         self.slo.record_run(run.probe, run.success, run.duration, run.started_at)
 
     def record_lag(self, stream: str, lag: float, wall: float) -> None:

@@ -384,7 +384,8 @@ class Persister:
             problems = slo.restore(snapshot, now)
         runs, lags = self.state.load_replay()
         for run in runs:
-            slo.record_run(run.probe, run.success, run.duration, run.started_at)
+            if run.reason != Reason.PROBER_OVERLOADED.value:  # judged probed, not the target
+                slo.record_run(run.probe, run.success, run.duration, run.started_at)
         events = 0
         for sample in lags:
             if not 0 < sample.events <= _MAX_REPLAY_EVENTS:

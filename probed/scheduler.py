@@ -16,6 +16,7 @@ daemon's TaskGroup: the scheduler owns no event loop and no signals.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -24,10 +25,22 @@ from dataclasses import dataclass, field
 import structlog
 
 from probed.config import ProbeSpec
-from probed.probes.base import ProbeRun
+from probed.probes.base import ProbeRun, Reason
 from probed.store import ResultStore
 
-__all__ = ["Runner", "Scheduler", "monitor_loop_lag", "start_offset"]
+__all__ = [
+    "OVERLOAD_FLOOR",
+    "OVERLOAD_FRACTION",
+    "Runner",
+    "Scheduler",
+    "monitor_loop_lag",
+    "start_offset",
+]
+
+OVERLOAD_FRACTION = 0.1
+"""A timed-out run is ``prober_overloaded`` if probed was this share of its timeout behind."""
+OVERLOAD_FLOOR = 0.05
+"""...and at least this many seconds behind."""
 
 Runner = Callable[[ProbeSpec], Awaitable[ProbeRun]]
 ResultHook = Callable[[ProbeRun, float], None]
@@ -167,7 +180,8 @@ class Scheduler:
     async def _run(self, spec: ProbeSpec, planned: float) -> None:
         loop = asyncio.get_running_loop()
         async with self._sem:
-            lag = loop.time() - planned
+            started = loop.time()
+            lag = started - planned
             self._store.observe_scheduler_lag(lag)
             self._store.in_flight += 1
             try:
@@ -177,9 +191,34 @@ class Scheduler:
                 return
             finally:
                 self._store.in_flight -= 1
+        if run.result.reason is Reason.TIMEOUT:
+            run = self._judge_timeout(spec, run, lag, started, loop.time())
         self._store.record(run)
         if self._on_result is not None:
             self._on_result(run, lag)
+
+    def _judge_timeout(
+        self, spec: ProbeSpec, run: ProbeRun, lag: float, started: float, ended: float
+    ) -> ProbeRun:
+        """A timeout while probed was behind becomes ``prober_overloaded`` (not the target's).
+
+        Behind means the run started late, its timeout fired late, or the event loop lagged
+        during it, by at least ``OVERLOAD_FRACTION`` of the timeout (``OVERLOAD_FLOOR`` s).
+        """
+        behind = max(lag, run.duration - spec.timeout, self._store.loop_lag_between(started, ended))
+        if behind < max(OVERLOAD_FLOOR, OVERLOAD_FRACTION * spec.timeout):
+            return run
+        detail = (
+            f"probed was {behind * 1000:.0f} ms behind during this run; "
+            f"the {spec.timeout:g}s timeout is not charged to the target"
+        )
+        result = dataclasses.replace(
+            run.result,
+            reason=Reason.PROBER_OVERLOADED,
+            detail=detail,
+            error_code=Reason.PROBER_OVERLOADED.value,
+        )
+        return dataclasses.replace(run, result=result)
 
     async def stop(self, grace: float) -> int:
         """Stop ticking, give in-flight runs ``grace`` seconds, cancel the rest.
@@ -213,7 +252,8 @@ async def monitor_loop_lag(
     while True:
         planned = loop.time() + period
         await asyncio.sleep(period)
-        lag = max(0.0, loop.time() - planned)
-        store.observe_loop_lag(lag)
+        now = loop.time()
+        lag = max(0.0, now - planned)
+        store.observe_loop_lag(lag, now)
         if on_lag is not None:
             on_lag(lag)

@@ -28,6 +28,9 @@ __all__ = [
 ]
 
 #: Probe duration buckets; SLO thresholds (200 ms, 250 ms, 1.5 s, 3 s, 5 s) are boundaries.
+_LOOP_LAGS_KEPT = 64
+"""Event-loop lag samples kept with their times (32 s at the monitor's 0.5 s period)."""
+
 DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 1.5, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
@@ -127,7 +130,12 @@ class ProbeState:
         self.window = RunWindow(self.signal_window)
 
     def count_in_window(self, entry: RecentResult) -> None:
-        """Add one run to the signal window (``record`` does; so does a restore)."""
+        """Add one run to the signal window (``record`` does; so does a restore).
+
+        A ``prober_overloaded`` run is left out: it judged probed, not the target.
+        """
+        if entry.reason == Reason.PROBER_OVERLOADED.value:
+            return
         self.window.add(
             entry.started_at,
             entry.duration,
@@ -193,6 +201,7 @@ class ResultStore:
         self.scheduler_lag = Histogram(LAG_BUCKETS)
         self.event_loop_lag = 0.0
         self.event_loop_lag_max = 0.0
+        self._loop_lags: deque[tuple[float, float]] = deque(maxlen=_LOOP_LAGS_KEPT)
         self.in_flight = 0
 
     def register(self, name: str, kind: str, target: str) -> ProbeState:
@@ -271,7 +280,13 @@ class ResultStore:
         """Record how late a run started compared with its planned time."""
         self.scheduler_lag.observe(max(0.0, seconds))
 
-    def observe_loop_lag(self, seconds: float) -> None:
-        """Record the latest event-loop lag sample."""
+    def observe_loop_lag(self, seconds: float, at: float | None = None) -> None:
+        """Record the latest event-loop lag sample (measured at monotonic time ``at``)."""
         self.event_loop_lag = seconds
         self.event_loop_lag_max = max(self.event_loop_lag_max, seconds)
+        if at is not None:
+            self._loop_lags.append((at, seconds))
+
+    def loop_lag_between(self, start: float, end: float) -> float:
+        """The largest event-loop lag sampled between monotonic ``start`` and ``end``."""
+        return max((lag for at, lag in self._loop_lags if start <= at <= end), default=0.0)

@@ -9,6 +9,7 @@ file descriptors must return to their baseline.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -188,3 +189,90 @@ async def test_a_huge_server_retry_is_capped(tmp_path: Path) -> None:
             await watch_metrics(base, task, 0.5, lambda _: len(hostile.connections) >= 3)
     gaps = [b - a for a, b in zip(hostile.connections, hostile.connections[1:], strict=False)]
     assert all(0.45 <= gap <= 1.5 for gap in gaps[:2]), gaps
+
+
+async def test_a_flooding_stream_is_shed_and_healthy_probes_keep_their_timing(
+    tmp_path: Path,
+) -> None:
+    """A stream far over max_event_rate is cut with reason flood; other probes do not time out."""
+    burst = b'data: {"enqueued_at": 1}\n\n' * 2000
+    sent = [0]
+
+    async def flood(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        while True:
+            await resp.write(burst)
+            sent[0] += 2000
+
+    hostile = Hostile(b"")
+    async with targets(hostile) as (_, healthy_url):
+        app = web.Application()
+        app.router.add_get("/sse", flood)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        flood_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            path = write_config(tmp_path, flood_url, healthy_url, "max_event_rate = 2000")
+            async with live_daemon(path) as (_, task, base):
+
+                def enough(text: str) -> bool:
+                    shed = sample(
+                        text, "probed_stream_reconnects_total", stream="feed", reason="flood"
+                    )
+                    return shed >= 2 and healthy_runs(text)[0] >= 15
+
+                text, slowest = await watch_metrics(base, task, 3.0, enough)
+        finally:
+            await runner.cleanup()
+    assert 0.0 == healthy_runs(text)[1]
+    assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+
+
+async def test_a_timeout_while_probed_is_behind_is_not_the_targets(tmp_path: Path) -> None:
+    """With the loop blocked, timeouts become prober_overloaded and stay out of the SLO."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.1)
+        return web.json_response({"status": "ok"})
+
+    async def hog() -> None:
+        while True:
+            time.sleep(0.25)  # probed's own loop saturated, as by a busy neighbour
+            await asyncio.sleep(0.05)
+
+    hostile = Hostile(b"data: {}\n\n")
+    async with targets(hostile) as (hostile_url, _):
+        app = web.Application()
+        app.router.add_get("/health", slow)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        slow_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        path = write_config(tmp_path, hostile_url, slow_url, "")
+        try:
+            async with live_daemon(path) as (daemon, task, base):
+                slo_runs: list[bool] = []
+                record = daemon.evaluator.slo.record_run
+
+                def recording(probe: str, success: bool, duration: float, at: float) -> None:
+                    slo_runs.append(success)
+                    record(probe, success, duration, at)
+
+                daemon.evaluator.slo.record_run = recording  # type: ignore[method-assign]
+                hogging = asyncio.create_task(hog())
+                try:
+                    await watch_metrics(base, task, 3.0, lambda _: True)
+                finally:
+                    hogging.cancel()
+                state = daemon.store.get("healthy")
+                assert state is not None
+                failures = dict(state.failures)
+                window = state.window.at(time.time())
+        finally:
+            await runner.cleanup()
+    assert 0 == failures.get("timeout", 0), failures
+    assert failures.get("prober_overloaded", 0) >= 3, failures
+    assert 0 == window.failures
+    assert [True] * state.runs["success"] == slo_runs

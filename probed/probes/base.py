@@ -102,6 +102,9 @@ class Reason(enum.StrEnum):
     """Reflect/import: the stream watcher the probe relies on is not connected."""
     INTERNAL_ERROR = "internal_error"
     """A bug in probed itself; the log line carries the exception."""
+    PROBER_OVERLOADED = "prober_overloaded"
+    """A timeout while probed itself was behind (a late start, a saturated event loop):
+    it says nothing about the target, so SLOs and recommendations do not count it."""
 
 
 @dataclass(frozen=True, slots=True)

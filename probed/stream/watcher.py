@@ -11,7 +11,8 @@ server can resume. Backoff starts over after a connection that received
 something.
 
 Reconnect reasons (the ``reason`` label of ``probed_stream_reconnects_total``)
-form a fixed set: ``eof``, ``stalled``, ``oversize``, ``content_type``,
+form a fixed set: ``eof``, ``stalled``, ``oversize``, ``flood`` (more than
+``max_event_rate`` events and comments in a second), ``content_type``,
 ``status``, ``no_content`` (204: the server asked us to stop; we retry at
 ``reconnect_max``), ``connect_timeout`` and the connection reasons of
 ``probed.probes.base.Reason`` (``dns``, ``connect_refused``, ``connect_error``,
@@ -61,7 +62,8 @@ __all__ = ["RECONNECT_REASONS", "LagHook", "StreamWatcher"]
 _log = structlog.get_logger("probed.stream")
 
 RECONNECT_REASONS = (
-    "eof", "stalled", "oversize", "content_type", "status", "no_content", "connect_timeout",
+    "eof", "stalled", "oversize", "flood", "content_type", "status", "no_content",
+    "connect_timeout",
     Reason.DNS.value, Reason.CONNECT_REFUSED.value, Reason.CONNECT_ERROR.value, Reason.TLS.value,
     Reason.PROTOCOL_ERROR.value, Reason.REDIRECTED_TO_OTHER_ORIGIN.value, "error",
     Reason.INTERNAL_ERROR.value,
@@ -104,6 +106,10 @@ class _Subscriber:
     tracker: SequenceTracker
     task: asyncio.Task[None] | None = None
     awaiting_first: bool = True
+    rate_since: float = 0.0
+    """``time.monotonic()`` when the current one-second rate window began."""
+    rate_count: int = 0
+    """Events and comments received in the current rate window."""
 
 
 @dataclass(slots=True)
@@ -361,6 +367,9 @@ class StreamWatcher:
         if items:
             now = time.monotonic()
             stats.last_activity = now
+            if now - sub.rate_since >= 1.0:
+                sub.rate_since, sub.rate_count = now, 0
+            sub.rate_count += len(items)
             wall = time.time()
             for item in items:
                 if isinstance(item, Comment):
@@ -372,6 +381,10 @@ class StreamWatcher:
         got_anything = got_anything or bool(items)
         if oversize is not None:
             raise _Ended("oversize", got_anything, str(oversize))
+        if sub.rate_count > self.spec.max_event_rate:
+            # a flood would starve every other probe of the loop: cut it and back off as
+            # after a failed connection (never healthy, so the backoff keeps growing)
+            raise _Ended("flood", False, f"over {self.spec.max_event_rate} events/s")
         return got_anything
 
     def _end(self, sub: _Subscriber, ended: _Ended) -> _Ended:
