@@ -19,7 +19,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from probed import webconfig
+from probed import webauth, webconfig
 from probed.config import load_config
 from probed.daemon import Daemon
 from probed.errors import ConfigError
@@ -448,7 +448,7 @@ async def test_bcrypt_runs_off_the_event_loop(
 def test_cache_is_bounded() -> None:
     """The success cache keeps at most ``cache_size`` entries, dropping the oldest."""
     users = {f"user{i}": _hash(f"pw{i}") for i in range(3)}
-    auth = webconfig._Authenticator(users, cache_size=2)
+    auth = webauth.Authenticator(users, cache_size=2)
 
     async def run() -> list[bool]:
         return [await auth.verify(_basic(f"user{i}", f"pw{i}")) for i in range(3)]
