@@ -255,6 +255,12 @@ class DaemonConfig(_Strict):
     """Exporter-toolkit style web config (TLS, basic auth) protecting every endpoint."""
     allow_no_probes: bool = False
     """A config without probes is refused (an empty or cut-short file) unless this is set."""
+    http_max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Connections the server keeps open (None: 256); never over half the soft fd limit."""
+    http_header_timeout: Duration = 5.0
+    """Time a new connection has to finish TLS and send its first request's headers."""
+    http_idle_timeout: Duration = 60.0
+    """Time a kept-alive connection may wait for its next request."""
 
     @field_validator("listen")
     @classmethod

@@ -49,6 +49,7 @@ from probed.scheduler import Scheduler, monitor_loop_lag
 from probed.sdnotify import Notifier, WatchdogGate, scheduler_max_age, summary, watchdog_loop
 from probed.server import ServerState, create_app
 from probed.statehealth import StateDirLocked, StateHealth, StateLock
+from probed.serverguard import ConnectionGuard, GuardedSite, max_connections
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
@@ -366,26 +367,36 @@ class Daemon:
         # before anything records or evaluates: SLO windows, rings, recommendation states
         await asyncio.to_thread(self.persister.restore)
         web_cfg = self.config.web
+        daemon_cfg = self.config.daemon
+        ssl_context = None
         middlewares = []
         if web_cfg is not None:
-            from probed.webconfig import LiveWebConfig  # bcrypt and yaml only when used
+            from probed.webauth import BcryptPool  # bcrypt and yaml only when used
+            from probed.webconfig import LiveWebConfig
 
             try:
-                self.web = LiveWebConfig(web_cfg)
+                self.web = LiveWebConfig(web_cfg, BcryptPool(self.info.server))
             except ConfigError as exc:  # the TLS files went bad since the config was checked
                 return await self._listen_failed(None, problems=exc.problems)
             middlewares.append(self.web.middleware())
+            ssl_context = self.web.ssl_context
+        guard = ConnectionGuard(
+            ssl_context=ssl_context,
+            max_connections=max_connections(daemon_cfg.http_max_connections),
+            header_timeout=daemon_cfg.http_header_timeout,
+            idle_timeout=daemon_cfg.http_idle_timeout,
+            stats=self.info.server,
+        )
         runner = web.AppRunner(
-            create_app(self.server_state, middlewares=middlewares),
+            create_app(self.server_state, middlewares=[guard.middleware(), *middlewares]),
             handle_signals=False,
             access_log=None,
         )
         await runner.setup()
-        host, port = self.config.daemon.host_port()
-        ssl_context = self.web.ssl_context if self.web is not None else None
+        host, port = daemon_cfg.host_port()
         if web_cfg is not None and web_cfg.basic_auth_users and ssl_context is None:
             _log.warning("basic_auth_without_tls", web_config=str(web_cfg.source))
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
+        site = GuardedSite(runner, host, port, guard)
         try:
             await site.start()
         except OSError as exc:

@@ -31,9 +31,26 @@ from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.statehealth import REASONS, StateHealth
 from probed.store import Histogram, ProbeState, ResultStore, StreamStats
 
-__all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "build_registry"]
+__all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "ServerStats", "build_registry"]
 
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+REJECT_REASONS = ("over_capacity", "evicted", "header_timeout", "accept_error")
+"""Why the HTTP server closed or refused a connection (see probed.serverguard)."""
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """The daemon's own HTTP server: open connections and what it turned away."""
+
+    connections: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Connections closed or refused, by reason (``REJECT_REASONS``)."""
+    auth_overloaded: int = 0
+    """Requests answered 429 because the bcrypt queue was full."""
+
+    def copy(self) -> ServerStats:
+        """A copy safe to read off the event loop."""
+        return ServerStats(self.connections, Counter(self.rejected), self.auth_overloaded)
 
 
 @dataclass(slots=True)
@@ -53,6 +70,7 @@ class DaemonInfo:
     alerts_failed: Counter[str] = field(default_factory=Counter)
     state: StateHealth = field(default_factory=StateHealth)
     """Whether the state directory takes writes (the daemon shares it with the persister)."""
+    server: ServerStats = field(default_factory=ServerStats)
 
 
 def _histogram(
@@ -127,6 +145,7 @@ class ProbedCollector(Collector):
             Counter(self._info.alerts_failed),
         )
         info.state = self._info.state.copy()
+        info.server = self._info.server.copy()
         store = self._store
         return ProbedCollector(store if isinstance(store, _StoreView) else _StoreView(store), info)
 
@@ -249,6 +268,7 @@ class ProbedCollector(Collector):
             store.streams, store.now if isinstance(store, _StoreView) else time.monotonic()
         )
         yield from _evaluation_families(self._info)
+        yield from _server_families(self._info.server)
 
         yield _histogram(
             "probed_scheduler_lag_seconds",
@@ -492,6 +512,29 @@ def _evaluation_families(info: DaemonInfo) -> Iterator[Metric]:
         sent.add_metric([kind], info.alerts_sent[kind])
         failed.add_metric([kind], info.alerts_failed[kind])
     yield from (sent, failed)
+
+
+def _server_families(stats: ServerStats) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "probed_http_server_connections",
+        "Connections open to the daemon's HTTP server (TLS handshakes included).",
+        value=stats.connections,
+    )
+    rejected = CounterMetricFamily(
+        "probed_http_server_rejected_connections",
+        "Connections the HTTP server closed or refused, by reason: over_capacity (every "
+        "connection busy), evicted (idle, closed to make room), header_timeout (no request "
+        "headers in time), accept_error (accept failed, e.g. out of file descriptors).",
+        labels=["reason"],
+    )
+    for reason in REJECT_REASONS:
+        rejected.add_metric([reason], stats.rejected[reason])
+    yield rejected
+    yield CounterMetricFamily(
+        "probed_http_server_auth_overloaded",
+        "Requests answered 429 because the bcrypt queue was full.",
+        value=stats.auth_overloaded,
+    )
 
 
 class ProbedRegistry(CollectorRegistry):

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.typedefs import Middleware
 from prometheus_client import exposition
 
@@ -140,6 +140,9 @@ def create_app(state: ServerState, *, middlewares: Iterable[Middleware] = ()) ->
     """The aiohttp application serving the daemon's endpoints (``middlewares``: e.g. auth)."""
     app = web.Application(middlewares=middlewares)
     app[_STATE] = state
+    # aiohttp sends "Server: Python/3.11 aiohttp/<version>" to anyone, signed in or not,
+    # also on the 400s its parser answers before any app hook runs: name no versions
+    web_response.SERVER_SOFTWARE = "probed"  # type: ignore[attr-defined]
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)

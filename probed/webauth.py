@@ -1,8 +1,15 @@
 """Basic-auth credential checks for the web config (see :mod:`probed.webconfig`).
 
-User names are compared in constant time, an unknown user costs the same bcrypt
-check as a wrong password, bcrypt runs in a worker thread, and a successful
-check is cached (bounded) so regular scrapes skip bcrypt.
+- User names are compared in constant time.
+- Every uncached check costs the same: one bcrypt at the highest cost configured
+  (an unknown user is checked against a dummy hash of that cost; a user whose hash
+  is cheaper is padded with the dummy), so timing does not tell which users exist.
+- bcrypt runs in a pool of its own (:data:`BCRYPT_WORKERS` threads, at most
+  :data:`BCRYPT_QUEUE` checks waiting); a check beyond that raises
+  :class:`Overloaded` at once (the server answers 429) instead of queueing.
+- A successful check is cached (bounded, keyed by an HMAC of the credentials), so
+  a scrape with cached credentials never waits for the pool. A reload keeps the
+  entries of users whose name and hash did not change.
 """
 
 from __future__ import annotations
@@ -11,19 +18,64 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 import secrets
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 
-__all__ = ["Authenticator"]
+from probed.metrics import ServerStats
+
+__all__ = ["BCRYPT_QUEUE", "BCRYPT_WORKERS", "Authenticator", "BcryptPool", "Overloaded"]
 
 _BCRYPT_MAX_PASSWORD = 72  # bytes; bcrypt ignores (newer versions reject) anything longer
 
 _CACHE_SIZE = 256
-_BCRYPT_CONCURRENCY = max(1, (os.cpu_count() or 2) // 2)
+BCRYPT_WORKERS = 2
+"""Threads checking bcrypt hashes at once."""
+BCRYPT_QUEUE = 8
+"""Checks that may wait for a worker; one more is refused (at cost 10, ~60 ms a check,
+the last in line waits ~0.3 s)."""
+
+
+class Overloaded(Exception):
+    """The bcrypt pool is busy and its queue full: answer 429 and let the client retry."""
+
+
+class BcryptPool:
+    """A bounded pool of bcrypt workers, shared by every :class:`Authenticator` of a server."""
+
+    def __init__(
+        self,
+        stats: ServerStats | None = None,
+        workers: int = BCRYPT_WORKERS,
+        queue: int = BCRYPT_QUEUE,
+    ) -> None:
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="bcrypt")
+        self._limit = workers + queue
+        self.pending = 0
+        """Checks running or waiting (only touched on the event loop)."""
+        self.stats = stats if stats is not None else ServerStats()
+        """``auth_overloaded`` counts the checks refused with :class:`Overloaded`."""
+
+    async def check(self, password: bytes, hashed: bytes, pad: bytes | None) -> bool:
+        """``bcrypt.checkpw`` in the pool, then ``pad`` too (equal work); may raise Overloaded."""
+        if self.pending >= self._limit:
+            self.stats.auth_overloaded += 1
+            raise Overloaded
+        self.pending += 1
+        done = asyncio.wrap_future(self._executor.submit(_check, password, hashed, pad))
+        done.add_done_callback(self._release)
+        # shielded: a client that goes away does not free the slot before the thread does
+        return await asyncio.shield(done)
+
+    def _release(self, _: asyncio.Future[bool]) -> None:
+        self.pending -= 1
+
+    def close(self) -> None:
+        """Stop the workers (checks already submitted still finish)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
@@ -50,10 +102,19 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return False
 
 
-def _dummy_hash(hashes: list[str]) -> bytes:
-    """A well-formed hash no password matches, at the cost most configured users have."""
-    costs = Counter(int(h[4:6]) for h in hashes)
-    cost = max(costs, key=lambda c: (costs[c], c))
+def _check(password: bytes, hashed: bytes, pad: bytes | None) -> bool:
+    ok = _checkpw(password, hashed)
+    if pad is not None:
+        _checkpw(password, pad)
+    return ok
+
+
+def _cost(hashed: bytes) -> int:
+    return int(hashed[4:6])
+
+
+def _dummy_hash(cost: int) -> bytes:
+    """A well-formed hash no password matches, at ``cost``."""
     # gensalt() gives "$2b$NN$" and a random salt; the digest part is a constant
     # no real password hashes to, but bcrypt still does the full work to find out.
     return bcrypt.gensalt(rounds=cost) + b"." * 31
@@ -62,47 +123,64 @@ def _dummy_hash(hashes: list[str]) -> bytes:
 class Authenticator:
     """Checks basic-auth credentials against bcrypt hashes without leaking which users exist."""
 
-    def __init__(self, users: Mapping[str, str], cache_size: int = _CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        users: Mapping[str, str],
+        pool: BcryptPool | None = None,
+        cache_size: int = _CACHE_SIZE,
+        previous: Authenticator | None = None,
+    ) -> None:
         # user names are compared as SHA-256 digests: equal length, constant time
-        self._users = [
-            (hashlib.sha256(name.encode()).digest(), hashed.encode())
+        self._users = {
+            hashlib.sha256(name.encode()).digest(): hashed.encode()
             for name, hashed in users.items()
-        ]
-        self._dummy = _dummy_hash(list(users.values()))
+        }
+        self._cost = max(map(_cost, self._users.values()))
+        self._dummy = _dummy_hash(self._cost)
+        self._pool = pool if pool is not None else BcryptPool()
         self._cache_key = secrets.token_bytes(32)
-        self._cache: OrderedDict[bytes, None] = OrderedDict()
+        # HMAC of the credentials -> digest of the user name they belong to
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_size = cache_size
-        self._limit = asyncio.Semaphore(_BCRYPT_CONCURRENCY)
+        if previous is not None:
+            self._cache_key = previous._cache_key
+            for key, user in previous._cache.items():
+                if self._users.get(user) == previous._users[user]:
+                    self._cache[key] = user
 
-    def _lookup(self, user: bytes) -> bytes | None:
+    def _lookup(self, user: bytes) -> tuple[bytes, bytes | None]:
         wanted = hashlib.sha256(user).digest()
         found: bytes | None = None
-        for digest, hashed in self._users:  # no early exit: every name is compared
+        for digest, hashed in self._users.items():  # no early exit: every name is compared
             if hmac.compare_digest(digest, wanted):
                 found = hashed
-        return found
+        return wanted, found
 
     async def verify(self, header: str | None) -> bool:
-        """Whether ``header`` carries the credentials of a configured user."""
+        """Whether ``header`` carries the credentials of a configured user.
+
+        Raises :class:`Overloaded` when an uncached check finds the pool full.
+        """
         credentials = _parse_basic(header)
         if credentials is None:
             return False
         user, password = credentials
-        hashed = self._lookup(user)
+        digest, hashed = self._lookup(user)
         # keyed by an HMAC (per-process key) of user and password: the cache never
-        # holds anything a memory dump could turn back into a password quickly
+        # holds the password, nor anything that can be checked without the key
         key = hmac.digest(self._cache_key, user + b":" + password, "sha256")
         if key in self._cache:
             self._cache.move_to_end(key)
             return True
         usable = hashed is not None and len(password) <= _BCRYPT_MAX_PASSWORD
-        # one bcrypt check whatever happens: against the dummy for an unknown user
+        # one bcrypt check at the highest cost whatever happens: against the dummy for
+        # an unknown user, padded with the dummy for a user whose hash is cheaper
         target = hashed if hashed is not None and usable else self._dummy
-        async with self._limit:
-            ok = await asyncio.to_thread(_checkpw, password[:_BCRYPT_MAX_PASSWORD], target)
+        pad = self._dummy if _cost(target) < self._cost else None
+        ok = await self._pool.check(password[:_BCRYPT_MAX_PASSWORD], target, pad)
         if not (ok and usable):
             return False
-        self._cache[key] = None
+        self._cache[key] = digest
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return True

@@ -42,7 +42,7 @@ from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
 
 from probed.errors import ConfigError
-from probed.webauth import Authenticator
+from probed.webauth import Authenticator, BcryptPool, Overloaded
 
 __all__ = [
     "ClientAuthType",
@@ -500,7 +500,9 @@ class LiveWebConfig:
     points the handshake at the newest context.
     """
 
-    def __init__(self, cfg: WebConfig | None) -> None:
+    def __init__(self, cfg: WebConfig | None, pool: BcryptPool | None = None) -> None:
+        self.pool = pool if pool is not None else BcryptPool()
+        """Where every bcrypt check runs, across reloads."""
         self._authenticator: Authenticator | None = None
         self._headers: dict[str, str] = {}
         self.source: Path | None = None
@@ -515,7 +517,8 @@ class LiveWebConfig:
 
     def _set_auth(self, cfg: WebConfig | None) -> None:
         users = cfg.basic_auth_users if cfg is not None else {}
-        self._authenticator = Authenticator(users) if users else None
+        previous = self._authenticator
+        self._authenticator = Authenticator(users, self.pool, previous=previous) if users else None
         self._headers = dict(cfg.headers) if cfg is not None else {}
         self.source = cfg.source if cfg is not None else None
 
@@ -563,15 +566,23 @@ class LiveWebConfig:
             _set_headers(response.headers, headers)
             return response
 
+        def overloaded(headers: Mapping[str, str]) -> web.Response:
+            response = web.Response(status=429, text="Too Many Requests\n")
+            response.headers[hdrs.RETRY_AFTER] = "1"
+            _set_headers(response.headers, headers)
+            return response
+
         @web.middleware
         async def web_config_middleware(
             request: web.Request, handler: Handler
         ) -> web.StreamResponse:
             authenticator, headers = self._authenticator, self._headers
-            if authenticator is not None and not await authenticator.verify(
-                request.headers.get(hdrs.AUTHORIZATION)
-            ):
-                return unauthorized(headers)
+            if authenticator is not None:
+                try:
+                    if not await authenticator.verify(request.headers.get(hdrs.AUTHORIZATION)):
+                        return unauthorized(headers)
+                except Overloaded:
+                    return overloaded(headers)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
