@@ -501,8 +501,7 @@ class LiveWebConfig:
     """
 
     def __init__(self, cfg: WebConfig | None, pool: BcryptPool | None = None) -> None:
-        self.pool = pool if pool is not None else BcryptPool()
-        """Where every bcrypt check runs, across reloads."""
+        self.pool = pool if pool is not None else BcryptPool()  # kept across reloads
         self._authenticator: Authenticator | None = None
         self._headers: dict[str, str] = {}
         self.source: Path | None = None
@@ -517,8 +516,8 @@ class LiveWebConfig:
 
     def _set_auth(self, cfg: WebConfig | None) -> None:
         users = cfg.basic_auth_users if cfg is not None else {}
-        previous = self._authenticator
-        self._authenticator = Authenticator(users, self.pool, previous=previous) if users else None
+        old = self._authenticator
+        self._authenticator = Authenticator(users, self.pool, previous=old) if users else None
         self._headers = dict(cfg.headers) if cfg is not None else {}
         self.source = cfg.source if cfg is not None else None
 
@@ -558,17 +557,12 @@ class LiveWebConfig:
 
         Put it first in the application's middlewares so nothing runs before the check.
         """
-        challenge = f'Basic realm="{_REALM}"'
+        challenge = {"WWW-Authenticate": f'Basic realm="{_REALM}"'}
 
-        def unauthorized(headers: Mapping[str, str]) -> web.Response:
-            response = web.Response(status=401, text="Unauthorized\n")
-            response.headers[hdrs.WWW_AUTHENTICATE] = challenge
-            _set_headers(response.headers, headers)
-            return response
-
-        def overloaded(headers: Mapping[str, str]) -> web.Response:
-            response = web.Response(status=429, text="Too Many Requests\n")
-            response.headers[hdrs.RETRY_AFTER] = "1"
+        def refuse(
+            status: int, text: str, extra: Mapping[str, str], headers: Mapping[str, str]
+        ) -> web.Response:
+            response = web.Response(status=status, text=text, headers=extra)
             _set_headers(response.headers, headers)
             return response
 
@@ -580,9 +574,9 @@ class LiveWebConfig:
             if authenticator is not None:
                 try:
                     if not await authenticator.verify(request.headers.get(hdrs.AUTHORIZATION)):
-                        return unauthorized(headers)
+                        return refuse(401, "Unauthorized\n", challenge, headers)
                 except Overloaded:
-                    return overloaded(headers)
+                    return refuse(429, "Too Many Requests\n", {"Retry-After": "1"}, headers)
             try:
                 response = await handler(request)
             except web.HTTPException as exc:
