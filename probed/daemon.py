@@ -48,8 +48,8 @@ from probed.probes.session import create_sessions
 from probed.scheduler import Scheduler, monitor_loop_lag
 from probed.sdnotify import Notifier, WatchdogGate, scheduler_max_age, summary, watchdog_loop
 from probed.server import ServerState, create_app
-from probed.statehealth import StateDirLocked, StateHealth, StateLock
 from probed.serverguard import ConnectionGuard, GuardedSite, max_connections
+from probed.statehealth import StateDirLocked, StateHealth, StateLock
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
@@ -208,6 +208,8 @@ class Daemon:
         self.gate = WatchdogGate()
         self._listen = config.daemon.listen
         self._configure_logs = configure_logs
+        self.guard: ConnectionGuard | None = None
+        """The server's connection limits (set once it listens)."""
 
     def request_stop(self) -> None:
         """Ask the daemon to shut down gracefully (what SIGTERM does)."""
@@ -314,6 +316,10 @@ class Daemon:
             assert self.scheduler is not None
             self.scheduler.set_max_concurrency(daemon.max_concurrency)
             self.info.max_concurrency = daemon.max_concurrency
+        if self.guard is not None:  # new connections and timers use the new limits
+            self.guard.max_connections = max_connections(daemon.http_max_connections)
+            self.guard.header_timeout = daemon.http_header_timeout
+            self.guard.idle_timeout = daemon.http_idle_timeout
         if self._configure_logs is not None:
             self._configure_logs(daemon)
 
@@ -380,7 +386,7 @@ class Daemon:
                 return await self._listen_failed(None, problems=exc.problems)
             middlewares.append(self.web.middleware())
             ssl_context = self.web.ssl_context
-        guard = ConnectionGuard(
+        self.guard = guard = ConnectionGuard(
             ssl_context=ssl_context,
             max_connections=max_connections(daemon_cfg.http_max_connections),
             header_timeout=daemon_cfg.http_header_timeout,

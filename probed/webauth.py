@@ -5,8 +5,10 @@
   (an unknown user is checked against a dummy hash of that cost; a user whose hash
   is cheaper is padded with the dummy), so timing does not tell which users exist.
 - bcrypt runs in a pool of its own (:data:`BCRYPT_WORKERS` threads, at most
-  :data:`BCRYPT_QUEUE` checks waiting); a check beyond that raises
-  :class:`Overloaded` at once (the server answers 429) instead of queueing.
+  :data:`BCRYPT_QUEUE` checks waiting, at most :data:`BCRYPT_PER_CLIENT` of them
+  from one client address); a check beyond that raises :class:`Overloaded` at
+  once (the server answers 429) instead of queueing, so a flood from one address
+  cannot keep another client's scrape out of the pool.
 - A successful check is cached (bounded, keyed by an HMAC of the credentials), so
   a scrape with cached credentials never waits for the pool. A reload keeps the
   entries of users whose name and hash did not change.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -27,7 +30,14 @@ import bcrypt
 
 from probed.metrics import ServerStats
 
-__all__ = ["BCRYPT_QUEUE", "BCRYPT_WORKERS", "Authenticator", "BcryptPool", "Overloaded"]
+__all__ = [
+    "BCRYPT_PER_CLIENT",
+    "BCRYPT_QUEUE",
+    "BCRYPT_WORKERS",
+    "Authenticator",
+    "BcryptPool",
+    "Overloaded",
+]
 
 _BCRYPT_MAX_PASSWORD = 72  # bytes; bcrypt ignores (newer versions reject) anything longer
 
@@ -37,6 +47,8 @@ BCRYPT_WORKERS = 2
 BCRYPT_QUEUE = 8
 """Checks that may wait for a worker; one more is refused (at cost 10, ~60 ms a check,
 the last in line waits ~0.3 s)."""
+BCRYPT_PER_CLIENT = 2
+"""Checks one client address may have running or waiting at once."""
 
 
 class Overloaded(Exception):
@@ -51,27 +63,40 @@ class BcryptPool:
         stats: ServerStats | None = None,
         workers: int = BCRYPT_WORKERS,
         queue: int = BCRYPT_QUEUE,
+        per_client: int = BCRYPT_PER_CLIENT,
     ) -> None:
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="bcrypt")
         self._limit = workers + queue
+        self._per_client = per_client
         self.pending = 0
         """Checks running or waiting (only touched on the event loop)."""
+        self._by_client: dict[str, int] = {}
         self.stats = stats if stats is not None else ServerStats()
         """``auth_overloaded`` counts the checks refused with :class:`Overloaded`."""
 
-    async def check(self, password: bytes, hashed: bytes, pad: bytes | None) -> bool:
-        """``bcrypt.checkpw`` in the pool, then ``pad`` too (equal work); may raise Overloaded."""
-        if self.pending >= self._limit:
+    async def check(
+        self, password: bytes, hashed: bytes, pad: bytes | None, client: str = ""
+    ) -> bool:
+        """``bcrypt.checkpw`` in the pool, then ``pad`` too (equal work); may raise Overloaded.
+
+        ``client`` (the peer's address) may hold at most ``per_client`` slots.
+        """
+        held = self._by_client.get(client, 0)
+        if self.pending >= self._limit or held >= self._per_client:
             self.stats.auth_overloaded += 1
             raise Overloaded
         self.pending += 1
+        self._by_client[client] = held + 1
         done = asyncio.wrap_future(self._executor.submit(_check, password, hashed, pad))
-        done.add_done_callback(self._release)
+        done.add_done_callback(functools.partial(self._release, client))
         # shielded: a client that goes away does not free the slot before the thread does
         return await asyncio.shield(done)
 
-    def _release(self, _: asyncio.Future[bool]) -> None:
+    def _release(self, client: str, _: asyncio.Future[bool]) -> None:
         self.pending -= 1
+        held = self._by_client.pop(client) - 1
+        if held:
+            self._by_client[client] = held
 
     def close(self) -> None:
         """Stop the workers (checks already submitted still finish)."""
@@ -156,10 +181,11 @@ class Authenticator:
                 found = hashed
         return wanted, found
 
-    async def verify(self, header: str | None) -> bool:
+    async def verify(self, header: str | None, client: str = "") -> bool:
         """Whether ``header`` carries the credentials of a configured user.
 
-        Raises :class:`Overloaded` when an uncached check finds the pool full.
+        Raises :class:`Overloaded` when an uncached check finds the pool full, or
+        ``client``'s share of it taken.
         """
         credentials = _parse_basic(header)
         if credentials is None:
@@ -177,7 +203,7 @@ class Authenticator:
         # an unknown user, padded with the dummy for a user whose hash is cheaper
         target = hashed if hashed is not None and usable else self._dummy
         pad = self._dummy if _cost(target) < self._cost else None
-        ok = await self._pool.check(password[:_BCRYPT_MAX_PASSWORD], target, pad)
+        ok = await self._pool.check(password[:_BCRYPT_MAX_PASSWORD], target, pad, client)
         if not (ok and usable):
             return False
         self._cache[key] = digest

@@ -573,7 +573,8 @@ class LiveWebConfig:
             authenticator, headers = self._authenticator, self._headers
             if authenticator is not None:
                 try:
-                    if not await authenticator.verify(request.headers.get(hdrs.AUTHORIZATION)):
+                    header = request.headers.get(hdrs.AUTHORIZATION)
+                    if not await authenticator.verify(header, request.remote or ""):
                         return refuse(401, "Unauthorized\n", challenge, headers)
                 except Overloaded:
                     return refuse(429, "Too Many Requests\n", {"Retry-After": "1"}, headers)

@@ -387,7 +387,8 @@ async def test_every_daemon_key_applies_on_reload_or_is_named(tmp_path: Path) ->
             base.replace(f"{tmp_path}/state", f"{tmp_path}/other")
             + 'location = "elsewhere"\nenv = "staging"\nlog_level = "debug"\n'
             'log_format = "console"\nmax_concurrency = 3\nresults_ring_size = 7\n'
-            "allow_no_probes = true\n"
+            'allow_no_probes = true\nhttp_max_connections = 9\nhttp_header_timeout = "2s"\n'
+            'http_idle_timeout = "7s"\n'
         )
         with structlog.testing.capture_logs() as logs:
             ok, _ = await daemon.reload()
@@ -404,12 +405,15 @@ async def test_every_daemon_key_applies_on_reload_or_is_named(tmp_path: Path) ->
             (d.log_level, d.log_format, d.env) for d in applied
         ]
         assert (3, 3) == (running.max_concurrency, daemon.info.max_concurrency)
-        assert {"listen", "allow_no_probes", "web_config_file", *RESTART_KEYS} | {
-            "env",
-            "log_level",
-            "log_format",
-            "max_concurrency",
-        } == set(DaemonConfig.model_fields)
+        assert daemon.guard is not None
+        assert (9, 2.0, 7.0) == (
+            daemon.guard.max_connections,
+            daemon.guard.header_timeout,
+            daemon.guard.idle_timeout,
+        )
+        applied_keys = {"env", "log_level", "log_format", "max_concurrency", "allow_no_probes"}
+        applied_keys |= {"http_max_connections", "http_header_timeout", "http_idle_timeout"}
+        assert {"web_config_file", *RESTART_KEYS} | applied_keys == set(DaemonConfig.model_fields)
     finally:
         daemon.request_stop()
         assert 0 == await task
