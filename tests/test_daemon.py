@@ -439,4 +439,4 @@ async def test_a_port_in_use_exits_1_with_the_reason(tmp_path: Path) -> None:
             assert 1 == await daemon.run()
     [failed] = [e for e in logs if e["event"] == "listen_failed"]
     assert f"127.0.0.1:{port}" == failed["listen"]
-    assert "address already in use" in failed["error_message"]
+    assert "address already in use" in failed["error_message"].lower()
