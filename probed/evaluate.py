@@ -19,6 +19,7 @@ from collections import deque
 import aiohttp
 import structlog
 
+from probed import clock
 from probed.config import Config
 from probed.jsonpath import lookup
 from probed.probes.base import ProbeRun, Reason
@@ -44,6 +45,7 @@ class Evaluator:
         self.latest: Evaluation | None = None
         self.queue_depth: float | None = None
         self._stream_marks: dict[str, deque[tuple[float, int]]] = {}
+        self._steps = clock.StepWatch()
 
     # -- continuous feeds ---------------------------------------------------------------
 
@@ -126,8 +128,13 @@ class Evaluator:
     # -- the tick -----------------------------------------------------------------------
 
     def evaluate(self, now: float | None = None) -> tuple[Evaluation, list[Transition]]:
-        """Run one evaluation now; log every transition; return the result."""
-        now = time.time() if now is None else now
+        """Run one evaluation now; log every transition; return the result.
+
+        ``now`` defaults to ``clock.wall()``, the clock runs and lags are stamped with;
+        a step of the system clock since the last evaluation is logged once.
+        """
+        self._steps.check()
+        now = clock.wall() if now is None else now
         signals = self.signals(now)
         transitions = self.engine.evaluate(signals)
         components_cfg = self.config.components or default_components(self.config)

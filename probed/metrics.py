@@ -25,7 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from probed import __version__
+from probed import __version__, clock
 from probed.recommend import SCENARIOS
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.statehealth import REASONS, StateHealth
@@ -302,6 +302,12 @@ class ProbedCollector(Collector):
             "probed_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load.",
             value=self._info.config_reload_timestamp,
+        )
+        yield GaugeMetricFamily(
+            "probed_wall_clock_step_seconds",
+            "How far the system clock has stepped from probed's own since start "
+            "(lags and SLO buckets use probed's, which never steps).",
+            value=clock.step(),
         )
         yield GaugeMetricFamily(
             "probed_start_time_seconds",

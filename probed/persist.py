@@ -89,6 +89,7 @@ from typing import Any
 
 import structlog
 
+from probed import clock
 from probed.evaluate import Evaluator
 from probed.probes.base import ProbeResult, ProbeRun, Reason
 from probed.statefile import (
@@ -356,7 +357,7 @@ class Persister:
         evaluator yet, so ``asyncio.to_thread`` is fine). Returns the problems
         found, each also logged as ``state_restore_problem``.
         """
-        now = time.time() if now is None else now
+        now = clock.wall() if now is None else now
         problems: list[str] = []
         summary: dict[str, Any] = {
             "path": None if self.state.path is None else str(self.state.path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -25,7 +24,7 @@ from aiohttp import web, web_response
 from aiohttp.typedefs import Middleware
 from prometheus_client import exposition
 
-from probed import __version__
+from probed import __version__, clock
 from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
 from probed.statehealth import StateHealth
@@ -96,7 +95,7 @@ def _document(request: web.Request) -> dict[str, Any]:
         evaluation=state.evaluation,
         location=state.location,
         version=__version__,
-        now=time.time(),
+        now=clock.wall(),
         config={
             "last_reload_successful": state.info.config_reload_successful,
             "last_reload_error": state.info.config_reload_error,
@@ -115,7 +114,7 @@ async def _status(request: web.Request) -> web.Response:
 
 async def _recommendations(request: web.Request) -> web.Response:
     evaluation = request.app[_STATE].evaluation
-    return web.json_response(recommendations_document(evaluation, now=time.time()))
+    return web.json_response(recommendations_document(evaluation, now=clock.wall()))
 
 
 async def _reload(request: web.Request) -> web.Response:

@@ -22,13 +22,13 @@ import json
 import math
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from probed import clock
 from probed.statefile import (
     RECOMMENDATIONS_SNAPSHOT,
     SLO_SNAPSHOT,
@@ -194,7 +194,7 @@ class StateStore:
         inserted. Saving it also drops the lag journal it covers and prunes the
         ring of every probe to ``ring_size``.
         """
-        saved_at = time.time() if now is None else now
+        saved_at = clock.wall() if now is None else now
         slo_payload = pack_snapshot(slo) if slo is not None else None
         rec_text = None if recommendations is None else dumps(recommendations)
         with self._lock:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import structlog
 
+from probed import clock
 from probed.errors import ProbeFailure
 from probed.probes.redirects import RedirectRefused
 
@@ -302,7 +303,7 @@ async def run_probe(
     traceparent, trace_id = new_traceparent()
     ctx = dataclasses.replace(ctx, traceparent=traceparent, trace_id=trace_id)
     run_id = f"{_RUN_PREFIX}-{next(_run_counter):x}"
-    started_at = time.time()
+    started_at = clock.wall()
     start = time.perf_counter()
     try:
         async with asyncio.timeout(spec.timeout):

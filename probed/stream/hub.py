@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from probed import clock
 from probed.netvalues import json_loads
 from probed.stream.decoder import Event
 
@@ -36,7 +37,7 @@ class ReceivedEvent:
         self.received = received
         """``time.monotonic()`` at receipt."""
         self.received_wall = received_wall
-        """``time.time()`` at receipt (only for comparing with the event's own stamps)."""
+        """``clock.wall()`` at receipt (only for comparing with the event's own stamps)."""
         self._json: Any = _UNPARSED
 
     def json(self) -> Any:
@@ -162,4 +163,4 @@ class NonceWaiter:
 
 def now() -> tuple[float, float]:
     """(monotonic, wall) receive times, taken together."""
-    return time.monotonic(), time.time()
+    return time.monotonic(), clock.wall()

@@ -45,6 +45,7 @@ import aiohttp
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
+from probed import clock
 from probed.config import SseStream, TargetConfig
 from probed.errors import ProbeFailure
 from probed.jsonpath import lookup
@@ -268,7 +269,7 @@ class StreamWatcher:
         stats.connection_ids[sub.index] = conn_id
         sub.decoder.reset_connection()
         started = time.monotonic()
-        sent_wall = time.time()
+        sent_wall = clock.wall()
         try:
             tls = ssl_for(self.target)
         except ProbeFailure as exc:  # an unreadable ca_file
@@ -370,7 +371,7 @@ class StreamWatcher:
             if now - sub.rate_since >= 1.0:
                 sub.rate_since, sub.rate_count = now, 0
             sub.rate_count += len(items)
-            wall = time.time()
+            wall = clock.wall()
             for item in items:
                 if isinstance(item, Comment):
                     continue
@@ -488,7 +489,7 @@ class StreamWatcher:
         except (TypeError, ValueError):
             return
         # Date has 1 s resolution and is truncated: the server's time lies in [D, D+1)
-        midpoint = (sent_wall + time.time()) / 2
+        midpoint = (sent_wall + clock.wall()) / 2
         self.stats.clock_offset = server + 0.5 - midpoint
 
     async def _clock_loop(self) -> None:
@@ -505,7 +506,7 @@ class StreamWatcher:
 
     async def _check_clock(self, url: str) -> None:
         """Read the server's time from ``url`` (bounded) and update the clock offset."""
-        sent = time.time()
+        sent = clock.wall()
         async with asyncio.timeout(self.spec.connect_timeout):
             r, _ = await request_following(
                 self.session,
@@ -517,7 +518,7 @@ class StreamWatcher:
             )
             async with r:
                 body = await r.content.read(_CLOCK_BODY_LIMIT + 1)
-        got = time.time()
+        got = clock.wall()
         if len(body) > _CLOCK_BODY_LIMIT:
             raise ValueError(f"time response larger than {_CLOCK_BODY_LIMIT} bytes")
         server = parse_timestamp(_field(json_loads(body), "time"), "auto")
