@@ -70,6 +70,7 @@ from tenacity import (
 )
 from yarl import URL
 
+from probed import clock
 from probed.config import AlertingConfig
 from probed.signals import Evidence, Recommendation, RecommendationState
 
@@ -406,9 +407,10 @@ class AlertPusher:
                 "runbook_url": rec.runbook_url,
                 "evidence": "\n".join(_evidence_line(e) for e in rec.evidence),
             },
-            "startsAt": _rfc3339(rec.since),
+            # on the system clock, as Alertmanager's is (probed's own never steps)
+            "startsAt": _rfc3339(clock.on_system_clock(rec.since)),
             # Alertmanager rejects endsAt before startsAt.
-            "endsAt": _rfc3339(max(ends_at, rec.since)),
+            "endsAt": _rfc3339(clock.on_system_clock(max(ends_at, rec.since))),
         }
         if self._generator_url:
             alert["generatorURL"] = self._generator_url

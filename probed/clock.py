@@ -21,7 +21,7 @@ import time
 
 import structlog
 
-__all__ = ["STEP_TOLERANCE", "StepWatch", "step", "wall"]
+__all__ = ["STEP_TOLERANCE", "StepWatch", "on_system_clock", "step", "wall"]
 
 _log = structlog.get_logger("probed")
 
@@ -39,6 +39,12 @@ def wall() -> float:
 def step() -> float:
     """How far the system clock is from :func:`wall` (positive: stepped forward)."""
     return time.time() - wall()
+
+
+def on_system_clock(at: float) -> float:
+    """``at`` (a :func:`wall` time) on the system clock, for peers that read that one."""
+    moved = step()
+    return at + moved if abs(moved) >= STEP_TOLERANCE else at
 
 
 class StepWatch:

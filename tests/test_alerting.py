@@ -592,3 +592,21 @@ def test_all_is_sorted_and_honest() -> None:
     exported = list(alerting_module.__all__)
     assert ["ALERTMANAGER", "ALERT_NAME", "WEBHOOK", "AlertPusher"] == exported
     assert all(hasattr(alerting_module, name) for name in exported)
+
+
+async def test_alert_times_follow_the_system_clock_after_a_step(
+    start_receiver: StartReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a +1 h step of the system clock, startsAt and endsAt are on the stepped clock."""
+    am, base = await start_receiver()
+    pusher = make_pusher(alertmanager_urls=[base], resend_interval="30s")
+    since = time.time() - 120
+    now = time.time()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600.0)
+    async with running(pusher):
+        pusher.update([rec(since=since)], now)
+        [post] = await am.wait_for(1)
+    [alert] = post.body
+    assert since + 3600 == pytest.approx(parse_ts(alert["startsAt"]), abs=0.01)
+    assert now + 3600 + 120 == pytest.approx(parse_ts(alert["endsAt"]), abs=0.1)
