@@ -37,6 +37,9 @@ __all__ = [
     "start_offset",
 ]
 
+_FAILURE_LOG_EVERY = 60.0
+"""Seconds between tracebacks of a failing result hook, per probe."""
+
 OVERLOAD_FRACTION = 0.1
 """A timed-out run is ``prober_overloaded`` if probed was this share of its timeout behind."""
 OVERLOAD_FLOOR = 0.05
@@ -84,6 +87,7 @@ class Scheduler:
         self._probes: dict[str, _Probe] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
+        self._failure_logged: dict[str, float] = {}
 
     def set_max_concurrency(self, max_concurrency: int) -> None:
         """Allow ``max_concurrency`` runs at once from now on (runs in flight finish)."""
@@ -193,9 +197,15 @@ class Scheduler:
                 self._store.in_flight -= 1
         if run.result.reason is Reason.TIMEOUT:
             run = self._judge_timeout(spec, run, lag, started, loop.time())
-        self._store.record(run)
-        if self._on_result is not None:
-            self._on_result(run, lag)
+        try:  # a bug downstream must cost this result, never the daemon's TaskGroup
+            self._store.record(run)
+            if self._on_result is not None:
+                self._on_result(run, lag)
+        except Exception:
+            now = loop.time()
+            if now - self._failure_logged.get(spec.name, -_FAILURE_LOG_EVERY) >= _FAILURE_LOG_EVERY:
+                self._failure_logged[spec.name] = now  # a traceback a minute, not one a run
+                _log.exception("probe_result_handling_failed", probe=spec.name)
 
     def _judge_timeout(
         self, spec: ProbeSpec, run: ProbeRun, lag: float, started: float, ended: float

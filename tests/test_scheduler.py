@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 
 import pytest
+import structlog
 
 from probed.config import HttpProbe, ProbeSpec
 from probed.probes.base import ProbeResult, ProbeRun
@@ -164,3 +165,25 @@ async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
     await asyncio.sleep(0.05)
     task.cancel()
     assert store.event_loop_lag_max >= 0.05
+
+
+async def test_a_failing_result_hook_costs_one_result_not_the_scheduler() -> None:
+    """An exception in the result hook is logged; runs go on and the TaskGroup never sees it."""
+    calls = 0
+
+    def broken(run: ProbeRun, lag: float) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("a bug downstream of the store")
+
+    store = ResultStore()
+    sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=4, on_result=broken)
+    with structlog.testing.capture_logs() as logs:
+        await run_for(sched, [spec("a", interval="50ms", timeout="20ms")], 0.4)
+    state = store.get("a")
+    assert state is not None
+    assert calls >= 5
+    assert calls == state.runs["success"]
+    assert ["probe_result_handling_failed"] == [
+        e["event"] for e in logs if e["event"] == "probe_result_handling_failed"
+    ]
