@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import time
@@ -15,12 +16,19 @@ import aiohttp
 from probed.config import load_config
 from probed.daemon import Daemon
 
-__all__ = ["live_daemon", "open_fds", "sample", "watch_metrics"]
+__all__ = ["live_daemon", "open_fds", "rss_mib", "sample", "watch_metrics"]
 
 
 def open_fds() -> int:
     """How many file descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def rss_mib() -> float:
+    """This process's resident memory after a full collection (MiB)."""
+    gc.collect()
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def sample(text: str, name: str, **labels: str) -> float:

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import structlog
 from aiohttp import web
-from livedaemon import live_daemon, open_fds, sample, watch_metrics
+from livedaemon import live_daemon, open_fds, rss_mib, sample, watch_metrics
 
 from probed.stream import watcher as watcher_module
 
 DEEP = 200_000  # far beyond the interpreter's recursion limit
+RSS_SLACK_MIB = 8.0
 
 
 @dataclass
@@ -133,15 +135,16 @@ def healthy_runs(text: str) -> tuple[float, float]:
 async def test_hostile_stream_cannot_kill_the_daemon(case: str, tmp_path: Path) -> None:
     """A hostile stream is its own problem: the daemon lives, scrapes stay fast, probes run."""
     hostile = CASES[case]
-    fds_before = open_fds()
+    fds_before, rss_before = open_fds(), rss_mib()
     async with targets(hostile) as (hostile_url, healthy_url):
         path = write_config(tmp_path, hostile_url, healthy_url, hostile.settings)
-        async with live_daemon(path) as (_, task, base):
+        with structlog.testing.capture_logs() as logs:
+            async with live_daemon(path) as (_, task, base):
 
-            def enough(text: str) -> bool:
-                return len(hostile.connections) >= 3 and healthy_runs(text)[0] >= 5
+                def enough(text: str) -> bool:
+                    return len(hostile.connections) >= 3 and healthy_runs(text)[0] >= 5
 
-            text, slowest = await watch_metrics(base, task, 1.5, enough)
+                text, slowest = await watch_metrics(base, task, 1.5, enough)
         assert 0.0 == healthy_runs(text)[1]
         assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
         received = sample(text, "probed_events_received_total", stream="feed")
@@ -152,7 +155,12 @@ async def test_hostile_stream_cannot_kill_the_daemon(case: str, tmp_path: Path) 
             assert received == sample(text, "probed_events_unsequenced_total", stream="feed")
         if case == "deep_json_time":
             assert 0.0 == sample(text, "probed_stream_clock_offset_seconds", stream="feed")
+            assert {"time response larger than 65536 bytes"} == {
+                e["error_message"] for e in logs if e["event"] == "clock_check_failed"
+            }
     assert fds_before == open_fds()
+    # allocator noise and the first daemon's one-off imports stay well under this
+    assert rss_mib() - rss_before < RSS_SLACK_MIB
 
 
 async def test_unexpected_error_in_a_watcher_is_that_streams_failure(

@@ -517,11 +517,16 @@ class StreamWatcher:
                 ssl=ssl_for(self.target),
             )
             async with r:
-                body = await r.content.read(_CLOCK_BODY_LIMIT + 1)
+                body = bytearray()
+                while len(body) <= _CLOCK_BODY_LIMIT:  # read() may return less than asked
+                    chunk = await r.content.read(_CLOCK_BODY_LIMIT + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
         got = clock.wall()
         if len(body) > _CLOCK_BODY_LIMIT:
             raise ValueError(f"time response larger than {_CLOCK_BODY_LIMIT} bytes")
-        server = parse_timestamp(_field(json_loads(body), "time"), "auto")
+        server = parse_timestamp(_field(json_loads(bytes(body)), "time"), "auto")
         if server is not None:
             self.stats.clock_offset = server - (sent + got) / 2
 
