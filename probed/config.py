@@ -45,6 +45,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from yarl import URL
 
+from probed.configchecks import credential_name_problem
 from probed.configfile import parse_toml, read_config_text
 from probed.errors import ConfigError, SecretError
 
@@ -170,8 +171,12 @@ class SecretRef(_Strict):
                 raise SecretError(f"environment variable {self.env} is not set")
         else:
             if self.file is not None:
+                if "\0" in str(self.file):
+                    raise SecretError(f"file name {str(self.file)!r} contains a NUL byte")
                 path = self.file if self.file.is_absolute() else base_dir / self.file
             else:
+                if problem := credential_name_problem(str(self.credential)):
+                    raise SecretError(problem)
                 cred_dir = environ.get("CREDENTIALS_DIRECTORY")
                 if not cred_dir:
                     raise SecretError(

@@ -107,6 +107,29 @@ def test_credentials_directory_value(tmp_path: Path) -> None:
     assert "from-systemd" == login.password_value()
 
 
+@pytest.mark.parametrize("name", ["../outside", "sub/name", "..", ".", "", "a\0b"])
+def test_credential_name_must_be_plain(tmp_path: Path, name: str) -> None:
+    """A credential name with a '/' or NUL, or '.', '..' or empty, is refused unread."""
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "sub").mkdir()
+    (creds / "sub" / "name").write_text("nested\n")
+    (creds / "a").write_text("a\n")
+    (tmp_path / "outside").write_text("outside-secret\n")
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        (BAD / "credential_path.toml")
+        .read_text()
+        .replace('"../../../etc/hostname"', '"' + name.replace("\0", "\\u0000") + '"')
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {"CREDENTIALS_DIRECTORY": str(creds)})
+    assert [
+        f"{path}:9: probe 'login' (probes[0]) key 'password': secret not available: "
+        f"credential name {name!r} is not a plain name (no '/' or NUL, not '.' or '..')"
+    ] == info.value.problems
+
+
 def test_missing_file() -> None:
     """A config path that does not exist is a clear error."""
     with pytest.raises(ConfigError) as info:
@@ -135,6 +158,11 @@ BAD_CASES = {
     "missing_credential": "9: probe 'login' (probes[0]) key 'password': secret not available: "
     "credential 'probe-password' requested but $CREDENTIALS_DIRECTORY is not set "
     "(use LoadCredential= in the systemd unit)",
+    "credential_path": "9: probe 'login' (probes[0]) key 'password': secret not available: "
+    "credential name '../../../etc/hostname' is not a plain name "
+    "(no '/' or NUL, not '.' or '..')",
+    "secret_file_nul": "9: probe 'login' (probes[0]) key 'password': secret not available: "
+    "file name 'a\\x00b' contains a NUL byte",
     "inline_password": "9: probe 'login' (probes[0]) key 'password': inline secrets are not "
     'accepted; write { env = "NAME" }, { file = "/path" } or { credential = "name" }',
     "bad_duration": "8: probe 'health' (probes[0]) key 'interval': invalid duration "
