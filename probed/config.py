@@ -45,7 +45,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from yarl import URL
 
-from probed.configchecks import credential_name_problem
+from probed.configchecks import credential_name_problem, header_value_problems
 from probed.configfile import parse_toml, read_config_text
 from probed.errors import ConfigError, SecretError
 
@@ -827,7 +827,8 @@ class _Locator:
                 if not match or key is None:
                     continue
                 full = f"{sub}.{match.group(1)}" if sub else match.group(1)
-                if full == key or full.split(".")[0] == key.split(".")[0] == key:
+                # a dotted key, or the inline table holding it (headers = { X = ... })
+                if full in (key, key.split(".")[0]) or full.split(".")[0] == key:
                     return number
         return header
 
@@ -1032,6 +1033,8 @@ def _semantic_problems(
             except SecretError as exc:
                 at(index, key, spec.name, f"secret not available: {exc}")
         spec._finish_headers()
+        for key, msg in header_value_problems(spec.headers, spec.resolved_headers()):
+            at(index, key, spec.name, msg)
         if isinstance(spec, FixtureProbe):
             input_path = (
                 spec.input_file if spec.input_file.is_absolute() else base_dir / spec.input_file
@@ -1042,16 +1045,19 @@ def _semantic_problems(
                 at(index, "input_file", spec.name, f"cannot read {input_path}: {exc.strerror}")
     problems.extend(_reference_problems(cfg, path, locator))
     for tname, target in cfg.targets.items():
+        where: list[tuple[str, str]] = []
         for key, ref in target.secret_refs():
             try:
                 target._store_secret(key, ref.read(environ, base_dir))
             except SecretError as exc:
-                line = locator.line(f"targets.{tname}", None, key)
-                problems.append(
-                    f"{path}{f':{line}' if line else ''}: target {tname!r} key {key!r}: "
-                    f"secret not available: {exc}"
-                )
+                where.append((key, f"secret not available: {exc}"))
         target._finish_headers()
+        where.extend(header_value_problems(target.headers, target.resolved_headers()))
+        for key, msg in where:
+            line = locator.line(f"targets.{tname}", None, key)
+            problems.append(
+                f"{path}{f':{line}' if line else ''}: target {tname!r} key {key!r}: {msg}"
+            )
     return problems
 
 

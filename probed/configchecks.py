@@ -6,7 +6,14 @@ caller in :mod:`probed.config` adds where it was found.
 
 from __future__ import annotations
 
-__all__ = ["credential_name_problem"]
+import unicodedata
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from probed.config import SecretRef
+
+__all__ = ["credential_name_problem", "header_value_problems"]
 
 
 def credential_name_problem(name: str) -> str | None:
@@ -18,3 +25,22 @@ def credential_name_problem(name: str) -> str | None:
     if "/" in name or "\0" in name or name in ("", ".", ".."):
         return f"credential name {name!r} is not a plain name (no '/' or NUL, not '.' or '..')"
     return None
+
+
+def header_value_problems(
+    headers: Mapping[str, str | SecretRef], resolved: Mapping[str, str]
+) -> Iterator[tuple[str, str]]:
+    """(key, problem) for each resolved header value with a control character other than tab.
+
+    aiohttp refuses such a value on every request; the message names the
+    secret's source, never the value.
+    """
+    for name, value in resolved.items():
+        if any(c != "\t" and unicodedata.category(c) == "Cc" for c in value):
+            ref = headers.get(name)
+            source = "" if isinstance(ref, str) or ref is None else f"(from {ref.describe()}) "
+            yield (
+                f"headers.{name}",
+                f"the header value {source}contains a line break or another control "
+                "character; a header value must be one line",
+            )

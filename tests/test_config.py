@@ -130,6 +130,47 @@ def test_credential_name_must_be_plain(tmp_path: Path, name: str) -> None:
     ] == info.value.problems
 
 
+_HEADER_SECRET = """[targets.app]
+base_url = "http://127.0.0.1:1"
+headers = { "X-Api-Key" = { file = "key.secret" } }
+
+[[probes]]
+name = "health"
+kind = "http"
+target = "app"
+headers = { "Authorization" = { file = "key.secret" }, "X-Tab" = "a\tb" }
+"""
+
+
+def test_multiline_secret_header_is_refused(tmp_path: Path) -> None:
+    """A secret with a line break inside, used as a header value, fails naming where, not what."""
+    (tmp_path / "key.secret").write_text("abc\ndef\n")
+    path = tmp_path / "probes.toml"
+    path.write_text(_HEADER_SECRET)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    source = "(from file key.secret) "
+    assert [
+        f"{path}:9: probe 'health' (probes[0]) key 'headers.Authorization': the header value "
+        f"{source}contains a line break or another control character; "
+        "a header value must be one line",
+        f"{path}:3: target 'app' key 'headers.X-Api-Key': the header value "
+        f"{source}contains a line break or another control character; "
+        "a header value must be one line",
+    ] == info.value.problems
+    assert "abc" not in str(info.value)
+
+
+def test_secret_file_trailing_newline_is_stripped(tmp_path: Path) -> None:
+    """A secret file's trailing newline is not part of the header value; a tab is allowed."""
+    (tmp_path / "key.secret").write_text("abc\n")
+    path = tmp_path / "probes.toml"
+    path.write_text(_HEADER_SECRET)
+    cfg = load_config(path, {})
+    assert {"Authorization": "abc", "X-Tab": "a\tb"} == cfg.probes[0].resolved_headers()
+    assert {"X-Api-Key": "abc"} == cfg.targets["app"].resolved_headers()
+
+
 def test_missing_file() -> None:
     """A config path that does not exist is a clear error."""
     with pytest.raises(ConfigError) as info:
@@ -163,6 +204,8 @@ BAD_CASES = {
     "(no '/' or NUL, not '.' or '..')",
     "secret_file_nul": "9: probe 'login' (probes[0]) key 'password': secret not available: "
     "file name 'a\\x00b' contains a NUL byte",
+    "multiline_header": "3: target 'app' key 'headers.X-Note': the header value contains a "
+    "line break or another control character; a header value must be one line",
     "inline_password": "9: probe 'login' (probes[0]) key 'password': inline secrets are not "
     'accepted; write { env = "NAME" }, { file = "/path" } or { credential = "name" }',
     "bad_duration": "8: probe 'health' (probes[0]) key 'interval': invalid duration "
