@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -45,7 +45,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from yarl import URL
 
-from probed.configchecks import credential_name_problem, header_value_problems
+from probed.configchecks import credential_name_problem, env_list_problems, header_value_problems
 from probed.configfile import parse_toml, read_config_text
 from probed.errors import ConfigError, SecretError
 
@@ -1130,6 +1130,10 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
     text = read_config_text(path)
     raw = parse_toml(text, path)
     locator = _Locator(text)
+    prefix = Config.model_config.get("env_prefix", "")
+    lists = [name for name, f in Config.model_fields.items() if get_origin(f.annotation) is list]
+    if env_problems := env_list_problems(path, os.environ, prefix, lists):
+        raise ConfigError(env_problems)
     try:
         cfg = Config(**raw)
     except ValidationError as exc:

@@ -7,13 +7,14 @@ caller in :mod:`probed.config` adds where it was found.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from probed.config import SecretRef
 
-__all__ = ["credential_name_problem", "header_value_problems"]
+__all__ = ["credential_name_problem", "env_list_problems", "header_value_problems"]
 
 
 def credential_name_problem(name: str) -> str | None:
@@ -44,3 +45,25 @@ def header_value_problems(
                 f"the header value {source}contains a line break or another control "
                 "character; a header value must be one line",
             )
+
+
+def env_list_problems(
+    path: Path, environ: Mapping[str, str], prefix: str, lists: Iterable[str]
+) -> list[str]:
+    """A problem for each variable that would set a top-level list (or an element of one).
+
+    pydantic-settings reads ``PROBED_PROBES='[...]'`` as the whole list, silently
+    replacing the file's; an override is meant for one value. Names match
+    without regard to case, as pydantic-settings matches them.
+    """
+    problems = []
+    for variable in sorted(environ):
+        for field in lists:
+            name = f"{prefix}{field}".upper()
+            if variable.upper() == name or variable.upper().startswith(f"{name}__"):
+                problems.append(
+                    f"{path}: environment variable {variable}: {field!r} is a list, and lists "
+                    "come from the config file; environment variables override single values "
+                    "(e.g. PROBED_DAEMON__LISTEN)"
+                )
+    return problems

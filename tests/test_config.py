@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,6 +99,49 @@ def test_bad_env_override_names_the_variable(monkeypatch: pytest.MonkeyPatch) ->
         f"{path}:3: [daemon] key 'listen' (from environment variable PROBED_DAEMON__LISTEN): "
         "listen must be HOST:PORT (e.g. '127.0.0.1:10115'), got 'nope'"
     ] == info.value.problems
+
+
+def _list_env_message(path: Path, variable: str, field: str) -> str:
+    return (
+        f"{path}: environment variable {variable}: {field!r} is a list, and lists come from "
+        "the config file; environment variables override single values "
+        "(e.g. PROBED_DAEMON__LISTEN)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("PROBED_PROBES", "[]", "probes"),
+        ("PROBED_SLOS", "[]", "slos"),
+        ("probed_components", "[]", "components"),
+        ("PROBED_PROBES__0__TIMEOUT", "1s", "probes"),
+    ],
+)
+def test_env_cannot_replace_a_list(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    """An environment variable that would replace (or index into) a top-level list is refused."""
+    monkeypatch.setenv(variable, value)
+    path = CONFIGS / "good.toml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ=GOOD_ENV)
+    assert [_list_env_message(path, variable, field)] == info.value.problems
+
+
+def test_check_refuses_a_list_from_the_environment() -> None:
+    """``probed check`` with PROBED_PROBES set exits 2 with one line on stderr, no traceback."""
+    path = CONFIGS / "good.toml"
+    env = {**os.environ, **GOOD_ENV, "PROBED_PROBES": "[]"}
+    out = subprocess.run(
+        [sys.executable, "-m", "probed", "check", "-c", str(path)],
+        capture_output=True, text=True, env=env, timeout=30,
+    )  # fmt: skip
+    assert (2, "", _list_env_message(path, "PROBED_PROBES", "probes") + "\n") == (
+        out.returncode,
+        out.stdout,
+        out.stderr,
+    )
 
 
 def test_credentials_directory_value(tmp_path: Path) -> None:
