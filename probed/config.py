@@ -1150,8 +1150,11 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         from probed.webconfig import load_web_config
 
         web_path = web_file if web_file.is_absolute() else path.parent / web_file
+        env = _env_names(("daemon", "web_config_file"))
         try:
-            cfg._web = load_web_config(web_path)
+            cfg._web = load_web_config(
+                web_path, f" (from environment variable {env})" if env else ""
+            )
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:

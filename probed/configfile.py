@@ -24,24 +24,27 @@ MAX_CONFIG_BYTES = 4 << 20
 """Largest config file read (4 MiB: thousands of probes)."""
 
 
-def read_config_text(path: Path) -> str:
-    """The file's text; ``ConfigError`` unless it is a readable regular UTF-8 file ≤ 4 MiB."""
+def read_config_text(path: Path, what: str = "config file") -> str:
+    """The file's text; ``ConfigError`` unless it is a readable regular UTF-8 file ≤ 4 MiB.
+
+    ``what`` names the file in the messages (``"web config file"``).
+    """
     try:
         # O_NONBLOCK: opening a FIFO with no writer must not hang before fstat can refuse it
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+        raise ConfigError([f"{path}: cannot read {what}: {exc.strerror}"]) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigError([f"{path}: cannot read config file: not a regular file"])
+            raise ConfigError([f"{path}: cannot read {what}: not a regular file"])
         with os.fdopen(os.dup(fd), "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+        raise ConfigError([f"{path}: cannot read {what}: {exc.strerror}"]) from None
     finally:
         os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError([f"{path}: config file larger than {MAX_CONFIG_BYTES >> 20} MiB"])
+        raise ConfigError([f"{path}: {what} larger than {MAX_CONFIG_BYTES >> 20} MiB"])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -19,7 +19,9 @@ to it. probed implements this subset::
 
 Any other exporter-toolkit option is refused with a "not supported" error
 naming the key, and an unknown key is an error too: a setting probed would
-silently ignore could leave the endpoints less protected than intended.
+silently ignore could leave the endpoints less protected than intended. So is a
+file that configures none of the three (an empty file, ``/dev/null``), and anything
+but a regular UTF-8 file of at most 4 MiB.
 
 With ``basic_auth_users`` set, every path (``/metrics`` and ``/-/healthy``
 included) needs valid credentials. A failed check is a bare 401 with
@@ -41,6 +43,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict
 
+from probed.configfile import read_config_text
 from probed.errors import ConfigError
 from probed.webauth import Authenticator, BcryptPool, Overloaded
 
@@ -441,18 +444,14 @@ def _load_users(section: Mapping[Any, Any], problems: _Problems) -> dict[str, st
     return users
 
 
-def load_web_config(path: Path) -> WebConfig:
+def load_web_config(path: Path, origin: str = "") -> WebConfig:
     """Read and validate a web config file; raise ``ConfigError`` listing every problem.
 
     File names inside it are resolved against the file's own directory, and the
     TLS files are loaded once so a bad certificate or key fails here, not at start.
+    ``origin`` (`` (from environment variable …)``) follows the file's name in messages.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read web config file: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: cannot read web config file: not UTF-8 text"]) from None
+    text = read_config_text(path, what := f"web config file{origin}")
     try:
         raw = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -462,7 +461,7 @@ def load_web_config(path: Path) -> WebConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}{at}: invalid YAML: {problem}"]) from None
     if raw is None:
-        raw = {}  # an empty file: plain HTTP, no authentication
+        raw = {}  # an empty file: refused below as configuring nothing
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{path}: a web config file must be a YAML mapping"])
 
@@ -477,6 +476,10 @@ def load_web_config(path: Path) -> WebConfig:
     users = _load_users(_section(raw, ("basic_auth_users",), problems), problems)
     if problems.messages:
         raise ConfigError(problems.messages)
+    if tls is None and not users and not headers:  # /dev/null, an empty file: silently open
+        nothing = "neither TLS nor basic auth nor headers"
+        fix = "remove web_config_file to serve without them"
+        raise ConfigError([f"{path}: {what} configures {nothing}; {fix}"])
     return WebConfig(source=path, tls=tls, basic_auth_users=users, headers=headers)
 
 

@@ -493,15 +493,47 @@ def test_repr_hides_password_hashes(tmp_path: Path, pki: Pki) -> None:
     assert "$2b$" not in repr(cfg)
 
 
-def test_empty_file_means_plain_http_without_auth(tmp_path: Path) -> None:
-    """An empty web config file serves plain HTTP with no authentication."""
-    cfg = load_web_config(_write_config(tmp_path, "# nothing yet\n"))
-    assert (None, None, {}, "http") == (
-        cfg.tls,
-        cfg.ssl_context(),
-        cfg.basic_auth_users,
-        cfg.scheme,
+_CONFIGURES_NOTHING = (
+    "configures neither TLS nor basic auth nor headers; "
+    "remove web_config_file to serve without them"
+)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "http_server_config: {}\n"])
+def test_a_web_config_that_configures_nothing_is_refused(tmp_path: Path, text: str) -> None:
+    """A web config file without TLS, users or headers is an error, not a silent plain HTTP."""
+    path = _write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_web_config(path)
+    assert [f"{path}: web config file {_CONFIGURES_NOTHING}"] == info.value.problems
+
+
+def test_a_web_config_must_be_a_regular_file() -> None:
+    """/dev/null (or any device, FIFO or directory) is refused as a web config file."""
+    with pytest.raises(ConfigError) as info:
+        load_web_config(Path("/dev/null"))
+    assert ["/dev/null: cannot read web config file: not a regular file"] == info.value.problems
+
+
+@pytest.mark.parametrize("empty", ["/dev/null", "empty.yml"])
+def test_web_config_from_the_environment_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty: str
+) -> None:
+    """An unusable web config from PROBED_DAEMON__WEB_CONFIG_FILE is reported as from there."""
+    web_path = tmp_path / empty
+    if empty == "empty.yml":
+        web_path.write_text("")
+    (tmp_path / "probes.toml").write_text("[daemon]\nallow_no_probes = true\n")
+    monkeypatch.setenv("PROBED_DAEMON__WEB_CONFIG_FILE", str(web_path))
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "probes.toml")
+    origin = "web config file (from environment variable PROBED_DAEMON__WEB_CONFIG_FILE)"
+    expected = (
+        f"/dev/null: cannot read {origin}: not a regular file"
+        if empty == "/dev/null"
+        else f"{web_path}: {origin} {_CONFIGURES_NOTHING}"
     )
+    assert [expected] == info.value.problems
 
 
 def test_missing_file() -> None:
