@@ -885,12 +885,12 @@ def _kinds() -> tuple[str, ...]:
 _KINDS = _kinds()
 
 
-def _env_names(loc: Sequence[int | str]) -> str | None:
-    """The environment variable that could have set ``loc``, if one is set."""
+def _env_origin(loc: Sequence[int | str]) -> str:
+    """`` (from environment variable NAME)`` if a set variable could have set ``loc``, else ''."""
     if not loc or loc[0] == "probes":
-        return None
+        return ""
     name = "PROBED_" + "__".join(str(p).upper() for p in loc)
-    return name if name in os.environ else None
+    return f" (from environment variable {name})" if name in os.environ else ""
 
 
 def _pydantic_problems(
@@ -913,8 +913,7 @@ def _pydantic_problems(
             msg = "required key is missing"
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
-        env = _env_names(loc)
-        origin = f" (from environment variable {env})" if env else ""
+        origin = _env_origin(loc)
         problems.append(f"{path}{f':{line}' if line else ''}: {where}{origin}: {msg}")
     return problems
 
@@ -1150,11 +1149,8 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
         from probed.webconfig import load_web_config
 
         web_path = web_file if web_file.is_absolute() else path.parent / web_file
-        env = _env_names(("daemon", "web_config_file"))
         try:
-            cfg._web = load_web_config(
-                web_path, f" (from environment variable {env})" if env else ""
-            )
+            cfg._web = load_web_config(web_path, _env_origin(("daemon", "web_config_file")))
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -1,7 +1,7 @@
 """Config rules that need no model: credential names, header values, environment overrides.
 
-Each check returns a problem (a message without file and line) or nothing; the
-caller in :mod:`probed.config` adds where it was found.
+The first two return problems without file and line, which the caller in
+:mod:`probed.config` adds; the environment check has no line to name.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def header_value_problems(
     """
     for name, value in resolved.items():
         if any(c != "\t" and unicodedata.category(c) == "Cc" for c in value):
-            ref = headers.get(name)
-            source = "" if isinstance(ref, str) or ref is None else f"(from {ref.describe()}) "
+            ref = headers[name]
+            source = "" if isinstance(ref, str) else f"(from {ref.describe()}) "
             yield (
                 f"headers.{name}",
                 f"the header value {source}contains a line break or another control "
