@@ -9,10 +9,14 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from probed.config import SecretRef
+
+class _Described(Protocol):
+    """A secret reference (``probed.config.SecretRef``): it can say where it comes from."""
+
+    def describe(self) -> str: ...
+
 
 __all__ = ["credential_name_problem", "env_list_problems", "header_value_problems"]
 
@@ -29,7 +33,7 @@ def credential_name_problem(name: str) -> str | None:
 
 
 def header_value_problems(
-    headers: Mapping[str, str | SecretRef], resolved: Mapping[str, str]
+    headers: Mapping[str, str | _Described], resolved: Mapping[str, str]
 ) -> Iterator[tuple[str, str]]:
     """(key, problem) for each resolved header value with a control character other than tab.
 
