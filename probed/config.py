@@ -45,7 +45,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from yarl import URL
 
-from probed.configchecks import credential_name_problem, env_list_problems, header_value_problems
+from probed.configchecks import (
+    credential_name_problem,
+    env_list_problems,
+    header_value_problems,
+    without_invalid_keys,
+)
 from probed.configfile import parse_toml, read_config_text
 from probed.errors import ConfigError, SecretError
 
@@ -1122,6 +1127,27 @@ def _reference_problems(cfg: Config, path: Path, locator: _Locator) -> list[str]
     return problems
 
 
+def _problems_beside(
+    exc: ValidationError,
+    raw: Mapping[str, Any],
+    path: Path,
+    locator: _Locator,
+    environ: Mapping[str, str],
+) -> list[str]:
+    """The semantic problems of the parts ``exc`` did not refuse (none if they cannot be told)."""
+    found = without_invalid_keys(raw, (e["loc"] for e in exc.errors()), _KINDS)
+    if found is None:
+        return []
+    repaired, refused = found
+    try:
+        cfg = Config(**repaired)
+    except ValidationError:
+        return []
+    cfg._source = path
+    problems = _semantic_problems(cfg, path, locator, environ)
+    return [p for p in problems if not any(e in p for e in refused)]
+
+
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
     """Read, validate and resolve the configuration; raise ``ConfigError`` listing every problem."""
     path = Path(path)
@@ -1136,7 +1162,8 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
     try:
         cfg = Config(**raw)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_problems(exc, path, raw, locator)) from None
+        problems = _pydantic_problems(exc, path, raw, locator)
+        raise ConfigError(problems + _problems_beside(exc, raw, path, locator, environ)) from None
     cfg._source = path
     problems = _semantic_problems(cfg, path, locator, environ)
     if not cfg.probes and not cfg.daemon.allow_no_probes:

@@ -6,10 +6,11 @@ The first two return problems without file and line, which the caller in
 
 from __future__ import annotations
 
+import copy
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class _Described(Protocol):
@@ -18,7 +19,12 @@ class _Described(Protocol):
     def describe(self) -> str: ...
 
 
-__all__ = ["credential_name_problem", "env_list_problems", "header_value_problems"]
+__all__ = [
+    "credential_name_problem",
+    "env_list_problems",
+    "header_value_problems",
+    "without_invalid_keys",
+]
 
 
 def credential_name_problem(name: str) -> str | None:
@@ -71,3 +77,42 @@ def env_list_problems(
                     "(e.g. PROBED_DAEMON__LISTEN)"
                 )
     return problems
+
+
+def without_invalid_keys(
+    raw: Mapping[str, Any], locations: Iterable[Sequence[int | str]], kinds: Iterable[str]
+) -> tuple[dict[str, Any], set[str]] | None:
+    """``raw`` without the keys schema validation refused, and the entries they were in.
+
+    So that one typo does not hide every other problem: the caller validates the
+    rest again and reports its semantic problems too, except those of the entries
+    named here (``probes[3]``, ``target 'app'``, ``[daemon]``), whose remaining
+    values may be defaults standing in for the refused ones. None when a location
+    cannot be removed (a required key is missing, a whole section is wrong).
+    """
+    repaired = copy.deepcopy(dict(raw))
+    entries: set[str] = set()
+    tags = set(kinds)
+    for loc in locations:
+        parts = list(loc)
+        if len(parts) >= 3 and parts[0] == "probes" and parts[2] in tags:
+            parts.pop(2)  # the tagged union's tag is no key of the table
+        if len(parts) < 2:
+            return None
+        holder: Any = repaired
+        for part in parts[:-1]:
+            try:
+                holder = holder[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        if not isinstance(holder, dict) or parts[-1] not in holder:
+            return None
+        del holder[parts[-1]]
+        section, key = parts[0], parts[1]
+        if isinstance(key, int):
+            entries.add(f"{section}[{key}]")
+        elif section == "targets":
+            entries.add(f"target {key!r}")
+        else:
+            entries.add(f"[{section}]")
+    return repaired, entries

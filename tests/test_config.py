@@ -347,3 +347,22 @@ def test_follow_redirects_rejects_other_values() -> None:
     """An unknown redirect policy is rejected, naming the allowed ones."""
     with pytest.raises(ValidationError, match="'same-origin', 'same-host', 'any' or 'none'"):
         HttpProbe(name="x", target="t", follow_redirects="sometimes")
+
+
+def test_a_schema_error_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    """A typo in one probe is reported together with the other probes' and SLOs' problems."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        '[targets.app]\nbase_url = "http://127.0.0.1:1"\n\n'
+        '[[probes]]\nname = "health"\nkind = "http"\ntarget = "app"\nintervall = "5s"\n\n'
+        '[[probes]]\nname = "ready"\nkind = "http"\ntarget = "nope"\n\n'
+        '[[slos]]\nname = "s"\nsli = "availability"\nprobes = ["gone"]\nobjective = 0.99\n'
+        'window = "1h"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [
+        f"{path}:8: probe 'health' (probes[0]) key 'intervall': unknown key",
+        f"{path}:13: probe 'ready' (probes[1]) key 'target': unknown target 'nope' (targets: app)",
+        f"{path}:18: slo 's' (slos[0]) key 'probes': unknown probe(s) 'gone'",
+    ] == caught.value.problems
