@@ -21,7 +21,7 @@ import time
 
 import structlog
 
-__all__ = ["STEP_TOLERANCE", "StepWatch", "on_system_clock", "step", "wall"]
+__all__ = ["STEP_TOLERANCE", "StepWatch", "on_system_clock", "step", "stepped", "wall"]
 
 _log = structlog.get_logger("probed")
 
@@ -41,10 +41,18 @@ def step() -> float:
     return time.time() - wall()
 
 
+def stepped() -> float:
+    """:func:`step` once it is a step (at least ``STEP_TOLERANCE``), to the millisecond; else 0.
+
+    Both clocks are slewed alike, so below the tolerance the difference is reading noise.
+    """
+    moved = step()
+    return round(moved, 3) if abs(moved) >= STEP_TOLERANCE else 0.0
+
+
 def on_system_clock(at: float) -> float:
     """``at`` (a :func:`wall` time) on the system clock, for peers that read that one."""
-    moved = step()
-    return at + moved if abs(moved) >= STEP_TOLERANCE else at
+    return at + stepped()
 
 
 class StepWatch:

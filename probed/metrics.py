@@ -307,7 +307,7 @@ class ProbedCollector(Collector):
             "probed_wall_clock_step_seconds",
             "How far the system clock has stepped from probed's own since start "
             "(lags and SLO buckets use probed's, which never steps).",
-            value=clock.step(),
+            value=clock.stepped(),
         )
         yield GaugeMetricFamily(
             "probed_start_time_seconds",

@@ -29,9 +29,12 @@ def test_steady_wall_ignores_steps_of_the_system_clock(monkeypatch: pytest.Monke
     monkeypatch.setattr(time, "time", lambda: real() + 3600.0)
     assert abs(clock.wall() - before) < 1.0
     assert 3599.0 < clock.step() < 3601.0
+    assert 3599.0 < clock.stepped() < 3601.0
     monkeypatch.setattr(time, "time", lambda: real() - 86400.0)
     assert -86401.0 < clock.step() < -86399.0
     assert 0.0 <= clock.wall() - before < 1.0
+    monkeypatch.setattr(time, "time", lambda: real() + 0.0004)
+    assert 0.0 == clock.stepped()
 
 
 def received(text: str) -> float:
