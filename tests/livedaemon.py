@@ -1,4 +1,4 @@
-"""The daemon run in-process for hostile-input tests, and reading its scrapes."""
+"""The daemon run in-process for hostile-input tests, its targets, and reading its scrapes."""
 
 from __future__ import annotations
 
@@ -12,16 +12,39 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from probed.config import load_config
 from probed.daemon import Daemon
 
-__all__ = ["live_daemon", "open_fds", "rss_mib", "sample", "watch_metrics"]
+__all__ = [
+    "app_of",
+    "health",
+    "live_daemon",
+    "open_fds",
+    "rss_mib",
+    "sample",
+    "watch_metrics",
+]
 
 
 def open_fds() -> int:
     """How many file descriptors this process has open."""
     return len(os.listdir("/proc/self/fd"))
+
+
+def app_of(*routes: tuple[str, Handler]) -> web.Application:
+    """An app serving each (path, handler) for GET."""
+    app = web.Application()
+    for path, handler in routes:
+        app.router.add_get(path, handler)
+    return app
+
+
+async def health(request: web.Request) -> web.Response:
+    """A healthy target's /health."""
+    return web.json_response({"status": "ok"})
 
 
 def rss_mib() -> float:

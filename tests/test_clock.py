@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import structlog
 from aiohttp import web
-from livedaemon import live_daemon, sample, watch_metrics
+from conftest import ServeApp
+from livedaemon import app_of, live_daemon, sample, watch_metrics
 
 from probed import clock
 
@@ -48,7 +49,7 @@ def more_than(seen: float) -> Callable[[str], bool]:
 
 
 async def test_clock_steps_do_not_fake_delivery_lag_or_burn_the_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve_app: ServeApp
 ) -> None:
     """A +1 h then -1 d step of the system clock: lags stay small and the SLO budget whole."""
     real: Callable[[], float] = time.time  # the product's clock does not step
@@ -63,12 +64,7 @@ async def test_clock_steps_do_not_fake_delivery_lag_or_burn_the_budget(
             await resp.write(f"data: {stamp}\n\n".encode())
             await asyncio.sleep(0.02)
 
-    app = web.Application()
-    app.router.add_get("/sse", stream)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    url = await serve_app(app_of(("/sse", stream)))
     path = tmp_path / "probes.toml"
     path.write_text(
         f"""
@@ -95,20 +91,17 @@ objective = 0.95
 window = "1h"
 """
     )
-    try:
-        with structlog.testing.capture_logs() as logs:
-            async with live_daemon(path) as (daemon, task, base):
-                text, _ = await watch_metrics(base, task, 0.5, lambda t: received(t) >= 10)
-                for step in (3600.0, -86400.0):
-                    monkeypatch.setattr(time, "time", lambda step=step: real() + step)
-                    daemon.evaluator.evaluate()
-                    text, _ = await watch_metrics(base, task, 1.0, more_than(received(text)))
-                    evaluation, _ = daemon.evaluator.evaluate()
-                    slo = evaluation.signals.slos["delivery"]
-                    assert (1.0, 1.0) == (slo.ratio["5m"], slo.budget_remaining), step
-                monkeypatch.setattr(time, "time", real)
-    finally:
-        await runner.cleanup()
+    with structlog.testing.capture_logs() as logs:
+        async with live_daemon(path) as (daemon, task, base):
+            text, _ = await watch_metrics(base, task, 0.5, lambda t: received(t) >= 10)
+            for step in (3600.0, -86400.0):
+                monkeypatch.setattr(time, "time", lambda step=step: real() + step)
+                daemon.evaluator.evaluate()
+                text, _ = await watch_metrics(base, task, 1.0, more_than(received(text)))
+                evaluation, _ = daemon.evaluator.evaluate()
+                slo = evaluation.signals.slos["delivery"]
+                assert (1.0, 1.0) == (slo.ratio["5m"], slo.budget_remaining), step
+            monkeypatch.setattr(time, "time", real)
     timed = sample(text, "probed_delivery_lag_seconds_count", stream="feed")
     within = sample(text, "probed_delivery_lag_seconds_bucket", stream="feed", le="5.0")
     assert (timed, 0.0) == (within, sample(text, "probed_events_negative_lag_total", stream="feed"))

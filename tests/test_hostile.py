@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import structlog
 from aiohttp import web
-from livedaemon import live_daemon, open_fds, rss_mib, sample, watch_metrics
+from conftest import ServeApp
+from livedaemon import app_of, health, live_daemon, open_fds, rss_mib, sample, watch_metrics
 
 from probed.stream import watcher as watcher_module
 
@@ -51,9 +50,8 @@ CASES: dict[str, Hostile] = {
 }
 
 
-@asynccontextmanager
-async def targets(hostile: Hostile) -> AsyncIterator[tuple[str, str]]:
-    """A hostile SSE target and a healthy HTTP target on loopback; yield their URLs."""
+async def targets(serve_app: ServeApp, hostile: Hostile) -> tuple[str, str]:
+    """A hostile SSE target and a healthy HTTP target on loopback; their URLs."""
 
     async def sse(request: web.Request) -> web.StreamResponse:
         hostile.connections.append(time.monotonic())
@@ -65,26 +63,8 @@ async def targets(hostile: Hostile) -> AsyncIterator[tuple[str, str]]:
     async def timed(request: web.Request) -> web.Response:
         return web.Response(body=hostile.time_body, content_type="application/json")
 
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    runners = []
-    urls = []
-    for routes in ([("/sse", sse), ("/time", timed)], [("/health", health)]):
-        app = web.Application()
-        for path, handler in routes:
-            app.router.add_get(path, handler)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        urls.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
-    try:
-        yield urls[0], urls[1]
-    finally:
-        for runner in runners:
-            await runner.cleanup()
+    hostile_url = await serve_app(app_of(("/sse", sse), ("/time", timed)))
+    return hostile_url, await serve_app(app_of(("/health", health)))
 
 
 def write_config(tmp_path: Path, hostile_url: str, healthy_url: str, settings: str) -> Path:
@@ -132,39 +112,41 @@ def healthy_runs(text: str) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-async def test_hostile_stream_cannot_kill_the_daemon(case: str, tmp_path: Path) -> None:
+async def test_hostile_stream_cannot_kill_the_daemon(
+    case: str, tmp_path: Path, serve_app: ServeApp
+) -> None:
     """A hostile stream is its own problem: the daemon lives, scrapes stay fast, probes run."""
     hostile = CASES[case]
+    hostile_url, healthy_url = await targets(serve_app, hostile)
     fds_before, rss_before = open_fds(), rss_mib()
-    async with targets(hostile) as (hostile_url, healthy_url):
-        path = write_config(tmp_path, hostile_url, healthy_url, hostile.settings)
-        with structlog.testing.capture_logs() as logs:
-            async with live_daemon(path) as (_, task, base):
+    path = write_config(tmp_path, hostile_url, healthy_url, hostile.settings)
+    with structlog.testing.capture_logs() as logs:
+        async with live_daemon(path) as (_, task, base):
 
-                def enough(text: str) -> bool:
-                    return len(hostile.connections) >= 3 and healthy_runs(text)[0] >= 5
+            def enough(text: str) -> bool:
+                return len(hostile.connections) >= 3 and healthy_runs(text)[0] >= 5
 
-                text, slowest = await watch_metrics(base, task, 1.5, enough)
-        assert 0.0 == healthy_runs(text)[1]
-        assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
-        received = sample(text, "probed_events_received_total", stream="feed")
-        assert received >= 2
-        if case == "deep_json_data":
-            assert received == sample(text, "probed_events_untimed_total", stream="feed")
-        if case in ("superscript_id", "id_5000_digits", "deep_json_sequence"):
-            assert received == sample(text, "probed_events_unsequenced_total", stream="feed")
-        if case == "deep_json_time":
-            assert 0.0 == sample(text, "probed_stream_clock_offset_seconds", stream="feed")
-            assert {"time response larger than 65536 bytes"} == {
-                e["error_message"] for e in logs if e["event"] == "clock_check_failed"
-            }
+            text, slowest = await watch_metrics(base, task, 1.5, enough)
+    assert 0.0 == healthy_runs(text)[1]
+    assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+    received = sample(text, "probed_events_received_total", stream="feed")
+    assert received >= 2
+    if case == "deep_json_data":
+        assert received == sample(text, "probed_events_untimed_total", stream="feed")
+    if case in ("superscript_id", "id_5000_digits", "deep_json_sequence"):
+        assert received == sample(text, "probed_events_unsequenced_total", stream="feed")
+    if case == "deep_json_time":
+        assert 0.0 == sample(text, "probed_stream_clock_offset_seconds", stream="feed")
+        assert {"time response larger than 65536 bytes"} == {
+            e["error_message"] for e in logs if e["event"] == "clock_check_failed"
+        }
     assert fds_before == open_fds()
     # allocator noise and the first daemon's one-off imports stay well under this
     assert rss_mib() - rss_before < RSS_SLACK_MIB
 
 
 async def test_unexpected_error_in_a_watcher_is_that_streams_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serve_app: ServeApp
 ) -> None:
     """Any exception in a watcher becomes reconnect reason internal_error, never a daemon exit."""
 
@@ -173,72 +155,58 @@ async def test_unexpected_error_in_a_watcher_is_that_streams_failure(
 
     monkeypatch.setattr(watcher_module, "parse_timestamp", broken)
     hostile = Hostile(b'data: {"enqueued_at": 1}\n\n')
-    async with targets(hostile) as (hostile_url, healthy_url):
-        path = write_config(tmp_path, hostile_url, healthy_url, "")
-        async with live_daemon(path) as (_, task, base):
+    path = write_config(tmp_path, *await targets(serve_app, hostile), "")
+    async with live_daemon(path) as (_, task, base):
 
-            def enough(text: str) -> bool:
-                reconnects = sample(
-                    text, "probed_stream_reconnects_total", stream="feed", reason="internal_error"
-                )
-                return reconnects >= 2 and healthy_runs(text)[0] >= 3
+        def enough(text: str) -> bool:
+            reconnects = sample(
+                text, "probed_stream_reconnects_total", stream="feed", reason="internal_error"
+            )
+            return reconnects >= 2 and healthy_runs(text)[0] >= 3
 
-            text, _ = await watch_metrics(base, task, 1.0, enough)
+        text, _ = await watch_metrics(base, task, 1.0, enough)
     assert 0.0 == healthy_runs(text)[1]
 
 
-async def test_a_huge_server_retry_is_capped(tmp_path: Path) -> None:
+async def test_a_huge_server_retry_is_capped(tmp_path: Path, serve_app: ServeApp) -> None:
     """retry: 99999999999999 does not park the connection for millennia: it waits retry_max."""
     hostile = Hostile(b"retry: 99999999999999\ndata: {}\n\n")
-    async with targets(hostile) as (hostile_url, healthy_url):
-        settings = 'retry_max = "500ms"'
-        path = write_config(tmp_path, hostile_url, healthy_url, settings)
-        async with live_daemon(path) as (_, task, base):
-            await watch_metrics(base, task, 0.5, lambda _: len(hostile.connections) >= 3)
+    path = write_config(tmp_path, *await targets(serve_app, hostile), 'retry_max = "500ms"')
+    async with live_daemon(path) as (_, task, base):
+        await watch_metrics(base, task, 0.5, lambda _: len(hostile.connections) >= 3)
     gaps = [b - a for a, b in zip(hostile.connections, hostile.connections[1:], strict=False)]
     assert all(0.45 <= gap <= 1.5 for gap in gaps[:2]), gaps
 
 
 async def test_a_flooding_stream_is_shed_and_healthy_probes_keep_their_timing(
-    tmp_path: Path,
+    tmp_path: Path, serve_app: ServeApp
 ) -> None:
     """A stream far over max_event_rate is cut with reason flood; other probes do not time out."""
     burst = b'data: {"enqueued_at": 1}\n\n' * 2000
-    sent = [0]
 
     async def flood(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         while True:
             await resp.write(burst)
-            sent[0] += 2000
 
-    hostile = Hostile(b"")
-    async with targets(hostile) as (_, healthy_url):
-        app = web.Application()
-        app.router.add_get("/sse", flood)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        flood_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
-            path = write_config(tmp_path, flood_url, healthy_url, "max_event_rate = 2000")
-            async with live_daemon(path) as (_, task, base):
+    flood_url = await serve_app(app_of(("/sse", flood)))
+    healthy_url = await serve_app(app_of(("/health", health)))
+    path = write_config(tmp_path, flood_url, healthy_url, "max_event_rate = 2000")
+    async with live_daemon(path) as (_, task, base):
 
-                def enough(text: str) -> bool:
-                    shed = sample(
-                        text, "probed_stream_reconnects_total", stream="feed", reason="flood"
-                    )
-                    return shed >= 2 and healthy_runs(text)[0] >= 15
+        def enough(text: str) -> bool:
+            shed = sample(text, "probed_stream_reconnects_total", stream="feed", reason="flood")
+            return shed >= 2 and healthy_runs(text)[0] >= 15
 
-                text, slowest = await watch_metrics(base, task, 3.0, enough)
-        finally:
-            await runner.cleanup()
+        text, slowest = await watch_metrics(base, task, 3.0, enough)
     assert 0.0 == healthy_runs(text)[1]
     assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
 
 
-async def test_a_timeout_while_probed_is_behind_is_not_the_targets(tmp_path: Path) -> None:
+async def test_a_timeout_while_probed_is_behind_is_not_the_targets(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
     """With the loop blocked, timeouts become prober_overloaded and stay out of the SLO."""
 
     async def slow(request: web.Request) -> web.Response:
@@ -250,36 +218,27 @@ async def test_a_timeout_while_probed_is_behind_is_not_the_targets(tmp_path: Pat
             time.sleep(0.25)  # probed's own loop saturated, as by a busy neighbour
             await asyncio.sleep(0.05)
 
-    hostile = Hostile(b"data: {}\n\n")
-    async with targets(hostile) as (hostile_url, _):
-        app = web.Application()
-        app.router.add_get("/health", slow)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        slow_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        path = write_config(tmp_path, hostile_url, slow_url, "")
+    hostile_url, _ = await targets(serve_app, Hostile(b"data: {}\n\n"))
+    slow_url = await serve_app(app_of(("/health", slow)))
+    path = write_config(tmp_path, hostile_url, slow_url, "")
+    async with live_daemon(path) as (daemon, task, base):
+        slo_runs: list[bool] = []
+        record = daemon.evaluator.slo.record_run
+
+        def recording(probe: str, success: bool, duration: float, at: float) -> None:
+            slo_runs.append(success)
+            record(probe, success, duration, at)
+
+        daemon.evaluator.slo.record_run = recording  # type: ignore[method-assign]
+        hogging = asyncio.create_task(hog())
         try:
-            async with live_daemon(path) as (daemon, task, base):
-                slo_runs: list[bool] = []
-                record = daemon.evaluator.slo.record_run
-
-                def recording(probe: str, success: bool, duration: float, at: float) -> None:
-                    slo_runs.append(success)
-                    record(probe, success, duration, at)
-
-                daemon.evaluator.slo.record_run = recording  # type: ignore[method-assign]
-                hogging = asyncio.create_task(hog())
-                try:
-                    await watch_metrics(base, task, 3.0, lambda _: True)
-                finally:
-                    hogging.cancel()
-                state = daemon.store.get("healthy")
-                assert state is not None
-                failures = dict(state.failures)
-                window = state.window.at(time.time())
+            await watch_metrics(base, task, 3.0, lambda _: True)
         finally:
-            await runner.cleanup()
+            hogging.cancel()
+        state = daemon.store.get("healthy")
+        assert state is not None
+        failures = dict(state.failures)
+        window = state.window.at(time.time())
     assert 0 == failures.get("timeout", 0), failures
     assert failures.get("prober_overloaded", 0) >= 3, failures
     assert 0 == window.failures

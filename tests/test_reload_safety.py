@@ -15,34 +15,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
-from livedaemon import live_daemon, sample, watch_metrics
+from conftest import ServeApp
+from livedaemon import app_of, health, live_daemon, sample, watch_metrics
 
 MAX_BYTES = 4 << 20
-
-
-@asynccontextmanager
-async def healthy_target() -> AsyncIterator[str]:
-    """A loopback HTTP target whose /health always answers 200; yield its URL."""
-
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def config_text(tmp_path: Path, url: str, extra_daemon: str = "") -> str:
@@ -135,89 +116,111 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-async def test_a_hostile_file_on_reload_keeps_the_running_config(case: str, tmp_path: Path) -> None:
+async def test_a_hostile_file_on_reload_keeps_the_running_config(
+    case: str, tmp_path: Path, serve_app: ServeApp
+) -> None:
     """The reload fails with the reason; the old probe keeps running and keeps its series."""
     damage, reason = CASES[case]
-    async with healthy_target() as url:
-        path = tmp_path / "probes.toml"
-        path.write_text(config_text(tmp_path, url))
-        async with live_daemon(path) as (daemon, task, base):
-            damage(path)
-            reload = asyncio.create_task(daemon.reload())
-            text, slowest = await watch_metrics(base, task, 0.5, lambda _: reload.done())
-            ok, message = await reload
-            assert (False, True) == (ok, reason in message), message
-            assert "\n" not in message
-            assert 0.0 == sample(text, "probed_config_last_reload_successful")
-            async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
-                doc = await resp.json()
-            assert {"last_reload_successful": False, "last_reload_error": message} == {
-                k: doc["config"][k] for k in ("last_reload_successful", "last_reload_error")
-            }
-            before = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
-            text, _ = await watch_metrics(base, task, 0.5, lambda _: True)
-            after = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
-            assert 1.0 == sample(text, "probe_success", probe="healthy")
-        assert after > before
-        assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    async with live_daemon(path) as (daemon, task, base):
+        damage(path)
+        reload = asyncio.create_task(daemon.reload())
+        text, slowest = await watch_metrics(base, task, 0.5, lambda _: reload.done())
+        ok, message = await reload
+        assert (False, True) == (ok, reason in message), message
+        assert "\n" not in message
+        assert 0.0 == sample(text, "probed_config_last_reload_successful")
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+            doc = await resp.json()
+        assert {"last_reload_successful": False, "last_reload_error": message} == {
+            k: doc["config"][k] for k in ("last_reload_successful", "last_reload_error")
+        }
+        before = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
+        text, _ = await watch_metrics(base, task, 0.5, lambda _: True)
+        after = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
+        assert 1.0 == sample(text, "probe_success", probe="healthy")
+    assert after > before
+    assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
 
 
-async def test_removing_every_probe_needs_the_flag(tmp_path: Path) -> None:
+async def test_removing_every_probe_needs_the_flag(tmp_path: Path, serve_app: ServeApp) -> None:
     """With allow_no_probes = true an empty probe list is applied; the series go away."""
-    async with healthy_target() as url:
-        path = tmp_path / "probes.toml"
-        path.write_text(config_text(tmp_path, url))
-        async with live_daemon(path) as (daemon, task, base):
-            text = config_text(tmp_path, url, "allow_no_probes = true")
-            path.write_text(text[: text.index("[[probes]]")])
-            ok, message = await daemon.reload()
-            assert (True, "added 0, changed 0, removed 1") == (ok, message)
-            text, _ = await watch_metrics(base, task, 0.1, lambda _: True)
-            assert "probe_success{" not in text
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    async with live_daemon(path) as (daemon, task, base):
+        text = config_text(tmp_path, url, "allow_no_probes = true")
+        path.write_text(text[: text.index("[[probes]]")])
+        ok, message = await daemon.reload()
+        assert (True, "added 0, changed 0, removed 1") == (ok, message)
+        text, _ = await watch_metrics(base, task, 0.1, lambda _: True)
+        assert "probe_success{" not in text
 
 
-async def test_a_large_valid_config_is_parsed_off_the_loop(tmp_path: Path) -> None:
+async def test_a_large_valid_config_is_parsed_off_the_loop(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
     """Reading and parsing a 3 MiB config does not stall scrapes beyond 100 ms."""
-    async with healthy_target() as url:
-        path = tmp_path / "probes.toml"
-        path.write_text(config_text(tmp_path, url))
-        async with live_daemon(path) as (daemon, task, base):
-            filler = "".join(f'k{i} = "{"v" * 40}"\n' for i in range(70_000))
-            path.write_text(config_text(tmp_path, url) + "\n[filler]\n" + filler)
-            assert path.stat().st_size > 3 << 20
-            reload = asyncio.create_task(daemon.reload())
-            _, slowest = await watch_metrics(base, task, 0.2, lambda _: reload.done())
-            ok, message = await reload
-        assert (False, True) == (ok, "key 'filler'" in message), message
-        assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    async with live_daemon(path) as (daemon, task, base):
+        filler = "".join(f'k{i} = "{"v" * 40}"\n' for i in range(70_000))
+        path.write_text(config_text(tmp_path, url) + "\n[filler]\n" + filler)
+        assert path.stat().st_size > 3 << 20
+        reload = asyncio.create_task(daemon.reload())
+        _, slowest = await watch_metrics(base, task, 0.2, lambda _: reload.done())
+        ok, message = await reload
+    assert (False, True) == (ok, "key 'filler'" in message), message
+    assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
 
 
-async def test_sighup_during_start_up_is_queued_not_fatal(tmp_path: Path) -> None:
-    """A SIGHUP 50 ms after exec neither kills probed nor is lost: the reload runs once ready."""
-    async with healthy_target() as url:
-        path = tmp_path / "probes.toml"
-        path.write_text(config_text(tmp_path, url))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "probed", "run", "-c", str(path), "--log-format", "json",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        await asyncio.sleep(0.05)
-        proc.send_signal(signal.SIGHUP)
-        assert proc.stdout is not None
-        lines: list[bytes] = []
-        try:
-            async with asyncio.timeout(10):
-                while b'"config_reloaded"' not in b"".join(lines):
-                    line = await proc.stdout.readline()
-                    assert line, f"probed exited: rc {await proc.wait()}"
-                    lines.append(line)
-        finally:
-            started = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            rc = await proc.wait()
-        assert 0 == rc
-        assert time.monotonic() - started < 5
-        assert any(b'"signal_queued_during_start_up"' in line for line in lines)
+async def test_sighup_during_start_up_is_queued_not_fatal(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """A SIGHUP while probed still loads neither kills it nor is lost: it reloads once ready.
+
+    The signal is sent as soon as the process catches SIGHUP at all (its first
+    statement), long before the daemon is ready; the interpreter's own start before
+    that is the one moment no Python program can cover.
+    """
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probed", "run", "-c", str(path), "--log-format", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(5):
+        while not catches_sighup(proc.pid):
+            await asyncio.sleep(0.001)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.stdout is not None
+    lines: list[bytes] = []
+    try:
+        async with asyncio.timeout(10):
+            while b'"config_reloaded"' not in b"".join(lines):
+                line = await proc.stdout.readline()
+                assert line, f"probed exited: rc {await proc.wait()}"
+                lines.append(line)
+    finally:
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = await proc.wait()
+    assert 0 == rc
+    assert time.monotonic() - started < 5
+    assert any(b'"signal_queued_during_start_up"' in line for line in lines)
+
+
+def catches_sighup(pid: int) -> bool:
+    """Whether process ``pid`` has a handler for SIGHUP (bit 0 of SigCgt in /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+    return False
 
 
 def test_other_commands_keep_the_default_sighup() -> None:
