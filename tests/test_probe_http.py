@@ -99,6 +99,10 @@ async def _endless(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+async def _deep(request: web.Request) -> web.Response:
+    return web.Response(text="[" * 200_000, content_type="application/json")
+
+
 async def _echo(request: web.Request) -> web.Response:
     return web.json_response({"method": request.method})
 
@@ -123,6 +127,7 @@ async def app() -> web.Application:
         web.get("/big", _big),
         web.get("/endless", _endless),
         web.route("*", "/echo", _echo),
+        web.get("/deep", _deep),
     )
 
 
@@ -153,6 +158,13 @@ FAULTS = [
         Reason.INVALID_JSON,
         "invalid_json",
         path="/text",
+        json_checks=[JsonAssertion(path="status")],
+    ),
+    fails(
+        "json_nested_too_deep",
+        Reason.INVALID_JSON,
+        "invalid_json",
+        path="/deep",
         json_checks=[JsonAssertion(path="status")],
     ),
     ok(
@@ -345,6 +357,13 @@ async def test_json_mismatch_details(ctx: ProbeContext) -> None:
 
     assert "path 'data.version' missing" == missing.result.detail
     assert "path 'status' is 'up', expected 'down'" == wrong.result.detail
+
+
+async def test_deep_json_body_is_invalid_json_with_the_bound(ctx: ProbeContext) -> None:
+    """A body nested 200,000 deep fails invalid_json naming the bound, never internal_error."""
+    deep = await run(ctx, http_spec(path="/deep", json_checks=[JsonAssertion(path="x")]))
+
+    assert "body is not valid JSON: JSON nested deeper than 256 levels" == deep.result.detail
 
 
 async def test_ok_reports_status_and_content_length(ctx: ProbeContext) -> None:

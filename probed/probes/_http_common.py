@@ -27,6 +27,7 @@ from multidict import CIMultiDictProxy
 from probed.config import JsonAssertion, ProbeSpec, TargetConfig
 from probed.errors import ProbeFailure
 from probed.jsonpath import lookup
+from probed.netvalues import JsonTooDeep, json_loads
 from probed.probes.base import Observation, ProbeContext, Reason
 from probed.probes.redirects import RedirectPolicy, RedirectRefused, request_following
 from probed.probes.session import PhaseTimer, timed_ssl_context
@@ -318,14 +319,15 @@ def _reject_constant(name: str) -> float:
 
 
 def parse_json(resp: Response) -> Any:
-    """The body as JSON (strict: no NaN/Infinity); ``INVALID_JSON`` if it is not."""
+    """The body as JSON (strict: no NaN/Infinity, bounded nesting); ``INVALID_JSON`` if not."""
     try:
-        return json.loads(resp.body, parse_constant=_reject_constant)
+        return json_loads(resp.body, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         what = "empty body" if not resp.body.strip() else f"{exc.msg} at line {exc.lineno}"
         raise resp.failure(Reason.INVALID_JSON, f"body is not valid JSON: {what}") from None
-    except (ValueError, RecursionError) as exc:
-        # UnicodeDecodeError, NaN/Infinity, nesting too deep
+    except JsonTooDeep as exc:
+        raise resp.failure(Reason.INVALID_JSON, f"body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # UnicodeDecodeError, NaN/Infinity
         raise resp.failure(
             Reason.INVALID_JSON, f"body is not valid JSON: {type(exc).__name__}"
         ) from None
