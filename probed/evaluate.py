@@ -29,9 +29,14 @@ from probed.slo import SloEvaluator
 from probed.status import compute_components, default_components
 from probed.store import ProbeState, ResultStore, StreamStats
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "run_rates"]
 
 _log = structlog.get_logger("probed.evaluate")
+
+
+def run_rates(config: Config) -> dict[str, float]:
+    """Runs per second of each scheduled probe (what an SLO's budget window will hold)."""
+    return {spec.name: 1.0 / spec.interval for spec in config.scheduled}
 
 
 class Evaluator:
@@ -40,7 +45,7 @@ class Evaluator:
     def __init__(self, config: Config, store: ResultStore) -> None:
         self.config = config
         self.store = store
-        self.slo = SloEvaluator(config.slos)
+        self.slo = SloEvaluator(config.slos, rates=run_rates(config))
         self.engine = RecommendationEngine(config.recommend)
         self.latest: Evaluation | None = None
         self.queue_depth: float | None = None
@@ -62,7 +67,7 @@ class Evaluator:
     def apply(self, config: Config) -> None:
         """Reload: keep SLO buckets and recommendation states that still apply."""
         self.config = config
-        self.slo.apply(config.slos)
+        self.slo.apply(config.slos, run_rates(config))
         self.engine.apply(config.recommend)
 
     # -- signals ------------------------------------------------------------------------

@@ -98,6 +98,12 @@ class SloStatus:
     """1 - bad/allowed-bad over the budget window (negative once overspent)."""
     events: Mapping[str, int]
     """Total events by window label."""
+    coverage: Mapping[str, float] = field(default_factory=dict)
+    """Seconds of each window that hold data (since the oldest event kept); a ratio is only
+    given once this is at least ``MIN_COVERAGE`` of the window."""
+    budget_allowed: float | None = None
+    """Bad events the budget allows over the whole budget window (``1 - objective`` of the
+    events expected in it); ``budget_remaining`` is ``1 - bad / budget_allowed``."""
 
 
 @dataclass(frozen=True, slots=True)

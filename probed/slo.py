@@ -7,7 +7,21 @@ count, and over the budget window the share of the error budget left::
 
     ratio            = good / total
     burn_rate        = (1 - ratio) / (1 - objective)      # 1.0 spends the budget exactly
-    budget_remaining = 1 - bad / ((1 - objective) * total) # budget window; < 0 once overspent
+    allowed          = (1 - objective) * expected          # bad events the whole window may hold
+    budget_remaining = 1 - bad / allowed                   # budget window; < 0 once overspent
+
+``expected`` is the number of events the whole budget window will hold: for
+probe SLIs the runs the schedule makes (``window * runs per second`` of the
+SLO's probes, given to the evaluator as ``rates``), for a stream the events seen
+so far scaled to the whole window. So a young daemon's budget is the share of
+the *whole* window's budget spent so far (one 100 s outage of a 10 s probe at
+99.9 % over 30 d spends 10 / 259.2 = 3.9 %), never a ratio of a handful of runs;
+and time probed was not running is no data, neither good nor bad.
+
+A window's ratio and burn rate are only given once the data covers at least
+``MIN_COVERAGE`` of it (``coverage``: from the oldest event kept to now);
+before that they are None, "insufficient data", not a percentage of minutes
+standing in for days.
 
 Good events are, per SLI:
 
@@ -91,7 +105,10 @@ from typing import Any, TypeGuard
 from probed.config import SLO_WINDOWS, SloConfig, format_duration
 from probed.signals import SloStatus
 
-__all__ = ["SloEvaluator"]
+__all__ = ["MIN_COVERAGE", "SloEvaluator"]
+
+MIN_COVERAGE = 0.1
+"""Share of a window the data must cover before its ratio and burn rate are given."""
 
 _SNAPSHOT_VERSION = 1
 _SHORTEST_WINDOW = min(SLO_WINDOWS.values())
@@ -165,6 +182,8 @@ class _Series:
         "good",
         "head",
         "labels",
+        "oldest",
+        "rate",
         "slo",
         "span",
         "total",
@@ -188,6 +207,10 @@ class _Series:
         self.labels = [(label, by_seconds[seconds]) for label, seconds in labels]
         self.budget_label = format_duration(slo.window)
         self.allowance = _allowance(slo.objective)
+        self.oldest: int | None = None
+        """Index of the oldest bucket holding an event (where coverage starts)."""
+        self.rate: float | None = None
+        """Events per second the schedule makes (None: a stream, extrapolate instead)."""
 
     def add(self, index: int, good: bool) -> None:
         """Count one event in bucket ``index`` (dropped if older than the longest window)."""
@@ -200,6 +223,8 @@ class _Series:
             return  # 4 billion events in one bucket: saturate rather than overflow
         self.good[slot] += good
         self.total[slot] += 1
+        if self.oldest is None or index < self.oldest:
+            self.oldest = index
         for window in self.windows:
             if window.valid and window.lo <= index <= window.hi:
                 window.good += good
@@ -250,7 +275,14 @@ class _Series:
                         window.good -= good
                         window.total -= total
                 self._clear(lo, hi)
+                if self.oldest is not None and self.oldest <= hi:
+                    self.oldest = self._oldest_from(hi + 1, head)
         self.head = head
+
+    def _oldest_from(self, lo: int, hi: int) -> int | None:
+        """The first index in ``lo..hi`` whose bucket holds an event (usually ``lo``)."""
+        total, span = self.total, self.span
+        return next((i for i in range(lo, hi + 1) if total[i % span]), None)
 
     def move(self, window: _Window, lo: int, hi: int) -> None:
         """Make ``window`` cover ``lo..hi``: shift its edges when the ranges overlap."""
@@ -289,9 +321,11 @@ class _Series:
             window.valid = False
         top = max(head, first + len(totals) - 1) if totals else head
         self.head = top
-        for index in range(max(first, top - self.span + 1), first + len(totals)):
+        lo = max(first, top - self.span + 1)
+        for index in range(lo, first + len(totals)):
             slot = index % self.span
             self.good[slot], self.total[slot] = goods[index - first], totals[index - first]
+        self.oldest = self._oldest_from(lo, first + len(totals) - 1)
 
     def status(self, now: float, bucket_seconds: float) -> SloStatus:
         """Evaluate every window at ``now``."""
@@ -302,17 +336,21 @@ class _Series:
         ratio: dict[str, float | None] = {}
         burn: dict[str, float | None] = {}
         events: dict[str, int] = {}
-        budget_remaining: float | None = None
+        coverage: dict[str, float] = {}
+        since = None if self.oldest is None else self.oldest * bucket_seconds
+        budget_remaining = allowed = None
         for label, window in self.labels:
             good, total = window.good, window.total
-            events[label] = total
-            if total:
+            covered = 0.0 if since is None else min(window.seconds, max(0.0, now - since))
+            events[label], coverage[label] = total, covered
+            if total and covered >= MIN_COVERAGE * window.seconds:
                 ratio[label] = good / total
                 burn[label] = (total - good) / (allowance * total)
             else:
                 ratio[label] = burn[label] = None
             if label == self.budget_label and total:
-                budget_remaining = 1 - (total - good) / (allowance * total)
+                allowed = allowance * self.expected(total, covered, window.seconds)
+                budget_remaining = 1 - (total - good) / allowed
         return SloStatus(
             name=self.slo.name,
             sli=self.slo.sli,
@@ -322,7 +360,15 @@ class _Series:
             burn_rate=burn,
             budget_remaining=budget_remaining,
             events=events,
+            coverage=coverage,
+            budget_allowed=allowed,
         )
+
+    def expected(self, total: int, covered: float, seconds: float) -> float:
+        """Events the whole window of ``seconds`` will hold: by schedule, else extrapolated."""
+        if self.rate is not None:
+            return max(self.rate * seconds, float(total))
+        return total * seconds / covered if covered > 0 else float(total)
 
 
 class SloEvaluator:
@@ -333,7 +379,13 @@ class SloEvaluator:
     for the window, clamping and reload semantics.
     """
 
-    def __init__(self, slos: Sequence[SloConfig], *, bucket_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        slos: Sequence[SloConfig],
+        *,
+        bucket_seconds: float = 60.0,
+        rates: Mapping[str, float] | None = None,
+    ) -> None:
         if not (math.isfinite(bucket_seconds) and 0 < bucket_seconds <= _SHORTEST_WINDOW):
             raise ValueError(
                 f"bucket_seconds must be > 0 and at most the shortest window "
@@ -344,7 +396,7 @@ class SloEvaluator:
         self._by_probe: dict[str, list[_Series]] = {}
         self._by_stream: dict[str, list[_Series]] = {}
         self._now: float | None = None
-        self.apply(slos)
+        self.apply(slos, rates)
 
     # -- observations --------------------------------------------------------
 
@@ -402,8 +454,12 @@ class SloEvaluator:
 
     # -- reload --------------------------------------------------------------
 
-    def apply(self, slos: Sequence[SloConfig]) -> None:
-        """Take a new SLO list: unchanged SLOs keep their buckets, changed and new start empty."""
+    def apply(self, slos: Sequence[SloConfig], rates: Mapping[str, float] | None = None) -> None:
+        """Take a new SLO list: unchanged SLOs keep their buckets, changed and new start empty.
+
+        ``rates`` are the runs per second of each scheduled probe (from its interval): a
+        probe SLI's budget is the share of the runs its window will hold by schedule.
+        """
         names = [slo.name for slo in slos]
         if duplicates := sorted({name for name in names if names.count(name) > 1}):
             raise ValueError(f"duplicate SLO name(s): {', '.join(duplicates)}")
@@ -414,6 +470,9 @@ class SloEvaluator:
             if old is not None and old.definition == fresh.definition and old.head is not None:
                 first, goods, totals = old.ordered()
                 fresh.load(first, goods, totals, old.head)
+            if slo.sli != "delivery_lag" and rates is not None:
+                known = [rates[p] for p in set(slo.probes) if p in rates]
+                fresh.rate = sum(known) if len(known) == len(set(slo.probes)) else None
             series[slo.name] = fresh
         self._series = series
         self._by_probe = _route(

@@ -287,7 +287,9 @@ def _slo_doc(slo: SloStatus) -> dict[str, Any]:
         "ratio": _finite_map(slo.ratio),
         "burn_rate": _finite_map(slo.burn_rate),
         "budget_remaining": _finite(slo.budget_remaining),
+        "budget_allowed": _finite(slo.budget_allowed, 3),
         "events": dict(slo.events),
+        "coverage": _finite_map(slo.coverage),
     }
 
 
@@ -512,6 +514,25 @@ def _age(now: object, then: object) -> str:
     return f"{math.floor(age / 3600)} h ago"
 
 
+def _ratio_cell(slo: Mapping[str, Any], label: str) -> str:
+    """A window's ratio; "insufficient data (12m of 30d)" while its data covers too little."""
+    ratio = _number(_map(slo.get("ratio")).get(label))
+    if ratio is not None:
+        return _pct(ratio)
+    covered = _number(_map(slo.get("coverage")).get(label))
+    if not _number(_map(slo.get("events")).get(label)) or covered is None:
+        return "-"
+    return f"insufficient data ({_span(covered)} of {label})"
+
+
+def _span(seconds: float) -> str:
+    """Whole days, hours or minutes (floored), for a coverage."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{math.trunc(seconds / size)}{unit}"
+    return f"{math.trunc(seconds)}s"
+
+
 def _window(value: object) -> str:
     seconds = _number(value)
     if seconds is None:
@@ -634,8 +655,8 @@ def render_table(doc: Mapping[str, Any]) -> str:
                 _plain(s.get("name")),
                 _plain(s.get("sli")),
                 _pct(s.get("objective")),
-                _pct(_map(s.get("ratio")).get("1h")),
-                _pct(_map(s.get("ratio")).get("30d")),
+                _ratio_cell(s, "1h"),
+                _ratio_cell(s, "30d"),
                 _burn(_map(s.get("burn_rate")).get("1h")),
                 _pct(s.get("budget_remaining")),
             ]
@@ -969,7 +990,6 @@ def _page_slos(doc: Mapping[str, Any]) -> str:
         return '<section id="slos"><h2>SLOs</h2><p class="empty">No SLOs configured.</p></section>'
     rows = []
     for s in slos:
-        ratio = _map(s.get("ratio"))
         burn = _map(s.get("burn_rate"))
         budget = _number(s.get("budget_remaining"))
         bad = " bad" if budget is not None and budget < 0 else ""
@@ -977,8 +997,8 @@ def _page_slos(doc: Mapping[str, Any]) -> str:
             f'<tr class="slo" data-slo="{_e(s.get("name"))}"><td>{_e(s.get("name"))}</td>'
             f'<td>{_e(s.get("sli"))}</td><td class="num">{_pct(s.get("objective"))}</td>'
             f'<td class="num">{_window(s.get("window"))}</td>'
-            f'<td class="num">{_pct(ratio.get("1h"))}</td>'
-            f'<td class="num">{_pct(ratio.get("30d"))}</td>'
+            f'<td class="num">{_e(_ratio_cell(s, "1h"))}</td>'
+            f'<td class="num">{_e(_ratio_cell(s, "30d"))}</td>'
             f'<td class="num">{_burn(burn.get("1h"))}</td>'
             f'<td class="num{bad}">{_pct(budget)}</td></tr>'
         )
@@ -1199,6 +1219,19 @@ _SCRIPT = r"""
     if (a < 7200) return Math.floor(a / 60) + " min ago";
     return Math.floor(a / 3600) + " h ago";
   };
+  const span = (v) => {
+    for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]]) {
+      if (v >= size) return Math.trunc(v / size) + unit;
+    }
+    return Math.trunc(v) + "s";
+  };
+  const ratioCell = (s, label) => {
+    const ratio = map(s.ratio)[label];
+    if (isNum(ratio)) return pct(ratio);
+    const covered = map(s.coverage)[label];
+    if (!map(s.events)[label] || !isNum(covered)) return "-";
+    return `insufficient data (${span(covered)} of ${label})`;
+  };
   const windowLabel = (v) => {
     if (!isNum(v)) return "-";
     for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60]]) {
@@ -1337,15 +1370,14 @@ _SCRIPT = r"""
       return '<section id="slos"><h2>SLOs</h2><p class="empty">No SLOs configured.</p></section>';
     }
     const rows = list.map((s) => {
-      const ratio = map(s.ratio);
       const burnRate = map(s.burn_rate);
       const budget = s.budget_remaining;
       const bad = isNum(budget) && budget < 0 ? " bad" : "";
       return `<tr class="slo" data-slo="${e(s.name)}"><td>${e(s.name)}</td>` +
         `<td>${e(s.sli)}</td><td class="num">${pct(s.objective)}</td>` +
         `<td class="num">${windowLabel(s.window)}</td>` +
-        `<td class="num">${pct(ratio["1h"])}</td>` +
-        `<td class="num">${pct(ratio["30d"])}</td>` +
+        `<td class="num">${e(ratioCell(s, "1h"))}</td>` +
+        `<td class="num">${e(ratioCell(s, "30d"))}</td>` +
         `<td class="num">${burn(burnRate["1h"])}</td>` +
         `<td class="num${bad}">${pct(budget)}</td></tr>`;
     });

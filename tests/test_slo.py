@@ -89,16 +89,98 @@ def expected_sums(ev: SloEvaluator, name: str, now: float) -> dict[str, int]:
 def test_known_series(
     objective: float, good: int, bad: int, ratio: float, burn: float, budget: float
 ) -> None:
-    """A known count of good and bad runs gives exact ratios, burn rates and budget left."""
-    ev = SloEvaluator([avail(objective=objective)])
-    runs(ev, good, bad)
+    """Good and bad runs over a covered window give exact ratios, burn rates and budget left.
+
+    The runs lie in the current bucket (30 s of data), so only the 5m window is covered for a
+    ratio; the budget is that of a window holding exactly these runs.
+    """
+    ev = SloEvaluator([avail(objective=objective)], rates={"login": (good + bad) / (30 * DAY)})
+    runs(ev, good, bad, at=T0)
 
     status = ev.evaluate(NOW)["login_ok"]
 
     assert {label: good + bad for label in WINDOW_LABELS} == status.events
-    assert {label: ratio for label in WINDOW_LABELS} == status.ratio
-    assert {label: burn for label in WINDOW_LABELS} == status.burn_rate
-    assert budget == status.budget_remaining
+    assert (ratio, burn) == (status.ratio["5m"], status.burn_rate["5m"])
+    assert {None} == {status.ratio[label] for label in WINDOW_LABELS if label != "5m"}
+    assert budget == pytest.approx(status.budget_remaining)
+
+
+PER_BUCKET = 6
+"""Runs of a 10 s probe in one 60 s bucket."""
+
+
+def scheduled(
+    minutes: int, bad_buckets: dict[int, int] | None = None, gap: range = range(0)
+) -> dict[str, Any]:
+    """A 10 s probe's buckets over the last ``minutes``, as a state to restore.
+
+    ``bad_buckets`` maps a minute to its bad runs; minutes in ``gap`` hold nothing
+    (probed was down).
+    """
+    bad_buckets = bad_buckets or {}
+    good, total = [], []
+    for minute in range(minutes):
+        n = 0 if minute in gap else PER_BUCKET
+        good.append(n - bad_buckets.get(minute, 0))
+        total.append(n)
+    return _state(first=HEAD - minutes + 1, good=good, total=total)
+
+
+@pytest.mark.parametrize(
+    ("case", "minutes", "bad", "gap", "remaining", "allowed"),
+    [
+        # 12 minutes of a 10 s probe, one 100 s outage (10 bad runs), 99.9 % over 30 d:
+        # the whole window holds 259,200 runs, the budget 259.2 bad ones
+        ("young daemon", 12, {3: 6, 4: 4}, range(0), 1 - 10 / 259.2, 259.2),
+        ("young, no failure", 12, {}, range(0), 1.0, 259.2),
+        ("a full window, 259 bad", 43_200, {m: 1 for m in range(259)}, range(0), 1 - 259 / 259.2,
+         259.2),
+        ("overspent twice over", 43_200, {m: 6 for m in range(86)} | {86: 2}, range(0),
+         1 - 518 / 259.2, 259.2),
+        # probed down for 10 of the 30 days: no data, neither good nor bad
+        ("probed down 10 days", 43_200, {m: 1 for m in range(100)}, range(10_000, 24_400),
+         1 - 100 / 259.2, 259.2),
+    ],
+)  # fmt: skip
+def test_budget_is_a_share_of_the_whole_windows_runs(
+    case: str, minutes: int, bad: dict[int, int], gap: range, remaining: float, allowed: float
+) -> None:
+    """Budget left = 1 - bad / ((1 - objective) x the runs the schedule makes in the window)."""
+    ev = SloEvaluator([avail()], rates={"login": 0.1})
+    assert [] == ev.restore(scheduled(minutes, bad, gap), NOW)
+
+    status = ev.evaluate(NOW)["login_ok"]
+
+    assert remaining == pytest.approx(status.budget_remaining), case
+    assert allowed == pytest.approx(status.budget_allowed), case
+
+
+def test_a_young_window_has_coverage_but_no_ratio() -> None:
+    """After 12 minutes the 30d window reports 12 min of coverage and no ratio, 5m and 1h do."""
+    ev = SloEvaluator([avail()], rates={"login": 0.1})
+    assert [] == ev.restore(scheduled(12, {3: 6, 4: 4}), NOW)
+
+    status = ev.evaluate(NOW)["login_ok"]
+
+    assert 11 * 60 + 30 == status.coverage["30d"]
+    assert (None, None) == (status.ratio["30d"], status.burn_rate["30d"])
+    assert 1.0 == status.ratio["5m"]
+    assert 62 / 72 == pytest.approx(status.ratio["1h"])
+
+
+def test_a_streams_budget_extrapolates_what_it_has_seen() -> None:
+    """Without a schedule, the window's events are the seen ones scaled to the whole window."""
+    ev = SloEvaluator([lag_slo()])
+    for second in range(720):  # 12 minutes at 10 events/s, 72 of them late
+        for k in range(10):
+            ev.record_lag("events", 9.0 if second % 10 == 0 and k == 0 else 0.1, NOW - second)
+
+    status = ev.evaluate(NOW)["events_lag"]
+
+    covered = status.coverage["30d"]
+    assert 7_200 * 30 * DAY / covered * 0.01 == pytest.approx(status.budget_allowed)
+    assert status.budget_allowed is not None
+    assert 1 - 72 / status.budget_allowed == pytest.approx(status.budget_remaining)
 
 
 def test_no_events_gives_none() -> None:
@@ -115,6 +197,7 @@ def test_no_events_gives_none() -> None:
             burn_rate=dict.fromkeys(WINDOW_LABELS),
             budget_remaining=None,
             events=dict.fromkeys(WINDOW_LABELS, 0),
+            coverage=dict.fromkeys(WINDOW_LABELS, 0.0),
         )
         == status
     )
@@ -222,7 +305,7 @@ def test_delivery_lag(lag: float, events: int, ratio: float | None) -> None:
 
     status = ev.evaluate(NOW)["events_lag"]
 
-    assert (events, ratio) == (status.events["1h"], status.ratio["1h"])
+    assert (events, ratio) == (status.events["5m"], status.ratio["5m"])
 
 
 def test_multi_probe_slo_aggregates() -> None:
@@ -234,7 +317,8 @@ def test_multi_probe_slo_aggregates() -> None:
             latency("journey_fast", probes=["health", "login"], threshold="1s"),
         ]
     )
-    ev.record_run("login", True, 0.5, NOW)
+    early = NOW - 3000  # 50 minutes of data: the 1h window is covered
+    ev.record_run("login", True, 0.5, early)
     ev.record_run("login", True, 2.0, NOW)
     ev.record_run("health", False, 0.1, NOW)
     ev.record_run("health", True, 0.1, NOW)

@@ -405,7 +405,8 @@ def test_status_document_shape_with_a_populated_store() -> None:
     assert [
         {"name": "api_read", "sli": "availability", "objective": 0.995, "window": 2592000.0,
          "ratio": {"1h": 0.99, "30d": None}, "burn_rate": {"1h": 2.0, "30d": None},
-         "budget_remaining": 0.5, "events": {"1h": 360, "30d": 0}},
+         "budget_remaining": 0.5, "budget_allowed": None, "events": {"1h": 360, "30d": 0},
+         "coverage": {}},
     ] == doc["slos"]  # fmt: skip
     assert [
         {
@@ -789,3 +790,21 @@ def test_all_is_honest() -> None:
             defined.add(node.target.id)
     public = {name for name in defined if not name.startswith("_")}
     assert sorted(public) == sorted(status.__all__)
+
+
+def test_a_window_without_enough_coverage_says_so() -> None:
+    """A ratio withheld for too little data reads "insufficient data (12m of 30d)", not 0 %."""
+    doc = {
+        "overall": "OK",
+        "slos": [
+            {"name": "login_ok", "sli": "availability", "objective": 0.999, "window": 2592000.0,
+             "ratio": {"1h": 0.9, "30d": None}, "burn_rate": {"1h": 100.0, "30d": None},
+             "budget_remaining": 0.96, "events": {"1h": 72, "30d": 72},
+             "coverage": {"1h": 720.0, "30d": 720.0}},
+        ],
+    }  # fmt: skip
+
+    text = render_table(doc)
+
+    assert "insufficient data (12m of 30d)" in text
+    assert "insufficient data (12m of 30d)" in render_page(doc)

@@ -479,7 +479,8 @@ def parity_doc() -> dict[str, Any]:
         "slos": [
             {"name": "login_availability", "sli": "availability", "objective": 0.995,
              "window": 2592000.0, "ratio": {"1h": 0.99125, "30d": None},
-             "burn_rate": {"1h": 1.75}, "budget_remaining": -0.0625, "events": {"1h": 360}},
+             "burn_rate": {"1h": 1.75}, "budget_remaining": -0.0625,
+             "events": {"1h": 360, "30d": 72}, "coverage": {"1h": 3600.0, "30d": 720.0}},
             {"name": "login_latency", "sli": "latency", "objective": 0.9, "window": 5400.0,
              "ratio": {}, "burn_rate": {}, "budget_remaining": None, "events": {}},
         ],
