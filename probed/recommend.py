@@ -31,11 +31,14 @@ Lifecycle of one scenario::
   scenario that had been ACTIVE is ACTIVE again; one that never was goes back
   to PENDING (the dwell starts over) or to nothing if its condition is gone.
 - The exit condition is stricter than "not entering" (half the failure ratio
-  or 429 share, lag below the threshold, streams connected, 1h burn below 1),
-  so a signal oscillating around the threshold keeps an active recommendation
-  active instead of flapping. A signal without enough data (fewer than
-  ``min_runs`` runs) neither enters nor proves recovery; a signal that is gone
-  from ``Signals`` altogether (probe removed) no longer holds anything up.
+  or 429 share, lag below the threshold, streams connected), so a signal
+  oscillating around the threshold keeps an active recommendation active
+  instead of flapping. Fast burn is the exception, as in the SRE workbook: it
+  clears as soon as the 5m window drops below the rate (held for ``exit_for``),
+  since a 1h window keeps a short blip above 1x for an hour. A signal without
+  enough data (fewer than ``min_runs`` runs) neither enters nor proves
+  recovery; a signal that is gone from ``Signals`` altogether (probe removed)
+  no longer holds anything up.
 - Severity is refreshed on every evaluation: it escalates at once and is
   demoted only after the lower severity has held for ``exit_for`` (seed 003:
   "demote only after SLOs stable"). A severity change of an ACTIVE or
@@ -440,16 +443,18 @@ def _assess_fast_burn(signals: Signals, cfg: RecommendConfig) -> _Assessment:
             f"{slo.sli} objective {slo.objective:.4g} over {format_duration(slo.window)}"
         )
         label = f"SLO {slo.name!r} 1h burn rate"
+        # the SRE workbook's multi-window alert: both windows above the rate enters, and
+        # the short window dropping below it clears (that is what the short window is for)
         if long > rate and confirmed:
-            level, threshold = _Level.ENTER, rate
+            level = _Level.ENTER
             text = f"{label} {_rate(long)} > {_rate(rate)} (5m {_rate(short or 0.0)})"
-        elif long >= 1:
-            level, threshold = _Level.HOLD, 1.0
-            text = f"{label} {_rate(long)}, not yet below 1x"
         else:
-            level, threshold = _Level.OK, 1.0
-            text = f"{label} {_rate(long)}, below 1x"
-        facts.append(_Fact(f"slo {slo.name} burn_rate_1h", long, threshold, level, text, detail))
+            level = _Level.OK
+            text = (
+                f"{label} {_rate(long)}, 5m {'n/a' if short is None else _rate(short)}: "
+                f"not both above {_rate(rate)}"
+            )
+        facts.append(_Fact(f"slo {slo.name} burn_rate_1h", long, rate, level, text, detail))
         if level is not _Level.OK and budget is not None and budget <= 0:
             overspent = True
     # Seed 003 Sev-2: "fast SLO burn (> 2x budget 1h)"; a budget already spent means the
@@ -576,8 +581,9 @@ _SCENARIO_LIST: Final = (
             "roll back on their own.",
         ),
         lambda cfg: (
-            "Lift the freeze once every SLO's 1h burn rate is below 1x (the budget no longer "
-            f"shrinks faster than planned), sustained for {_d(cfg.exit_for)}."
+            f"Lift the freeze once no SLO burns above {_rate(cfg.fast_burn_rate)} over both 1h "
+            f"and 5m (the 5m window shows the burn has stopped), sustained for "
+            f"{_d(cfg.exit_for)}."
         ),
     ),
 )

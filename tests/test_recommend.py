@@ -340,8 +340,8 @@ CASES = [
         enter=Shape(slos=(slo(b1h=2.5, b5m=3.0),)),
         worse=Shape(slos=(slo(b1h=5.0, b5m=6.0),)),
         below=Shape(slos=(slo(b1h=1.9, b5m=3.0),)),
-        stuck=Shape(slos=(slo(b1h=1.5, b5m=0.5),)),
-        good=Shape(slos=(slo(b1h=0.8, b5m=0.5),)),
+        stuck=Shape(slos=(slo(b1h=3.0, b5m=3.0, events=1),)),  # too few runs to tell
+        good=Shape(slos=(slo(b1h=2.8, b5m=0.0),)),  # a past blip: the 5m window recovered
         evidence=("slo login_availability burn_rate_1h", 2.5, 2.0),
         worse_value=5.0,
     ),
