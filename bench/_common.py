@@ -1,6 +1,6 @@
 """What the benchmark scripts share: processes, /proc readers, small helpers.
 
-Imported by ``http_probes.py``, ``soak.py`` and ``streams.py`` as ``_common``:
+Imported by ``http_probes.py``, ``soak.py``, ``streams.py`` and ``abuse.py`` as ``_common``:
 they run as ``python bench/NAME.py`` (and start themselves again the same way
 for their servers and clients), so ``bench/`` is ``sys.path[0]``. mypy finds
 it the same way: ``bench/`` has no ``__init__.py``, so it is the base
@@ -8,7 +8,7 @@ directory of every script in it. It is not a benchmark and does nothing when
 run.
 
 Nothing here measures anything by itself; it starts, serves and stops
-processes, reads ``/proc`` and formats, so that the three scripts do it the
+processes, reads ``/proc`` and formats, so that the scripts do it the
 same way.
 """
 
@@ -218,6 +218,26 @@ def die_with_parent_raise_nofile() -> None:
     raise_nofile()
 
 
+def die_with_parent_nofile(soft: int) -> Callable[[], None]:
+    """A ``preexec``: SIGTERM if the bench dies; open-file soft limit ``soft`` (``ulimit -n``)."""
+
+    def preexec() -> None:
+        die_with_parent()
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return preexec
+
+
+def set_nofile(soft: int) -> int:
+    """Set this process's open-file soft limit to ``soft`` (at most the hard limit); return it."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = soft if hard == resource.RLIM_INFINITY else min(soft, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 class Processes:
     """Every subprocess the bench starts; all are stopped on exit, whatever happens.
 
@@ -242,8 +262,12 @@ class Processes:
         stderr: int | IO[bytes] | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> asyncio.subprocess.Process:
-        """Start ``argv`` with stdin from /dev/null; stderr None: the bench's own stderr."""
+        """Start ``argv`` with stdin from /dev/null; stderr None: the bench's own stderr.
+
+        ``preexec`` replaces the instance's for this child (e.g. ``die_with_parent_nofile``).
+        """
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=subprocess.DEVNULL,
@@ -252,7 +276,7 @@ class Processes:
             env=env,
             cwd=cwd,
             start_new_session=True,  # Ctrl-C reaches the bench only; it stops the rest
-            preexec_fn=self._preexec,
+            preexec_fn=self._preexec if preexec is None else preexec,
         )
         self._procs.append(proc)
         return proc
