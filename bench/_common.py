@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import base64
 import contextlib
 import ctypes
 import logging
@@ -25,6 +26,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -129,6 +131,15 @@ def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def nofile_soft(pid: int) -> int | str:
+    """The open-file soft limit of process ``pid`` as the kernel has it (``unlimited``: str)."""
+    for line in Path(f"/proc/{pid}/limits").read_text(encoding="ascii").splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return int(soft) if soft.isdigit() else soft
+    raise BenchError(f"no open-file limit for pid {pid}")
+
+
 # --------------------------------------------------------------------------------------
 # in each process: open-file limit, logs, serving until stopped
 
@@ -199,6 +210,42 @@ async def serve_app(
     print(port, flush=True)
     await wait_for_stop(lifetime)
     await runner.cleanup()
+
+
+def serve_health(lifetime: float) -> int:
+    """A child's main: ``GET /health`` answers 200 ``ok`` on 127.0.0.1, port 0 (printed)."""
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    asyncio.run(serve_app(app, lifetime, backlog=128))
+    return 0
+
+
+def write_web_config(directory: Path, user: str, password: str, cost: int) -> tuple[Path, Path]:
+    """An exporter-toolkit web config: TLS for 127.0.0.1 and ``user`` at bcrypt ``cost``.
+
+    Writes a throw-away CA (``trustme``), the server's certificate and key, and
+    ``web-config.yml`` in ``directory``; returns (web config, CA file).
+    """
+    import bcrypt
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.cert_chain_pems[0].write_to_path(str(directory / "server.crt"))
+    cert.private_key_pem.write_to_path(str(directory / "server.key"))
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
+    web_config = directory / "web-config.yml"
+    web_config.write_text(
+        f"tls_server_config:\n  cert_file: {directory / 'server.crt'}\n"
+        f"  key_file: {directory / 'server.key'}\nbasic_auth_users:\n  {user}: {hashed}\n",
+        encoding="utf-8",
+    )
+    return web_config, directory / "ca.pem"
 
 
 # --------------------------------------------------------------------------------------
@@ -310,31 +357,111 @@ class Processes:
                     os.kill(proc.pid, signal.SIGKILL)
 
 
+def basic_auth(user: str, password: str) -> str:
+    """An ``Authorization`` header value for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+async def timed_get(
+    http: aiohttp.ClientSession,
+    url: str,
+    within: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    authorization: str | None = None,
+) -> tuple[str, float]:
+    """GET ``url`` and read the body: (status, or ``timeout`` / ``closed``; seconds taken)."""
+    started = time.monotonic()
+    headers = {"Authorization": authorization} if authorization else {}
+    limit = aiohttp.ClientTimeout(total=within)
+    try:
+        async with http.get(url, ssl=ssl_context or True, headers=headers, timeout=limit) as resp:
+            await resp.read()
+            status = str(resp.status)
+    except TimeoutError:
+        status = "timeout"
+    except (aiohttp.ClientError, OSError):
+        status = "closed"
+    return status, time.monotonic() - started
+
+
+async def open_silent(port: int, first: bytes, within: float) -> socket.socket | None:
+    """A TCP connection to 127.0.0.1:``port`` that sends ``first``, then nothing (None: failed).
+
+    The socket is non-blocking and nothing reads it; ``closed_by_peer`` tells if
+    the server has given up on it.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        async with asyncio.timeout(within):
+            await loop.sock_connect(sock, (LOOPBACK, port))
+            if first:
+                await loop.sock_sendall(sock, first)
+    except (OSError, TimeoutError):
+        sock.close()
+        return None
+    return sock
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """True if the peer closed or reset the non-blocking ``sock`` (reads what it sent)."""
+    try:
+        for _ in range(16):
+            if not sock.recv(65536):
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return False
+
+
 async def wait_http_ok(
     session: aiohttp.ClientSession,
     url: str,
     proc: asyncio.subprocess.Process,
     within: float,
     poll: float = 0.005,
+    *,
+    status: int = 200,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> float:
-    """Poll ``url`` every ``poll`` s until it answers 200; return when (perf_counter).
+    """Poll ``url`` every ``poll`` s until it answers ``status``; return when (perf_counter).
 
-    BenchError if ``proc`` exits first or ``url`` does not answer 200 within
-    ``within`` seconds; a failed or timed-out request is retried.
+    BenchError if ``proc`` exits first or ``url`` does not answer ``status``
+    within ``within`` seconds; a failed or timed-out request is retried.
+    ``status=401`` waits for a server behind basic auth without checking a password.
     """
     deadline = time.perf_counter() + within
     while time.perf_counter() < deadline:
         if proc.returncode is not None:
             raise BenchError(f"process exited with code {proc.returncode} before {url} was up")
         try:
-            async with session.get(url) as resp:
+            async with session.get(url, ssl=ssl_context or True) as resp:
                 await resp.read()
-                if resp.status == 200:
+                if resp.status == status:
                     return time.perf_counter()
         except (aiohttp.ClientError, OSError, TimeoutError):
             pass
         await asyncio.sleep(poll)
-    raise BenchError(f"{url} did not answer 200 within {within:g} s")
+    raise BenchError(f"{url} did not answer {status} within {within:g} s")
+
+
+async def start_printing_port(
+    procs: Processes, argv: Sequence[str], stderr_path: Path, within: float = 30.0
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start a child that prints the port it listens on as its first line; return both."""
+    with stderr_path.open("wb") as err:
+        proc = await procs.spawn(argv, stdout=subprocess.PIPE, stderr=err)
+    assert proc.stdout is not None
+    try:
+        return proc, int(await asyncio.wait_for(proc.stdout.readline(), within))
+    except (TimeoutError, ValueError) as exc:
+        raise BenchError(
+            f"{argv[1:2]} did not print its port: {exc!r}\n{tail(stderr_path)}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------

@@ -8,50 +8,43 @@ Run from the repository root::
 
 See bench/README.md for how each figure is measured and how to read it.
 
-Both servers get the same exporter-toolkit web config, generated at start in a
-temporary directory: TLS with a certificate for 127.0.0.1 from a throw-away CA
-(``trustme``) and one basic-auth user whose bcrypt hash has cost 10. probed runs
-as ``python -m probed run -c FILE`` with one http probe (every 1 s) of a tiny
-loopback target (``abuse.py --serve-target``, its own process);
-blackbox_exporter with a one-module ``blackbox.yml``. Each server is its own
-process with an open-file soft limit of 1024 (``ulimit -n 1024``), started
-fresh for every measurement, one server at a time. A server is up when it
-answers a request without credentials (401), which checks no password.
+Both servers read the same exporter-toolkit web config, made in a temporary
+directory at start: TLS (a ``trustme`` CA and a certificate for 127.0.0.1) and
+one basic-auth user, bcrypt cost 10. probed runs as ``python -m probed run -c
+FILE`` with one http probe a second of a tiny target (``--serve-target``, its
+own process); blackbox_exporter with a one-module ``blackbox.yml``. Each server
+is its own process, started with an open-file soft limit of 1024, fresh for
+every measurement, one at a time; it is up once it answers 401 to a request
+without credentials (no password checked, nothing cached).
 
-1. Junk flood (``--rounds`` fresh starts each, rounds alternate the servers):
-   ``abuse.py --flood`` in its own process sends ``--flood`` (1,000) concurrent
-   HTTPS requests for ``/metrics`` from 127.0.0.2, each on a new connection, half
-   for the real user with wrong passwords, half for unknown users (30 s timeout
-   each). 0.5 s after it starts them, the bench sends one valid request for
-   ``/metrics`` from 127.0.0.1 on a new connection (30 s timeout): its status
-   and latency (TLS handshake included), p50 and max over the rounds; and how
-   the flood's requests were answered (200, 401, 429, closed, timeout).
-2. Idle connections (one start each): after one valid scrape (the credentials
-   are now cached) and 1 s, ``--idle`` (2,000) TCP connections from the bench,
-   half sending nothing, half the first 6 bytes of a TLS ClientHello. From the
-   moment they are all open (or failed to open within 10 s), ``/metrics`` is
-   scraped with the valid credentials every 100 ms for 10 s, each scrape on a
-   new connection with a 5 s timeout (launched on time even if the previous is
-   still running): latency p50/p99/max of the successful ones and the failures.
-   The server's open fds (``/proc/PID/fd``) and ``VmRSS`` (``/proc/PID/status``)
-   before the idle connections, the most seen while they are open (sampled at
-   each scrape), and 2 s after the bench closed them; how many of them the
-   server had closed (EOF or reset on a non-blocking read) 5 s and 15 s after
-   they were all open. The bench raises its own open-file soft limit to 4096.
+1. Junk flood, ``--rounds`` (5) fresh starts of each, alternating: a child
+   (``--flood-client``) sends ``--flood`` (1,000) concurrent HTTPS requests
+   from 127.0.0.2, each on a new connection, half with wrong passwords, half
+   for unknown users (30 s timeout). 0.5 s after it starts them, one valid
+   ``/metrics`` request from 127.0.0.1 on a new connection (30 s timeout):
+   status and latency, p50 and max over the rounds; the junk's answers.
+2. Idle connections: after a valid scrape (credentials cached) and 1 s,
+   ``--idle`` (2,000) TCP connections, half silent, half sending 6 bytes of a
+   TLS ClientHello. Once all are open, ``/metrics`` is scraped every 100 ms for
+   ``--window`` (10 s), each on a new connection with a 5 s timeout: latency
+   p50/p99/max of the 200s, and the failures. The server's fds and ``VmRSS``
+   (``/proc/PID/...``) before, the most while open, and 2 s after the bench
+   closed them; how many the server closed 5 s and 15 s after all were open.
+   The bench raises its own open-file soft limit to 4096.
 
 Only loopback addresses are used. Every loop is bounded in count and time, and
 every process started here is stopped on exit, Ctrl-C or error. Exit codes: 0
-when everything was measured, 1 when a part could not be (the reason is
-printed; the rest still runs), 2 when it cannot start at all, 130 on Ctrl-C.
+everything measured, 1 a part was not (the reason is printed, the rest runs), 2
+cannot start, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
+import math
 import os
 import platform
 import socket
@@ -66,85 +59,51 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-import bcrypt
-import trustme
 from _common import (
     LOOPBACK,
+    NAN,
     BenchError,
     Processes,
+    basic_auth,
     cancel_on_sigterm,
+    closed_by_peer,
     die_with_parent_nofile,
     die_with_parent_raise_nofile,
     fd_count,
     free_port,
+    nofile_soft,
+    open_silent,
     percentile,
     raise_nofile,
     rss_kib,
     run_bench,
     say,
-    serve_app,
+    serve_health,
     set_nofile,
+    start_printing_port,
     tail,
+    timed_get,
+    wait_http_ok,
+    write_web_config,
 )
-from aiohttp import web
 
 SELF = Path(__file__).resolve()
 REPO = SELF.parent.parent
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 USER, PASSWORD, COST = "prom", "scrape-password", 10
-SERVER_NOFILE = 1024
-BENCH_NOFILE = 4096
-FLOOD_SOURCE = "127.0.0.2"
-FLOOD_DELAY = 0.5
-VALID_TIMEOUT = FLOOD_TIMEOUT = 30.0
+SERVER_NOFILE, BENCH_NOFILE = 1024, 4096
+FLOOD_SOURCE, FLOOD_DELAY, VALID_TIMEOUT, FLOOD_TIMEOUT = "127.0.0.2", 0.5, 30.0, 30.0
 HALF_HELLO = b"\x16\x03\x01\x02\x00\x01"
 """A TLS record header and the start of a ClientHello: the server waits for the rest."""
 SCRAPE_EVERY, SCRAPE_TIMEOUT, CONNECT_TIMEOUT = 0.1, 5.0, 10.0
 CLOSED_AFTER = (5.0, 15.0)
 SERVERS = ("probed", "blackbox_exporter")
 PARTS = ("flood", "idle")
-
-
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-async def timed_get(
-    http: aiohttp.ClientSession, url: str, ctx: ssl.SSLContext, auth: str | None, within: float
-) -> tuple[str, float]:
-    """GET ``url`` on a new connection: (status or ``timeout`` / ``closed``, seconds)."""
-    started = time.monotonic()
-    headers = {"Authorization": auth} if auth else {}
-    try:
-        limit = aiohttp.ClientTimeout(total=within)
-        async with http.get(url, ssl=ctx, headers=headers, timeout=limit) as resp:
-            await resp.read()
-            status = str(resp.status)
-    except TimeoutError:
-        status = "timeout"
-    except (aiohttp.ClientError, OSError):
-        status = "closed"
-    return status, time.monotonic() - started
-
-
-def new_session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0))
+BLACKBOX_YML = "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n"
 
 
 # --------------------------------------------------------------------------------------
-# child processes: the probe target and the flood
-
-
-def serve_target(lifetime: float) -> int:
-    """``GET /health`` answers 200 ``ok`` on 127.0.0.1:0; print the port; stop on SIGTERM."""
-
-    async def health(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    asyncio.run(serve_app(app, lifetime, backlog=128))
-    return 0
+# the flood (a child process)
 
 
 def flood(url: str, cafile: str, count: int) -> int:
@@ -158,7 +117,10 @@ def flood(url: str, cafile: str, count: int) -> int:
 
             async def one(i: int) -> str:
                 user, password = (USER, f"guess-{i}") if i % 2 else (f"nobody-{i}", "x")
-                return (await timed_get(http, url, ctx, basic(user, password), FLOOD_TIMEOUT))[0]
+                auth = basic_auth(user, password)
+                return (
+                    await timed_get(http, url, FLOOD_TIMEOUT, ssl_context=ctx, authorization=auth)
+                )[0]
 
             print("go", flush=True)
             answers = Counter(await asyncio.gather(*(one(i) for i in range(count))))
@@ -174,32 +136,13 @@ def flood(url: str, cafile: str, count: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Setup:
+    """What every server run shares: the web config, the CA trusting it, the probe target."""
+
     scratch: Path
     web_config: Path
     ca_file: Path
     ctx: ssl.SSLContext
     target_port: int
-
-
-def make_setup(scratch: Path, target_port: int) -> Setup:
-    """A CA, a server certificate for 127.0.0.1, a cost-10 bcrypt user, the web config."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.cert_chain_pems[0].write_to_path(str(scratch / "server.crt"))
-    cert.private_key_pem.write_to_path(str(scratch / "server.key"))
-    ca.cert_pem.write_to_path(str(scratch / "ca.pem"))
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=COST)).decode()
-    web_config = scratch / "web-config.yml"
-    web_config.write_text(
-        f"tls_server_config:\n  cert_file: {scratch / 'server.crt'}\n"
-        f"  key_file: {scratch / 'server.key'}\nbasic_auth_users:\n  {USER}: {hashed}\n",
-        encoding="utf-8",
-    )
-    (scratch / "blackbox.yml").write_text(
-        "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n", encoding="utf-8"
-    )
-    ctx = ssl.create_default_context(cafile=str(scratch / "ca.pem"))
-    return Setup(scratch, web_config, scratch / "ca.pem", ctx, target_port)
 
 
 class Server:
@@ -218,6 +161,17 @@ class Server:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    async def scrape(self, http: aiohttp.ClientSession, within: float) -> tuple[str, float]:
+        """``/metrics`` with the valid credentials on a new connection: (status, seconds)."""
+        good = basic_auth(USER, PASSWORD)
+        return await timed_get(
+            http, self.url("/metrics"), within, ssl_context=self.setup.ctx, authorization=good
+        )
+
+    def readings(self) -> tuple[int, float]:
+        """Open fds and VmRSS (MB) of the server process."""
+        return fd_count(self.pid), rss_kib(self.pid) * 1024 / 1e6
 
     def _argv(self) -> list[str]:
         s = self.setup
@@ -255,19 +209,13 @@ class Server:
                 cwd=REPO,
                 preexec=die_with_parent_nofile(SERVER_NOFILE),
             )
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise BenchError(
-                    f"{self.name} exited with {self.proc.returncode}\n{tail(self.log)}"
-                )
-            status, _ = await timed_get(http, self.url("/-/healthy"), self.setup.ctx, None, 2.0)
-            if status == "401":
-                return
-            if status not in ("timeout", "closed"):
-                raise BenchError(f"{self.name} answered {status} without credentials")
-            await asyncio.sleep(0.02)
-        raise BenchError(f"{self.name} did not answer within 30 s\n{tail(self.log)}")
+        try:
+            url = self.url("/-/healthy")
+            await wait_http_ok(
+                http, url, self.proc, 30.0, 0.02, status=401, ssl_context=self.setup.ctx
+            )
+        except BenchError as exc:
+            raise BenchError(f"{self.name} did not start: {exc}\n{tail(self.log)}") from None
 
     async def stop(self) -> None:
         if self.proc is not None:
@@ -305,10 +253,7 @@ async def flood_round(
             if line.strip() != b"go":
                 raise BenchError(f"the flood did not start: {line!r}\n{tail(err)}")
             await asyncio.sleep(FLOOD_DELAY)
-            good = basic(USER, PASSWORD)
-            status, seconds = await timed_get(
-                http, server.url("/metrics"), setup.ctx, good, VALID_TIMEOUT
-            )
+            status, seconds = await server.scrape(http, VALID_TIMEOUT)
             out = await asyncio.wait_for(proc.stdout.read(), FLOOD_TIMEOUT + 30.0)
         finally:
             await procs.stop(proc)
@@ -336,60 +281,37 @@ class Idle:
     fds: list[int] = field(default_factory=list)
     """Before, most while open, after."""
     rss_mb: list[float] = field(default_factory=list)
+    nofile: str = "n/a"
+    """The server's open-file soft limit as the kernel has it (``/proc/PID/limits``)."""
     closed: list[tuple[int, int]] = field(default_factory=list)
     """(sent nothing, sent half a ClientHello) closed by the server, at each CLOSED_AFTER."""
-
-
-async def open_idle(port: int, first: bytes) -> socket.socket | None:
-    """A TCP connection that sends ``first`` and then nothing (None: it did not open)."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            await loop.sock_connect(sock, (LOOPBACK, port))
-            if first:
-                await loop.sock_sendall(sock, first)
-    except (OSError, TimeoutError):
-        sock.close()
-        return None
-    return sock
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    """True if the server closed or reset the connection (never blocks)."""
-    try:
-        for _ in range(16):
-            if not sock.recv(65536):
-                return True
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return False
 
 
 async def idle_run(
     server: Server, http: aiohttp.ClientSession, count: int, window: float, result: Idle
 ) -> None:
     await server.start(http)
-    ctx, url, good = server.setup.ctx, server.url("/metrics"), basic(USER, PASSWORD)
     socks: list[tuple[socket.socket, bool]] = []
-    peak = [0, 0]
+    peak = (0, 0.0)
 
     def sample() -> None:
+        nonlocal peak
         with contextlib.suppress(OSError, BenchError):
-            peak[0], peak[1] = max(peak[0], fd_count(server.pid)), max(peak[1], rss_kib(server.pid))
+            fds, rss = server.readings()
+            peak = (max(peak[0], fds), max(peak[1], rss))
 
     try:
-        status, _ = await timed_get(http, url, ctx, good, VALID_TIMEOUT)
+        status, _ = await server.scrape(http, VALID_TIMEOUT)
         if status != "200":
             raise BenchError(f"{server.name}: the first valid scrape answered {status}")
         await asyncio.sleep(1.0)
-        result.fds.append(fd_count(server.pid))
-        result.rss_mb.append(rss_kib(server.pid) * 1024 / 1e6)
+        result.nofile = str(nofile_soft(server.pid))
+        before = server.readings()
         opened = await asyncio.gather(
-            *(open_idle(server.port, HALF_HELLO if i % 2 else b"") for i in range(count))
+            *(
+                open_silent(server.port, HALF_HELLO if i % 2 else b"", CONNECT_TIMEOUT)
+                for i in range(count)
+            )
         )
         socks = [(s, i % 2 == 1) for i, s in enumerate(opened) if s is not None]
         result.opened = len(socks)
@@ -402,7 +324,7 @@ async def idle_run(
             if checks and time.monotonic() >= t0 + checks[0]:
                 checks.pop(0)
                 result.closed.append(count_closed(socks))
-            scrapes.append(asyncio.create_task(timed_get(http, url, ctx, good, SCRAPE_TIMEOUT)))
+            scrapes.append(asyncio.create_task(server.scrape(http, SCRAPE_TIMEOUT)))
         done = await asyncio.gather(*scrapes)
         for when in checks:
             await asyncio.sleep(max(0.0, t0 + when - time.monotonic()))
@@ -410,14 +332,13 @@ async def idle_run(
             result.closed.append(count_closed(socks))
         result.scrapes = [s for s, _ in done]
         result.ok_ms = [t * 1000 for s, t in done if s == "200"]
-        result.fds.append(peak[0])
-        result.rss_mb.append(peak[1] * 1024 / 1e6)
         for sock, _ in socks:
             sock.close()
         socks = []
         await asyncio.sleep(2.0)
-        result.fds.append(fd_count(server.pid))
-        result.rss_mb.append(rss_kib(server.pid) * 1024 / 1e6)
+        after = server.readings()
+        result.fds = [before[0], peak[0], after[0]]
+        result.rss_mb = [before[1], peak[1], after[1]]
     finally:
         for sock, _ in socks:
             sock.close()
@@ -425,7 +346,7 @@ async def idle_run(
 
 
 def count_closed(socks: list[tuple[socket.socket, bool]]) -> tuple[int, int]:
-    closed = [hello for sock, hello in socks if closed_by_server(sock)]
+    closed = [hello for sock, hello in socks if closed_by_peer(sock)]
     return closed.count(False), closed.count(True)
 
 
@@ -434,41 +355,33 @@ def count_closed(socks: list[tuple[socket.socket, bool]]) -> tuple[int, int]:
 
 
 def fmt(value: float, digits: int = 3) -> str:
-    return "n/a" if value != value else f"{value:.{digits}f}"
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def rows(args: argparse.Namespace, floods: dict[str, Flood], idles: dict[str, Idle]) -> list[str]:
     table: dict[str, dict[str, str]] = {}
+
+    def put(label: str, name: str, value: str) -> None:
+        table.setdefault(label, {})[name] = value
+
     for name, f in floods.items():
-        got = Counter(f.statuses)
-        table.setdefault("flood: valid /metrics answers", {})[name] = (
-            " ".join(f"{k} x{v}" for k, v in sorted(got.items())) or "n/a"
-        )
-        for label, q in (("p50", 0.5), ("max", 1.0)):
-            table.setdefault(f"flood: valid /metrics latency {label} (s)", {})[name] = fmt(
-                percentile(f.seconds, q)
-            )
-        keys = sorted({"200", "401", "429", "closed"} | set(f.answers))
-        for key in keys:
-            table.setdefault(f"flood: junk answered {key} (all rounds)", {})[name] = str(
-                f.answers[key] if f.seconds else "n/a"
-            )
+        got = sorted(Counter(f.statuses).items())
+        put("flood: valid /metrics answers", name, " ".join(f"{k} x{v}" for k, v in got) or "n/a")
+        put("flood: valid /metrics latency p50 (s)", name, fmt(percentile(f.seconds, 0.5)))
+        put("flood: valid /metrics latency max (s)", name, fmt(max(f.seconds, default=NAN)))
+        for key in sorted({"200", "401", "429", "closed"} | set(f.answers)):
+            put(f"flood: junk answered {key}, all rounds", name, str(f.answers[key]))
     for name, i in idles.items():
-        sent = len(i.scrapes)
-        put = table.setdefault
-        put(f"idle: connections opened (of {args.idle})", {})[name] = str(i.opened)
-        put("idle: scrapes 200 / sent", {})[name] = f"{len(i.ok_ms)} / {sent}"
-        put("idle: scrape latency p50/p99/max (ms)", {})[name] = "/".join(
-            fmt(percentile(i.ok_ms, q), 1) for q in (0.5, 0.99, 1.0)
-        )
-        put("idle: server fds before/during/after", {})[name] = "/".join(map(str, i.fds)) or "n/a"
-        put("idle: server RSS MB before/during/after", {})[name] = (
-            "/".join(fmt(v, 1) for v in i.rss_mb) or "n/a"
-        )
+        put("idle: server's open-file soft limit", name, i.nofile)
+        put(f"idle: connections opened (of {args.idle})", name, str(i.opened))
+        put("idle: scrapes answered 200 / sent", name, f"{len(i.ok_ms)} / {len(i.scrapes)}")
+        quantiles = (percentile(i.ok_ms, q) for q in (0.5, 0.99, 1.0))
+        put("idle: scrape latency p50/p99/max (ms)", name, "/".join(fmt(v, 1) for v in quantiles))
+        put("idle: server fds before/during/after", name, "/".join(map(str, i.fds)) or "n/a")
+        put("idle: server RSS MB before/during/after", name, "/".join(fmt(v, 1) for v in i.rss_mb))
         for when, (nothing, hello) in zip(CLOSED_AFTER, i.closed, strict=False):
-            put(f"idle: closed by server after {when:g} s (silent+hello)", {})[name] = (
-                f"{nothing + hello} ({nothing}+{hello})"
-            )
+            label = f"idle: closed by server after {when:g} s (silent+hello)"
+            put(label, name, f"{nothing + hello} ({nothing}+{hello})")
     width = max((len(k) for k in table), default=10) + 2
     lines = [f"{'figure':{width}}{'probed':>22}{'blackbox_exporter':>22}"]
     for label, values in table.items():
@@ -502,19 +415,18 @@ async def bench(args: argparse.Namespace) -> list[str]:
             f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}"
         )
         say(f"  blackbox_exporter: {blackbox_version()}")
-        with (scratch / "target.stderr").open("wb") as err:
-            target = await procs.spawn([sys.executable, str(SELF), "--serve-target"], stderr=err)
-        assert target.stdout is not None
-        try:
-            target_port = int(await asyncio.wait_for(target.stdout.readline(), 30.0))
-        except (TimeoutError, ValueError):
-            raise BenchError(f"no target port\n{tail(scratch / 'target.stderr')}") from None
-        setup = make_setup(scratch, target_port)
+        argv = [sys.executable, str(SELF), "--serve-target"]
+        _, target_port = await start_printing_port(procs, argv, scratch / "target.stderr")
+        web_config, ca_file = write_web_config(scratch, USER, PASSWORD, COST)
+        (scratch / "blackbox.yml").write_text(BLACKBOX_YML, encoding="utf-8")
+        ctx = ssl.create_default_context(cafile=str(ca_file))
+        setup = Setup(scratch, web_config, ca_file, ctx, target_port)
         say(f"  web config: TLS + user {USER!r}, bcrypt cost {COST}; servers at ulimit -n 1024")
         servers = [Server(name, procs, setup) for name in SERVERS]
         floods: dict[str, Flood] = {}
         idles: dict[str, Idle] = {}
-        async with new_session() as http:
+        connector = aiohttp.TCPConnector(force_close=True, limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
             if "flood" in parts:
                 say(f"[flood] {args.flood} junk requests from {FLOOD_SOURCE}, {args.rounds} rounds")
                 for round_no in range(1, args.rounds + 1):
@@ -556,7 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--flood-client", nargs=3, metavar="X", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_target:
-        return serve_target(3600.0)
+        return serve_health(3600.0)
     if args.flood_client:
         url, cafile, count = args.flood_client
         return flood(url, cafile, int(count))
