@@ -369,7 +369,8 @@ def rows(args: argparse.Namespace, floods: dict[str, Flood], idles: dict[str, Id
         put("flood: valid /metrics answers", name, " ".join(f"{k} x{v}" for k, v in got) or "n/a")
         put("flood: valid /metrics latency p50 (s)", name, fmt(percentile(f.seconds, 0.5)))
         put("flood: valid /metrics latency max (s)", name, fmt(max(f.seconds, default=NAN)))
-        for key in sorted({"200", "401", "429", "closed"} | set(f.answers)):
+        keys = {"200", "401", "429", "closed"}.union(*(g.answers for g in floods.values()))
+        for key in sorted(keys):
             put(f"flood: junk answered {key}, all rounds", name, str(f.answers[key]))
     for name, i in idles.items():
         put("idle: server's open-file soft limit", name, i.nofile)
