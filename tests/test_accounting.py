@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
+from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 
 
 @pytest.mark.parametrize(
@@ -128,3 +128,86 @@ def test_lost_numbers_are_forgotten_once_out_of_the_window() -> None:
     assert [6] == list(t._lost_recent)
     feed(t, list(range(22, 60)), now=10.0)  # 8..17, 19 and 20 time out; the window is (43, 59]
     assert (2 + 12, 1, []) == (t.lost, t.late, list(t._lost_recent))
+
+
+def play(script: str, **tracker_args: float) -> SequenceTracker:
+    """Play ``script`` on a new tracker and declare whatever is still missing lost at the end.
+
+    Tokens: ``7`` and ``1..373`` are observed in order, ``|`` is a reconnect, ``+5s`` lets
+    five seconds pass, ``@b`` sets the epoch of the numbers that follow.
+    """
+    t = SequenceTracker(**tracker_args)  # type: ignore[arg-type]
+    now, epoch = 0.0, None
+    for token in script.split():
+        if token == "|":
+            t.new_connection()
+        elif token.startswith("+"):
+            now += float(token[1:].removesuffix("s"))
+        elif token.startswith("@"):
+            epoch = token[1:]
+        else:
+            first, _, last = token.partition("..")
+            for seq in range(int(first), int(last or first) + 1):
+                now += 0.001
+                t.observe(seq, now, epoch)
+    t.expire(now + t.loss_timeout + 1)
+    return t
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        # (resets, duplicated, out_of_order, lost)
+        ("1..373 | 1..50", (1, 0, 0, 0)),  # the issue: restart, then a reconnect
+        ("1..199 201..373 | 1..3 5..9", (1, 0, 0, 1)),  # 200 still awaited: forgotten; 4 lost
+        ("1..199 201..373 +40s | 1..3 5..9", (1, 0, 0, 2)),  # 200 already declared lost stays
+        ("1..373 +2s 1..50", (1, 0, 0, 0)),  # restart behind a proxy: no reconnect, a pause
+        ("0..373 +2s 0..50", (1, 0, 0, 0)),  # a producer counting from 0
+        ("1..373 | 101..150", (1, 0, 0, 0)),  # restarted minutes ago: below half the high mark
+        ("1..373 1..50", (0, 50, 0, 0)),  # no pause, no reconnect: a replay, duplicates
+        ("1..373 | 371..380", (0, 3, 0, 0)),  # a resuming server replaying a little
+        ("1..373 | 274..380", (0, 100, 0, 0)),  # a server replaying its last 100 events
+        ("1..373 +2s 373 374", (0, 1, 0, 0)),  # a real duplicate after a pause
+        ("1..10 | 1..10", (0, 10, 0, 0)),  # too few numbers to tell a restart from a replay
+        ("1..10 5", (0, 1, 0, 0)),  # a real duplicate
+        ("1 3 2 4", (0, 0, 1, 0)),  # reordering
+        ("1 3..40 | 2", (0, 0, 1, 0)),  # a gap filled after a reconnect: not a reset
+        ("1..373 | 1..50 | 51..60", (1, 0, 0, 0)),  # the new range resumes: no second reset
+        ("@a 1..373 @b 1..50", (1, 0, 0, 0)),  # a changed epoch: no pause needed
+        ("@a 1..373 @b 400..410", (1, 0, 0, 0)),  # a changed epoch resets upwards too
+        ("@a 1..373 +2s | @a 1..50", (0, 50, 0, 0)),  # the same epoch: a replay, duplicates
+        ("1..373 @a | 1..50", (1, 0, 0, 0)),  # an epoch appearing is not yet trusted
+    ],
+)
+def test_sequence_resets(script: str, expected: tuple[int, int, int, int]) -> None:
+    """A producer restart is one reset; real duplicates and reordering keep their verdicts."""
+    t = play(script)
+    assert expected == (t.resets, t.duplicated, t.out_of_order, t.lost)
+
+
+def test_reset_verdicts_after_reconnect() -> None:
+    """After a reconnect the restarted sequence's first number is RESET and the next are NEW."""
+    t = SequenceTracker()
+    feed(t, list(range(1, 374)))
+    t.new_connection()
+    assert [Verdict.RESET, Verdict.NEW, Verdict.NEW] == feed(t, [1, 2, 3], now=1.0)
+    assert 3 == t.highest
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-23T10:47:37Z", "2026-11-23T10:47:37Z"),
+        (7, "7"),
+        pytest.param("x" * 256, "x" * 256, id="256-chars"),
+        pytest.param("x" * 257, None, id="257-chars"),
+        pytest.param(10**300, None, id="301-digits"),
+        (True, None),
+        (1.5, None),
+        ({"a": 1}, None),
+        (None, None),
+    ],
+)
+def test_epoch_of(value: object, expected: str | None) -> None:
+    """An epoch is a string of at most 256 characters or an integer; anything else is none."""
+    assert expected == epoch_of(value)
