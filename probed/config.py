@@ -513,6 +513,8 @@ class SseStream(_Named):
     lag_format: Literal["auto", "rfc3339", "epoch_s", "epoch_ms"] = "auto"
     sequence_field: str | None = None
     sequence_from_id: bool = False
+    sequence_epoch_field: str | None = None
+    """Dotted path of the producer's run (epoch) in the JSON data: a changed value is a reset."""
     event_types: list[str] = Field(default_factory=list)
     late_after: Duration = 5.0
     loss_timeout: Duration = 30.0

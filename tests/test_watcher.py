@@ -133,6 +133,41 @@ async def test_server_without_resume_shows_true_loss() -> None:
     assert 5 == stats.lost
 
 
+async def test_restarted_producer_counts_one_reset_and_no_duplicates() -> None:
+    """A producer restart (sequence back to 1) counts one reset and zero duplicates."""
+    calls = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        resp = await open_stream(request)
+        for seq in range(1, 374 if calls == 1 else 51):  # restarted: Last-Event-ID ignored
+            await resp.write(event(seq))
+        if calls >= 2:
+            await asyncio.sleep(5)
+        return resp
+
+    async with sse_server(handler) as url, watching(url, stream_spec()) as (stats, _):
+        await until(lambda: stats.received >= 373 + 50)
+    assert (1, 0, 0, 0) == (stats.sequence_resets, stats.duplicated, stats.lost, stats.out_of_order)
+
+
+async def test_changed_epoch_is_a_reset_without_a_reconnect() -> None:
+    """With sequence_epoch_field, a changed epoch restarts the sequence on the same connection."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        for epoch, seq in [("a", n) for n in range(1, 41)] + [("b", n) for n in range(1, 11)]:
+            await resp.write(f'data: {{"seq": {seq}, "run": {{"id": "{epoch}"}}}}\n\n'.encode())
+        await asyncio.sleep(5)
+        return resp
+
+    spec = stream_spec(sequence_epoch_field="run.id", lag_field=None)
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.received >= 50)
+    assert (1, 0, 0) == (stats.sequence_resets, stats.duplicated, stats.reconnects.total())
+
+
 async def test_stall_is_detected_and_reconnected() -> None:
     """No event and no heartbeat for idle_timeout ends the connection with reason stalled."""
 

@@ -54,7 +54,7 @@ from probed.probes._http_common import ssl_for
 from probed.probes.base import Reason, classify_exception, new_traceparent
 from probed.probes.redirects import RedirectPolicy, request_following
 from probed.store import StreamStats
-from probed.stream.accounting import SequenceTracker, Verdict, parse_timestamp
+from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
 
@@ -152,7 +152,10 @@ class StreamWatcher:
         ]
         self._fanout = _Fanout()
         self._redirects = RedirectPolicy.of(target, spec)
-        self._needs_json = spec.lag_field is not None or spec.sequence_field is not None
+        self._needs_json = any(
+            path is not None
+            for path in (spec.lag_field, spec.sequence_field, spec.sequence_epoch_field)
+        )
         self._primary_up = False
         self._clock_task: asyncio.Task[None] | None = None
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY
@@ -268,6 +271,7 @@ class StreamWatcher:
         conn_id = f"{_CONN_PREFIX}-{next(_conn_counter):x}"
         stats.connection_ids[sub.index] = conn_id
         sub.decoder.reset_connection()
+        sub.tracker.new_connection()
         started = time.monotonic()
         sent_wall = clock.wall()
         try:
@@ -436,7 +440,9 @@ class StreamWatcher:
             return
         tracker = sub.tracker
         lost_before = tracker.lost
-        verdict = tracker.observe(seq, now)
+        epoch_path = spec.sequence_epoch_field
+        epoch = None if epoch_path is None else epoch_of(_field(data, epoch_path))
+        verdict = tracker.observe(seq, now, epoch)
         stats.lost += tracker.lost - lost_before
         if verdict is Verdict.DUPLICATE:
             stats.duplicated += 1
