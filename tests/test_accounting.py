@@ -130,13 +130,13 @@ def test_lost_numbers_are_forgotten_once_out_of_the_window() -> None:
     assert (2 + 12, 1, []) == (t.lost, t.late, list(t._lost_recent))
 
 
-def play(script: str, **tracker_args: float) -> SequenceTracker:
+def play(script: str) -> SequenceTracker:
     """Play ``script`` on a new tracker and declare whatever is still missing lost at the end.
 
     Tokens: ``7`` and ``1..373`` are observed in order, ``|`` is a reconnect, ``+5s`` lets
     five seconds pass, ``@b`` sets the epoch of the numbers that follow.
     """
-    t = SequenceTracker(**tracker_args)  # type: ignore[arg-type]
+    t = SequenceTracker()
     now, epoch = 0.0, None
     for token in script.split():
         if token == "|":
