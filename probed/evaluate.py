@@ -86,6 +86,9 @@ class Evaluator:
             p95_seconds=window.durations.quantile(0.95),
             last_success=None if last is None else last.success,
             last_success_at=st.last_success_at,
+            last_reason=None
+            if last is None or last.result.reason is None
+            else last.result.reason.value,
         )
 
     def _stream_signal(self, st: StreamStats, now: float, horizon: float) -> StreamSignal:

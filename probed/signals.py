@@ -55,6 +55,8 @@ class ProbeSignal:
     last_success: bool | None
     last_success_at: float | None
     """Unix time of the last successful run (ever), for "last healthy"."""
+    last_reason: str | None = None
+    """Why the last run failed (None if it succeeded or there is none)."""
 
     @property
     def failure_ratio(self) -> float:
@@ -183,6 +185,8 @@ class ComponentStatus:
     probes: tuple[str, ...]
     failing: tuple[str, ...]
     last_healthy: float | None
+    degraded_by: tuple[str, ...] = ()
+    """Members that answer but not well: slow last run, or failures within the window."""
 
 
 @dataclass(frozen=True, slots=True)

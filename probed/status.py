@@ -101,6 +101,8 @@ from probed.signals import (
     Evaluation,
     ProbeSignal,
     Recommendation,
+    RecommendationState,
+    Severity,
     Signals,
     SloStatus,
     StreamSignal,
@@ -164,17 +166,23 @@ def default_components(config: Config) -> list[ComponentConfig]:
 
 
 def _probe_view(sig: ProbeSignal) -> tuple[bool, bool, float | None] | None:
-    """(failing, failed within the window, healthy at) of a probe; None without data."""
+    """(failing, degraded, healthy at) of a probe; None without data.
+
+    A run that succeeded but too slowly (reason ``slow``) degrades, it does not fail:
+    the journey works, just not well.
+    """
     if sig.last_success is None:
         return None
-    return (not sig.last_success, sig.failure_ratio > 0, sig.last_success_at)
+    slow = sig.last_reason == "slow"
+    failing = not sig.last_success and not slow
+    return (failing, not failing and (slow or sig.failure_ratio > 0), sig.last_success_at)
 
 
 def _stream_view(sig: StreamSignal, now: float) -> tuple[bool, bool, float | None]:
-    """(failing, failed within the window, healthy at) of a stream watcher."""
+    """(failing, degraded, healthy at) of a stream watcher."""
     if sig.connected:
         return (False, False, now)
-    return (True, True, now - sig.disconnected_for if sig.disconnected_for > 0 else None)
+    return (True, False, now - sig.disconnected_for if sig.disconnected_for > 0 else None)
 
 
 def _component(config: ComponentConfig, signals: Signals) -> ComponentStatus:
@@ -188,11 +196,12 @@ def _component(config: ComponentConfig, signals: Signals) -> ComponentStatus:
         if view is not None:
             views.append((name, view))
     failing = tuple(name for name, (bad, _, _) in views if bad)
+    degraded_by = tuple(name for name, (_, degraded, _) in views if degraded)
     if not views:
         state = ComponentState.UNKNOWN
     elif len(failing) == len(views):
         state = ComponentState.DOWN
-    elif failing or any(recent for _, (_, recent, _) in views):
+    elif failing or degraded_by:
         state = ComponentState.DEGRADED
     else:
         state = ComponentState.OK
@@ -204,6 +213,7 @@ def _component(config: ComponentConfig, signals: Signals) -> ComponentStatus:
         probes=tuple(config.probes),
         failing=failing,
         last_healthy=last_healthy,
+        degraded_by=degraded_by,
     )
 
 
@@ -214,9 +224,28 @@ def compute_components(
     return tuple(_component(config, signals) for config in components)
 
 
-def overall(components: Iterable[ComponentStatus]) -> ComponentState:
-    """The page's headline state: the worst known component state (UNKNOWN if none is known)."""
+#: The least severe headline an active recommendation of each severity allows.
+_SEVERITY_FLOOR: dict[Severity, ComponentState] = {
+    Severity.SEV1: ComponentState.DOWN,
+    Severity.SEV2: ComponentState.DEGRADED,
+    Severity.SEV3: ComponentState.DEGRADED,
+}
+
+
+def overall(
+    components: Iterable[ComponentStatus], recommendations: Iterable[Recommendation] = ()
+) -> ComponentState:
+    """The page's headline state: the worst known component state (UNKNOWN if none is known).
+
+    It is never better than an active recommendation implies: DOWN under an active
+    Sev-1, at least DEGRADED under an active Sev-2 or Sev-3.
+    """
     states = {c.state for c in components}
+    states |= {
+        _SEVERITY_FLOOR[r.severity]
+        for r in recommendations
+        if r.state is RecommendationState.ACTIVE and r.severity in _SEVERITY_FLOOR
+    }
     for state in (ComponentState.DOWN, ComponentState.DEGRADED, ComponentState.OK):
         if state in states:
             return state
@@ -299,6 +328,7 @@ def _component_doc(component: ComponentStatus) -> dict[str, Any]:
         "state": component.state.value,
         "probes": list(component.probes),
         "failing": list(component.failing),
+        "degraded_by": list(component.degraded_by),
         "last_healthy": _finite(component.last_healthy, 3),
     }
 
@@ -392,7 +422,7 @@ def status_document(
     else:
         components = [_component_doc(c) for c in evaluation.components]
         slos = [_slo_doc(s) for s in evaluation.signals.slos.values()]
-        overall_state = overall(evaluation.components)
+        overall_state = overall(evaluation.components, evaluation.recommendations)
     doc: dict[str, Any] = {
         "version": version,
         "location": location,
@@ -618,10 +648,11 @@ def render_table(doc: Mapping[str, Any]) -> str:
                 _plain(c.get("state")),
                 _iso(c.get("last_healthy")),
                 ", ".join(_plain(n) for n in _strs(c.get("failing"))) or "-",
+                ", ".join(_plain(n) for n in _strs(c.get("degraded_by"))) or "-",
             ]
             for c in components
         ]
-        out += _columns(["COMPONENT", "STATE", "LAST HEALTHY", "FAILING"], rows)
+        out += _columns(["COMPONENT", "STATE", "LAST HEALTHY", "FAILING", "DEGRADED"], rows)
     else:
         out.append("COMPONENTS: no evaluation yet")
     out += ["", "RECOMMENDATIONS"]
@@ -914,6 +945,8 @@ def _page_component(c: Mapping[str, Any]) -> str:
     count = "no probes" if n == 0 else "1 probe" if n == 1 else f"{n} probes"
     healthy = _iso(c.get("last_healthy")) if _is_num(c.get("last_healthy")) else "unknown"
     fail = f'<p class="failing">failing: {_e(", ".join(failing))}</p>' if failing else ""
+    if degraded := _strs(c.get("degraded_by")):
+        fail += f'<p class="degraded">degraded: {_e(", ".join(degraded))}</p>'
     return (
         f'<div class="component" data-name="{_e(name)}" data-state="{_e(state)}">'
         f'<h3>{_e(name)}</h3><p class="state">{_e(state)}</p>'
@@ -1300,7 +1333,10 @@ _SCRIPT = r"""
     const n = probes.length;
     const count = n === 0 ? "no probes" : n === 1 ? "1 probe" : `${n} probes`;
     const healthy = isNum(c.last_healthy) ? iso(c.last_healthy) : "unknown";
-    const fail = failing.length ? `<p class="failing">failing: ${e(failing.join(", "))}</p>` : "";
+    const degraded = strs(c.degraded_by);
+    const fail =
+      (failing.length ? `<p class="failing">failing: ${e(failing.join(", "))}</p>` : "") +
+      (degraded.length ? `<p class="degraded">degraded: ${e(degraded.join(", "))}</p>` : "");
     return `<div class="component" data-name="${e(name)}" data-state="${e(state)}">` +
       `<h3>${e(name)}</h3><p class="state">${e(state)}</p>` +
       `<p class="detail" title="${e(probes.join(", "))}">${count}</p>` +

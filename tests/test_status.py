@@ -133,6 +133,7 @@ def probe(
     runs: int = 10,
     failures: int = 0,
     last_success_at: float | None = NOW - 5,
+    last_reason: str | None = None,
 ) -> ProbeSignal:
     """A probe signal with the fields that matter for components."""
     return ProbeSignal(
@@ -146,6 +147,7 @@ def probe(
         p95_seconds=None,
         last_success=last,
         last_success_at=last_success_at,
+        last_reason=last_reason,
     )
 
 
@@ -206,7 +208,15 @@ COMPONENT_CASES: list[tuple[str, list[str], list[ProbeSignal | StreamSignal], Co
         "ok_now_but_failed_in_window",
         ["a"],
         [probe("a", failures=1)],
-        ComponentStatus("C", ComponentState.DEGRADED, ("a",), (), NOW - 5),
+        ComponentStatus("C", ComponentState.DEGRADED, ("a",), (), NOW - 5, degraded_by=("a",)),
+    ),
+    (
+        "slow_but_successful_is_degraded_not_down",
+        ["login"],
+        [probe("login", last=False, failures=1, last_reason="slow", last_success_at=NOW - 15)],
+        ComponentStatus(
+            "C", ComponentState.DEGRADED, ("login",), (), NOW - 15, degraded_by=("login",)
+        ),
     ),
     (
         "failing_and_never_healthy",
@@ -275,6 +285,26 @@ def test_overall(states: list[ComponentState], expected: ComponentState) -> None
     """The worst known state wins; UNKNOWN counts only when nothing is known."""
     comps = [ComponentStatus(f"c{i}", s, (), (), None) for i, s in enumerate(states)]
     assert expected == overall(comps)
+
+
+@pytest.mark.parametrize(
+    ("severity", "state", "expected"),
+    [
+        (Severity.SEV1, RecommendationState.ACTIVE, S.DOWN),
+        (Severity.SEV2, RecommendationState.ACTIVE, S.DEGRADED),
+        (Severity.SEV3, RecommendationState.ACTIVE, S.DEGRADED),
+        (Severity.SEV4, RecommendationState.ACTIVE, S.OK),
+        (Severity.SEV1, RecommendationState.PENDING, S.OK),
+        (Severity.SEV1, RecommendationState.INCONCLUSIVE, S.OK),
+    ],
+)
+def test_overall_is_never_better_than_an_active_recommendation(
+    severity: Severity, state: RecommendationState, expected: ComponentState
+) -> None:
+    """An active Sev-1 makes the headline DOWN, Sev-2/3 DEGRADED, even with every card OK."""
+    comps = [ComponentStatus("c", S.OK, (), (), None)]
+    rec = recommendation("fast_burn", severity, state, NOW - 60)
+    assert expected == overall(comps, [rec])
 
 
 # ---------------------------------------------------------------------------
@@ -380,9 +410,9 @@ def test_status_document_shape_with_a_populated_store() -> None:
     )  # fmt: skip
     assert [
         {"name": "API Read", "state": "OK", "probes": ["health"], "failing": [],
-         "last_healthy": NOW - 10},
+         "degraded_by": [], "last_healthy": NOW - 10},
         {"name": "SSE Stream", "state": "DEGRADED", "probes": ["events"], "failing": ["events"],
-         "last_healthy": NOW - 400},
+         "degraded_by": [], "last_healthy": NOW - 400},
     ] == doc["components"]  # fmt: skip
     assert ["sse_degraded", "backlog", "pending_one"] == [
         r["scenario"] for r in doc["recommendations"]
