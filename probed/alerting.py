@@ -12,12 +12,15 @@ and ``INCONCLUSIVE`` means our own vantage point is suspect (never page on it).
 Alertmanager (``POST {url}/api/v2/alerts``, a JSON list)::
 
     {"labels": {"alertname": "ProbedDegradedMode", "scenario": "sse_degraded",
-                "severity": "Sev-2", "location": "eu-1"},
+                "severity": "Sev-2", "routing": "page", "location": "eu-1"},
      "annotations": {"summary": …, "title": …, "actions": "1. …\\n2. …",
                      "rollback": …, "runbook_url": …,
                      "evidence": "<signal>: value=… threshold=… since=<RFC 3339>"},
      "startsAt": "<since, RFC 3339 UTC>", "endsAt": "<now + 4 * resend_interval>",
      "generatorURL": …}                  (omitted when no generator_url is set)
+
+``severity`` is the Sev level and ``routing`` (``page`` or ``ticket``) follows
+from it by ``probed.signals.ROUTING``, as on the generated Prometheus rules.
 
 Every active alert is re-sent every ``resend_interval`` and at once on a
 change, with ``endsAt`` four intervals ahead, so Alertmanager resolves the
@@ -72,7 +75,7 @@ from yarl import URL
 
 from probed import clock
 from probed.config import AlertingConfig
-from probed.signals import Evidence, Recommendation, RecommendationState
+from probed.signals import ROUTING_LABEL, Evidence, Recommendation, RecommendationState
 
 __all__ = ["ALERTMANAGER", "ALERT_NAME", "WEBHOOK", "AlertPusher"]
 
@@ -397,6 +400,7 @@ class AlertPusher:
                 "alertname": ALERT_NAME,
                 "scenario": rec.scenario,
                 "severity": rec.severity.value,
+                ROUTING_LABEL: rec.severity.routing.value,
                 "location": self._location,
             },
             "annotations": {

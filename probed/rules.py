@@ -21,16 +21,20 @@ Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
 
 - the multi-window, multi-burn-rate alerts of the Google SRE workbook (chapter 5,
   table 5-8), one rule per window pair, all named ``SloErrorBudgetBurn`` and
-  told apart by the ``severity``, ``long_window`` and ``short_window`` labels:
+  told apart by the ``long_window`` and ``short_window`` labels:
 
-  ========  ===========  ============  ===========  ======
-  severity  long window  short window  burn rate    for
-  ========  ===========  ============  ===========  ======
-  page      1h           5m            14.4         2m
-  page      6h           30m           6            2m
-  ticket    1d           2h            3            15m
-  ticket    3d           6h            1            1h
-  ========  ===========  ============  ===========  ======
+  =====  ========  =======  ===========  ============  =========  ======
+  speed  severity  routing  long window  short window  burn rate  for
+  =====  ========  =======  ===========  ============  =========  ======
+  fast   Sev-2     page     1h           5m            14.4       2m
+  fast   Sev-2     page     6h           30m           6          2m
+  slow   Sev-3     ticket   1d           2h            3          15m
+  slow   Sev-3     ticket   3d           6h            1          1h
+  =====  ========  =======  ===========  ============  =========  ======
+
+  A fast burn is Sev-2, as the severity matrix has it ("fast SLO burn"); a slow
+  one Sev-3. Sev-1 (hard down) is for the recommendations, which see more than
+  one SLO's ratio.
 
   An alert fires while the error ratio exceeds ``burn rate * (1 - objective)``
   over both windows: the long one proves the burn is significant, the short one
@@ -39,9 +43,14 @@ Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
   annotations state what they mean for the SLO's own ``window``.
 
 A last group ``probed`` holds the alerts that are not derived from SLOs: a
-stream with fewer connections than subscribers, reflect lag p95 above 3 s, a
-failing probe, and probed's own health (failed config reload, event-loop lag,
-active degraded-mode recommendations).
+stream with fewer connections than subscribers and reflect lag p95 above 3 s
+(Sev-2), a failing probe and probed's own health (failed config reload,
+event-loop lag; Sev-3), and active degraded-mode recommendations (the
+recommendation's own Sev level).
+
+Every alert carries ``severity`` = its Sev level and ``routing`` = ``page`` or
+``ticket`` by ``probed.signals.ROUTING``, the labels probed's own Alertmanager
+push sets, so one Alertmanager route on ``routing`` serves both.
 
 Histogram ``le`` label values are written exactly as probed exposes them
 (``repr(float)``: ``"0.25"``, ``"5.0"``), which is also how Prometheus 3
@@ -56,6 +65,7 @@ from typing import Any, Literal
 import yaml
 
 from probed.config import SLO_WINDOWS, Config, SloConfig, format_duration
+from probed.signals import ROUTING, ROUTING_LABEL, Routing, Severity
 
 __all__ = [
     "BURN_RATE_ALERTS",
@@ -66,6 +76,7 @@ __all__ = [
     "le_label",
     "render_rules",
     "rule_groups",
+    "severity_labels",
 ]
 
 
@@ -73,7 +84,8 @@ __all__ = [
 class BurnRateAlert:
     """One window pair of the multi-window multi-burn-rate alerts."""
 
-    severity: Literal["page", "ticket"]
+    speed: Literal["fast", "slow"]
+    severity: Severity
     long_window: str
     short_window: str
     burn_rate: float
@@ -81,12 +93,12 @@ class BurnRateAlert:
 
 
 BURN_RATE_ALERTS: tuple[BurnRateAlert, ...] = (
-    BurnRateAlert("page", "1h", "5m", 14.4, "2m"),
-    BurnRateAlert("page", "6h", "30m", 6.0, "2m"),
-    BurnRateAlert("ticket", "1d", "2h", 3.0, "15m"),
-    BurnRateAlert("ticket", "3d", "6h", 1.0, "1h"),
+    BurnRateAlert("fast", Severity.SEV2, "1h", "5m", 14.4, "2m"),
+    BurnRateAlert("fast", Severity.SEV2, "6h", "30m", 6.0, "2m"),
+    BurnRateAlert("slow", Severity.SEV3, "1d", "2h", 3.0, "15m"),
+    BurnRateAlert("slow", Severity.SEV3, "3d", "6h", 1.0, "1h"),
 )
-"""The SRE workbook's table 5-8 (burn rates for a 30-day budget)."""
+"""The SRE workbook's table 5-8 (burn rates for a 30-day budget), Sev level by speed."""
 
 ERROR_RATIO_WINDOWS: tuple[str, ...] = tuple(
     sorted(
@@ -97,8 +109,8 @@ ERROR_RATIO_WINDOWS: tuple[str, ...] = tuple(
 """Windows of the recorded error ratios: every window an alert needs (5m … 3d)."""
 
 RUNBOOK_ANCHORS: dict[str, str] = {
-    "page": "fast_burn",
-    "ticket": "slow_burn",
+    "fast": "fast_burn",
+    "slow": "slow_burn",
     "StreamDisconnected": "sse_degraded",
     "ReflectLatencyP95High": "sse_degraded",
     "ProbeFailing": "probe_failing",
@@ -113,6 +125,20 @@ degraded-mode alert links to the section named after its scenario.
 """
 
 _RECORD = "slo:sli_error:ratio_rate{window}"
+
+
+def severity_labels(severity: Severity) -> dict[str, str]:
+    """The ``severity`` and ``routing`` labels of an alert of ``severity``."""
+    return {"severity": severity.value, ROUTING_LABEL: severity.routing.value}
+
+
+def _routing_template() -> str:
+    """A label template: the ``routing`` of the alert's ``severity`` label, by ``ROUTING``."""
+    branches = []
+    for routing in Routing:
+        levels = " ".join(f'"{sev.value}"' for sev, r in ROUTING.items() if r is routing)
+        branches.append(f"if eq $labels.severity {levels} }}}}{routing.value}")
+    return "{{ " + "{{ else ".join(branches) + "{{ end }}"
 
 
 def le_label(bound: float) -> str:
@@ -206,21 +232,20 @@ def _slo_group(config: Config, slo: SloConfig) -> dict[str, Any]:
         long_series = f'{_RECORD.format(window=pair.long_window)}{{slo="{slo.name}"}}'
         short_series = f'{_RECORD.format(window=pair.short_window)}{{slo="{slo.name}"}}'
         share = pair.burn_rate * SLO_WINDOWS[pair.long_window] / slo.window
-        speed = "Fast" if pair.severity == "page" else "Slow"
         rules.append(
             {
                 "alert": "SloErrorBudgetBurn",
                 "expr": f"{long_series} > {limit}\nand\n{short_series} > {limit}\n",
                 "for": pair.for_,
                 "labels": {
-                    "severity": pair.severity,
+                    **severity_labels(pair.severity),
                     "slo": slo.name,
                     "long_window": pair.long_window,
                     "short_window": pair.short_window,
                 },
                 "annotations": {
                     "summary": (
-                        f"{speed} error-budget burn of SLO {slo.name} "
+                        f"{pair.speed.capitalize()} error-budget burn of SLO {slo.name} "
                         f"({_num(pair.burn_rate)}x over {pair.long_window} and "
                         f"{pair.short_window})"
                     ),
@@ -236,7 +261,7 @@ def _slo_group(config: Config, slo: SloConfig) -> dict[str, Any]:
                     ),
                     "runbook_url": _literal(slo.runbook_url)
                     if slo.runbook_url
-                    else _runbook(config, RUNBOOK_ANCHORS[pair.severity]),
+                    else _runbook(config, RUNBOOK_ANCHORS[pair.speed]),
                 },
             }
         )
@@ -252,7 +277,7 @@ def _probed_group(config: Config) -> dict[str, Any]:
             "alert": "StreamDisconnected",
             "expr": "probed_stream_connected < probed_stream_subscribers\n",
             "for": "2m",
-            "labels": {"severity": "page"},
+            "labels": severity_labels(Severity.SEV2),
             "annotations": {
                 "summary": "Stream {{ $labels.stream }} is disconnected",
                 "description": (
@@ -267,7 +292,7 @@ def _probed_group(config: Config) -> dict[str, Any]:
             "alert": "ReflectLatencyP95High",
             "expr": "histogram_quantile(0.95, rate(probed_reflect_lag_seconds_bucket[5m])) > 3\n",
             "for": "10m",
-            "labels": {"severity": "page"},
+            "labels": severity_labels(Severity.SEV2),
             "annotations": {
                 "summary": "Reflect delivery p95 of {{ $labels.probe }} is above 3s",
                 "description": (
@@ -283,7 +308,7 @@ def _probed_group(config: Config) -> dict[str, Any]:
             "alert": "ProbeFailing",
             "expr": "probe_success == 0\n",
             "for": "5m",
-            "labels": {"severity": "ticket"},
+            "labels": severity_labels(Severity.SEV3),
             "annotations": {
                 "summary": "Probe {{ $labels.probe }} is failing",
                 "description": (
@@ -298,7 +323,7 @@ def _probed_group(config: Config) -> dict[str, Any]:
             "alert": "ProbedConfigReloadFailed",
             "expr": "probed_config_last_reload_successful == 0\n",
             "for": "5m",
-            "labels": {"severity": "ticket"},
+            "labels": severity_labels(Severity.SEV3),
             "annotations": {
                 "summary": "probed {{ $labels.instance }} failed to reload its configuration",
                 "description": (
@@ -313,7 +338,7 @@ def _probed_group(config: Config) -> dict[str, Any]:
             "alert": "ProbedEventLoopLagHigh",
             "expr": "probed_event_loop_lag_seconds > 0.5\n",
             "for": "5m",
-            "labels": {"severity": "ticket"},
+            "labels": severity_labels(Severity.SEV3),
             "annotations": {
                 "summary": "probed {{ $labels.instance }} event loop is lagging",
                 "description": (
@@ -328,11 +353,8 @@ def _probed_group(config: Config) -> dict[str, Any]:
             "alert": "DegradedModeRecommended",
             "expr": "probed_recommendation_active == 1\n",
             "labels": {
-                "severity": (
-                    '{{ if or (eq $labels.severity "Sev-1") (eq $labels.severity "Sev-2") }}'
-                    "page{{ else }}ticket{{ end }}"
-                ),
-                "incident_severity": "{{ $labels.severity }}",
+                "severity": "{{ $labels.severity }}",
+                ROUTING_LABEL: _routing_template(),
             },
             "annotations": {
                 "summary": "Degraded mode recommended: {{ $labels.scenario }}",

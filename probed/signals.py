@@ -12,8 +12,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
 
 __all__ = [
+    "ROUTING",
+    "ROUTING_LABEL",
     "ComponentState",
     "ComponentStatus",
     "Evaluation",
@@ -21,6 +25,7 @@ __all__ = [
     "ProbeSignal",
     "Recommendation",
     "RecommendationState",
+    "Routing",
     "Severity",
     "Signals",
     "SloStatus",
@@ -35,6 +40,41 @@ class Severity(enum.StrEnum):
     SEV2 = "Sev-2"
     SEV3 = "Sev-3"
     SEV4 = "Sev-4"
+
+    @property
+    def routing(self) -> Routing:
+        """Who is told about an alert of this severity (``ROUTING``)."""
+        return ROUTING[self]
+
+
+class Routing(enum.StrEnum):
+    """The ``routing`` label of every alert: how Alertmanager should notify."""
+
+    PAGE = "page"
+    """Wake the on-call now."""
+    TICKET = "ticket"
+    """Queue it for working hours."""
+
+
+ROUTING_LABEL: Final = "routing"
+"""The label that carries ``Routing`` on pushed alerts and generated rules alike."""
+
+ROUTING: Final[Mapping[Severity, Routing]] = MappingProxyType(
+    {
+        Severity.SEV1: Routing.PAGE,
+        Severity.SEV2: Routing.PAGE,
+        Severity.SEV3: Routing.TICKET,
+        Severity.SEV4: Routing.TICKET,
+    }
+)
+"""The one mapping of Sev levels to routing: Sev-1 and Sev-2 page, Sev-3 and Sev-4 ticket.
+
+The severity matrix pages for Sev-1 (hard down) and Sev-2 (fast SLO burn, p99
+over target); Sev-3 and Sev-4 are worked on in hours. Every alert probed
+produces (the Alertmanager push, the webhooks, the generated Prometheus rules
+and the status page) carries ``severity`` = the Sev level and ``routing`` =
+this mapping of it.
+"""
 
 
 @dataclass(frozen=True, slots=True)

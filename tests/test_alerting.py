@@ -224,6 +224,7 @@ async def test_real_alertmanager_shows_then_resolves_the_alert(alertmanager: str
                 "alertname": ALERT_NAME,
                 "scenario": "sse_degraded",
                 "severity": "Sev-2",
+                "routing": "page",
                 "location": "eu-1",
             } == alert["labels"]
             assert {
@@ -302,6 +303,7 @@ async def test_webhook_gets_firing_then_resolved(start_receiver: StartReceiver) 
         "alertname": ALERT_NAME,
         "scenario": "sse_degraded",
         "severity": "Sev-2",
+        "routing": "page",
         "location": "eu-1",
     } == alert["labels"]
     assert (

@@ -168,12 +168,15 @@ def test_promtool_unit_tests_pass() -> None:
 def test_windows_are_those_of_the_burn_rate_pairs() -> None:
     """The error ratio is recorded over exactly the seven windows the four alert pairs use."""
     assert ("5m", "30m", "1h", "2h", "6h", "1d", "3d") == ERROR_RATIO_WINDOWS
-    pairs = [(a.severity, a.long_window, a.short_window, a.burn_rate) for a in BURN_RATE_ALERTS]
+    pairs = [
+        (a.speed, a.severity.value, a.long_window, a.short_window, a.burn_rate)
+        for a in BURN_RATE_ALERTS
+    ]
     assert [
-        ("page", "1h", "5m", 14.4),
-        ("page", "6h", "30m", 6.0),
-        ("ticket", "1d", "2h", 3.0),
-        ("ticket", "3d", "6h", 1.0),
+        ("fast", "Sev-2", "1h", "5m", 14.4),
+        ("fast", "Sev-2", "6h", "30m", 6.0),
+        ("slow", "Sev-3", "1d", "2h", 3.0),
+        ("slow", "Sev-3", "3d", "6h", 1.0),
     ] == pairs
 
 
@@ -194,13 +197,13 @@ def test_each_slo_gets_a_group_of_records_and_burn_rate_alerts(all_kinds_config:
         assert all({"slo": slo.name} == r["labels"] for r in records)
         alerts = [r for r in group["rules"] if "alert" in r]
         assert [
-            ("page", "1h", "5m", "2m"),
-            ("page", "6h", "30m", "2m"),
-            ("ticket", "1d", "2h", "15m"),
-            ("ticket", "3d", "6h", "1h"),
+            ("Sev-2", "page", "1h", "5m", "2m"),
+            ("Sev-2", "page", "6h", "30m", "2m"),
+            ("Sev-3", "ticket", "1d", "2h", "15m"),
+            ("Sev-3", "ticket", "3d", "6h", "1h"),
         ] == [
-            (a["labels"]["severity"], a["labels"]["long_window"], a["labels"]["short_window"],
-             a["for"])
+            (a["labels"]["severity"], a["labels"]["routing"], a["labels"]["long_window"],
+             a["labels"]["short_window"], a["for"])
             for a in alerts
         ]  # fmt: skip
         assert {"SloErrorBudgetBurn"} == {a["alert"] for a in alerts}
@@ -257,7 +260,7 @@ def test_le_labels_match_the_exposition(buckets: tuple[float, ...]) -> None:
 def test_runbook_urls(all_kinds_config: Config) -> None:
     """An SLO's runbook_url wins; otherwise the base URL's burn section; scenarios by name."""
     urls = {
-        (g["name"], r["labels"]["severity"]): r["annotations"]["runbook_url"]
+        (g["name"], r["labels"]["routing"]): r["annotations"]["runbook_url"]
         for g in rule_groups(all_kinds_config)
         for r in g["rules"]
         if "alert" in r
@@ -291,13 +294,13 @@ def test_probed_alerts_without_slos(tmp_path: Path) -> None:
         "DegradedModeRecommended",
     ] == list(alerts)
     assert {
-        "StreamDisconnected": ("page", "2m"),
-        "ReflectLatencyP95High": ("page", "10m"),
-        "ProbeFailing": ("ticket", "5m"),
-        "ProbedConfigReloadFailed": ("ticket", "5m"),
-        "ProbedEventLoopLagHigh": ("ticket", "5m"),
+        "StreamDisconnected": ("Sev-2", "page", "2m"),
+        "ReflectLatencyP95High": ("Sev-2", "page", "10m"),
+        "ProbeFailing": ("Sev-3", "ticket", "5m"),
+        "ProbedConfigReloadFailed": ("Sev-3", "ticket", "5m"),
+        "ProbedEventLoopLagHigh": ("Sev-3", "ticket", "5m"),
     } == {
-        name: (rule["labels"]["severity"], rule["for"])
+        name: (rule["labels"]["severity"], rule["labels"]["routing"], rule["for"])
         for name, rule in alerts.items()
         if name != "DegradedModeRecommended"
     }
