@@ -37,7 +37,7 @@ The status document
 
         {"version", "location", "generated_at", "evaluated_at", "overall",
          "components": [{name, state, probes, failing, last_healthy}],
-         "recommendations": [{scenario, title, severity, state, since, summary,
+         "recommendations": [{scenario, title, severity, routing, state, since, summary,
                               actions, rollback, runbook_url,
                               evidence: [{signal, value, threshold, since, detail}]}],
          "slos": [{name, sli, objective, window, ratio, burn_rate,
@@ -55,7 +55,8 @@ The status document
 
     Times are Unix seconds; a non-finite number becomes ``null`` (browsers'
     ``JSON.parse`` rejects ``Infinity``). Recommendations are ordered active,
-    inconclusive, pending, then by severity (Sev-1 first) and age.
+    inconclusive, pending, then by severity (Sev-1 first) and age; their
+    ``routing`` (``page`` or ``ticket``) is ``probed.signals.ROUTING`` of it.
 
 Renderers
     ``render_table``, ``render_markdown`` (the HEARTBEAT "## 1) Status now"
@@ -269,8 +270,8 @@ def _finite_map(values: Mapping[str, float | None]) -> dict[str, float | None]:
 _REC_STATE_ORDER = {"active": 0, "inconclusive": 1, "pending": 2, "resolved": 3}
 
 
-def _rec_key(state: str, severity: str, since: float) -> tuple[int, str, float]:
-    return (_REC_STATE_ORDER.get(state, 4), severity, since)
+def _rec_key(rec: Recommendation) -> tuple[int, str, float]:
+    return (_REC_STATE_ORDER.get(rec.state.value, 4), rec.severity.value, rec.since)
 
 
 def _recommendation_doc(rec: Recommendation) -> dict[str, Any]:
@@ -278,6 +279,7 @@ def _recommendation_doc(rec: Recommendation) -> dict[str, Any]:
         "scenario": rec.scenario,
         "title": rec.title,
         "severity": rec.severity.value,
+        "routing": rec.severity.routing.value,
         "state": rec.state.value,
         "since": _finite(rec.since, 3),
         "summary": rec.summary,
@@ -300,10 +302,7 @@ def _recommendation_doc(rec: Recommendation) -> dict[str, Any]:
 def _recommendations(evaluation: Evaluation | None) -> list[dict[str, Any]]:
     if evaluation is None:
         return []
-    recs = sorted(
-        evaluation.recommendations,
-        key=lambda r: _rec_key(r.state.value, r.severity.value, r.since),
-    )
+    recs = sorted(evaluation.recommendations, key=_rec_key)
     return [_recommendation_doc(r) for r in recs]
 
 
@@ -969,9 +968,9 @@ def _page_recommendation(r: Mapping[str, Any]) -> str:
     state = _text(r.get("state"))
     parts = [
         f'<article class="recommendation" data-scenario="{_e(r.get("scenario"))}" '
-        f'data-severity="{_e(severity)}" data-state="{_e(state)}">'
-        f'<h3><span class="sev">{_e(severity)}</span> {_e(r.get("title"))} '
-        f'<span class="rstate">{_e(state)}</span></h3>'
+        f'data-severity="{_e(severity)}" data-state="{_e(state)}"><h3><span class="sev">'
+        f'{_e(severity)}</span> {_e(r.get("title"))} <span class="rstate">{_e(state)}</span> '
+        f'<span class="routing">{_e(r.get("routing"))}</span></h3>'
         f'<p class="since">since {_iso(r.get("since"))}</p>'
         f'<p class="summary">{_e(r.get("summary"))}</p>'
     ]
@@ -1199,7 +1198,7 @@ border-radius:8px;padding:10px 16px;margin:0 0 12px;background:var(--card)}
 .recommendation[data-state="pending"]{opacity:.7}
 .sev{display:inline-block;padding:0 8px;border-radius:4px;background:var(--degraded);color:#fff}
 .recommendation[data-severity="Sev-1"] .sev{background:var(--down)}
-.rstate{font-weight:400;color:var(--muted);font-size:13px}
+.rstate,.routing{font-weight:400;color:var(--muted);font-size:13px}
 .actions{margin:6px 0;padding-left:22px}
 table{border-collapse:collapse;width:100%;margin:4px 0}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:middle}
@@ -1358,7 +1357,7 @@ _SCRIPT = r"""
       `<article class="recommendation" data-scenario="${e(r.scenario)}" ` +
       `data-severity="${e(severity)}" data-state="${e(state)}">` +
       `<h3><span class="sev">${e(severity)}</span> ${e(r.title)} ` +
-      `<span class="rstate">${e(state)}</span></h3>` +
+      `<span class="rstate">${e(state)}</span> <span class="routing">${e(r.routing)}</span></h3>` +
       `<p class="since">since ${iso(r.since)}</p>` +
       `<p class="summary">${e(r.summary)}</p>`,
     ];
@@ -1545,7 +1544,7 @@ def render_page(doc: Mapping[str, Any]) -> str:
 
     Stable hooks for tests and scripts: ``#overall[data-state]``,
     ``.component[data-name][data-state]``,
-    ``.recommendation[data-scenario][data-severity][data-state]``,
+    ``.recommendation[data-scenario][data-severity][data-state]`` (``.routing`` inside),
     ``p#state[data-healthy]``, ``tr.slo[data-slo]``,
     ``tr.probe[data-probe][data-ok]`` (``true``, ``false`` or ``none``),
     ``tr.stream[data-stream][data-connected]`` and

@@ -421,6 +421,7 @@ def test_status_document_shape_with_a_populated_store() -> None:
         "scenario": "sse_degraded",
         "title": "sse_degraded title",
         "severity": "Sev-2",
+        "routing": "page",
         "state": "active",
         "since": NOW - 300,
         "summary": "sse_degraded summary",
@@ -521,6 +522,7 @@ def fixed_doc() -> dict[str, Any]:
                 "scenario": "sse_degraded",
                 "title": "SSE delayed: switch clients to polling",
                 "severity": "Sev-2",
+                "routing": "page",
                 "state": "active",
                 "since": NOW - 240,
                 "summary": "Stream lag p95 7.2 s > 5 s for 4m on 10.0.0.7:8080 (user a@b.example)",
@@ -540,6 +542,7 @@ def fixed_doc() -> dict[str, Any]:
                 "scenario": "backlog",
                 "title": "Approvals backlog",
                 "severity": "Sev-1",
+                "routing": "page",
                 "state": "pending",
                 "since": NOW - 10,
                 "summary": "queue grows",
@@ -736,6 +739,26 @@ def test_page_escapes_hostile_names() -> None:
     assert 'data-probe="&lt;script&gt;alert(1)&lt;/script&gt;"' in page
     assert 'href="javascript:' not in page
     assert '<p class="runbook">Runbook: javascript:alert(1)</p>' in page
+
+
+def test_recommendations_carry_the_routing_of_their_severity() -> None:
+    """A recommendation's routing is that of its Sev level, as on alerts, and the page shows it."""
+    recs = tuple(
+        recommendation(f"s_{sev.name.lower()}", sev, RecommendationState.ACTIVE, NOW - 60)
+        for sev in Severity
+    )
+    signals = Signals(now=NOW, window=300.0)
+    evaluated = Evaluation(at=NOW, signals=signals, components=(), recommendations=recs)
+    doc = status_document(
+        store=ResultStore(), evaluation=evaluated, location="eu-1", version="9.9", now=NOW
+    )
+    assert [("Sev-1", "page"), ("Sev-2", "page"), ("Sev-3", "ticket"), ("Sev-4", "ticket")] == [
+        (r["severity"], r["routing"]) for r in doc["recommendations"]
+    ]
+    page = render_page(doc)
+    assert ["page", "page", "ticket", "ticket"] == re.findall(
+        r'<span class="routing">(\w+)</span>', page
+    )
 
 
 def test_page_has_stable_hooks() -> None:

@@ -461,7 +461,7 @@ def parity_doc() -> dict[str, Any]:
         ],
         "recommendations": [
             {"scenario": "login_failing", "title": "Login failing & \"slow\"",
-             "severity": "Sev-1", "state": "active", "since": T0 - 125,
+             "severity": "Sev-1", "routing": "page", "state": "active", "since": T0 - 125,
              "summary": "Login fails for 2m 'everywhere'",
              "actions": ["Check the auth service.", "<img src=x onerror=alert(1)>"],
              "rollback": "Nothing to roll back.",
@@ -472,8 +472,8 @@ def parity_doc() -> dict[str, Any]:
                  {"signal": "probe login p95", "value": 1.0005, "threshold": 0.25,
                   "since": T0 - 9000, "detail": ""},
              ]},
-            {"scenario": "x", "title": "pending one", "severity": "Sev-3", "state": "pending",
-             "since": T0 - 5, "summary": "", "actions": [], "rollback": "",
+            {"scenario": "x", "title": "pending one", "severity": "Sev-3", "routing": "ticket",
+             "state": "pending", "since": T0 - 5, "summary": "", "actions": [], "rollback": "",
              "runbook_url": "javascript:alert(1)", "evidence": []},
         ],
         "slos": [
