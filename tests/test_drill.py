@@ -22,6 +22,7 @@ import structlog
 from probed.config import load_config
 from probed.daemon import Daemon
 from probed.demo import DemoTarget, Faults
+from probed.signals import Severity
 
 PASSWORD = "drill-Secret-77"
 
@@ -178,9 +179,9 @@ async def drill(
     alert = await eventually(
         lambda: _with_severity(views.alert(scenario), severity), 5, f"{scenario} in Alertmanager"
     )
-    assert {"scenario": scenario, "severity": severity, "location": "drill"}.items() <= (
-        alert["labels"].items()
-    )
+    routing = Severity(severity).routing.value
+    expected = {"scenario": scenario, "severity": severity, "routing": routing, "location": "drill"}
+    assert expected.items() <= alert["labels"].items()
     assert rec["runbook_url"] == alert["annotations"]["runbook_url"]
     await stop()
 
