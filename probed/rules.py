@@ -33,8 +33,8 @@ Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
   =====  ========  =======  ===========  ============  =========  ======
 
   A fast burn is Sev-2, as the severity matrix has it ("fast SLO burn"); a slow
-  one Sev-3. Sev-1 (hard down) is for the recommendations, which see more than
-  one SLO's ratio.
+  one Sev-3. Sev-1 is left to the ``fast_burn`` recommendation, which also
+  knows whether the budget is already spent.
 
   An alert fires while the error ratio exceeds ``burn rate * (1 - objective)``
   over both windows: the long one proves the burn is significant, the short one

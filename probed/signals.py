@@ -70,7 +70,7 @@ ROUTING: Final[Mapping[Severity, Routing]] = MappingProxyType(
 """The one mapping of Sev levels to routing: Sev-1 and Sev-2 page, Sev-3 and Sev-4 ticket.
 
 The severity matrix pages for Sev-1 (hard down) and Sev-2 (fast SLO burn, p99
-over target); Sev-3 and Sev-4 are worked on in hours. Every alert probed
+over target); Sev-3 and Sev-4 wait for working hours. Every alert probed
 produces (the Alertmanager push, the webhooks, the generated Prometheus rules
 and the status page) carries ``severity`` = the Sev level and ``routing`` =
 this mapping of it.
