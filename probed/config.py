@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
@@ -51,7 +52,7 @@ from probed.configchecks import (
     header_value_problems,
     without_invalid_keys,
 )
-from probed.configfile import parse_toml, read_config_text
+from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
 from probed.errors import ConfigError, SecretError
 
 if TYPE_CHECKING:
@@ -741,6 +742,8 @@ class Config(BaseSettings):
     components: list[ComponentConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     _source: Path = PrivateAttr(default=Path("probes.toml"))
+    _hash: str | None = PrivateAttr(default=None)
+    _loaded_at: float | None = PrivateAttr(default=None)
     _web: WebConfig | None = PrivateAttr(default=None)
 
     @classmethod
@@ -758,6 +761,16 @@ class Config(BaseSettings):
     def source(self) -> Path:
         """The file this configuration was read from."""
         return self._source
+
+    @property
+    def source_hash(self) -> str | None:
+        """``config_digest`` of the file's bytes as loaded (None: not loaded from a file)."""
+        return self._hash
+
+    @property
+    def loaded_at(self) -> float | None:
+        """Unix time the file was read (None: not loaded from a file)."""
+        return self._loaded_at
 
     @property
     def web(self) -> WebConfig | None:
@@ -1151,10 +1164,24 @@ def _problems_beside(
 
 
 def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, validate and resolve the configuration; raise ``ConfigError`` listing every problem."""
+    """Read, validate and resolve the configuration; raise ``ConfigError`` listing every problem.
+
+    The config (and the error, once the file could be read) carries the file's hash.
+    """
     path = Path(path)
+    loaded_at = time.time()
+    data = read_config_bytes(path)
+    try:
+        cfg = _validated(path, decode_config_text(data, path), environ)
+    except ConfigError as exc:
+        exc.file_hash = config_digest(data)
+        raise
+    cfg._hash, cfg._loaded_at = config_digest(data), loaded_at
+    return cfg
+
+
+def _validated(path: Path, text: str, environ: Mapping[str, str] | None) -> Config:
     environ = os.environ if environ is None else environ
-    text = read_config_text(path)
     raw = parse_toml(text, path)
     locator = _Locator(text)
     prefix = Config.model_config.get("env_prefix", "")

@@ -9,6 +9,7 @@ applies), and the running config stays.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -18,10 +19,22 @@ from typing import Any
 
 from probed.errors import ConfigError
 
-__all__ = ["MAX_CONFIG_BYTES", "parse_toml", "read_config_text"]
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "config_digest",
+    "decode_config_text",
+    "parse_toml",
+    "read_config_bytes",
+    "read_config_text",
+]
 
 MAX_CONFIG_BYTES = 4 << 20
 """Largest config file read (4 MiB: thousands of probes)."""
+
+
+def config_digest(data: bytes) -> str:
+    """How status pages name a config: the first 12 hex digits of the bytes' sha256."""
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
 def read_config_text(path: Path, what: str = "config file") -> str:
@@ -29,6 +42,11 @@ def read_config_text(path: Path, what: str = "config file") -> str:
 
     ``what`` names the file in the messages (``"web config file"``).
     """
+    return decode_config_text(read_config_bytes(path, what), path)
+
+
+def read_config_bytes(path: Path, what: str = "config file") -> bytes:
+    """The file's bytes; ``ConfigError`` unless it is a readable regular file ≤ 4 MiB."""
     try:
         # O_NONBLOCK: opening a FIFO with no writer must not hang before fstat can refuse it
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -45,6 +63,11 @@ def read_config_text(path: Path, what: str = "config file") -> str:
         os.close(fd)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError([f"{path}: {what} larger than {MAX_CONFIG_BYTES >> 20} MiB"])
+    return data
+
+
+def decode_config_text(data: bytes, path: Path) -> str:
+    """``data`` as UTF-8; ``ConfigError`` naming the line of the first invalid byte."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

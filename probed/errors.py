@@ -33,10 +33,15 @@ class ProbedError(Exception):
 
 
 class ConfigError(ProbedError):
-    """The configuration is invalid; ``problems`` lists every problem found."""
+    """The configuration is invalid; ``problems`` lists every problem found.
+
+    ``file_hash`` is the config file's hash (``configfile.config_digest``) when the
+    file could be read, set by ``load_config``; None otherwise.
+    """
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
+        self.file_hash: str | None = None
         super().__init__("\n".join(problems))
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -323,6 +325,24 @@ def test_a_config_without_probes_is_refused_unless_allowed(tmp_path: Path) -> No
     ] == caught.value.problems
     path.write_text("[daemon]\nallow_no_probes = true\n")
     assert [] == load_config(path).probes
+
+
+def test_the_config_and_its_errors_carry_the_file_hash(tmp_path: Path) -> None:
+    """A loaded config and the error of a readable bad file carry the hash of the bytes read;
+    an unreadable file's error carries none."""
+    path = tmp_path / "probes.toml"
+    path.write_bytes(b"[daemon]\nallow_no_probes = true\n")
+    before = time.time()
+    cfg = load_config(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest()[:12] == cfg.source_hash
+    assert before <= (cfg.loaded_at or 0) <= time.time()
+    path.write_bytes(b"[daemon]\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest()[:12] == caught.value.file_hash
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert None is caught.value.file_hash
 
 
 @pytest.mark.parametrize(
