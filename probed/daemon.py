@@ -177,6 +177,9 @@ class Daemon:
             max_concurrency=config.daemon.max_concurrency,
             config_reload_timestamp=time.time(),
             start_time=time.time(),
+            config_path=str(self.config_path),
+            config_hash=config.source_hash,
+            config_loaded_at=config.loaded_at,
         )
         self.registry = build_registry(self.store, self.info)
         self.evaluator = Evaluator(config, self.store)
@@ -244,10 +247,16 @@ class Daemon:
             reload_ok=self.info.config_reload_successful,
         )
 
-    def _reload_failed(self, problems: list[str]) -> tuple[bool, str]:
-        """Keep the running config; say why in the gauge, the log and the status document."""
+    def _reload_failed(self, problems: list[str], file_hash: str | None) -> tuple[bool, str]:
+        """Keep the running config; say why in the gauge, the log and the status document.
+
+        ``file_hash``: the hash of the file that failed (None if it could not be read).
+        """
         self.info.config_reload_successful = False
         self.info.config_reload_error = "\n".join(problems)
+        self.info.config_reload_failed_at = time.time()
+        self.info.config_file_hash = file_hash
+        self.info.config_problems = list(problems)
         _log.error("config_reload_failed", path=str(self.config_path), problems=problems)
         return False, self.info.config_reload_error
 
@@ -255,10 +264,10 @@ class Daemon:
         try:  # off the loop: a large file parses for seconds
             new = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as exc:
-            return self._reload_failed(exc.problems)
+            return self._reload_failed(exc.problems, exc.file_hash)
         except Exception as exc:  # a bug in loading must not end the daemon
             _log.exception("config_reload_internal_error", path=str(self.config_path))
-            return self._reload_failed([f"{self.config_path}: cannot load: {exc!r}"])
+            return self._reload_failed([f"{self.config_path}: cannot load: {exc!r}"], None)
         new = self._keep_restart_keys(new)
         if new.recommend.window != self.store.signal_window:
             # the signal windows are fixed-size rings made for the window the daemon
@@ -274,7 +283,7 @@ class Daemon:
             try:  # the one part of applying that can fail: loading new TLS files
                 tls_context = web.prepare(new.web)
             except ConfigError as exc:
-                return self._reload_failed(exc.problems)
+                return self._reload_failed(exc.problems, new.source_hash)
         elif new.web is not None:
             _log.warning("config_web_config_change_needs_restart", key="web_config_file")
         self.executor.configure(new)
@@ -293,6 +302,9 @@ class Daemon:
         self.info.config_reload_successful = True
         self.info.config_reload_error = None
         self.info.config_reload_timestamp = time.time()
+        self.info.config_hash, self.info.config_loaded_at = new.source_hash, new.loaded_at
+        self.info.config_reload_failed_at = self.info.config_file_hash = None
+        self.info.config_problems = []
         _log.info("config_reloaded", added=added, changed=changed, removed=removed)
         gc.freeze()
         return True, f"added {len(added)}, changed {len(changed)}, removed {len(removed)}"

@@ -63,6 +63,15 @@ class DaemonInfo:
     config_reload_timestamp: float = 0.0
     config_reload_error: str | None = None
     """Why the last reload failed (None after a successful one)."""
+    config_reload_failed_at: float | None = None
+    config_path: str | None = None
+    config_hash: str | None = None
+    """The running config's ``Config.source_hash`` (None: not loaded from a file)."""
+    config_loaded_at: float | None = None
+    config_file_hash: str | None = None
+    """After a failed reload: the hash of the file that failed (None if it was unreadable)."""
+    config_problems: list[str] = field(default_factory=list)
+    """After a failed reload: every problem (``config_reload_error`` is them joined)."""
     start_time: float = 0.0
     evaluation: Evaluation | None = None
     """The latest SLO/recommendation evaluation (set by the daemon)."""

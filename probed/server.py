@@ -25,6 +25,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import exposition
 
 from probed import __version__, clock
+from probed.configstatus import config_document
 from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
 from probed.statehealth import StateHealth
@@ -96,11 +97,7 @@ def _document(request: web.Request) -> dict[str, Any]:
         location=state.location,
         version=__version__,
         now=clock.wall(),
-        config={
-            "last_reload_successful": state.info.config_reload_successful,
-            "last_reload_error": state.info.config_reload_error,
-            "last_reload_at": state.info.config_reload_timestamp,
-        },
+        config=config_document(state.info),
         state=state.state.document(),
     )
 

@@ -50,9 +50,13 @@ The status document
                       duplicated, out_of_order, late, negative_lag, reconnects,
                       reconnect_reasons, clock_offset_seconds, mean_lag_seconds,
                       lag: [{t, lag}]}],
-         "config": {last_reload_successful, last_reload_error, last_reload_at},
+         "config": {last_reload_successful, last_reload_error, last_reload_at,
+                    path, hash, loaded_at,
+                    failed_at, file_hash, problems, more_problems},
          "state": {healthy, state_dir, in_memory, reason, since, write_failures}}
 
+    ``config`` names the running config file, its hash and load time; the last
+    four keys are there only after a failed reload (``probed.configstatus``).
     Times are Unix seconds; a non-finite number becomes ``null`` (browsers'
     ``JSON.parse`` rejects ``Infinity``). Recommendations are ordered active,
     inconclusive, pending, then by severity (Sev-1 first) and age; their
@@ -96,6 +100,7 @@ from probed.config import (
     ReflectProbe,
     SseStream,
 )
+from probed.configstatus import CONFIG_LINE_JS, config_line, page_config_line
 from probed.signals import (
     ComponentState,
     ComponentStatus,
@@ -636,9 +641,11 @@ def render_table(doc: Mapping[str, Any]) -> str:
     now = doc.get("generated_at")
     out = [
         f"probed {_plain(doc.get('version'))} at {_plain(doc.get('location'))}: "
-        f"{_plain(doc.get('overall') or 'UNKNOWN')} ({_iso(now)})",
-        "",
+        f"{_plain(doc.get('overall') or 'UNKNOWN')} ({_iso(now)})"
     ]
+    if (config := config_line(doc.get("config"), _iso)) is not None:
+        out.append(_plain(config[1]))
+    out.append("")
     components = _items(doc.get("components"))
     if components:
         rows = [
@@ -763,6 +770,9 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         )
     if not active:
         lines.append("- No active degraded-mode recommendations.")
+    config = config_line(doc.get("config"), _iso)
+    if config is not None and not config[0]:
+        lines.append(f"- {_scrub(config[1])}")
     return "\n".join(lines)
 
 
@@ -917,7 +927,7 @@ def _page_header(doc: Mapping[str, Any]) -> str:
         f'<p class="meta">generated <time id="generated-at" datetime="{generated}">{generated}'
         f'</time> &middot; version <span id="version">{_e(doc.get("version"))}</span> &middot; '
         f'<span id="refresh">auto-refresh every {REFRESH_SECONDS} s</span></p>'
-        f"{_page_state(doc)}</header>"
+        f"{_page_state(doc)}{page_config_line(doc, _iso)}</header>"
     )
 
 
@@ -1170,7 +1180,7 @@ padding:12px 16px;background:var(--card)}
 header.top[data-state="OK"]{border-left-color:var(--ok)}
 header.top[data-state="DEGRADED"]{border-left-color:var(--degraded)}
 header.top[data-state="DOWN"]{border-left-color:var(--down)}
-p.state[data-healthy="false"]{color:var(--down);font-weight:700}
+p.state[data-healthy="false"],p.config[data-ok="false"]{color:var(--down);font-weight:700}
 #overall{display:inline-block;padding:1px 12px;border-radius:6px;color:#fff;
 background:var(--unknown);letter-spacing:.04em}
 #overall[data-state="OK"]{background:var(--ok)}
@@ -1308,7 +1318,7 @@ _SCRIPT = r"""
       `<p class="meta">generated <time id="generated-at" datetime="${generated}">${generated}` +
       `</time> &middot; version <span id="version">${e(doc.version)}</span> &middot; ` +
       `<span id="refresh">auto-refresh every __REFRESH__ s</span></p>` +
-      `${stateLine(doc)}</header>`;
+      `${stateLine(doc)}${configPara(doc)}</header>`;
   };
 
   const stateLine = (doc) => {
@@ -1323,7 +1333,7 @@ _SCRIPT = r"""
     return `<p class="state" id="state" data-healthy="${healthy ? "true" : "false"}">` +
       `${line}</p>`;
   };
-
+__CONFIG_LINE__
   const component = (c) => {
     const name = text(c.name);
     const state = text(c.state) || "UNKNOWN";
@@ -1524,7 +1534,7 @@ _SCRIPT = r"""
   };
   setTimeout(refresh, REFRESH_MS);
 })();
-""".replace("__REFRESH__", str(REFRESH_SECONDS))
+""".replace("__REFRESH__", str(REFRESH_SECONDS)).replace("__CONFIG_LINE__", CONFIG_LINE_JS)
 
 
 def _csp_hash(source: str) -> str:
@@ -1545,7 +1555,7 @@ def render_page(doc: Mapping[str, Any]) -> str:
     Stable hooks for tests and scripts: ``#overall[data-state]``,
     ``.component[data-name][data-state]``,
     ``.recommendation[data-scenario][data-severity][data-state]`` (``.routing`` inside),
-    ``p#state[data-healthy]``, ``tr.slo[data-slo]``,
+    ``p#state[data-healthy]``, ``p#config[data-ok]``, ``tr.slo[data-slo]``,
     ``tr.probe[data-probe][data-ok]`` (``true``, ``false`` or ``none``),
     ``tr.stream[data-stream][data-connected]`` and
     ``main#app[data-rendered]`` (``server``, or ``client`` after a refresh).

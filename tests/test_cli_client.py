@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import bcrypt
 import pytest
 import trustme
 from aiohttp import web
+from conftest import ServeApp
+from livedaemon import app_of, health, live_daemon
 
 from probed.cli import build_parser, main
 from probed.client import ClientSetupError, daemon_client
@@ -22,6 +27,16 @@ from probed.webconfig import auth_middleware, load_web_config
 
 USER = "ops"
 PASSWORD = "s3cret-health"
+
+
+def iso(at: float) -> str:
+    """A Unix time as ``probed status`` prints it."""
+    return datetime.fromtimestamp(int(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def config_lines(out: str) -> list[str]:
+    """The lines of ``probed status`` output about the config (the daemon logs to stdout too)."""
+    return [line for line in out.splitlines() if line.startswith("config ")]
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -255,3 +270,35 @@ async def test_status_finds_https_and_authenticates_from_the_config(
     monkeypatch.delenv("PROBED_CLIENT_PASSWORD_FILE")
     assert 1 == await run_cli("status", "-c", str(config))
     assert f"cannot read {url}/api/v1/status: HTTP 401" in capsys.readouterr().err
+
+
+async def test_status_prints_the_running_config_line(
+    tmp_path: Path, serve_app: ServeApp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Against a live daemon, ``probed status`` prints the running config's hash and load time,
+    and after a failed reload the warning with the first problem."""
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n\n'
+        f'[targets.good]\nbase_url = "{url}"\n\n'
+        '[[probes]]\nname = "healthy"\nkind = "http"\ntarget = "good"\npath = "/health"\n'
+    )
+    running = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    async with live_daemon(path) as (daemon, _, base):
+        assert 0 == await run_cli("status", "--url", base)
+        before = config_lines(capsys.readouterr().out)
+        path.write_text(path.read_text().replace('"good"', '"gone"', 1))
+        ok, problem = await daemon.reload()
+        assert 0 == await run_cli("status", "--url", base)
+        after = config_lines(capsys.readouterr().out)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+            config = (await resp.json())["config"]
+    loaded, failed_at = iso(config["loaded_at"]), iso(config["failed_at"])
+    assert [f"config {running} from {path}, loaded {loaded}"] == before
+    assert False is ok
+    on_disk = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert [
+        f"config reload failed at {failed_at}: {problem}; running config {running} "
+        f"from {loaded}, file on disk {on_disk}"
+    ] == after

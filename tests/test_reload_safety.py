@@ -10,13 +10,17 @@ must keep running and keep their series, and ``/metrics`` must answer within
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import html
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -45,6 +49,30 @@ path = "/health"
 interval = "200ms"
 timeout = "150ms"
 """
+
+
+def digest(data: bytes) -> str:
+    """The config hash probed shows: the first 12 hex digits of the bytes' sha256."""
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def readable_digest(path: Path) -> str | None:
+    """The hash of the file at ``path`` if probed can read it as a config file, else None."""
+    if not path.is_file() or path.stat().st_size > MAX_BYTES:
+        return None
+    return digest(path.read_bytes())
+
+
+def iso(at: float) -> str:
+    """A Unix time as the status page and ``probed status`` print it."""
+    return datetime.fromtimestamp(int(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def status_config(base: str) -> dict[str, Any]:
+    """The ``config`` object of the daemon's ``/api/v1/status``."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+        config: dict[str, Any] = (await resp.json())["config"]
+    return config
 
 
 def swap_symlink(path: Path, to: str) -> None:
@@ -124,8 +152,10 @@ async def test_a_hostile_file_on_reload_keeps_the_running_config(
     url = await serve_app(app_of(("/health", health)))
     path = tmp_path / "probes.toml"
     path.write_text(config_text(tmp_path, url))
+    running = digest(path.read_bytes())
     async with live_daemon(path) as (daemon, task, base):
         damage(path)
+        on_disk = readable_digest(path)
         reload = asyncio.create_task(daemon.reload())
         text, slowest = await watch_metrics(base, task, 0.5, lambda _: reload.done())
         ok, message = await reload
@@ -137,12 +167,92 @@ async def test_a_hostile_file_on_reload_keeps_the_running_config(
         assert {"last_reload_successful": False, "last_reload_error": message} == {
             k: doc["config"][k] for k in ("last_reload_successful", "last_reload_error")
         }
+        assert (running, on_disk, [message], 0) == (
+            doc["config"]["hash"], doc["config"]["file_hash"],
+            doc["config"]["problems"], doc["config"]["more_problems"],
+        )  # fmt: skip
         before = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
         text, _ = await watch_metrics(base, task, 0.5, lambda _: True)
         after = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
         assert 1.0 == sample(text, "probe_success", probe="healthy")
     assert after > before
     assert slowest < 0.1, f"slowest scrape {slowest * 1000:.0f} ms"
+
+
+async def test_status_names_the_running_config_and_follows_a_good_reload(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """The status names the loaded file's path, hash and load time; a good reload moves them."""
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    started = digest(path.read_bytes())
+    async with live_daemon(path) as (daemon, _, base):
+        first = await status_config(base)
+        path.write_text(config_text(tmp_path, url) + "# edited\n")
+        assert (True, "added 0, changed 0, removed 0") == await daemon.reload()
+        second = await status_config(base)
+    assert (str(path), started, True) == (
+        first["path"],
+        first["hash"],
+        first["last_reload_successful"],
+    )
+    assert digest(path.read_bytes()) == second["hash"]
+    assert started != second["hash"]
+    assert second["loaded_at"] > first["loaded_at"]
+    assert {"problems", "file_hash", "failed_at"}.isdisjoint(first.keys() | second.keys())
+
+
+def many_problems(tmp_path: Path, url: str) -> str:
+    """A config whose five probes name five unknown targets (five problems)."""
+    probes = "".join(
+        f'[[probes]]\nname = "p{i}"\nkind = "http"\ntarget = "nope{i}"\npath = "/"\n\n'
+        for i in range(5)
+    )
+    text = config_text(tmp_path, url)
+    return text[: text.index("[[probes]]")] + probes
+
+
+async def test_a_failed_reload_shows_the_running_and_the_failing_file(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """After a bad reload the status keeps the running hash, names the file's and its first
+    problems, and the page warns; the next good reload clears the warning."""
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    running = digest(path.read_bytes())
+    async with live_daemon(path) as (daemon, _, base):
+        path.write_text(many_problems(tmp_path, url))
+        ok, message = await daemon.reload()
+        failed = await status_config(base)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/") as resp:
+            page = await resp.text()
+        path.write_text(config_text(tmp_path, url))
+        assert (True, "added 0, changed 0, removed 0") == await daemon.reload()
+        recovered = await status_config(base)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/") as resp:
+            page_after = await resp.text()
+    problems = message.split("\n")
+    assert (False, 5) == (ok, len(problems))
+    assert (running, digest(many_problems(tmp_path, url).encode())) == (
+        failed["hash"],
+        failed["file_hash"],
+    )
+    assert (problems[:3], 2) == (failed["problems"], failed["more_problems"])
+    assert failed["failed_at"] >= failed["loaded_at"]
+    warning = (
+        f"config reload failed at {iso(failed['failed_at'])}: "
+        f"{html.escape(problems[0])} (and 4 more problems); running config {running} "
+        f"from {iso(failed['loaded_at'])}, file on disk {failed['file_hash']}"
+    )
+    assert warning in page
+    assert (True, running) == (recovered["last_reload_successful"], recovered["hash"])
+    assert "problems" not in recovered
+    assert 'id="config" data-ok="false"' in page
+    assert (
+        f'id="config" data-ok="true">config {running} from {html.escape(str(path))}' in page_after
+    )
 
 
 async def test_removing_every_probe_needs_the_flag(tmp_path: Path, serve_app: ServeApp) -> None:

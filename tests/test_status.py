@@ -703,6 +703,44 @@ def test_table_lists_components_recommendation_actions_and_probes() -> None:
     )
 
 
+def running_config(**failure: Any) -> dict[str, Any]:
+    """The status document's ``config`` of a daemon running a1b2c3d4e5f6, plus ``failure``."""
+    return {
+        "last_reload_successful": not failure, "last_reload_error": None,
+        "last_reload_at": NOW - 600, "path": "/etc/probed/probes.toml",
+        "hash": "a1b2c3d4e5f6", "loaded_at": NOW - 600, **failure,
+    }  # fmt: skip
+
+
+def test_table_and_markdown_show_the_running_config() -> None:
+    """The table's second line names the running config; markdown adds nothing while it is
+    the file on disk."""
+    doc = {**fixed_doc(), "config": running_config()}
+    assert (
+        "config a1b2c3d4e5f6 from /etc/probed/probes.toml, loaded 2026-02-07T23:50:00Z"
+    ) == render_table(doc).splitlines()[1]
+    assert render_markdown(fixed_doc()) == render_markdown(doc)
+
+
+def test_table_and_markdown_warn_of_a_failed_reload() -> None:
+    """After a failed reload the table's second line and a markdown note carry the warning,
+    the first problem and the count of the others; terminal escapes are neutralised."""
+    failure = {
+        "failed_at": NOW - 60,
+        "file_hash": "d4e5f6a7b8c9",
+        "more_problems": 1,
+        "problems": ["/etc/probed/probes.toml:8: unknown target 'x'\x1b[2J", "b", "c"],
+    }
+    doc = {**fixed_doc(), "config": running_config(**failure)}
+    warning = (
+        "config reload failed at 2026-02-07T23:59:00Z: /etc/probed/probes.toml:8: unknown "
+        "target 'x'?[2J (and 3 more problems); running config a1b2c3d4e5f6 from "
+        "2026-02-07T23:50:00Z, file on disk d4e5f6a7b8c9"
+    )  # fmt: skip
+    assert warning == render_table(doc).splitlines()[1]
+    assert f"- {warning}" == render_markdown(doc).splitlines()[-1]
+
+
 def test_table_neutralises_terminal_escapes() -> None:
     """Names from a fetched document cannot send escape sequences to the terminal."""
     doc = fixed_doc()

@@ -513,6 +513,10 @@ def parity_doc() -> dict[str, Any]:
         ],
         "state": {"healthy": False, "state_dir": HOSTILE, "in_memory": True,
                   "reason": "read_only", "since": T0 - 30.5, "write_failures": 3},
+        "config": {"last_reload_successful": False, "last_reload_error": HOSTILE,
+                   "last_reload_at": T0 - 600.5, "path": HOSTILE, "hash": "a1b2c3d4e5f6",
+                   "loaded_at": T0 - 600.5, "failed_at": T0 - 60.25, "file_hash": None,
+                   "problems": [HOSTILE, "second"], "more_problems": 5},
     }  # fmt: skip
 
 
@@ -535,6 +539,12 @@ async def test_script_renders_exactly_what_the_server_renders(
         assert [] == dom.find(lambda e: e.tag in ("img", "b"))
         assert HOSTILE == dom.by_id("location").text
         assert "false" == dom.by_id("state").attrs["data-healthy"]
+        assert (
+            "false",
+            "config reload failed at 2026-02-07T23:58:59Z: <script>alert(1)</script> (and 6 more "
+            "problems); running config a1b2c3d4e5f6 from 2026-02-07T23:49:59Z, file on disk "
+            "unreadable",
+        ) == (dom.by_id("config").attrs["data-ok"], dom.by_id("config").text)
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
         assert ["Sev-1", "Sev-3"] == [
             r.attrs["data-severity"] for r in dom.by_class("recommendation")

@@ -1,0 +1,122 @@
+"""The running config in the status: which file runs, and why the file on disk does not.
+
+:func:`config_document` is the ``config`` object of ``GET /api/v1/status``::
+
+    {last_reload_successful, last_reload_error, last_reload_at, path, hash, loaded_at}
+
+and, after a failed reload, also ``failed_at``, ``file_hash`` (the hash of the file
+that failed; null when it could not be read), ``problems`` (the first
+``MAX_PROBLEMS``) and ``more_problems`` (how many were left out). ``hash`` and
+``file_hash`` are ``configfile.config_digest`` of the file's bytes.
+
+:func:`config_line` is the one line the status page and ``probed status`` show::
+
+    config a1b2c3d4e5f6 from /etc/probed/probes.toml, loaded 2026-02-08T10:02:00Z
+    config reload failed at 2026-02-08T10:40:12Z: <first problem> (and 2 more problems);
+    running config a1b2c3d4e5f6 from 2026-02-08T10:02:00Z, file on disk d4e5f6a7b8c9
+
+(the second is one line). :data:`CONFIG_LINE_JS` is the same code in the page's
+script; keep the two in step (tests/test_status_page.py compares both renderings).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from probed.metrics import DaemonInfo
+
+__all__ = ["CONFIG_LINE_JS", "MAX_PROBLEMS", "config_document", "config_line", "page_config_line"]
+
+MAX_PROBLEMS = 3
+"""Problems of a failed reload listed in the status document (the log has them all)."""
+
+
+def config_document(info: DaemonInfo) -> dict[str, Any]:
+    """The ``config`` object of the status document, from what the daemon recorded."""
+    doc: dict[str, Any] = {
+        "last_reload_successful": info.config_reload_successful,
+        "last_reload_error": info.config_reload_error,
+        "last_reload_at": info.config_reload_timestamp,
+        "path": info.config_path,
+        "hash": info.config_hash,
+        "loaded_at": info.config_loaded_at,
+    }
+    if not info.config_reload_successful:
+        problems = info.config_problems
+        doc["failed_at"] = info.config_reload_failed_at
+        doc["file_hash"] = info.config_file_hash
+        doc["problems"] = problems[:MAX_PROBLEMS]
+        doc["more_problems"] = max(0, len(problems) - MAX_PROBLEMS)
+    return doc
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def config_line(config: object, iso: Callable[[object], str]) -> tuple[bool, str] | None:
+    """``(ok, line)`` for a status document's ``config``; None when it names no running config.
+
+    ``iso`` formats a Unix time (the renderers' own, so every time reads alike).
+    """
+    if not isinstance(config, Mapping) or "hash" not in config:
+        return None
+    running = _text(config.get("hash")) or "-"
+    if config.get("last_reload_successful") is not False:
+        path, loaded = _text(config.get("path")), iso(config.get("loaded_at"))
+        return True, f"config {running} from {path}, loaded {loaded}"
+    listed = config.get("problems")
+    problems = [_text(p) for p in listed] if isinstance(listed, list) else []
+    rest = config.get("more_problems")
+    rest = rest if isinstance(rest, int | float) and not isinstance(rest, bool) else 0
+    more = max(0, len(problems) - 1) + (math.trunc(rest) if math.isfinite(rest) and rest > 0 else 0)
+    tail = f" (and {more} more problem{'' if more == 1 else 's'})" if more else ""
+    first = problems[0] if problems else "-"
+    on_disk = _text(config.get("file_hash")) or "unreadable"
+    return False, (
+        f"config reload failed at {iso(config.get('failed_at'))}: {first}{tail}; "
+        f"running config {running} from {iso(config.get('loaded_at'))}, file on disk {on_disk}"
+    )
+
+
+def page_config_line(doc: Mapping[str, Any], iso: Callable[[object], str]) -> str:
+    """The page's ``p#config[data-ok]`` for ``doc`` (empty when it names no running config)."""
+    line = config_line(doc.get("config"), iso)
+    if line is None:
+        return ""
+    ok, text = line
+    escaped = html.escape(text, quote=True)
+    return f'<p class="config" id="config" data-ok="{"true" if ok else "false"}">{escaped}</p>'
+
+
+CONFIG_LINE_JS = r"""
+  const configLine = (config) => {
+    if (!isMap(config) || !("hash" in config)) return null;
+    const running = text(config.hash) || "-";
+    if (config.last_reload_successful !== false) {
+      return [true, `config ${running} from ${text(config.path)}, loaded ${iso(config.loaded_at)}`];
+    }
+    const problems = strs(config.problems);
+    const rest = isNum(config.more_problems) && config.more_problems > 0 ? config.more_problems : 0;
+    const more = Math.max(0, problems.length - 1) + Math.trunc(rest);
+    const tail = more ? ` (and ${more} more problem${more === 1 ? "" : "s"})` : "";
+    const first = problems.length ? problems[0] : "-";
+    const onDisk = text(config.file_hash) || "unreadable";
+    return [false, `config reload failed at ${iso(config.failed_at)}: ${first}${tail}; ` +
+      `running config ${running} from ${iso(config.loaded_at)}, file on disk ${onDisk}`];
+  };
+
+  const configPara = (doc) => {
+    const line = configLine(doc.config);
+    if (line === null) return "";
+    return `<p class="config" id="config" data-ok="${line[0] ? "true" : "false"}">` +
+      `${e(line[1])}</p>`;
+  };
+"""
+"""The page script's ``configLine`` and ``configPara``: :func:`config_line` and
+:func:`page_config_line` in JavaScript (it uses the script's ``text``, ``e``, ``iso``,
+``isMap``, ``isNum`` and ``strs``)."""
