@@ -312,6 +312,13 @@ class ProbedCollector(Collector):
             "Unix time of the last successful configuration load.",
             value=self._info.config_reload_timestamp,
         )
+        config = GaugeMetricFamily(
+            "probed_config_info",
+            "Hash of the running config file (sha256, first 12 hex digits); always 1.",
+            labels=["hash"],
+        )
+        config.add_metric([self._info.config_hash or ""], 1)
+        yield config
         yield GaugeMetricFamily(
             "probed_wall_clock_step_seconds",
             "How far the system clock has stepped from probed's own since start "

@@ -110,3 +110,19 @@ def test_frozen_registry_is_a_copy_that_reads_the_same() -> None:
     assert before != text(reg)
     assert 2.0 == reg.get_sample_value("probed_alerts_sent_total", {"target": "alertmanager"})
     assert 1.0 == frozen.get_sample_value("probed_alerts_sent_total", {"target": "alertmanager"})
+
+
+def test_config_info_is_one_series_naming_the_running_config() -> None:
+    """probed_config_info is always exactly one series, labelled with the running config's hash."""
+    store, info = populated()
+    reg = build_registry(store, info)
+
+    def series() -> list[str]:
+        lines = generate_latest(reg).decode().splitlines()
+        return [line for line in lines if line.startswith("probed_config_info")]
+
+    assert ['probed_config_info{hash=""} 1.0'] == series()
+    info.config_hash = "a1b2c3d4e5f6"
+    assert ['probed_config_info{hash="a1b2c3d4e5f6"} 1.0'] == series()
+    info.config_hash = "d4e5f6a7b8c9"
+    assert ['probed_config_info{hash="d4e5f6a7b8c9"} 1.0'] == series()

@@ -162,6 +162,7 @@ async def test_a_hostile_file_on_reload_keeps_the_running_config(
         assert (False, True) == (ok, reason in message), message
         assert "\n" not in message
         assert 0.0 == sample(text, "probed_config_last_reload_successful")
+        assert 1.0 == sample(text, "probed_config_info", hash=running)
         async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
             doc = await resp.json()
         assert {"last_reload_successful": False, "last_reload_error": message} == {
