@@ -59,14 +59,17 @@ def _text(value: object) -> str:
 
 
 def config_line(config: object, iso: Callable[[object], str]) -> tuple[bool, str] | None:
-    """``(ok, line)`` for a status document's ``config``; None when it names no running config.
-
-    ``iso`` formats a Unix time (the renderers' own, so every time reads alike).
+    """``(ok, line)`` for a status document's ``config``; None when it names no running config
+    file (a daemon before ``hash`` existed, or a config not loaded from a file) and no reload
+    failed. ``iso`` formats a Unix time (the renderers' own, so every time reads alike).
     """
     if not isinstance(config, Mapping) or "hash" not in config:
         return None
-    running = _text(config.get("hash")) or "-"
-    if config.get("last_reload_successful") is not False:
+    running, failed = _text(config.get("hash")), config.get("last_reload_successful") is False
+    if not (running or failed):
+        return None
+    running = running or "-"
+    if not failed:
         path, loaded = _text(config.get("path")), iso(config.get("loaded_at"))
         return True, f"config {running} from {path}, loaded {loaded}"
     listed = config.get("problems")
@@ -96,8 +99,10 @@ def page_config_line(doc: Mapping[str, Any], iso: Callable[[object], str]) -> st
 CONFIG_LINE_JS = r"""
   const configLine = (config) => {
     if (!isMap(config) || !("hash" in config)) return null;
+    const failed = config.last_reload_successful === false;
+    if (!(text(config.hash) || failed)) return null;
     const running = text(config.hash) || "-";
-    if (config.last_reload_successful !== false) {
+    if (!failed) {
       return [true, `config ${running} from ${text(config.path)}, loaded ${iso(config.loaded_at)}`];
     }
     const problems = strs(config.problems);

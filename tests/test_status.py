@@ -722,6 +722,15 @@ def test_table_and_markdown_show_the_running_config() -> None:
     assert render_markdown(fixed_doc()) == render_markdown(doc)
 
 
+def test_no_config_line_without_a_config_file() -> None:
+    """A document without a running config file (an older daemon, a config built in code)
+    renders no config line."""
+    for config in ({}, {**running_config(), "hash": None, "path": None, "loaded_at": None}):
+        doc = {**fixed_doc(), "config": config}
+        assert [] == [x for x in render_table(doc).splitlines() if x.startswith("config ")]
+        assert 'id="config"' not in render_page(doc)
+
+
 def test_table_and_markdown_warn_of_a_failed_reload() -> None:
     """After a failed reload the table's second line and a markdown note carry the warning,
     the first problem and the count of the others; terminal escapes are neutralised."""
