@@ -728,7 +728,8 @@ def test_no_config_line_without_a_config_file() -> None:
     for config in ({}, {**running_config(), "hash": None, "path": None, "loaded_at": None}):
         doc = {**fixed_doc(), "config": config}
         assert [] == [x for x in render_table(doc).splitlines() if x.startswith("config ")]
-        assert 'id="config"' not in render_page(doc)
+        app = render_page(doc).split('<main id="app"', 1)[1].split("</main>", 1)[0]
+        assert 'id="config"' not in app
 
 
 def test_table_and_markdown_warn_of_a_failed_reload() -> None:

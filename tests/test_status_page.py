@@ -23,6 +23,7 @@ from probeservers import demo_health_toml
 
 from probed import __version__
 from probed.config import Config, load_config
+from probed.configstatus import config_document
 from probed.daemon import Daemon
 from probed.demo import DemoTarget
 from probed.signals import Evaluation, ProbeSignal, Signals
@@ -383,6 +384,7 @@ async def test_status_page_of_a_live_daemon_in_chromium(
                     location=config.daemon.location,
                     version=__version__,
                     now=now,
+                    config=config_document(daemon.info),
                 )
 
             pages: dict[str, DocFn] = {"/": doc, "/bare": lambda: doc(evaluated=False)}
@@ -403,6 +405,11 @@ async def test_status_page_of_a_live_daemon_in_chromium(
         assert EXPECTED_COMPONENTS == components_of(dom)
         assert_probe_rows_ok(dom)
         assert [] == dom.by_class("recommendation")
+        assert ("true", True) == (
+            dom.by_id("config").attrs["data-ok"],
+            dom.by_id("config").text.startswith(f"config {config.source_hash} from "),
+        )
+    assert served.by_id("config").text == refreshed.by_id("config").text
     assert "UNKNOWN" == bare.by_id("overall").attrs["data-state"]
     assert [] == bare.by_class("component")
     assert_probe_rows_ok(bare)
