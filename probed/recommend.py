@@ -50,17 +50,16 @@ Lifecycle of one scenario::
 
 from __future__ import annotations
 
-import enum
 import math
 import reprlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from probed import assessing
 from probed.config import RecommendConfig, format_duration
 from probed.signals import (
     Evidence,
-    ProbeSignal,
     Recommendation,
     RecommendationState,
     Severity,
@@ -102,156 +101,20 @@ class Transition:
     recommendation: Recommendation
 
 
-# --- facts: what a scenario's rule saw -------------------------------------------------------
+# --- facts: what a scenario's rule saw (probed.assessing) -----------------------------------
 
-
-class _Level(enum.IntEnum):
-    OK = 0
-    """Within the exit bound."""
-    HOLD = 1
-    """Below the enter threshold but not yet within the exit bound."""
-    ENTER = 2
-    """Beyond the enter threshold."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Fact:
-    """One measured signal of a scenario, graded against its thresholds."""
-
-    signal: str
-    value: float
-    threshold: float
-    """The enter threshold for ENTER facts, the exit bound otherwise."""
-    level: _Level
-    text: str
-    """Short human form for summaries: ``stream 'events' lag p95 7.2s > 5.0s``."""
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class _Assessment:
-    """A rule's verdict on one ``Signals`` snapshot."""
-
-    facts: tuple[_Fact, ...]
-    severity: Severity
-    unknown: bool = False
-    """Some relevant signal exists but has too little data to judge."""
-
-    @property
-    def enter(self) -> bool:
-        return any(f.level is _Level.ENTER for f in self.facts)
-
-    @property
-    def exit(self) -> bool:
-        if any(f.level is not _Level.OK for f in self.facts):
-            return False
-        # Recovery needs evidence, unless nothing is left to measure at all.
-        return bool(self.facts) or not self.unknown
-
-
-def _pct(value: float) -> str:
-    return f"{value * 100:.3g}%"
-
-
-def _secs(value: float) -> str:
-    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
-
-
-def _num(value: float) -> str:
-    return f"{value:g}"
-
-
-def _rate(value: float) -> str:
-    return f"{value:.3g}x"
-
-
-def _grade(value: float, enter: float, exit_below: float, *, strict: bool) -> _Level:
-    """ENTER beyond ``enter`` (``>`` if strict, else ``>=``), OK below ``exit_below``."""
-    if value > enter or (not strict and value >= enter):
-        return _Level.ENTER
-    if value >= exit_below:
-        return _Level.HOLD
-    return _Level.OK
-
-
-def _fact(
-    signal: str,
-    label: str,
-    value: float,
-    level: _Level,
-    *,
-    enter: float,
-    exit_below: float,
-    show: Callable[[float], str],
-    op: str,
-    detail: str = "",
-) -> _Fact:
-    if level is _Level.ENTER:
-        text, threshold = f"{label} {show(value)} {op} {show(enter)}", enter
-    elif level is _Level.HOLD:
-        text, threshold = f"{label} {show(value)}, not yet below {show(exit_below)}", exit_below
-    else:
-        text, threshold = f"{label} {show(value)}, below {show(exit_below)}", exit_below
-    return _Fact(signal, float(value), float(threshold), level, text, detail)
-
-
-def _probes(signals: Signals, cfg: RecommendConfig, kind: str | None) -> list[ProbeSignal]:
-    """Probes of ``kind`` (all if None), sorted by name; canary probes are not the product."""
-    canary = set(cfg.canary)
-    return sorted(
-        (
-            p
-            for p in signals.probes.values()
-            if p.name not in canary and (kind is None or p.kind == kind)
-        ),
-        key=lambda p: p.name,
-    )
-
-
-def _failures(p: ProbeSignal, cfg: RecommendConfig) -> str:
-    """``7/20 runs failed in the last 5m (deadline 5, stalled 2); target demo``."""
-    reasons = ", ".join(
-        f"{reason} {count}"
-        for reason, count in sorted(p.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
-        if count
-    )
-    why = f" ({reasons})" if reasons else ""
-    return (
-        f"{p.failures}/{p.runs} runs failed in the last {format_duration(cfg.window)}{why}; "
-        f"target {p.target}"
-    )
-
-
-def _failure_facts(
-    probes: Sequence[ProbeSignal],
-    cfg: RecommendConfig,
-    what: str,
-    enter: float,
-    *,
-    strict: bool = False,
-) -> tuple[list[_Fact], bool]:
-    """Failure-ratio facts of ``probes`` (exit below half of ``enter``) and the unknown flag."""
-    facts: list[_Fact] = []
-    unknown = False
-    for p in probes:
-        if p.runs < cfg.min_runs:
-            unknown = True
-            continue
-        ratio = p.failure_ratio
-        facts.append(
-            _fact(
-                f"probe {p.name} failure_ratio",
-                f"{what} probe {p.name!r} failure ratio",
-                ratio,
-                _grade(ratio, enter, enter / 2, strict=strict),
-                enter=enter,
-                exit_below=enter / 2,
-                show=_pct,
-                op=">" if strict else ">=",
-                detail=_failures(p, cfg),
-            )
-        )
-    return facts, unknown
+_Level = assessing.Level
+_Fact = assessing.Fact
+_Assessment = assessing.Assessment
+_pct = assessing.pct
+_secs = assessing.secs
+_num = assessing.num
+_rate = assessing.rate
+_grade = assessing.grade
+_fact = assessing.fact
+_probes = assessing.probes_of
+_failures = assessing.failures_text
+_failure_facts = assessing.failure_facts
 
 
 # --- the rules, one per scenario ---------------------------------------------------------
