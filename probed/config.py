@@ -691,6 +691,9 @@ class RecommendConfig(_Strict):
     login_p95: Duration = 0.25
     ai_error_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
     fast_burn_rate: float = Field(default=2.0, gt=0.0)
+    probe_failure_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    """A plain http probe failing this share of its runs raises ``probe_failing``."""
+    probe_failing_severity: Literal["Sev-1", "Sev-2", "Sev-3", "Sev-4"] = "Sev-2"
     backlog_queue_url: str | None = None
     backlog_queue_path: str = "depth"
     backlog_queue_max: float = 200.0

@@ -57,6 +57,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from probed import assessing
+from probed.assess_targets import (
+    assess_health_failing,
+    assess_target_down,
+    down_targets,
+    suppressed_fact,
+    without_targets,
+)
 from probed.config import RecommendConfig, format_duration
 from probed.signals import (
     Evidence,
@@ -343,6 +350,39 @@ def _d(seconds: float) -> str:
 
 _SCENARIO_LIST: Final = (
     _Scenario(
+        "target_down",
+        "Target unreachable",
+        assess_target_down,
+        (
+            "Check that the product is running and reachable from this probing host: process "
+            "or pods up, DNS, the load balancer, firewall and TLS certificate.",
+            "Treat every other symptom of this target as a consequence (they are listed in the "
+            "evidence as suppressed); restore reachability first.",
+            "If only this probing location fails, compare with the other locations before "
+            "acting: the network path of the prober may be at fault.",
+        ),
+        lambda cfg: (
+            "Stand down once every probe of the target connects again, sustained for "
+            f"{_d(cfg.exit_for)}; then follow any recommendation that remains."
+        ),
+    ),
+    _Scenario(
+        "health_failing",
+        "A health or API check is failing",
+        assess_health_failing,
+        (
+            "Open the failing probe's last results (status code, reason, trace id) in the "
+            "evidence and the product's logs for that trace id.",
+            "Check the dependencies the endpoint reports (database, cache, queue) and recent "
+            "deploys or configuration changes.",
+            "Roll back the last change if the failure started with it.",
+        ),
+        lambda cfg: (
+            f"Resolve once the probe's failure ratio stays below "
+            f"{_pct(cfg.probe_failure_ratio / 2)} for {_d(cfg.exit_for)}."
+        ),
+    ),
+    _Scenario(
         "sse_degraded",
         "Live updates (SSE) down or delayed",
         _assess_sse,
@@ -492,12 +532,27 @@ class RecommendationEngine:
     def evaluate(self, signals: Signals) -> list[Transition]:
         """Update every enabled scenario from ``signals``; return the changes, once each."""
         out, self._queued = self._queued, []
-        disabled = set(self._cfg.disabled)
+        cfg = self._cfg
+        disabled = set(cfg.disabled)
+        # cause before symptoms: the other rules do not see a target that cannot be reached
+        down = set() if "target_down" in disabled else set(down_targets(signals, cfg))
+        visible = without_targets(signals, down)
+        suppressed: list[_Fact] = []
+        assessments: dict[str, _Assessment] = {}
         for scenario in _SCENARIO_LIST:
-            if scenario.id in disabled:
+            if scenario.id in disabled or scenario.id == "target_down":
                 continue
-            assessment = scenario.assess(signals, self._cfg)
-            out += self._step(scenario, assessment, signals)
+            assessments[scenario.id] = assessment = scenario.assess(visible, cfg)
+            if down and not assessment.enter and scenario.assess(signals, cfg).enter:
+                suppressed.append(suppressed_fact(scenario.id, scenario.title, sorted(down)))
+        if "target_down" not in disabled:
+            cause = assess_target_down(signals, cfg)
+            if cause.enter:
+                cause = replace(cause, facts=cause.facts + tuple(suppressed))
+            assessments["target_down"] = cause
+        for scenario in _SCENARIO_LIST:
+            if scenario.id in assessments:
+                out += self._step(scenario, assessments[scenario.id], signals)
         return out
 
     def current(self) -> list[Recommendation]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,13 @@ def imports(deadline: int, stalled: int = 0, status: int = 0) -> ProbeSignal:
     """An import probe of 20 runs failing by reason."""
     reasons = {k: v for k, v in (("deadline", deadline), ("stalled", stalled), ("status", status))}
     return probe("import", "import", failures=deadline + stalled + status, reasons=reasons)
+
+
+def unreachable(failures: int, name: str = "jobs", *, runs: int = 20) -> ProbeSignal:
+    """A probe of target demo whose last run and ``failures`` runs were refused."""
+    failing = probe(name, "import", runs=runs, failures=failures,
+                    reasons={"connect_refused": failures})  # fmt: skip
+    return replace(failing, last_success=False, last_reason="connect_refused")
 
 
 def fixture(failures: int) -> ProbeSignal:
@@ -344,6 +351,29 @@ CASES = [
         good=Shape(slos=(slo(b1h=2.8, b5m=0.0),)),  # a past blip: the 5m window recovered
         evidence=("slo login_availability burn_rate_1h", 2.5, 2.0),
         worse_value=5.0,
+    ),
+    Case(
+        "target-down",
+        "target_down",
+        enter=probes(unreachable(10), unreachable(12, "jobs2")),
+        worse=probes(unreachable(20), unreachable(20, "jobs2")),
+        below=probes(unreachable(20), probe("jobs2", "import")),
+        stuck=probes(unreachable(20, runs=1)),  # too few runs to tell
+        good=probes(probe("jobs", "import"), probe("jobs2", "import")),
+        evidence=("target demo unreachable", 22 / 40, 0.5),
+        worse_value=1.0,
+        severity=Severity.SEV1,
+    ),
+    Case(
+        "health-failing",
+        "health_failing",
+        enter=probes(probe("readiness", "http", failures=10)),
+        worse=probes(probe("readiness", "http", failures=16)),
+        below=probes(probe("readiness", "http", failures=9)),
+        stuck=probes(probe("readiness", "http", failures=6)),
+        good=probes(probe("readiness", "http", failures=4)),
+        evidence=("probe readiness failure_ratio", 0.5, 0.5),
+        worse_value=0.8,
     ),
 ]
 LOGIN, SSE_LAG, QUEUE = (
