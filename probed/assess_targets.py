@@ -2,11 +2,11 @@
 
 ``target_down`` (Sev-1) names a target none of whose probes can connect: every
 probe of it with enough runs failed its last run with a connection reason (dns,
-connect_refused, connect_error, tls) and at least half of its runs in the
-window failed that way. While a target is down, the other rules do not see that
-target's probes and streams, nor the SLOs (whose burn is the outage's knock-on):
-what they would have raised is listed in ``target_down``'s evidence as
-``suppressed <scenario>``, not dropped silently.
+connect_refused, connect_error, tls, or stream_down for probes fed by a stream)
+and at least ``min_runs`` of its runs in the window failed that way. While a target is
+down, the other rules do not see that target's probes and streams, nor the SLOs
+(whose burn is the outage's knock-on): what they would have raised is listed in
+``target_down``'s evidence as ``suppressed <scenario>``, not dropped silently.
 
 ``health_failing`` is the catch-all for plain ``http`` probes (health, readiness,
 API reads) that no journey rule covers: a failure ratio of ``probe_failure_ratio``
@@ -33,19 +33,20 @@ __all__ = [
     "without_targets",
 ]
 
-CONNECTION_REASONS = frozenset({"dns", "connect_refused", "connect_error", "tls"})
-"""Failure reasons that mean the target could not be reached at all."""
+CONNECTION_REASONS = frozenset({"dns", "connect_refused", "connect_error", "tls", "stream_down"})
+"""Failure reasons that mean the target could not be reached at all (``stream_down``: a
+reflect or import probe whose stream watcher cannot connect)."""
 
 
 def _connect_failures(p: ProbeSignal) -> int:
     return sum(n for reason, n in p.reasons.items() if reason in CONNECTION_REASONS)
 
 
-def _unreachable(p: ProbeSignal) -> bool:
-    """The probe's last run and at least half its window failed to connect."""
+def _unreachable(p: ProbeSignal, cfg: RecommendConfig) -> bool:
+    """The probe's last run and at least ``min_runs`` runs of its window failed to connect."""
     if p.last_success is not False or p.last_reason not in CONNECTION_REASONS:
         return False
-    return 2 * _connect_failures(p) >= p.runs
+    return _connect_failures(p) >= cfg.min_runs
 
 
 def down_targets(signals: Signals, cfg: RecommendConfig) -> dict[str, list[ProbeSignal]]:
@@ -54,7 +55,7 @@ def down_targets(signals: Signals, cfg: RecommendConfig) -> dict[str, list[Probe
     for p in probes_of(signals, cfg, None):
         if p.runs >= cfg.min_runs:
             by_target.setdefault(p.target, []).append(p)
-    return {t: ps for t, ps in sorted(by_target.items()) if all(map(_unreachable, ps))}
+    return {t: ps for t, ps in sorted(by_target.items()) if all(_unreachable(p, cfg) for p in ps)}
 
 
 def without_targets(signals: Signals, targets: set[str]) -> Signals:

@@ -550,9 +550,17 @@ class RecommendationEngine:
             if cause.enter:
                 cause = replace(cause, facts=cause.facts + tuple(suppressed))
             assessments["target_down"] = cause
+        knock_ons = {f.signal.removeprefix("suppressed ") for f in suppressed}
         for scenario in _SCENARIO_LIST:
-            if scenario.id in assessments:
-                out += self._step(scenario, assessments[scenario.id], signals)
+            if scenario.id not in assessments:
+                continue
+            ep = self._episodes.get(scenario.id)
+            if scenario.id in knock_ons and ep is not None:
+                # raised before the target was seen down: withdrawn, target_down covers it
+                transition = self._resolve(scenario, ep, assessments[scenario.id], signals.now)
+                out.append(_withdrawn(transition, sorted(down)))
+                continue
+            out += self._step(scenario, assessments[scenario.id], signals)
         return out
 
     def current(self) -> list[Recommendation]:
@@ -740,6 +748,13 @@ class RecommendationEngine:
             runbook_url=f"{cfg.runbook_base_url}#{sid}",
             summary=ep.summary,
         )
+
+
+def _withdrawn(transition: Transition, targets: list[str]) -> Transition:
+    """``transition`` (to RESOLVED) saying it was withdrawn as a knock-on of a down target."""
+    rec = transition.recommendation
+    note = f" [withdrawn: a knock-on of target {', '.join(map(repr, targets))} down]"
+    return replace(transition, recommendation=replace(rec, summary=rec.summary + note))
 
 
 # --- persistence -----------------------------------------------------------------------------

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from pathlib import Path
 
+import pytest
+from livedaemon import live_daemon, watch_metrics
+from test_daemon import PASSWORD, fast_demo_config
 from test_recommend import (
     ACTIVE,
     ENTER_FOR,
@@ -20,6 +25,7 @@ from test_recommend import (
 )
 
 from probed.config import RecommendConfig
+from probed.demo import DemoTarget
 from probed.recommend import RecommendationEngine
 from probed.signals import ProbeSignal, Severity
 
@@ -59,6 +65,22 @@ def test_a_dead_target_is_one_target_down_with_the_knock_ons_suppressed() -> Non
         "suppressed sse_degraded",
     ] == suppressed
     assert ["target_down"] == [r.scenario for r in engine.current()]
+
+
+def test_a_knock_on_raised_before_the_outage_was_seen_is_withdrawn() -> None:
+    """A login_degraded already active is resolved, marked withdrawn, once the target is down."""
+    engine = RecommendationEngine(RecommendConfig())
+    login_failing = dataclasses.replace(probe("login", "login", failures=20), last_reason="status")
+    run(engine, Shape(probes=(login_failing, probe("health", "http"))), T0, T0 + ENTER_FOR + STEP)
+    assert ["login_degraded"] == [r.scenario for r in engine.current()]
+
+    transitions = engine.evaluate(DEMO_DEAD.at(T0 + ENTER_FOR + 2 * STEP))
+
+    assert [("target_down", None, PENDING), ("login_degraded", ACTIVE, RESOLVED)] == [
+        (t.scenario, t.old, t.new) for t in transitions
+    ]
+    withdrawn = transitions[1].recommendation.summary
+    assert withdrawn.endswith("[withdrawn: a knock-on of target 'demo' down]"), withdrawn
 
 
 def test_target_down_resolves_once_the_target_answers() -> None:
@@ -103,3 +125,39 @@ def test_a_readiness_probe_failing_on_its_own_is_recommended() -> None:
         assert (ACTIVE, severity) == (rec.state, rec.severity)
         assert ["probe readiness failure_ratio"] == [e.signal for e in rec.evidence]
         assert ["health_failing"] == [r.scenario for r in engine.current()]
+
+
+async def test_killing_the_demo_gives_one_target_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live demo stopped: exactly one active recommendation, target_down, knock-ons listed."""
+    monkeypatch.setenv("PROBED_DEMO_PASSWORD", PASSWORD)
+    demo = DemoTarget(password=PASSWORD)
+    await demo.start()
+    path = fast_demo_config(tmp_path, demo.base_url)
+    text = path.read_text()
+    faster = [
+        ('window = "5m"', 'window = "8s"'),
+        ('evaluate_every = "10s"', 'evaluate_every = "1s"'),
+        ('enter_for = "30s"', 'enter_for = "2s"'),
+    ]
+    for old, new in faster:
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    async with live_daemon(path) as (daemon, task, base):
+        await watch_metrics(base, task, 3.0, lambda _: True)
+        await demo.stop()
+
+        def issued() -> list[str]:
+            return [r.scenario for r in daemon.evaluator.engine.current() if r.state is ACTIVE]
+
+        async with asyncio.timeout(30):
+            while "target_down" not in issued():
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(3.0)  # a few more evaluations: nothing else becomes active
+        active = issued()
+        rec = rec_of(daemon.evaluator.engine, "target_down")
+    assert ["target_down"] == active
+    assert "'demo'" in rec.summary
+    assert any(e.signal.startswith("suppressed ") for e in rec.evidence), rec.evidence
