@@ -40,7 +40,17 @@ Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
   over both windows: the long one proves the burn is significant, the short one
   that it is still going on (so the alert resolves minutes after recovery, not
   hours). The burn rates are the workbook's, chosen for a 30-day budget; the
-  annotations state what they mean for the SLO's own ``window``.
+  annotations state what they mean for the SLO's own ``window``;
+
+- ``SloFastBurnRecommended``, the Prometheus twin of the engine's ``fast_burn``
+  recommendation (left out when ``[recommend] disabled`` lists it): the 1h and
+  5m error ratios both above ``[recommend] fast_burn_rate * (1 - objective)``,
+  ``for: enter_for`` (the engine's PENDING -> ACTIVE dwell) and
+  ``keep_firing_for: exit_for`` (its exit dwell: it keeps firing until the
+  condition has been false for ``exit_for``). Sev-2, page; the engine's Sev-1
+  for an overspent budget and its ``min_runs`` and coverage guards are not
+  repeated. ``tests/test_burn_agreement.py`` feeds one series to both and
+  checks they enter and clear within one evaluation interval.
 
 A last group ``probed`` holds the alerts that are not derived from SLOs: a
 stream with fewer connections than subscribers and reflect lag p95 above 3 s
@@ -70,6 +80,7 @@ from probed.signals import ROUTING, ROUTING_LABEL, Routing, Severity
 __all__ = [
     "BURN_RATE_ALERTS",
     "ERROR_RATIO_WINDOWS",
+    "FAST_BURN_ALERT",
     "RUNBOOK_ANCHORS",
     "BurnRateAlert",
     "error_ratio_expr",
@@ -125,6 +136,9 @@ degraded-mode alert links to the section named after its scenario.
 """
 
 _RECORD = "slo:sli_error:ratio_rate{window}"
+
+FAST_BURN_ALERT = "SloFastBurnRecommended"
+"""The alert twin of the ``fast_burn`` recommendation (its windows: 1h and 5m)."""
 
 
 def severity_labels(severity: Severity) -> dict[str, str]:
@@ -265,7 +279,48 @@ def _slo_group(config: Config, slo: SloConfig) -> dict[str, Any]:
                 },
             }
         )
+    if "fast_burn" not in config.recommend.disabled:
+        rules.append(_fast_burn_twin(config, slo))
     return {"name": f"probed-slo-{slo.name}", "rules": rules}
+
+
+def _fast_burn_twin(config: Config, slo: SloConfig) -> dict[str, Any]:
+    """The alert that fires while the engine's ``fast_burn`` would be ACTIVE for ``slo``."""
+    rec = config.recommend
+    budget = _budget(slo)
+    limit = f"({_num(rec.fast_burn_rate)} * {_num(budget)})"
+    long_series = f'{_RECORD.format(window="1h")}{{slo="{slo.name}"}}'
+    short_series = f'{_RECORD.format(window="5m")}{{slo="{slo.name}"}}'
+    return {
+        "alert": FAST_BURN_ALERT,
+        "expr": f"{long_series} > {limit}\nand\n{short_series} > {limit}\n",
+        "for": format_duration(rec.enter_for),
+        "keep_firing_for": format_duration(rec.exit_for),
+        "labels": {
+            **severity_labels(Severity.SEV2),
+            "slo": slo.name,
+            "long_window": "1h",
+            "short_window": "5m",
+        },
+        "annotations": {
+            "summary": (
+                f"Fast burn of SLO {slo.name}: the fast_burn playbook applies "
+                f"({_num(rec.fast_burn_rate)}x over 1h and 5m)"
+            ),
+            "description": (
+                f"{_literal(slo.description or slo.name)}: {{{{ $value | humanizePercentage }}}} "
+                f"{_bad_events(slo)} over the last 1h, and more than "
+                f"{_pct(rec.fast_burn_rate * budget)} over the last 5m "
+                f"({_num(rec.fast_burn_rate)}x the {_pct(budget)} error budget), for "
+                f"{format_duration(rec.enter_for)}. This is the rule twin of probed's fast_burn "
+                f"recommendation; it clears {format_duration(rec.exit_for)} after the 5m window "
+                "drops below the rate."
+            ),
+            "runbook_url": _literal(slo.runbook_url)
+            if slo.runbook_url
+            else _runbook(config, RUNBOOK_ANCHORS["fast"]),
+        },
+    }
 
 
 def _probed_group(config: Config) -> dict[str, Any]:

@@ -163,7 +163,7 @@ def test_generated_rules_carry_a_sev_level_and_its_routing(config: Config) -> No
     """Every static generated alert has a Sev-level severity and the routing label for that Sev."""
     rules = alert_rules(config)
     static = {key: r for key, r in rules.items() if key[0] != "DegradedModeRecommended"}
-    assert 9 == len(static)
+    assert 10 == len(static)
     for (name, _), rule in static.items():
         severity = rule["labels"]["severity"]
         assert severity in EXPECTED_ROUTING, name
@@ -177,6 +177,7 @@ def test_burn_speed_sets_the_sev_level(config: Config) -> None:
         window: rules["SloErrorBudgetBurn", window]["labels"]["severity"]
         for window in ("1h", "6h", "1d", "3d")
     }
+    assert "Sev-2" == rules["SloFastBurnRecommended", "1h"]["labels"]["severity"]
 
 
 def test_degraded_mode_rule_keeps_the_sev_level_and_derives_routing(

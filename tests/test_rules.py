@@ -18,6 +18,7 @@ from probed.config import Config, load_config
 from probed.rules import (
     BURN_RATE_ALERTS,
     ERROR_RATIO_WINDOWS,
+    FAST_BURN_ALERT,
     error_ratio_expr,
     le_label,
     render_rules,
@@ -149,7 +150,7 @@ def test_promtool_checks_rules_for_every_sli_kind(all_kinds_config: Config, tmp_
     path.write_text(render_rules(all_kinds_config))
     result = run_promtool("check", "rules", str(path))
     assert 0 == result.returncode, result.stdout + result.stderr
-    rules = 3 * (len(ERROR_RATIO_WINDOWS) + len(BURN_RATE_ALERTS)) + 6
+    rules = 3 * (len(ERROR_RATIO_WINDOWS) + len(BURN_RATE_ALERTS) + 1) + 6
     assert f"SUCCESS: {rules} rules found" in result.stdout
 
 
@@ -195,7 +196,7 @@ def test_each_slo_gets_a_group_of_records_and_burn_rate_alerts(all_kinds_config:
             r["record"] for r in records
         ]
         assert all({"slo": slo.name} == r["labels"] for r in records)
-        alerts = [r for r in group["rules"] if "alert" in r]
+        alerts = [r for r in group["rules"] if r.get("alert") == "SloErrorBudgetBurn"]
         assert [
             ("Sev-2", "page", "1h", "5m", "2m"),
             ("Sev-2", "page", "6h", "30m", "2m"),
@@ -206,8 +207,58 @@ def test_each_slo_gets_a_group_of_records_and_burn_rate_alerts(all_kinds_config:
              a["labels"]["short_window"], a["for"])
             for a in alerts
         ]  # fmt: skip
-        assert {"SloErrorBudgetBurn"} == {a["alert"] for a in alerts}
         assert all(slo.name == a["labels"]["slo"] for a in alerts)
+        assert ["SloErrorBudgetBurn"] * 4 + [FAST_BURN_ALERT] == [
+            r["alert"] for r in group["rules"] if "alert" in r
+        ]
+
+
+def _twin(toml: str, tmp_path: Path) -> dict[str, Any]:
+    """The fast_burn twin alert of the first SLO of the configuration ``toml``."""
+    path = tmp_path / "probes.toml"
+    path.write_text(toml)
+    group = rule_groups(load_config(path))[0]
+    return next(r for r in group["rules"] if r.get("alert") == FAST_BURN_ALERT)
+
+
+def test_fast_burn_twin_follows_the_recommend_defaults(tmp_path: Path) -> None:
+    """The fast_burn twin compares 1h and 5m with fast_burn_rate and dwells enter_for/exit_for."""
+    twin = _twin(ALL_KINDS_TOML, tmp_path)
+    assert (
+        'slo:sli_error:ratio_rate1h{slo="api_availability"} > (2 * 0.005)\n'
+        "and\n"
+        'slo:sli_error:ratio_rate5m{slo="api_availability"} > (2 * 0.005)\n'
+    ) == twin["expr"]
+    assert ("1m", "5m") == (twin["for"], twin["keep_firing_for"])
+    assert {
+        "severity": "Sev-2",
+        "routing": "page",
+        "slo": "api_availability",
+        "long_window": "1h",
+        "short_window": "5m",
+    } == twin["labels"]
+    assert "https://runbooks.example/probed#fast_burn" == twin["annotations"]["runbook_url"]
+
+
+def test_fast_burn_twin_uses_the_configured_rate_and_dwells(tmp_path: Path) -> None:
+    """A [recommend] section with its own rate and dwells is rendered into the twin."""
+    toml = ALL_KINDS_TOML.replace(
+        "[recommend]\n", '[recommend]\nfast_burn_rate = 14.4\nenter_for = "90s"\nexit_for = "10m"\n'
+    )
+    twin = _twin(toml, tmp_path)
+    assert "> (14.4 * 0.005)" in twin["expr"]
+    assert ("90s", "10m") == (twin["for"], twin["keep_firing_for"])
+
+
+def test_fast_burn_twin_is_left_out_when_the_scenario_is_disabled(tmp_path: Path) -> None:
+    """With fast_burn disabled in [recommend] no SLO group holds the twin alert."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        ALL_KINDS_TOML.replace("[recommend]\n", '[recommend]\ndisabled = ["fast_burn"]\n')
+    )
+    names = {r.get("alert") for g in rule_groups(load_config(path)) for r in g["rules"]}
+    assert FAST_BURN_ALERT not in names
+    assert "SloErrorBudgetBurn" in names
 
 
 def test_burn_rate_thresholds_multiply_the_error_budget(all_kinds_config: Config) -> None:
