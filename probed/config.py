@@ -54,6 +54,7 @@ from probed.configchecks import (
 )
 from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
 from probed.errors import ConfigError, SecretError
+from probed.playbooks import PlaybookConfig, duplicate_problems
 
 if TYPE_CHECKING:
     from probed.webconfig import WebConfig
@@ -743,6 +744,7 @@ class Config(BaseSettings):
     slos: list[SloConfig] = Field(default_factory=list)
     recommend: RecommendConfig = Field(default_factory=RecommendConfig)
     components: list[ComponentConfig] = Field(default_factory=list)
+    playbooks: list[PlaybookConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     _source: Path = PrivateAttr(default=Path("probes.toml"))
     _hash: str | None = PrivateAttr(default=None)
@@ -856,6 +858,14 @@ class _Locator:
         return header
 
 
+_NOUNS = {
+    "slos": ("slo", "name"),
+    "components": ("component", "name"),
+    "playbooks": ("playbook", "scenario"),
+}
+"""Arrays of tables other than probes: the noun and the key naming an element."""
+
+
 def _describe_loc(
     loc: Sequence[int | str], raw: Mapping[str, Any], locator: _Locator
 ) -> tuple[int | None, str]:
@@ -877,14 +887,14 @@ def _describe_loc(
         who = f"probe {name!r} (probes[{index}])" if name else f"probes[{index}]"
         line = locator.line("probes", index, key)
         return line, f"{who} key {key!r}" if key else who
-    if section in ("slos", "components") and len(parts) >= 2 and parts[1].isdigit():
+    if section in _NOUNS and len(parts) >= 2 and parts[1].isdigit():
         index = int(parts[1])
         key = ".".join(parts[2:]) or None
         items = raw.get(section)
         name = None
+        noun, name_key = _NOUNS[section]
         if isinstance(items, list) and index < len(items) and isinstance(items[index], dict):
-            name = items[index].get("name")
-        noun = "slo" if section == "slos" else "component"
+            name = items[index].get(name_key)
         who = f"{noun} {name!r} ({section}[{index}])" if name else f"{section}[{index}]"
         line = locator.line(section, index, key)
         return line, f"{who} key {key!r}" if key else who
@@ -1084,7 +1094,7 @@ def _semantic_problems(
 
 
 def _reference_problems(cfg: Config, path: Path, locator: _Locator) -> list[str]:
-    """SLOs, components and canaries must name probes and streams that exist."""
+    """SLOs, components and canaries must name probes and streams that exist; playbooks differ."""
     from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS
 
     problems: list[str] = []
@@ -1123,6 +1133,9 @@ def _reference_problems(cfg: Config, path: Path, locator: _Locator) -> list[str]
         who = f"component {comp.name!r} (components[{i}])"
         if missing := unknown(comp.probes, scheduled | streams):
             at("components", i, "probes", who, f"unknown probe(s) {', '.join(map(repr, missing))}")
+    for i, message in duplicate_problems(cfg.playbooks):
+        who = f"playbook {cfg.playbooks[i].scenario!r} (playbooks[{i}])"
+        at("playbooks", i, "scenario", who, message)
     from probed.recommend import SCENARIOS
 
     if missing := unknown(cfg.recommend.disabled, set(SCENARIOS)):

@@ -46,7 +46,7 @@ class Evaluator:
         self.config = config
         self.store = store
         self.slo = SloEvaluator(config.slos, rates=run_rates(config))
-        self.engine = RecommendationEngine(config.recommend)
+        self.engine = RecommendationEngine(config.recommend, config.playbooks)
         self.latest: Evaluation | None = None
         self.queue_depth: float | None = None
         self._stream_marks: dict[str, deque[tuple[float, int]]] = {}
@@ -68,7 +68,7 @@ class Evaluator:
         """Reload: keep SLO buckets and recommendation states that still apply."""
         self.config = config
         self.slo.apply(config.slos, run_rates(config))
-        self.engine.apply(config.recommend)
+        self.engine.apply(config.recommend, config.playbooks)
 
     # -- signals ------------------------------------------------------------------------
 

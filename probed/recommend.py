@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 import reprlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -65,6 +65,7 @@ from probed.assess_targets import (
     without_targets,
 )
 from probed.config import RecommendConfig, format_duration
+from probed.playbooks import SCENARIO_IDS, PlaybookConfig, merge, render
 from probed.signals import (
     Evidence,
     Recommendation,
@@ -338,163 +339,46 @@ def _assess_fast_burn(signals: Signals, cfg: RecommendConfig) -> _Assessment:
 @dataclass(frozen=True, slots=True)
 class _Scenario:
     id: str
-    title: str
     assess: Callable[[Signals, RecommendConfig], _Assessment]
-    actions: tuple[str, ...]
-    rollback: Callable[[RecommendConfig], str]
 
 
-def _d(seconds: float) -> str:
-    return format_duration(seconds)
-
-
-_SCENARIO_LIST: Final = (
-    _Scenario(
-        "target_down",
-        "Target unreachable",
-        assess_target_down,
-        (
-            "Check that the product is running and reachable from this probing host: process "
-            "or pods up, DNS, the load balancer, firewall and TLS certificate.",
-            "Treat every other symptom of this target as a consequence (they are listed in the "
-            "evidence as suppressed); restore reachability first.",
-            "If only this probing location fails, compare with the other locations before "
-            "acting: the network path of the prober may be at fault.",
-        ),
-        lambda cfg: (
-            "Stand down once every probe of the target connects again, sustained for "
-            f"{_d(cfg.exit_for)}; then follow any recommendation that remains."
-        ),
-    ),
-    _Scenario(
-        "health_failing",
-        "A health or API check is failing",
-        assess_health_failing,
-        (
-            "Open the failing probe's last results (status code, reason, trace id) in the "
-            "evidence and the product's logs for that trace id.",
-            "Check the dependencies the endpoint reports (database, cache, queue) and recent "
-            "deploys or configuration changes.",
-            "Roll back the last change if the failure started with it.",
-        ),
-        lambda cfg: (
-            f"Resolve once the probe's failure ratio stays below "
-            f"{_pct(cfg.probe_failure_ratio / 2)} for {_d(cfg.exit_for)}."
-        ),
-    ),
-    _Scenario(
-        "sse_degraded",
-        "Live updates (SSE) down or delayed",
-        _assess_sse,
-        (
-            "Switch clients to polling: read the /api/v1/* list endpoints every 15-30 s "
-            "instead of waiting for stream events.",
-            "Reduce event fan-out: publish only the event types clients cannot do without "
-            "until delivery recovers.",
-            "Check the SSE workers and the edge's subscription to the core event stream "
-            "(reconnect counts, timeouts); restart the subscriber or the workers if they are "
-            "stuck, reduce the event batch size (RB-07).",
-        ),
-        lambda cfg: (
-            "Restore SSE and stop polling once every stream is connected and its lag p95 is "
-            f"below {_secs(cfg.stream_lag_p95)}, sustained for {_d(cfg.exit_for)}."
-        ),
-    ),
-    _Scenario(
-        "backlog",
-        "Import backlog growing",
-        _assess_backlog,
-        (
-            "Disable auto-approve for non-critical flows so the manual queue only carries "
-            "what must be reviewed.",
-            "Add capacity or batch temporarily: scale the import workers, stagger jobs, "
-            "increase backoff and reduce the page size; check Redis memory and broker 429s "
-            "(RB-03).",
-            "Tell console users that reviews and imports take longer than usual until the "
-            "queue drains.",
-        ),
-        lambda cfg: (
-            "Re-enable auto-approve once the queue depth is below "
-            f"{_num(cfg.backlog_queue_max / 2)} and fewer than "
-            f"{_pct(_BACKLOG_STUCK_RATIO / 2)} of import jobs miss their deadline or stall, "
-            f"sustained for {_d(cfg.exit_for)}."
-        ),
-    ),
-    _Scenario(
-        "rate_limited",
-        "Rate limits too aggressive (429s)",
-        _assess_rate_limited,
-        (
-            "Switch the API to the lenient rate-limit profile.",
-            "Temporarily raise burst limits for trusted clients.",
-            "Make sure clients honour Retry-After (wait the advertised time instead of "
-            "retrying at once); each 429 probe result records the Retry-After it carried.",
-            "Tell internal stakeholders the mitigation window.",
-        ),
-        lambda cfg: (
-            "Restore the default limits once the 429 share stays below "
-            f"{_pct(cfg.rate_limited_share / 2)} (half the trigger) for {_d(cfg.exit_for)}."
-        ),
-    ),
-    _Scenario(
-        "login_degraded",
-        "Login failing or slow",
-        _assess_login,
-        (
-            "Roll back the last edge deploy if the degradation started with it.",
-            "Check the edge pods are up and the upstream core answers its health check; if "
-            "the core is down, serve the maintenance page instead of errors.",
-            "Check for a rate-limit misconfiguration: a sudden rise of 429s on login.",
-            "Validate the JWKS URL and look for JWT signature errors; after a signing-key "
-            "rotation follow RB-08 (publish the new JWKS, keep the old key for the overlap).",
-        ),
-        lambda cfg: (
-            "Consider login recovered once its failure ratio is below "
-            f"{_pct(cfg.login_failure_ratio / 2)} and its p95 below {_secs(cfg.login_p95)}, "
-            f"sustained for {_d(cfg.exit_for)}; then undo temporary measures."
-        ),
-    ),
-    _Scenario(
-        "ai_errors",
-        "AI service error rate high",
-        _assess_ai,
-        (
-            "Switch to heuristics only: turn on the HEURISTICS_ONLY feature flag so workers "
-            "serve deterministic results without the AI service.",
-            "Restart the AI pods.",
-            "If requests fail the HMAC timestamp check, widen the allowed clock skew "
-            "temporarily (and check time sync).",
-            "Reduce the request volume sent to the AI service.",
-        ),
-        lambda cfg: (
-            "Turn HEURISTICS_ONLY off once the fixture probes' error ratio stays below "
-            f"{_pct(cfg.ai_error_ratio / 2)} for {_d(cfg.exit_for)}; restore the skew window."
-        ),
-    ),
-    _Scenario(
-        "fast_burn",
-        "Error budget burning fast",
-        _assess_fast_burn,
-        (
-            "Freeze risky deploys and configuration changes.",
-            "Identify the user journey behind the burning SLO (named in the evidence).",
-            "Follow that journey's runbook: login (login_degraded, RB-01), live updates "
-            "(sse_degraded, RB-07), imports (backlog, RB-03), AI (ai_errors, RB-04).",
-            "Consider rolling back the last change; canaries that fail the SLO probes must "
-            "roll back on their own.",
-        ),
-        lambda cfg: (
-            f"Lift the freeze once no SLO burns above {_rate(cfg.fast_burn_rate)} over both 1h "
-            f"and 5m (the 5m window shows the burn has stopped), sustained for "
-            f"{_d(cfg.exit_for)}."
-        ),
-    ),
+_SCENARIO_LIST: Final = tuple(
+    _Scenario(sid, assess)
+    for sid, assess in (
+        ("target_down", assess_target_down),
+        ("health_failing", assess_health_failing),
+        ("sse_degraded", _assess_sse),
+        ("backlog", _assess_backlog),
+        ("rate_limited", _assess_rate_limited),
+        ("login_degraded", _assess_login),
+        ("ai_errors", _assess_ai),
+        ("fast_burn", _assess_fast_burn),
+    )
 )
+
+
+def _placeholders(cfg: RecommendConfig) -> dict[str, str]:
+    """The values of ``probed.playbooks.PLACEHOLDERS`` under ``cfg``."""
+    d = format_duration
+    return {
+        "exit_for": d(cfg.exit_for),
+        "probe_failure_ratio_exit": _pct(cfg.probe_failure_ratio / 2),
+        "stream_lag_p95": _secs(cfg.stream_lag_p95),
+        "backlog_queue_exit": _num(cfg.backlog_queue_max / 2),
+        "backlog_stuck_exit": _pct(_BACKLOG_STUCK_RATIO / 2),
+        "rate_limited_share_exit": _pct(cfg.rate_limited_share / 2),
+        "login_failure_ratio_exit": _pct(cfg.login_failure_ratio / 2),
+        "login_p95": _secs(cfg.login_p95),
+        "ai_error_ratio_exit": _pct(cfg.ai_error_ratio / 2),
+        "fast_burn_rate": _rate(cfg.fast_burn_rate),
+    }
+
 
 _BY_ID: Final = {s.id: s for s in _SCENARIO_LIST}
 
-SCENARIOS: Final[tuple[str, ...]] = tuple(s.id for s in _SCENARIO_LIST)
-"""The scenario ids, in the seeds' order (A-F); the bounded ``scenario`` label set."""
+SCENARIOS: Final[tuple[str, ...]] = SCENARIO_IDS
+"""The scenario ids (``probed.playbooks`` order, ``_SCENARIO_LIST`` runs them in the same one);
+the bounded ``scenario`` label set."""
 
 
 # --- the engine ------------------------------------------------------------------------------
@@ -522,8 +406,9 @@ class _Episode:
 class RecommendationEngine:
     """Turns successive ``Signals`` into degraded-mode recommendations with hysteresis."""
 
-    def __init__(self, cfg: RecommendConfig) -> None:
+    def __init__(self, cfg: RecommendConfig, playbooks: Iterable[PlaybookConfig] = ()) -> None:
         self._cfg = cfg
+        self._playbooks = merge(playbooks)
         self._episodes: dict[str, _Episode] = {}
         self._queued: list[Transition] = []
 
@@ -544,7 +429,8 @@ class RecommendationEngine:
                 continue
             assessments[scenario.id] = assessment = scenario.assess(visible, cfg)
             if down and not assessment.enter and scenario.assess(signals, cfg).enter:
-                suppressed.append(suppressed_fact(scenario.id, scenario.title, sorted(down)))
+                title = self._playbooks[scenario.id].title
+                suppressed.append(suppressed_fact(scenario.id, title, sorted(down)))
         if "target_down" not in disabled:
             cause = assess_target_down(signals, cfg)
             if cause.enter:
@@ -554,6 +440,8 @@ class RecommendationEngine:
         for scenario in _SCENARIO_LIST:
             if scenario.id not in assessments:
                 continue
+            if (override := self._playbooks[scenario.id].severity) is not None:
+                assessments[scenario.id] = replace(assessments[scenario.id], severity=override)
             ep = self._episodes.get(scenario.id)
             if scenario.id in knock_ons and ep is not None:
                 # raised before the target was seen down: withdrawn, target_down covers it
@@ -568,19 +456,21 @@ class RecommendationEngine:
         recs = [self._recommendation(sid, ep) for sid, ep in self._episodes.items()]
         return sorted(recs, key=lambda r: (_RANK[r.severity], r.scenario))
 
-    def apply(self, cfg: RecommendConfig) -> None:
+    def apply(self, cfg: RecommendConfig, playbooks: Iterable[PlaybookConfig] = ()) -> None:
         """Take a reloaded configuration; scenarios still enabled keep their state.
 
         A scenario disabled now is dropped; the next ``evaluate`` reports it RESOLVED.
+        Playbook text applies at once; a changed severity override at the next ``evaluate``.
         """
         self._cfg = cfg
+        self._playbooks = merge(playbooks)
         disabled = set(cfg.disabled)
         for sid in [sid for sid in self._episodes if sid in disabled]:
             ep = self._episodes.pop(sid)
             rec = replace(
                 self._recommendation(sid, ep),
                 state=_RESOLVED,
-                summary=f"{_BY_ID[sid].title}: scenario disabled by configuration",
+                summary=f"{self._playbooks[sid].title}: scenario disabled by configuration",
             )
             self._queued.append(Transition(sid, ep.state, _RESOLVED, rec))
 
@@ -718,7 +608,8 @@ class RecommendationEngine:
         body = "; ".join(f.text for f in chosen[:2])
         if len(chosen) > 2:
             body += f" (+{len(chosen) - 2} more)"
-        summary = f"{sc.title}: {body}" if body else sc.title
+        title = self._playbooks[sc.id].title
+        summary = f"{title}: {body}" if body else title
         if ep.state is _INCONCLUSIVE:
             summary += " [inconclusive: the canary fails too, the prober may be at fault]"
         ep.summary = summary
@@ -735,17 +626,18 @@ class RecommendationEngine:
         return Transition(sid, old, ep.state, self._recommendation(sid, ep))
 
     def _recommendation(self, sid: str, ep: _Episode) -> Recommendation:
-        sc, cfg = _BY_ID[sid], self._cfg
+        pb, cfg = self._playbooks[sid], self._cfg
+        values = _placeholders(cfg)
         return Recommendation(
             scenario=sid,
-            title=sc.title,
+            title=pb.title,
             severity=ep.severity,
             state=ep.state,
             since=ep.since,
             evidence=ep.evidence,
-            actions=sc.actions,
-            rollback=sc.rollback(cfg),
-            runbook_url=f"{cfg.runbook_base_url}#{sid}",
+            actions=tuple(render(a, values) for a in pb.actions),
+            rollback=render(pb.rollback, values),
+            runbook_url=pb.runbook_url or f"{cfg.runbook_base_url}#{sid}",
             summary=ep.summary,
         )
 
