@@ -276,6 +276,19 @@ BAD_CASES = {
     "{dir}/no-such-input.json: No such file or directory",
     "bad_status": "8: probe 'health' (probes[0]) key 'expect_status': expect_status must be "
     "non-empty HTTP status codes, got [200, 700]",
+    "unknown_scenario": "10: playbook 'login_slow' (playbooks[0]) key 'scenario': unknown "
+    "scenario 'login_slow'; did you mean 'login_degraded'? (scenarios: target_down, "
+    "health_failing, sse_degraded, backlog, rate_limited, login_degraded, ai_errors, fast_burn)",
+    "duplicate_scenario": "14: playbook 'login_degraded' (playbooks[1]) key 'scenario': "
+    "duplicate scenario (first used by playbooks[0])",
+    "empty_actions": "11: playbook 'backlog' (playbooks[0]) key 'actions': actions must be a "
+    "non-empty list of non-empty strings",
+    "bad_runbook_url": "12: playbook 'backlog' (playbooks[0]) key 'runbook_url': runbook_url "
+    "must be an absolute http(s) URL, got 'wiki/backlog'",
+    "unknown_placeholder": "12: playbook 'backlog' (playbooks[0]) key 'rollback': unknown "
+    "placeholder(s) {queue_exit} (placeholders: exit_for, probe_failure_ratio_exit, "
+    "stream_lag_p95, backlog_queue_exit, backlog_stuck_exit, rate_limited_share_exit, "
+    "login_failure_ratio_exit, login_p95, ai_error_ratio_exit, fast_burn_rate)",
 }
 
 

@@ -9,8 +9,26 @@ import pytest
 from aiohttp import web
 from conftest import ServeApp
 from livedaemon import health, live_daemon
+from pydantic import ValidationError
+from test_daemon import DEMO_CONFIG
+from test_recommend import (
+    ACTIVE,
+    CFG,
+    ENTER_FOR,
+    STEP,
+    T0,
+    Shape,
+    http,
+    login,
+    probes,
+    rec_of,
+    run,
+)
 
-from probed.signals import Recommendation, RecommendationState
+from probed.config import RecommendConfig, load_config
+from probed.playbooks import BUILTIN, PLACEHOLDERS, SCENARIO_IDS, PlaybookConfig, merge
+from probed.recommend import _SCENARIO_LIST, SCENARIOS, RecommendationEngine, _placeholders
+from probed.signals import Recommendation, RecommendationState, Severity
 
 PASSWORD_ENV = "PROBED_TEST_SHOP_PASSWORD"
 
@@ -119,3 +137,128 @@ async def test_a_product_without_playbooks_gets_generic_text(
     for word in ("JWKS", "RB-", "edge pods", "edge deploy"):
         assert word not in text
     assert rec.runbook_url.endswith("#login_degraded")
+
+
+# --- merging, severity, reload -----------------------------------------------------------------
+
+PRODUCT_WORDS = (
+    "JWKS",
+    "RB-",
+    "edge",
+    "pods",
+    "HEURISTICS_ONLY",
+    "auto-approve",
+    "Redis",
+    "broker",
+)
+
+
+def login_playbook(**fields: object) -> PlaybookConfig:
+    """A login_degraded playbook with one action and the given fields."""
+    return PlaybookConfig.model_validate(
+        {"scenario": "login_degraded", "actions": ["Restart sign-in."], **fields}
+    )
+
+
+def test_the_scenario_ids_are_the_engines() -> None:
+    """The playbook module lists the engine's scenarios in the engine's order."""
+    assert SCENARIOS == SCENARIO_IDS
+    assert SCENARIO_IDS == tuple(s.id for s in _SCENARIO_LIST)
+
+
+@pytest.mark.parametrize("scenario", SCENARIO_IDS)
+def test_built_in_playbooks_are_product_neutral(scenario: str) -> None:
+    """No built-in title, action or rollback names a particular product's parts."""
+    pb = BUILTIN[scenario]
+    text = " ".join((pb.title, *pb.actions, pb.rollback))
+    assert [] == [w for w in PRODUCT_WORDS if w in text]
+    assert len(pb.actions) >= 3
+
+
+def test_every_placeholder_has_a_value() -> None:
+    """Each documented placeholder is filled from the [recommend] section."""
+    assert sorted(PLACEHOLDERS) == sorted(_placeholders(CFG))
+
+
+def test_merge_lays_the_configured_fields_over_the_built_in_ones() -> None:
+    """Given fields replace the built-in ones; the others and other scenarios stay built in."""
+    merged = merge([login_playbook(runbook_url="https://wiki.test/login")])
+    builtin = BUILTIN["login_degraded"]
+    pb = merged["login_degraded"]
+    assert (builtin.title, ("Restart sign-in.",), builtin.rollback) == (
+        pb.title,
+        pb.actions,
+        pb.rollback,
+    )
+    assert ("https://wiki.test/login", None) == (pb.runbook_url, pb.severity)
+    assert {sid: BUILTIN[sid] for sid in SCENARIO_IDS if sid != "login_degraded"} == {
+        sid: p for sid, p in merged.items() if sid != "login_degraded"
+    }
+
+
+def test_a_configured_recommendation_renders_placeholders() -> None:
+    """Title, actions, rollback and URL come from the playbook, thresholds filled in."""
+    playbook = login_playbook(
+        title="Sign-in slow",
+        actions=["Drain replicas slower than {login_p95}."],
+        rollback="Undo after {exit_for}.",
+        runbook_url="https://wiki.test/login",
+    )
+    engine = RecommendationEngine(CFG, [playbook])
+    run(engine, probes(login(6), *http(0)), T0, T0 + ENTER_FOR + STEP)
+    rec = rec_of(engine, "login_degraded")
+    assert ("Sign-in slow", ("Drain replicas slower than 250ms.",)) == (rec.title, rec.actions)
+    assert ("Undo after 5m.", "https://wiki.test/login") == (rec.rollback, rec.runbook_url)
+    assert rec.summary.startswith("Sign-in slow: ")
+
+
+def test_severity_override_replaces_the_rules_severity() -> None:
+    """A playbook's severity is used instead of the computed one, also when that escalates."""
+    engine = RecommendationEngine(CFG, [login_playbook(severity="Sev-3")])
+    run(engine, probes(login(6), *http(0)), T0, T0 + ENTER_FOR + STEP)
+    assert Severity.SEV3 == rec_of(engine, "login_degraded").severity
+    run(engine, probes(login(12), *http(0)), T0 + ENTER_FOR + 2 * STEP, T0 + 2 * ENTER_FOR)
+    assert Severity.SEV3 == rec_of(engine, "login_degraded").severity
+
+
+def test_a_reload_changes_the_text_of_an_active_recommendation() -> None:
+    """New playbook text applies at once; a new severity override at the next evaluation."""
+    engine = RecommendationEngine(CFG)
+    shape = probes(login(6), *http(0))
+    now = run_until(engine, shape)
+    before = rec_of(engine, "login_degraded")
+    engine.apply(CFG, [login_playbook(severity="Sev-1", runbook_url="https://wiki.test/l")])
+    after = rec_of(engine, "login_degraded")
+    assert (ACTIVE, before.since) == (after.state, after.since)
+    assert (("Restart sign-in.",), "https://wiki.test/l") == (after.actions, after.runbook_url)
+    [changed] = engine.evaluate(shape.at(now + STEP))
+    assert (ACTIVE, ACTIVE, Severity.SEV1) == (
+        changed.old,
+        changed.new,
+        changed.recommendation.severity,
+    )
+    engine.apply(RecommendConfig(), [])
+    assert BUILTIN["login_degraded"].actions == rec_of(engine, "login_degraded").actions
+
+
+def run_until(engine: RecommendationEngine, shape: Shape) -> float:
+    """Drive ``shape`` until login_degraded is active; the time of the last evaluation."""
+    end = T0 + ENTER_FOR + STEP
+    run(engine, shape, T0, end)
+    assert ACTIVE == rec_of(engine, "login_degraded").state
+    return end
+
+
+def test_an_unknown_scenario_suggests_the_closest() -> None:
+    """A mistyped scenario is refused with a suggestion and the list of scenarios."""
+    with pytest.raises(ValidationError, match="did you mean 'rate_limited'"):
+        PlaybookConfig(scenario="rate_limit", actions=["x"])
+
+
+def test_the_demo_keeps_its_own_playbooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped demo config carries the demo product's own texts."""
+    monkeypatch.setenv("PROBED_DEMO_PASSWORD", "pw")
+    merged = merge(load_config(DEMO_CONFIG).playbooks)
+    assert any("JWKS" in a for a in merged["login_degraded"].actions)
+    assert any("HEURISTICS_ONLY" in a for a in merged["ai_errors"].actions)
+    assert BUILTIN["target_down"] == merged["target_down"]
