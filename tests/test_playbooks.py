@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -262,3 +263,15 @@ def test_the_demo_keeps_its_own_playbooks(monkeypatch: pytest.MonkeyPatch) -> No
     assert any("JWKS" in a for a in merged["login_degraded"].actions)
     assert any("HEURISTICS_ONLY" in a for a in merged["ai_errors"].actions)
     assert BUILTIN["target_down"] == merged["target_down"]
+
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def test_the_readme_example_is_a_valid_playbook_and_lists_every_scenario() -> None:
+    """README's Playbooks section: its example validates and its key table names every id."""
+    section = README.read_text(encoding="utf-8").split("### Playbooks")[1].split("\n### ")[0]
+    example = section.split("```toml\n")[1].split("```")[0]
+    [table] = tomllib.loads(example)["playbooks"]
+    assert "login_degraded" == PlaybookConfig.model_validate(table).scenario
+    assert [] == [sid for sid in SCENARIO_IDS if f"`{sid}`" not in section]
