@@ -1094,7 +1094,7 @@ def _semantic_problems(
 
 
 def _reference_problems(cfg: Config, path: Path, locator: _Locator) -> list[str]:
-    """SLOs, components and canaries must name probes and streams that exist; playbooks differ."""
+    """SLOs, components and canaries name probes that exist; a scenario has one playbook."""
     from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS
 
     problems: list[str] = []

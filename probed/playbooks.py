@@ -212,8 +212,8 @@ class PlaybookConfig(BaseModel):
             close = difflib.get_close_matches(value, SCENARIO_IDS, n=1, cutoff=0.6) or [
                 s for s in SCENARIO_IDS if _similar(value, s)
             ]
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"unknown scenario {value!r}; {hint}(scenarios: {_scenario_list()})")
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown scenario {value!r}{hint} (scenarios: {_scenario_list()})")
         return value
 
     @field_validator("actions")
@@ -228,6 +228,8 @@ class PlaybookConfig(BaseModel):
     @field_validator("rollback")
     @classmethod
     def _check_rollback(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("rollback must not be empty (leave it out for the built-in one)")
         return None if value is None else _check_placeholders(value)
 
     @field_validator("runbook_url")

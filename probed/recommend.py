@@ -359,9 +359,8 @@ _SCENARIO_LIST: Final = tuple(
 
 def _placeholders(cfg: RecommendConfig) -> dict[str, str]:
     """The values of ``probed.playbooks.PLACEHOLDERS`` under ``cfg``."""
-    d = format_duration
     return {
-        "exit_for": d(cfg.exit_for),
+        "exit_for": format_duration(cfg.exit_for),
         "probe_failure_ratio_exit": _pct(cfg.probe_failure_ratio / 2),
         "stream_lag_p95": _secs(cfg.stream_lag_p95),
         "backlog_queue_exit": _num(cfg.backlog_queue_max / 2),

@@ -275,3 +275,9 @@ def test_the_readme_example_is_a_valid_playbook_and_lists_every_scenario() -> No
     [table] = tomllib.loads(example)["playbooks"]
     assert "login_degraded" == PlaybookConfig.model_validate(table).scenario
     assert [] == [sid for sid in SCENARIO_IDS if f"`{sid}`" not in section]
+
+
+def test_a_blank_rollback_is_refused() -> None:
+    """An empty rollback is a mistake: leaving the key out keeps the built-in one."""
+    with pytest.raises(ValidationError, match="rollback must not be empty"):
+        login_playbook(rollback=" ")
