@@ -54,6 +54,7 @@ from probed.configchecks import (
 )
 from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
 from probed.errors import ConfigError, SecretError
+from probed.maintenance import MaintenanceConfig, config_problems
 from probed.playbooks import PlaybookConfig, duplicate_problems
 
 if TYPE_CHECKING:
@@ -746,6 +747,7 @@ class Config(BaseSettings):
     components: list[ComponentConfig] = Field(default_factory=list)
     playbooks: list[PlaybookConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    maintenance: list[MaintenanceConfig] = Field(default_factory=list)
     _source: Path = PrivateAttr(default=Path("probes.toml"))
     _hash: str | None = PrivateAttr(default=None)
     _loaded_at: float | None = PrivateAttr(default=None)
@@ -887,6 +889,10 @@ def _describe_loc(
         who = f"probe {name!r} (probes[{index}])" if name else f"probes[{index}]"
         line = locator.line("probes", index, key)
         return line, f"{who} key {key!r}" if key else who
+    if section == "maintenance" and len(parts) >= 2 and parts[1].isdigit():
+        key = ".".join(parts[2:]) or None
+        line = locator.line(section, int(parts[1]), key)
+        return line, f"maintenance[{parts[1]}] key {key!r}" if key else f"maintenance[{parts[1]}]"
     if section in _NOUNS and len(parts) >= 2 and parts[1].isdigit():
         index = int(parts[1])
         key = ".".join(parts[2:]) or None
@@ -1155,6 +1161,10 @@ def _reference_problems(cfg: Config, path: Path, locator: _Locator) -> list[str]
             "[recommend]",
             f"unknown probe(s) {', '.join(map(repr, missing))}",
         )
+    for i, key, msg in config_problems(cfg, scheduled | streams):
+        line = locator.line("maintenance", i, key)
+        where = f"maintenance[{i}]" + (f" key {key!r}" if key else "")
+        problems.append(f"{path}{f':{line}' if line else ''}: {where}: {msg}")
     return problems
 
 

@@ -274,6 +274,8 @@ BAD_CASES = {
     "got 'ftp://files.invalid'",
     "missing_fixture_input": "8: probe 'indicators' (probes[0]) key 'input_file': cannot read "
     "{dir}/no-such-input.json: No such file or directory",
+    "maintenance_end_before_start": "12: maintenance[0] key 'end': end 2027-01-15T08:30:00Z "
+    "is not after start 2027-01-15T09:00:00Z",
     "bad_status": "8: probe 'health' (probes[0]) key 'expect_status': expect_status must be "
     "non-empty HTTP status codes, got [200, 700]",
     "unknown_scenario": "10: playbook 'login_slow' (playbooks[0]) key 'scenario': unknown "

@@ -1,0 +1,179 @@
+"""Maintenance windows: planned work that is not an incident.
+
+A window covers probes (by name) and targets (every probe and stream of
+them) from ``start`` up to, not including, ``end``. Windows come from
+``[[maintenance]]`` tables in the config (``components`` there is a shorthand
+for the probes of those components) and ad hoc from ``POST
+/api/v1/maintenance`` (``probed silence``). Ad hoc windows live in memory
+only: a restart forgets them, a config reload keeps them.
+
+Runs of a covered probe are still recorded and shown, but they are not fed
+to the SLOs, the recommendation rules do not see the probe, and the
+``probed_maintenance_active{probe}`` gauge lets generated Prometheus rules
+leave it out too.
+
+Pure: no I/O, no clock reads; times are Unix seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from probed.config import Config
+
+__all__ = [
+    "Maintenance",
+    "MaintenanceConfig",
+    "MaintenanceWindow",
+    "config_problems",
+    "rfc3339",
+]
+
+
+def rfc3339(at: float) -> str:
+    """Unix seconds as RFC 3339 UTC (``2027-01-15T08:00:00Z``)."""
+    text = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+    return text.replace("+00:00", "Z")
+
+
+class MaintenanceConfig(BaseModel):
+    """A ``[[maintenance]]`` table: a planned window over targets, probes or components."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: AwareDatetime
+    end: AwareDatetime
+    targets: list[str] = Field(default_factory=list)
+    probes: list[str] = Field(default_factory=list)
+    components: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class MaintenanceWindow:
+    """Planned work on ``targets`` and ``probes`` during [``start``, ``end``)."""
+
+    start: float
+    end: float
+    targets: frozenset[str]
+    probes: frozenset[str]
+    reason: str = ""
+
+    def is_open(self, at: float) -> bool:
+        """Whether ``at`` falls within the window."""
+        return self.start <= at < self.end
+
+    def names(self, probe: str, target: str) -> bool:
+        """Whether the window is about ``probe`` (by name or by its ``target``)."""
+        return probe in self.probes or target in self.targets
+
+    def to_json(self) -> dict[str, Any]:
+        """The status document form."""
+        return {
+            "start": rfc3339(self.start),
+            "end": rfc3339(self.end),
+            "targets": sorted(self.targets),
+            "probes": sorted(self.probes),
+            "reason": self.reason,
+        }
+
+
+def _from_config(
+    table: MaintenanceConfig, components: Mapping[str, list[str]]
+) -> MaintenanceWindow:
+    probes = set(table.probes)
+    for name in table.components:
+        probes.update(components.get(name, ()))
+    return MaintenanceWindow(
+        start=table.start.timestamp(),
+        end=table.end.timestamp(),
+        targets=frozenset(table.targets),
+        probes=frozenset(probes),
+        reason=table.reason,
+    )
+
+
+class Maintenance:
+    """The windows in force: the configured ones and the ad hoc ones."""
+
+    def __init__(self, configured: Iterable[MaintenanceWindow] = ()) -> None:
+        self.configured: list[MaintenanceWindow] = list(configured)
+        self.ad_hoc: list[MaintenanceWindow] = []
+
+    @classmethod
+    def from_config(cls, config: Config) -> Maintenance:
+        """The registry of ``config``'s ``[[maintenance]]`` tables."""
+        return cls(windows_of(config))
+
+    def configure(self, windows: Iterable[MaintenanceWindow]) -> None:
+        """Replace the configured windows (a reload); ad hoc windows stay."""
+        self.configured = list(windows)
+
+    def add(self, window: MaintenanceWindow, now: float) -> None:
+        """Add an ad hoc window, dropping the ad hoc windows ended by ``now``."""
+        self.ad_hoc = [w for w in self.ad_hoc if w.end > now]
+        self.ad_hoc.append(window)
+
+    @property
+    def windows(self) -> list[MaintenanceWindow]:
+        """Every window, configured first."""
+        return [*self.configured, *self.ad_hoc]
+
+    def covers(self, probe: str, target: str, at: float) -> MaintenanceWindow | None:
+        """The open window about ``probe`` at ``at`` that ends last, or None."""
+        found = [w for w in self.windows if w.is_open(at) and w.names(probe, target)]
+        return max(found, key=lambda w: w.end, default=None)
+
+    def active(self, at: float) -> list[MaintenanceWindow]:
+        """The windows open at ``at``, by end."""
+        return sorted((w for w in self.windows if w.is_open(at)), key=lambda w: w.end)
+
+    def upcoming(self, at: float) -> list[MaintenanceWindow]:
+        """The windows not yet started at ``at``, by start."""
+        return sorted((w for w in self.windows if w.start > at), key=lambda w: w.start)
+
+
+def windows_of(config: Config) -> list[MaintenanceWindow]:
+    """The windows of ``config``'s ``[[maintenance]]`` tables."""
+    components = {c.name: c.probes for c in config.components}
+    return [_from_config(table, components) for table in config.maintenance]
+
+
+def config_problems(config: Config, probes: set[str]) -> list[tuple[int, str | None, str]]:
+    """(index, key, message) of each bad ``[[maintenance]]`` table; ``probes``: known names."""
+    problems: list[tuple[int, str | None, str]] = []
+    components = {c.name for c in config.components}
+    for i, table in enumerate(config.maintenance):
+        if not (table.targets or table.probes or table.components):
+            problems.append((i, None, "a window names no targets, probes or components"))
+        if table.end <= table.start:
+            problems.append(
+                (
+                    i,
+                    "end",
+                    f"end {rfc3339(table.end.timestamp())} is not after start "
+                    f"{rfc3339(table.start.timestamp())}",
+                )
+            )
+        if missing := [n for n in table.probes if n not in probes]:
+            problems.append((i, "probes", f"unknown probe(s) {', '.join(map(repr, missing))}"))
+        if missing := [n for n in table.targets if n not in config.targets]:
+            known = ", ".join(sorted(config.targets)) or "none defined"
+            problems.append(
+                (
+                    i,
+                    "targets",
+                    f"unknown target(s) {', '.join(map(repr, missing))} (targets: {known})",
+                )
+            )
+        if missing := [n for n in table.components if n not in components]:
+            problems.append(
+                (i, "components", f"unknown component(s) {', '.join(map(repr, missing))}")
+            )
+    return problems

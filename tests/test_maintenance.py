@@ -1,0 +1,163 @@
+"""Maintenance windows: the pure registry and the ``[[maintenance]]`` config tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from probed.config import load_config
+from probed.errors import ConfigError
+from probed.maintenance import Maintenance, MaintenanceWindow
+
+T0 = 1_800_000_000.0
+
+
+def _window(**kw: object) -> MaintenanceWindow:
+    fields: dict[str, object] = {
+        "start": T0,
+        "end": T0 + 600,
+        "targets": frozenset(),
+        "probes": frozenset(),
+        "reason": "db upgrade",
+    }
+    fields.update(kw)
+    return MaintenanceWindow(**fields)  # type: ignore[arg-type]
+
+
+def test_a_target_window_covers_its_probes_only_while_open() -> None:
+    """A window naming a target covers that target's probes from start up to (not at) end."""
+    window = _window(targets=frozenset({"app"}))
+    registry = Maintenance([window])
+    assert window is registry.covers("health", "app", T0)
+    assert window is registry.covers("health", "app", T0 + 599)
+    assert None is registry.covers("health", "app", T0 + 600)
+    assert None is registry.covers("health", "app", T0 - 1)
+    assert None is registry.covers("health", "other", T0 + 1)
+
+
+def test_a_probe_window_covers_that_probe_on_any_target() -> None:
+    """A window naming a probe covers it whatever its target, and no other probe."""
+    registry = Maintenance([_window(probes=frozenset({"login"}))])
+    assert registry.covers("login", "app", T0 + 1) is not None
+    assert None is registry.covers("health", "app", T0 + 1)
+
+
+def test_the_covering_window_that_ends_last_wins() -> None:
+    """Of two overlapping windows the one ending last is reported (it says 'until when')."""
+    short = _window(probes=frozenset({"login"}))
+    long = _window(targets=frozenset({"app"}), end=T0 + 3600)
+    registry = Maintenance([short, long])
+    assert long is registry.covers("login", "app", T0 + 1)
+
+
+def test_active_and_upcoming_windows() -> None:
+    """``active`` lists the open windows, ``upcoming`` those not started, ended ones neither."""
+    past = _window(start=T0 - 100, end=T0 - 10)
+    now = _window(end=T0 + 60)
+    later = _window(start=T0 + 100, end=T0 + 200)
+    registry = Maintenance([later, now, past])
+    assert [now] == registry.active(T0 + 1)
+    assert [later] == registry.upcoming(T0 + 1)
+
+
+def test_ad_hoc_windows_survive_a_config_change_and_expire() -> None:
+    """Replacing the configured windows keeps ad hoc ones; ended ad hoc windows are pruned."""
+    registry = Maintenance([_window(probes=frozenset({"a"}))])
+    adhoc = _window(probes=frozenset({"b"}), end=T0 + 30)
+    registry.add(adhoc, now=T0)
+    registry.configure([])
+    assert None is registry.covers("a", "app", T0 + 1)
+    assert adhoc is registry.covers("b", "app", T0 + 1)
+    registry.add(_window(probes=frozenset({"c"})), now=T0 + 31)
+    assert [] == [w for w in registry.ad_hoc if w is adhoc]
+
+
+def test_a_window_renders_as_rfc3339() -> None:
+    """The status document form of a window carries RFC 3339 UTC times and its names."""
+    doc = _window(targets=frozenset({"app"}), probes=frozenset({"x"})).to_json()
+    assert {
+        "start": "2027-01-15T08:00:00Z",
+        "end": "2027-01-15T08:10:00Z",
+        "targets": ["app"],
+        "probes": ["x"],
+        "reason": "db upgrade",
+    } == doc
+
+
+CONFIG = """
+[targets.app]
+base_url = "http://127.0.0.1:1"
+
+[[probes]]
+name = "health"
+kind = "http"
+target = "app"
+path = "/health"
+
+[[components]]
+name = "api"
+probes = ["health"]
+"""
+
+
+def _load(tmp_path: Path, tables: str) -> Path:
+    path = tmp_path / "probes.toml"
+    path.write_text(CONFIG + tables)
+    return path
+
+
+def test_a_configured_window_loads_into_the_registry(tmp_path: Path) -> None:
+    """``[[maintenance]]`` start/end with an offset become Unix times; components name probes."""
+    cfg = load_config(
+        _load(
+            tmp_path,
+            '[[maintenance]]\nstart = "2027-01-15T09:00:00+01:00"\n'
+            'end = "2027-01-15T10:00:00+01:00"\ncomponents = ["api"]\nreason = "upgrade"\n',
+        ),
+        environ={},
+    )
+    registry = Maintenance.from_config(cfg)
+    start = datetime(2027, 1, 15, 8, tzinfo=UTC).timestamp()
+    window = registry.covers("health", "app", start)
+    assert window is not None
+    assert (start, start + 3600, "upgrade") == (window.start, window.end, window.reason)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'start = "2027-01-15T10:00:00Z"\nend = "2027-01-15T09:00:00Z"\nprobes = ["health"]\n',
+            "17: maintenance[0] key 'end': end 2027-01-15T09:00:00Z is not after start "
+            "2027-01-15T10:00:00Z",
+        ),
+        (
+            'start = "2027-01-15T10:00:00Z"\nend = "2027-01-15T11:00:00Z"\nprobes = ["nope"]\n',
+            "18: maintenance[0] key 'probes': unknown probe(s) 'nope'",
+        ),
+        (
+            'start = "2027-01-15T10:00:00Z"\nend = "2027-01-15T11:00:00Z"\ntargets = ["staging"]\n',
+            "18: maintenance[0] key 'targets': unknown target(s) 'staging' (targets: app)",
+        ),
+        (
+            'start = "2027-01-15T10:00:00Z"\nend = "2027-01-15T11:00:00Z"\ncomponents = ["web"]\n',
+            "18: maintenance[0] key 'components': unknown component(s) 'web'",
+        ),
+        (
+            'start = "2027-01-15T10:00:00Z"\nend = "2027-01-15T11:00:00Z"\n',
+            "15: maintenance[0]: a window names no targets, probes or components",
+        ),
+        (
+            'start = "2027-01-15T10:00:00"\nend = "2027-01-15T11:00:00Z"\nprobes = ["health"]\n',
+            "16: maintenance[0] key 'start': Input should have timezone info",
+        ),
+    ],
+)
+def test_check_refuses_a_bad_window(tmp_path: Path, table: str, message: str) -> None:
+    """Each bad window is reported with the file, line, window and key."""
+    path = _load(tmp_path, "\n[[maintenance]]\n" + table)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert [f"{path}:{message}"] == info.value.problems
