@@ -22,6 +22,7 @@ import structlog
 from probed import clock
 from probed.config import Config
 from probed.jsonpath import lookup
+from probed.maintenance import Maintenance, under_maintenance, windows_of
 from probed.probes.base import ProbeRun, Reason
 from probed.recommend import RecommendationEngine, Transition
 from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
@@ -39,6 +40,11 @@ def run_rates(config: Config) -> dict[str, float]:
     return {spec.name: 1.0 / spec.interval for spec in config.scheduled}
 
 
+def _targets_of(config: Config) -> dict[str, str]:
+    """The target of each probe and stream."""
+    return {spec.name: spec.target for spec in config.probes}
+
+
 class Evaluator:
     """Owns the SLO evaluator and the recommendation engine; produces Evaluations."""
 
@@ -47,6 +53,8 @@ class Evaluator:
         self.store = store
         self.slo = SloEvaluator(config.slos, rates=run_rates(config))
         self.engine = RecommendationEngine(config.recommend, config.playbooks)
+        self.maintenance = Maintenance.from_config(config)
+        self._targets = _targets_of(config)
         self.latest: Evaluation | None = None
         self.queue_depth: float | None = None
         self._stream_marks: dict[str, deque[tuple[float, int]]] = {}
@@ -54,19 +62,32 @@ class Evaluator:
 
     # -- continuous feeds ---------------------------------------------------------------
 
+    def counts_for_slo(self, probe: str, reason: str | None, at: float) -> bool:
+        """Whether a run (or timed event) of ``probe`` at ``at`` is the SLOs' to count.
+
+        Not one that judged probed itself (``prober_overloaded``), nor one during a
+        maintenance window over the probe or its target. The persister's replay asks too.
+        """
+        if reason == Reason.PROBER_OVERLOADED.value:
+            return False
+        return self.maintenance.covers(probe, self._targets.get(probe, ""), at) is None
+
     def record_run(self, run: ProbeRun) -> None:
-        """Feed one finished run to the SLO evaluator (not one that judged probed itself)."""
-        if run.result.reason is Reason.PROBER_OVERLOADED:
-            return
-        self.slo.record_run(run.probe, run.success, run.duration, run.started_at)
+        """Feed one finished run to the SLO evaluator (if ``counts_for_slo``)."""
+        reason = None if run.result.reason is None else run.result.reason.value
+        if self.counts_for_slo(run.probe, reason, run.started_at):
+            self.slo.record_run(run.probe, run.success, run.duration, run.started_at)
 
     def record_lag(self, stream: str, lag: float, wall: float) -> None:
-        """Feed one timed stream event to the SLO evaluator."""
-        self.slo.record_lag(stream, lag, wall)
+        """Feed one timed stream event to the SLO evaluator (if ``counts_for_slo``)."""
+        if self.counts_for_slo(stream, None, wall):
+            self.slo.record_lag(stream, lag, wall)
 
     def apply(self, config: Config) -> None:
         """Reload: keep SLO buckets and recommendation states that still apply."""
         self.config = config
+        self.maintenance.configure(windows_of(config))
+        self._targets = _targets_of(config)
         self.slo.apply(config.slos, run_rates(config))
         self.engine.apply(config.recommend, config.playbooks)
 
@@ -123,7 +144,7 @@ class Evaluator:
             (sig := probes.get(name)) is not None and sig.last_success is False
             for name in self.config.recommend.canary
         )
-        return Signals(
+        signals = Signals(
             now=now,
             window=window,
             probes=probes,
@@ -132,6 +153,7 @@ class Evaluator:
             canary_failing=canary,
             queue_depth=self.queue_depth,
         )
+        return under_maintenance(signals, self.maintenance)
 
     # -- the tick -----------------------------------------------------------------------
 

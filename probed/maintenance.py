@@ -22,7 +22,10 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.core import GaugeMetricFamily
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from probed.signals import Signals
 
 if TYPE_CHECKING:
     from probed.config import Config
@@ -31,8 +34,10 @@ __all__ = [
     "Maintenance",
     "MaintenanceConfig",
     "MaintenanceWindow",
+    "active_family",
     "config_problems",
     "rfc3339",
+    "under_maintenance",
 ]
 
 
@@ -137,6 +142,35 @@ class Maintenance:
     def upcoming(self, at: float) -> list[MaintenanceWindow]:
         """The windows not yet started at ``at``, by start."""
         return sorted((w for w in self.windows if w.start > at), key=lambda w: w.start)
+
+
+def under_maintenance(signals: Signals, maintenance: Maintenance) -> Signals:
+    """``signals`` without the probes and streams under maintenance at ``signals.now``."""
+    now = signals.now
+    probes = {
+        n: p for n, p in signals.probes.items() if maintenance.covers(n, p.target, now) is None
+    }
+    streams = {
+        n: s for n, s in signals.streams.items() if maintenance.covers(n, s.target, now) is None
+    }
+    if len(probes) == len(signals.probes) and len(streams) == len(signals.streams):
+        return signals
+    return dataclasses.replace(signals, probes=probes, streams=streams)
+
+
+def active_family(
+    maintenance: Maintenance | None, probes: Iterable[tuple[str, str]], now: float
+) -> GaugeMetricFamily:
+    """``probed_maintenance_active{probe}`` over (name, target) of every configured probe."""
+    family = GaugeMetricFamily(
+        "probed_maintenance_active",
+        "Whether the probe is under a maintenance window (1) or not (0).",
+        labels=["probe"],
+    )
+    for name, target in sorted(probes):
+        covered = maintenance is not None and maintenance.covers(name, target, now) is not None
+        family.add_metric([name], 1.0 if covered else 0.0)
+    return family
 
 
 def windows_of(config: Config) -> list[MaintenanceWindow]:

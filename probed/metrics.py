@@ -26,6 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from probed import __version__, clock
+from probed.maintenance import Maintenance, active_family
 from probed.recommend import SCENARIOS
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.statehealth import REASONS, StateHealth
@@ -80,6 +81,7 @@ class DaemonInfo:
     state: StateHealth = field(default_factory=StateHealth)
     """Whether the state directory takes writes (the daemon shares it with the persister)."""
     server: ServerStats = field(default_factory=ServerStats)
+    maintenance: Maintenance | None = None
 
 
 def _histogram(
@@ -278,6 +280,10 @@ class ProbedCollector(Collector):
         )
         yield from _evaluation_families(self._info)
         yield from _server_families(self._info.server)
+        named = [(st.name, st.target) for st in states] + [
+            (st.name, st.target) for st in store.streams.values()
+        ]
+        yield active_family(self._info.maintenance, named, clock.wall())
 
         yield _histogram(
             "probed_scheduler_lag_seconds",

@@ -384,8 +384,9 @@ class Persister:
         if snapshot is not None:
             problems = slo.restore(snapshot, now)
         runs, lags = self.state.load_replay()
+        counts = self._evaluator.counts_for_slo  # not prober_overloaded, not in maintenance
         for run in runs:
-            if run.reason != Reason.PROBER_OVERLOADED.value:  # judged probed, not the target
+            if counts(run.probe, run.reason, run.started_at):
                 slo.record_run(run.probe, run.success, run.duration, run.started_at)
         events = 0
         for sample in lags:
@@ -394,6 +395,8 @@ class Persister:
                     f"SLO state: a lag journal row of stream {sample.stream!r} claims "
                     f"{sample.events} events; ignored"
                 )
+                continue
+            if not counts(sample.stream, None, sample.at):
                 continue
             for _ in range(sample.events):
                 slo.record_lag(sample.stream, sample.lag, sample.at)

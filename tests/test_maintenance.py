@@ -6,10 +6,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from test_persist import make_config, make_run, stored
 
 from probed.config import load_config
 from probed.errors import ConfigError
-from probed.maintenance import Maintenance, MaintenanceWindow
+from probed.evaluate import Evaluator
+from probed.maintenance import Maintenance, MaintenanceConfig, MaintenanceWindow
+from probed.persist import Persister, StateStore
+from probed.store import ResultStore
 
 T0 = 1_800_000_000.0
 
@@ -161,3 +165,43 @@ def test_check_refuses_a_bad_window(tmp_path: Path, table: str, message: str) ->
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})
     assert [f"{path}:{message}"] == info.value.problems
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _maintained_evaluator(start: float, end: float) -> tuple[Evaluator, ResultStore]:
+    config = make_config().model_copy(
+        update={
+            "maintenance": [MaintenanceConfig(start=_at(start), end=_at(end), probes=["login"])]
+        }
+    )
+    store = ResultStore(ring_size=20, signal_window=config.recommend.window)
+    return Evaluator(config, store), store
+
+
+def test_the_slos_count_no_run_under_maintenance() -> None:
+    """``record_run`` leaves runs started within a window out of the SLOs, others in."""
+    evaluator, _ = _maintained_evaluator(T0 - 100, T0 - 50)
+    evaluator.record_run(make_run("login", T0 - 80, success=False))
+    evaluator.record_run(make_run("login", T0 - 20, success=False))
+    assert 1 == evaluator.slo.evaluate(T0)["login_ok"].events["30d"]
+
+
+def test_the_replay_after_a_restart_skips_runs_under_maintenance() -> None:
+    """Restoring the state file replays only the runs outside maintenance into the SLOs."""
+    evaluator, store = _maintained_evaluator(T0 - 100, T0 - 50)
+    state = StateStore.memory()
+    state.append_results([stored("login", T0 - 80, success=False), stored("login", T0 - 20)])
+    Persister(state, evaluator, store).restore(now=T0)
+    assert 1 == evaluator.slo.evaluate(T0)["login_ok"].events["30d"]
+
+
+def test_signals_leave_out_probes_under_maintenance() -> None:
+    """The recommendation rules' snapshot has no probe under an open window."""
+    evaluator, store = _maintained_evaluator(T0 - 100, T0 + 100)
+    for spec in evaluator.config.scheduled:
+        store.register(spec.name, spec.kind, spec.target)
+    assert ["canary"] == sorted(evaluator.signals(T0).probes)
+    assert ["canary", "login"] == sorted(evaluator.signals(T0 + 100).probes)

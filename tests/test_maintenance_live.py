@@ -1,0 +1,104 @@
+"""Maintenance windows in a live in-process daemon: runs recorded, nothing raised, no SLO burn."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+from conftest import ServeApp
+from livedaemon import app_of, live_daemon, sample, watch_metrics
+
+from probed.signals import RecommendationState
+
+
+async def broken(request: web.Request) -> web.Response:
+    """A failing target's /health."""
+    return web.json_response({"status": "down"}, status=500)
+
+
+def write_config(tmp_path: Path, app_url: str, other_url: str) -> Path:
+    """Two failing probes on two targets; target 'app' is under maintenance."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f"""
+[daemon]
+listen = "127.0.0.1:0"
+state_dir = "{tmp_path}/state"
+
+[targets.app]
+base_url = "{app_url}"
+
+[targets.other]
+base_url = "{other_url}"
+
+[[probes]]
+name = "health"
+kind = "http"
+target = "app"
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+
+[[probes]]
+name = "elsewhere"
+kind = "http"
+target = "other"
+path = "/health"
+interval = "200ms"
+timeout = "150ms"
+
+[[slos]]
+name = "availability"
+sli = "availability"
+probes = ["health", "elsewhere"]
+objective = 0.99
+
+[recommend]
+window = "8s"
+evaluate_every = "1s"
+enter_for = "2s"
+
+[[maintenance]]
+start = "2020-01-01T00:00:00Z"
+end = "2099-01-01T00:00:00+01:00"
+targets = ["app"]
+reason = "database upgrade"
+"""
+    )
+    return path
+
+
+async def test_a_failing_target_under_maintenance_raises_nothing(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """Runs of a target under maintenance reach /metrics but neither the SLOs nor the rules."""
+    app_url = await serve_app(app_of(("/health", broken)))
+    other_url = await serve_app(app_of(("/health", broken)))
+    path = write_config(tmp_path, app_url, other_url)
+    async with live_daemon(path) as (daemon, task, base):
+        slo_probes: list[str] = []
+        record = daemon.evaluator.slo.record_run
+
+        def recording(probe: str, success: bool, duration: float, at: float) -> None:
+            slo_probes.append(probe)
+            record(probe, success, duration, at)
+
+        daemon.evaluator.slo.record_run = recording  # type: ignore[method-assign]
+
+        def active() -> list[str]:
+            engine = daemon.evaluator.engine
+            return [r.scenario for r in engine.current() if r.state is RecommendationState.ACTIVE]
+
+        async with asyncio.timeout(30):
+            while "health_failing" not in active():
+                await asyncio.sleep(0.2)
+        recs = {r.scenario: r for r in daemon.evaluator.engine.current()}
+        text, _ = await watch_metrics(base, task, 0.1, lambda _: True)
+    evidence = [e.signal for r in recs.values() for e in r.evidence]
+    assert ["probe elsewhere failure_ratio"] == [s for s in evidence if s.startswith("probe ")]
+    assert "elsewhere" in slo_probes
+    assert "health" not in slo_probes
+    assert sample(text, "probed_probe_runs_total", probe="health", result="failure") >= 3
+    assert 1.0 == sample(text, "probed_maintenance_active", probe="health")
+    assert 0.0 == sample(text, "probed_maintenance_active", probe="elsewhere")
