@@ -52,6 +52,13 @@ Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
   repeated. ``tests/test_burn_agreement.py`` feeds one series to both and
   checks they enter and clear within one evaluation interval.
 
+Alerts with a ``probe`` (or ``stream``) label are silent while
+``probed_maintenance_active`` says the probe is under a maintenance window. The
+SLO burn alerts have no probe label (their ratios sum every probe): probed
+leaves runs under maintenance out of its own SLO evaluator, but Prometheus
+counts them, so plan maintenance outside a tight budget or silence the burn in
+Alertmanager for the window.
+
 A last group ``probed`` holds the alerts that are not derived from SLOs: a
 stream with fewer connections than subscribers and reflect lag p95 above 3 s
 (Sev-2), a failing probe and probed's own health (failed config reload,
@@ -323,6 +330,10 @@ def _fast_burn_twin(config: Config, slo: SloConfig) -> dict[str, Any]:
     }
 
 
+_UNDER_MAINTENANCE = "unless on(probe) probed_maintenance_active == 1\n"
+"""Leaves out the probes probed reports under a maintenance window."""
+
+
 def _probed_group(config: Config) -> dict[str, Any]:
     def runbook(alert: str) -> str:
         return _runbook(config, RUNBOOK_ANCHORS[alert])
@@ -330,7 +341,9 @@ def _probed_group(config: Config) -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {
             "alert": "StreamDisconnected",
-            "expr": "probed_stream_connected < probed_stream_subscribers\n",
+            "expr": "probed_stream_connected < probed_stream_subscribers\n"
+            'unless on(stream) label_replace(probed_maintenance_active == 1, "stream", "$1", '
+            '"probe", "(.*)")\n',
             "for": "2m",
             "labels": severity_labels(Severity.SEV2),
             "annotations": {
@@ -345,7 +358,8 @@ def _probed_group(config: Config) -> dict[str, Any]:
         },
         {
             "alert": "ReflectLatencyP95High",
-            "expr": "histogram_quantile(0.95, rate(probed_reflect_lag_seconds_bucket[5m])) > 3\n",
+            "expr": "histogram_quantile(0.95, rate(probed_reflect_lag_seconds_bucket[5m])) > 3\n"
+            + _UNDER_MAINTENANCE,
             "for": "10m",
             "labels": severity_labels(Severity.SEV2),
             "annotations": {
@@ -361,7 +375,7 @@ def _probed_group(config: Config) -> dict[str, Any]:
         },
         {
             "alert": "ProbeFailing",
-            "expr": "probe_success == 0\n",
+            "expr": "probe_success == 0\n" + _UNDER_MAINTENANCE,
             "for": "5m",
             "labels": severity_labels(Severity.SEV3),
             "annotations": {

@@ -356,7 +356,19 @@ def test_probed_alerts_without_slos(tmp_path: Path) -> None:
         if name != "DegradedModeRecommended"
     }
     stream_expr = alerts["StreamDisconnected"]["expr"]
-    assert "probed_stream_connected < probed_stream_subscribers\n" == stream_expr
+    assert (
+        "probed_stream_connected < probed_stream_subscribers\n"
+        'unless on(stream) label_replace(probed_maintenance_active == 1, "stream", "$1", '
+        '"probe", "(.*)")\n'
+    ) == stream_expr
+
+
+def test_probe_alerts_are_silent_under_maintenance(all_kinds_config: Config) -> None:
+    """Alerts with a probe label leave out probes that probed reports under maintenance."""
+    rules = {r.get("alert"): r for g in rule_groups(all_kinds_config) for r in g["rules"]}
+    unless = "unless on(probe) probed_maintenance_active == 1\n"
+    assert "probe_success == 0\n" + unless == rules["ProbeFailing"]["expr"]
+    assert rules["ReflectLatencyP95High"]["expr"].endswith(unless)
 
 
 # -- the Grafana dashboard ----------------------------------------------------------------------
