@@ -81,8 +81,8 @@ class MaintenanceWindow:
     def to_json(self) -> dict[str, Any]:
         """The status document form."""
         return {
-            "start": rfc3339(self.start),
-            "end": rfc3339(self.end),
+            "start": self.start,
+            "end": self.end,
             "targets": sorted(self.targets),
             "probes": sorted(self.probes),
             "reason": self.reason,

@@ -99,6 +99,7 @@ def _document(request: web.Request) -> dict[str, Any]:
         now=clock.wall(),
         config=config_document(state.info),
         state=state.state.document(),
+        maintenance=state.info.maintenance,
     )
 
 

@@ -42,7 +42,9 @@ The status document
                               evidence: [{signal, value, threshold, since, detail}]}],
          "slos": [{name, sli, objective, window, ratio, burn_rate,
                    budget_remaining, events}],
+         "maintenance": [{start, end, targets, probes, reason, active}],
          "probes": [{probe, kind, target, runs, failures, reasons, last_success_at,
+                     maintenance_until (only under maintenance),
                      last: {success, reason, status_code, duration_seconds,
                             started_at, run_id, trace_id, phases} | null,
                      recent: [{t, d, ok, reason}]}],
@@ -101,6 +103,8 @@ from probed.config import (
     SseStream,
 )
 from probed.configstatus import CONFIG_LINE_JS, config_line, page_config_line
+from probed.maintenance import Maintenance
+from probed.maintenancepage import MAINTENANCE_JS, annotate, page_maintenance, probe_mark
 from probed.signals import (
     ComponentState,
     ComponentStatus,
@@ -412,6 +416,7 @@ def status_document(
     now: float,
     config: Mapping[str, Any] | None = None,
     state: Mapping[str, Any] | None = None,
+    maintenance: Maintenance | None = None,
 ) -> dict[str, Any]:
     """THE JSON of ``GET /api/v1/status`` (shape in the module docstring).
 
@@ -442,6 +447,7 @@ def status_document(
     }
     if state is not None:
         doc["state"] = dict(state)
+    annotate(doc, maintenance, now)
     return doc
 
 
@@ -927,7 +933,7 @@ def _page_header(doc: Mapping[str, Any]) -> str:
         f'<p class="meta">generated <time id="generated-at" datetime="{generated}">{generated}'
         f'</time> &middot; version <span id="version">{_e(doc.get("version"))}</span> &middot; '
         f'<span id="refresh">auto-refresh every {REFRESH_SECONDS} s</span></p>'
-        f"{_page_state(doc)}{page_config_line(doc, _iso)}</header>"
+        f"{_page_state(doc)}{page_config_line(doc, _iso)}{page_maintenance(doc, _iso)}</header>"
     )
 
 
@@ -1074,7 +1080,7 @@ def _page_probe(p: Mapping[str, Any], now: object) -> str:
     ]
     return (
         f'<tr class="probe" data-probe="{_e(name)}" data-ok="{ok}"><td class="name">{_e(name)}'
-        f"</td><td>{_e(p.get('kind'))}</td><td>{_e(p.get('target'))}</td>"
+        f"{probe_mark(p, _iso)}</td><td>{_e(p.get('kind'))}</td><td>{_e(p.get('target'))}</td>"
         f'<td class="result">{result}</td><td>{_e(reason)}</td><td class="num">{code}</td>'
         f'<td class="num">{took}</td><td class="when" title="{_e(title)}">{when}</td>'
         f'<td class="num">{_int(p.get("runs"))}</td><td class="num">{_int(p.get("failures"))}'
@@ -1318,7 +1324,7 @@ _SCRIPT = r"""
       `<p class="meta">generated <time id="generated-at" datetime="${generated}">${generated}` +
       `</time> &middot; version <span id="version">${e(doc.version)}</span> &middot; ` +
       `<span id="refresh">auto-refresh every __REFRESH__ s</span></p>` +
-      `${stateLine(doc)}${configPara(doc)}</header>`;
+      `${stateLine(doc)}${configPara(doc)}${maintenancePara(doc)}</header>`;
   };
 
   const stateLine = (doc) => {
@@ -1334,6 +1340,7 @@ _SCRIPT = r"""
       `${line}</p>`;
   };
 __CONFIG_LINE__
+__MAINTENANCE__
   const component = (c) => {
     const name = text(c.name);
     const state = text(c.state) || "UNKNOWN";
@@ -1450,7 +1457,7 @@ __CONFIG_LINE__
     const points = items(p.recent).filter((r) => isNum(r.d))
       .map((r) => [r.d, r.ok === true, text(r.reason)]);
     return `<tr class="probe" data-probe="${e(name)}" data-ok="${ok}"><td class="name">${e(name)}` +
-      `</td><td>${e(p.kind)}</td><td>${e(p.target)}</td>` +
+      `${maintenanceMark(p)}</td><td>${e(p.kind)}</td><td>${e(p.target)}</td>` +
       `<td class="result">${result}</td><td>${e(reason)}</td><td class="num">${code}</td>` +
       `<td class="num">${took}</td><td class="when" title="${e(title)}">${when}</td>` +
       `<td class="num">${int(p.runs)}</td><td class="num">${int(p.failures)}` +
@@ -1535,6 +1542,7 @@ __CONFIG_LINE__
   setTimeout(refresh, REFRESH_MS);
 })();
 """.replace("__REFRESH__", str(REFRESH_SECONDS)).replace("__CONFIG_LINE__", CONFIG_LINE_JS)
+_SCRIPT = _SCRIPT.replace("__MAINTENANCE__", MAINTENANCE_JS)
 
 
 def _csp_hash(source: str) -> str:

@@ -13,6 +13,7 @@ from probed.errors import ConfigError
 from probed.evaluate import Evaluator
 from probed.maintenance import Maintenance, MaintenanceConfig, MaintenanceWindow
 from probed.persist import Persister, StateStore
+from probed.status import render_page, status_document
 from probed.store import ResultStore
 
 T0 = 1_800_000_000.0
@@ -78,12 +79,12 @@ def test_ad_hoc_windows_survive_a_config_change_and_expire() -> None:
     assert [] == [w for w in registry.ad_hoc if w is adhoc]
 
 
-def test_a_window_renders_as_rfc3339() -> None:
-    """The status document form of a window carries RFC 3339 UTC times and its names."""
+def test_a_window_as_json() -> None:
+    """The status document form of a window carries Unix times, its names and its reason."""
     doc = _window(targets=frozenset({"app"}), probes=frozenset({"x"})).to_json()
     assert {
-        "start": "2027-01-15T08:00:00Z",
-        "end": "2027-01-15T08:10:00Z",
+        "start": T0,
+        "end": T0 + 600,
         "targets": ["app"],
         "probes": ["x"],
         "reason": "db upgrade",
@@ -205,3 +206,47 @@ def test_signals_leave_out_probes_under_maintenance() -> None:
         store.register(spec.name, spec.kind, spec.target)
     assert ["canary"] == sorted(evaluator.signals(T0).probes)
     assert ["canary", "login"] == sorted(evaluator.signals(T0 + 100).probes)
+
+
+def test_the_status_document_lists_windows_and_marks_covered_probes() -> None:
+    """Active and upcoming windows are listed; a covered probe or stream has maintenance_until."""
+    store = ResultStore(ring_size=5)
+    store.register("health", "http", "app")
+    store.register("login", "login", "other")
+    store.register_stream("events", "app", 1)
+    registry = Maintenance(
+        [
+            _window(start=T0 - 10, end=T0 + 50, targets=frozenset({"app"})),
+            _window(start=T0 + 100, end=T0 + 200, probes=frozenset({"login"}), reason="later"),
+            _window(start=T0 - 100, end=T0 - 50, probes=frozenset({"login"})),
+        ]
+    )
+    doc = status_document(
+        store=store, evaluation=None, location="x", version="1", now=T0, maintenance=registry
+    )
+    assert [
+        {"start": T0 - 10, "end": T0 + 50, "targets": ["app"], "probes": [],
+         "reason": "db upgrade", "active": True},
+        {"start": T0 + 100, "end": T0 + 200, "targets": [], "probes": ["login"],
+         "reason": "later", "active": False},
+    ] == doc["maintenance"]  # fmt: skip
+    assert {"health": T0 + 50, "login": None} == {
+        p["probe"]: p.get("maintenance_until") for p in doc["probes"]
+    }
+    assert [T0 + 50] == [s.get("maintenance_until") for s in doc["streams"]]
+
+
+def test_the_page_says_maintenance_until() -> None:
+    """The server-rendered page names the window in the header and on the covered probe."""
+    store = ResultStore(ring_size=5)
+    store.register("health", "http", "app")
+    registry = Maintenance([_window(targets=frozenset({"app"}), reason="db <upgrade>")])
+    doc = status_document(
+        store=store, evaluation=None, location="x", version="1", now=T0, maintenance=registry
+    )
+    page = render_page(doc)
+    assert (
+        '<p class="maintenance" data-active="true">maintenance until 2027-01-15T08:10:00Z: '
+        "db &lt;upgrade&gt; (targets app)</p>"
+    ) in page
+    assert '<span class="maintenance">maintenance until 2027-01-15T08:10:00Z</span>' in page

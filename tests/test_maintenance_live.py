@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from conftest import ServeApp
 from livedaemon import app_of, live_daemon, sample, watch_metrics
@@ -95,6 +97,8 @@ async def test_a_failing_target_under_maintenance_raises_nothing(
                 await asyncio.sleep(0.2)
         recs = {r.scenario: r for r in daemon.evaluator.engine.current()}
         text, _ = await watch_metrics(base, task, 0.1, lambda _: True)
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+            doc = await resp.json()
     evidence = [e.signal for r in recs.values() for e in r.evidence]
     assert ["probe elsewhere failure_ratio"] == [s for s in evidence if s.startswith("probe ")]
     assert "elsewhere" in slo_probes
@@ -102,3 +106,8 @@ async def test_a_failing_target_under_maintenance_raises_nothing(
     assert sample(text, "probed_probe_runs_total", probe="health", result="failure") >= 3
     assert 1.0 == sample(text, "probed_maintenance_active", probe="health")
     assert 0.0 == sample(text, "probed_maintenance_active", probe="elsewhere")
+    until = datetime(2098, 12, 31, 23, tzinfo=UTC).timestamp()
+    assert {"health": until, "elsewhere": None} == {
+        p["probe"]: p.get("maintenance_until") for p in doc["probes"]
+    }
+    assert ["database upgrade"] == [w["reason"] for w in doc["maintenance"]]

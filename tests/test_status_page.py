@@ -500,6 +500,7 @@ def parity_doc() -> dict[str, Any]:
                         {"t": T0 - 2, "d": 0.0375, "ok": False, "reason": "<timeout>"},
                         {"t": T0 - 1, "d": 2.5, "ok": False, "reason": "slow"}]},
             {"probe": "login", "kind": "login", "target": "demo", "runs": 1, "failures": 0,
+             "maintenance_until": T0 + 3600.5,
              "last": {"success": True, "reason": None, "status_code": 200,
                       "duration_seconds": 1.125, "started_at": T0 - 200, "run_id": "r2",
                       "trace_id": "t2"},
@@ -517,6 +518,12 @@ def parity_doc() -> dict[str, Any]:
              "received": 0, "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 0,
              "negative_lag": 0, "reconnects": 0, "clock_offset_seconds": None,
              "mean_lag_seconds": None, "lag": []},
+        ],
+        "maintenance": [
+            {"start": T0 - 60, "end": T0 + 3600.5, "targets": ["demo"], "probes": [],
+             "reason": HOSTILE, "active": True},
+            {"start": T0 + 7200, "end": T0 + 9000, "targets": [], "probes": ["login", HOSTILE],
+             "reason": "", "active": False},
         ],
         "state": {"healthy": False, "state_dir": HOSTILE, "in_memory": True,
                   "reason": "read_only", "since": T0 - 30.5, "write_failures": 3},
@@ -552,6 +559,11 @@ async def test_script_renders_exactly_what_the_server_renders(
             "problems); running config a1b2c3d4e5f6 from 2026-02-07T23:49:59Z, file on disk "
             "unreadable",
         ) == (dom.by_id("config").attrs["data-ok"], dom.by_id("config").text)
+        assert [
+            f"maintenance until 2026-02-08T01:00:00Z: {HOSTILE} (targets demo)",
+            "maintenance from 2026-02-08T02:00:00Z until 2026-02-08T02:30:00Z: "
+            f"- (probes login, {HOSTILE})",
+        ] == [p.text for p in dom.by_class("maintenance") if p.tag == "p"]
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
         assert ["Sev-1", "Sev-3"] == [
             r.attrs["data-severity"] for r in dom.by_class("recommendation")
