@@ -145,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--incident-id", help="incident id for --format incident")
 
+    silence = sub.add_parser(
+        "silence",
+        help="put probes or targets of a running daemon under maintenance for a while",
+        description="POST /api/v1/maintenance: the named probes and targets neither burn SLO "
+        "budget nor raise recommendations until the window ends (a daemon restart forgets it). "
+        "Takes the same URL, TLS and credential options as status.",
+    )
+    add_client_options(silence)
+    _add_config(silence, default=None)
+    silence.add_argument("--probe", action="append", default=[], help="probe (repeatable)")
+    silence.add_argument("--target", action="append", default=[], help="target (repeatable)")
+    until = silence.add_mutually_exclusive_group(required=True)
+    until.add_argument("--for", dest="duration", help="how long, e.g. 30m or 2h")
+    until.add_argument("--until", dest="end", help="end, RFC 3339 with an offset")
+    silence.add_argument("--reason", default="", help="why (shown on the status page)")
+
     health = sub.add_parser(
         "healthcheck",
         help="exit 0 if a running daemon answers /-/healthy (Docker HEALTHCHECK)",
@@ -398,6 +414,56 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_silence(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from probed.maintenance import rfc3339
+
+    client = _client(args, "silence")
+    if isinstance(client, int):
+        return client
+    body: dict[str, object] = {"probes": args.probe, "targets": args.target, "reason": args.reason}
+    body.update({"duration": args.duration} if args.duration else {"end": args.end})
+    url = f"{client.base_url}/api/v1/maintenance"
+    try:
+        code, answer = asyncio.run(_post(client, "/api/v1/maintenance", body, 10.0))
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        print(f"probed silence: {url}: {exc or type(exc).__name__}", file=sys.stderr)
+        return EXIT_FAILED
+    window = answer.get("window") if isinstance(answer, dict) else None
+    if code != 200 or not isinstance(window, dict):
+        error = answer.get("error") if isinstance(answer, dict) else None
+        print(f"probed silence: {url}: HTTP {code}: {error or '-'}", file=sys.stderr)
+        return EXIT_FAILED
+    names = "; ".join(
+        f"{key} {', '.join(window[key])}" for key in ("targets", "probes") if window.get(key)
+    )
+    print(f"maintenance of {names} until {rfc3339(float(window['end']))}")
+    return EXIT_OK
+
+
+async def _post(
+    client: DaemonClient, path: str, body: object, seconds: float
+) -> tuple[int, object]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as http,
+        http.post(
+            f"{client.base_url}{path}",
+            json=body,
+            headers=client.headers(),
+            ssl=client.ssl_option(),
+            server_hostname=client.server_name,
+        ) as resp,
+    ):
+        try:
+            answer: object = await resp.json(content_type=None)
+        except ValueError:
+            answer = None
+        return resp.status, answer
+
+
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
     import aiohttp
 
@@ -429,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rules": _cmd_rules,
         "status": _cmd_status,
         "healthcheck": _cmd_healthcheck,
+        "silence": _cmd_silence,
     }
     try:
         return handlers[args.command](args)

@@ -9,6 +9,8 @@
 ``GET /api/v1/status`` JSON: components, recommendations, SLOs, probes, streams
 ``GET /api/v1/recommendations`` JSON: the current recommendations
 ``POST /-/reload``     reload the configuration file (see daemon)
+``POST /api/v1/maintenance`` open an ad hoc maintenance window
+                       (``probed.maintenanceapi``; ``probed silence``)
 ``GET /``, ``/status`` the status page (self-contained HTML)
 =====================  ===================================================
 """
@@ -26,6 +28,7 @@ from prometheus_client import exposition
 
 from probed import __version__, clock
 from probed.configstatus import config_document
+from probed.maintenanceapi import add_from_request
 from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
 from probed.statehealth import StateHealth
@@ -125,6 +128,28 @@ async def _reload(request: web.Request) -> web.Response:
     )
 
 
+async def _maintenance(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    registry = state.info.maintenance
+    if registry is None:
+        return web.json_response({"status": "error", "error": "not available"}, status=501)
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    store = state.store
+    members = [(st.name, st.target) for st in store]
+    members += [(st.name, st.target) for st in store.streams.values()]
+    status, answer = add_from_request(
+        body,
+        registry,
+        clock.wall(),
+        probes={name for name, _ in members},
+        targets={target for _, target in members},
+    )
+    return web.json_response(answer, status=status)
+
+
 async def _index(request: web.Request) -> web.Response:
     return web.Response(
         text=await asyncio.to_thread(render_page, _document(request)),
@@ -145,6 +170,7 @@ def create_app(state: ServerState, *, middlewares: Iterable[Middleware] = ()) ->
     app.router.add_get("/-/ready", _ready)
     app.router.add_get("/api/v1/status", _status)
     app.router.add_post("/-/reload", _reload)
+    app.router.add_post("/api/v1/maintenance", _maintenance)
     app.router.add_get("/api/v1/recommendations", _recommendations)
     app.router.add_get("/", _index)
     app.router.add_get("/status", _index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from probed.config import load_config
 from probed.errors import ConfigError
 from probed.evaluate import Evaluator
 from probed.maintenance import Maintenance, MaintenanceConfig, MaintenanceWindow
+from probed.maintenanceapi import window_from_request
 from probed.persist import Persister, StateStore
 from probed.status import render_page, status_document
 from probed.store import ResultStore
@@ -250,3 +252,45 @@ def test_the_page_says_maintenance_until() -> None:
         "db &lt;upgrade&gt; (targets app)</p>"
     ) in page
     assert '<span class="maintenance">maintenance until 2027-01-15T08:10:00Z</span>' in page
+
+
+KNOWN = {"probes": {"health", "login"}, "targets": {"app"}}
+
+
+def _request(body: object) -> MaintenanceWindow:
+    return window_from_request(body, T0, probes=KNOWN["probes"], targets=KNOWN["targets"])
+
+
+def test_an_ad_hoc_request_with_a_duration() -> None:
+    """A request for probes with a duration opens a window from now for that long."""
+    window = _request({"probes": ["login"], "duration": "30m", "reason": "deploy"})
+    assert MaintenanceWindow(T0, T0 + 1800, frozenset(), frozenset({"login"}), "deploy") == window
+
+
+def test_an_ad_hoc_request_with_an_end() -> None:
+    """A request for targets with an RFC 3339 end opens a window from now until then."""
+    window = _request({"targets": ["app"], "end": "2027-01-15T09:10:00+01:00"})
+    assert (T0, T0 + 600, frozenset({"app"})) == (window.start, window.end, window.targets)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "the body must be a JSON object"),
+        ({"probes": ["login"]}, "give exactly one of 'duration' and 'end'"),
+        ({"duration": "5m"}, "name at least one of 'targets' and 'probes'"),
+        ({"probes": ["nope"], "duration": "5m"}, "unknown probe(s) 'nope'"),
+        ({"targets": ["db"], "duration": "5m"}, "unknown target(s) 'db'"),
+        ({"probes": ["login"], "duration": "soon"}, "invalid duration 'soon'"),
+        ({"probes": ["login"], "end": "2027-01-15T08:00:00Z"}, "'end' must be in the future"),
+        ({"probes": ["login"], "end": "2027-01-15T09:00:00"}, "'end' must be RFC 3339"),
+        ({"probes": ["login"], "duration": "31d"}, "at most 30d"),
+        ({"probes": "login", "duration": "5m"}, "'probes' must be a list of names"),
+        ({"probes": ["login"], "duration": "5m", "reason": 3}, "'reason' must be a string"),
+        ({"probes": ["login"], "duration": "5m", "who": "me"}, "unknown key(s) 'who'"),
+    ],
+)
+def test_a_bad_ad_hoc_request_is_refused(body: object, message: str) -> None:
+    """Each malformed request is refused with a message naming what is wrong."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _request(body)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from conftest import ServeApp
-from livedaemon import app_of, live_daemon, sample, watch_metrics
+from livedaemon import app_of, health, live_daemon, sample, watch_metrics
 
+from probed.cli import main
 from probed.signals import RecommendationState
 
 
@@ -111,3 +114,30 @@ async def test_a_failing_target_under_maintenance_raises_nothing(
         p["probe"]: p.get("maintenance_until") for p in doc["probes"]
     }
     assert ["database upgrade"] == [w["reason"] for w in doc["maintenance"]]
+
+
+async def test_probed_silence_opens_a_window_on_a_live_daemon(
+    tmp_path: Path, serve_app: ServeApp, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``probed silence`` adds an ad hoc window the status shows; an unknown probe is refused."""
+    app_url = await serve_app(app_of(("/health", health)))
+    path = write_config(tmp_path, app_url, app_url)
+    path.write_text(path.read_text().split("[[maintenance]]")[0])
+    async with live_daemon(path) as (daemon, _, base):
+        silence = ("silence", "--url", base, "--for", "30m", "--reason", "deploy")
+        before = time.time()
+        assert 0 == await asyncio.to_thread(main, [*silence, "--probe", "elsewhere"])
+        out = capsys.readouterr().out
+        assert 1 == await asyncio.to_thread(main, [*silence, "--probe", "nope"])
+        err = capsys.readouterr().err
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+            doc = await resp.json()
+        covered = daemon.evaluator.maintenance.covers("elsewhere", "other", time.time())
+    assert "maintenance of probes elsewhere until " in out
+    assert "unknown probe(s) 'nope'" in err
+    assert covered is not None
+    assert before + 1800 <= covered.end <= time.time() + 1800
+    assert {"health": None, "elsewhere": covered.end} == {
+        p["probe"]: p.get("maintenance_until") for p in doc["probes"]
+    }
+    assert [("deploy", True)] == [(w["reason"], w["active"]) for w in doc["maintenance"]]

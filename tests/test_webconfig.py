@@ -222,6 +222,7 @@ PROTECTED = [
     ("GET", "/-/healthy"),
     ("GET", "/-/ready"),
     ("POST", "/-/reload"),
+    ("POST", "/api/v1/maintenance"),
     ("GET", "/api/v1/status"),
     ("GET", "/api/v1/recommendations"),
     ("GET", "/"),
