@@ -82,6 +82,7 @@ class DaemonInfo:
     """Whether the state directory takes writes (the daemon shares it with the persister)."""
     server: ServerStats = field(default_factory=ServerStats)
     maintenance: Maintenance | None = None
+    """The daemon's maintenance windows (``probed_maintenance_active``); shared, not copied."""
 
 
 def _histogram(

@@ -51,7 +51,7 @@ The status document
          "streams": [{stream, target, connected, subscribers, received, lost,
                       duplicated, out_of_order, late, negative_lag, reconnects,
                       reconnect_reasons, clock_offset_seconds, mean_lag_seconds,
-                      lag: [{t, lag}]}],
+                      maintenance_until (only under maintenance), lag: [{t, lag}]}],
          "config": {last_reload_successful, last_reload_error, last_reload_at,
                     path, hash, loaded_at,
                     failed_at, file_hash, problems, more_problems},
