@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Mapping
@@ -13,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from aiohttp import web
+from binaries import amtool, promtool
 
 from probed.alerting import ALERT_NAME, AlertPusher
 from probed.config import AlertingConfig, Config, load_config
@@ -49,26 +48,6 @@ sli = "availability"
 probes = ["health"]
 objective = 0.995
 """
-
-
-def amtool() -> str:
-    """Path of amtool; skipped locally when absent, a failure under CI."""
-    path = shutil.which("amtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("amtool is required in CI (Debian package prometheus-alertmanager)")
-        pytest.skip("amtool not installed (apt-get install prometheus-alertmanager)")
-    return path
-
-
-def promtool() -> str:
-    """Path of promtool; skipped locally when absent, a failure under CI."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is required in CI (Debian package prometheus)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return path
 
 
 def route(labels: Mapping[str, str]) -> list[str]:

@@ -39,8 +39,6 @@ within one evaluation interval (10 s), after that documented offset.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +46,7 @@ from typing import Any
 
 import pytest
 import yaml
+from binaries import promtool
 
 from probed.config import Config, load_config
 from probed.evaluate import run_rates
@@ -94,16 +93,6 @@ enter_for = "1m"
 exit_for = "5m"
 fast_burn_rate = 14.4
 """
-
-
-def promtool() -> str:
-    """Path of promtool; skipped locally when absent, a failure under CI."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is required in CI (Debian package prometheus)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return path
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from binaries import promtool
 
 from probed.config import load_config
 from probed.daemon import RESTART_KEYS, Daemon
@@ -51,16 +52,6 @@ def fast_demo_config(tmp_path: Path, base_url: str, listen: str = "127.0.0.1:0")
     shutil.copy(DEMO_CONFIG.parent / "fixtures" / "indicators.json", tmp_path / "fixtures")
     path = tmp_path / "probes.toml"
     path.write_text(text)
-    return path
-
-
-def promtool() -> str:
-    """Path of promtool; skipped locally when absent, a failure under CI."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is required in CI (Debian package prometheus)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
     return path
 
 

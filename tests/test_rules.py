@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from binaries import promtool
 
 from probed.config import Config, load_config
 from probed.rules import (
@@ -83,16 +82,6 @@ window = "7d"
 [recommend]
 runbook_base_url = "https://runbooks.example/probed"
 """
-
-
-def promtool() -> str:
-    """Path of promtool; skipped locally when absent, a failure under CI."""
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is required in CI (Debian package prometheus)")
-        pytest.skip("promtool not installed (apt-get install prometheus)")
-    return path
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from binaries import promtool
 from conftest import ServeApp
 from prometheus_client import generate_latest
-from test_daemon import promtool, read_event
+from test_daemon import read_event
 from test_persist import T0, build, feed, make_run, raw
 
 from probed import __version__

@@ -1,0 +1,30 @@
+"""The real binaries tests run: found on PATH, skipped locally when absent, required in CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+__all__ = ["amtool", "promtool", "required"]
+
+
+def required(name: str, package: str) -> str:
+    """Path of ``name``; skips the test locally when absent, fails it under ``CI``."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (Debian package {package})")
+        pytest.skip(f"{name} not installed (apt-get install {package})")
+    return path
+
+
+def promtool() -> str:
+    """Path of promtool (Debian package prometheus)."""
+    return required("promtool", "prometheus")
+
+
+def amtool() -> str:
+    """Path of amtool (Debian package prometheus-alertmanager)."""
+    return required("amtool", "prometheus-alertmanager")
