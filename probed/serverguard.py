@@ -48,6 +48,7 @@ DEFAULT_MAX_CONNECTIONS = 256
 _LOG_EVERY = 60.0
 _ACCEPT_RETRY = 0.1
 _SHUTDOWN_TIMEOUT = 2.0  # seconds a TLS close waits for the client's close_notify
+_COLLECT_EVERY = 64  # connections the guard closes between two collections
 _TRIM_AFTER = 64  # connections open at once before a flood's memory is handed back
 
 
@@ -127,6 +128,7 @@ class ConnectionGuard:
         self._unlogged: Counter[str] = Counter()
         self._logged_at = float("-inf")
         self._high_water = 0
+        self._churned = 0
 
     def serve(self, factory: Callable[[], asyncio.Protocol]) -> None:
         """Build each accepted connection's protocol with ``factory`` (aiohttp's server)."""
@@ -190,6 +192,12 @@ class ConnectionGuard:
             return
         if reason is not None:
             self._reject(reason)
+            self._churned += 1
+            if self._churned % _COLLECT_EVERY == 0:
+                # a flood's evicted TLS connections are reference cycles holding 256 KiB
+                # buffers each: collect them in batches (the daemon's long-lived objects
+                # are frozen, so a full pass scans only what the flood made)
+                asyncio.get_running_loop().call_soon(gc.collect, 2)
         self._forget(conn)
         if conn.transport is not None:
             conn.transport.abort()  # no TLS close_notify dance with an idle client
@@ -329,6 +337,9 @@ class GuardedSite(web.BaseSite):
                 await asyncio.sleep(_ACCEPT_RETRY)
                 continue
             self._guard.admit(conn)
+            # let evicted connections close before the next accept: sock_accept returns at
+            # once while the backlog is full, and aborted sockets are closed by callbacks
+            await asyncio.sleep(0)
 
     async def stop(self) -> None:
         for task in self._accepting:
