@@ -1,0 +1,126 @@
+"""The transition history: the pure ring, the evaluator's entries, persistence, the document."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from probed.history import History
+from probed.recommend import Transition
+from probed.signals import (
+    ComponentState,
+    ComponentStatus,
+    Recommendation,
+    RecommendationState,
+    Severity,
+)
+
+T0 = 1_770_508_800.0
+
+
+def component(name: str, state: ComponentState, failing: tuple[str, ...] = ()) -> ComponentStatus:
+    """A component status of ``name`` in ``state``."""
+    return ComponentStatus(name, state, ("login",), failing, None)
+
+
+def transition(
+    scenario: str, old: RecommendationState | None, new: RecommendationState
+) -> Transition:
+    """An engine transition of ``scenario`` (Sev-1)."""
+    rec = Recommendation(scenario, "Title", Severity.SEV1, new, T0, (), (), "", "", "")
+    return Transition(scenario, old, new, rec)
+
+
+def entry(at: float, kind: str, name: str, old: Any, new: Any, detail: str) -> dict[str, Any]:
+    """An entry as the API lists it."""
+    return {"at": at, "kind": kind, "name": name, "old": old, "new": new, "detail": detail}
+
+
+def test_the_ring_keeps_the_newest_and_lists_them_newest_first() -> None:
+    """A ring of 3 fed 5 reloads keeps the last 3, newest first, and ``latest`` limits."""
+    history = History(size=3)
+    for k in range(5):
+        history.reload_ok(T0 + k, added=k, changed=0, removed=0)
+
+    assert [T0 + 4, T0 + 3, T0 + 2] == [e["at"] for e in history.latest()]
+    assert [T0 + 4] == [e["at"] for e in history.latest(1)]
+    newest = entry(T0 + 4, "reload", "config", None, "ok", "added 4, changed 0, removed 0")
+    assert newest == history.latest(1)[0]
+
+
+def test_a_failed_reload_records_its_first_problem() -> None:
+    """A failed reload's detail is its first problem and how many more there are."""
+    history = History()
+    history.reload_failed(T0, ["a.toml: bad", "second", "third"])
+    history.reload_failed(T0 + 1, [])
+
+    assert [
+        entry(T0 + 1, "reload", "config", None, "failed", ""),
+        entry(T0, "reload", "config", None, "failed", "a.toml: bad (and 2 more)"),
+    ] == history.latest()
+
+
+def test_recommendation_transitions_carry_the_severity() -> None:
+    """Each engine transition becomes one entry: scenario, old → new state, severity."""
+    history = History()
+    history.recommendations(
+        T0,
+        [
+            transition("login_failing", None, RecommendationState.PENDING),
+            transition("x", RecommendationState.ACTIVE, RecommendationState.RESOLVED),
+        ],
+    )
+
+    assert [
+        entry(T0, "recommendation", "x", "active", "resolved", "Sev-1"),
+        entry(T0, "recommendation", "login_failing", None, "pending", "Sev-1"),
+    ] == history.latest()
+
+
+def test_components_are_compared_with_the_previous_evaluation() -> None:
+    """The first states are only remembered; later changes are entries, unchanged ones not."""
+    history = History()
+    history.components(T0, [component("API", ComponentState.OK)])
+    history.components(T0 + 1, [component("API", ComponentState.OK)])
+    history.components(T0 + 2, [component("API", ComponentState.DOWN, ("login",))])
+    history.components(T0 + 3, [component("API", ComponentState.OK)])
+
+    assert [
+        entry(T0 + 3, "component", "API", "DOWN", "OK", ""),
+        entry(T0 + 2, "component", "API", "OK", "DOWN", "failing: login"),
+    ] == history.latest()
+
+
+def test_the_snapshot_round_trips() -> None:
+    """A restored history lists the same entries and remembers the component states."""
+    history = History()
+    history.components(T0, [component("API", ComponentState.OK)])
+    history.reload_ok(T0 + 1, added=1, changed=2, removed=3)
+    restored = History()
+
+    assert [] == restored.restore(history.snapshot())
+    assert history.latest() == restored.latest()
+    restored.components(T0 + 2, [component("API", ComponentState.DOWN)])
+    assert "OK" == restored.latest(1)[0]["old"]
+
+
+def test_bad_snapshots_are_reported_not_raised() -> None:
+    """Garbage in a snapshot is reported; good entries beside bad ones are kept."""
+    good = entry(T0, "reload", "config", None, "ok", "")
+    bad_entries: list[Any] = [
+        "x",
+        {**good, "kind": "other"},
+        {**good, "at": math.nan},
+        {**good, "at": True},
+        {**good, "name": 3},
+        {**good, "detail": None},
+    ]
+    history = History()
+
+    assert 1 == len(history.restore("not a mapping"))  # type: ignore[arg-type]
+    assert 1 == len(history.restore({"version": 99}))
+    assert 1 == len(history.restore({"version": 1, "entries": "x"}))
+    problems = history.restore({"version": 1, "entries": [*bad_entries, good]})
+    assert len(bad_entries) == len(problems)
+    assert [good] == history.latest()
+    assert 1 == len(history.restore({"version": 1, "entries": [], "components": {"A": 1}}))
