@@ -5,7 +5,8 @@ snapshot from the result store (failure ratios, p95s and 429 shares over the
 signal window; stream connectivity, lag p95 and losses), asks the pure SLO
 evaluator and recommendation engine what it means, and publishes the
 resulting ``Evaluation`` to the status API, the metrics, one log line per
-recommendation transition, and the alert pusher. The SLO evaluator is fed
+recommendation transition, and the alert pusher; the transitions and component
+changes also go to ``history`` (``probed.history``). The SLO evaluator is fed
 continuously (every run, every timed event) through ``record_run`` and
 ``record_lag``.
 """
@@ -21,6 +22,7 @@ import structlog
 
 from probed import clock
 from probed.config import Config
+from probed.history import History
 from probed.jsonpath import lookup
 from probed.maintenance import Maintenance, under_maintenance, windows_of
 from probed.probes.base import ProbeRun, Reason
@@ -56,6 +58,8 @@ class Evaluator:
         self.maintenance = Maintenance.from_config(config)
         self._targets = _targets_of(config)
         self.latest: Evaluation | None = None
+        self.history = History()
+        """The last transitions (``probed.history``); the daemon adds its reloads."""
         self.queue_depth: float | None = None
         self._stream_marks: dict[str, deque[tuple[float, int]]] = {}
         self._steps = clock.StepWatch()
@@ -175,6 +179,8 @@ class Evaluator:
             recommendations=tuple(self.engine.current()),
         )
         self.latest = evaluation
+        self.history.recommendations(now, transitions)
+        self.history.components(now, evaluation.components)
         for t in transitions:
             rec = t.recommendation
             # pending/cleared-before-issue transitions are routine; issued ones are not

@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from probed.config import ComponentConfig, Config, HttpProbe, RecommendConfig, TargetConfig
+from probed.evaluate import Evaluator
 from probed.history import History
+from probed.probes.base import ProbeResult, ProbeRun, Reason
 from probed.recommend import Transition
 from probed.signals import (
     ComponentState,
@@ -14,6 +17,7 @@ from probed.signals import (
     RecommendationState,
     Severity,
 )
+from probed.store import ResultStore
 
 T0 = 1_770_508_800.0
 
@@ -124,3 +128,35 @@ def test_bad_snapshots_are_reported_not_raised() -> None:
     assert len(bad_entries) == len(problems)
     assert [good] == history.latest()
     assert 1 == len(history.restore({"version": 1, "entries": [], "components": {"A": 1}}))
+
+
+def test_the_evaluator_records_recommendation_and_component_transitions() -> None:
+    """Twenty failing runs of login take its scenario PENDING→ACTIVE→RESOLVED and its
+    component OK→DOWN→…→OK, each entry stamped with its evaluation's time."""
+    config = Config(
+        targets={"app": TargetConfig(base_url="http://127.0.0.1:9")},
+        probes=[HttpProbe(name="login", target="app", interval="10s", timeout="5s")],
+        components=[ComponentConfig(name="API", probes=["login"])],
+        recommend=RecommendConfig(enter_for="1m", exit_for="2m"),
+    )
+    store = ResultStore(ring_size=20, signal_window=config.recommend.window)
+    store.register("login", "http", "app")
+    evaluator = Evaluator(config, store)
+    for step in range(80):
+        at = T0 + 10.0 * step
+        ok = not 10 <= step < 30
+        result = ProbeResult.ok(status_code=200) if ok else ProbeResult.fail(Reason.STATUS)
+        run = ProbeRun("login", "http", "app", "r", "t", at, 0.1, result)
+        store.record(run)
+        evaluator.record_run(run)
+        evaluator.evaluate(at + 1.0)
+
+    entries = list(reversed(evaluator.history.latest()))
+    recs = [(e["old"], e["new"]) for e in entries if e["kind"] == "recommendation"]
+    states = [(e["old"], e["new"]) for e in entries if e["kind"] == "component"]
+    assert [(None, "pending"), ("pending", "active"), ("active", "resolved")] == recs
+    assert {"health_failing"} == {e["name"] for e in entries if e["kind"] == "recommendation"}
+    assert ("OK", "DOWN") == states[0]
+    assert "OK" == states[-1][1]
+    assert T0 + 101.0 == entries[0]["at"]
+    assert "failing: login" == entries[0]["detail"]
