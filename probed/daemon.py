@@ -26,7 +26,7 @@ import structlog
 from aiohttp import abc as aiohttp_abc
 from aiohttp import web
 
-from probed import startsignals
+from probed import clock, startsignals
 from probed.alerting import AlertPusher
 from probed.config import (
     Config,
@@ -202,6 +202,7 @@ class Daemon:
             info=self.info,
             state=self.state_health,
         )
+        self.server_state.history = self.evaluator.history
         self.shutdown_grace = shutdown_grace
         self.install_signal_handlers = install_signal_handlers
         self.bound_port: int | None = None
@@ -258,6 +259,7 @@ class Daemon:
         self.info.config_reload_failed_at = time.time()
         self.info.config_file_hash = file_hash
         self.info.config_problems = list(problems)
+        self.evaluator.history.reload_failed(clock.wall(), problems)
         _log.error("config_reload_failed", path=str(self.config_path), problems=problems)
         return False, self.info.config_reload_error
 
@@ -307,6 +309,9 @@ class Daemon:
         self.info.config_reload_failed_at = self.info.config_file_hash = None
         self.info.config_problems = []
         _log.info("config_reloaded", added=added, changed=changed, removed=removed)
+        self.evaluator.history.reload_ok(
+            clock.wall(), added=len(added), changed=len(changed), removed=len(removed)
+        )
         gc.freeze()
         return True, f"added {len(added)}, changed {len(changed)}, removed {len(removed)}"
 

@@ -28,6 +28,7 @@ from prometheus_client import exposition
 
 from probed import __version__, clock
 from probed.configstatus import config_document
+from probed.history import History
 from probed.maintenanceapi import add_from_request
 from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
@@ -60,6 +61,8 @@ class ServerState:
         self.info = info if info is not None else DaemonInfo(location=location)
         self.ready = False
         self.evaluation: Evaluation | None = None
+        self.history: History | None = None
+        """The daemon's transition history (``/api/v1/status`` lists the newest)."""
         self.state = state if state is not None else StateHealth()
         """Whether the state directory takes writes (the persister updates it)."""
 
@@ -103,6 +106,7 @@ def _document(request: web.Request) -> dict[str, Any]:
         config=config_document(state.info),
         state=state.state.document(),
         maintenance=state.info.maintenance,
+        history=state.history,
     )
 
 

@@ -55,7 +55,8 @@ The status document
          "config": {last_reload_successful, last_reload_error, last_reload_at,
                     path, hash, loaded_at,
                     failed_at, file_hash, problems, more_problems},
-         "state": {healthy, state_dir, in_memory, reason, since, write_failures}}
+         "state": {healthy, state_dir, in_memory, reason, since, write_failures},
+         "history": [{at, kind, name, old, new, detail}] (probed.historypage)}
 
     ``config`` names the running config file, its hash and load time; the last
     four keys are there only after a failed reload (``probed.configstatus``).
@@ -103,6 +104,8 @@ from probed.config import (
     SseStream,
 )
 from probed.configstatus import CONFIG_LINE_JS, config_line, page_config_line
+from probed.history import History
+from probed.historypage import HISTORY_JS, history_list, page_history, table_history
 from probed.maintenance import Maintenance
 from probed.maintenancepage import MAINTENANCE_JS, annotate, page_maintenance, probe_mark
 from probed.signals import (
@@ -417,6 +420,7 @@ def status_document(
     config: Mapping[str, Any] | None = None,
     state: Mapping[str, Any] | None = None,
     maintenance: Maintenance | None = None,
+    history: History | None = None,
 ) -> dict[str, Any]:
     """THE JSON of ``GET /api/v1/status`` (shape in the module docstring).
 
@@ -444,6 +448,7 @@ def status_document(
         "probes": [_probe_doc(s) for s in store],
         "streams": [_stream_doc(s, now) for s in store.streams.values()],
         "config": dict(config or {}),
+        "history": history_list(history),
     }
     if state is not None:
         doc["state"] = dict(state)
@@ -746,6 +751,7 @@ def render_table(doc: Mapping[str, Any]) -> str:
         ]
         header = ["STREAM", "TARGET", "CONNECTED", "RECEIVED", "LOST", "DUPLICATED", "LATE"]
         out += ["", *_columns([*header, "RECONNECTS", "MEAN LAG"], rows)]
+    out += table_history(doc, _iso, _plain, _columns)
     return "\n".join(out)
 
 
@@ -1159,6 +1165,7 @@ def _page_app(doc: Mapping[str, Any]) -> str:
             _page_slos,
             _page_probes,
             _page_streams,
+            lambda d: page_history(d, _iso),
         )
     )
 
@@ -1341,6 +1348,7 @@ _SCRIPT = r"""
   };
 __CONFIG_LINE__
 __MAINTENANCE__
+__HISTORY__
   const component = (c) => {
     const name = text(c.name);
     const state = text(c.state) || "UNKNOWN";
@@ -1511,7 +1519,7 @@ __MAINTENANCE__
       list.map(stream).join("") + "</tbody></table></section>";
   };
 
-  const PARTS = [header, components, recommendations, slos, probes, streams];
+  const PARTS = [header, components, recommendations, slos, probes, streams, historySection];
   const renderApp = (doc) => PARTS.map((part) => part(doc)).join("");
   const pageTitle = (doc) =>
     `${text(doc.overall) || "UNKNOWN"} - probed status - ${text(doc.location)}`;
@@ -1542,7 +1550,7 @@ __MAINTENANCE__
   setTimeout(refresh, REFRESH_MS);
 })();
 """.replace("__REFRESH__", str(REFRESH_SECONDS)).replace("__CONFIG_LINE__", CONFIG_LINE_JS)
-_SCRIPT = _SCRIPT.replace("__MAINTENANCE__", MAINTENANCE_JS)
+_SCRIPT = _SCRIPT.replace("__MAINTENANCE__", MAINTENANCE_JS).replace("__HISTORY__", HISTORY_JS)
 
 
 def _csp_hash(source: str) -> str:

@@ -17,6 +17,7 @@ from probed.signals import (
     RecommendationState,
     Severity,
 )
+from probed.status import render_table, status_document
 from probed.store import ResultStore
 
 T0 = 1_770_508_800.0
@@ -160,3 +161,40 @@ def test_the_evaluator_records_recommendation_and_component_transitions() -> Non
     assert "OK" == states[-1][1]
     assert T0 + 101.0 == entries[0]["at"]
     assert "failing: login" == entries[0]["detail"]
+
+
+def test_the_status_document_lists_the_newest_fifty() -> None:
+    """``/api/v1/status`` lists at most 50 entries of the history, newest first."""
+    history = History()
+    for k in range(60):
+        history.reload_ok(T0 + k, added=0, changed=0, removed=0)
+    store = ResultStore(ring_size=5, signal_window=300.0)
+    common: dict[str, Any] = {
+        "store": store,
+        "evaluation": None,
+        "location": "here",
+        "version": "0",
+        "now": T0,
+    }
+
+    doc = status_document(**common, history=history)
+
+    assert 50 == len(doc["history"])
+    assert [T0 + 59, T0 + 58] == [e["at"] for e in doc["history"][:2]]
+    assert [] == status_document(**common)["history"]
+
+
+def test_probed_status_prints_the_newest_ten() -> None:
+    """``render_table`` ends with the newest ten entries, control characters replaced."""
+    history = [
+        entry(T0 - k, "component", f"c{k}\x1b[31m", "OK", "DOWN", "failing: login")
+        for k in range(12)
+    ]
+
+    lines = render_table({"history": history}).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HISTORY"))
+    assert 11 == len(lines) - start
+    assert ["2026-02-08T00:00:00Z", "component", "c0?[31m", "OK", "→", "DOWN"] == (
+        lines[start + 1].split()[:6]
+    )
+    assert "HISTORY\n  none" in render_table({})

@@ -256,6 +256,29 @@ async def test_a_failed_reload_shows_the_running_and_the_failing_file(
     )
 
 
+async def test_reloads_are_listed_in_the_status_history(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """A failed then a good reload appear in ``/api/v1/status``'s history, newest first."""
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    async with live_daemon(path) as (daemon, _, base):
+        path.write_text(many_problems(tmp_path, url))
+        _, message = await daemon.reload()
+        path.write_text(config_text(tmp_path, url))
+        await daemon.reload()
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+            history = (await resp.json())["history"]
+    reloads = [(h["new"], h["detail"]) for h in history if h["kind"] == "reload"]
+    first = message.split("\n")[0]
+    assert [
+        ("ok", "added 0, changed 0, removed 0"),
+        ("failed", f"{first} (and 4 more)"),
+    ] == reloads
+    assert {"config"} == {h["name"] for h in history if h["kind"] == "reload"}
+
+
 async def test_removing_every_probe_needs_the_flag(tmp_path: Path, serve_app: ServeApp) -> None:
     """With allow_no_probes = true an empty probe list is applied; the series go away."""
     url = await serve_app(app_of(("/health", health)))

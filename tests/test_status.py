@@ -403,7 +403,7 @@ def test_status_document_shape_with_a_populated_store() -> None:
     json.dumps(doc, allow_nan=False)  # valid JSON for browsers: no Infinity/NaN
     assert {
         "version", "location", "generated_at", "evaluated_at", "overall", "components",
-        "recommendations", "slos", "probes", "streams", "config", "maintenance",
+        "recommendations", "slos", "probes", "streams", "config", "maintenance", "history",
     } == set(doc)  # fmt: skip
     assert ("9.9", "eu-1", NOW, NOW - 1, "DEGRADED") == (
         doc["version"], doc["location"], doc["generated_at"], doc["evaluated_at"], doc["overall"]

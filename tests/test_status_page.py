@@ -525,6 +525,17 @@ def parity_doc() -> dict[str, Any]:
             {"start": T0 + 7200, "end": T0 + 9000, "targets": [], "probes": ["login", HOSTILE],
              "reason": "", "active": False},
         ],
+        "history": [
+            {"at": T0 - 0.5, "kind": "component", "name": HOSTILE, "old": "OK", "new": "DOWN",
+             "detail": f"failing: login, {HOSTILE}"},
+            {"at": T0 - 125, "kind": "recommendation", "name": "login_failing",
+             "old": "pending", "new": "active", "detail": "Sev-1"},
+            {"at": T0 - 200, "kind": "recommendation", "name": "x", "old": None,
+             "new": "pending", "detail": ""},
+            {"at": T0 - 600.5, "kind": "reload", "name": "config", "old": None,
+             "new": "failed", "detail": f"<img src=x onerror=alert(1)> {HOSTILE}"},
+            "not an entry",
+        ],
         "state": {"healthy": False, "state_dir": HOSTILE, "in_memory": True,
                   "reason": "read_only", "since": T0 - 30.5, "write_failures": 3},
         "config": {"last_reload_successful": False, "last_reload_error": HOSTILE,
@@ -532,6 +543,20 @@ def parity_doc() -> dict[str, Any]:
                    "loaded_at": T0 - 600.5, "failed_at": T0 - 60.25, "file_hash": None,
                    "problems": [HOSTILE, "second"], "more_problems": 5},
     }  # fmt: skip
+
+
+def history_rows(dom: Dom) -> list[list[str]]:
+    """The cell texts of every ``tr.history``, in order."""
+    rows: list[list[str]] = []
+    inside = False
+    for element in dom.elements:
+        if element.tag == "tr":
+            inside = "history" in element.classes
+            if inside:
+                rows.append([])
+        elif element.tag == "td" and inside:
+            rows[-1].append(element.text)
+    return rows
 
 
 async def test_script_renders_exactly_what_the_server_renders(
@@ -564,6 +589,15 @@ async def test_script_renders_exactly_what_the_server_renders(
             "maintenance from 2026-02-08T02:00:00Z until 2026-02-08T02:30:00Z: "
             f"- (probes login, {HOSTILE})",
         ] == [p.text for p in dom.by_class("maintenance") if p.tag == "p"]
+        assert [
+            ["2026-02-07T23:59:59Z", "component", HOSTILE, "OK \u2192 DOWN",
+             f"failing: login, {HOSTILE}"],
+            ["2026-02-07T23:57:55Z", "recommendation", "login_failing",
+             "pending \u2192 active", "Sev-1"],
+            ["2026-02-07T23:56:40Z", "recommendation", "x", "- \u2192 pending", ""],
+            ["2026-02-07T23:49:59Z", "reload", "config", "- \u2192 failed",
+             f"<img src=x onerror=alert(1)> {HOSTILE}"],
+        ] == history_rows(dom)  # fmt: skip
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
         assert ["Sev-1", "Sev-3"] == [
             r.attrs["data-severity"] for r in dom.by_class("recommendation")
