@@ -1,4 +1,5 @@
-"""State that survives a restart: SLO buckets, recommendation states and the results ring.
+"""State that survives a restart: SLO buckets, recommendation states, the results ring
+and the transition history.
 
 Everything lives in one SQLite file, ``<state_dir>/state.sqlite3``, in WAL mode
 with ``synchronous=NORMAL``: a commit survives a killed process (SIGKILL, OOM)
@@ -23,7 +24,8 @@ re-exports the names callers need. Two objects:
     The policy the daemon runs. Runs (``record``) and timed stream events
     (``record_lag``) are appended to memory as they are fed to the SLO
     evaluator, and written every ``results_every`` (5 s); the recommendation
-    states are written with them when they changed; the SLO buckets every
+    states and the transition history (``probed.history``) are written with them
+    when they changed; the SLO buckets every
     ``slo_every`` (60 s), because a snapshot costs about 12 ms of event loop
     for 20 SLOs of 30 days.
 
@@ -177,6 +179,8 @@ class Persister:
         self._bounds: dict[str, list[float]] = {}
         self._bounds_of: object = None
         self._saved_recommendations: dict[str, Any] | None = None
+        self._saved_history: int | None = None
+        """``History.revision`` last written (None: write it at the next flush)."""
         self._slo_due = True
         self._lock = asyncio.Lock()
 
@@ -268,6 +272,9 @@ class Persister:
                 slo_snapshot = self._evaluator.slo.snapshot() if slo else None
                 rec = self._evaluator.engine.snapshot()
                 rec_changed = recommendations or rec != self._saved_recommendations
+                history = self._evaluator.history
+                revision = history.revision
+                history_changed = recommendations or revision != self._saved_history
                 lags = [
                     LagSample(stream, float(second), agg[1], int(agg[0]))
                     for (stream, second, _), agg in lag_keys.items()
@@ -278,6 +285,7 @@ class Persister:
                     lags=lags,
                     slo=slo_snapshot,
                     recommendations=rec if rec_changed else None,
+                    history=history.snapshot() if history_changed else None,
                 )
             except Exception as exc:
                 self._requeue(results, lag_keys)
@@ -288,13 +296,15 @@ class Persister:
                     await asyncio.to_thread(self.state.reset, "corrupt", str(exc))
                     self.health.in_memory = self.state.fallback
                     self._slo_due = True  # the fresh file needs the buckets at once
-                    self._saved_recommendations = None
+                    self._saved_recommendations = self._saved_history = None
                 return False
             if not self.state.fallback:
                 self.health.succeeded()
                 self._retry_delay, self._retry_at = 0.0, -math.inf
             if rec_changed:
                 self._saved_recommendations = rec
+            if history_changed:
+                self._saved_history = revision
             if slo:
                 self._slo_due = False
                 _log.debug(
@@ -320,7 +330,7 @@ class Persister:
         self._requeue(sorted(runs, key=lambda run: run.started_at), {})
         held.close()
         self._slo_due = True  # the SLO buckets count the held runs: write them at once
-        self._saved_recommendations = None
+        self._saved_recommendations = self._saved_history = None
 
     def _back_off(self) -> None:
         """Leave a failing state directory alone for longer each time, up to ``retry_max``."""
@@ -366,6 +376,7 @@ class Persister:
             ("SLO state", self._restore_slo),
             ("recommendation state", self._restore_recommendations),
             ("results ring", self._restore_ring),
+            ("history", self._restore_history),
         )
         for what, step in steps:
             try:
@@ -411,6 +422,14 @@ class Persister:
         problems = [] if data is None else engine.restore(data)
         self._saved_recommendations = engine.snapshot() if data is not None else None
         summary["recommendations"] = len(engine.current())
+        return problems
+
+    def _restore_history(self, now: float, summary: dict[str, Any]) -> list[str]:
+        history = self._evaluator.history
+        data = self.state.load_history()
+        problems = [] if data is None else history.restore(data)
+        self._saved_history = history.revision if data is not None else None
+        summary["history"] = len(history.latest())
         return problems
 
     def _restore_ring(self, now: float, summary: dict[str, Any]) -> list[str]:

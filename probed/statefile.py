@@ -30,6 +30,7 @@ import structlog
 
 __all__ = [
     "APPLICATION_ID",
+    "HISTORY_SNAPSHOT",
     "RECOMMENDATIONS_SNAPSHOT",
     "SCHEMA_VERSION",
     "SLO_SNAPSHOT",
@@ -93,6 +94,7 @@ _TABLES = frozenset({"schema_version", "snapshots", "snapshot_blobs", "results",
 
 SLO_SNAPSHOT = "slo"
 RECOMMENDATIONS_SNAPSHOT = "recommendations"
+HISTORY_SNAPSHOT = "history"
 
 #: SQLite result codes that say the file itself is bad (move it aside); others are the
 #: environment's fault (locked, read-only, disk full) and must not cost the state.

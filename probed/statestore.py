@@ -30,6 +30,7 @@ import structlog
 
 from probed import clock
 from probed.statefile import (
+    HISTORY_SNAPSHOT,
     RECOMMENDATIONS_SNAPSHOT,
     SLO_SNAPSHOT,
     STATE_FILE,
@@ -185,6 +186,7 @@ class StateStore:
         lags: Sequence[LagSample] = (),
         slo: Mapping[str, Any] | None = None,
         recommendations: Mapping[str, Any] | None = None,
+        history: Mapping[str, Any] | None = None,
         now: float | None = None,
     ) -> None:
         """Write everything given in one transaction, in this order.
@@ -197,6 +199,7 @@ class StateStore:
         saved_at = clock.wall() if now is None else now
         slo_payload = pack_snapshot(slo) if slo is not None else None
         rec_text = None if recommendations is None else dumps(recommendations)
+        history_text = None if history is None else dumps(history)
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -214,6 +217,11 @@ class StateStore:
                         "INSERT OR REPLACE INTO snapshots VALUES (?, ?, 0, 0, ?)",
                         (RECOMMENDATIONS_SNAPSHOT, saved_at, rec_text),
                     )
+                if history_text is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO snapshots VALUES (?, ?, 0, 0, ?)",
+                        (HISTORY_SNAPSHOT, saved_at, history_text),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -227,6 +235,10 @@ class StateStore:
     def save_recommendations(self, snapshot: Mapping[str, Any], now: float | None = None) -> None:
         """Save ``RecommendationEngine.snapshot()``."""
         self.save(recommendations=snapshot, now=now)
+
+    def save_history(self, snapshot: Mapping[str, Any], now: float | None = None) -> None:
+        """Save ``History.snapshot()``."""
+        self.save(history=snapshot, now=now)
 
     def append_results(self, runs: Iterable[StoredResult | tuple[Any, ...]]) -> None:
         """Append runs to the ring; each probe keeps ``ring_size`` (see ``save``)."""
@@ -311,20 +323,26 @@ class StateStore:
 
     def load_recommendations(self) -> dict[str, Any] | None:
         """The latest ``RecommendationEngine.snapshot()`` saved, or None."""
+        data = self._load_json(RECOMMENDATIONS_SNAPSHOT)
+        return data if isinstance(data, dict) else None
+
+    def load_history(self) -> Any:
+        """The latest ``History.snapshot()`` saved (whatever JSON it holds), or None."""
+        return self._load_json(HISTORY_SNAPSHOT)
+
+    def _load_json(self, name: str) -> Any:
+        """The JSON of snapshot ``name``; None if there is none or it cannot be read."""
         with self._lock:
             try:
                 row = self._conn.execute(
-                    "SELECT data FROM snapshots WHERE name = ?", (RECOMMENDATIONS_SNAPSHOT,)
+                    "SELECT data FROM snapshots WHERE name = ?", (name,)
                 ).fetchone()
                 if row is None:
                     return None
-                data = json.loads(row[0])
+                return json.loads(row[0])
             except (sqlite3.Error, ValueError) as exc:
-                _log.warning(
-                    "state_load_failed", part=RECOMMENDATIONS_SNAPSHOT, error_message=str(exc)
-                )
+                _log.warning("state_load_failed", part=name, error_message=str(exc))
                 return None
-        return data if isinstance(data, dict) else None
 
     def load_replay(self) -> tuple[list[StoredResult], list[LagSample]]:
         """The runs and lag samples written after the latest SLO snapshot, oldest first."""

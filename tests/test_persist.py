@@ -838,3 +838,64 @@ def test_all_is_sorted_and_honest() -> None:
 
     assert sorted(names, key=lambda n: (not n.isupper(), n)) == names
     assert all(hasattr(persist_module, n) for n in names)
+
+
+# --- the transition history ----------------------------------------------------------------
+
+
+def test_history_round_trip(state_dir: Path) -> None:
+    """A history snapshot comes back equal after a reopen."""
+    snapshot = {
+        "version": 1,
+        "entries": [
+            {"at": T0, "kind": "reload", "name": "config", "old": None, "new": "ok",
+             "detail": "added 1, changed 0, removed 0"},
+        ],
+        "components": {"API": "OK"},
+    }  # fmt: skip
+    store = StateStore.open(state_dir)
+    store.save_history(snapshot)
+    store.close()
+
+    assert snapshot == StateStore.open(state_dir).load_history()
+
+
+async def test_history_survives_a_restart(state_dir: Path) -> None:
+    """The history written with the state is the history after a restart, and unchanged
+    history is not written again."""
+    evaluator, store, persister = build(StateStore.open(state_dir))
+    for step in range(30):
+        at = T0 - 300.0 + 10.0 * step
+        feed(evaluator, store, persister, make_run("login", at, success=step < 20))
+        evaluator.evaluate(at + 1.0)
+    evaluator.history.reload_failed(T0, ["probes.toml: <script>"])
+    assert await persister.flush()
+    saved = persister.state.load_history()
+    assert await persister.flush()
+    persister.close()
+
+    evaluator2, _, persister2 = build(StateStore.open(state_dir))
+    problems = persister2.restore(now=T0)
+
+    assert [] == problems
+    assert evaluator.history.snapshot() == saved
+    assert evaluator.history.latest() == evaluator2.history.latest()
+    assert ["reload", "component"] == [e["kind"] for e in evaluator2.history.latest(2)]
+
+
+def test_bad_history_is_a_restore_problem(state_dir: Path) -> None:
+    """A history snapshot that is not one is reported by restore, which goes on."""
+    store = StateStore.open(state_dir)
+    store.save_history({"version": 1, "entries": [{"at": "soon"}]})
+    store.close()
+    with raw(state_dir / STATE_FILE) as conn:
+        conn.execute("UPDATE snapshots SET data = 'not json' WHERE name = 'history'")
+    evaluator, _, persister = build(StateStore.open(state_dir))
+    assert [] == persister.restore(now=T0)
+
+    persister.state.save_history({"version": 1, "entries": [{"at": "soon"}]})
+    problems = persister.restore(now=T0)
+
+    assert 1 == len(problems)
+    assert problems[0].startswith("history: bad entry")
+    assert [] == evaluator.history.latest()
