@@ -1573,7 +1573,7 @@ def render_page(doc: Mapping[str, Any]) -> str:
     ``.recommendation[data-scenario][data-severity][data-state]`` (``.routing`` inside),
     ``p#state[data-healthy]``, ``p#config[data-ok]``, ``tr.slo[data-slo]``,
     ``tr.probe[data-probe][data-ok]`` (``true``, ``false`` or ``none``),
-    ``tr.stream[data-stream][data-connected]`` and
+    ``tr.stream[data-stream][data-connected]``, ``tr.history[data-kind]`` and
     ``main#app[data-rendered]`` (``server``, or ``client`` after a refresh).
     """
     return (
