@@ -871,7 +871,13 @@ async def test_history_survives_a_restart(state_dir: Path) -> None:
     evaluator.history.reload_failed(T0, ["probes.toml: <script>"])
     assert await persister.flush()
     saved = persister.state.load_history()
+    query = "SELECT saved_at FROM snapshots WHERE name = 'history'"
+    with raw(state_dir / STATE_FILE) as conn:
+        written_at = conn.execute(query).fetchone()
+    time.sleep(0.01)
     assert await persister.flush()
+    with raw(state_dir / STATE_FILE) as conn:
+        assert written_at == conn.execute(query).fetchone()
     persister.close()
 
     evaluator2, _, persister2 = build(StateStore.open(state_dir))
