@@ -271,7 +271,8 @@ def transitions_from_log(path: Path, wall_t0: float) -> list[tuple[float, str, s
             wall = datetime.fromisoformat(str(entry["ts"]).replace("Z", "+00:00")).timestamp()
         except (ValueError, KeyError, TypeError):
             continue
-        change = f"{entry.get('old_state')} -> {entry.get('new_state')} {entry.get('severity')}"
+        old = entry.get("old_state") or "(none)"
+        change = f"{old} -> {entry.get('new_state')} {entry.get('severity')}"
         out.append((wall - wall_t0, str(entry.get("scenario")), change))
     return out
 
@@ -516,7 +517,7 @@ def report(
             failed += 1
             say(f"  (a) FAIL  {scenario} still {still} at the end (t={samples[-1].t:+.0f} s)")
             continue
-        after = (log_clear if log_clear is not None else seen_clear) - fault_off
+        after = max(0.0, (log_clear if log_clear is not None else seen_clear) - fault_off)
         ok = after <= bound
         failed += 0 if ok else 1
         say(
