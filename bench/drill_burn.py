@@ -506,8 +506,13 @@ def report(
     if not entered:
         say("  (a) PASS  nothing entered (no recommendation was ever pending or active)")
     for scenario in entered:
+        last_seen = (
+            max(s.t for s in samples if scenario in s.recs)
+            if any(scenario in s.recs for s in samples)
+            else fault_off
+        )
         seen_clear = next(
-            (s.t for s in samples if s.t > fault_off and scenario not in s.recs),
+            (s.t for s in samples if s.t > max(last_seen, fault_off) and scenario not in s.recs),
             None,
         )
         still = samples[-1].recs.get(scenario)
