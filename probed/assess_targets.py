@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from probed.assessing import Assessment, Fact, Level, pct, probes_of
+from probed.assessing import Assessment, Fact, Level, fact, grade, pct, probes_of
 from probed.config import RecommendConfig, format_duration
 from probed.signals import ProbeSignal, Severity, Signals
 
@@ -114,11 +114,18 @@ def assess_health_failing(signals: Signals, cfg: RecommendConfig) -> Assessment:
             continue
         failed = p.failures - p.reasons.get("rate_limited", 0)
         ratio = failed / p.runs
-        level = Level.ENTER if ratio >= enter else Level.HOLD if ratio >= enter / 2 else Level.OK
-        shown = enter if level is Level.ENTER else enter / 2
-        op = ">=" if level is Level.ENTER else "below" if level is Level.OK else "not yet below"
-        text = f"probe {p.name!r} failure ratio {pct(ratio)} {op} {pct(shown)}"
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(p.reasons.items()) if n)
-        detail = f"{failed}/{p.runs} runs failed ({reasons}); target {p.target}"
-        facts.append(Fact(f"probe {p.name} failure_ratio", ratio, shown, level, text, detail))
+        facts.append(
+            fact(
+                f"probe {p.name} failure_ratio",
+                f"probe {p.name!r} failure ratio",
+                ratio,
+                grade(ratio, enter, enter / 2, strict=False),
+                enter=enter,
+                exit_below=enter / 2,
+                show=pct,
+                op=">=",
+                detail=f"{failed}/{p.runs} runs failed ({reasons}); target {p.target}",
+            )
+        )
     return Assessment(tuple(facts), Severity(cfg.probe_failing_severity), unknown)
