@@ -75,6 +75,14 @@ async def status_config(base: str) -> dict[str, Any]:
     return config
 
 
+async def healthy_setup(tmp_path: Path, serve_app: ServeApp) -> tuple[str, Path]:
+    """A healthy target on loopback and a config probing it; their URL and the config path."""
+    url = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(config_text(tmp_path, url))
+    return url, path
+
+
 def swap_symlink(path: Path, to: str) -> None:
     """Make ``path`` a symlink to ``to``."""
     path.unlink()
@@ -149,9 +157,7 @@ async def test_a_hostile_file_on_reload_keeps_the_running_config(
 ) -> None:
     """The reload fails with the reason; the old probe keeps running and keeps its series."""
     damage, reason = CASES[case]
-    url = await serve_app(app_of(("/health", health)))
-    path = tmp_path / "probes.toml"
-    path.write_text(config_text(tmp_path, url))
+    _, path = await healthy_setup(tmp_path, serve_app)
     running = digest(path.read_bytes())
     async with live_daemon(path) as (daemon, task, base):
         damage(path)
@@ -184,9 +190,7 @@ async def test_status_names_the_running_config_and_follows_a_good_reload(
     tmp_path: Path, serve_app: ServeApp
 ) -> None:
     """The status names the loaded file's path, hash and load time; a good reload moves them."""
-    url = await serve_app(app_of(("/health", health)))
-    path = tmp_path / "probes.toml"
-    path.write_text(config_text(tmp_path, url))
+    url, path = await healthy_setup(tmp_path, serve_app)
     started = digest(path.read_bytes())
     async with live_daemon(path) as (daemon, _, base):
         first = await status_config(base)
@@ -219,9 +223,7 @@ async def test_a_failed_reload_shows_the_running_and_the_failing_file(
 ) -> None:
     """After a bad reload the status keeps the running hash, names the file's and its first
     problems, and the page warns; the next good reload clears the warning."""
-    url = await serve_app(app_of(("/health", health)))
-    path = tmp_path / "probes.toml"
-    path.write_text(config_text(tmp_path, url))
+    url, path = await healthy_setup(tmp_path, serve_app)
     running = digest(path.read_bytes())
     async with live_daemon(path) as (daemon, _, base):
         path.write_text(many_problems(tmp_path, url))
@@ -260,9 +262,7 @@ async def test_reloads_are_listed_in_the_status_history(
     tmp_path: Path, serve_app: ServeApp
 ) -> None:
     """A failed then a good reload appear in ``/api/v1/status``'s history, newest first."""
-    url = await serve_app(app_of(("/health", health)))
-    path = tmp_path / "probes.toml"
-    path.write_text(config_text(tmp_path, url))
+    url, path = await healthy_setup(tmp_path, serve_app)
     async with live_daemon(path) as (daemon, _, base):
         path.write_text(many_problems(tmp_path, url))
         _, message = await daemon.reload()
@@ -281,9 +281,7 @@ async def test_reloads_are_listed_in_the_status_history(
 
 async def test_removing_every_probe_needs_the_flag(tmp_path: Path, serve_app: ServeApp) -> None:
     """With allow_no_probes = true an empty probe list is applied; the series go away."""
-    url = await serve_app(app_of(("/health", health)))
-    path = tmp_path / "probes.toml"
-    path.write_text(config_text(tmp_path, url))
+    url, path = await healthy_setup(tmp_path, serve_app)
     async with live_daemon(path) as (daemon, task, base):
         text = config_text(tmp_path, url, "allow_no_probes = true")
         path.write_text(text[: text.index("[[probes]]")])
@@ -297,9 +295,7 @@ async def test_a_large_valid_config_is_parsed_off_the_loop(
     tmp_path: Path, serve_app: ServeApp
 ) -> None:
     """Reading and parsing a 3 MiB config does not stall scrapes beyond 100 ms."""
-    url = await serve_app(app_of(("/health", health)))
-    path = tmp_path / "probes.toml"
-    path.write_text(config_text(tmp_path, url))
+    url, path = await healthy_setup(tmp_path, serve_app)
     async with live_daemon(path) as (daemon, task, base):
         filler = "".join(f'k{i} = "{"v" * 40}"\n' for i in range(70_000))
         path.write_text(config_text(tmp_path, url) + "\n[filler]\n" + filler)
@@ -320,9 +316,7 @@ async def test_sighup_during_start_up_is_queued_not_fatal(
     statement), long before the daemon is ready; the interpreter's own start before
     that is the one moment no Python program can cover.
     """
-    url = await serve_app(app_of(("/health", health)))
-    path = tmp_path / "probes.toml"
-    path.write_text(config_text(tmp_path, url))
+    _, path = await healthy_setup(tmp_path, serve_app)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "probed", "run", "-c", str(path), "--log-format", "json",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
