@@ -184,6 +184,7 @@ class Daemon:
         self.registry = build_registry(self.store, self.info)
         self.evaluator = Evaluator(config, self.store)
         self.info.maintenance = self.evaluator.maintenance
+        self.info.exclusions = self.evaluator.exclusions
         self.pusher = AlertPusher(config.alerting, location=config.daemon.location)
         self.info.alerts_sent = self.pusher.sent
         self.info.alerts_failed = self.pusher.failed

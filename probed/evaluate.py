@@ -29,6 +29,7 @@ from probed.probes.base import ProbeRun, Reason
 from probed.recommend import RecommendationEngine, Transition
 from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
 from probed.slo import SloEvaluator
+from probed.sloexclusions import Exclusions, Why
 from probed.status import compute_components, default_components
 from probed.store import ProbeState, ResultStore, StreamStats
 
@@ -56,6 +57,8 @@ class Evaluator:
         self.slo = SloEvaluator(config.slos, rates=run_rates(config))
         self.engine = RecommendationEngine(config.recommend, config.playbooks)
         self.maintenance = Maintenance.from_config(config)
+        self.exclusions = Exclusions(config.slos)
+        """What the SLOs left out (``probed_slo_excluded_events_total``)."""
         self._targets = _targets_of(config)
         self.latest: Evaluation | None = None
         self.history = History()
@@ -72,20 +75,31 @@ class Evaluator:
         Not one that judged probed itself (``prober_overloaded``), nor one during a
         maintenance window over the probe or its target. The persister's replay asks too.
         """
+        return self._left_out(probe, reason, at) is None
+
+    def _left_out(self, probe: str, reason: str | None, at: float) -> Why | None:
         if reason == Reason.PROBER_OVERLOADED.value:
-            return False
-        return self.maintenance.covers(probe, self._targets.get(probe, ""), at) is None
+            return "prober_overloaded"
+        if self.maintenance.covers(probe, self._targets.get(probe, ""), at) is not None:
+            return "maintenance"
+        return None
 
     def record_run(self, run: ProbeRun) -> None:
-        """Feed one finished run to the SLO evaluator (if ``counts_for_slo``)."""
+        """Feed one finished run to the SLO evaluator, or count it as left out."""
         reason = None if run.result.reason is None else run.result.reason.value
-        if self.counts_for_slo(run.probe, reason, run.started_at):
+        why = self._left_out(run.probe, reason, run.started_at)
+        if why is None:
             self.slo.record_run(run.probe, run.success, run.duration, run.started_at)
+        else:
+            self.exclusions.run(run.probe, run.success, run.duration, why)
 
     def record_lag(self, stream: str, lag: float, wall: float) -> None:
-        """Feed one timed stream event to the SLO evaluator (if ``counts_for_slo``)."""
-        if self.counts_for_slo(stream, None, wall):
+        """Feed one timed stream event to the SLO evaluator, or count it as left out."""
+        why = self._left_out(stream, None, wall)
+        if why is None:
             self.slo.record_lag(stream, lag, wall)
+        else:
+            self.exclusions.lag(stream, lag, why)
 
     def apply(self, config: Config) -> None:
         """Reload: keep SLO buckets and recommendation states that still apply."""
@@ -93,6 +107,7 @@ class Evaluator:
         self.maintenance.configure(windows_of(config))
         self._targets = _targets_of(config)
         self.slo.apply(config.slos, run_rates(config))
+        self.exclusions.configure(config.slos)
         self.engine.apply(config.recommend, config.playbooks)
 
     # -- signals ------------------------------------------------------------------------

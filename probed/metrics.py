@@ -1,10 +1,9 @@
 """Metric names and the custom Collector that builds them from the result store.
 
-The collector reads the store on every scrape, so a probe removed by a reload
-simply disappears from ``/metrics``. Nothing is registered on the global
-registry, and no ``_created`` series are produced (metric families are built
-without a created timestamp). Labels are bounded: probe names come from the
-config, reasons and results from fixed sets, phases from a fixed list.
+The collector reads the store on every scrape, so a probe removed by a reload simply
+disappears from ``/metrics``. Nothing is registered on the global registry, and no
+``_created`` series are produced (families are built without a created timestamp).
+Labels are bounded: probe and SLO names come from the config, the rest from fixed sets.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from probed import __version__, clock
 from probed.maintenance import Maintenance, active_family
 from probed.recommend import SCENARIOS
 from probed.signals import ComponentState, Evaluation, RecommendationState
+from probed.sloexclusions import Exclusions
 from probed.statehealth import REASONS, StateHealth
 from probed.store import Histogram, ProbeState, ResultStore, StreamStats
 
@@ -83,6 +83,7 @@ class DaemonInfo:
     server: ServerStats = field(default_factory=ServerStats)
     maintenance: Maintenance | None = None
     """The daemon's maintenance windows (``probed_maintenance_active``); shared, not copied."""
+    exclusions: Exclusions = field(default_factory=Exclusions)
 
 
 def _histogram(
@@ -158,6 +159,7 @@ class ProbedCollector(Collector):
         )
         info.state = self._info.state.copy()
         info.server = self._info.server.copy()
+        info.exclusions = self._info.exclusions.copy()
         store = self._store
         return ProbedCollector(store if isinstance(store, _StoreView) else _StoreView(store), info)
 
@@ -285,6 +287,7 @@ class ProbedCollector(Collector):
             (st.name, st.target) for st in store.streams.values()
         ]
         yield active_family(self._info.maintenance, named, clock.wall())
+        yield self._info.exclusions.family()
 
         yield _histogram(
             "probed_scheduler_lag_seconds",

@@ -16,8 +16,11 @@ Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
   delivery_lag  1 - events within ``threshold`` / all timed events of ``stream``
   ============  ====================================================================
 
-  A window without any run or event has no sample (the denominator is filtered
-  with ``> 0``), never ``NaN``;
+  Runs and events probed left out of the SLO (a maintenance window, an overloaded
+  prober: ``probed_slo_excluded_events_total``) are subtracted from both the bad (or
+  good) and the total events, as probed's own SLO evaluator leaves them out. A window
+  without any counted run or event has no sample (the denominator is filtered with
+  ``> 1e-9``), never ``NaN``;
 
 - the multi-window, multi-burn-rate alerts of the Google SRE workbook (chapter 5,
   table 5-8), one rule per window pair, all named ``SloErrorBudgetBurn`` and
@@ -53,11 +56,8 @@ Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
   checks they enter and clear within one evaluation interval.
 
 Alerts with a ``probe`` (or ``stream``) label are silent while
-``probed_maintenance_active`` says the probe is under a maintenance window. The
-SLO burn alerts have no probe label (their ratios sum every probe): probed
-leaves runs under maintenance out of its own SLO evaluator, but Prometheus
-counts them, so plan maintenance outside a tight budget or silence the burn in
-Alertmanager for the window.
+``probed_maintenance_active`` says the probe is under a maintenance window; the
+SLO ratios, and so the burn alerts, leave its runs out (above).
 
 A last group ``probed`` holds the alerts that are not derived from SLOs: a
 stream with fewer connections than subscribers and reflect lag p95 above 3 s
@@ -205,13 +205,34 @@ def _sum_rate(metric: str, matchers: str, window: str) -> str:
     return f"sum(rate({metric}{{{matchers}}}[{window}]))"
 
 
+_EXCLUDED = "probed_slo_excluded_events_total"
+_NO_TRAFFIC = "1e-9"
+"""Events per second under which a window has no traffic (the subtraction's float residue)."""
+
+
+def _minus_excluded(
+    events: str, slo: SloConfig, outcome: str | None, window: str, indent: str
+) -> str:
+    """``events`` less the SLO's events probed left out (``probed.sloexclusions``)."""
+    only = "" if outcome is None else f',outcome="{outcome}"'
+    excluded = _sum_rate(_EXCLUDED, f'slo="{slo.name}"{only}', window)
+    return f"{indent}{events}\n{indent}- ({excluded} or vector(0))\n"
+
+
 def error_ratio_expr(slo: SloConfig, window: str) -> str:
-    """PromQL of the SLO's error ratio (bad / total events) over ``window``."""
+    """PromQL of the SLO's error ratio (bad / total events) over ``window``.
+
+    Runs and events probed left out of the SLO (maintenance windows, an overloaded
+    prober) are subtracted from both the bad (or good) and the total events.
+    """
     if slo.sli == "availability":
         sel = _probe_matcher(slo.probes)
         bad = _sum_rate("probed_probe_runs_total", f'{sel},result="failure"', window)
         total = _sum_rate("probed_probe_runs_total", sel, window)
-        return f"{bad}\n/\n({total} > 0)\n"
+        return (
+            f"(\n{_minus_excluded(bad, slo, 'bad', window, '  ')})\n/\n"
+            f"((\n{_minus_excluded(total, slo, None, window, '  ')}) > {_NO_TRAFFIC})\n"
+        )
     assert slo.threshold is not None  # SloConfig requires it for latency and delivery_lag
     if slo.sli == "latency":
         metric, sel = "probed_probe_duration_seconds", _probe_matcher(slo.probes)
@@ -219,7 +240,10 @@ def error_ratio_expr(slo: SloConfig, window: str) -> str:
         metric, sel = "probed_delivery_lag_seconds", f'stream="{slo.stream}"'
     good = _sum_rate(f"{metric}_bucket", f'{sel},le="{le_label(slo.threshold)}"', window)
     total = _sum_rate(f"{metric}_count", sel, window)
-    return f"1 - (\n  {good}\n  /\n  ({total} > 0)\n)\n"
+    return (
+        f"1 - (\n  (\n{_minus_excluded(good, slo, 'good', window, '    ')}  )\n  /\n"
+        f"  ((\n{_minus_excluded(total, slo, None, window, '    ')}  ) > {_NO_TRAFFIC})\n)\n"
+    )
 
 
 def _bad_events(slo: SloConfig) -> str:

@@ -106,7 +106,22 @@ async def test_a_failing_target_under_maintenance_raises_nothing(
     assert ["probe elsewhere failure_ratio"] == [s for s in evidence if s.startswith("probe ")]
     assert "elsewhere" in slo_probes
     assert "health" not in slo_probes
-    assert sample(text, "probed_probe_runs_total", probe="health", result="failure") >= 3
+    health_failures = sample(text, "probed_probe_runs_total", probe="health", result="failure")
+    assert health_failures >= 3
+    # the generated rules subtract what the SLO left out: exactly health's runs, all bad
+    excluded = {
+        (outcome, why): sample(
+            text, "probed_slo_excluded_events_total", slo="availability", outcome=outcome, why=why
+        )
+        for outcome in ("good", "bad")
+        for why in ("maintenance", "prober_overloaded")
+    }
+    assert {
+        ("good", "maintenance"): 0.0,
+        ("bad", "maintenance"): health_failures,
+        ("good", "prober_overloaded"): 0.0,
+        ("bad", "prober_overloaded"): 0.0,
+    } == excluded
     assert 1.0 == sample(text, "probed_maintenance_active", probe="health")
     assert 0.0 == sample(text, "probed_maintenance_active", probe="elsewhere")
     until = datetime(2098, 12, 31, 23, tzinfo=UTC).timestamp()

@@ -266,25 +266,47 @@ def test_burn_rate_thresholds_multiply_the_error_budget(all_kinds_config: Config
 
 
 def test_error_ratio_expressions_per_sli_kind(all_kinds_config: Config) -> None:
-    """Availability counts failed runs; latency and lag read the threshold's le bucket."""
+    """Availability counts failed runs; latency and lag read the threshold's le bucket.
+
+    What probed left out of the SLO is subtracted from the bad (or good) and the total events.
+    """
     availability, latency, lag = all_kinds_config.slos
+    excluded = "probed_slo_excluded_events_total"
     assert (
-        'sum(rate(probed_probe_runs_total{probe=~"health|readiness",result="failure"}[5m]))\n'
+        "(\n"
+        '  sum(rate(probed_probe_runs_total{probe=~"health|readiness",result="failure"}[5m]))\n'
+        f'  - (sum(rate({excluded}{{slo="api_availability",outcome="bad"}}[5m])) or vector(0))\n'
+        ")\n"
         "/\n"
-        '(sum(rate(probed_probe_runs_total{probe=~"health|readiness"}[5m])) > 0)\n'
+        "((\n"
+        '  sum(rate(probed_probe_runs_total{probe=~"health|readiness"}[5m]))\n'
+        f'  - (sum(rate({excluded}{{slo="api_availability"}}[5m])) or vector(0))\n'
+        ") > 1e-9)\n"
     ) == error_ratio_expr(availability, "5m")
     assert (
         "1 - (\n"
-        '  sum(rate(probed_probe_duration_seconds_bucket{probe="health",le="0.25"}[1h]))\n'
+        "  (\n"
+        '    sum(rate(probed_probe_duration_seconds_bucket{probe="health",le="0.25"}[1h]))\n'
+        f'    - (sum(rate({excluded}{{slo="{latency.name}",outcome="good"}}[1h])) or vector(0))\n'
+        "  )\n"
         "  /\n"
-        '  (sum(rate(probed_probe_duration_seconds_count{probe="health"}[1h])) > 0)\n'
+        "  ((\n"
+        '    sum(rate(probed_probe_duration_seconds_count{probe="health"}[1h]))\n'
+        f'    - (sum(rate({excluded}{{slo="{latency.name}"}}[1h])) or vector(0))\n'
+        "  ) > 1e-9)\n"
         ")\n"
     ) == error_ratio_expr(latency, "1h")
     assert (
         "1 - (\n"
-        '  sum(rate(probed_delivery_lag_seconds_bucket{stream="events",le="1.5"}[3d]))\n'
+        "  (\n"
+        '    sum(rate(probed_delivery_lag_seconds_bucket{stream="events",le="1.5"}[3d]))\n'
+        f'    - (sum(rate({excluded}{{slo="{lag.name}",outcome="good"}}[3d])) or vector(0))\n'
+        "  )\n"
         "  /\n"
-        '  (sum(rate(probed_delivery_lag_seconds_count{stream="events"}[3d])) > 0)\n'
+        "  ((\n"
+        '    sum(rate(probed_delivery_lag_seconds_count{stream="events"}[3d]))\n'
+        f'    - (sum(rate({excluded}{{slo="{lag.name}"}}[3d])) or vector(0))\n'
+        "  ) > 1e-9)\n"
         ")\n"
     ) == error_ratio_expr(lag, "3d")
 
