@@ -76,12 +76,14 @@ normalises them on ingestion.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
 from probed.config import SLO_WINDOWS, Config, SloConfig, format_duration
+from probed.playbooks import merge
 from probed.signals import ROUTING, ROUTING_LABEL, Routing, Severity
 
 __all__ = [
@@ -358,7 +360,18 @@ _UNDER_MAINTENANCE = "unless on(probe) probed_maintenance_active == 1\n"
 """Leaves out the probes probed reports under a maintenance window."""
 
 
+def _by_scenario(text: Mapping[str, str], otherwise: str) -> str:
+    """A Go template: ``text`` of the alert's ``scenario`` label, else ``otherwise``."""
+    if not text:
+        return otherwise
+    branches = [f'if eq $labels.scenario "{s}" }}}}{_literal(t)}' for s, t in sorted(text.items())]
+    tail = f"{{{{ else }}}}{otherwise}" if otherwise else ""
+    return "{{ " + "{{ else ".join(branches) + tail + "{{ end }}"
+
+
 def _probed_group(config: Config) -> dict[str, Any]:
+    playbooks = merge(config.playbooks)
+
     def runbook(alert: str) -> str:
         return _runbook(config, RUNBOOK_ANCHORS[alert])
 
@@ -450,13 +463,18 @@ def _probed_group(config: Config) -> dict[str, Any]:
                 ROUTING_LABEL: _routing_template(),
             },
             "annotations": {
-                "summary": "Degraded mode recommended: {{ $labels.scenario }}",
+                "summary": "Degraded mode recommended: {{ $labels.scenario }} ("
+                + _by_scenario({s: pb.title for s, pb in playbooks.items()}, "")
+                + ")",
                 "description": (
                     "probed {{ $labels.instance }} recommends the {{ $labels.scenario }} "
                     "degraded-mode playbook ({{ $labels.severity }}); its status page and "
                     "/api/v1/recommendations show the evidence and the steps."
                 ),
-                "runbook_url": _runbook(config, "{{ $labels.scenario }}"),
+                "runbook_url": _by_scenario(
+                    {s: pb.runbook_url for s, pb in playbooks.items() if pb.runbook_url},
+                    _runbook(config, "{{ $labels.scenario }}"),
+                ),
             },
         },
     ]

@@ -382,6 +382,86 @@ def test_probe_alerts_are_silent_under_maintenance(all_kinds_config: Config) -> 
     assert rules["ReflectLatencyP95High"]["expr"].endswith(unless)
 
 
+def test_degraded_mode_alert_uses_the_playbooks_title_and_runbook(tmp_path: Path) -> None:
+    """A product's own playbook names the alert and links its runbook; others keep the base."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        ALL_KINDS_TOML
+        + """
+[[playbooks]]
+scenario = "login_degraded"
+title = "Shop sign-in slow"
+actions = ["Drain the slow sign-in replica."]
+runbook_url = "https://wiki.shop.example/runbooks/login"
+"""
+    )
+    rules = tmp_path / "rules.yml"
+    rules.write_text(render_rules(load_config(path)))
+    case = tmp_path / "case.test.yml"
+    instance = 'instance="a:10115",job="probed"'
+
+    def firing(scenario: str, severity: str, summary: str, url: str) -> dict[str, Any]:
+        return {
+            "exp_labels": {"severity": severity, "routing": "page", "scenario": scenario,
+                           "instance": "a:10115", "job": "probed"},
+            "exp_annotations": {
+                "summary": summary,
+                "description": (
+                    f"probed a:10115 recommends the {scenario} degraded-mode playbook "
+                    f"({severity}); its status page and /api/v1/recommendations show the "
+                    "evidence and the steps."
+                ),
+                "runbook_url": url,
+            },
+        }  # fmt: skip
+
+    case.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {
+                                "series": f'probed_recommendation_active{{scenario="{sc}",'
+                                f'severity="{sev}",{instance}}}',
+                                "values": "1x5",
+                            }
+                            for sc, sev in (("login_degraded", "Sev-2"), ("fast_burn", "Sev-1"))
+                        ],
+                        "alert_rule_test": [
+                            {
+                                "eval_time": "2m",
+                                "alertname": "DegradedModeRecommended",
+                                "exp_alerts": [
+                                    firing(
+                                        "fast_burn",
+                                        "Sev-1",
+                                        "Degraded mode recommended: fast_burn (Error budget "
+                                        "burning fast)",
+                                        "https://runbooks.example/probed#fast_burn",
+                                    ),
+                                    firing(
+                                        "login_degraded",
+                                        "Sev-2",
+                                        "Degraded mode recommended: login_degraded (Shop "
+                                        "sign-in slow)",
+                                        "https://wiki.shop.example/runbooks/login",
+                                    ),
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = run_promtool("test", "rules", str(case))
+    assert 0 == result.returncode, result.stdout + result.stderr
+
+
 # -- the Grafana dashboard ----------------------------------------------------------------------
 
 #: Concrete values for every Grafana variable the dashboard's queries may use.
