@@ -110,6 +110,8 @@ class Maintenance:
     def __init__(self, configured: Iterable[MaintenanceWindow] = ()) -> None:
         self.configured: list[MaintenanceWindow] = list(configured)
         self.ad_hoc: list[MaintenanceWindow] = []
+        self.revision = 0
+        """Counts changes of the ad hoc windows (the persister saves them when it moves)."""
 
     @classmethod
     def from_config(cls, config: Config) -> Maintenance:
@@ -124,6 +126,34 @@ class Maintenance:
         """Add an ad hoc window, dropping the ad hoc windows ended by ``now``."""
         self.ad_hoc = [w for w in self.ad_hoc if w.end > now]
         self.ad_hoc.append(window)
+        self.revision += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ad hoc windows, for the state file (configured ones come from the config)."""
+        return {"version": 1, "ad_hoc": [w.to_json() for w in self.ad_hoc]}
+
+    def restore(self, data: object, now: float) -> list[str]:
+        """Take back the ad hoc windows of ``snapshot()`` not ended by ``now``; the problems."""
+        if not isinstance(data, dict) or data.get("version") != 1:
+            return ["maintenance: unknown snapshot format; ad hoc windows not restored"]
+        problems: list[str] = []
+        windows: list[MaintenanceWindow] = []
+        for item in data.get("ad_hoc", ()):
+            try:
+                window = MaintenanceWindow(
+                    start=float(item["start"]),
+                    end=float(item["end"]),
+                    targets=frozenset(str(t) for t in item["targets"]),
+                    probes=frozenset(str(p) for p in item["probes"]),
+                    reason=str(item.get("reason", "")),
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                problems.append(f"maintenance: a saved ad hoc window is unreadable ({exc!r})")
+                continue
+            if window.end > now:
+                windows.append(window)
+        self.ad_hoc = windows
+        return problems
 
     @property
     def windows(self) -> list[MaintenanceWindow]:

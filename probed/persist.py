@@ -180,6 +180,7 @@ class Persister:
         self._bounds_of: object = None
         self._saved_recommendations: dict[str, Any] | None = None
         self._saved_history: int | None = None
+        self._saved_maintenance: int | None = None
         """``History.revision`` last written (None: write it at the next flush)."""
         self._slo_due = True
         self._lock = asyncio.Lock()
@@ -275,6 +276,9 @@ class Persister:
                 history = self._evaluator.history
                 revision = history.revision
                 history_changed = recommendations or revision != self._saved_history
+                windows = self._evaluator.maintenance
+                windows_revision = windows.revision
+                windows_changed = recommendations or windows_revision != self._saved_maintenance
                 lags = [
                     LagSample(stream, float(second), agg[1], int(agg[0]))
                     for (stream, second, _), agg in lag_keys.items()
@@ -286,6 +290,7 @@ class Persister:
                     slo=slo_snapshot,
                     recommendations=rec if rec_changed else None,
                     history=history.snapshot() if history_changed else None,
+                    maintenance=windows.snapshot() if windows_changed else None,
                 )
             except Exception as exc:
                 self._requeue(results, lag_keys)
@@ -296,7 +301,9 @@ class Persister:
                     await asyncio.to_thread(self.state.reset, "corrupt", str(exc))
                     self.health.in_memory = self.state.fallback
                     self._slo_due = True  # the fresh file needs the buckets at once
-                    self._saved_recommendations = self._saved_history = None
+                    self._saved_recommendations = self._saved_history = self._saved_maintenance = (
+                        None
+                    )
                 return False
             if not self.state.fallback:
                 self.health.succeeded()
@@ -305,6 +312,8 @@ class Persister:
                 self._saved_recommendations = rec
             if history_changed:
                 self._saved_history = revision
+            if windows_changed:
+                self._saved_maintenance = windows_revision
             if slo:
                 self._slo_due = False
                 _log.debug(
@@ -330,7 +339,7 @@ class Persister:
         self._requeue(sorted(runs, key=lambda run: run.started_at), {})
         held.close()
         self._slo_due = True  # the SLO buckets count the held runs: write them at once
-        self._saved_recommendations = self._saved_history = None
+        self._saved_recommendations = self._saved_history = self._saved_maintenance = None
 
     def _back_off(self) -> None:
         """Leave a failing state directory alone for longer each time, up to ``retry_max``."""
@@ -373,6 +382,8 @@ class Persister:
             "path": None if self.state.path is None else str(self.state.path)
         }
         steps = (
+            # ad hoc windows first: the SLO replay leaves out what they cover
+            ("maintenance windows", self._restore_maintenance),
             ("SLO state", self._restore_slo),
             ("recommendation state", self._restore_recommendations),
             ("results ring", self._restore_ring),
@@ -430,6 +441,14 @@ class Persister:
         problems = [] if data is None else history.restore(data)
         self._saved_history = history.revision if data is not None else None
         summary["history"] = len(history.latest())
+        return problems
+
+    def _restore_maintenance(self, now: float, summary: dict[str, Any]) -> list[str]:
+        windows = self._evaluator.maintenance
+        data = self.state.load_maintenance()
+        problems = [] if data is None else windows.restore(data, now)
+        self._saved_maintenance = windows.revision if data is not None else None
+        summary["maintenance_windows"] = len(windows.ad_hoc)
         return problems
 
     def _restore_ring(self, now: float, summary: dict[str, Any]) -> list[str]:

@@ -95,6 +95,7 @@ _TABLES = frozenset({"schema_version", "snapshots", "snapshot_blobs", "results",
 SLO_SNAPSHOT = "slo"
 RECOMMENDATIONS_SNAPSHOT = "recommendations"
 HISTORY_SNAPSHOT = "history"
+MAINTENANCE_SNAPSHOT = "maintenance"
 
 #: SQLite result codes that say the file itself is bad (move it aside); others are the
 #: environment's fault (locked, read-only, disk full) and must not cost the state.

@@ -31,6 +31,7 @@ import structlog
 from probed import clock
 from probed.statefile import (
     HISTORY_SNAPSHOT,
+    MAINTENANCE_SNAPSHOT,
     RECOMMENDATIONS_SNAPSHOT,
     SLO_SNAPSHOT,
     STATE_FILE,
@@ -187,6 +188,7 @@ class StateStore:
         slo: Mapping[str, Any] | None = None,
         recommendations: Mapping[str, Any] | None = None,
         history: Mapping[str, Any] | None = None,
+        maintenance: Mapping[str, Any] | None = None,
         now: float | None = None,
     ) -> None:
         """Write everything given in one transaction, in this order.
@@ -198,8 +200,15 @@ class StateStore:
         """
         saved_at = clock.wall() if now is None else now
         slo_payload = pack_snapshot(slo) if slo is not None else None
-        rec_text = None if recommendations is None else dumps(recommendations)
-        history_text = None if history is None else dumps(history)
+        texts = {
+            name: dumps(data)
+            for name, data in (
+                (RECOMMENDATIONS_SNAPSHOT, recommendations),
+                (HISTORY_SNAPSHOT, history),
+                (MAINTENANCE_SNAPSHOT, maintenance),
+            )
+            if data is not None
+        }
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -212,15 +221,10 @@ class StateStore:
                     )
                 if slo_payload is not None:
                     self._write_slo(conn, *slo_payload, saved_at)
-                if rec_text is not None:
+                for name, text in texts.items():
                     conn.execute(
                         "INSERT OR REPLACE INTO snapshots VALUES (?, ?, 0, 0, ?)",
-                        (RECOMMENDATIONS_SNAPSHOT, saved_at, rec_text),
-                    )
-                if history_text is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO snapshots VALUES (?, ?, 0, 0, ?)",
-                        (HISTORY_SNAPSHOT, saved_at, history_text),
+                        (name, saved_at, text),
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -329,6 +333,10 @@ class StateStore:
     def load_history(self) -> Any:
         """The latest ``History.snapshot()`` saved (whatever JSON it holds), or None."""
         return self._load_json(HISTORY_SNAPSHOT)
+
+    def load_maintenance(self) -> Any:
+        """The latest ``Maintenance.snapshot()`` saved (whatever JSON it holds), or None."""
+        return self._load_json(MAINTENANCE_SNAPSHOT)
 
     def _load_json(self, name: str) -> Any:
         """The JSON of snapshot ``name``; None if there is none or it cannot be read."""

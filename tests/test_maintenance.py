@@ -294,3 +294,31 @@ def test_a_bad_ad_hoc_request_is_refused(body: object, message: str) -> None:
     """Each malformed request is refused with a message naming what is wrong."""
     with pytest.raises(ValueError, match=re.escape(message)):
         _request(body)
+
+
+def test_ad_hoc_windows_round_trip_and_expired_ones_are_dropped() -> None:
+    """``restore(snapshot())`` keeps the open and upcoming ad hoc windows, not the ended ones."""
+    source = Maintenance()
+    ended = MaintenanceWindow(0.0, 50.0, frozenset(), frozenset({"login"}), "old")
+    open_ = MaintenanceWindow(90.0, 200.0, frozenset({"app"}), frozenset(), "deploy")
+    source.ad_hoc = [ended, open_]
+    revision = source.revision
+    source.add(MaintenanceWindow(300.0, 400.0, frozenset(), frozenset({"feed"}), "later"), 0.0)
+    assert revision + 1 == source.revision
+    restored = Maintenance()
+    assert [] == restored.restore(source.snapshot(), now=100.0)
+    assert ["deploy", "later"] == [w.reason for w in restored.ad_hoc]
+    assert open_ == restored.ad_hoc[0]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [None, [], {"version": 2}, {"version": 1, "ad_hoc": [{"start": "x"}]}],
+)
+def test_an_unreadable_maintenance_snapshot_is_a_problem_not_a_crash(data: object) -> None:
+    """Bad saved data names what was not restored; no window comes from it."""
+    windows = Maintenance()
+    problems = windows.restore(data, now=0.0)
+    assert 1 == len(problems)
+    assert problems[0].startswith("maintenance: ")
+    assert [] == windows.ad_hoc

@@ -156,3 +156,21 @@ async def test_probed_silence_opens_a_window_on_a_live_daemon(
         p["probe"]: p.get("maintenance_until") for p in doc["probes"]
     }
     assert [("deploy", True)] == [(w["reason"], w["active"]) for w in doc["maintenance"]]
+
+
+async def test_an_ad_hoc_window_survives_a_restart(tmp_path: Path, serve_app: ServeApp) -> None:
+    """A silence opened through the API is still in force after the daemon restarts."""
+    app_url = await serve_app(app_of(("/health", health)))
+    path = write_config(tmp_path, app_url, app_url)
+    path.write_text(path.read_text().split("[[maintenance]]")[0])
+    silence = ("silence", "--for", "30m", "--reason", "deploy", "--probe", "elsewhere")
+    async with live_daemon(path) as (daemon, _, base):
+        assert 0 == await asyncio.to_thread(main, [*silence[:1], "--url", base, *silence[1:]])
+        opened = daemon.evaluator.maintenance.ad_hoc
+    async with live_daemon(path) as (daemon, _, base):
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/api/v1/status") as resp:
+            doc = await resp.json()
+        kept = daemon.evaluator.maintenance.ad_hoc
+    assert 1 == len(opened)
+    assert opened == kept
+    assert [("deploy", True)] == [(w["reason"], w["active"]) for w in doc["maintenance"]]
