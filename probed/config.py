@@ -506,6 +506,8 @@ class SseStream(_Named):
     subscribers: int = Field(default=1, ge=1, le=1000)
     connect_timeout: Duration = 10.0
     idle_timeout: Duration = 30.0
+    event_timeout: Duration | None = 300.0
+    """No event (comments and pings do not count) for this long: reason ``no_events``."""
     reconnect_initial: Duration = 0.5
     reconnect_max: Duration = 30.0
     retry_max: Duration = 300.0
@@ -531,6 +533,11 @@ class SseStream(_Named):
     @classmethod
     def _check_path(cls, value: str | None) -> str | None:
         return None if value is None else _check_abs_path(value)
+
+    @field_validator("event_timeout", mode="before")
+    @classmethod
+    def _event_timeout_off(cls, value: object) -> object:
+        return None if value == "off" else value
 
 
 _REFLECT_TEMPLATE = (

@@ -147,6 +147,7 @@ class Evaluator:
             events=lags.count(now),
             lag_p95=lags.quantile(0.95, now),
             lost=max(0, lost),
+            silent_for=st.silent_for(time.monotonic()),
         )
 
     def signals(self, now: float) -> Signals:

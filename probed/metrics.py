@@ -167,6 +167,7 @@ class ProbedCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         store = self._store
         states = list(store)
+        store_now = store.now if isinstance(store, _StoreView) else time.monotonic()
 
         success = GaugeMetricFamily(
             "probe_success", "Whether the last run of the probe succeeded (1) or not (0).",
@@ -273,15 +274,15 @@ class ProbedCollector(Collector):
         histograms.append(reflect)
 
         for stream in store.streams.values():
-            # a stream watcher is "succeeding" while all its connections are up
-            success.add_metric([stream.name], 1 if stream.connected >= stream.subscribers else 0)
+            # a stream watcher is "succeeding" while all its connections are up and events
+            # keep coming (pings alone deliver nothing)
+            up = stream.connected >= stream.subscribers and not stream.silent_for(store_now)
+            success.add_metric([stream.name], 1 if up else 0)
             info.add_metric([stream.name, "sse", stream.target], 1)
         yield from (success, duration, status, phases, info, last_run, last_ok)
         yield from (runs, failures, skipped, limited, retry_after)
         yield from histograms
-        yield from stream_families(
-            store.streams, store.now if isinstance(store, _StoreView) else time.monotonic()
-        )
+        yield from stream_families(store.streams, store_now)
         yield from _evaluation_families(self._info)
         yield from _server_families(self._info.server)
         named = [(st.name, st.target) for st in states] + [

@@ -135,6 +135,13 @@ def _assess_sse(signals: Signals, cfg: RecommendConfig) -> _Assessment:
         down = s.disconnected_for
         signal = f"stream {s.name} disconnected_for"
         detail = f"target {s.target}; {s.events} events, {s.lost} lost in the window"
+        if s.silent_for > 0 and not down:
+            # connected (or pinging) but delivering nothing: as dark as a closed stream
+            down, signal = s.silent_for, f"stream {s.name} no_event_for"
+            if down >= cfg.stream_down_after:
+                text = f"stream {s.name!r} has had no event for {_secs(down)} (pings only)"
+                facts.append(_Fact(signal, down, cfg.stream_down_after, _Level.ENTER, text, detail))
+                continue
         if down >= cfg.stream_down_after:
             facts.append(
                 _Fact(
@@ -176,7 +183,7 @@ def _assess_sse(signals: Signals, cfg: RecommendConfig) -> _Assessment:
     qualified = [p for p in reflect if p.runs >= cfg.min_runs]
     dark = (
         bool(streams)
-        and all(s.disconnected_for >= cfg.stream_down_after for s in streams)
+        and all(max(s.disconnected_for, s.silent_for) >= cfg.stream_down_after for s in streams)
         and bool(qualified)
         and all(p.failures >= p.runs for p in qualified)
     )

@@ -120,6 +120,9 @@ class StreamSignal:
     """95th percentile delivery lag within the window (None without timed events)."""
     lost: int
     """Events counted lost within the window."""
+    silent_for: float = 0.0
+    """Seconds without any event once that reached the stream's ``event_timeout`` (0 before):
+    connected or not, the stream delivers nothing (comments and pings do not count)."""
 
 
 @dataclass(frozen=True, slots=True)

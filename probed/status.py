@@ -88,6 +88,7 @@ import hashlib
 import html
 import math
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -192,7 +193,9 @@ def _probe_view(sig: ProbeSignal) -> tuple[bool, bool, float | None] | None:
 
 
 def _stream_view(sig: StreamSignal, now: float) -> tuple[bool, bool, float | None]:
-    """(failing, degraded, healthy at) of a stream watcher."""
+    """(failing, degraded, healthy at) of a stream watcher; one delivering no event fails."""
+    if sig.silent_for > 0:
+        return (True, False, now - sig.silent_for)
     if sig.connected:
         return (False, False, now)
     return (True, False, now - sig.disconnected_for if sig.disconnected_for > 0 else None)
@@ -390,6 +393,7 @@ def _lag_series(stats: StreamStats, now: float) -> list[dict[str, float | None]]
 
 def _stream_doc(stats: StreamStats, now: float) -> dict[str, Any]:
     lag = stats.delivery_lag
+    mono = time.monotonic()
     return {
         "stream": stats.name,
         "target": stats.target,
@@ -405,6 +409,10 @@ def _stream_doc(stats: StreamStats, now: float) -> dict[str, Any]:
         "reconnects": sum(stats.reconnects.values()),
         "reconnect_reasons": dict(stats.reconnects),
         "clock_offset_seconds": _finite(stats.clock_offset, 6),
+        "last_event_age_seconds": _finite(stats.event_age(mono), 3),
+        "last_byte_age_seconds": None
+        if stats.last_byte is None
+        else _finite(max(0.0, mono - stats.last_byte), 3),
         "mean_lag_seconds": _finite(lag.sum / lag.count, 6) if lag.count else None,
         "lag": _lag_series(stats, now),
     }

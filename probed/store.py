@@ -9,6 +9,7 @@ no locks are needed.
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -157,8 +158,14 @@ class StreamStats:
     connect_duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS))
     first_event_seconds: float | None = None
     reconnects: Counter[str] = field(default_factory=Counter)
-    last_activity: float | None = None
-    """``time.monotonic()`` of the last event or heartbeat comment on any subscriber."""
+    last_byte: float | None = None
+    """``time.monotonic()`` of the last bytes read on any subscriber (events, comments, pings)."""
+    last_event: float | None = None
+    """``time.monotonic()`` of the last event on any subscriber (comments do not count)."""
+    event_timeout: float | None = None
+    """The stream's ``event_timeout``: without an event for this long it delivers nothing."""
+    watching_since: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when probed started watching (the event age before any event)."""
     last_event_wall: float | None = None
     received: int = 0
     untimed: int = 0
@@ -183,6 +190,15 @@ class StreamStats:
         if not self.connection_ids:
             self.connection_ids = [""] * self.subscribers
         self.lag_window = LagWindow(self.signal_window)
+
+    def event_age(self, now: float) -> float:
+        """Seconds since the last event, or since watching began if none came yet."""
+        return max(0.0, now - (self.watching_since if self.last_event is None else self.last_event))
+
+    def silent_for(self, now: float) -> float:
+        """The event age once it reaches ``event_timeout`` (the stream delivers nothing), else 0."""
+        age = self.event_age(now)
+        return age if self.event_timeout is not None and age >= self.event_timeout else 0.0
 
     def observe_lag(self, lag: float, wall: float) -> None:
         """Record one event's delivery lag (seconds, non-negative) received at ``wall``."""

@@ -39,9 +39,13 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         "probed_stream_first_event_seconds",
         "Time from connecting to the first event on the latest connection.",
     )
-    activity_age = gauge(
-        "probed_stream_last_activity_age_seconds",
-        "Seconds since the last event or heartbeat comment on any subscriber (staleness).",
+    byte_age = gauge(
+        "probed_stream_last_byte_age_seconds",
+        "Seconds since the last bytes (events, comments or pings) on any subscriber.",
+    )
+    event_age = gauge(
+        "probed_stream_last_event_age_seconds",
+        "Seconds since the last event on any subscriber, or since watching began (staleness).",
     )
     offset = gauge(
         "probed_stream_clock_offset_seconds",
@@ -103,8 +107,9 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         subscribers.add_metric(name, st.subscribers)
         if st.first_event_seconds is not None:
             first_event.add_metric(name, st.first_event_seconds)
-        if st.last_activity is not None:
-            activity_age.add_metric(name, max(0.0, now - st.last_activity))
+        if st.last_byte is not None:
+            byte_age.add_metric(name, max(0.0, now - st.last_byte))
+        event_age.add_metric(name, st.event_age(now))
         if st.clock_offset is not None:
             offset.add_metric(name, st.clock_offset)
         for reason, count in sorted(st.reconnects.items()):
@@ -117,6 +122,6 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         )
         if st.subscribers > 1:
             spread.add_metric(name, st.fanout_spread.cumulative(), sum_value=st.fanout_spread.sum)
-    yield from (connected, subscribers, first_event, activity_age, offset, reconnects)
+    yield from (connected, subscribers, first_event, byte_age, event_age, offset, reconnects)
     yield from counters.values()
     yield from (lag, connect, spread)

@@ -460,12 +460,13 @@ def test_status_document_shape_with_a_populated_store() -> None:
     ] == doc["probes"]  # fmt: skip
     [events] = doc["streams"]
     lag = events.pop("lag")
+    assert 0.0 <= events.pop("last_event_age_seconds") < 5.0  # watching began just now
     assert {
         "stream": "events", "target": "demo", "connected": 2, "subscribers": 2,
         "connection_ids": ["", ""], "received": 40,
         "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 1, "negative_lag": 0,
         "reconnects": 3, "reconnect_reasons": {"eof": 3}, "clock_offset_seconds": -0.25,
-        "mean_lag_seconds": 0.75,
+        "mean_lag_seconds": 0.75, "last_byte_age_seconds": None,
     } == events  # fmt: skip
     assert [1.5, 0.25] == [point["lag"] for point in lag]  # worst per slot, in time order
     assert all(NOW - 300 < point["t"] <= NOW for point in lag)

@@ -2,8 +2,10 @@
 
 A ``StreamWatcher`` holds ``subscribers`` connections to one stream. Each
 connection runs in a loop: connect (checking status and
-``Content-Type: text/event-stream``), read with an idle timeout (no event and
-no heartbeat comment for ``idle_timeout`` → ``stalled``), decode with the
+``Content-Type: text/event-stream``), read with an idle timeout (no byte at all,
+not even a heartbeat comment, for ``idle_timeout`` → ``stalled``) and an event
+timeout (no event for ``event_timeout``, however many comments and pings came →
+``no_events``: a connection that only pings delivers nothing), decode with the
 bounded WHATWG decoder, and account every event. When the connection ends for
 any reason it reconnects through tenacity with exponential backoff and jitter,
 never sooner than the server's ``retry:``, and sends ``Last-Event-ID`` so the
@@ -11,7 +13,7 @@ server can resume. Backoff starts over after a connection that received
 something.
 
 Reconnect reasons (the ``reason`` label of ``probed_stream_reconnects_total``)
-form a fixed set: ``eof``, ``stalled``, ``oversize``, ``flood`` (more than
+form a fixed set: ``eof``, ``stalled``, ``no_events``, ``oversize``, ``flood`` (more than
 ``max_event_rate`` events and comments in a second), ``content_type``,
 ``status``, ``no_content`` (204: the server asked us to stop; we retry at
 ``reconnect_max``), ``connect_timeout`` and the connection reasons of
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import random
 import time
@@ -63,7 +66,7 @@ __all__ = ["RECONNECT_REASONS", "LagHook", "StreamWatcher"]
 _log = structlog.get_logger("probed.stream")
 
 RECONNECT_REASONS = (
-    "eof", "stalled", "oversize", "flood", "content_type", "status", "no_content",
+    "eof", "stalled", "no_events", "oversize", "flood", "content_type", "status", "no_content",
     "connect_timeout",
     Reason.DNS.value, Reason.CONNECT_REFUSED.value, Reason.CONNECT_ERROR.value, Reason.TLS.value,
     Reason.PROTOCOL_ERROR.value, Reason.REDIRECTED_TO_OTHER_ORIGIN.value, "error",
@@ -111,6 +114,8 @@ class _Subscriber:
     """``time.monotonic()`` when the current one-second rate window began."""
     rate_count: int = 0
     """Events and comments received in the current rate window."""
+    last_event: float = 0.0
+    """``time.monotonic()`` of this connection's last event (or of its start)."""
 
 
 @dataclass(slots=True)
@@ -338,22 +343,29 @@ class StreamWatcher:
         sub.awaiting_first = True
         content = resp.content
         idle = spec.idle_timeout
-        # The idle deadline is armed from the last activity and only re-armed when it
+        quiet = math.inf if spec.event_timeout is None else spec.event_timeout
+        # Both deadlines are armed from the last byte (event) and only re-armed when one
         # fires: moving a timer on every chunk costs a TimerHandle per chunk (GC churn).
-        last_activity = loop.time()
+        # Times are time.monotonic() (the stats' clock); the timer is set on the loop's.
+        last_byte = sub.last_event = time.monotonic()
         try:
             while True:
                 try:
-                    async with asyncio.timeout_at(last_activity + idle):
+                    wait = min(last_byte + idle, sub.last_event + quiet) - time.monotonic()
+                    async with asyncio.timeout_at(loop.time() + wait):
                         while True:
                             chunk = await content.readany()
                             if not chunk:
                                 raise _Ended("eof", got_anything)
-                            last_activity = loop.time()
+                            last_byte = self.stats.last_byte = time.monotonic()
                             got_anything = self._feed(sub, chunk, started, got_anything)
                 except TimeoutError:
-                    if loop.time() - last_activity >= idle:
+                    now = time.monotonic()
+                    if now - last_byte >= idle:
                         raise _Ended("stalled", got_anything, f"nothing for {idle:g}s") from None
+                    if now - sub.last_event >= quiet:
+                        # pings keep the connection but deliver nothing: not a healthy one
+                        raise _Ended("no_events", False, f"no event for {quiet:g}s") from None
         except aiohttp.ClientError as exc:
             reason, _, detail = classify_exception(exc)
             label = reason.value if reason.value in RECONNECT_REASONS else "error"
@@ -371,7 +383,6 @@ class StreamWatcher:
             items, oversize = exc.items, exc
         if items:
             now = time.monotonic()
-            stats.last_activity = now
             if now - sub.rate_since >= 1.0:
                 sub.rate_since, sub.rate_count = now, 0
             sub.rate_count += len(items)
@@ -382,6 +393,7 @@ class StreamWatcher:
                 if sub.awaiting_first:
                     sub.awaiting_first = False
                     stats.first_event_seconds = now - started
+                sub.last_event = stats.last_event = now
                 self._on_event(sub, item, now, wall)
         got_anything = got_anything or bool(items)
         if oversize is not None:

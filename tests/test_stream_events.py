@@ -1,0 +1,107 @@
+"""Events, not bytes, make a stream healthy: pings keep a connection, only events prove delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from aiohttp import web
+from conftest import ServeApp
+from livedaemon import live_daemon, sample, watch_metrics
+from test_watcher import event, open_stream, sse_server, stream_spec, until, watching
+
+from probed.signals import RecommendationState
+
+
+async def pings_only(request: web.Request) -> web.StreamResponse:
+    """A stream that keeps its connection alive with comments and never sends an event."""
+    resp = await open_stream(request)
+    for _ in range(600):
+        await resp.write(b": keepalive\n\n")
+        await asyncio.sleep(0.05)
+    return resp
+
+
+async def test_pings_without_events_end_the_connection_as_no_events() -> None:
+    """Comments keep the byte clock fresh but not the event clock: reason no_events."""
+    spec = stream_spec(idle_timeout="2s", event_timeout="300ms")
+    async with sse_server(pings_only) as url, watching(url, spec) as (stats, _):
+        await until(lambda: stats.reconnects["no_events"] >= 2, within=5)
+        assert stats.last_byte is not None
+        assert time.monotonic() - stats.last_byte < 0.5
+        assert stats.last_event is None
+    assert 0 == stats.reconnects["stalled"]
+    assert 0 == stats.received
+
+
+async def test_a_stream_with_events_is_never_cut_for_no_events() -> None:
+    """Events more often than event_timeout keep the connection."""
+
+    async def ticking(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        for seq in range(1, 200):
+            await resp.write(event(seq))
+            await asyncio.sleep(0.05)
+        return resp
+
+    spec = stream_spec(idle_timeout="2s", event_timeout="300ms")
+    async with sse_server(ticking) as url, watching(url, spec) as (stats, _):
+        await asyncio.sleep(1.2)
+        assert stats.last_event is not None
+        assert time.monotonic() - stats.last_event < 0.3
+    assert 0 == stats.reconnects["no_events"]
+    assert stats.received >= 15
+
+
+def pings_config(tmp_path: Path, url: str) -> Path:
+    """A daemon watching a pings-only stream, with fast recommendation timings."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f"""
+[daemon]
+listen = "127.0.0.1:0"
+state_dir = "{tmp_path}/state"
+
+[targets.app]
+base_url = "{url}"
+
+[[probes]]
+name = "feed"
+kind = "sse"
+target = "app"
+path = "/sse"
+idle_timeout = "2s"
+event_timeout = "500ms"
+reconnect_initial = "50ms"
+reconnect_max = "200ms"
+
+[recommend]
+window = "8s"
+evaluate_every = "1s"
+enter_for = "1s"
+stream_down_after = "1s"
+"""
+    )
+    return path
+
+
+async def test_a_pings_only_stream_is_not_healthy(tmp_path: Path, serve_app: ServeApp) -> None:
+    """probe_success 0, event age growing while the byte age stays small, sse_degraded raised."""
+    app = web.Application()
+    app.router.add_get("/sse", pings_only)
+    url = await serve_app(app)
+    async with live_daemon(pings_config(tmp_path, url)) as (daemon, task, base):
+        async with asyncio.timeout(20):
+            while not any(
+                r.scenario == "sse_degraded" and r.state is RecommendationState.ACTIVE
+                for r in daemon.evaluator.engine.current()
+            ):
+                await asyncio.sleep(0.2)
+        rec = next(r for r in daemon.evaluator.engine.current() if r.scenario == "sse_degraded")
+        text, _ = await watch_metrics(base, task, 0.1, lambda _: True)
+    assert 0.0 == sample(text, "probe_success", probe="feed")
+    assert sample(text, "probed_stream_last_byte_age_seconds", stream="feed") < 0.5
+    assert sample(text, "probed_stream_last_event_age_seconds", stream="feed") >= 1.0
+    assert sample(text, "probed_stream_reconnects_total", stream="feed", reason="no_events") >= 1
+    assert ["stream feed no_event_for"] == [e.signal for e in rec.evidence if "feed" in e.signal]
