@@ -29,6 +29,7 @@ from test_recommend import (
 from probed.config import RecommendConfig, load_config
 from probed.playbooks import BUILTIN, PLACEHOLDERS, SCENARIO_IDS, PlaybookConfig, merge
 from probed.recommend import _SCENARIO_LIST, SCENARIOS, RecommendationEngine, _placeholders
+from probed.rules import RUNBOOK_ANCHORS
 from probed.signals import Recommendation, RecommendationState, Severity
 
 PASSWORD_ENV = "PROBED_TEST_SHOP_PASSWORD"
@@ -151,6 +152,8 @@ PRODUCT_WORDS = (
     "auto-approve",
     "Redis",
     "broker",
+    "JWT",
+    "core",
 )
 
 
@@ -174,6 +177,20 @@ def test_built_in_playbooks_are_product_neutral(scenario: str) -> None:
     text = " ".join((pb.title, *pb.actions, pb.rollback))
     assert [] == [w for w in PRODUCT_WORDS if w in text]
     assert len(pb.actions) >= 3
+
+
+RUNBOOKS = Path(__file__).parent.parent / "docs" / "runbooks.md"
+
+
+def test_the_default_runbooks_are_product_neutral_and_keep_their_anchors() -> None:
+    """docs/runbooks.md, linked when no playbook has a runbook_url, names no product's parts.
+
+    Every scenario and every section a generated alert links to keeps its anchor.
+    """
+    text = RUNBOOKS.read_text(encoding="utf-8")
+    assert [] == [w for w in PRODUCT_WORDS if w in text]
+    anchors = {*SCENARIO_IDS, *RUNBOOK_ANCHORS.values()}
+    assert [] == sorted(a for a in anchors if f'<a id="{a}"></a>' not in text)
 
 
 def test_every_placeholder_has_a_value() -> None:
