@@ -23,7 +23,8 @@ from probed.rules import (
     render_rules,
     rule_groups,
 )
-from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS, Histogram
+from probed.metrics import DaemonInfo, build_registry
+from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS, Histogram, ResultStore
 
 ROOT = Path(__file__).parent.parent
 SHIPPED_CONFIG = ROOT / "probed" / "demo" / "probes.toml"
@@ -549,8 +550,12 @@ def test_dashboard_panels_do_not_overlap(dashboard: dict[str, Any]) -> None:
 
 def test_dashboard_metrics_exist(dashboard: dict[str, Any], shipped_config: Config) -> None:
     """Every metric a query reads is exported by probed or recorded by the generated rules."""
-    source = (ROOT / "probed" / "metrics.py").read_text(encoding="utf-8")
-    exported = set(re.findall(r'"((?:probe|probed)_[a-z_]+)"', source))
+    store = ResultStore()
+    for spec in shipped_config.scheduled:
+        store.register(spec.name, spec.kind, spec.target)
+    for stream in shipped_config.streams:
+        store.register_stream(stream.name, stream.target, stream.subscribers)
+    exported = {family.name for family in build_registry(store, DaemonInfo()).collect()}
     recorded = {
         r["record"] for g in rule_groups(shipped_config) for r in g["rules"] if "record" in r
     }
