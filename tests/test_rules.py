@@ -14,6 +14,7 @@ import yaml
 from binaries import promtool
 
 from probed.config import Config, load_config
+from probed.metrics import DaemonInfo, build_registry
 from probed.rules import (
     BURN_RATE_ALERTS,
     ERROR_RATIO_WINDOWS,
@@ -23,7 +24,6 @@ from probed.rules import (
     render_rules,
     rule_groups,
 )
-from probed.metrics import DaemonInfo, build_registry
 from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS, Histogram, ResultStore
 
 ROOT = Path(__file__).parent.parent
