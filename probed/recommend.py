@@ -286,9 +286,14 @@ def _assess_login(signals: Signals, cfg: RecommendConfig) -> _Assessment:
                 f"target {p.target}",
             )
         )
-    # Seed 003 Sev-1: "UJ unavailable (>= 50 % errors)"; a failing or slow login below
-    # that is the Sev-2 "UJ over target".
-    down = any(p.runs >= cfg.min_runs and p.failure_ratio >= _UJ_DOWN_RATIO for p in probes)
+    # Sev-1 is the journey unavailable (>= 50 % errors); a failing login below that, or a
+    # slow one however slow (it works: reason ``slow`` is not an error), is the Sev-2
+    # "journey over its target".
+    down = any(
+        p.runs >= cfg.min_runs
+        and (p.failures - p.reasons.get("slow", 0)) / p.runs >= _UJ_DOWN_RATIO
+        for p in probes
+    )
     return _Assessment(tuple(facts), Severity.SEV1 if down else Severity.SEV2, unknown)
 
 

@@ -608,6 +608,18 @@ SEVERITIES = [
     pytest.param(probes(login(10)), "login_degraded", Severity.SEV1, id="login-50%"),
     pytest.param(probes(login(12)), "login_degraded", Severity.SEV1, id="login-60%"),
     pytest.param(probes(login(0, p95=2.0)), "login_degraded", Severity.SEV2, id="login-slow"),
+    pytest.param(
+        probes(probe("login", "login", failures=20, reasons={"slow": 20}, p95=0.45)),
+        "login_degraded",
+        Severity.SEV2,
+        id="login-every-run-slow-is-not-down",
+    ),
+    pytest.param(
+        probes(probe("login", "login", failures=20, reasons={"slow": 10, "status": 10})),
+        "login_degraded",
+        Severity.SEV1,
+        id="login-half-errors-half-slow",
+    ),
     pytest.param(Shape(streams=(stream(lag=30.0),)), "sse_degraded", Severity.SEV2, id="sse-late"),
     pytest.param(
         Shape(streams=(stream("a", down=120.0), stream("b", down=60.0)), probes=(reflect(20),)),
