@@ -522,6 +522,8 @@ class SseStream(_Named):
     """Dotted path of the producer's run (epoch) in the JSON data: a changed value is a reset."""
     event_types: list[str] = Field(default_factory=list)
     late_after: Duration = 5.0
+    burst_spread: Duration = 1.0
+    """Timed events of one read whose enqueue stamps span this much: coalesced (a burst)."""
     loss_timeout: Duration = 30.0
     reorder_window: int = Field(default=4096, ge=16, le=1_000_000)
     max_line_size: int = Field(default=1 << 20, ge=1024)

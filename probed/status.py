@@ -51,6 +51,8 @@ The status document
          "streams": [{stream, target, connected, subscribers, received, lost,
                       duplicated, out_of_order, late, negative_lag, reconnects,
                       reconnect_reasons, clock_offset_seconds, mean_lag_seconds,
+                      bursts, burst_events, hints: [str], last_event_age_seconds,
+                      last_byte_age_seconds,
                       maintenance_until (only under maintenance), lag: [{t, lag}]}],
          "config": {last_reload_successful, last_reload_error, last_reload_at,
                     path, hash, loaded_at,
@@ -122,6 +124,7 @@ from probed.signals import (
     StreamSignal,
 )
 from probed.store import ProbeState, ResultStore, StreamStats
+from probed.streamhints import stream_hints
 
 __all__ = [
     "API_READ",
@@ -409,6 +412,9 @@ def _stream_doc(stats: StreamStats, now: float) -> dict[str, Any]:
         "reconnects": sum(stats.reconnects.values()),
         "reconnect_reasons": dict(stats.reconnects),
         "clock_offset_seconds": _finite(stats.clock_offset, 6),
+        "bursts": stats.bursts,
+        "burst_events": stats.burst_events,
+        "hints": stream_hints(stats, mono),
         "last_event_age_seconds": _finite(stats.event_age(mono), 3),
         "last_byte_age_seconds": None
         if stats.last_byte is None
@@ -759,6 +765,11 @@ def render_table(doc: Mapping[str, Any]) -> str:
         ]
         header = ["STREAM", "TARGET", "CONNECTED", "RECEIVED", "LOST", "DUPLICATED", "LATE"]
         out += ["", *_columns([*header, "RECONNECTS", "MEAN LAG"], rows)]
+        out += [
+            f"  {_plain(s.get('stream'))}: {_plain(hint)}"
+            for s in streams
+            for hint in _strs(s.get("hints"))
+        ]
     out += table_history(doc, _iso, _plain, _columns)
     return "\n".join(out)
 
@@ -1128,13 +1139,14 @@ def _page_stream(s: Mapping[str, Any]) -> str:
         (lag, True, "") for x in _items(s.get("lag")) if (lag := _number(x.get("lag"))) is not None
     ]
     offset = s.get("clock_offset_seconds")
+    hints = "".join(f'<div class="hint">{_e(h)}</div>' for h in _strs(s.get("hints")))
     counts = "".join(
         f'<td class="num">{_int(s.get(key))}</td>'
         for key in ("received", "lost", "duplicated", "out_of_order", "late", "negative_lag")
     )
     return (
         f'<tr class="stream" data-stream="{_e(name)}" data-connected="{"true" if up else "false"}">'
-        f'<td class="name">{_e(name)}</td><td>{_e(s.get("target"))}</td>'
+        f'<td class="name">{_e(name)}{hints}</td><td>{_e(s.get("target"))}</td>'
         f'<td class="num">{_int(connected)}/{_int(subscribers)}</td>{counts}'
         f'<td class="num">{_int(s.get("reconnects"))}</td>'
         f'<td class="num">{_num(offset) + " s" if _is_num(offset) else "-"}</td>'
@@ -1240,6 +1252,7 @@ tr.probe .name,tr.stream .name{font-weight:600}
 tr.probe[data-ok="true"] .result{color:var(--ok)}
 tr.probe[data-ok="false"] .result{color:var(--down);font-weight:700}
 tr.stream[data-connected="false"] .name{color:var(--down)}
+tr.stream .hint{font-weight:400;font-size:.85em;color:var(--degraded);max-width:40em}
 td.chart{width:170px}
 .spark{display:block}
 .spark polyline{fill:none;stroke:var(--line-chart);stroke-width:1.5;
@@ -1500,11 +1513,12 @@ __HISTORY__
       subscribers <= connected;
     const points = items(s.lag).filter((x) => isNum(x.lag)).map((x) => [x.lag, true, ""]);
     const offset = s.clock_offset_seconds;
+    const hints = strs(s.hints).map((h) => `<div class="hint">${e(h)}</div>`).join("");
     const counts = ["received", "lost", "duplicated", "out_of_order", "late", "negative_lag"]
       .map((key) => `<td class="num">${int(s[key])}</td>`).join("");
     return `<tr class="stream" data-stream="${e(name)}" ` +
       `data-connected="${up ? "true" : "false"}">` +
-      `<td class="name">${e(name)}</td><td>${e(s.target)}</td>` +
+      `<td class="name">${e(name)}${hints}</td><td>${e(s.target)}</td>` +
       `<td class="num">${int(connected)}/${int(subscribers)}</td>${counts}` +
       `<td class="num">${int(s.reconnects)}</td>` +
       `<td class="num">${isNum(offset) ? num(offset) + " s" : "-"}</td>` +

@@ -176,6 +176,11 @@ class StreamStats:
     late: int = 0
     negative_lag: int = 0
     sequence_resets: int = 0
+    bursts: int = 0
+    """Reads that delivered events held back and released together (``burst_spread``)."""
+    burst_events: int = 0
+    last_burst: tuple[int, float, float] | None = None
+    """(events, stamp spread in seconds, ``time.monotonic()``) of the latest burst."""
     delivery_lag: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
     clock_offset: float | None = None
     """Estimated target clock minus ours (seconds)."""

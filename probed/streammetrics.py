@@ -85,6 +85,14 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         "sequence_resets": counter(
             "probed_stream_sequence_resets", "Times the producer's sequence restarted."
         ),
+        "bursts": counter(
+            "probed_stream_bursts",
+            "Reads that delivered at least 3 timed events whose enqueue stamps span "
+            "burst_spread or more: events held back and released together (a buffering proxy).",
+        ),
+        "burst_events": counter(
+            "probed_stream_burst_events", "Timed events that arrived in a burst."
+        ),
     }
     lag = HistogramMetricFamily(
         "probed_delivery_lag_seconds",

@@ -467,6 +467,7 @@ def test_status_document_shape_with_a_populated_store() -> None:
         "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 1, "negative_lag": 0,
         "reconnects": 3, "reconnect_reasons": {"eof": 3}, "clock_offset_seconds": -0.25,
         "mean_lag_seconds": 0.75, "last_byte_age_seconds": None,
+        "bursts": 0, "burst_events": 0, "hints": [],
     } == events  # fmt: skip
     assert [1.5, 0.25] == [point["lag"] for point in lag]  # worst per slot, in time order
     assert all(NOW - 300 < point["t"] <= NOW for point in lag)

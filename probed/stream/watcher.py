@@ -74,6 +74,8 @@ RECONNECT_REASONS = (
 )  # fmt: skip
 
 _FANOUT_TRACKED = 10_000
+_BURST_MIN_EVENTS = 3
+"""Fewer timed events in one read are never a burst (two can be a legitimate pair)."""
 _INTERNAL_ERROR_LOG_EVERY = 60.0
 """Seconds between tracebacks logged for one stream's internal errors."""
 _CLOCK_BODY_LIMIT = 64 * 1024
@@ -387,6 +389,7 @@ class StreamWatcher:
                 sub.rate_since, sub.rate_count = now, 0
             sub.rate_count += len(items)
             wall = clock.wall()
+            timed, first, last = 0, math.inf, -math.inf
             for item in items:
                 if isinstance(item, Comment):
                     continue
@@ -394,7 +397,15 @@ class StreamWatcher:
                     sub.awaiting_first = False
                     stats.first_event_seconds = now - started
                 sub.last_event = stats.last_event = now
-                self._on_event(sub, item, now, wall)
+                stamp = self._on_event(sub, item, now, wall)
+                if stamp is not None:
+                    timed += 1
+                    first, last = min(first, stamp), max(last, stamp)
+            if timed >= _BURST_MIN_EVENTS and last - first >= self.spec.burst_spread:
+                # produced over a while, received at once: something held them back
+                stats.bursts += 1
+                stats.burst_events += timed
+                stats.last_burst = (timed, last - first, now)
         got_anything = got_anything or bool(items)
         if oversize is not None:
             raise _Ended("oversize", got_anything, str(oversize))
@@ -421,15 +432,17 @@ class StreamWatcher:
 
     # -- accounting ---------------------------------------------------------------------
 
-    def _on_event(self, sub: _Subscriber, event: Event, now: float, wall: float) -> None:
+    def _on_event(self, sub: _Subscriber, event: Event, now: float, wall: float) -> float | None:
+        """Account one event; its enqueue stamp (Unix seconds), if it has one."""
         spec, stats = self.spec, self.stats
+        enqueued: float | None = None
         stats.received += 1
         stats.last_event_wall = wall
         received = ReceivedEvent(spec.name, event, now, wall)
         if sub.index == 0:
             self.hub.publish(received)
         if spec.event_types and event.event not in spec.event_types:
-            return
+            return None
         data = received.json() if self._needs_json else None
         if spec.lag_field is not None:
             stamp = _field(data, spec.lag_field)
@@ -449,7 +462,7 @@ class StreamWatcher:
         seq = self._sequence(event, data)
         if seq is None:
             stats.unsequenced += 1
-            return
+            return enqueued
         tracker = sub.tracker
         lost_before = tracker.lost
         epoch_path = spec.sequence_epoch_field
@@ -466,6 +479,7 @@ class StreamWatcher:
             stats.sequence_resets += 1
         if spec.subscribers > 1 and verdict is Verdict.NEW:
             self._fanout_observe(seq, now)
+        return enqueued
 
     def _sequence(self, event: Event, data: Any) -> int | None:
         spec = self.spec
