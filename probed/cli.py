@@ -175,11 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str, web_config_file: str | None = None) -> Config | None:
+def _load(path: str, web_config_file: str | None = None, *, secrets: bool = True) -> Config | None:
+    """The config at ``path``, or None after printing its problems; ``secrets``: resolve them
+    (only the commands that probe need them)."""
     if web_config_file:
         os.environ["PROBED_DAEMON__WEB_CONFIG_FILE"] = str(Path(web_config_file).resolve())
     try:
-        return load_config(path)
+        return load_config(path, secrets=secrets)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -340,7 +342,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
 def _cmd_rules(args: argparse.Namespace) -> int:
     from probed.rules import render_rules
 
-    config = _load(args.config)
+    config = _load(args.config, secrets=False)
     if config is None:
         return EXIT_CONFIG
     text = render_rules(config)
@@ -355,7 +357,7 @@ def _client(args: argparse.Namespace, command: str) -> DaemonClient | int:
     """The daemon client of ``args``, or an exit code after printing why not."""
     listen = web_config = None
     if args.config:
-        config = _load(args.config)
+        config = _load(args.config, secrets=False)
         if config is None:
             return EXIT_CONFIG
         listen = config.daemon.listen

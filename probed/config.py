@@ -1025,10 +1025,10 @@ def _follow_up_problems(spec: ReflectProbe | ImportProbe, index: int, at: _At, c
 
 
 def _semantic_problems(
-    cfg: Config, path: Path, locator: _Locator, environ: Mapping[str, str]
+    cfg: Config, path: Path, locator: _Locator, environ: Mapping[str, str], secrets: bool
 ) -> list[str]:
     problems: list[str] = []
-    base_dir = path.parent
+    base_dir = path.resolve().parent  # relative paths are the real file's, not a link's
 
     def at(index: int, key: str | None, name: str, msg: str) -> None:
         line = locator.line("probes", index, key)
@@ -1074,7 +1074,7 @@ def _semantic_problems(
                 f"latency_threshold {format_duration(spec.latency_threshold)} is longer than "
                 f"timeout {format_duration(spec.timeout)}: it could never fire",
             )
-        for key, ref in spec.secret_refs():
+        for key, ref in spec.secret_refs() if secrets else ():
             try:
                 spec._store_secret(key, ref.read(environ, base_dir))
             except SecretError as exc:
@@ -1093,7 +1093,7 @@ def _semantic_problems(
     problems.extend(_reference_problems(cfg, path, locator))
     for tname, target in cfg.targets.items():
         where: list[tuple[str, str]] = []
-        for key, ref in target.secret_refs():
+        for key, ref in target.secret_refs() if secrets else ():
             try:
                 target._store_secret(key, ref.read(environ, base_dir))
             except SecretError as exc:
@@ -1183,6 +1183,7 @@ def _problems_beside(
     path: Path,
     locator: _Locator,
     environ: Mapping[str, str],
+    secrets: bool,
 ) -> list[str]:
     """The semantic problems of the parts ``exc`` did not refuse (none if they cannot be told)."""
     found = without_invalid_keys(raw, (e["loc"] for e in exc.errors()), _KINDS)
@@ -1194,20 +1195,24 @@ def _problems_beside(
     except ValidationError:
         return []
     cfg._source = path
-    problems = _semantic_problems(cfg, path, locator, environ)
+    problems = _semantic_problems(cfg, path, locator, environ, secrets)
     return [p for p in problems if not any(e in p for e in refused)]
 
 
-def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path | str, environ: Mapping[str, str] | None = None, *, secrets: bool = True
+) -> Config:
     """Read, validate and resolve the configuration; raise ``ConfigError`` listing every problem.
 
-    The config (and the error, once the file could be read) carries the file's hash.
+    The config (and the error, once the file could be read) carries the file's hash. With
+    ``secrets=False`` no secret is read (nor missing): for commands that never probe
+    (``rules``, ``status``, ``healthcheck``); such a config cannot run probes that need one.
     """
     path = Path(path)
     loaded_at = time.time()
     data = read_config_bytes(path)
     try:
-        cfg = _validated(path, decode_config_text(data, path), environ)
+        cfg = _validated(path, decode_config_text(data, path), environ, secrets)
     except ConfigError as exc:
         exc.file_hash = config_digest(data)
         raise
@@ -1215,7 +1220,9 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> C
     return cfg
 
 
-def _validated(path: Path, text: str, environ: Mapping[str, str] | None) -> Config:
+def _validated(
+    path: Path, text: str, environ: Mapping[str, str] | None, secrets: bool = True
+) -> Config:
     environ = os.environ if environ is None else environ
     raw = parse_toml(text, path)
     locator = _Locator(text)
@@ -1227,9 +1234,10 @@ def _validated(path: Path, text: str, environ: Mapping[str, str] | None) -> Conf
         cfg = Config(**raw)
     except ValidationError as exc:
         problems = _pydantic_problems(exc, path, raw, locator)
-        raise ConfigError(problems + _problems_beside(exc, raw, path, locator, environ)) from None
+        beside = _problems_beside(exc, raw, path, locator, environ, secrets)
+        raise ConfigError(problems + beside) from None
     cfg._source = path
-    problems = _semantic_problems(cfg, path, locator, environ)
+    problems = _semantic_problems(cfg, path, locator, environ, secrets)
     if not cfg.probes and not cfg.daemon.allow_no_probes:
         problems.append(
             f"{path}: no probes configured (an empty or cut-short file?); "

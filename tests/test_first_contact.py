@@ -1,0 +1,143 @@
+"""A newcomer's first half hour: the shipped config loads from the repository root, read-only
+commands need no secrets, and every bad input is one clear line with the documented exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_process import notified
+
+ROOT = Path(__file__).parent.parent
+DEMO_CONFIG = ROOT / "probed" / "demo" / "probes.toml"
+UNIT = ROOT / "systemd" / "probed.service"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any PROBED_* variable (a newcomer sets none), plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROBED_")}
+    env.update(extra)
+    return env
+
+
+def probed(*args: str, cwd: Path = ROOT, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m probed ARGS`` as a newcomer would (no PROBED_* set)."""
+    return subprocess.run(
+        [sys.executable, "-m", "probed", *args],
+        cwd=cwd,
+        env=clean_env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_shipped_config_is_a_real_file() -> None:
+    """probes.toml at the root is a file an operator can copy, not a link into the package."""
+    path = ROOT / "probes.toml"
+    assert path.is_file()
+    assert not path.is_symlink()
+
+
+def test_check_accepts_the_shipped_config_from_the_root() -> None:
+    """`probed check` with the documented default path and nothing set by hand."""
+    result = probed("check")
+    assert (0, "") == (result.returncode, result.stderr)
+    assert result.stdout.startswith("probes.toml: OK (")
+
+
+def test_rules_renders_the_shipped_config_from_the_root() -> None:
+    """`probed rules` needs nothing set by hand either."""
+    result = probed("rules")
+    assert (0, "") == (result.returncode, result.stderr)
+    assert "groups:" in result.stdout
+
+
+def test_rules_never_needs_the_probes_secrets() -> None:
+    """Rules can be generated in CI: the demo config's password variable is not set."""
+    result = probed("rules", "-c", str(DEMO_CONFIG))
+    assert (0, "") == (result.returncode, result.stderr)
+    assert "probed-slo-login_availability" in result.stdout
+
+
+def test_status_with_a_config_never_needs_the_probes_secrets(tmp_path: Path) -> None:
+    """`status -c` reads the listen address only: no daemon there is rc 1, not a secret error."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed when the block ends: nothing listens there
+    config = tmp_path / "probes.toml"
+    text = DEMO_CONFIG.read_text(encoding="utf-8")
+    config.write_text(text.replace('listen = "127.0.0.1:10115"', f'listen = "127.0.0.1:{port}"'))
+    (tmp_path / "fixtures").symlink_to(DEMO_CONFIG.parent / "fixtures")
+    for command in ("status", "healthcheck"):
+        result = probed(command, "-c", str(config))
+        assert 1 == result.returncode, (command, result.stderr)
+        assert "secret" not in result.stderr
+        assert "PROBED_DEMO_PASSWORD" not in result.stderr
+
+
+def test_check_names_the_missing_secret() -> None:
+    """`check` validates secrets: the missing one is named, exit code 2."""
+    result = probed("check", "-c", str(DEMO_CONFIG))
+    assert 2 == result.returncode
+    assert "environment variable PROBED_DEMO_PASSWORD is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_paths_resolve_relative_to_the_real_file(tmp_path: Path) -> None:
+    """A config reached through a symlink reads its fixture beside the file, not the link."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "fixtures").symlink_to(DEMO_CONFIG.parent / "fixtures")
+    (real / "probes.toml").write_text(DEMO_CONFIG.read_text(encoding="utf-8"))
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    (elsewhere / "probes.toml").symlink_to(real / "probes.toml")
+    result = probed("check", "-c", "probes.toml", cwd=elsewhere, PROBED_DEMO_PASSWORD="pw")
+    assert (0, "") == (result.returncode, result.stderr)
+
+
+def test_the_unit_never_restart_loops_on_a_bad_config() -> None:
+    """Exit code 2 (bad config) is not worth a restart."""
+    lines = UNIT.read_text(encoding="utf-8").splitlines()
+    assert "RestartPreventExitStatus=2" in lines
+
+
+@pytest.fixture
+def notify_sock(tmp_path: Path) -> Iterator[socket.socket]:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
+async def test_run_starts_on_the_shipped_config_from_the_root(
+    tmp_path: Path, notify_sock: socket.socket
+) -> None:
+    """`probed run` with no -c: ready, then a clean stop (listen and state kept out of the way)."""
+    env = clean_env(
+        NOTIFY_SOCKET=str(tmp_path / "notify.sock"),
+        PROBED_DAEMON__LISTEN="127.0.0.1:0",
+        PROBED_DAEMON__STATE_DIR=str(tmp_path / "state"),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probed", "run", "--shutdown-grace", "1",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await notified(notify_sock, "READY=1", within=15)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert 0 == proc.returncode, err.decode()
