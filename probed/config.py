@@ -530,6 +530,9 @@ class SseStream(_Named):
     max_event_size: int = Field(default=4 << 20, ge=1024)
     time_path: str | None = None
     clock_check_interval: Duration = 60.0
+    clock: Literal["correct", "trust", "ignore"] = "correct"
+    """What lags do with the target's clock offset (``probed.stream.skew``, README)."""
+    clock_tolerance: Duration = 1.0
 
     @field_validator("path", "time_path")
     @classmethod

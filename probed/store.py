@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from probed.probes.base import ProbeRun, Reason
+from probed.stream.skew import StreamClock
 from probed.window import LagWindow, RunWindow
 
 __all__ = [
@@ -182,8 +183,8 @@ class StreamStats:
     last_burst: tuple[int, float, float] | None = None
     """(events, stamp spread in seconds, ``time.monotonic()``) of the latest burst."""
     delivery_lag: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
-    clock_offset: float | None = None
-    """Estimated target clock minus ours (seconds)."""
+    clock: StreamClock = field(default_factory=StreamClock)
+    """The target's clock offset and how lags are corrected for it (``probed.stream.skew``)."""
     fanout_spread: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
     down_since: float | None = None
     """``time.monotonic()`` since when the primary connection is down (None while up)."""
@@ -204,6 +205,11 @@ class StreamStats:
         """The event age once it reaches ``event_timeout`` (the stream delivers nothing), else 0."""
         age = self.event_age(now)
         return age if self.event_timeout is not None and age >= self.event_timeout else 0.0
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Estimated target clock minus ours (seconds)."""
+        return self.clock.offset
 
     def observe_lag(self, lag: float, wall: float) -> None:
         """Record one event's delivery lag (seconds, non-negative) received at ``wall``."""

@@ -361,6 +361,7 @@ loss_timeout = "5s"
 [[probes]]
 name = "sse_skewed"
 target = "skewed"
+clock = "trust"
 {demo_stream}{_STREAM_DEFAULTS}"""
     return f"""[daemon]
 listen = "127.0.0.1:0"
@@ -866,7 +867,8 @@ def test_sse_duplicate_and_out_of_order_ids(outcome: Outcome) -> None:
 
 
 def test_server_clock_ahead(outcome: Outcome) -> None:
-    """A target clock 30 s ahead shows as a +30 s offset and events with negative lag."""
+    """A target clock 30 s ahead, trusted (clock = "trust"), shows as a +30 s skew and events
+    with negative lag."""
     offset = outcome.sample("probed_stream_clock_offset_seconds", stream="sse_skewed")
     assert offset is not None
     assert CLOCK_OFFSET == pytest.approx(offset, abs=1.5)

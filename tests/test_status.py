@@ -333,7 +333,7 @@ def populated_store() -> ResultStore:
     stats.received = 40
     stats.late = 1
     stats.reconnects["eof"] += 3
-    stats.clock_offset = -0.25
+    stats.clock.observe("time_path", -0.2505, -0.2495)  # -0.25 s +- 0.5 ms, corrected
     stats.observe_lag(0.5, NOW - 100)
     stats.observe_lag(1.5, NOW - 99)
     stats.observe_lag(0.25, NOW - 10)

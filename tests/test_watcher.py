@@ -302,7 +302,7 @@ async def test_delivery_lag_is_measured() -> None:
 
 
 async def test_clock_offset_and_negative_lag() -> None:
-    """A server clock 30 s ahead shows as a ~30 s offset and counted negative lags."""
+    """Trusted, a server clock 30 s ahead shows as a ~30 s skew and counted negative lags."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
         date = formatdate(time.time() + 30, usegmt=True)
@@ -312,12 +312,14 @@ async def test_clock_offset_and_negative_lag() -> None:
         await asyncio.sleep(5)
         return resp
 
-    async with sse_server(handler) as url, watching(url, stream_spec()) as (stats, _):
+    spec = stream_spec(clock="trust")
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
         await until(lambda: stats.received >= 5)
     assert stats.clock_offset is not None
     assert abs(stats.clock_offset - 30) <= 1.0
     assert 5 == stats.negative_lag
     assert 0 == stats.delivery_lag.count
+    assert stats.clock.skewed
 
 
 async def test_fanout_subscribers() -> None:

@@ -34,6 +34,7 @@ Tasks are created in the daemon's TaskGroup by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -60,6 +61,7 @@ from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
+from probed.stream.skew import StreamClock, reading_bounds
 
 __all__ = ["RECONNECT_REASONS", "LagHook", "StreamWatcher"]
 
@@ -82,7 +84,7 @@ _CLOCK_BODY_LIMIT = 64 * 1024
 """Bytes read at most from a stream's ``time_path`` endpoint."""
 
 LagHook = Callable[[str, float, float], None]
-"""Called with (stream, lag seconds, wall receive time) for every timed event."""
+"""Called with (stream, lag seconds, wall receive time) for every recorded (corrected) lag."""
 _conn_counter = itertools.count(1)
 _CONN_PREFIX = os.urandom(3).hex()
 
@@ -159,10 +161,14 @@ class StreamWatcher:
         ]
         self._fanout = _Fanout()
         self._redirects = RedirectPolicy.of(target, spec)
+        stats.clock = StreamClock(spec.clock, spec.clock_tolerance)
+        self._lag_field = None if spec.clock == "ignore" else spec.lag_field
         self._needs_json = any(
             path is not None
-            for path in (spec.lag_field, spec.sequence_field, spec.sequence_epoch_field)
+            for path in (self._lag_field, spec.sequence_field, spec.sequence_epoch_field)
         )
+        self._clock_checked = asyncio.Event()
+        """Set after the first time_path check, ok or not (``correct`` connections wait)."""
         self._primary_up = False
         self._clock_task: asyncio.Task[None] | None = None
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY
@@ -178,8 +184,10 @@ class StreamWatcher:
             sub.task = tg.create_task(
                 self._run_subscriber(sub), name=f"stream:{self.spec.name}:{sub.index}"
             )
-        if self.spec.time_path is not None:
+        if self.spec.time_path is not None and self.spec.clock != "ignore":
             self._clock_task = tg.create_task(self._clock_loop(), name=f"clock:{self.spec.name}")
+        else:
+            self._clock_checked.set()
 
     def stop(self) -> list[asyncio.Task[Any]]:
         """Cancel every task of this watcher; returns them so the caller can await them."""
@@ -279,6 +287,11 @@ class StreamWatcher:
         stats.connection_ids[sub.index] = conn_id
         sub.decoder.reset_connection()
         sub.tracker.new_connection()
+        if spec.clock == "correct" and not self._clock_checked.is_set():
+            # lags before the first estimate could not be corrected: wait for it (bounded)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(spec.connect_timeout):
+                    await self._clock_checked.wait()
         started = time.monotonic()
         sent_wall = clock.wall()
         try:
@@ -444,14 +457,16 @@ class StreamWatcher:
         if spec.event_types and event.event not in spec.event_types:
             return None
         data = received.json() if self._needs_json else None
-        if spec.lag_field is not None:
-            stamp = _field(data, spec.lag_field)
+        if self._lag_field is not None:
+            stamp = _field(data, self._lag_field)
             enqueued = parse_timestamp(stamp, spec.lag_format)
             if enqueued is None:
                 stats.untimed += 1
             else:
-                lag = wall - enqueued
-                if lag < 0:
+                lag = stats.clock.lag(wall - enqueued)
+                if lag is None:
+                    pass  # no offset estimate yet: counted by the clock
+                elif lag < 0:
                     stats.negative_lag += 1
                 else:
                     stats.observe_lag(lag, wall)
@@ -511,18 +526,18 @@ class StreamWatcher:
     # -- clock offset -------------------------------------------------------------------
 
     def _estimate_offset_from_date(self, resp: aiohttp.ClientResponse, sent_wall: float) -> None:
-        if self.spec.time_path is not None:
+        if self.spec.time_path is not None or self.spec.clock == "ignore":
             return
         date = resp.headers.get("Date")
         if not date:
             return
         try:
             server = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return
-        # Date has 1 s resolution and is truncated: the server's time lies in [D, D+1)
-        midpoint = (sent_wall + clock.wall()) / 2
-        self.stats.clock_offset = server + 0.5 - midpoint
+        # Date is truncated to the second: the server's time lay in [D, D+1)
+        bounds = reading_bounds(server, sent_wall, clock.wall(), whole_seconds=True)
+        self.stats.clock.observe("date", *bounds)
 
     async def _clock_loop(self) -> None:
         assert self.spec.time_path is not None
@@ -534,6 +549,7 @@ class StreamWatcher:
                 _log.warning("clock_check_failed", stream=self.spec.name, error_message=str(exc))
             except Exception as exc:  # a bug must not end the daemon's TaskGroup
                 self.log_internal_error(exc)
+            self._clock_checked.set()
             await asyncio.sleep(self.spec.clock_check_interval)
 
     async def _check_clock(self, url: str) -> None:
@@ -560,7 +576,10 @@ class StreamWatcher:
             raise ValueError(f"time response larger than {_CLOCK_BODY_LIMIT} bytes")
         server = parse_timestamp(_field(json_loads(bytes(body)), "time"), "auto")
         if server is not None:
-            self.stats.clock_offset = server - (sent + got) / 2
+            whole = server.is_integer()  # a whole-second time is taken as truncated, like Date
+            self.stats.clock.observe(
+                "time_path", *reading_bounds(server, sent, got, whole_seconds=whole)
+            )
 
 
 def _field(data: Any, path: str) -> Any:
