@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from probed.config import RecommendConfig, format_duration
 from probed.signals import ProbeSignal, Severity, Signals
 
 __all__ = [
+    "INCONCLUSIVE_NOTES",
     "Assessment",
     "Fact",
     "Level",
@@ -26,7 +27,14 @@ __all__ = [
     "probes_of",
     "rate",
     "secs",
+    "skewed",
 ]
+
+INCONCLUSIVE_NOTES = {
+    "canary_failing": " [inconclusive: the canary fails too, the prober may be at fault]",
+    "clock_skew": " [inconclusive: clock_skew, lags not corrected for the target's clock offset]",
+}
+"""What an INCONCLUSIVE recommendation's summary adds, by its reason."""
 
 
 class Level(enum.IntEnum):
@@ -50,6 +58,8 @@ class Fact:
     text: str
     """Short human form for summaries: ``stream 'events' lag p95 7.2s > 5.0s``."""
     detail: str = ""
+    suspect: str | None = None
+    """Why this fact cannot be trusted (``clock_skew``): alone it makes a scenario inconclusive."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,14 @@ class Assessment:
     @property
     def enter(self) -> bool:
         return any(f.level is Level.ENTER for f in self.facts)
+
+    @property
+    def suspect(self) -> str | None:
+        """Why the enter condition cannot be trusted: every ENTER fact is suspect (the reason)."""
+        entering = [f for f in self.facts if f.level is Level.ENTER]
+        if entering and all(f.suspect for f in entering):
+            return entering[0].suspect
+        return None
 
     @property
     def exit(self) -> bool:
@@ -117,6 +135,14 @@ def fact(
     else:
         text, threshold = f"{label} {show(value)}, below {show(exit_below)}", exit_below
     return Fact(signal, float(value), float(threshold), level, text, detail)
+
+
+def skewed(f: Fact, skew: float | None) -> Fact:
+    """``f``, a lag fact, as suspect (``clock_skew``) if its lags carry an uncorrected offset."""
+    if skew is None:
+        return f
+    text = f"{f.text} (not corrected for a clock offset of {skew:+.1f}s)"
+    return replace(f, text=text, suspect="clock_skew")
 
 
 def probes_of(signals: Signals, cfg: RecommendConfig, kind: str | None) -> list[ProbeSignal]:

@@ -503,8 +503,8 @@ class Daemon:
         self.persister.record(run)
 
     def _on_lag(self, stream: str, lag: float, wall: float) -> None:
-        self.evaluator.record_lag(stream, lag, wall)
-        self.persister.record_lag(stream, lag, wall)
+        if self.evaluator.record_lag(stream, lag, wall):  # what the SLOs leave out: no replay
+            self.persister.record_lag(stream, lag, wall)
 
     async def _evaluate_loop(self) -> None:
         """Evaluate SLOs and recommendations every ``evaluate_every``; never dies."""

@@ -93,13 +93,16 @@ class Evaluator:
         else:
             self.exclusions.run(run.probe, run.success, run.duration, why)
 
-    def record_lag(self, stream: str, lag: float, wall: float) -> None:
-        """Feed one timed stream event to the SLO evaluator, or count it as left out."""
+    def record_lag(self, stream: str, lag: float, wall: float) -> bool:
+        """Feed one timed stream event to the SLO evaluator (True), or count it as left out."""
         why = self._left_out(stream, None, wall)
+        if why is None and (st := self.store.streams.get(stream)) and st.clock.skewed:
+            why = "clock_skew"  # its lag carries an uncorrected clock offset
         if why is None:
             self.slo.record_lag(stream, lag, wall)
-        else:
-            self.exclusions.lag(stream, lag, why)
+            return True
+        self.exclusions.lag(stream, lag, why)
+        return False
 
     def apply(self, config: Config) -> None:
         """Reload: keep SLO buckets and recommendation states that still apply."""
@@ -148,6 +151,7 @@ class Evaluator:
             lag_p95=lags.quantile(0.95, now),
             lost=max(0, lost),
             silent_for=st.silent_for(time.monotonic()),
+            clock_skew=st.clock.offset if st.clock.skewed else None,
         )
 
     def signals(self, now: float) -> Signals:
@@ -210,6 +214,7 @@ class Evaluator:
                 old_state=t.old.value if t.old is not None else None,
                 new_state=t.new.value,
                 severity=rec.severity.value,
+                inconclusive_reason=rec.inconclusive_reason,
                 summary=rec.summary,
                 runbook_url=rec.runbook_url,
                 evidence=[

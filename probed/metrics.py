@@ -399,7 +399,8 @@ def _evaluation_families(info: DaemonInfo) -> Iterator[Metric]:
     )
     inconclusive = GaugeMetricFamily(
         "probed_recommendation_inconclusive",
-        "1 while the scenario's condition holds but a canary fails too (prober suspect).",
+        "1 while the scenario's condition holds but a canary fails too (prober suspect) or it "
+        "rests on lags not corrected for a clock skew.",
         labels=["scenario"],
     )
     component = GaugeMetricFamily(

@@ -160,19 +160,18 @@ def _assess_sse(signals: Signals, cfg: RecommendConfig) -> _Assessment:
             facts.append(_Fact(signal, 0.0, 0.0, _Level.OK, f"stream {s.name!r} connected", detail))
         # One slow event is not a trend: the lag p95 needs min_runs events too.
         if s.lag_p95 is not None and math.isfinite(s.lag_p95) and s.events >= cfg.min_runs:
-            facts.append(
-                _fact(
-                    f"stream {s.name} lag_p95",
-                    f"stream {s.name!r} lag p95",
-                    s.lag_p95,
-                    _grade(s.lag_p95, cfg.stream_lag_p95, cfg.stream_lag_p95, strict=True),
-                    enter=cfg.stream_lag_p95,
-                    exit_below=cfg.stream_lag_p95,
-                    show=_secs,
-                    op=">",
-                    detail=detail,
-                )
+            lag = _fact(
+                f"stream {s.name} lag_p95",
+                f"stream {s.name!r} lag p95",
+                s.lag_p95,
+                _grade(s.lag_p95, cfg.stream_lag_p95, cfg.stream_lag_p95, strict=True),
+                enter=cfg.stream_lag_p95,
+                exit_below=cfg.stream_lag_p95,
+                show=_secs,
+                op=">",
+                detail=detail,
             )
+            facts.append(assessing.skewed(lag, s.clock_skew))
     reflect = _probes(signals, cfg, "reflect")
     probe_facts, unknown = _failure_facts(reflect, cfg, "reflect", cfg.reflect_failure_ratio)
     facts += probe_facts
@@ -412,6 +411,8 @@ class _Episode:
     demote_since: float | None = None
     demote_to: Severity | None = None
     first_seen: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    """Why it is INCONCLUSIVE (or would be): ``canary_failing`` or ``clock_skew``."""
 
 
 class RecommendationEngine:
@@ -530,17 +531,20 @@ class RecommendationEngine:
     # the state machine
 
     def _step(self, sc: _Scenario, a: _Assessment, signals: Signals) -> list[Transition]:
-        now, canary = signals.now, signals.canary_failing
+        # a failing canary or a condition resting on suspect facts alone: inconclusive
+        why = "canary_failing" if signals.canary_failing else a.suspect
+        now, canary = signals.now, why is not None
         cfg = self._cfg
         out: list[Transition] = []
         ep = self._episodes.get(sc.id)
         if ep is None:
             if not a.enter:
                 return out
-            ep = _Episode(_PENDING, entered_at=now, since=now, severity=a.severity, summary="")
+            ep = _Episode(_PENDING, now, now, a.severity, summary="", reason=why)
             self._episodes[sc.id] = ep
             self._refresh(sc, ep, a, now)
             out.append(self._transition(sc.id, None, ep))
+        ep.reason = why
         if ep.state is _PENDING:
             if not a.enter:
                 return [*out, self._resolve(sc, ep, a, now)]
@@ -622,7 +626,7 @@ class RecommendationEngine:
         title = self._playbooks[sc.id].title
         summary = f"{title}: {body}" if body else title
         if ep.state is _INCONCLUSIVE:
-            summary += " [inconclusive: the canary fails too, the prober may be at fault]"
+            summary += assessing.INCONCLUSIVE_NOTES[ep.reason or "canary_failing"]
         ep.summary = summary
 
     def _resolve(self, sc: _Scenario, ep: _Episode, a: _Assessment, now: float) -> Transition:
@@ -650,6 +654,7 @@ class RecommendationEngine:
             rollback=render(pb.rollback, values),
             runbook_url=pb.runbook_url or f"{cfg.runbook_base_url}#{sid}",
             summary=ep.summary,
+            inconclusive_reason=ep.reason if ep.state is _INCONCLUSIVE else None,
         )
 
 
@@ -679,6 +684,7 @@ def _dump(ep: _Episode) -> dict[str, Any]:
         "demote_since": ep.demote_since,
         "demote_to": None if ep.demote_to is None else ep.demote_to.value,
         "first_seen": dict(sorted(ep.first_seen.items())),
+        "reason": ep.reason,
         "evidence": [
             {
                 "signal": e.signal,
@@ -778,4 +784,5 @@ def _load(raw: Any) -> _Episode:
         demote_since=demote_since,
         demote_to=demote_to,
         first_seen=first_seen,
+        reason=raw["reason"] if isinstance(raw.get("reason"), str) else None,
     )

@@ -123,6 +123,9 @@ class StreamSignal:
     silent_for: float = 0.0
     """Seconds without any event once that reached the stream's ``event_timeout`` (0 before):
     connected or not, the stream delivers nothing (comments and pings do not count)."""
+    clock_skew: float | None = None
+    """The target's clock offset when it exceeds ``clock_tolerance`` and the lags are not
+    corrected for it (``probed.stream.skew``): the lag p95 is then not judged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,8 @@ class RecommendationState(enum.StrEnum):
     """Condition true, dwell time not yet reached: nothing issued."""
     ACTIVE = "active"
     INCONCLUSIVE = "inconclusive"
-    """Condition true but the canary fails too: the prober itself may be at fault."""
+    """Condition true but not to be trusted: the canary fails too (the prober itself may be
+    at fault), or it rests on lags not corrected for a clock skew."""
     RESOLVED = "resolved"
 
 
@@ -208,6 +212,8 @@ class Recommendation:
     """When to undo the mitigation."""
     runbook_url: str
     summary: str
+    inconclusive_reason: str | None = None
+    """Why an INCONCLUSIVE one is: ``canary_failing`` or ``clock_skew`` (else None)."""
 
 
 class ComponentState(enum.StrEnum):

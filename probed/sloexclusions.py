@@ -8,7 +8,8 @@ still count every run, as operators expect of them, so probed also exposes
 
     probed_slo_excluded_events_total{slo, outcome="good"|"bad", why}
 
-with ``why`` = ``maintenance`` or ``prober_overloaded``; ``probed rules``
+with ``why`` = ``maintenance``, ``prober_overloaded`` or ``clock_skew`` (a timed event of
+a stream whose lags are not corrected for a clock skew, ``probed.stream.skew``); ``probed rules``
 subtracts it from both the bad and the total events of each SLO. A run is
 good or bad exactly as the SLO's rule sees it: availability by success,
 latency by ``duration <= threshold`` (the ``le`` bucket), delivery lag by
@@ -29,8 +30,8 @@ from probed.config import SloConfig
 
 __all__ = ["WHY", "Exclusions", "Why"]
 
-Why = Literal["maintenance", "prober_overloaded"]
-WHY: tuple[Why, ...] = ("maintenance", "prober_overloaded")
+Why = Literal["maintenance", "prober_overloaded", "clock_skew"]
+WHY: tuple[Why, ...] = ("maintenance", "prober_overloaded", "clock_skew")
 
 _Key = tuple[str, str, str]
 """(slo, outcome, why)."""

@@ -562,6 +562,7 @@ def test_inconclusive_when_the_canary_fails_at_activation(case: Case) -> None:
     rec = rec_of(engine, case.scenario)
     assert (INCONCLUSIVE, T0 + ENTER_FOR) == (rec.state, rec.since)
     assert "inconclusive" in rec.summary
+    assert "canary_failing" == rec.inconclusive_reason
     ok = T0 + 2 * ENTER_FOR
     assert [] == run(engine, case.enter, T0 + ENTER_FOR + STEP, ok, canary=True)
     assert [(case.scenario, INCONCLUSIVE, PENDING)] == moves(engine.evaluate(case.enter.at(ok)))
@@ -580,6 +581,41 @@ def test_inconclusive_never_issued_ends_if_the_condition_is_gone(case: Case) -> 
     assert [(case.scenario, INCONCLUSIVE, RESOLVED)] == moves(
         engine.evaluate(case.below.at(T0 + ENTER_FOR + STEP))
     )
+
+
+def skewed(name: str = "events", lag: float = 30.4) -> StreamSignal:
+    """A stream whose lags carry an uncorrected clock offset of -30 s."""
+    return replace(stream(name, lag=lag), clock_skew=-30.0)
+
+
+def test_a_lag_resting_on_an_uncorrected_clock_skew_is_inconclusive() -> None:
+    """A skewed stream's lag p95 is never issued: INCONCLUSIVE (clock_skew), kept over a
+    restart, and ended once the lag is gone."""
+    engine = RecommendationEngine(CFG)
+    shape = Shape(streams=(skewed(),))
+    assert [("sse_degraded", None, PENDING), ("sse_degraded", PENDING, INCONCLUSIVE)] == run(
+        engine, shape, T0, T0 + ENTER_FOR + STEP
+    )
+    later = T0 + 10 * ENTER_FOR
+    assert [] == run(engine, shape, T0 + ENTER_FOR + STEP, later)
+    rec = rec_of(engine, "sse_degraded")
+    assert (INCONCLUSIVE, "clock_skew") == (rec.state, rec.inconclusive_reason)
+    assert "lag p95 30.4s > 5.0s (not corrected for a clock offset of -30.0s)" in rec.summary
+    assert "[inconclusive: clock_skew" in rec.summary
+    restored = RecommendationEngine(CFG)
+    assert [] == restored.restore(json.loads(json.dumps(engine.snapshot())))
+    assert "clock_skew" == rec_of(restored, "sse_degraded").inconclusive_reason
+    corrected = Shape(streams=(stream(lag=0.2),))
+    assert [("sse_degraded", INCONCLUSIVE, RESOLVED)] == moves(engine.evaluate(corrected.at(later)))
+
+
+def test_a_skewed_lag_beside_a_real_fault_is_issued() -> None:
+    """Another stream really down makes sse_degraded ACTIVE, skew or not."""
+    engine = RecommendationEngine(CFG)
+    shape = Shape(streams=(skewed(), stream("other", down=600.0, events=0, lag=None)))
+    run(engine, shape, T0, T0 + ENTER_FOR + STEP)
+    rec = rec_of(engine, "sse_degraded")
+    assert (ACTIVE, None, Severity.SEV2) == (rec.state, rec.inconclusive_reason, rec.severity)
 
 
 @BY_CASE
