@@ -38,7 +38,7 @@ The status document
         {"version", "location", "generated_at", "evaluated_at", "overall",
          "components": [{name, state, probes, failing, last_healthy}],
          "recommendations": [{scenario, title, severity, routing, state, since, summary,
-                              actions, rollback, runbook_url,
+                              actions, rollback, runbook_url, inconclusive_reason,
                               evidence: [{signal, value, threshold, since, detail}]}],
          "slos": [{name, sli, objective, window, ratio, burn_rate,
                    budget_remaining, events}],
@@ -50,9 +50,9 @@ The status document
                      recent: [{t, d, ok, reason}]}],
          "streams": [{stream, target, connected, subscribers, received, lost,
                       duplicated, out_of_order, late, negative_lag, reconnects,
-                      reconnect_reasons, clock_offset_seconds, mean_lag_seconds,
-                      bursts, burst_events, hints: [str], last_event_age_seconds,
-                      last_byte_age_seconds,
+                      reconnect_reasons, clock_offset_seconds, clock (probed.stream.skew),
+                      mean_lag_seconds, bursts, burst_events, hints: [str],
+                      last_event_age_seconds, last_byte_age_seconds,
                       maintenance_until (only under maintenance), lag: [{t, lag}]}],
          "config": {last_reload_successful, last_reload_error, last_reload_at,
                     path, hash, loaded_at,
@@ -96,6 +96,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from probed.clockpage import CLOCK_JS, page_clock_cell, page_skews
 from probed.config import (
     ComponentConfig,
     Config,
@@ -304,6 +305,7 @@ def _recommendation_doc(rec: Recommendation) -> dict[str, Any]:
         "actions": list(rec.actions),
         "rollback": rec.rollback,
         "runbook_url": rec.runbook_url,
+        "inconclusive_reason": rec.inconclusive_reason,
         "evidence": [
             {
                 "signal": ev.signal,
@@ -419,6 +421,7 @@ def _stream_doc(stats: StreamStats, now: float) -> dict[str, Any]:
         "last_byte_age_seconds": None
         if stats.last_byte is None
         else _finite(max(0.0, mono - stats.last_byte), 3),
+        "clock": stats.clock.to_json(),
         "mean_lag_seconds": _finite(lag.sum / lag.count, 6) if lag.count else None,
         "lag": _lag_series(stats, now),
     }
@@ -958,7 +961,8 @@ def _page_header(doc: Mapping[str, Any]) -> str:
         f'<p class="meta">generated <time id="generated-at" datetime="{generated}">{generated}'
         f'</time> &middot; version <span id="version">{_e(doc.get("version"))}</span> &middot; '
         f'<span id="refresh">auto-refresh every {REFRESH_SECONDS} s</span></p>'
-        f"{_page_state(doc)}{page_config_line(doc, _iso)}{page_maintenance(doc, _iso)}</header>"
+        f"{_page_state(doc)}{page_config_line(doc, _iso)}{page_maintenance(doc, _iso)}"
+        f"{page_skews(doc)}</header>"
     )
 
 
@@ -1138,7 +1142,6 @@ def _page_stream(s: Mapping[str, Any]) -> str:
     points = [
         (lag, True, "") for x in _items(s.get("lag")) if (lag := _number(x.get("lag"))) is not None
     ]
-    offset = s.get("clock_offset_seconds")
     hints = "".join(f'<div class="hint">{_e(h)}</div>' for h in _strs(s.get("hints")))
     counts = "".join(
         f'<td class="num">{_int(s.get(key))}</td>'
@@ -1149,7 +1152,7 @@ def _page_stream(s: Mapping[str, Any]) -> str:
         f'<td class="name">{_e(name)}{hints}</td><td>{_e(s.get("target"))}</td>'
         f'<td class="num">{_int(connected)}/{_int(subscribers)}</td>{counts}'
         f'<td class="num">{_int(s.get("reconnects"))}</td>'
-        f'<td class="num">{_num(offset) + " s" if _is_num(offset) else "-"}</td>'
+        f"{page_clock_cell(s, _num)}"
         f'<td class="num">{_dur(s.get("mean_lag_seconds"))}</td>'
         f'<td class="chart">{_spark(points, "worst delivery lag per slot")}</td></tr>'
     )
@@ -1352,7 +1355,7 @@ _SCRIPT = r"""
       `<p class="meta">generated <time id="generated-at" datetime="${generated}">${generated}` +
       `</time> &middot; version <span id="version">${e(doc.version)}</span> &middot; ` +
       `<span id="refresh">auto-refresh every __REFRESH__ s</span></p>` +
-      `${stateLine(doc)}${configPara(doc)}${maintenancePara(doc)}</header>`;
+      `${stateLine(doc)}${configPara(doc)}${maintenancePara(doc)}${skewPara(doc)}</header>`;
   };
 
   const stateLine = (doc) => {
@@ -1370,6 +1373,7 @@ _SCRIPT = r"""
 __CONFIG_LINE__
 __MAINTENANCE__
 __HISTORY__
+__CLOCK__
   const component = (c) => {
     const name = text(c.name);
     const state = text(c.state) || "UNKNOWN";
@@ -1512,7 +1516,6 @@ __HISTORY__
     const up = isNum(connected) && isNum(subscribers) && 0 < subscribers &&
       subscribers <= connected;
     const points = items(s.lag).filter((x) => isNum(x.lag)).map((x) => [x.lag, true, ""]);
-    const offset = s.clock_offset_seconds;
     const hints = strs(s.hints).map((h) => `<div class="hint">${e(h)}</div>`).join("");
     const counts = ["received", "lost", "duplicated", "out_of_order", "late", "negative_lag"]
       .map((key) => `<td class="num">${int(s[key])}</td>`).join("");
@@ -1521,7 +1524,7 @@ __HISTORY__
       `<td class="name">${e(name)}${hints}</td><td>${e(s.target)}</td>` +
       `<td class="num">${int(connected)}/${int(subscribers)}</td>${counts}` +
       `<td class="num">${int(s.reconnects)}</td>` +
-      `<td class="num">${isNum(offset) ? num(offset) + " s" : "-"}</td>` +
+      `${clockCell(s)}` +
       `<td class="num">${dur(s.mean_lag_seconds)}</td>` +
       `<td class="chart">${spark(points, "worst delivery lag per slot")}</td></tr>`;
   };
@@ -1573,6 +1576,7 @@ __HISTORY__
 })();
 """.replace("__REFRESH__", str(REFRESH_SECONDS)).replace("__CONFIG_LINE__", CONFIG_LINE_JS)
 _SCRIPT = _SCRIPT.replace("__MAINTENANCE__", MAINTENANCE_JS).replace("__HISTORY__", HISTORY_JS)
+_SCRIPT = _SCRIPT.replace("__CLOCK__", CLOCK_JS)
 
 
 def _csp_hash(source: str) -> str:

@@ -49,7 +49,20 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
     )
     offset = gauge(
         "probed_stream_clock_offset_seconds",
-        "Estimated target clock minus ours, from the Date header or the time endpoint.",
+        "Estimated target clock minus ours, from Date headers or the time endpoint.",
+    )
+    uncertainty = gauge(
+        "probed_stream_clock_offset_uncertainty_seconds",
+        "Half-width of the interval the clock offset is known to lie in.",
+    )
+    applied = gauge(
+        "probed_stream_clock_offset_applied_seconds",
+        "Clock offset taken off every enqueue stamp before its lag (clock = correct).",
+    )
+    skewed = gauge(
+        "probed_stream_clock_skewed",
+        "1 while the offset exceeds clock_tolerance and lags are not corrected for it: the "
+        "stream's lag is not judged.",
     )
     reconnects = CounterMetricFamily(
         "probed_stream_reconnects",
@@ -79,8 +92,8 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         ),
         "negative_lag": counter(
             "probed_events_negative_lag",
-            "Events stamped later than our receive time (clock skew); excluded from the lag "
-            "histogram.",
+            "Events stamped later than our receive time by more than the clock offset's "
+            "uncertainty, after any correction; excluded from the lag histogram.",
         ),
         "sequence_resets": counter(
             "probed_stream_sequence_resets", "Times the producer's sequence restarted."
@@ -109,8 +122,25 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         "Per event, first-to-last receive time across the stream's subscribers.",
         labels=lbl,
     )
+    clock_counts = {
+        "uncorrected": counter(
+            "probed_events_lag_uncorrected",
+            "Timed events not put in the lag histogram: clock = correct and no offset estimate.",
+        ),
+        "within_uncertainty": counter(
+            "probed_events_lag_within_uncertainty",
+            "Events whose corrected lag was below 0 within the offset's uncertainty: recorded 0.",
+        ),
+    }
     for st in streams:
         name = [st.name]
+        clock = st.clock
+        if clock.uncertainty is not None:
+            uncertainty.add_metric(name, clock.uncertainty)
+        applied.add_metric(name, clock.applied)
+        skewed.add_metric(name, 1 if clock.skewed else 0)
+        for attr, family in clock_counts.items():
+            family.add_metric(name, getattr(clock, attr))
         connected.add_metric(name, st.connected)
         subscribers.add_metric(name, st.subscribers)
         if st.first_event_seconds is not None:
@@ -131,5 +161,7 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         if st.subscribers > 1:
             spread.add_metric(name, st.fanout_spread.cumulative(), sum_value=st.fanout_spread.sum)
     yield from (connected, subscribers, first_event, byte_age, event_age, offset, reconnects)
+    yield from (uncertainty, applied, skewed)
     yield from counters.values()
+    yield from clock_counts.values()
     yield from (lag, connect, spread)

@@ -16,14 +16,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from conftest import ServeApp
+from livedaemon import live_daemon, sample, watch_metrics
 from test_watcher import stream_spec, until
 
 from probed.config import SseStream, TargetConfig
+from probed.signals import RecommendationState
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
@@ -215,3 +218,115 @@ async def test_ignore_measures_no_lag_and_no_clock(serve_app: ServeApp) -> None:
         await until(lambda: stats.received >= 10, within=10)
     assert ([], 0, 0, 0) == (lags, stats.delivery_lag.count, stats.negative_lag, stats.untimed)
     assert (0, None, False) == (server.time_answers, stats.clock.offset, stats.clock.skewed)
+
+
+def daemon_config(tmp_path: Path, url: str, clock: str) -> Path:
+    """One stream on ``url`` with time_path, judged fast; ``clock`` is its clock setting."""
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f"""
+[daemon]
+listen = "127.0.0.1:0"
+state_dir = "{tmp_path}/state"
+
+[recommend]
+window = "30s"
+evaluate_every = "200ms"
+enter_for = "400ms"
+
+[targets.skewed]
+base_url = "{url}"
+
+[[probes]]
+name = "feed"
+kind = "sse"
+target = "skewed"
+path = "/sse"
+sequence_field = "seq"
+time_path = "/time"
+clock_check_interval = "200ms"
+clock = "{clock}"
+
+[[slos]]
+name = "lag"
+sli = "delivery_lag"
+stream = "feed"
+threshold = "1s"
+objective = 0.99
+"""
+    )
+    return path
+
+
+async def test_trusted_skew_makes_the_lag_recommendation_inconclusive(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """clock = "trust" with the server 30 s behind: the lag p95 of ~30 s raises no Sev; the
+    recommendation is inconclusive (clock_skew), and the skew is on the status page."""
+    server = SkewedServer(-SKEW)
+    url = await serve_app(server.app())
+    async with live_daemon(daemon_config(tmp_path, url, "trust")) as (daemon, task, base):
+        engine = daemon.evaluator.engine
+
+        def inconclusive(text: str) -> bool:
+            return 1.0 == sample(
+                text, "probed_recommendation_inconclusive", scenario="sse_degraded"
+            )
+
+        text, _ = await watch_metrics(base, task, 0.5, inconclusive)
+        [rec] = [r for r in engine.current() if r.scenario == "sse_degraded"]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/api/v1/status") as resp:
+                doc = await resp.json()
+            async with http.get(f"{base}/") as resp:
+                page = await resp.text()
+    print(f"\ntrust, 30 s behind: {rec.summary}")
+    assert "clock_skew" == rec.inconclusive_reason
+    assert "clock_skew" in rec.summary
+    assert [] == [
+        r.scenario for r in engine.current() if r.state is not RecommendationState.INCONCLUSIVE
+    ]
+    actives = [
+        line for line in text.splitlines() if line.startswith("probed_recommendation_active{")
+    ]
+    assert actives
+    assert all(line.endswith(" 0.0") for line in actives), actives
+    assert 1.0 == sample(text, "probed_recommendation_inconclusive", scenario="sse_degraded")
+    assert 1.0 == sample(text, "probed_stream_clock_skewed", stream="feed")
+    assert -SKEW == round(sample(text, "probed_stream_clock_offset_seconds", stream="feed"), 1)
+    assert 0.0 == sample(text, "probed_stream_clock_offset_applied_seconds", stream="feed")
+    assert (
+        0.0 < sample(text, "probed_stream_clock_offset_uncertainty_seconds", stream="feed") < 0.01
+    )
+    # the SLO leaves the skewed lags out, and says so for the generated rules
+    assert 0.0 < sample(
+        text, "probed_slo_excluded_events_total", slo="lag", outcome="bad", why="clock_skew"
+    )
+    [stream] = doc["streams"]
+    assert (True, "trust") == (stream["clock"]["skewed"], stream["clock"]["mode"])
+    [doc_rec] = doc["recommendations"]
+    assert ("inconclusive", "clock_skew") == (doc_rec["state"], doc_rec["inconclusive_reason"])
+    assert 'data-clock-skewed="true"' in page
+
+
+async def test_corrected_skew_raises_nothing(tmp_path: Path, serve_app: ServeApp) -> None:
+    """clock = "correct" with the server 30 s behind: lags are the true ~0.2 s, nothing raised."""
+    server = SkewedServer(-SKEW)
+    url = await serve_app(server.app())
+    async with live_daemon(daemon_config(tmp_path, url, "correct")) as (daemon, task, base):
+        text, _ = await watch_metrics(
+            base,
+            task,
+            1.5,
+            lambda t: sample(t, "probed_delivery_lag_seconds_count", stream="feed") >= 30,
+        )
+        recs = daemon.evaluator.engine.current()
+    assert [] == recs
+    count = sample(text, "probed_delivery_lag_seconds_count", stream="feed")
+    mean = sample(text, "probed_delivery_lag_seconds_sum", stream="feed") / count
+    print(f"\ncorrect, 30 s behind: mean lag {mean * 1000:.1f} ms over {count:.0f} events")
+    assert abs(mean - TRUE_LAG) < 0.005
+    assert 0.0 == sample(text, "probed_stream_clock_skewed", stream="feed")
+    assert -SKEW == round(
+        sample(text, "probed_stream_clock_offset_applied_seconds", stream="feed"), 1
+    )

@@ -877,6 +877,7 @@ def test_server_clock_ahead(outcome: Outcome) -> None:
     assert negative > 0
     # every event is stamped in our future: none reaches the lag histogram
     assert 0.0 == outcome.sample("probed_delivery_lag_seconds_count", stream="sse_skewed")
+    assert 1.0 == outcome.sample("probed_stream_clock_skewed", stream="sse_skewed")
 
 
 def test_streams_with_healthy_connections_never_reconnect(outcome: Outcome) -> None:

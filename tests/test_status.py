@@ -428,6 +428,7 @@ def test_status_document_shape_with_a_populated_store() -> None:
         "actions": ["Switch clients to polling at 15-30 s.", "Restart SSE workers."],
         "rollback": "Restore SSE once P95 delay < 5 s.",
         "runbook_url": "https://runbooks.example/sse",
+        "inconclusive_reason": None,
         "evidence": [
             {"signal": "stream events lag_p95", "value": 7.25, "threshold": 5.0,
              "since": NOW - 400, "detail": "p95 over 5m"},
@@ -468,6 +469,13 @@ def test_status_document_shape_with_a_populated_store() -> None:
         "reconnects": 3, "reconnect_reasons": {"eof": 3}, "clock_offset_seconds": -0.25,
         "mean_lag_seconds": 0.75, "last_byte_age_seconds": None,
         "bursts": 0, "burst_events": 0, "hints": [],
+        "clock": {
+            "mode": "correct", "source": "time_path", "offset_seconds": -0.25,
+            "uncertainty_seconds": 0.0005, "applied_seconds": -0.25, "samples": 1,
+            "tolerance_seconds": 1.0, "skewed": False, "lag_error_seconds": 0.0005,
+            "uncorrected": 0, "within_uncertainty": 0,
+            "note": "-0.250 s \u00b1 0.5 ms (time_path), corrected",
+        },
     } == events  # fmt: skip
     assert [1.5, 0.25] == [point["lag"] for point in lag]  # worst per slot, in time order
     assert all(NOW - 300 < point["t"] <= NOW for point in lag)

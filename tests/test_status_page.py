@@ -511,7 +511,9 @@ def parity_doc() -> dict[str, Any]:
         "streams": [
             {"stream": "events", "target": "demo", "connected": 0, "subscribers": 2,
              "received": 12, "lost": 3, "duplicated": 1, "out_of_order": 2, "late": 4,
-             "negative_lag": 1, "reconnects": 5, "clock_offset_seconds": -0.0125,
+             "negative_lag": 1, "reconnects": 5, "clock_offset_seconds": -30.013,
+             "clock": {"mode": "trust", "skewed": True,
+                       "note": f"-30.013 s \u00b1 0.4 ms (time_path), SKEWED {HOSTILE}"},
              "mean_lag_seconds": 0.5, "lag": [{"t": T0 - 60, "lag": 0.5},
                                               {"t": T0 - 30, "lag": 6.25}],
              "hints": ["events arrive in bursts", HOSTILE]},
@@ -599,6 +601,12 @@ async def test_script_renders_exactly_what_the_server_renders(
             ["2026-02-07T23:49:59Z", "reload", "config", "- \u2192 failed",
              f"<img src=x onerror=alert(1)> {HOSTILE}"],
         ] == history_rows(dom)  # fmt: skip
+        assert [
+            f"stream events: target clock -30.013 s \u00b1 0.4 ms (time_path), SKEWED {HOSTILE}"
+        ] == [p.text for p in dom.by_class("clock-skew")]
+        assert [("true", "-30.013 s skewed"), ("false", "-")] == [
+            (td.attrs["data-clock-skewed"], td.text) for td in dom.by_class("clock")
+        ]
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
         assert ["Sev-1", "Sev-3"] == [
             r.attrs["data-severity"] for r in dom.by_class("recommendation")
