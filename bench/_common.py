@@ -1,6 +1,6 @@
 """What the benchmark scripts share: processes, /proc readers, small helpers.
 
-Imported by ``http_probes.py``, ``soak.py``, ``streams.py`` and ``abuse.py`` as ``_common``:
+Imported by the scripts in ``bench/`` (``http_probes.py``, ``streams.py``...) as ``_common``:
 they run as ``python bench/NAME.py`` (and start themselves again the same way
 for their servers and clients), so ``bench/`` is ``sys.path[0]``. mypy finds
 it the same way: ``bench/`` has no ``__init__.py``, so it is the base
@@ -20,6 +20,7 @@ import atexit
 import base64
 import contextlib
 import ctypes
+import json
 import logging
 import math
 import os
@@ -462,6 +463,31 @@ async def start_printing_port(
         raise BenchError(
             f"{argv[1:2]} did not print its port: {exc!r}\n{tail(stderr_path)}"
         ) from None
+
+
+async def run_child_result(procs: Processes, argv: Sequence[str], within: float) -> dict[str, Any]:
+    """Run a child to its end; return the JSON object of its ``RESULT {json}`` stdout line.
+
+    BenchError if it does not finish within ``within`` seconds (it is then
+    stopped), prints no such line, or its result is ``{"error": ...}``. Its
+    stderr is the bench's own.
+    """
+    what = " ".join([Path(argv[1]).name, *argv[2:]] if len(argv) > 1 else argv)
+    proc = await procs.spawn(argv)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        raise BenchError(f"{what} did not finish within {within:g} s") from None
+    finally:
+        await procs.stop(proc)
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("RESULT "):
+            result: object = json.loads(line[len("RESULT ") :])
+            if isinstance(result, dict):
+                if "error" in result:
+                    raise BenchError(str(result["error"]))
+                return result
+    raise BenchError(f"{what} exited ({proc.returncode}) without a result")
 
 
 # --------------------------------------------------------------------------------------

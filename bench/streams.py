@@ -93,7 +93,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiohttp
 from _common import (
@@ -108,6 +108,7 @@ from _common import (
     quiet_structlog,
     raise_nofile,
     run_bench,
+    run_child_result,
     say,
     serve_app,
     status_kib,
@@ -334,6 +335,17 @@ def serve_demo(stream_delay: float, lifetime: float) -> int:
 # the client process (``streams.py --client raw|probed|reflect``)
 
 
+class EventSink(Protocol):
+    """Where the stream clients hand each event: ``RawStreams`` and ``ProbedStreams`` call it.
+
+    ``data`` is the event's data parsed as JSON (None if it is not JSON); ``wall``
+    the client's receive time (``time.time()`` / ``ReceivedEvent.received_wall``).
+    ``stream_side_by_side.py`` keeps a per-``seq`` sink of its own.
+    """
+
+    def record(self, wall: float, data: object) -> None: ...
+
+
 class Recorder:
     """Overhead samples and event counts while ``active`` (the measured window)."""
 
@@ -345,10 +357,11 @@ class Recorder:
         self.bad = 0
         self.overhead: list[float] = []
 
-    def record(self, wall: float, stamp: object) -> None:
-        """One received event: ``wall`` is our receive time, ``stamp`` its ``enqueued_at``."""
+    def record(self, wall: float, data: object) -> None:
+        """One received event: ``wall`` is our receive time, ``data`` its parsed JSON."""
         if not self.active:
             return
+        stamp = data.get("enqueued_at") if isinstance(data, dict) else None
         if isinstance(stamp, float):
             self.events += 1
             if len(self.overhead) < MAX_SAMPLES:
@@ -411,7 +424,7 @@ Identity = tuple[bool, str | int, int]
 class RawStreams:
     """The minimal aiohttp read loop, one task per stream."""
 
-    def __init__(self, url: str, streams: int, recorder: Recorder) -> None:
+    def __init__(self, url: str, streams: int, recorder: EventSink) -> None:
         self.url = url
         self.recorder = recorder
         self.up = [False] * streams
@@ -435,7 +448,7 @@ class RawStreams:
                         async for chunk in resp.content.iter_any():
                             wall = time.time()
                             for data in events.feed(chunk):
-                                record(wall, json.loads(data).get("enqueued_at"))
+                                record(wall, json.loads(data))
                         self.errors["eof"] += 1
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 self.errors[type(exc).__name__] += 1
@@ -471,7 +484,7 @@ class RawStreams:
 class ProbedStreams:
     """Real ``StreamWatcher``s under a ``StreamManager``, fed to the recorder through the Hub."""
 
-    def __init__(self, base_url: str, streams: int, rate: float, recorder: Recorder) -> None:
+    def __init__(self, base_url: str, streams: int, rate: float, recorder: EventSink) -> None:
         self.recorder = recorder
         self.target = TargetConfig(base_url=base_url)
         self.specs = [
@@ -494,10 +507,7 @@ class ProbedStreams:
         self.log_counts: Counter[str] = Counter()
 
     def _on_event(self, received: ReceivedEvent) -> None:
-        data = received.json()
-        self.recorder.record(
-            received.received_wall, data.get("enqueued_at") if isinstance(data, dict) else None
-        )
+        self.recorder.record(received.received_wall, received.json())
 
     async def run(
         self, body: Callable[[], Awaitable[dict[str, Any]]], stop_at: float
@@ -890,22 +900,8 @@ async def start_server(
 
 
 async def run_client(procs: Processes, argv: Sequence[str], within: float) -> dict[str, Any]:
-    """Run a client process to its end; return its result."""
-    proc = await procs.spawn([sys.executable, str(SELF), *argv])
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), within)
-    except TimeoutError:
-        raise BenchError(f"client {' '.join(argv)} did not finish within {within:g} s") from None
-    finally:
-        await procs.stop(proc)
-    for line in out.decode(errors="replace").splitlines():
-        if line.startswith("RESULT "):
-            result: object = json.loads(line[len("RESULT ") :])
-            if isinstance(result, dict):
-                if "error" in result:
-                    raise BenchError(str(result["error"]))
-                return result
-    raise BenchError(f"client {' '.join(argv)} exited ({proc.returncode}) without a result")
+    """Run a client process (``streams.py`` with ``argv``) to its end; return its result."""
+    return await run_child_result(procs, [sys.executable, str(SELF), *argv], within)
 
 
 # --------------------------------------------------------------------------------------
