@@ -160,7 +160,7 @@ class Broadcaster:
         self.state = "waiting for clients"
         self.sent = 0
         self.write_errors = 0
-        """Failed writes while events were being sent (later ones: clients that left)."""
+        """Failed writes of warm-up and measured events (later: clients that are done)."""
         self.lateness: list[float] = []
         self.write_loop: list[float] = []
         self.cpu_s = NAN
@@ -200,7 +200,7 @@ class Broadcaster:
             except (ConnectionError, RuntimeError):
                 failed.append(conn)
         for conn in failed:
-            if self.state == "sending":
+            if self.sent < self.last:  # ``sent`` is the previous event's seq
                 self.write_errors += 1
             self._drop(conn)
 
@@ -578,8 +578,8 @@ def details(rnd: Round) -> list[str]:
         f"measured events sent; send lateness p50/p99/max "
         f"{'/'.join(fmt(v, 2) for v in late)} ms; write loop (all connections) p50/p99/max "
         f"{'/'.join(fmt(v, 0) for v in loop_us)} µs; CPU {fmt(cpu_pct, 0)}% of a core; "
-        f"failed writes {srv.get('write_errors', 0)}; load average {rnd.load[0]:.2f} -> "
-        f"{rnd.load[1]:.2f}"
+        f"failed writes {srv.get('write_errors', 0)} (up to the last measured event); "
+        f"load average {rnd.load[0]:.2f} -> {rnd.load[1]:.2f}"
     )
     joined = join(rnd.results)
     if joined.diff:
