@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/stream_side_by_side.py            # 2 rounds of 30 s at 200 events/s, ~1.5 min
+    python bench/stream_side_by_side.py            # 2 rounds of 30 s at 200 events/s, about 70 s
     python bench/stream_side_by_side.py --quick    # 2 rounds of 5 s (1 s warm-up)
     python bench/stream_side_by_side.py --rate 500 --duration 60 --rounds 4
 
