@@ -26,8 +26,10 @@ measured one still ends), then a ``: heartbeat`` comment every second until
 the clients have left. For event ``n`` it takes ``t = time.time() - D``
 (``D`` = 0.5 s, as in ``streams.py``), renders ``id: n`` /
 ``data: {"seq": n, "enqueued_at": t}`` once and writes those bytes to every
-open connection in the order they connected (nothing is awaited between the
-writes). ``GET /stats`` reports the connections in that order (probed's
+open connection, nothing awaited between the writes, in the order they
+connected for odd ``n`` and the reverse order for even ``n`` (the second
+write waits for the first: alternating gives neither client the later one).
+``GET /stats`` reports the connections in connection order (probed's
 watcher sends a ``traceparent`` header, the raw loop does not), its send
 lateness (actual - scheduled), the write loop's duration per event and its
 CPU over the measured events.
@@ -194,7 +196,9 @@ class Broadcaster:
 
     async def _write_all(self, payload: bytes) -> None:
         failed: list[Conn] = []
-        for conn in self.conns:
+        # whoever is written to second waits for the first write: alternate the order per
+        # event so that neither client always gets the later write
+        for conn in self.conns if self.sent % 2 else self.conns[::-1]:
             try:
                 await conn.resp.write(payload)  # buffered: does not wait for the peer
             except (ConnectionError, RuntimeError):
@@ -573,7 +577,8 @@ def details(rnd: Round) -> list[str]:
     wall = num(srv.get("wall_s"))
     cpu_pct = num(srv.get("cpu_s")) / wall * 100 if wall > 0 else NAN
     out.append(
-        f"  round {rnd.number}: server wrote to {' then '.join(srv.get('order', []))}; "
+        f"  round {rnd.number}: connected {', then '.join(srv.get('order', []))} "
+        "(writes alternate per event); "
         f"{min(int(srv.get('sent', 0)), int(srv.get('last', 0))) - int(srv.get('first', 0)):,} "
         f"measured events sent; send lateness p50/p99/max "
         f"{'/'.join(fmt(v, 2) for v in late)} ms; write loop (all connections) p50/p99/max "
