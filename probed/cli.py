@@ -199,6 +199,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config, args.web_config_file)
     if config is None:
         return EXIT_CONFIG
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: OK ({len(config.probes)} probes, {len(config.targets)} targets)")
     return EXIT_OK
 

@@ -52,7 +52,10 @@ from probed.configchecks import (
     header_value_problems,
     without_invalid_keys,
 )
+from probed.configenv import unknown_overrides
 from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
+from probed.confighints import did_you_mean, known_keys, ratio_hint
+from probed.configlocate import Locator
 from probed.errors import ConfigError, SecretError
 from probed.maintenance import MaintenanceConfig, config_problems
 from probed.playbooks import PlaybookConfig, duplicate_problems
@@ -764,6 +767,7 @@ class Config(BaseSettings):
     _hash: str | None = PrivateAttr(default=None)
     _loaded_at: float | None = PrivateAttr(default=None)
     _web: WebConfig | None = PrivateAttr(default=None)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -790,6 +794,11 @@ class Config(BaseSettings):
     def loaded_at(self) -> float | None:
         """Unix time the file was read (None: not loaded from a file)."""
         return self._loaded_at
+
+    @property
+    def warnings(self) -> list[str]:
+        """What loaded but deserves a look (an override that sets nothing); never fatal."""
+        return list(self._warnings)
 
     @property
     def web(self) -> WebConfig | None:
@@ -823,55 +832,6 @@ class Config(BaseSettings):
 # loading and error reporting
 
 
-class _Locator:
-    """Find the line of a key in the TOML text (tomllib reports no positions)."""
-
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\"' -]+?)\s*\]\]?\s*(?:#.*)?$")
-    _KEY = re.compile(r"^\s*\"?([A-Za-z0-9_.-]+)\"?\s*=")
-
-    def __init__(self, text: str) -> None:
-        # blocks: (table path, array index or None, first line, last line)
-        self.blocks: list[tuple[str, int | None, int, int]] = []
-        self.lines = text.splitlines()
-        counters: dict[str, int] = {}
-        current: tuple[str, int | None, int] = ("", None, 1)
-        for number, line in enumerate(self.lines, start=1):
-            match = self._HEADER.match(line)
-            if not match:
-                continue
-            self.blocks.append((*current, number - 1))
-            table = match.group(2).replace('"', "").replace("'", "").replace(" ", "")
-            if match.group(1) == "[[":
-                counters[table] = counters.get(table, -1) + 1
-                current = (table, counters[table], number)
-            else:
-                parent = table.split(".")[0]
-                index = counters.get(parent) if parent in counters else None
-                current = (table, index, number)
-        self.blocks.append((*current, len(self.lines)))
-
-    def line(self, table: str, index: int | None, key: str | None) -> int | None:
-        """Line of ``key`` in ``table`` (element ``index`` of an array of tables)."""
-        header: int | None = None
-        for path, idx, first, last in self.blocks:
-            if idx != index or not (path == table or path.startswith(table + ".")):
-                continue
-            if path == table and header is None:
-                header = first
-            sub = path[len(table) + 1 :] if path != table else ""
-            for number in range(first, last + 1):
-                if number < 1 or number > len(self.lines):
-                    continue
-                match = self._KEY.match(self.lines[number - 1])
-                if not match or key is None:
-                    continue
-                full = f"{sub}.{match.group(1)}" if sub else match.group(1)
-                # a dotted key, or the inline table holding it (headers = { X = ... })
-                if full in (key, key.split(".")[0]) or full.split(".")[0] == key:
-                    return number
-        return header
-
-
 _NOUNS = {
     "slos": ("slo", "name"),
     "components": ("component", "name"),
@@ -881,7 +841,7 @@ _NOUNS = {
 
 
 def _describe_loc(
-    loc: Sequence[int | str], raw: Mapping[str, Any], locator: _Locator
+    loc: Sequence[int | str], raw: Mapping[str, Any], locator: Locator
 ) -> tuple[int | None, str]:
     """Turn a pydantic location into (line, 'probe 'x' (probes[3]) key 'y'')."""
     parts = [str(p) for p in loc]
@@ -945,7 +905,7 @@ def _env_origin(loc: Sequence[int | str]) -> str:
 
 
 def _pydantic_problems(
-    exc: ValidationError, path: Path, raw: Mapping[str, Any], locator: _Locator
+    exc: ValidationError, path: Path, raw: Mapping[str, Any], locator: Locator
 ) -> list[str]:
     problems = []
     for err in exc.errors(include_url=False):
@@ -959,11 +919,12 @@ def _pydantic_problems(
         elif err["type"] == "union_tag_not_found":
             msg = f"missing key 'kind'; expected one of: {', '.join(_KINDS)}"
         elif err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + did_you_mean(str(loc[-1]), known_keys(Config, loc))
         elif err["type"] == "missing":
             msg = "required key is missing"
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
+            msg += ratio_hint(str(loc[-1]), err)
         origin = _env_origin(loc)
         problems.append(f"{path}{f':{line}' if line else ''}: {where}{origin}: {msg}")
     return problems
@@ -1028,7 +989,7 @@ def _follow_up_problems(spec: ReflectProbe | ImportProbe, index: int, at: _At, c
 
 
 def _semantic_problems(
-    cfg: Config, path: Path, locator: _Locator, environ: Mapping[str, str], secrets: bool
+    cfg: Config, path: Path, locator: Locator, environ: Mapping[str, str], secrets: bool
 ) -> list[str]:
     problems: list[str] = []
     base_dir = path.resolve().parent  # relative paths are the real file's, not a link's
@@ -1111,7 +1072,7 @@ def _semantic_problems(
     return problems
 
 
-def _reference_problems(cfg: Config, path: Path, locator: _Locator) -> list[str]:
+def _reference_problems(cfg: Config, path: Path, locator: Locator) -> list[str]:
     """SLOs, components and canaries name probes that exist; a scenario has one playbook."""
     from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS
 
@@ -1184,7 +1145,7 @@ def _problems_beside(
     exc: ValidationError,
     raw: Mapping[str, Any],
     path: Path,
-    locator: _Locator,
+    locator: Locator,
     environ: Mapping[str, str],
     secrets: bool,
 ) -> list[str]:
@@ -1198,6 +1159,13 @@ def _problems_beside(
     except ValidationError:
         return []
     cfg._source = path
+    referenced = [
+        ref.env
+        for owner in [*cfg.probes, *cfg.targets.values()]
+        for _, ref in owner.secret_refs()
+        if ref.env is not None
+    ]
+    cfg._warnings = unknown_overrides(os.environ, Config, referenced)
     problems = _semantic_problems(cfg, path, locator, environ, secrets)
     return [p for p in problems if not any(e in p for e in refused)]
 
@@ -1228,7 +1196,7 @@ def _validated(
 ) -> Config:
     environ = os.environ if environ is None else environ
     raw = parse_toml(text, path)
-    locator = _Locator(text)
+    locator = Locator(text)
     prefix = Config.model_config.get("env_prefix", "")
     lists = [name for name, f in Config.model_fields.items() if get_origin(f.annotation) is list]
     if env_problems := env_list_problems(path, os.environ, prefix, lists):
@@ -1240,6 +1208,13 @@ def _validated(
         beside = _problems_beside(exc, raw, path, locator, environ, secrets)
         raise ConfigError(problems + beside) from None
     cfg._source = path
+    referenced = [
+        ref.env
+        for owner in [*cfg.probes, *cfg.targets.values()]
+        for _, ref in owner.secret_refs()
+        if ref.env is not None
+    ]
+    cfg._warnings = unknown_overrides(os.environ, Config, referenced)
     problems = _semantic_problems(cfg, path, locator, environ, secrets)
     if not cfg.probes and not cfg.daemon.allow_no_probes:
         problems.append(

@@ -421,6 +421,8 @@ class Daemon:
         host, port = daemon_cfg.host_port()
         if web_cfg is not None and web_cfg.basic_auth_users and ssl_context is None:
             _log.warning("basic_auth_without_tls", web_config=str(web_cfg.source))
+        for warning in self.config.warnings:
+            _log.warning("config_env_unknown", warning=warning)
         site = GuardedSite(runner, host, port, guard)
         try:
             await site.start()

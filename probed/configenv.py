@@ -1,0 +1,117 @@
+"""Environment variables that look like overrides but set nothing.
+
+pydantic-settings takes ``PROBED_<SECTION>__<KEY>`` as an override of one value and
+silently ignores every other ``PROBED_*`` variable, so a typo
+(``PROBED_DEAMON__LISTEN``) changes nothing and says nothing. ``unknown_overrides``
+names each such variable, with the closest real setting when there is one: ``probed
+check`` prints them as warnings, the daemon logs them at start.
+
+Not reported: probed's own variables that are not settings (``PROBED_CONFIG``,
+``PROBED_CLIENT_*``) and the variables the config itself reads secrets from
+(``password = { env = "PROBED_LOGIN_PASSWORD" }``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["OWN_VARIABLES", "unknown_overrides"]
+
+OWN_VARIABLES = ("PROBED_CONFIG", "PROBED_CLIENT_")
+"""Variables (or prefixes) probed reads itself, outside the settings."""
+
+_PREFIX = "PROBED_"
+_DELIMITER = "__"
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation may hold (through Optional, unions, Annotated, list, dict)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _models(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, dict):
+        args = typing.get_args(annotation)
+        if origin is dict:
+            args = args[1:]
+        return [m for arg in args for m in _models(arg)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _is_dict(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_dict(typing.get_args(annotation)[0])
+    return origin is dict
+
+
+def _settings(model: type[BaseModel], path: str = "") -> Iterable[str]:
+    """Every variable name (upper case, without the prefix) that sets a value of ``model``.
+
+    A dict's keys (target names) appear as ``*``; the top-level lists are left out.
+    """
+    for name, field in model.model_fields.items():
+        here = f"{path}{name.upper()}"
+        annotation = field.annotation
+        if typing.get_origin(annotation) is list and not path:
+            continue  # a top-level list (probes, slos): refused with its own message
+        models = _models(annotation)
+        if _is_dict(annotation):
+            for sub in models:
+                yield from _settings(sub, f"{here}{_DELIMITER}*{_DELIMITER}")
+        elif models and typing.get_origin(annotation) is not list:
+            for sub in models:
+                yield from _settings(sub, f"{here}{_DELIMITER}")
+        else:
+            yield here
+
+
+def _matches(parts: list[str], pattern: list[str]) -> bool:
+    return len(parts) == len(pattern) and all(
+        want == "*" or got == want for got, want in zip(parts, pattern, strict=True)
+    )
+
+
+def unknown_overrides(
+    environ: Mapping[str, str], model: type[BaseModel], referenced: Iterable[str] = ()
+) -> list[str]:
+    """A warning for each ``PROBED_*`` variable that sets nothing (names match without case).
+
+    ``referenced``: the variables the config reads secrets from (never reported).
+    """
+    known = sorted(set(_settings(model)))
+    lists = {
+        name.upper()
+        for name, field in model.model_fields.items()
+        if typing.get_origin(field.annotation) is list
+    }
+    skip = {name.upper() for name in referenced}
+    warnings = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith(_PREFIX) or upper in skip:
+            continue
+        if any(upper.startswith(own) for own in OWN_VARIABLES):
+            continue
+        rest = upper.removeprefix(_PREFIX)
+        parts = rest.split(_DELIMITER)
+        if parts[0] in lists:
+            continue  # refused with its own message (lists come from the file)
+        if _DELIMITER not in rest and not any(
+            rest.startswith(f"{k.split('__')[0]}_") for k in known
+        ):
+            continue  # not shaped like an override: a secret's variable, say
+        if any(_matches(parts, k.split(_DELIMITER)) for k in known):
+            continue
+        concrete = [k.replace("*", parts[1] if len(parts) > 1 else "NAME") for k in known]
+        guess = difflib.get_close_matches(rest, concrete, n=1, cutoff=0.75)
+        hint = f"; did you mean {_PREFIX}{guess[0]}?" if guess else ""
+        warnings.append(f"environment variable {variable} names no setting{hint}")
+    return warnings
