@@ -397,7 +397,8 @@ def test_a_schema_error_does_not_hide_the_other_problems(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert [
-        f"{path}:8: probe 'health' (probes[0]) key 'intervall': unknown key; did you mean 'interval'?",
+        f"{path}:8: probe 'health' (probes[0]) key 'intervall': unknown key; "
+        "did you mean 'interval'?",
         f"{path}:13: probe 'ready' (probes[1]) key 'target': unknown target 'nope' (targets: app)",
         f"{path}:18: slo 's' (slos[0]) key 'probes': unknown probe(s) 'gone'",
     ] == caught.value.problems
