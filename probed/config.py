@@ -313,6 +313,8 @@ class TargetConfig(_HasHeaders):
 
 
 _PROBE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}")
+"""An HTTP field name (RFC 9110 token)."""
 
 
 class JsonAssertion(_Strict):
@@ -446,6 +448,9 @@ class LoginProbe(_ProbeBase):
     password: Annotated[SecretRef, BeforeValidator(_reject_inline_secret)]
     token_path: str | None = "token"
     token_cookie: str | None = None
+    token_header: str = "Authorization"
+    """The follow-up presents a ``token_path`` token in this header, after ``token_prefix``."""
+    token_prefix: str = "Bearer "
     follow_up: FollowUp | None = None
     _password: SecretStr = PrivateAttr(default=SecretStr(""))
 
@@ -453,6 +458,10 @@ class LoginProbe(_ProbeBase):
     def _token_source(self) -> LoginProbe:
         if self.token_path is None and self.token_cookie is None:
             raise ValueError("set 'token_path' or 'token_cookie' so the probe can find the token")
+        if not _HEADER_NAME.fullmatch(self.token_header):
+            raise ValueError(f"token_header {self.token_header!r} is not a valid header name")
+        if any(c in self.token_prefix for c in "\r\n\0"):
+            raise ValueError("token_prefix must not contain line breaks")
         return self
 
     def secret_refs(self) -> Iterable[tuple[str, SecretRef]]:

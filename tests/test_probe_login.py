@@ -70,6 +70,12 @@ async def _me(request: web.Request) -> web.Response:
     return web.json_response({"user": "alice", "role": "admin", "echo": TOKEN})
 
 
+async def _me_custom(request: web.Request) -> web.Response:
+    if request.headers.get("X-Api-Token") != f"Token {TOKEN}":
+        return web.json_response({"error": "unauthorised"}, status=401)
+    return web.json_response({"user": "alice"})
+
+
 async def _forbidden(request: web.Request) -> web.Response:
     return web.json_response({"error": "forbidden"}, status=403)
 
@@ -107,6 +113,7 @@ async def app() -> web.Application:
         web.post("/login", _login),
         web.post("/login/{variant}", _login),
         web.route("*", "/me", _me),
+        web.get("/me/custom", _me_custom),
         web.get("/forbidden", _forbidden),
         web.get("/unavailable", _unavailable),
         web.get("/text", _text),
@@ -320,3 +327,27 @@ async def test_traceparent_on_both_requests(app: web.Application, ctx: ProbeCont
     assert login.traceparent is not None
     assert probe_run.trace_id == login.traceparent.split("-")[1]
     assert login.traceparent == follow_up.traceparent
+
+
+async def test_the_follow_up_presents_the_token_in_the_configured_header(
+    app: web.Application, ctx: ProbeContext
+) -> None:
+    """A product that wants ``X-Api-Token: Token <t>`` gets exactly that, and no bearer."""
+    follow_up = FollowUp(path="/me/custom")
+    spec = login_spec(follow_up=follow_up, token_header="X-Api-Token", token_prefix="Token ")
+    result = await run(ctx, spec)
+    assert result.success, result.result.detail
+    _, me = app[SEEN]
+    assert ("/me/custom", None) == (me.path, me.authorization)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"token_header": "Bad Header"}, "token_header 'Bad Header' is not a valid header name"),
+        ({"token_prefix": "Bearer\r\nX: y"}, "token_prefix must not contain line breaks"),
+    ],
+)
+def test_a_bad_token_header_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        login_spec(**fields)

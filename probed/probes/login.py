@@ -51,7 +51,7 @@ def _find_token(resp: Response, spec: LoginProbe) -> tuple[str, dict[str, str]]:
                 missing.append(f"no JSON path {spec.token_path!r}")
             else:
                 if isinstance(value, str) and value:
-                    return value, {"Authorization": f"Bearer {value}"}
+                    return value, {spec.token_header: f"{spec.token_prefix}{value}"}
                 missing.append(f"JSON path {spec.token_path!r} is not a non-empty string")
     if spec.token_cookie is not None:
         cookie = resp.cookie(spec.token_cookie)
