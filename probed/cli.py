@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(demo, default=None)
     _add_logging(demo)
+    demo.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="where the daemon serves metrics and the status page (default 127.0.0.1:10115)",
+    )
+    demo.add_argument(
+        "--target-listen",
+        metavar="HOST:PORT",
+        help="where the demo product listens (default 127.0.0.1:18115)",
+    )
 
     check = sub.add_parser(
         "check",
@@ -229,6 +239,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from probed.demo import DemoTarget
 
     path = Path(args.config) if args.config else _demo_config_path()
+    if args.listen:
+        os.environ["PROBED_DAEMON__LISTEN"] = args.listen
+    if args.target_listen:
+        os.environ["PROBED_TARGETS__DEMO__BASE_URL"] = f"http://{args.target_listen}"
     password = secrets.token_urlsafe(18)
     for env_name in _password_envs(path):
         os.environ.setdefault(env_name, password)
@@ -246,7 +260,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     host, port = url.host or "127.0.0.1", url.port or 80
 
     async def main() -> int:
-        async with DemoTarget(host=host, port=port, password=password):
+        target = DemoTarget(host=host, port=port, password=password)
+        try:
+            await target.start()
+        except OSError as exc:
+            print(
+                f"probed demo: cannot listen on {host}:{port} for the demo target: "
+                f"{_os_reason(exc)}; choose another with --target-listen HOST:PORT",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        try:
             daemon = Daemon(
                 config,
                 config_path=path,
@@ -255,15 +279,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             listen = config.daemon.listen
             print(
                 f"probed demo: demo target on {url}, admin at {url}/-/admin/faults\n"
-                f"probed demo: metrics at http://{listen}/metrics, "
-                f"status at http://{listen}/api/v1/status\n"
+                f"probed demo: status page at http://{listen}/, metrics at "
+                f"http://{listen}/metrics, status API at http://{listen}/api/v1/status\n"
                 "probed demo: logs are the JSON lines below (stdout); Ctrl-C stops",
                 file=sys.stderr,
                 flush=True,
             )
-            return await daemon.run()
+            code = await daemon.run()
+            if code == EXIT_FAILED and daemon.bound_port is None:
+                print(
+                    f"probed demo: the daemon cannot listen on {listen} (see the listen_failed "
+                    "line above); choose another with --listen HOST:PORT",
+                    file=sys.stderr,
+                )
+            return code
+        finally:
+            await target.stop()
 
     return asyncio.run(main())
+
+
+def _os_reason(exc: OSError) -> str:
+    """The operating system's words for ``exc`` (``address already in use``), lower case."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return reason[0].lower() + reason[1:] if reason else "unknown error"
 
 
 def _password_envs(path: Path) -> list[str]:

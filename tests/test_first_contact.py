@@ -141,3 +141,70 @@ async def test_run_starts_on_the_shipped_config_from_the_root(
             proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 15)
     assert 0 == proc.returncode, err.decode()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound and released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_demo_moves_its_ports_and_prints_the_status_page(tmp_path: Path) -> None:
+    """`probed demo --listen --target-listen`: both ports move; the banner names the page."""
+    listen, target = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "probed", "demo", "--listen", listen, "--target-listen", target,
+        cwd=tmp_path, env=clean_env(PROBED_DAEMON__STATE_DIR=str(tmp_path / "state")),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    banner: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            while len(banner) < 3:
+                banner.append((await proc.stderr.readline()).decode().rstrip())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 15)
+    text = "\n".join(banner)
+    assert f"demo target on http://{target}" in text
+    assert f"status page at http://{listen}/" in text
+    assert f"metrics at http://{listen}/metrics" in text
+
+
+def test_demo_on_a_busy_port_is_one_line_and_exit_code_1(tmp_path: Path) -> None:
+    """The demo target's port already taken: no traceback, a line naming the option."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = probed(
+            "demo", "--target-listen", f"127.0.0.1:{port}", "--listen", f"127.0.0.1:{free_port()}",
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert 1 == result.returncode
+    assert "Traceback" not in result.stderr
+    assert [
+        f"probed demo: cannot listen on 127.0.0.1:{port} for the demo target: address already "
+        "in use; choose another with --target-listen HOST:PORT"
+    ] == result.stderr.strip().splitlines()
+
+
+def test_demo_with_the_daemons_port_busy_names_the_option(tmp_path: Path) -> None:
+    """The daemon's port taken: exit code 1 and a line pointing at --listen, no traceback."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = probed(
+            "demo", "--listen", f"127.0.0.1:{port}", "--target-listen", f"127.0.0.1:{free_port()}",
+            cwd=tmp_path, PROBED_DAEMON__STATE_DIR=str(tmp_path / "state"),
+        )  # fmt: skip
+    assert 1 == result.returncode
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"probed demo: the daemon cannot listen on 127.0.0.1:{port} (see the listen_failed line "
+        "above); choose another with --listen HOST:PORT"
+    )
