@@ -328,6 +328,15 @@ def _cmd_once(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     known = {s.name for s in config.scheduled}
+    streams = [n for n in args.probe or [] if n in {s.name for s in config.streams}]
+    if streams:
+        print(
+            f'{args.config}: {streams[0]!r} is a stream watcher (kind = "sse"), which runs for '
+            "as long as the daemon does; `once` runs the scheduled probes only (watch a stream "
+            "with `probed run` and `probed status`)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     unknown = [n for n in args.probe or [] if n not in known]
     if unknown:
         print(
@@ -544,3 +553,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("PROBED_TRACEBACK") == "1":
+            raise
+        print(
+            f"probed {args.command}: unexpected error ({type(exc).__name__}: {exc}); this is a "
+            "bug in probed, please report it (PROBED_TRACEBACK=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED

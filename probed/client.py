@@ -35,6 +35,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from yarl import URL
+
 __all__ = ["ClientSetupError", "DaemonClient", "add_client_options", "daemon_client"]
 
 DEFAULT_URL = "http://127.0.0.1:10115"
@@ -156,6 +158,12 @@ def _read_password(path: str, option: str) -> str:
 
 def _base_url(args: argparse.Namespace, listen: str | None, web_config: Path | None) -> str:
     if args.url:
+        url = URL(str(args.url))
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ClientSetupError(
+                f"--url {args.url!r} is not an http(s) URL; write it as http://HOST:PORT "
+                "(or https://)"
+            )
         return str(args.url).rstrip("/")
     listen_from = "[daemon] listen"
     if listen is None:

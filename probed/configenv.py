@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 __all__ = ["OWN_VARIABLES", "unknown_overrides"]
 
-OWN_VARIABLES = ("PROBED_CONFIG", "PROBED_CLIENT_")
+OWN_VARIABLES = ("PROBED_CONFIG", "PROBED_CLIENT_", "PROBED_TRACEBACK")
 """Variables (or prefixes) probed reads itself, outside the settings."""
 
 _PREFIX = "PROBED_"

@@ -208,3 +208,43 @@ def test_demo_with_the_daemons_port_busy_names_the_option(tmp_path: Path) -> Non
         f"probed demo: the daemon cannot listen on 127.0.0.1:{port} (see the listen_failed line "
         "above); choose another with --listen HOST:PORT"
     )
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:10240", "ftp://127.0.0.1:10240", "http://"])
+def test_a_url_without_http_scheme_is_refused_in_one_line(url: str) -> None:
+    """--url wants http(s)://HOST:PORT: said before anything is dialled, exit code 2."""
+    result = probed("status", "--url", url)
+    assert 2 == result.returncode
+    assert [
+        f"probed status: --url {url!r} is not an http(s) URL; write it as http://HOST:PORT "
+        "(or https://)"
+    ] == result.stderr.strip().splitlines()
+
+
+def test_once_on_a_stream_says_what_it_is() -> None:
+    """A configured SSE watcher is not 'unknown': once runs scheduled probes only."""
+    result = probed("once", "-c", str(DEMO_CONFIG), "-p", "events", PROBED_DEMO_PASSWORD="pw")
+    assert 2 == result.returncode
+    assert [
+        f"{DEMO_CONFIG}: 'events' is a stream watcher (kind = \"sse\"), which runs for as long as "
+        "the daemon does; `once` runs the scheduled probes only (watch a stream with "
+        "`probed run` and `probed status`)"
+    ] == result.stderr.strip().splitlines()
+
+
+def test_a_bug_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whatever goes wrong inside a command, the user reads one line and gets exit code 1."""
+    from probed import cli
+
+    def broken(args: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "_cmd_check", broken)
+    monkeypatch.delenv("PROBED_TRACEBACK", raising=False)
+    assert 1 == cli.main(["check"])
+    assert [
+        "probed check: unexpected error (RuntimeError: boom); this is a bug in probed, please "
+        "report it (PROBED_TRACEBACK=1 shows the traceback)"
+    ] == capsys.readouterr().err.strip().splitlines()
