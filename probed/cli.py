@@ -40,6 +40,8 @@ def _add_config(parser: argparse.ArgumentParser, default: str | None = DEFAULT_C
     parser.add_argument(
         "-c",
         "--config",
+        "--config.file",
+        dest="config",
         default=default,
         help=f"path to the probes file (default: {default}; env PROBED_CONFIG)",
     )
@@ -55,14 +57,40 @@ def _add_web_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _log_level(value: str) -> str:
+    """A log level; ``warn`` (the Prometheus exporters' spelling) is ``warning``."""
+    level = "warning" if value.lower() == "warn" else value.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise argparse.ArgumentTypeError(
+            f"invalid level {value!r} (choose from debug, info, warn, warning, error)"
+        )
+    return level
+
+
 def _add_logging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
-        choices=["debug", "info", "warning", "error"],
+        "--log.level",
+        dest="log_level",
+        type=_log_level,
+        metavar="{debug,info,warn,error}",
         help="override [daemon] log_level",
     )
     parser.add_argument(
-        "--log-format", choices=["json", "console"], help="override [daemon] log_format"
+        "--log-format",
+        "--log.format",
+        dest="log_format",
+        choices=["json", "logfmt", "console"],
+        help="override [daemon] log_format",
+    )
+
+
+def _add_listen(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        metavar="HOST:PORT",
+        help="where to serve metrics, the status page and the API; overrides [daemon] listen",
     )
 
 
@@ -80,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(run)
     _add_web_config(run)
     _add_logging(run)
+    _add_listen(run)
+    run.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the config file (as `probed check`) and exit",
+    )
     run.add_argument(
         "--shutdown-grace",
         type=float,
@@ -201,7 +236,7 @@ def _load(path: str, web_config_file: str | None = None, *, secrets: bool = True
 def _setup_logging(args: argparse.Namespace, daemon: DaemonConfig) -> None:
     """Configure logging from ``[daemon]``; ``--log-level``/``--log-format`` take precedence."""
     level = args.log_level or daemon.log_level
-    fmt = cast(Literal["json", "console"], args.log_format or daemon.log_format)
+    fmt = cast(Literal["json", "logfmt", "console"], args.log_format or daemon.log_format)
     configure_logging(level=level, fmt=fmt, env=daemon.env, location=daemon.location)
 
 
@@ -218,6 +253,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from probed.daemon import Daemon
 
+    if args.listen_address:
+        os.environ["PROBED_DAEMON__LISTEN"] = args.listen_address
+    if args.config_check:
+        return _cmd_check(args)
     config = _load(args.config, args.web_config_file)
     if config is None:
         return EXIT_CONFIG

@@ -264,7 +264,7 @@ class DaemonConfig(_Strict):
     env: str = "prod"
     state_dir: Path = Path("/var/lib/probed")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["json", "logfmt", "console"] = "json"
     max_concurrency: int = Field(default=64, ge=1, le=10_000)
     results_ring_size: int = Field(default=120, ge=1, le=100_000)
     web_config_file: Path | None = None

@@ -124,7 +124,7 @@ class _Rename:
 def configure_logging(
     *,
     level: str = "info",
-    fmt: Literal["json", "console"] = "json",
+    fmt: Literal["json", "logfmt", "console"] = "json",
     env: str = "prod",
     location: str = "default",
     stream: TextIO | None = None,
@@ -145,6 +145,8 @@ def configure_logging(
     renderer: Processor
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    elif fmt == "logfmt":
+        renderer = structlog.processors.LogfmtRenderer(bool_as_flag=False)
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False, default=str)
     numeric = logging.getLevelNamesMapping()[level.upper()]
