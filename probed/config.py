@@ -524,6 +524,10 @@ class SseStream(_Named):
     reconnect_max: Duration = 30.0
     retry_max: Duration = 300.0
     """The longest reconnection delay a server's ``retry:`` can ask for; longer is capped."""
+    min_reconnect_delay: Duration = 1.0
+    """No reconnect comes sooner: at most 60/this + 1 connections a minute per subscriber."""
+    min_connection_lifetime: Duration = 5.0
+    """A connection ending sooner is a failed attempt for the backoff, whatever it received."""
     max_event_rate: int = Field(default=5000, ge=1, le=1_000_000)
     """Events and comments a connection may deliver per second; beyond: cut, reason ``flood``."""
     lag_field: str | None = "enqueued_at"

@@ -188,6 +188,10 @@ class StreamStats:
     fanout_spread: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
     down_since: float | None = None
     """``time.monotonic()`` since when the primary connection is down (None while up)."""
+    server_retry: float | None = None
+    """The reconnection time (seconds) the server last asked for with ``retry:``, uncapped."""
+    retry_capped: int = 0
+    """Reconnect waits for which the server's ``retry:`` was capped at ``retry_max``."""
     signal_window: float = 300.0
     lag_window: LagWindow = field(init=False)
     """Timed events within the signal window (lag p95, the status page's lag line)."""

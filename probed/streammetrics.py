@@ -64,6 +64,10 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         "1 while the offset exceeds clock_tolerance and lags are not corrected for it: the "
         "stream's lag is not judged.",
     )
+    retry = gauge(
+        "probed_stream_retry_seconds",
+        "The reconnection time the server last asked for with retry:, before capping.",
+    )
     reconnects = CounterMetricFamily(
         "probed_stream_reconnects",
         "Stream connections that ended, by reason (fixed set; see README).",
@@ -105,6 +109,10 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         ),
         "burst_events": counter(
             "probed_stream_burst_events", "Timed events that arrived in a burst."
+        ),
+        "retry_capped": counter(
+            "probed_stream_retry_capped",
+            "Reconnect waits for which the server's retry: was capped at retry_max.",
         ),
     }
     lag = HistogramMetricFamily(
@@ -150,6 +158,8 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         event_age.add_metric(name, st.event_age(now))
         if st.clock_offset is not None:
             offset.add_metric(name, st.clock_offset)
+        if st.server_retry is not None:
+            retry.add_metric(name, st.server_retry)
         for reason, count in sorted(st.reconnects.items()):
             reconnects.add_metric([st.name, reason], count)
         for attr, family in counters.items():
@@ -160,7 +170,7 @@ def stream_families(by_name: Mapping[str, StreamStats], now: float) -> Iterator[
         )
         if st.subscribers > 1:
             spread.add_metric(name, st.fanout_spread.cumulative(), sum_value=st.fanout_spread.sum)
-    yield from (connected, subscribers, first_event, byte_age, event_age, offset, reconnects)
+    yield from (connected, subscribers, first_event, byte_age, event_age, offset, retry, reconnects)
     yield from (uncertainty, applied, skewed)
     yield from counters.values()
     yield from clock_counts.values()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ __all__ = [
     "WebServer",
     "black_hole",
     "elsewhere_app",
+    "event_then_reset",
     "huge_body_app",
     "invalid_json_app",
     "long_line_sse_app",
@@ -115,6 +118,18 @@ async def black_hole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
     """Accept, read whatever comes, never answer (until the client gives up)."""
     while await reader.read(65536):
         pass
+
+
+async def event_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer an SSE 200 with one event, then reset the connection (RST, not FIN)."""
+    await _read_head(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: {}\n\n")
+    await writer.drain()
+    await asyncio.sleep(0.05)  # the event is read before the reset can discard it
+    writer.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+    writer.transport.abort()
 
 
 async def slowloris(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

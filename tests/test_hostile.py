@@ -18,9 +18,12 @@ import pytest
 import structlog
 from aiohttp import web
 from conftest import ServeApp
+from faultservers import RawServer, event_then_reset
 from livedaemon import app_of, health, live_daemon, open_fds, rss_mib, sample, watch_metrics
 
+from probed.config import load_config
 from probed.stream import watcher as watcher_module
+from probed.stream.reconnect import max_connects
 
 DEEP = 200_000  # far beyond the interpreter's recursion limit
 RSS_SLACK_MIB = 8.0
@@ -243,3 +246,73 @@ async def test_a_timeout_while_probed_is_behind_is_not_the_targets(
     assert failures.get("prober_overloaded", 0) >= 3, failures
     assert 0 == window.failures
     assert [True] * state.runs["success"] == slo_runs
+
+
+HOT_LOOP_WINDOW = 3.0
+"""Seconds a reconnect-loop case is measured for."""
+HOT_LOOP_SETTINGS = 'min_reconnect_delay = "100ms"\nmin_connection_lifetime = "1s"'
+CPU_SHARE_MAX = 0.05
+"""This process's CPU time over the window, as a share of one core, at most."""
+
+
+@pytest.mark.parametrize("case", ["retry_0_one_event", "close_after_headers", "event_then_rst"])
+async def test_a_server_ending_every_connection_at_once_cannot_drive_a_hot_loop(
+    case: str, tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """Reconnects stay under the floor's bound and the process's CPU stays low.
+
+    The worst a stream can do: ``retry: 0`` and one event then close; close right after
+    the headers; one event then a TCP reset. Each connection is shorter than
+    min_connection_lifetime, so each counts as a failed attempt and backs off.
+    """
+    hostile = Hostile(b"retry: 0\ndata: {}\n\n" if case == "retry_0_one_event" else b"")
+    server: RawServer | None = None
+    if case == "event_then_rst":
+        server = RawServer(event_then_reset)
+        await server.start()
+        hostile_url, healthy_url = server.base_url, await serve_app(app_of(("/health", health)))
+    else:
+        hostile_url, healthy_url = await targets(serve_app, hostile)
+
+    def connections() -> int:
+        return server.connections if server is not None else len(hostile.connections)
+
+    path = write_config(tmp_path, hostile_url, healthy_url, HOT_LOOP_SETTINGS)
+    (spec,) = load_config(path).streams
+    try:
+        async with live_daemon(path) as (_, task, base):
+            before, cpu_before, started = connections(), time.process_time(), time.monotonic()
+            await asyncio.sleep(HOT_LOOP_WINDOW)
+            made = connections() - before
+            cpu = time.process_time() - cpu_before
+            window = time.monotonic() - started
+            text, _ = await watch_metrics(base, task, 0.0, bool)
+    finally:
+        if server is not None:
+            await server.stop()
+    bound = max_connects(spec, window)
+    assert 3 <= made <= bound, f"{made} connections in {window:.2f}s, bound {bound}"
+    assert cpu / window < CPU_SHARE_MAX, f"{cpu / window:.1%} of a core"
+    assert sample(text, "probed_stream_reconnects_total", stream="feed", reason="eof") >= made - 1
+    assert healthy_runs(text)[0] >= 10
+
+
+async def test_a_huge_retry_is_capped_logged_once_and_exported(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """retry: 999999999 is capped at retry_max, logged once, and visible in /metrics."""
+    hostile = Hostile(b"retry: 999999999\ndata: {}\n\n")
+    settings = 'retry_max = "200ms"\nmin_reconnect_delay = "100ms"'
+    path = write_config(tmp_path, *await targets(serve_app, hostile), settings)
+    with structlog.testing.capture_logs() as logs:
+        async with live_daemon(path) as (_, task, base):
+
+            def enough(text: str) -> bool:
+                return sample(text, "probed_stream_retry_capped_total", stream="feed") >= 3
+
+            text, _ = await watch_metrics(base, task, 0.5, enough)
+    capped = [e for e in logs if e["event"] == "stream_retry_capped"]
+    assert [(999999999, 0.2)] == [(e["retry_ms"], e["retry_max_seconds"]) for e in capped]
+    assert 999999.999 == sample(text, "probed_stream_retry_seconds", stream="feed")
+    gaps = [b - a for a, b in zip(hostile.connections, hostile.connections[1:], strict=False)]
+    assert all(0.19 <= gap <= 1.0 for gap in gaps), gaps

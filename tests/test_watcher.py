@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from probed.config import SseStream, TargetConfig
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
+from probed.stream.reconnect import ReconnectPolicy, max_connects
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,7 +62,7 @@ def stream_spec(**fields: Any) -> SseStream:
     base: dict[str, Any] = {
         "name": "events", "target": "t", "path": "/sse", "idle_timeout": "2s",
         "reconnect_initial": "50ms", "reconnect_max": "200ms", "sequence_field": "seq",
-        "lag_field": "enqueued_at", "connect_timeout": "2s",
+        "lag_field": "enqueued_at", "connect_timeout": "2s", "min_reconnect_delay": "20ms",
     }  # fmt: skip
     base.update(fields)
     return SseStream(**base)
@@ -360,6 +362,75 @@ async def test_retry_field_delays_reconnect() -> None:
         await until(lambda: len(connects) >= 3)
     gaps = [b - a for a, b in itertools.pairwise(connects)]
     assert all(g >= 0.39 for g in gaps), gaps
+
+
+async def test_short_connections_back_off_whatever_retry_says() -> None:
+    """retry: 0 and one event per connection: the backoff grows until a connection lives long.
+
+    A connection shorter than min_connection_lifetime is a failed attempt whatever it
+    received; one that lived at least that long starts the backoff over.
+    """
+    connects: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        connects.append(time.monotonic())
+        resp = await open_stream(request)
+        await resp.write(b"retry: 0\n" + event(len(connects)))
+        if len(connects) == 6:
+            await asyncio.sleep(0.4)  # the sixth connection lives past the minimum lifetime
+        return resp
+
+    spec = stream_spec(
+        min_reconnect_delay="20ms",
+        reconnect_initial="40ms",
+        reconnect_max="640ms",
+        min_connection_lifetime="300ms",
+    )
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: len(connects) >= 7, within=5.0)
+    gaps = [b - a for a, b in itertools.pairwise(connects)]
+    # backoff step n is 40ms * 2**(n-1), jittered to between half and all of it
+    lows = [0.02, 0.04, 0.08, 0.16, 0.32]
+    assert all(gap >= low - 0.005 for gap, low in zip(gaps, lows, strict=False)), gaps
+    # after the long-lived sixth connection: the floor (jittered up to 1.5x), not 640ms
+    assert gaps[5] - 0.4 < 0.1, gaps
+    assert stats.received >= 7
+
+
+class _LowestJitter(random.Random):
+    """Every jittered wait at its shortest: the most connections the policy allows."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def test_documented_reconnect_bounds_hold_for_the_defaults() -> None:
+    """With the defaults: 61 a minute by construction, 9 in the first minute of early closes,
+    then one every 15 s at most, and under 30 a minute when long connections reset the backoff.
+    """
+    spec = SseStream(name="s", target="t")
+    policy = ReconnectPolicy(spec, StreamStats("s", "t", 1), _LowestJitter())
+
+    def busiest_minute(starts: list[float]) -> int:
+        return max(sum(1 for t in starts if s <= t < s + 60) for s in starts)
+
+    assert 61 == max_connects(spec, 60)
+    starts = [0.0]  # every connection ends at once: each is a failed attempt
+    for failures in range(1, 40):
+        starts.append(starts[-1] + policy.delay(failures=failures, retry_ms=0))
+    assert 9 == sum(1 for t in starts if t < 60)
+    assert {15.0} == {b - a for a, b in itertools.pairwise(starts[7:])}  # reconnect_max / 2
+    for short in range(
+        10
+    ):  # one connection living min_connection_lifetime, then `short` early ends
+        starts, now = [], 0.0
+        while now < 600:
+            starts.append(now)
+            now += spec.min_connection_lifetime + policy.delay(failures=0, retry_ms=0)
+            for failures in range(1, short + 1):
+                starts.append(now)
+                now += policy.delay(failures=failures, retry_ms=0)
+        assert busiest_minute(starts) < 30, short
 
 
 async def test_primary_connection_feeds_the_hub() -> None:

@@ -7,10 +7,10 @@ not even a heartbeat comment, for ``idle_timeout`` → ``stalled``) and an event
 timeout (no event for ``event_timeout``, however many comments and pings came →
 ``no_events``: a connection that only pings delivers nothing), decode with the
 bounded WHATWG decoder, and account every event. When the connection ends for
-any reason it reconnects through tenacity with exponential backoff and jitter,
-never sooner than the server's ``retry:``, and sends ``Last-Event-ID`` so the
-server can resume. Backoff starts over after a connection that received
-something.
+any reason it waits as :mod:`probed.stream.reconnect` says (exponential backoff
+with jitter for failed attempts, which include every connection shorter than
+``min_connection_lifetime``; never sooner than ``min_reconnect_delay``) and
+reconnects, sending ``Last-Event-ID`` so the server can resume.
 
 Reconnect reasons (the ``reason`` label of ``probed_stream_reconnects_total``)
 form a fixed set: ``eof``, ``stalled``, ``no_events``, ``oversize``, ``flood`` (more than
@@ -24,8 +24,8 @@ redirects within its origin only), ``error`` for any other client error, or
 logged with its traceback at most once a minute per stream). No exception of a
 watcher ever reaches the daemon's TaskGroup.
 
-A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped
-and logged once per value.
+A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped,
+logged once per value and counted.
 
 Tasks are created in the daemon's TaskGroup by
 :class:`probed.stream.manager.StreamManager`.
@@ -43,11 +43,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_never
 
 from probed import clock
 from probed.config import SseStream, TargetConfig
@@ -61,6 +60,7 @@ from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
+from probed.stream.reconnect import ReconnectPolicy
 from probed.stream.skew import StreamClock, reading_bounds
 
 __all__ = ["RECONNECT_REASONS", "LagHook", "StreamWatcher"]
@@ -97,10 +97,8 @@ class _Ended(Exception):
         self.reason = reason
         self.healthy = healthy
         self.detail = detail
-
-
-class _Unhealthy(_Ended):
-    """A connection that failed before receiving anything: retried with growing backoff."""
+        self.lived = 0.0
+        """Seconds from the response headers to the end (0 if it never got that far)."""
 
 
 class _StopAsked(_Ended):
@@ -172,7 +170,7 @@ class StreamWatcher:
         self._primary_up = False
         self._clock_task: asyncio.Task[None] | None = None
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY
-        self._capped_retry: int | None = None
+        self._policy = ReconnectPolicy(spec, stats, self._rng)
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -206,51 +204,18 @@ class StreamWatcher:
     # -- connection loop ----------------------------------------------------------------
 
     async def _run_subscriber(self, sub: _Subscriber) -> None:
+        failures = 0  # failed attempts in a row (see probed.stream.reconnect)
         while True:
-            try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(_Unhealthy),
-                    wait=lambda state: self._backoff(sub, state),
-                    stop=stop_never,
-                    reraise=True,
-                ):
-                    with attempt:
-                        await self._attempt(sub)
-            except _StopAsked:
-                await asyncio.sleep(self.spec.reconnect_max)
-            except _Ended:
-                # a connection that worked ended: reconnect after the server's retry
-                # (or the initial delay), backoff starts over
-                retry = self._server_retry(sub)
-                base = retry if retry is not None else self.spec.reconnect_initial
-                await asyncio.sleep(self._rng.uniform(base, base * 1.5))
-
-    def _backoff(self, sub: _Subscriber, state: RetryCallState) -> float:
-        """Exponential backoff with jitter, never shorter than the server's ``retry:``."""
-        spec = self.spec
-        attempt = max(1, state.attempt_number)
-        backoff = min(spec.reconnect_max, spec.reconnect_initial * 2 ** (attempt - 1))
-        delay = self._rng.uniform(backoff / 2, backoff)
-        retry = self._server_retry(sub)
-        return max(delay, retry) if retry is not None else delay
-
-    def _server_retry(self, sub: _Subscriber) -> float | None:
-        """The server's ``retry:`` in seconds, capped at ``retry_max`` (None if none sent)."""
-        retry = sub.decoder.retry
-        if retry is None:
-            return None
-        cap = self.spec.retry_max
-        if retry / 1000.0 <= cap:
-            return retry / 1000.0
-        if retry != self._capped_retry:
-            self._capped_retry = retry
-            _log.warning(
-                "stream_retry_capped",
-                stream=self.spec.name,
-                retry_ms=min(retry, 10**12),
-                retry_max_seconds=cap,
+            ended = await self._attempt(sub)
+            healthy = ended.healthy and ended.lived >= self.spec.min_connection_lifetime
+            failures = 0 if healthy else failures + 1
+            delay = self._policy.delay(
+                failures=failures,
+                retry_ms=sub.decoder.retry,
+                stop_asked=isinstance(ended, _StopAsked),
             )
-        return cap
+            self._end(sub, ended, delay)
+            await asyncio.sleep(delay)
 
     def _headers(self, sub: _Subscriber) -> dict[str, str]:
         headers = self.target.resolved_headers()
@@ -262,16 +227,15 @@ class StreamWatcher:
             headers["Last-Event-ID"] = sub.decoder.last_event_id
         return headers
 
-    async def _attempt(self, sub: _Subscriber) -> None:
-        """One connection; a failure of probed's own code ends it as ``internal_error``."""
+    async def _attempt(self, sub: _Subscriber) -> _Ended:
+        """One connection and how it ended; a failure of probed's own code is ``internal_error``."""
         try:
             await self._connect_and_consume(sub)
-        except _Ended:
-            raise
+        except _Ended as ended:
+            return ended
         except Exception as exc:  # a bug must cost this stream a reconnect, not the daemon
             self.log_internal_error(exc)
-            ended = _Unhealthy(Reason.INTERNAL_ERROR.value, False, type(exc).__name__)
-            raise self._end(sub, ended) from None
+            return _Ended(Reason.INTERNAL_ERROR.value, False, type(exc).__name__)
 
     def log_internal_error(self, exc: Exception) -> None:
         """Log ``exc`` with its traceback, at most once a minute for this stream."""
@@ -281,7 +245,7 @@ class StreamWatcher:
         self._internal_logged_at = now
         _log.error("stream_internal_error", stream=self.spec.name, exc_info=exc)
 
-    async def _connect_and_consume(self, sub: _Subscriber) -> None:
+    async def _connect_and_consume(self, sub: _Subscriber) -> NoReturn:
         spec, stats = self.spec, self.stats
         conn_id = f"{_CONN_PREFIX}-{next(_conn_counter):x}"
         stats.connection_ids[sub.index] = conn_id
@@ -297,7 +261,7 @@ class StreamWatcher:
         try:
             tls = ssl_for(self.target)
         except ProbeFailure as exc:  # an unreadable ca_file
-            raise self._end(sub, _Unhealthy(Reason.TLS.value, False, exc.detail)) from None
+            raise _Ended(Reason.TLS.value, False, exc.detail) from None
         try:
             async with asyncio.timeout(spec.connect_timeout):
                 resp, _ = await request_following(
@@ -310,20 +274,18 @@ class StreamWatcher:
                     ssl=tls,
                 )
         except TimeoutError:
-            raise self._end(sub, _Unhealthy("connect_timeout", False)) from None
+            raise _Ended("connect_timeout", False) from None
         except aiohttp.ClientError as exc:
             reason, _, detail = classify_exception(exc)
             label = reason.value if reason.value in RECONNECT_REASONS else "error"
-            raise self._end(sub, _Unhealthy(label, False, detail)) from None
+            raise _Ended(label, False, detail) from None
         async with resp:
             if resp.status == 204:
-                raise self._end(sub, _StopAsked("no_content", False))
+                raise _StopAsked("no_content", False)
             if resp.status != 200:
-                raise self._end(sub, _Unhealthy("status", False, f"status {resp.status}"))
+                raise _Ended("status", False, f"status {resp.status}")
             if resp.content_type != "text/event-stream":
-                raise self._end(
-                    sub, _Unhealthy("content_type", False, f"content type {resp.content_type!r}")
-                )
+                raise _Ended("content_type", False, f"content type {resp.content_type!r}")
             self._estimate_offset_from_date(resp, sent_wall)
             connected_at = time.monotonic()
             stats.connect_duration.observe(connected_at - started)
@@ -341,7 +303,8 @@ class StreamWatcher:
             try:
                 await self._consume(sub, resp, started)
             except _Ended as ended:
-                raise self._end(sub, ended) from None
+                ended.lived = time.monotonic() - connected_at
+                raise
             finally:
                 stats.connected -= 1
                 if sub.index == 0:
@@ -350,7 +313,7 @@ class StreamWatcher:
 
     async def _consume(
         self, sub: _Subscriber, resp: aiohttp.ClientResponse, started: float
-    ) -> None:
+    ) -> NoReturn:
         """Read until the connection ends; always raises ``_Ended``."""
         spec = self.spec
         loop = asyncio.get_running_loop()
@@ -428,8 +391,8 @@ class StreamWatcher:
             raise _Ended("flood", False, f"over {self.spec.max_event_rate} events/s")
         return got_anything
 
-    def _end(self, sub: _Subscriber, ended: _Ended) -> _Ended:
-        """Count and log a connection's end; return the exception to raise."""
+    def _end(self, sub: _Subscriber, ended: _Ended, delay: float) -> None:
+        """Count and log a connection's end and the wait before the next one."""
         self.stats.reconnects[ended.reason] += 1
         _log.warning(
             "stream_disconnected",
@@ -438,10 +401,9 @@ class StreamWatcher:
             connection_id=self.stats.connection_ids[sub.index],
             reason=ended.reason,
             error_message=ended.detail,
+            connected_ms=round(ended.lived * 1000, 3),
+            reconnect_in_ms=round(delay * 1000, 3),
         )
-        if ended.healthy or isinstance(ended, _StopAsked):
-            return ended
-        return ended if isinstance(ended, _Unhealthy) else _Unhealthy(ended.reason, False)
 
     # -- accounting ---------------------------------------------------------------------
 
