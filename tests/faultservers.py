@@ -15,7 +15,7 @@ import contextlib
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -30,6 +30,7 @@ __all__ = [
     "black_hole",
     "elsewhere_app",
     "event_then_reset",
+    "full_backlog",
     "huge_body_app",
     "invalid_json_app",
     "long_line_sse_app",
@@ -130,6 +131,36 @@ async def event_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamW
         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
     )
     writer.transport.abort()
+
+
+@contextlib.contextmanager
+def full_backlog() -> Iterator[str]:
+    """A loopback listener whose accept queue is full: a TCP connect to it never completes.
+
+    Yields ``http://127.0.0.1:PORT``. Linux drops a SYN while the accept queue is full, so
+    the client's connect hangs (it retransmits) until the client gives up.
+    """
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        while len(fillers) < 8:  # connect until one does not complete: the queue is full
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.settimeout(0.2)
+            try:
+                filler.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break
+        else:
+            raise RuntimeError("the accept queue never filled up")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
 
 
 async def slowloris(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -18,7 +18,7 @@ import pytest
 import structlog
 from aiohttp import web
 from conftest import ServeApp
-from faultservers import RawServer, event_then_reset
+from faultservers import RawServer, black_hole, event_then_reset, full_backlog
 from livedaemon import app_of, health, live_daemon, open_fds, rss_mib, sample, watch_metrics
 
 from probed.config import load_config
@@ -316,3 +316,32 @@ async def test_a_huge_retry_is_capped_logged_once_and_exported(
     assert 999999.999 == sample(text, "probed_stream_retry_seconds", stream="feed")
     gaps = [b - a for a, b in zip(hostile.connections, hostile.connections[1:], strict=False)]
     assert all(0.19 <= gap <= 1.0 for gap in gaps), gaps
+
+
+@pytest.mark.parametrize("case", ["header_timeout", "connect_timeout"])
+async def test_a_stream_that_never_answers_says_which_step_timed_out(
+    case: str, tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """Connected but no headers in time: header_timeout; a connect that hangs: connect_timeout."""
+    healthy_url = await serve_app(app_of(("/health", health)))
+    settings = 'connect_timeout = "300ms"\nmin_reconnect_delay = "100ms"'
+    server = RawServer(black_hole)
+    await server.start()
+    try:
+        with full_backlog() as backlogged, structlog.testing.capture_logs() as logs:
+            url = server.base_url if case == "header_timeout" else backlogged
+            path = write_config(tmp_path, url, healthy_url, settings)
+            async with live_daemon(path) as (_, task, base):
+
+                def enough(text: str) -> bool:
+                    counted = sample(
+                        text, "probed_stream_reconnects_total", stream="feed", reason=case
+                    )
+                    return counted >= 2
+
+                await watch_metrics(base, task, 0.5, enough)
+    finally:
+        await server.stop()
+    reasons = {e["reason"] for e in logs if e["event"] == "stream_disconnected"}
+    assert {case} == reasons
+    assert (server.connections >= 2) == (case == "header_timeout")

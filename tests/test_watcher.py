@@ -19,6 +19,7 @@ import trustme
 from aiohttp import web
 
 from probed.config import SseStream, TargetConfig
+from probed.probes.session import create_sessions
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
@@ -77,14 +78,18 @@ async def watching(
     target._finish_headers()
     store = ResultStore()
     hub = Hub()
-    async with aiohttp.ClientSession() as session:
-        manager = StreamManager(store, hub, session)
+    fresh, pooled = create_sessions()  # the daemon's streams use its pooled session
+    try:
+        manager = StreamManager(store, hub, pooled)
         async with asyncio.TaskGroup() as tg:
             manager.start(tg, [spec], {"t": target})
             try:
                 yield store.streams[spec.name], hub
             finally:
                 await manager.stop()
+    finally:
+        await fresh.close()
+        await pooled.close()
 
 
 async def until(predicate: Callable[[], bool], within: float = 3.0) -> None:

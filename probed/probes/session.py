@@ -171,6 +171,12 @@ class PhaseTimer:
         phases["transfer"] = max(self._transfer, 0.0)
         return phases
 
+    @property
+    def awaiting_headers(self) -> bool:
+        """Whether a request went out on an open connection and its response headers have not
+        come yet (a connection still being made, or a finished hop, is not awaiting)."""
+        return self._awaiting_headers
+
     def body_read(self) -> None:
         """Mark the end of reading the response body (ends the ``transfer`` phase)."""
         if self._headers_at is not None:

@@ -16,7 +16,10 @@ Reconnect reasons (the ``reason`` label of ``probed_stream_reconnects_total``)
 form a fixed set: ``eof``, ``stalled``, ``no_events``, ``oversize``, ``flood`` (more than
 ``max_event_rate`` events and comments in a second), ``content_type``,
 ``status``, ``no_content`` (204: the server asked us to stop; we retry at
-``reconnect_max``), ``connect_timeout`` and the connection reasons of
+``reconnect_max``), ``connect_timeout`` (the connection, TCP and TLS, did not
+complete within ``connect_timeout``), ``header_timeout`` (it did, and the request
+was sent, but no response headers followed in time: a buffering proxy, a stuck
+server) and the connection reasons of
 ``probed.probes.base.Reason`` (``dns``, ``connect_refused``, ``connect_error``,
 ``tls``, ``protocol_error``, ``redirected_to_other_origin``: a stream follows
 redirects within its origin only), ``error`` for any other client error, or
@@ -47,6 +50,7 @@ from typing import Any, NoReturn
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from probed import clock
 from probed.config import SseStream, TargetConfig
@@ -56,6 +60,7 @@ from probed.netvalues import json_loads, sequence_number
 from probed.probes._http_common import ssl_for
 from probed.probes.base import Reason, classify_exception, new_traceparent
 from probed.probes.redirects import RedirectPolicy, request_following
+from probed.probes.session import PhaseTimer
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
@@ -69,7 +74,7 @@ _log = structlog.get_logger("probed.stream")
 
 RECONNECT_REASONS = (
     "eof", "stalled", "no_events", "oversize", "flood", "content_type", "status", "no_content",
-    "connect_timeout",
+    "connect_timeout", "header_timeout",
     Reason.DNS.value, Reason.CONNECT_REFUSED.value, Reason.CONNECT_ERROR.value, Reason.TLS.value,
     Reason.PROTOCOL_ERROR.value, Reason.REDIRECTED_TO_OTHER_ORIGIN.value, "error",
     Reason.INTERNAL_ERROR.value,
@@ -171,6 +176,7 @@ class StreamWatcher:
         self._clock_task: asyncio.Task[None] | None = None
         self._internal_logged_at = -_INTERNAL_ERROR_LOG_EVERY
         self._policy = ReconnectPolicy(spec, stats, self._rng)
+        self._origin = str(URL(self._url).origin())
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -262,6 +268,9 @@ class StreamWatcher:
             tls = ssl_for(self.target)
         except ProbeFailure as exc:  # an unreadable ca_file
             raise _Ended(Reason.TLS.value, False, exc.detail) from None
+        # the session's trace hooks fill the timer: it tells a connection that never
+        # completed from one that did but whose response headers did not come
+        timer = PhaseTimer()
         try:
             async with asyncio.timeout(spec.connect_timeout):
                 resp, _ = await request_following(
@@ -272,9 +281,15 @@ class StreamWatcher:
                     headers=self._headers(sub),
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
                     ssl=tls,
+                    trace_request_ctx=timer,
                 )
         except TimeoutError:
-            raise _Ended("connect_timeout", False) from None
+            within = f"within connect_timeout {spec.connect_timeout:g}s"
+            if timer.awaiting_headers:
+                detail = f"connected to {self._origin}, no response headers {within}"
+                raise _Ended("header_timeout", False, detail) from None
+            detail = f"no connection to {self._origin} {within}"
+            raise _Ended("connect_timeout", False, detail) from None
         except aiohttp.ClientError as exc:
             reason, _, detail = classify_exception(exc)
             label = reason.value if reason.value in RECONNECT_REASONS else "error"
