@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 from aiohttp import web
+from conftest import free_port
 from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
 from probed.config import HttpProbe, JsonAssertion, TargetConfig
@@ -234,6 +235,21 @@ async def test_network_faults(network_fault: NetworkFault) -> None:
     result = (await run(network_fault.ctx, http_spec(path="/"))).result
 
     assert (False, network_fault.reason) == (result.success, result.reason), result.detail
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_refused_connection_names_the_target_as_a_url(
+    scheme: str, make_probe_context: MakeProbeContext
+) -> None:
+    """A refused connection's detail says scheme://host:port, never a Python object's repr."""
+    port = free_port()
+    ctx = make_probe_context(f"{scheme}://127.0.0.1:{port}")
+
+    result = (await run(ctx, http_spec(path="/"))).result
+
+    assert Reason.CONNECT_REFUSED == result.reason
+    assert f"cannot connect to {scheme}://127.0.0.1:{port}: Connection refused" == result.detail
+    assert "object at 0x" not in result.detail
 
 
 async def test_dns_failure_never_queries_real_dns(

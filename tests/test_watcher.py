@@ -15,8 +15,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 import trustme
 from aiohttp import web
+from conftest import free_port
 
 from probed.config import SseStream, TargetConfig
 from probed.probes.session import create_sessions
@@ -436,6 +438,19 @@ def test_documented_reconnect_bounds_hold_for_the_defaults() -> None:
                 starts.append(now)
                 now += policy.delay(failures=failures, retry_ms=0)
         assert busiest_minute(starts) < 30, short
+
+
+async def test_refused_stream_names_its_target_as_a_url() -> None:
+    """A refused stream (and its clock check) logs http://host:port, never the client's objects."""
+    port = free_port()
+    spec = stream_spec(time_path="/time", clock_check_interval="50ms")
+    with structlog.testing.capture_logs() as logs:
+        async with watching(f"http://127.0.0.1:{port}", spec) as (stats, _):
+            await until(lambda: stats.reconnects["connect_refused"] >= 2)
+    expected = {f"cannot connect to http://127.0.0.1:{port}: Connection refused"}
+    for event in ("stream_disconnected", "clock_check_failed"):
+        assert expected == {e["error_message"] for e in logs if e["event"] == event}, event
+    assert not any("object at 0x" in str(e) for e in logs)
 
 
 async def test_primary_connection_feeds_the_hub() -> None:

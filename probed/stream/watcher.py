@@ -523,7 +523,13 @@ class StreamWatcher:
             try:
                 await self._check_clock(url)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                _log.warning("clock_check_failed", stream=self.spec.name, error_message=str(exc))
+                # classify_exception names the target as a URL, never the client's objects
+                message = (
+                    classify_exception(exc)[2] if isinstance(exc, aiohttp.ClientError) else exc
+                )
+                _log.warning(
+                    "clock_check_failed", stream=self.spec.name, error_message=f"{message}"
+                )
             except Exception as exc:  # a bug must not end the daemon's TaskGroup
                 self.log_internal_error(exc)
             self._clock_checked.set()
