@@ -86,6 +86,9 @@ def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
     }
     if result.status_code is not None:
         fields["http_status"] = result.status_code
+    for part in ("delivery_lag", "duplicate_watch"):  # a reflect run's parts of latency_ms
+        if isinstance(value := result.observations.get(f"{part}_seconds"), float):
+            fields[f"{part}_ms"] = round(value * 1000, 3)
     if scheduler_lag is not None:
         fields["scheduler_lag_ms"] = round(scheduler_lag * 1000, 3)
     if result.success:

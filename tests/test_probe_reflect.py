@@ -8,19 +8,25 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+import structlog
 from conftest import sse_feed
 from probeservers import STREAM, with_hub
 
 from probed.config import ReflectProbe
+from probed.daemon import log_run
 from probed.demo import DemoTarget, Faults
 from probed.probes import PROBERS
 from probed.probes.base import ProbeRun, Reason, run_probe
-from probed.probes.reflect import next_seq, probe_reflect, render_body
+from probed.probes.reflect import DUPLICATE_WINDOW, next_seq, probe_reflect, render_body
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext, StreamDown
 
-SSE_OBSERVATIONS = {"transport", "inject_seconds", "arrivals", "delivery_lag_seconds"}
+SSE_OBSERVATIONS = {
+    "transport", "inject_seconds", "arrivals", "delivery_lag_seconds", "duplicate_watch_seconds",
+}  # fmt: skip
+TIMED = {"delivery_lag_seconds", "duplicate_watch_seconds"}
+"""Observations of a run that saw its event."""
 WS_OBSERVATIONS = SSE_OBSERVATIONS | {"ws_connect_seconds"}
 
 
@@ -87,12 +93,37 @@ async def test_reflect_over_sse(
     assert copies == run.result.observations["arrivals"]
     assert "sse" == run.result.observations["transport"]
     if lag_bounds is None:
-        assert SSE_OBSERVATIONS - {"delivery_lag_seconds"} == set(run.result.observations)
+        assert SSE_OBSERVATIONS - TIMED == set(run.result.observations)
         assert run.duration >= 0.8
     else:
         assert SSE_OBSERVATIONS == set(run.result.observations)
         low, high = lag_bounds
         assert low <= _lag(run) < high
+
+
+async def test_reflect_log_line_separates_delivery_lag_from_duplicate_watch(
+    demo_target: DemoTarget, make_probe_context: MakeProbeContext
+) -> None:
+    """The run's probe_run line has the delivery lag and the duplicate watch as their own fields.
+
+    latency_ms is the whole run (inject, delivery, then the duplicate watch); a 50 ms
+    delivery must not read as a 300 ms one.
+    """
+    await demo_target.set_faults(Faults(stream_delay=0.05))
+    ctx, hub = with_hub(make_probe_context(demo_target.base_url))
+    spec = _spec()
+
+    async with sse_feed(hub, demo_target.base_url):
+        run = await run_probe(PROBERS[spec.kind], ctx, spec)
+    with structlog.testing.capture_logs() as logs:
+        log_run(run)
+
+    (line,) = [e for e in logs if e["event"] == "probe_run"]
+    assert "success" == line["status"], run.result.detail
+    assert round(_lag(run) * 1000, 3) == line["delivery_lag_ms"]
+    assert 50 <= line["delivery_lag_ms"] < 250
+    assert DUPLICATE_WINDOW * 1000 <= line["duplicate_watch_ms"] < DUPLICATE_WINDOW * 1000 + 50
+    assert line["latency_ms"] >= line["delivery_lag_ms"] + line["duplicate_watch_ms"]
 
 
 async def test_reflect_stream_down_injects_nothing(
@@ -168,7 +199,7 @@ async def test_reflect_over_websocket(
     assert copies == run.result.observations["arrivals"]
     assert "websocket" == run.result.observations["transport"]
     if lag_bounds is None:
-        assert WS_OBSERVATIONS - {"delivery_lag_seconds"} == set(run.result.observations)
+        assert WS_OBSERVATIONS - TIMED == set(run.result.observations)
     else:
         assert WS_OBSERVATIONS == set(run.result.observations)
         low, high = lag_bounds

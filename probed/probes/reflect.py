@@ -59,8 +59,11 @@ probe's name, and is taken even by runs that fail, so a gap in the ``seq`` value
 a stream carries does not by itself mean loss.
 
 Observations: ``transport``, ``inject_seconds``, ``arrivals`` (copies seen),
-``delivery_lag_seconds`` (when a copy arrived), ``ws_connect_seconds``
-(WebSocket). The nonce appears at most in a result's ``detail``, never in a
+``delivery_lag_seconds`` and ``duplicate_watch_seconds`` (the time spent in the
+duplicate window, 0 when none was needed; both only when a copy arrived),
+``ws_connect_seconds`` (WebSocket). The run's ``probe_run`` log line repeats the
+two as ``delivery_lag_ms`` and ``duplicate_watch_ms``: its ``latency_ms`` is the
+whole run, duplicate window included. The nonce appears at most in a result's ``detail``, never in a
 reason, label or observation. The run's overall ``timeout`` is enforced by
 ``run_probe`` (the config requires it to exceed ``lost_after``).
 
@@ -236,11 +239,14 @@ async def _judge(
         )
     lag = first - t0
     observations["delivery_lag_seconds"] = lag
+    observations["duplicate_watch_seconds"] = 0.0
     if lag > spec.deadline:
         return fail(Reason.LATE, f"arrived after {lag:.3f}s, deadline {spec.deadline:g}s")
     window = min(DUPLICATE_WINDOW, lost_at - time.monotonic())
     if window > 0 and count() < 2:
+        watch_started = time.monotonic()
         await asyncio.sleep(window)
+        observations["duplicate_watch_seconds"] = time.monotonic() - watch_started
     if count() > 1:
         return fail(Reason.DUPLICATED, f"event {nonce} arrived {count()} times")
     observations["arrivals"] = count()
