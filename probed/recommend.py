@@ -135,8 +135,9 @@ def _assess_sse(signals: Signals, cfg: RecommendConfig) -> _Assessment:
         down = s.disconnected_for
         signal = f"stream {s.name} disconnected_for"
         detail = f"target {s.target}; {s.events} events, {s.lost} lost in the window"
-        if s.silent_for > 0 and not down:
-            # connected (or pinging) but delivering nothing: as dark as a closed stream
+        if s.silent_for > down:
+            # no event for longer than any disconnection explains (pings keep it open, or
+            # it reconnects and pings again): as dark as a closed stream
             down, signal = s.silent_for, f"stream {s.name} no_event_for"
             if down >= cfg.stream_down_after:
                 text = f"stream {s.name!r} has had no event for {_secs(down)} (pings only)"

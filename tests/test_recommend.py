@@ -72,9 +72,15 @@ def probe(
 
 
 def stream(
-    name: str = "events", *, down: float = 0.0, events: int = 100, lag: float | None = 0.5
+    name: str = "events",
+    *,
+    down: float = 0.0,
+    events: int = 100,
+    lag: float | None = 0.5,
+    silent: float = 0.0,
 ) -> StreamSignal:
-    """A stream watcher's window; ``down`` seconds disconnected (0: connected)."""
+    """A stream watcher's window; ``down`` seconds disconnected (0: connected), ``silent``
+    seconds without an event past its event_timeout."""
     return StreamSignal(
         name=name,
         target="demo",
@@ -83,6 +89,7 @@ def stream(
         events=events,
         lag_p95=lag,
         lost=0,
+        silent_for=silent,
     )
 
 
@@ -991,3 +998,15 @@ def test_scenario_ids_are_labels() -> None:
 def test_runbook_has_an_anchor_per_scenario(scenario: str) -> None:
     """docs/runbooks.md has the section each runbook_url points at."""
     assert f'<a id="{scenario}"></a>' in RUNBOOKS.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("down", [0.0, 2.0], ids=["connected", "reconnecting"])
+def test_a_stream_without_events_is_dark_whether_connected_or_reconnecting(down: float) -> None:
+    """Pings only, connected or between reconnects: sse_degraded on the silence, not the gap."""
+    engine = RecommendationEngine(CFG)
+    shape = Shape(streams=(stream(down=down, events=0, lag=None, silent=600.0),))
+    run(engine, shape, T0, T0 + ENTER_FOR + STEP)
+    rec = rec_of(engine, "sse_degraded")
+    assert ACTIVE == rec.state
+    assert ["stream events no_event_for"] == [e.signal for e in rec.evidence]
+    assert 600.0 == rec.evidence[0].value
