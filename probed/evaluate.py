@@ -192,11 +192,12 @@ class Evaluator:
         signals = self.signals(now)
         transitions = self.engine.evaluate(signals)
         components_cfg = self.config.components or default_components(self.config)
+        current = tuple(self.engine.current())
         evaluation = Evaluation(
             at=now,
             signals=signals,
-            components=compute_components(components_cfg, signals),
-            recommendations=tuple(self.engine.current()),
+            components=compute_components(components_cfg, signals, current),
+            recommendations=current,
         )
         self.latest = evaluation
         self.history.recommendations(now, transitions)

@@ -205,7 +205,21 @@ def _stream_view(sig: StreamSignal, now: float) -> tuple[bool, bool, float | Non
     return (True, False, now - sig.disconnected_for if sig.disconnected_for > 0 else None)
 
 
-def _component(config: ComponentConfig, signals: Signals) -> ComponentStatus:
+def _named_by(recommendations: Iterable[Recommendation]) -> set[str]:
+    """The probes and streams the evidence of active recommendations names."""
+    named = set()
+    for rec in recommendations:
+        if rec.state is RecommendationState.ACTIVE:
+            for evidence in rec.evidence:
+                kind, _, rest = evidence.signal.partition(" ")
+                if kind in ("probe", "stream") and rest:
+                    named.add(rest.split(" ")[0])
+    return named
+
+
+def _component(
+    config: ComponentConfig, signals: Signals, named: frozenset[str] | set[str] = frozenset()
+) -> ComponentStatus:
     views: list[tuple[str, tuple[bool, bool, float | None]]] = []
     for name in config.probes:
         view: tuple[bool, bool, float | None] | None = None
@@ -216,7 +230,10 @@ def _component(config: ComponentConfig, signals: Signals) -> ComponentStatus:
         if view is not None:
             views.append((name, view))
     failing = tuple(name for name, (bad, _, _) in views if bad)
-    degraded_by = tuple(name for name, (_, degraded, _) in views if degraded)
+    # degraded by its own view, or named by an active recommendation (a lag p95 over target)
+    degraded_by = tuple(
+        name for name, (bad, degraded, _) in views if degraded or (name in named and not bad)
+    )
     if not views:
         state = ComponentState.UNKNOWN
     elif len(failing) == len(views):
@@ -238,10 +255,16 @@ def _component(config: ComponentConfig, signals: Signals) -> ComponentStatus:
 
 
 def compute_components(
-    components: Sequence[ComponentConfig], signals: Signals
+    components: Sequence[ComponentConfig],
+    signals: Signals,
+    recommendations: Iterable[Recommendation] = (),
 ) -> tuple[ComponentStatus, ...]:
-    """Judge every component from ``signals`` (pure; rules in the module docstring)."""
-    return tuple(_component(config, signals) for config in components)
+    """Judge every component from ``signals`` (pure; rules in the module docstring).
+
+    A member an active recommendation's evidence names is at least DEGRADED.
+    """
+    named = _named_by(recommendations)
+    return tuple(_component(config, signals, named) for config in components)
 
 
 #: The least severe headline an active recommendation of each severity allows.

@@ -919,3 +919,25 @@ def test_a_window_without_enough_coverage_says_so() -> None:
 
     assert "insufficient data (12m of 30d)" in text
     assert "insufficient data (12m of 30d)" in render_page(doc)
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (RecommendationState.ACTIVE, ComponentState.DEGRADED),
+        (RecommendationState.PENDING, ComponentState.OK),
+        (RecommendationState.INCONCLUSIVE, ComponentState.OK),
+    ],
+)
+def test_an_active_recommendation_about_a_member_degrades_its_component(
+    state: RecommendationState, expected: ComponentState
+) -> None:
+    """A connected stream whose lag p95 raised an active Sev-2 is not OK on its card."""
+    signals = Signals(now=NOW, window=300.0, probes={}, streams={"events": stream("events")})
+    rec = recommendation("sse_degraded", Severity.SEV2, state, NOW - 60)
+    components = [ComponentConfig(name="SSE Stream", probes=["events"]), ComponentConfig(
+        name="Other", probes=["unrelated"])]  # fmt: skip
+    sse, other = compute_components(components, signals, [rec])
+    assert expected == sse.state
+    assert (("events",) if expected is ComponentState.DEGRADED else ()) == sse.degraded_by
+    assert ComponentState.UNKNOWN == other.state
