@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-__all__ = ["amtool", "promtool", "required"]
+__all__ = ["amtool", "mmdebstrap", "podman", "promtool", "required"]
 
 
 def required(name: str, package: str) -> str:
@@ -28,3 +28,13 @@ def promtool() -> str:
 def amtool() -> str:
     """Path of amtool (Debian package prometheus-alertmanager)."""
     return required("amtool", "prometheus-alertmanager")
+
+
+def podman() -> str:
+    """Path of podman (Debian package podman): builds and mounts the container image."""
+    return required("podman", "podman")
+
+
+def mmdebstrap() -> str:
+    """Path of mmdebstrap (Debian package mmdebstrap): makes the image test's local base."""
+    return required("mmdebstrap", "mmdebstrap")
