@@ -1,11 +1,12 @@
 """The Dockerfile: its promises checked statically, and its steps replayed on this host.
 
-No Docker engine runs here (only the client is installed), so the image itself
-is not built. What can be checked is: the file's structure (multi-stage,
-non-root, HEALTHCHECK on /-/healthy, config path as the README says); that the
-build stage's wheel carries everything the runtime reads; and that the image's
-ENTRYPOINT + CMD with the image's environment start a daemon that its
-HEALTHCHECK command reports healthy, and unhealthy once it is gone.
+No Docker engine runs here (tests/test_image.py builds and runs the image with
+podman). What is checked here, without any container tool, is: the file's structure
+(multi-stage on one BASE that defaults to python:3.11-slim, non-root, HEALTHCHECK on
+/-/healthy, config path as the README says); that the build stage's wheel carries
+everything the runtime reads; and that the image's ENTRYPOINT + CMD with the image's
+environment start a daemon that its HEALTHCHECK command reports healthy, and unhealthy
+once it is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import string
 import subprocess
 import sys
 import time
@@ -51,13 +53,22 @@ def final_stage() -> list[tuple[str, str]]:
     return steps[last_from:]
 
 
+def build_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    first_from = min(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[first_from:last_from]
+
+
 def image_env() -> dict[str, str]:
+    """The final stage's ENV; ``$VAR`` (PATH=/opt/probed/bin:$PATH) expands as docker does,
+    with the host's environment standing in for the base image's."""
     env: dict[str, str] = {}
     for word, rest in final_stage():
         if word == "ENV":
             for item in shlex.split(rest):
                 name, _, value = item.partition("=")
-                env[name] = value
+                env[name] = string.Template(value).safe_substitute({**os.environ, **env})
     return env
 
 
@@ -72,7 +83,9 @@ def exec_form(word: str) -> list[str]:
 
 def test_multi_stage_non_root_with_a_documented_config_path() -> None:
     steps = instructions()
-    assert 2 <= sum(1 for word, _ in steps if word == "FROM")
+    assert ("ARG", "BASE=python:3.11-slim") == steps[0]
+    froms = [rest for word, rest in steps if word == "FROM"]
+    assert ["${BASE} AS build", "${BASE}"] == froms
     stage = final_stage()
     users = [rest for word, rest in stage if word == "USER"]
     assert users
@@ -87,10 +100,11 @@ def test_multi_stage_non_root_with_a_documented_config_path() -> None:
 
 
 def test_the_build_stage_wheel_carries_the_runtime_files(tmp_path: Path) -> None:
-    """The build stage's COPY lines and ``pip wheel .`` (offline here: no deps, no isolation)."""
+    """The build stage's COPY lines and the wheel its ``pip install .`` builds (built here
+    offline: no deps, no isolation)."""
     src, wheels = tmp_path / "src", tmp_path / "wheels"
     src.mkdir()
-    for word, rest in instructions():
+    for word, rest in build_stage():
         if word != "COPY" or rest.startswith("--from"):
             continue
         *sources, dest = rest.split()
