@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -57,6 +58,7 @@ from probed.configfile import config_digest, decode_config_text, parse_toml, rea
 from probed.confighints import did_you_mean, known_keys, ratio_hint
 from probed.configlocate import Locator
 from probed.errors import ConfigError, SecretError
+from probed.lagbuckets import DELIVERY_LAG_BUCKETS, check_lag_buckets
 from probed.maintenance import MaintenanceConfig, config_problems
 from probed.playbooks import PlaybookConfig, duplicate_problems
 
@@ -549,6 +551,10 @@ class SseStream(_Named):
     clock: Literal["correct", "trust", "ignore"] = "correct"
     """What lags do with the target's clock offset (``probed.stream.skew``, README)."""
     clock_tolerance: Duration = 1.0
+    lag_buckets: Annotated[tuple[Duration, ...], AfterValidator(check_lag_buckets)] = (
+        DELIVERY_LAG_BUCKETS
+    )
+    """Upper bounds of the stream's lag histograms (see ``probed.lagbuckets``)."""
 
     @field_validator("path", "time_path")
     @classmethod
@@ -1087,11 +1093,12 @@ def _semantic_problems(
 
 def _reference_problems(cfg: Config, path: Path, locator: Locator) -> list[str]:
     """SLOs, components and canaries name probes that exist; a scenario has one playbook."""
-    from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS
+    from probed.store import DURATION_BUCKETS
 
     problems: list[str] = []
     scheduled = {s.name for s in cfg.scheduled}
     streams = {s.name for s in cfg.streams}
+    lag_buckets = {s.name: s.lag_buckets for s in cfg.streams}
 
     def at(section: str, index: int | None, key: str, who: str, msg: str) -> None:
         line = locator.line(section, index, key)
@@ -1110,7 +1117,12 @@ def _reference_problems(cfg: Config, path: Path, locator: Locator) -> list[str]:
             at("slos", i, "probes", who, f"unknown probe(s) {', '.join(map(repr, missing))}")
         if slo.stream is not None and slo.stream not in streams:
             at("slos", i, "stream", who, f"unknown stream {slo.stream!r}")
-        buckets = DURATION_BUCKETS if slo.sli == "latency" else DELIVERY_LAG_BUCKETS
+        buckets = DURATION_BUCKETS
+        where, add = "a histogram bucket boundary", ""
+        if slo.sli == "delivery_lag":
+            buckets = lag_buckets.get(slo.stream or "", DELIVERY_LAG_BUCKETS)
+            where = f"one of stream {slo.stream!r}'s lag_buckets"
+            add = "; or add it to the stream's lag_buckets"
         if slo.threshold is not None and slo.threshold not in buckets:
             choices = ", ".join(format_duration(b) for b in buckets)
             at(
@@ -1118,8 +1130,8 @@ def _reference_problems(cfg: Config, path: Path, locator: Locator) -> list[str]:
                 i,
                 "threshold",
                 who,
-                f"threshold {format_duration(slo.threshold)} is not a histogram bucket "
-                f"boundary (so Prometheus rules could not compute it); use one of: {choices}",
+                f"threshold {format_duration(slo.threshold)} is not {where} "
+                f"(so Prometheus rules could not compute it); use one of: {choices}{add}",
             )
     for i, comp in enumerate(cfg.components):
         who = f"component {comp.name!r} (components[{i}])"

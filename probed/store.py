@@ -14,6 +14,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from probed.lagbuckets import DELIVERY_LAG_BUCKETS
 from probed.probes.base import ProbeRun, Reason
 from probed.stream.skew import StreamClock
 from probed.window import LagWindow, RunWindow
@@ -22,6 +23,7 @@ __all__ = [
     "DELIVERY_LAG_BUCKETS",
     "DURATION_BUCKETS",
     "LAG_BUCKETS",
+    "REFLECT_LAG_BUCKETS",
     "Histogram",
     "ProbeState",
     "RecentResult",
@@ -80,8 +82,8 @@ class Histogram:
         return out
 
 
-#: Event delivery lag buckets up to 120 s; SLO thresholds (1.5 s, 3 s, 5 s) are boundaries.
-DELIVERY_LAG_BUCKETS: tuple[float, ...] = (
+#: Reflect canary lag buckets up to 120 s (inject request included, so never sub-millisecond).
+REFLECT_LAG_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0,
     120.0,
 )  # fmt: skip
@@ -247,9 +249,22 @@ class ResultStore:
         """Stop tracking a probe: its series disappear from the next scrape."""
         self._probes.pop(name, None)
 
-    def register_stream(self, name: str, target: str, subscribers: int) -> StreamStats:
-        """Start tracking a stream watcher (fresh stats)."""
-        stats = StreamStats(name, target, subscribers, signal_window=self.signal_window)
+    def register_stream(
+        self,
+        name: str,
+        target: str,
+        subscribers: int,
+        lag_buckets: Sequence[float] = DELIVERY_LAG_BUCKETS,
+    ) -> StreamStats:
+        """Start tracking a stream watcher (fresh stats; ``lag_buckets``: of its lag histograms)."""
+        stats = StreamStats(
+            name,
+            target,
+            subscribers,
+            delivery_lag=Histogram(lag_buckets),
+            fanout_spread=Histogram(lag_buckets),
+            signal_window=self.signal_window,
+        )
         self.streams[name] = stats
         return stats
 
@@ -283,7 +298,7 @@ class ResultStore:
         lag = result.observations.get("delivery_lag_seconds")
         if isinstance(lag, int | float):
             if state.delivery_lag is None:
-                state.delivery_lag = Histogram(DELIVERY_LAG_BUCKETS)
+                state.delivery_lag = Histogram(REFLECT_LAG_BUCKETS)
             state.delivery_lag.observe(lag)
         if result.reason is Reason.RATE_LIMITED or result.status_code == 429:
             state.rate_limited += 1

@@ -77,7 +77,9 @@ class StreamManager:
 
     def _add(self, spec: SseStream, target: TargetConfig) -> None:
         assert self._tg is not None
-        stats = self._store.register_stream(spec.name, spec.target, spec.subscribers)
+        stats = self._store.register_stream(
+            spec.name, spec.target, spec.subscribers, spec.lag_buckets
+        )
         stats.event_timeout = spec.event_timeout
         watcher = StreamWatcher(spec, target, self._session, self._hub, stats, on_lag=self._on_lag)
         self._watchers[spec.name] = watcher
