@@ -53,6 +53,7 @@ from probed.statehealth import StateDirLocked, StateHealth, StateLock
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
+from probed.tap import Taps
 
 if TYPE_CHECKING:
     from probed.webconfig import LiveWebConfig
@@ -207,6 +208,7 @@ class Daemon:
             state=self.state_health,
         )
         self.server_state.history = self.evaluator.history
+        self.server_state.taps = Taps(self.hub, self.store)
         self.shutdown_grace = shutdown_grace
         self.install_signal_handlers = install_signal_handlers
         self.bound_port: int | None = None

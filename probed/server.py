@@ -11,6 +11,8 @@
 ``POST /-/reload``     reload the configuration file (see daemon)
 ``POST /api/v1/maintenance`` open an ad hoc maintenance window
                        (``probed.maintenanceapi``; ``probed silence``)
+``GET /api/v1/streams/NAME/tap`` each event of a stream, live, with its lag
+                       (server-sent events; ``probed.tap``; ``probed tap``)
 ``GET /``, ``/status`` the status page (self-contained HTML)
 =====================  ===================================================
 """
@@ -35,6 +37,7 @@ from probed.signals import Evaluation
 from probed.statehealth import StateHealth
 from probed.status import recommendations_document, render_page, status_document
 from probed.store import ResultStore
+from probed.tap import Taps
 
 __all__ = ["ReloadFn", "ServerState", "create_app"]
 
@@ -65,6 +68,8 @@ class ServerState:
         """The daemon's transition history (``/api/v1/status`` lists the newest)."""
         self.state = state if state is not None else StateHealth()
         """Whether the state directory takes writes (the persister updates it)."""
+        self.taps: Taps | None = None
+        """The open stream taps (the daemon sets them; None: no tap endpoint)."""
 
 
 _STATE = web.AppKey("state", ServerState)
@@ -154,6 +159,19 @@ async def _maintenance(request: web.Request) -> web.Response:
     return web.json_response(answer, status=status)
 
 
+async def _tap(request: web.Request) -> web.StreamResponse:
+    taps = request.app[_STATE].taps
+    if taps is None:
+        return web.json_response({"status": "error", "error": "not available"}, status=501)
+    return await taps.handle(request)
+
+
+async def _end_taps(app: web.Application) -> None:
+    taps = app[_STATE].taps
+    if taps is not None:
+        taps.close_all("daemon stopping")
+
+
 async def _index(request: web.Request) -> web.Response:
     return web.Response(
         text=await asyncio.to_thread(render_page, _document(request)),
@@ -176,6 +194,8 @@ def create_app(state: ServerState, *, middlewares: Iterable[Middleware] = ()) ->
     app.router.add_post("/-/reload", _reload)
     app.router.add_post("/api/v1/maintenance", _maintenance)
     app.router.add_get("/api/v1/recommendations", _recommendations)
+    app.router.add_get("/api/v1/streams/{name}/tap", _tap)
+    app.on_shutdown.append(_end_taps)
     app.router.add_get("/", _index)
     app.router.add_get("/status", _index)
     return app

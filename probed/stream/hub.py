@@ -18,6 +18,7 @@ import structlog
 
 from probed import clock
 from probed.netvalues import json_loads
+from probed.stream.accounting import Verdict
 from probed.stream.decoder import Event
 
 __all__ = ["Arrival", "Hub", "NonceWaiter", "ReceivedEvent"]
@@ -27,9 +28,16 @@ _UNPARSED: Any = object()
 
 
 class ReceivedEvent:
-    """One event as a watcher received it, with our receive times."""
+    """One event as a watcher received it, with our receive times.
 
-    __slots__ = ("_json", "event", "received", "received_wall", "stream")
+    ``lag``, ``seq`` and ``verdict`` are what the watcher's accounting made of it. The
+    watcher sets them right after :meth:`Hub.publish`, in the same step: a callback
+    sees ``None``, whoever keeps the event and reads it later (the tap) sees them.
+    """
+
+    __slots__ = (
+        "_json", "event", "lag", "received", "received_wall", "seq", "stream", "verdict",
+    )  # fmt: skip
 
     def __init__(self, stream: str, event: Event, received: float, received_wall: float) -> None:
         self.stream = stream
@@ -39,6 +47,10 @@ class ReceivedEvent:
         self.received_wall = received_wall
         """``clock.wall()`` at receipt (only for comparing with the event's own stamps)."""
         self._json: Any = _UNPARSED
+        self.lag: float | None = None
+        """Receipt minus the event's stamp (seconds; negative: stamped in our future)."""
+        self.seq: int | None = None
+        self.verdict: Verdict | None = None
 
     def json(self) -> Any:
         """The event's data parsed as JSON (cached), or ``None`` if it is not JSON.

@@ -440,7 +440,7 @@ class StreamWatcher:
             if enqueued is None:
                 stats.untimed += 1
             else:
-                lag = stats.clock.lag(wall - enqueued)
+                lag = received.lag = stats.clock.lag(wall - enqueued)
                 if lag is None:
                     pass  # no offset estimate yet: counted by the clock
                 elif lag < 0:
@@ -459,7 +459,8 @@ class StreamWatcher:
         lost_before = tracker.lost
         epoch_path = spec.sequence_epoch_field
         epoch = None if epoch_path is None else epoch_of(_field(data, epoch_path))
-        verdict = tracker.observe(seq, now, epoch)
+        verdict = received.verdict = tracker.observe(seq, now, epoch)
+        received.seq = seq
         stats.lost += tracker.lost - lost_before
         if verdict is Verdict.DUPLICATE:
             stats.duplicated += 1
