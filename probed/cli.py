@@ -22,6 +22,7 @@ from probed.client import ClientSetupError, DaemonClient, add_client_options, da
 from probed.config import Config, DaemonConfig, load_config
 from probed.errors import ConfigError
 from probed.logging import configure_logging
+from probed.tapclient import positive_count
 
 __all__ = ["main"]
 
@@ -205,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     until.add_argument("--for", dest="duration", help="how long, e.g. 30m or 2h")
     until.add_argument("--until", dest="end", help="end, RFC 3339 with an offset")
     silence.add_argument("--reason", default="", help="why (shown on the status page)")
+
+    tap = sub.add_parser(
+        "tap",
+        help="print each event a running daemon's stream watcher receives, with its lag",
+        description="Follow GET /api/v1/streams/STREAM/tap: one line per event (receive time, "
+        "seq, id, type, lag); Ctrl-C ends. Takes the same URL, TLS and credential options as "
+        "status.",
+    )
+    tap.add_argument("stream", help='the name of a kind = "sse" probe')
+    add_client_options(tap)
+    _add_config(tap, default=None)
+    tap.add_argument("--count", type=positive_count, metavar="N", help="stop after N events")
+    tap.add_argument("--json", action="store_true", help="one JSON object per event")
 
     health = sub.add_parser(
         "healthcheck",
@@ -555,6 +569,15 @@ async def _post(
         return resp.status, answer
 
 
+def _cmd_tap(args: argparse.Namespace) -> int:
+    from probed.tapclient import run_tap
+
+    client = _client(args, "tap")
+    if isinstance(client, int):
+        return client
+    return run_tap(client, args.stream, count=args.count, as_json=args.json, out=sys.stdout)
+
+
 def _cmd_healthcheck(args: argparse.Namespace) -> int:
     import aiohttp
 
@@ -587,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _cmd_status,
         "healthcheck": _cmd_healthcheck,
         "silence": _cmd_silence,
+        "tap": _cmd_tap,
     }
     try:
         return handlers[args.command](args)

@@ -7,7 +7,10 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
+import signal
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,16 +21,22 @@ import aiohttp
 import bcrypt
 import pytest
 from aiohttp import web
+from conftest import free_port
 from livedaemon import live_daemon
 from test_watcher import open_stream, sse_server, until
 
 from probed import tap
+from probed.cli import main
 from probed.daemon import Daemon
 from probed.store import StreamStats
 from probed.stream.decoder import Event, SSEDecoder
 
 USER = "ops"
 PASSWORD = "s3cret-tap"
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z  seq=(\d+)  id=(\S+)  type=(\S+)  "
+    r"lag=(-?\d+\.\d{3})ms(  verdict=\S+)?(  clock_offset=[+-]\d+\.\dms)?$"
+)
 
 
 class Producer:
@@ -312,3 +321,108 @@ async def test_taps_end_when_the_stream_is_removed_and_when_the_daemon_stops(
         sock.close()
         other.close()
     assert time.monotonic() - started < 5
+
+
+# -- probed tap -------------------------------------------------------------------------------
+
+
+async def run_cli(*argv: str) -> int:
+    """``probed ARGV`` in a worker thread (it runs its own event loop)."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+def tap_lines(out: str) -> list[str]:
+    """The lines of ``probed tap`` output (the in-process daemon logs to stdout too)."""
+    return [line for line in out.splitlines() if re.match(r"\d{4}-\d\d-\d\dT|\{\"stream\"", line)]
+
+
+async def feed(producer: Producer, first: int = 1) -> None:
+    """Send an event every 20 ms until cancelled."""
+    seq = first
+    while True:
+        producer.send(seq, lag=0.005)
+        seq += 1
+        await asyncio.sleep(0.02)
+
+
+async def test_cli_prints_a_line_per_event_and_stops_after_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with watched(tmp_path) as (producer, _, base):
+        feeder = asyncio.create_task(feed(producer))
+        try:
+            assert 0 == await run_cli("tap", "events", "--url", base, "--count", "3")
+            text = tap_lines(capsys.readouterr().out)
+            assert 0 == await run_cli("tap", "events", "--url", base, "--count", "3", "--json")
+            records = [json.loads(line) for line in tap_lines(capsys.readouterr().out)]
+        finally:
+            feeder.cancel()
+    assert 3 == len(text)
+    matches = [LINE.match(line) for line in text]
+    assert all(matches), text
+    seqs = [int(m.group(1)) for m in matches if m]
+    assert seqs == list(range(seqs[0], seqs[0] + 3))
+    assert all(m.group(2) == m.group(1) and m.group(3) == "order.created" for m in matches if m)
+    assert all(5.0 <= float(m.group(4)) < 1000 for m in matches if m)
+    assert 3 == len(records)
+    assert {"stream", "at", "seq", "id", "type", "lag_ms", "verdict", "clock_offset_ms"} == set(
+        records[0]
+    )
+
+
+async def test_cli_refused_and_unreachable_are_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert 1 == await run_cli("tap", "events", "--url", url)
+    err = capsys.readouterr().err
+    assert err.startswith(f"probed tap: cannot reach {url}/api/v1/streams/events/tap: ")
+    assert 1 == len(err.splitlines())
+    async with watched(tmp_path) as (_, _, base):
+        assert 1 == await run_cli("tap", "nope", "--url", base)
+    err = capsys.readouterr().err
+    assert [
+        f"probed tap: {base}/api/v1/streams/nope/tap: HTTP 404: unknown stream 'nope' "
+        "(streams: events)"
+    ] == err.splitlines()
+
+
+async def test_cli_with_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web_path = tmp_path / "web.yml"
+    web_path.write_text(f"basic_auth_users:\n  {USER}: {hashed}\n")
+    (tmp_path / "pw").write_text(PASSWORD + "\n")
+    extra = f'web_config_file = "{web_path}"\n'
+    async with watched(tmp_path, extra) as (producer, _, base):
+        assert 1 == await run_cli("tap", "events", "--url", base, "--count", "1")
+        assert "HTTP 401" in capsys.readouterr().err
+        feeder = asyncio.create_task(feed(producer))
+        try:
+            auth = ("--user", USER, "--password-file", str(tmp_path / "pw"))
+            assert 0 == await run_cli("tap", "events", "--url", base, "--count", "1", *auth)
+        finally:
+            feeder.cancel()
+    assert 1 == len(tap_lines(capsys.readouterr().out))
+
+
+async def test_ctrl_c_ends_the_cli_with_0_and_no_traceback(tmp_path: Path) -> None:
+    async with watched(tmp_path) as (producer, _, base):
+        feeder = asyncio.create_task(feed(producer))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "probed", "tap", "events", "--url", base,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            first = await asyncio.wait_for(proc.stdout.readline(), 20)
+            assert LINE.match(first.decode()), first
+            proc.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(proc.communicate(), 10)
+        finally:
+            feeder.cancel()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert 0 == proc.returncode
+    assert b"Traceback" not in err, err.decode()
+    assert all(LINE.match(line) for line in out.decode().splitlines())
