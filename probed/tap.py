@@ -15,11 +15,12 @@ The response is ``text/event-stream``:
     ``{"stream": NAME, "queue": N}`` once, when the subscription is in place.
 ``event: tap``
     one per event: ``{"stream", "at" (our wall clock at receipt, Unix seconds),
-    "seq" (null: unsequenced), "id", "type", "lag_ms" (receipt minus the event's
-    stamp as the watcher counted it; negative for a stamp in our future; null:
-    untimed), "verdict" (``new``, ``duplicate``, ``out_of_order``, ``late``,
-    ``reset``; null: unsequenced), "clock_offset_ms" (the stream's estimated target
-    clock minus ours; lag does not subtract it; null: no estimate)}``.
+    "seq" (null: unsequenced), "id", "type", "lag_ms" (the lag as the watcher
+    accounted it: receipt minus the stamp moved onto our clock; negative beyond the
+    clock's uncertainty; null: untimed, or no clock estimate yet), "offset_ms" (the
+    clock offset, target minus ours, taken off the stamp; null: none applied),
+    "verdict" (``new``, ``duplicate``, ``out_of_order``, ``late``, ``reset``; null:
+    unsequenced)}``.
 ``event: dropped``
     ``{"dropped": n, "dropped_total": N}`` before the next events whenever the
     client's queue (:data:`QUEUE_EVENTS` events, :data:`QUEUE_BYTES` of event data)
@@ -74,9 +75,9 @@ _ID_CHARS = 200
 _TYPE_CHARS = 100
 
 
-def tap_record(received: ReceivedEvent, clock_offset: float | None) -> dict[str, Any]:
+def tap_record(received: ReceivedEvent) -> dict[str, Any]:
     """What one ``tap`` event says about ``received`` (see the module docs)."""
-    lag, verdict = received.lag, received.verdict
+    lag, offset, verdict = received.lag, received.offset, received.verdict
     return {
         "stream": received.stream,
         "at": round(received.received_wall, 6),
@@ -84,8 +85,8 @@ def tap_record(received: ReceivedEvent, clock_offset: float | None) -> dict[str,
         "id": received.event.id[:_ID_CHARS],
         "type": received.event.event[:_TYPE_CHARS],
         "lag_ms": None if lag is None else round(lag * 1000, 3),
+        "offset_ms": round(offset * 1000, 3) if offset else None,
         "verdict": None if verdict is None else verdict.value,
-        "clock_offset_ms": None if clock_offset is None else round(clock_offset * 1000, 3),
     }
 
 
@@ -257,9 +258,7 @@ class Taps:
                 dropped = {"dropped": client.dropped, "dropped_total": client.dropped_total}
                 parts.append(_frame("dropped", dropped))
                 client.dropped = 0
-            stats = self._store.streams.get(client.stream)
-            offset = None if stats is None else stats.clock_offset
-            parts.extend(_frame("tap", tap_record(r, offset)) for r in batch)
+            parts.extend(_frame("tap", tap_record(r)) for r in batch)
             await self._write(client, resp, b"".join(parts))
             client.sent += len(batch)
             quiet_since = loop.time()

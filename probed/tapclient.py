@@ -4,14 +4,14 @@ Reads ``GET /api/v1/streams/STREAM/tap`` (see :mod:`probed.tap`) with the URL,
 TLS and credential options of every client command (:mod:`probed.client`) and
 prints one line per event on stdout::
 
-    2026-02-08T10:02:00.123Z  seq=42  id=42  type=order.created  lag=1.234ms  clock_offset=+12.0ms
+    2026-02-08T10:02:00.123Z  seq=42  id=42  type=order.created  lag=1.234ms  offset=+2247.5ms
 
-``seq=-`` for an unsequenced event, ``lag=-`` for an untimed one; ``verdict=`` is
-added for anything but a new sequence number (``duplicate``, ``out_of_order``,
-``late``, ``reset``) and ``clock_offset=`` when the stream has an estimate (lag
-does not subtract it). ``--json`` prints the daemon's JSON object per event
-instead. When the daemon had to leave events out because this client read too
-slowly, a line says how many.
+``seq=-`` for an unsequenced event, ``lag=-`` for an untimed one (or one the
+stream's clock could not correct yet); ``offset=`` is the clock offset taken off
+the event's stamp, when one was; ``verdict=`` is added for anything but a new
+sequence number (``duplicate``, ``out_of_order``, ``late``, ``reset``).
+``--json`` prints the daemon's JSON object per event instead. When the daemon had
+to leave events out because this client read too slowly, a line says how many.
 
 Exit codes: 0 after ``--count`` events or on Ctrl-C; 1 when the daemon cannot be
 reached, refuses the tap (unknown stream, credentials, too many taps) or ends it
@@ -56,12 +56,12 @@ def format_line(record: dict[str, Any]) -> str:
         f"type={_or_dash(record.get('type'))}",
         "lag=-" if record.get("lag_ms") is None else f"lag={float(record['lag_ms']):.3f}ms",
     ]
+    offset = record.get("offset_ms")
+    if offset is not None:
+        parts.append(f"offset={float(offset):+.1f}ms")
     verdict = record.get("verdict")
     if verdict not in (None, "new"):
         parts.append(f"verdict={verdict}")
-    offset = record.get("clock_offset_ms")
-    if offset is not None:
-        parts.append(f"clock_offset={float(offset):+.1f}ms")
     return "  ".join(parts)
 
 

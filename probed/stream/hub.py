@@ -30,13 +30,15 @@ _UNPARSED: Any = object()
 class ReceivedEvent:
     """One event as a watcher received it, with our receive times.
 
-    ``lag``, ``seq`` and ``verdict`` are what the watcher's accounting made of it. The
-    watcher sets them right after :meth:`Hub.publish`, in the same step: a callback
-    sees ``None``, whoever keeps the event and reads it later (the tap) sees them.
+    ``lag``, ``offset``, ``seq`` and ``verdict`` are what the watcher's accounting made
+    of it. The watcher sets them right after :meth:`Hub.publish`, in the same step: a
+    callback sees the defaults, whoever keeps the event and reads it later (the tap) sees
+    them. ``lag`` is None for an untimed event and for one the clock could not correct yet.
     """
 
     __slots__ = (
-        "_json", "event", "lag", "received", "received_wall", "seq", "stream", "verdict",
+        "_json", "event", "lag", "offset", "received", "received_wall", "seq", "stream",
+        "verdict",
     )  # fmt: skip
 
     def __init__(self, stream: str, event: Event, received: float, received_wall: float) -> None:
@@ -48,7 +50,9 @@ class ReceivedEvent:
         """``clock.wall()`` at receipt (only for comparing with the event's own stamps)."""
         self._json: Any = _UNPARSED
         self.lag: float | None = None
-        """Receipt minus the event's stamp (seconds; negative: stamped in our future)."""
+        """Receipt minus the event's stamp moved onto our clock (seconds), as accounted."""
+        self.offset = 0.0
+        """The clock offset (target minus ours) taken off the stamp for ``lag``."""
         self.seq: int | None = None
         self.verdict: Verdict | None = None
 

@@ -441,6 +441,7 @@ class StreamWatcher:
                 stats.untimed += 1
             else:
                 lag = received.lag = stats.clock.lag(wall - enqueued)
+                received.offset = stats.clock.applied
                 if lag is None:
                     pass  # no offset estimate yet: counted by the clock
                 elif lag < 0:
