@@ -4,10 +4,10 @@ The tap subscribes to the :class:`~probed.stream.hub.Hub`, which gets every even
 of a stream's primary connection. The hub's callback only appends the
 :class:`~probed.stream.hub.ReceivedEvent` to the client's bounded queue (or counts it
 dropped) and never waits, so a slow tap client cannot slow the watcher; with no
-client tapping a stream the watcher does nothing more than before (the hub finds
-no subscriber). The watcher fills in the event's ``lag``, ``seq`` and ``verdict``
-right after publishing it, in the same step, so by the time the handler formats the
-queued event (a later step of the loop) they are set.
+client tapping a stream the hub finds no subscriber, and the watcher only stores what
+it computed anyway on the event. It fills in the event's ``lag``, ``offset``, ``seq``
+and ``verdict`` right after publishing it, in the same step, so by the time the
+handler formats the queued event (a later step of the loop) they are set.
 
 The response is ``text/event-stream``:
 
