@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from probed import __version__, clock
 from probed.maintenance import Maintenance, active_family
+from probed.peermetrics import peer_families
 from probed.recommend import SCENARIOS
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.sloexclusions import Exclusions
@@ -280,6 +281,7 @@ class ProbedCollector(Collector):
             success.add_metric([stream.name], 1 if up else 0)
             info.add_metric([stream.name, "sse", stream.target], 1)
         yield from (success, duration, status, phases, info, last_run, last_ok)
+        yield from peer_families(states)
         yield from (runs, failures, skipped, limited, retry_after)
         yield from histograms
         yield from stream_families(store.streams, store_now)

@@ -25,6 +25,8 @@ import structlog
 
 from probed import clock
 from probed.errors import ProbeFailure
+from probed.probes import peerinfo
+from probed.probes.peerinfo import TlsInfo
 from probed.probes.redirects import RedirectRefused
 
 if TYPE_CHECKING:
@@ -121,6 +123,11 @@ class ProbeResult:
     observations: Mapping[str, Observation] = field(default_factory=dict)
     error_code: str = ""
     """A finer code than the reason for logs (``ECONNREFUSED``, ``http_503``); never a label."""
+    http_version: float | None = None
+    """HTTP version of the run's last response (1.1); None if no response arrived.
+    Set by ``run_probe`` (``probed.probes.peerinfo``), like ``tls``."""
+    tls: TlsInfo | None = None
+    """TLS facts of the last response's connection; None for plain HTTP or no response."""
 
     @classmethod
     def ok(
@@ -337,20 +344,23 @@ async def run_probe(
     run_id = f"{_RUN_PREFIX}-{next(_run_counter):x}"
     started_at = clock.wall()
     start = time.perf_counter()
-    try:
-        async with asyncio.timeout(spec.timeout):
-            result = await probe_fn(ctx, spec)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # every failure must become a reason, never a crash
-        reason, error_code, detail = classify_exception(exc)
-        if reason is Reason.INTERNAL_ERROR:
-            ctx.log.exception("probe_internal_error", probe=spec.name, kind=spec.kind)
-        observations = exc.observations if isinstance(exc, ProbeFailure) else {}
-        result = ProbeResult(
-            False, reason, detail, observations=observations, error_code=error_code
-        )
+    with peerinfo.watching() as peer:
+        try:
+            async with asyncio.timeout(spec.timeout):
+                result = await probe_fn(ctx, spec)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure must become a reason, never a crash
+            reason, error_code, detail = classify_exception(exc)
+            if reason is Reason.INTERNAL_ERROR:
+                ctx.log.exception("probe_internal_error", probe=spec.name, kind=spec.kind)
+            observations = exc.observations if isinstance(exc, ProbeFailure) else {}
+            result = ProbeResult(
+                False, reason, detail, observations=observations, error_code=error_code
+            )
     duration = time.perf_counter() - start
+    if peer.http_version is not None:
+        result = dataclasses.replace(result, http_version=peer.http_version, tls=peer.tls)
     if result.success and spec.latency_threshold is not None and duration > spec.latency_threshold:
         result = dataclasses.replace(
             result,

@@ -52,6 +52,9 @@ import aiohttp
 import aiohttp.abc
 from aiohttp.connector import Connection
 
+from probed.probes import peerinfo
+from probed.probes.peerinfo import TlsInfo, tls_info
+
 __all__ = ["PHASES", "PhaseTimer", "create_sessions", "timed_ssl_context"]
 
 #: The phase names ``PhaseTimer.phases()`` reports, in request order (``tls`` only
@@ -76,6 +79,8 @@ class _TimedSSLObject(ssl.SSLObject):
     _tls_started: float = 0.0
     _tls_ended: float = 0.0
     _tls_claimed: bool = False
+    _tls_info: TlsInfo | None = None
+    """The connection's certificates and version, read by the first run that used it."""
 
     def do_handshake(self) -> None:
         if not self._tls_started:
@@ -112,17 +117,33 @@ def _claim_tls(conn: Connection) -> float | None:
     return max(sslobj._tls_ended - sslobj._tls_started, 0.0)
 
 
+def _peer_tls(conn: Connection) -> TlsInfo | None:
+    """The TLS facts of ``conn`` (None: plain), read once per timed connection."""
+    transport = conn.transport
+    sslobj = None if transport is None else transport.get_extra_info("ssl_object")
+    if not isinstance(sslobj, ssl.SSLObject):
+        return None
+    if not isinstance(sslobj, _TimedSSLObject):
+        return tls_info(sslobj)
+    if sslobj._tls_info is None:
+        sslobj._tls_info = tls_info(sslobj)
+    return sslobj._tls_info
+
+
 class _Connector(aiohttp.TCPConnector):
     """A ``TCPConnector`` that notes the TLS handshake time of each connection it hands out.
 
     The response often releases its connection while its headers are parsed (the
     whole body arrived with them), so the connection is examined here, when the
-    request gets it, in the request's own task.
+    request gets it, in the request's own task; inside a probe run, its TLS facts
+    go to the run's ``peerinfo.PeerFacts`` too.
     """
 
     async def connect(self, req: aiohttp.ClientRequest, *args: Any, **kwargs: Any) -> Connection:
         conn = await super().connect(req, *args, **kwargs)
         _hop_tls.set(_claim_tls(conn))
+        if (peer := peerinfo.current()) is not None:
+            peer.connected(_peer_tls(conn))
         return conn
 
 
@@ -257,9 +278,12 @@ async def _chunk_sent(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) 
         timer._on_sent(headers=False)
 
 
-async def _response_headers(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
+async def _response_headers(_s: aiohttp.ClientSession, ctx: SimpleNamespace, params: Any) -> None:
     if (timer := _timer(ctx)) is not None:
         timer._on_headers_received()
+    if (peer := peerinfo.current()) is not None:
+        version = params.response.version
+        peer.responded(version.major, version.minor)
 
 
 def _trace_config() -> aiohttp.TraceConfig:
