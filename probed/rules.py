@@ -62,7 +62,9 @@ SLO ratios, and so the burn alerts, leave its runs out (above).
 A last group ``probed`` holds the alerts that are not derived from SLOs: a
 stream with fewer connections than subscribers and reflect lag p95 above 3 s
 (Sev-2), a failing probe and probed's own health (failed config reload,
-event-loop lag; Sev-3), and active degraded-mode recommendations (the
+event-loop lag; Sev-3), a TLS certificate a target presents expiring within
+14 days (Sev-3) or 3 days (Sev-2; ``ProbeCertificateExpiresSoon``, told apart
+by ``expires_within``), and active degraded-mode recommendations (the
 recommendation's own Sev level).
 
 Every alert carries ``severity`` = its Sev level and ``routing`` = ``page`` or
@@ -88,6 +90,7 @@ from probed.signals import ROUTING, ROUTING_LABEL, Routing, Severity
 
 __all__ = [
     "BURN_RATE_ALERTS",
+    "CERTIFICATE_EXPIRY_ALERTS",
     "ERROR_RATIO_WINDOWS",
     "FAST_BURN_ALERT",
     "RUNBOOK_ANCHORS",
@@ -134,6 +137,7 @@ RUNBOOK_ANCHORS: dict[str, str] = {
     "StreamDisconnected": "sse_degraded",
     "ReflectLatencyP95High": "sse_degraded",
     "ProbeFailing": "probe_failing",
+    "ProbeCertificateExpiresSoon": "certificate_expiry",
     "ProbedConfigReloadFailed": "config_reload_failed",
     "ProbedEventLoopLagHigh": "event_loop_lag",
 }
@@ -359,6 +363,44 @@ def _fast_burn_twin(config: Config, slo: SloConfig) -> dict[str, Any]:
 _UNDER_MAINTENANCE = "unless on(probe) probed_maintenance_active == 1\n"
 """Leaves out the probes probed reports under a maintenance window."""
 
+CERTIFICATE_EXPIRY_ALERTS: tuple[tuple[Severity, int], ...] = (
+    (Severity.SEV3, 14),
+    (Severity.SEV2, 3),
+)
+"""``ProbeCertificateExpiresSoon``: (Sev level, days left under which it fires)."""
+
+
+def _certificate_expiry(runbook_url: str) -> list[dict[str, Any]]:
+    """A ticket when a presented certificate expires within 14 days, a page within 3.
+
+    No ``for``: the expiry is a date, not a noisy measurement. ``keep_firing_for``
+    keeps one steady alert when the backends behind a target present different
+    certificates (the last run's value alternates) and clears it 30 minutes after
+    the renewal is seen everywhere.
+    """
+    return [
+        {
+            "alert": "ProbeCertificateExpiresSoon",
+            "expr": f"probe_ssl_earliest_cert_expiry - time() < {days} * 86400\n"
+            + _UNDER_MAINTENANCE,
+            "keep_firing_for": "30m",
+            "labels": {**severity_labels(severity), "expires_within": f"{days}d"},
+            "annotations": {
+                "summary": (
+                    f"A TLS certificate of probe {{{{ $labels.probe }}}} expires within {days} days"
+                ),
+                "description": (
+                    "The earliest-expiring certificate the target of probe "
+                    "{{ $labels.probe }} presents (probed {{ $labels.instance }}) expires in "
+                    f"{{{{ $value | humanizeDuration }}}}, less than {days} days: renew it and "
+                    "deploy the renewed chain before then."
+                ),
+                "runbook_url": runbook_url,
+            },
+        }
+        for severity, days in CERTIFICATE_EXPIRY_ALERTS
+    ]
+
 
 def _by_scenario(text: Mapping[str, str], otherwise: str) -> str:
     """A Go template: ``text`` of the alert's ``scenario`` label, else ``otherwise``."""
@@ -425,6 +467,7 @@ def _probed_group(config: Config) -> dict[str, Any]:
                 "runbook_url": runbook("ProbeFailing"),
             },
         },
+        *_certificate_expiry(runbook("ProbeCertificateExpiresSoon")),
         {
             "alert": "ProbedConfigReloadFailed",
             "expr": "probed_config_last_reload_successful == 0\n",

@@ -115,9 +115,9 @@ def config(tmp_path: Path) -> Config:
 
 
 def alert_rules(config: Config) -> dict[tuple[str, str], dict[str, Any]]:
-    """Every generated alerting rule by (alert name, long window or "")."""
+    """Every generated alerting rule by (alert name, long window or expires_within or "")."""
     return {
-        (r["alert"], r["labels"].get("long_window", "")): r
+        (r["alert"], r["labels"].get("long_window", r["labels"].get("expires_within", ""))): r
         for g in rule_groups(config)
         for r in g["rules"]
         if "alert" in r
@@ -142,7 +142,7 @@ def test_generated_rules_carry_a_sev_level_and_its_routing(config: Config) -> No
     """Every static generated alert has a Sev-level severity and the routing label for that Sev."""
     rules = alert_rules(config)
     static = {key: r for key, r in rules.items() if key[0] != "DegradedModeRecommended"}
-    assert 10 == len(static)
+    assert 12 == len(static)
     for (name, _), rule in static.items():
         severity = rule["labels"]["severity"]
         assert severity in EXPECTED_ROUTING, name

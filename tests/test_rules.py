@@ -140,7 +140,7 @@ def test_promtool_checks_rules_for_every_sli_kind(all_kinds_config: Config, tmp_
     path.write_text(render_rules(all_kinds_config))
     result = run_promtool("check", "rules", str(path))
     assert 0 == result.returncode, result.stdout + result.stderr
-    rules = 3 * (len(ERROR_RATIO_WINDOWS) + len(BURN_RATE_ALERTS) + 1) + 6
+    rules = 3 * (len(ERROR_RATIO_WINDOWS) + len(BURN_RATE_ALERTS) + 1) + 8
     assert f"SUCCESS: {rules} rules found" in result.stdout
 
 
@@ -347,15 +347,17 @@ def test_probed_alerts_without_slos(tmp_path: Path) -> None:
     )
     groups = rule_groups(load_config(path))
     assert ["probed"] == [g["name"] for g in groups]
-    alerts = {r["alert"]: r for r in groups[0]["rules"]}
     assert [
         "StreamDisconnected",
         "ReflectLatencyP95High",
         "ProbeFailing",
+        "ProbeCertificateExpiresSoon",
+        "ProbeCertificateExpiresSoon",
         "ProbedConfigReloadFailed",
         "ProbedEventLoopLagHigh",
         "DegradedModeRecommended",
-    ] == list(alerts)
+    ] == [r["alert"] for r in groups[0]["rules"]]
+    alerts = {r["alert"]: r for r in groups[0]["rules"]}
     assert {
         "StreamDisconnected": ("Sev-2", "page", "2m"),
         "ReflectLatencyP95High": ("Sev-2", "page", "10m"),
@@ -365,7 +367,7 @@ def test_probed_alerts_without_slos(tmp_path: Path) -> None:
     } == {
         name: (rule["labels"]["severity"], rule["labels"]["routing"], rule["for"])
         for name, rule in alerts.items()
-        if name != "DegradedModeRecommended"
+        if name not in ("DegradedModeRecommended", "ProbeCertificateExpiresSoon")
     }
     stream_expr = alerts["StreamDisconnected"]["expr"]
     assert (
@@ -381,6 +383,38 @@ def test_probe_alerts_are_silent_under_maintenance(all_kinds_config: Config) -> 
     unless = "unless on(probe) probed_maintenance_active == 1\n"
     assert "probe_success == 0\n" + unless == rules["ProbeFailing"]["expr"]
     assert rules["ReflectLatencyP95High"]["expr"].endswith(unless)
+    certificates = [
+        r for g in rule_groups(all_kinds_config) for r in g["rules"]
+        if r.get("alert") == "ProbeCertificateExpiresSoon"
+    ]  # fmt: skip
+    assert 2 == len(certificates)
+    assert all(r["expr"].endswith(unless) for r in certificates)
+
+
+def test_certificate_expiry_opens_a_ticket_at_14_days_and_pages_at_3(
+    all_kinds_config: Config,
+) -> None:
+    """Two ProbeCertificateExpiresSoon rules on the earliest presented certificate's expiry."""
+    rules = [
+        r for g in rule_groups(all_kinds_config) for r in g["rules"]
+        if r.get("alert") == "ProbeCertificateExpiresSoon"
+    ]  # fmt: skip
+    assert [
+        (
+            "probe_ssl_earliest_cert_expiry - time() < 14 * 86400\n"
+            "unless on(probe) probed_maintenance_active == 1\n",
+            {"severity": "Sev-3", "routing": "ticket", "expires_within": "14d"},
+        ),
+        (
+            "probe_ssl_earliest_cert_expiry - time() < 3 * 86400\n"
+            "unless on(probe) probed_maintenance_active == 1\n",
+            {"severity": "Sev-2", "routing": "page", "expires_within": "3d"},
+        ),
+    ] == [(r["expr"], r["labels"]) for r in rules]
+    assert all("for" not in r and "30m" == r["keep_firing_for"] for r in rules)
+    assert {"https://runbooks.example/probed#certificate_expiry"} == {
+        r["annotations"]["runbook_url"] for r in rules
+    }
 
 
 def test_degraded_mode_alert_uses_the_playbooks_title_and_runbook(tmp_path: Path) -> None:
