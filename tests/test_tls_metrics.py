@@ -136,6 +136,34 @@ def test_cert_not_after_is_none_for_anything_broken(pki: Pki) -> None:
     assert [None] * 6 == [cert_not_after(data) for data in broken[:6]]
 
 
+def _tlv(tag: int, content: bytes) -> bytes:
+    return bytes([tag, len(content)]) + content
+
+
+def _minimal_cert(not_after: bytes, tag: int = 0x17) -> bytes:
+    """Certificate{tbs{serial, signature, issuer, validity{notBefore, notAfter}}}, nothing more."""
+    validity = _tlv(0x30, _tlv(0x17, b"000101000000Z") + _tlv(tag, not_after))
+    tbs = _tlv(0x30, _tlv(0x02, b"\x01") + _tlv(0x30, b"") + _tlv(0x30, b"") + validity)
+    return _tlv(0x30, tbs)
+
+
+@pytest.mark.parametrize(
+    ("tag", "value", "expected"),
+    [
+        (0x17, b"491231235959Z", datetime(2049, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()),
+        (0x17, b"500101000000Z", datetime(1950, 1, 1, tzinfo=UTC).timestamp()),
+        (0x18, b"99991231235959Z", 253402300799.0),
+        (0x17, b"260231000000Z", None),  # 31 February
+        (0x17, b"2602010000Z", None),  # no seconds
+        (0x17, b"260201000000+0100", None),  # not UTC
+        (0x04, b"260201000000Z", None),  # not a time
+    ],
+)
+def test_cert_not_after_validity_forms(tag: int, value: bytes, expected: float | None) -> None:
+    """UTCTime years 50-99 are 19xx; only well-formed Zulu times of real dates count."""
+    assert expected == cert_not_after(_minimal_cert(value, tag))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600))
 def test_cert_not_after_never_raises(data: bytes) -> None:

@@ -25,13 +25,13 @@ response of each run (``ProbeResult.http_version`` and ``.tls``):
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import re
 import ssl
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -110,9 +110,7 @@ def _time(tag: int, value: bytes) -> float:
     else:
         raise ValueError("not a time")
     month, day, hour, minute, second = (int(match[i]) for i in range(2, 7))
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
-        raise ValueError("bad time")
-    return float(calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)))
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()  # validates
 
 
 def cert_not_after(der: bytes) -> float | None:
