@@ -13,225 +13,21 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Literal, cast
 
-from probed import __version__, startsignals
-from probed.client import ClientSetupError, DaemonClient, add_client_options, daemon_client
+from probed import startsignals
+from probed.cliargs import build_parser, demo_config_path
+from probed.client import ClientSetupError, DaemonClient, daemon_client
 from probed.config import Config, DaemonConfig, load_config
 from probed.errors import ConfigError
 from probed.logging import configure_logging
-from probed.tapclient import positive_count
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
-
-DEFAULT_CONFIG = os.environ.get("PROBED_CONFIG", "probes.toml")
-
-
-def _demo_config_path() -> Path:
-    return Path(str(resources.files("probed.demo").joinpath("probes.toml")))
-
-
-def _add_config(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:
-    parser.add_argument(
-        "-c",
-        "--config",
-        "--config.file",
-        dest="config",
-        default=default,
-        help=f"path to the probes file (default: {default}; env PROBED_CONFIG)",
-    )
-
-
-def _add_web_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--web.config.file",
-        dest="web_config_file",
-        metavar="PATH",
-        help="exporter-toolkit style web config (TLS, basic auth); overrides "
-        "[daemon] web_config_file",
-    )
-
-
-def _log_level(value: str) -> str:
-    """A log level; ``warn`` (the Prometheus exporters' spelling) is ``warning``."""
-    level = "warning" if value.lower() == "warn" else value.lower()
-    if level not in ("debug", "info", "warning", "error"):
-        raise argparse.ArgumentTypeError(
-            f"invalid level {value!r} (choose from debug, info, warn, warning, error)"
-        )
-    return level
-
-
-def _add_logging(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log-level",
-        "--log.level",
-        dest="log_level",
-        type=_log_level,
-        metavar="{debug,info,warn,error}",
-        help="override [daemon] log_level",
-    )
-    parser.add_argument(
-        "--log-format",
-        "--log.format",
-        dest="log_format",
-        choices=["json", "logfmt", "console"],
-        help="override [daemon] log_format",
-    )
-
-
-def _add_listen(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--web.listen-address",
-        dest="listen_address",
-        metavar="HOST:PORT",
-        help="where to serve metrics, the status page and the API; overrides [daemon] listen",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="probed",
-        description="Synthetic probing daemon: probes a web product on schedule and "
-        "exports the results as Prometheus metrics and JSON logs.",
-    )
-    parser.add_argument("--version", action="version", version=f"probed {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = sub.add_parser("run", help="run the daemon", description="Run the probing daemon.")
-    _add_config(run)
-    _add_web_config(run)
-    _add_logging(run)
-    _add_listen(run)
-    run.add_argument(
-        "--config.check",
-        dest="config_check",
-        action="store_true",
-        help="validate the config file (as `probed check`) and exit",
-    )
-    run.add_argument(
-        "--shutdown-grace",
-        type=float,
-        default=10.0,
-        help="seconds in-flight runs get to finish on SIGTERM (default 10)",
-    )
-
-    demo = sub.add_parser(
-        "demo",
-        help="run the built-in demo target and the daemon probing it",
-        description="Start the built-in demo product on loopback and the daemon with the "
-        "shipped probes.toml probing it. Metrics on http://127.0.0.1:10115/metrics.",
-    )
-    _add_config(demo, default=None)
-    _add_logging(demo)
-    demo.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        help="where the daemon serves metrics and the status page (default 127.0.0.1:10115)",
-    )
-    demo.add_argument(
-        "--target-listen",
-        metavar="HOST:PORT",
-        help="where the demo product listens (default 127.0.0.1:18115)",
-    )
-
-    check = sub.add_parser(
-        "check",
-        help="validate a config file (exit 0 valid, 2 invalid)",
-        description="Validate the config file and its secrets; print every problem.",
-    )
-    _add_config(check)
-    _add_web_config(check)
-
-    once = sub.add_parser(
-        "once",
-        help="run probes once and print the results",
-        description="Run each selected probe once; exit 1 if any failed.",
-    )
-    _add_config(once)
-    once.add_argument(
-        "-p",
-        "--probe",
-        action="append",
-        metavar="NAME",
-        help="probe to run (repeatable; default all)",
-    )
-    once.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    rules = sub.add_parser(
-        "rules",
-        help="print Prometheus recording and alerting rules for the configured SLOs",
-        description="Render Prometheus recording rules and multi-window multi-burn-rate "
-        "alerts for every [[slos]] entry, plus probed's stream and self-monitoring alerts.",
-    )
-    _add_config(rules)
-    rules.add_argument("-o", "--output", help="write to this file instead of stdout")
-
-    status = sub.add_parser(
-        "status",
-        help="show a running daemon's status (components, recommendations, SLOs)",
-        description="Fetch /api/v1/status from a running daemon and print it.",
-    )
-    add_client_options(status)
-    _add_config(status, default=None)
-    status.add_argument(
-        "-f",
-        "--format",
-        choices=["table", "json", "markdown", "incident"],
-        default="table",
-        help="table (default), json, markdown (the HEARTBEAT 'Status now' block) or "
-        "incident (the 'Initial Ack' template)",
-    )
-    status.add_argument("--incident-id", help="incident id for --format incident")
-
-    silence = sub.add_parser(
-        "silence",
-        help="put probes or targets of a running daemon under maintenance for a while",
-        description="POST /api/v1/maintenance: the named probes and targets neither burn SLO "
-        "budget nor raise recommendations until the window ends (a daemon restart forgets it). "
-        "Takes the same URL, TLS and credential options as status.",
-    )
-    add_client_options(silence)
-    _add_config(silence, default=None)
-    silence.add_argument("--probe", action="append", default=[], help="probe (repeatable)")
-    silence.add_argument("--target", action="append", default=[], help="target (repeatable)")
-    until = silence.add_mutually_exclusive_group(required=True)
-    until.add_argument("--for", dest="duration", help="how long, e.g. 30m or 2h")
-    until.add_argument("--until", dest="end", help="end, RFC 3339 with an offset")
-    silence.add_argument("--reason", default="", help="why (shown on the status page)")
-
-    tap = sub.add_parser(
-        "tap",
-        help="print each event a running daemon's stream watcher receives, with its lag",
-        description="Follow GET /api/v1/streams/STREAM/tap: one line per event (receive time, "
-        "seq, id, type, lag); Ctrl-C ends. Takes the same URL, TLS and credential options as "
-        "status.",
-    )
-    tap.add_argument("stream", help='the name of a kind = "sse" probe')
-    add_client_options(tap)
-    _add_config(tap, default=None)
-    tap.add_argument("--count", type=positive_count, metavar="N", help="stop after N events")
-    tap.add_argument("--json", action="store_true", help="one JSON object per event")
-
-    health = sub.add_parser(
-        "healthcheck",
-        help="exit 0 if a running daemon answers /-/healthy (Docker HEALTHCHECK)",
-        description="GET /-/healthy from a running daemon; exit 0 on 200, else 1 with the "
-        "reason on stderr. Takes the same URL, TLS and credential options as status.",
-    )
-    add_client_options(health)
-    _add_config(health, default=None)
-    health.add_argument(
-        "--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)"
-    )
-    return parser
 
 
 def _load(path: str, web_config_file: str | None = None, *, secrets: bool = True) -> Config | None:
@@ -291,7 +87,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from probed.daemon import Daemon
     from probed.demo import DemoTarget
 
-    path = Path(args.config) if args.config else _demo_config_path()
+    path = Path(args.config) if args.config else demo_config_path()
     if args.listen:
         os.environ["PROBED_DAEMON__LISTEN"] = args.listen
     if args.target_listen:
