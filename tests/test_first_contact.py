@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,3 +249,148 @@ def test_a_bug_is_one_line_not_a_traceback(
         "probed check: unexpected error (RuntimeError: boom); this is a bug in probed, please "
         "report it (PROBED_TRACEBACK=1 shows the traceback)"
     ] == capsys.readouterr().err.strip().splitlines()
+
+
+# -- every broken config, through the command a newcomer types ------------------------------
+
+
+def _bad_cases() -> list[str]:
+    from test_config import BAD_CASES
+
+    return sorted(BAD_CASES)
+
+
+@pytest.mark.parametrize("name", _bad_cases())
+def test_check_reports_each_broken_config_in_one_line(name: str) -> None:
+    """`probed check` on each broken fixture: exit code 2, exactly the one expected line."""
+    from test_config import BAD, BAD_CASES
+
+    path = BAD / f"{name}.toml"
+    result = probed("check", "-c", str(path), HOME="/root")
+    expected = f"{path}:" + BAD_CASES[name].replace("{dir}", str(BAD))
+    assert (2, "") == (result.returncode, result.stdout)
+    assert [expected] == result.stderr.splitlines()
+
+
+def _special_paths(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Config paths a file cannot be read from, and the message each gets."""
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\x00\x01\x02\xff\xfe")
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('[daemon]\nenv = "caf\xe9"\n'.encode("latin-1"))
+    empty = tmp_path / "empty.toml"
+    empty.write_bytes(b"")
+    directory = tmp_path / "dir.toml"
+    directory.mkdir()
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    missing = tmp_path / "missing.toml"
+    return {
+        "binary": (binary, f"{binary}:1: not valid UTF-8 (byte 0xff); save the file as UTF-8"),
+        "latin1": (latin1, f"{latin1}:2: not valid UTF-8 (byte 0xe9); save the file as UTF-8"),
+        "empty": (
+            empty,
+            f"{empty}: no probes configured (an empty or cut-short file?); set "
+            "allow_no_probes = true under [daemon] if that is intended",
+        ),
+        "directory": (directory, f"{directory}: cannot read config file: not a regular file"),
+        "fifo": (fifo, f"{fifo}: cannot read config file: not a regular file"),
+        "missing": (missing, f"{missing}: cannot read config file: No such file or directory"),
+    }
+
+
+@pytest.mark.parametrize("case", ["binary", "latin1", "empty", "directory", "fifo", "missing"])
+@pytest.mark.parametrize("command", ["check", "run", "rules"])
+def test_unreadable_config_paths_are_one_line(tmp_path: Path, case: str, command: str) -> None:
+    """Non-UTF-8, binary, empty, a directory, a FIFO, nothing: rc 2, one line, never a hang."""
+    path, message = _special_paths(tmp_path)[case]
+    result = probed(command, "-c", str(path))
+    assert 2 == result.returncode
+    assert [message] == result.stderr.splitlines()
+
+
+# -- README command 1 in a fresh venv from a clean clone ---------------------------------------
+
+
+def readme_setup_commands() -> list[str]:
+    """The two set-up commands at the top of the README (comments stripped)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_starts_with_exactly_two_setup_commands() -> None:
+    assert [
+        "pip install -e '.[dev]' && probed demo",
+        "python -m pytest",
+    ] == readme_setup_commands()
+
+
+@pytest.mark.process
+async def test_readme_command_one_brings_the_demo_up_green(tmp_path: Path) -> None:
+    """A clean clone, a fresh venv, README command 1: banner with the page, every probe green.
+
+    The venv sees the machine's packages (no download of the dependencies) and the ports
+    are moved off the defaults, which a test must not take.
+    """
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    clone, venv = tmp_path / "clone", tmp_path / "venv"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
+    )
+    expected = {p["name"] for p in tomllib.loads(DEMO_CONFIG.read_text())["probes"]}
+    listen, target = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    command = readme_setup_commands()[0] + f" --listen {listen} --target-listen {target}"
+    env = clean_env(
+        PATH=f"{venv / 'bin'}:{os.environ['PATH']}",
+        VIRTUAL_ENV=str(venv),
+        PROBED_DAEMON__STATE_DIR=str(tmp_path / "state"),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", f"exec 2>&1; {command}", cwd=clone, env=env, start_new_session=True,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    green: dict[str, float] = {}
+    try:
+        async with asyncio.timeout(180):
+            while f"status page at http://{listen}/" not in "\n".join(seen):
+                line = await proc.stdout.readline()
+                assert line, "\n".join(seen[-20:])
+                seen.append(line.decode(errors="replace").rstrip())
+            drain = asyncio.create_task(_drain(proc.stdout))
+            while set(green) != expected or min(green.values()) < 1:
+                await asyncio.sleep(1)
+                green = await _probe_success(f"http://{listen}/metrics")
+            drain.cancel()
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    assert expected == set(green)
+    assert all(value == 1 for value in green.values()), green
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def _probe_success(url: str) -> dict[str, float]:
+    """probe_success by probe from a scrape ({} while the daemon does not answer)."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("probe_success{"):
+            probe = line.split('probe="', 1)[1].split('"', 1)[0]
+            values[probe] = float(line.rsplit(" ", 1)[1])
+    return values
