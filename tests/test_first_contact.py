@@ -336,10 +336,11 @@ async def test_readme_command_one_brings_the_demo_up_green(tmp_path: Path) -> No
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     clone, venv = tmp_path / "clone", tmp_path / "venv"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, timeout=120)
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120
-    )
+    for argv in (
+        ["git", "clone", "-q", str(ROOT), str(clone)],
+        [sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+    ):
+        await asyncio.to_thread(subprocess.run, argv, check=True, timeout=120)
     expected = {p["name"] for p in tomllib.loads(DEMO_CONFIG.read_text())["probes"]}
     listen, target = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     command = readme_setup_commands()[0] + f" --listen {listen} --target-listen {target}"
