@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         choices=["table", "json", "markdown", "incident"],
         default="table",
-        help="table (default), json, markdown (the HEARTBEAT 'Status now' block) or "
-        "incident (the 'Initial Ack' template)",
+        help="table (default), json, markdown (a 'Status now' block for a shared status "
+        "document) or incident (a first incident acknowledgement)",
     )
     status.add_argument("--incident-id", help="incident id for --format incident")
 
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "silence",
         help="put probes or targets of a running daemon under maintenance for a while",
         description="POST /api/v1/maintenance: the named probes and targets neither burn SLO "
-        "budget nor raise recommendations until the window ends (a daemon restart forgets it). "
+        "budget nor raise recommendations until the window ends (a daemon restart keeps it). "
         "Takes the same URL, TLS and credential options as status.",
     )
     add_client_options(silence)
