@@ -4,8 +4,8 @@ A window covers probes (by name) and targets (every probe and stream of
 them) from ``start`` up to, not including, ``end``. Windows come from
 ``[[maintenance]]`` tables in the config (``components`` there is a shorthand
 for the probes of those components) and ad hoc from ``POST
-/api/v1/maintenance`` (``probed silence``). Ad hoc windows live in memory
-only: a restart forgets them, a config reload keeps them.
+/api/v1/maintenance`` (``probed silence``). Ad hoc windows are saved with the
+daemon's state (``snapshot``/``restore``): a restart and a config reload keep them.
 
 Runs of a covered probe are still recorded and shown, but they are not fed
 to the SLOs, the recommendation rules do not see the probe, and the

@@ -10,8 +10,8 @@ an offset, in the future), and an optional ``reason``. The window opens now.
 The answer is ``{"status": "success", "window": {...}}`` (the status
 document's window form) or a 400 ``{"status": "error", "error": "..."}``.
 
-Ad hoc windows live in the daemon's memory: a config reload keeps them, a
-restart forgets them (put planned work in ``[[maintenance]]`` instead).
+Ad hoc windows are saved with the daemon's state: a config reload and a restart
+keep them until they end (planned work still reads best in ``[[maintenance]]``).
 """
 
 from __future__ import annotations
