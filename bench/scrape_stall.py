@@ -30,7 +30,7 @@ from prometheus_client.core import Metric
 
 from probed.daemon import SWITCH_INTERVAL
 from probed.metrics import DaemonInfo, ProbedRegistry, build_registry
-from probed.probes.base import ProbeResult, ProbeRun
+from probed.results import ProbeResult, ProbeRun
 from probed.store import ResultStore
 
 MODES = ("loop", "collect-loop", "frozen-thread")

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 
 from probed.assessing import Assessment, Fact, Level, fact, grade, pct, probes_of
-from probed.config import RecommendConfig, format_duration
+from probed.config import RecommendConfig
+from probed.durations import format_duration
 from probed.signals import ProbeSignal, Severity, Signals
 
 __all__ = [

@@ -10,7 +10,8 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from probed.config import RecommendConfig, format_duration
+from probed.config import RecommendConfig
+from probed.durations import format_duration
 from probed.signals import ProbeSignal, Severity, Signals
 
 __all__ = [

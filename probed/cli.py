@@ -318,7 +318,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_silence(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from probed.maintenance import rfc3339
+    from probed.maintenanceconfig import rfc3339
 
     client = _client(args, "silence")
     if isinstance(client, int):

@@ -37,6 +37,9 @@ from pathlib import Path
 
 from yarl import URL
 
+from probed.errors import ConfigError
+from probed.webconfig import load_web_config
+
 __all__ = ["ClientSetupError", "DaemonClient", "add_client_options", "daemon_client"]
 
 DEFAULT_URL = "http://127.0.0.1:10115"
@@ -136,9 +139,6 @@ def _url_for(listen: str, tls: bool, option: str) -> str:
 
 
 def _web_config_has_tls(path: Path, option: str) -> bool:
-    from probed.errors import ConfigError
-    from probed.webconfig import load_web_config
-
     try:
         return load_web_config(path).tls is not None
     except ConfigError as exc:

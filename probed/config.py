@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -37,7 +37,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     PrivateAttr,
     SecretStr,
     ValidationError,
@@ -47,6 +46,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from yarl import URL
 
+from probed.buckets import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS, check_lag_buckets
 from probed.configchecks import (
     credential_name_problem,
     env_list_problems,
@@ -57,13 +57,11 @@ from probed.configenv import unknown_overrides
 from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
 from probed.confighints import did_you_mean, known_keys, ratio_hint
 from probed.configlocate import Locator
+from probed.durations import Duration, format_duration
 from probed.errors import ConfigError, SecretError
-from probed.lagbuckets import DELIVERY_LAG_BUCKETS, check_lag_buckets
-from probed.maintenance import MaintenanceConfig, config_problems
-from probed.playbooks import PlaybookConfig, duplicate_problems
-
-if TYPE_CHECKING:
-    from probed.webconfig import WebConfig
+from probed.maintenanceconfig import MaintenanceConfig, config_problems
+from probed.playbooks import SCENARIO_IDS, PlaybookConfig, duplicate_problems
+from probed.webconfig import WebConfig, load_web_config
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -90,7 +88,6 @@ __all__ = [
     "TargetConfig",
     "format_duration",
     "load_config",
-    "parse_duration",
     "split_listen",
 ]
 
@@ -98,53 +95,6 @@ __all__ = [
 #: known exporter, and easy to remember next to blackbox_exporter's 9115.
 DEFAULT_PORT = 10115
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-
-def parse_duration(value: object) -> float:
-    """Parse a human duration (``"250ms"``, ``"15s"``, ``"5m"``, ``"1h30m"``) into seconds."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"expected a duration string like '250ms', '15s' or '5m', got {value!r}")
-    if isinstance(value, int | float):
-        raise ValueError(
-            f"a bare number is ambiguous: write the unit, e.g. '{value}s' or '{value}ms'"
-        )
-    text = value.strip()
-    pos = 0
-    total = 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise ValueError(
-            f"invalid duration {value!r}: use a number and a unit (ms, s, m, h, d), "
-            "e.g. '250ms', '15s', '5m', '1h30m'"
-        )
-    if total <= 0:
-        raise ValueError(f"duration {value!r} must be greater than zero")
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """Render seconds as the shortest human duration that parses back to the same value."""
-    if seconds < 1 or seconds != int(seconds):
-        return f"{round(seconds * 1000, 3):g}ms"
-    whole = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole % size == 0:
-            return f"{whole // size}{unit}"
-    return f"{whole}s"
-
-
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
 
 
 class _Strict(BaseModel):
@@ -554,7 +504,7 @@ class SseStream(_Named):
     lag_buckets: Annotated[tuple[Duration, ...], AfterValidator(check_lag_buckets)] = (
         DELIVERY_LAG_BUCKETS
     )
-    """Upper bounds of the stream's lag histograms (see ``probed.lagbuckets``)."""
+    """Upper bounds of the stream's lag histograms (see ``probed.buckets``)."""
 
     @field_validator("path", "time_path")
     @classmethod
@@ -1093,8 +1043,6 @@ def _semantic_problems(
 
 def _reference_problems(cfg: Config, path: Path, locator: Locator) -> list[str]:
     """SLOs, components and canaries name probes that exist; a scenario has one playbook."""
-    from probed.store import DURATION_BUCKETS
-
     problems: list[str] = []
     scheduled = {s.name for s in cfg.scheduled}
     streams = {s.name for s in cfg.streams}
@@ -1140,16 +1088,14 @@ def _reference_problems(cfg: Config, path: Path, locator: Locator) -> list[str]:
     for i, message in duplicate_problems(cfg.playbooks):
         who = f"playbook {cfg.playbooks[i].scenario!r} (playbooks[{i}])"
         at("playbooks", i, "scenario", who, message)
-    from probed.recommend import SCENARIOS
-
-    if missing := unknown(cfg.recommend.disabled, set(SCENARIOS)):
+    if missing := unknown(cfg.recommend.disabled, set(SCENARIO_IDS)):
         at(
             "recommend",
             None,
             "disabled",
             "[recommend]",
             f"unknown scenario(s) {', '.join(map(repr, missing))} "
-            f"(scenarios: {', '.join(SCENARIOS)})",
+            f"(scenarios: {', '.join(SCENARIO_IDS)})",
         )
     if missing := unknown(cfg.recommend.canary, scheduled):
         at(
@@ -1159,7 +1105,13 @@ def _reference_problems(cfg: Config, path: Path, locator: Locator) -> list[str]:
             "[recommend]",
             f"unknown probe(s) {', '.join(map(repr, missing))}",
         )
-    for i, key, msg in config_problems(cfg, scheduled | streams):
+    windows = config_problems(
+        cfg.maintenance,
+        probes=scheduled | streams,
+        targets=set(cfg.targets),
+        components={c.name for c in cfg.components},
+    )
+    for i, key, msg in windows:
         line = locator.line("maintenance", i, key)
         where = f"maintenance[{i}]" + (f" key {key!r}" if key else "")
         problems.append(f"{path}{f':{line}' if line else ''}: {where}: {msg}")
@@ -1248,8 +1200,6 @@ def _validated(
         )
     web_file = cfg.daemon.web_config_file
     if web_file is not None:
-        from probed.webconfig import load_web_config
-
         web_path = web_file if web_file.is_absolute() else path.parent / web_file
         try:
             cfg._web = load_web_config(web_path, _env_origin(("daemon", "web_config_file")))

@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -43,8 +42,9 @@ from probed.metrics import DaemonInfo, build_registry
 from probed.persist import Persister, StateStore
 from probed.probes import PROBERS
 from probed.probes._http_common import prepare_tls
-from probed.probes.base import ProbeContext, ProbeRun, run_probe
+from probed.probes.base import ProbeContext, run_probe
 from probed.probes.session import create_sessions
+from probed.results import ProbeRun
 from probed.scheduler import Scheduler, monitor_loop_lag
 from probed.sdnotify import Notifier, WatchdogGate, scheduler_max_age, summary, watchdog_loop
 from probed.server import ServerState, create_app
@@ -54,9 +54,8 @@ from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
 from probed.tap import Taps
-
-if TYPE_CHECKING:
-    from probed.webconfig import LiveWebConfig
+from probed.webauth import BcryptPool
+from probed.webserve import LiveWebConfig
 
 __all__ = ["Daemon", "ProbeExecutor", "log_run", "run_once"]
 
@@ -401,9 +400,6 @@ class Daemon:
         ssl_context = None
         middlewares = []
         if web_cfg is not None:
-            from probed.webauth import BcryptPool  # bcrypt and yaml only when used
-            from probed.webconfig import LiveWebConfig
-
             try:
                 self.web = LiveWebConfig(web_cfg, BcryptPool(self.info.server))
             except ConfigError as exc:  # the TLS files went bad since the config was checked

@@ -10,7 +10,7 @@
     ├── DecodeError            (probed.stream.decoder) an SSE line or event exceeded its
     │                          size limit; carries the events completed before it
     └── ProbeFailure           raised inside a probe kind to fail the run with a
-                               fixed reason (see probed.probes.base.Reason)
+                               fixed reason (see probed.results.Reason)
 
 Errors raised by aiohttp and asyncio inside a probe run are not wrapped: the
 runner (``probed.probes.base.run_probe``) maps them to a ``Reason``.
@@ -18,12 +18,9 @@ runner (``probed.probes.base.run_probe``) maps them to a ``Reason``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
-    from probed.probes.base import Observation, ProbeResult, Reason
+from probed.results import Observation, ProbeResult, Reason
 
 __all__ = ["ConfigError", "ProbeFailure", "ProbedError", "SecretError"]
 
@@ -79,8 +76,6 @@ class ProbeFailure(ProbedError):
 
     def result(self, **observations: Observation) -> ProbeResult:
         """The failed ``ProbeResult``, with ``observations`` added to the ones carried."""
-        from probed.probes.base import ProbeResult
-
         return ProbeResult.fail(
             self.reason,
             self.detail,

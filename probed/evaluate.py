@@ -25,8 +25,8 @@ from probed.config import Config
 from probed.history import History
 from probed.jsonpath import lookup
 from probed.maintenance import Maintenance, under_maintenance, windows_of
-from probed.probes.base import ProbeRun, Reason
 from probed.recommend import RecommendationEngine, Transition
+from probed.results import ProbeRun, Reason
 from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
 from probed.slo import SloEvaluator
 from probed.sloexclusions import Exclusions, Why

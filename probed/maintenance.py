@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from probed.maintenanceconfig import MaintenanceConfig
 from probed.signals import Signals
 
 if TYPE_CHECKING:
@@ -32,32 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Maintenance",
-    "MaintenanceConfig",
     "MaintenanceWindow",
     "active_family",
-    "config_problems",
-    "rfc3339",
     "under_maintenance",
+    "windows_of",
 ]
-
-
-def rfc3339(at: float) -> str:
-    """Unix seconds as RFC 3339 UTC (``2027-01-15T08:00:00Z``)."""
-    text = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
-    return text.replace("+00:00", "Z")
-
-
-class MaintenanceConfig(BaseModel):
-    """A ``[[maintenance]]`` table: a planned window over targets, probes or components."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    start: AwareDatetime
-    end: AwareDatetime
-    targets: list[str] = Field(default_factory=list)
-    probes: list[str] = Field(default_factory=list)
-    components: list[str] = Field(default_factory=list)
-    reason: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,37 +185,3 @@ def windows_of(config: Config) -> list[MaintenanceWindow]:
     """The windows of ``config``'s ``[[maintenance]]`` tables."""
     components = {c.name: c.probes for c in config.components}
     return [_from_config(table, components) for table in config.maintenance]
-
-
-def config_problems(config: Config, probes: set[str]) -> list[tuple[int, str | None, str]]:
-    """(index, key, message) of each bad ``[[maintenance]]`` table; ``probes``: known names."""
-    problems: list[tuple[int, str | None, str]] = []
-    components = {c.name for c in config.components}
-    for i, table in enumerate(config.maintenance):
-        if not (table.targets or table.probes or table.components):
-            problems.append((i, None, "a window names no targets, probes or components"))
-        if table.end <= table.start:
-            problems.append(
-                (
-                    i,
-                    "end",
-                    f"end {rfc3339(table.end.timestamp())} is not after start "
-                    f"{rfc3339(table.start.timestamp())}",
-                )
-            )
-        if missing := [n for n in table.probes if n not in probes]:
-            problems.append((i, "probes", f"unknown probe(s) {', '.join(map(repr, missing))}"))
-        if missing := [n for n in table.targets if n not in config.targets]:
-            known = ", ".join(sorted(config.targets)) or "none defined"
-            problems.append(
-                (
-                    i,
-                    "targets",
-                    f"unknown target(s) {', '.join(map(repr, missing))} (targets: {known})",
-                )
-            )
-        if missing := [n for n in table.components if n not in components]:
-            problems.append(
-                (i, "components", f"unknown component(s) {', '.join(map(repr, missing))}")
-            )
-    return problems

@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from probed.config import format_duration, parse_duration
+from probed.durations import format_duration, parse_duration
 from probed.maintenance import Maintenance, MaintenanceWindow
 
 __all__ = ["MAX_DURATION", "add_from_request", "window_from_request"]

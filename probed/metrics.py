@@ -28,32 +28,16 @@ from probed import __version__, clock
 from probed.maintenance import Maintenance, active_family
 from probed.peermetrics import peer_families
 from probed.recommend import SCENARIOS
+from probed.serverstats import REJECT_REASONS, ServerStats
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.sloexclusions import Exclusions
 from probed.statehealth import REASONS, StateHealth
 from probed.store import Histogram, ProbeState, ResultStore, StreamStats
 from probed.streammetrics import stream_families
 
-__all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "ServerStats", "build_registry"]
+__all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "build_registry"]
 
 PHASES = ("resolve", "connect", "tls", "processing", "transfer")
-REJECT_REASONS = ("over_capacity", "evicted", "header_timeout", "accept_error")
-"""Why the HTTP server closed or refused a connection (see probed.serverguard)."""
-
-
-@dataclass(slots=True)
-class ServerStats:
-    """The daemon's own HTTP server: open connections and what it turned away."""
-
-    connections: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    """Connections closed or refused, by reason (``REJECT_REASONS``)."""
-    auth_overloaded: int = 0
-    """Requests answered 429 because the bcrypt queue was full."""
-
-    def copy(self) -> ServerStats:
-        """A copy safe to read off the event loop."""
-        return ServerStats(self.connections, Counter(self.rejected), self.auth_overloaded)
 
 
 @dataclass(slots=True)

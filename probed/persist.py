@@ -93,7 +93,7 @@ import structlog
 
 from probed import clock
 from probed.evaluate import Evaluator
-from probed.probes.base import ProbeResult, ProbeRun, Reason
+from probed.results import ProbeResult, ProbeRun, Reason
 from probed.statefile import (
     APPLICATION_ID,
     SCHEMA_VERSION,

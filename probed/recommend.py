@@ -64,7 +64,8 @@ from probed.assess_targets import (
     suppressed_fact,
     without_targets,
 )
-from probed.config import RecommendConfig, format_duration
+from probed.config import RecommendConfig
+from probed.durations import format_duration
 from probed.playbooks import SCENARIO_IDS, PlaybookConfig, merge, render
 from probed.signals import (
     Evidence,

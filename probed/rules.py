@@ -84,7 +84,8 @@ from typing import Any, Literal
 
 import yaml
 
-from probed.config import SLO_WINDOWS, Config, SloConfig, format_duration
+from probed.config import SLO_WINDOWS, Config, SloConfig
+from probed.durations import format_duration
 from probed.playbooks import merge
 from probed.signals import ROUTING, ROUTING_LABEL, Routing, Severity
 

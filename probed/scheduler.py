@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from probed.config import ProbeSpec
-from probed.probes.base import ProbeRun, Reason
+from probed.results import ProbeRun, Reason
 from probed.store import ResultStore
 
 __all__ = [

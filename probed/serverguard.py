@@ -38,7 +38,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from probed.metrics import REJECT_REASONS, ServerStats
+from probed.serverstats import REJECT_REASONS, ServerStats
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "ConnectionGuard", "GuardedSite", "max_connections"]
 

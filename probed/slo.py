@@ -102,7 +102,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeGuard
 
-from probed.config import SLO_WINDOWS, SloConfig, format_duration
+from probed.config import SLO_WINDOWS, SloConfig
+from probed.durations import format_duration
 from probed.signals import SloStatus
 
 __all__ = ["MIN_COVERAGE", "SloEvaluator"]

@@ -14,16 +14,17 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from probed.lagbuckets import DELIVERY_LAG_BUCKETS
-from probed.probes.base import ProbeRun, Reason
+from probed.buckets import (
+    DELIVERY_LAG_BUCKETS,
+    DURATION_BUCKETS,
+    LAG_BUCKETS,
+    REFLECT_LAG_BUCKETS,
+)
+from probed.results import ProbeRun, Reason
 from probed.stream.skew import StreamClock
 from probed.window import LagWindow, RunWindow
 
 __all__ = [
-    "DELIVERY_LAG_BUCKETS",
-    "DURATION_BUCKETS",
-    "LAG_BUCKETS",
-    "REFLECT_LAG_BUCKETS",
     "Histogram",
     "ProbeState",
     "RecentResult",
@@ -31,17 +32,8 @@ __all__ = [
     "StreamStats",
 ]
 
-#: Probe duration buckets; SLO thresholds (200 ms, 250 ms, 1.5 s, 3 s, 5 s) are boundaries.
 _LOOP_LAGS_KEPT = 64
 """Event-loop lag samples kept with their times (32 s at the monitor's 0.5 s period)."""
-
-DURATION_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 1.5, 2.5, 3.0, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
-#: Scheduler start lateness buckets (seconds).
-LAG_BUCKETS: tuple[float, ...] = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-)  # fmt: skip
 
 
 class Histogram:
@@ -80,13 +72,6 @@ class Histogram:
             running += n
             out.append(("+Inf" if bound == float("inf") else _fmt(bound), running))
         return out
-
-
-#: Reflect canary lag buckets up to 120 s (inject request included, so never sub-millisecond).
-REFLECT_LAG_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 15.0, 30.0, 60.0,
-    120.0,
-)  # fmt: skip
 
 
 def _fmt(value: float) -> str:

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
 
-from probed.metrics import ServerStats
+from probed.serverstats import ServerStats
 
 __all__ = [
     "BCRYPT_PER_CLIENT",

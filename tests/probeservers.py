@@ -20,7 +20,8 @@ from aiohttp.typedefs import Handler
 
 from probed.config import ProbeSpec
 from probed.probes import PROBERS
-from probed.probes.base import ProbeContext, ProbeResult, ProbeRun, Reason, run_probe
+from probed.probes.base import ProbeContext, run_probe
+from probed.results import ProbeResult, ProbeRun, Reason
 from probed.stream.hub import Hub
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ from probed.client import ClientSetupError, daemon_client
 from probed.metrics import DaemonInfo, build_registry
 from probed.server import ServerState, create_app
 from probed.store import ResultStore
-from probed.webconfig import auth_middleware, load_web_config
+from probed.webconfig import load_web_config
+from probed.webserve import auth_middleware
 
 USER = "ops"
 PASSWORD = "s3cret-health"

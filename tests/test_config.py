@@ -12,15 +12,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from probed.config import (
-    DEFAULT_PORT,
-    FixtureProbe,
-    HttpProbe,
-    LoginProbe,
-    format_duration,
-    load_config,
-    parse_duration,
-)
+from probed.config import DEFAULT_PORT, FixtureProbe, HttpProbe, LoginProbe, load_config
+from probed.durations import format_duration, parse_duration
 from probed.errors import ConfigError
 
 CONFIGS = Path(__file__).parent / "configs"

@@ -65,7 +65,7 @@ from probed.config import load_config
 from probed.daemon import Daemon
 from probed.demo import DemoTarget, Faults
 from probed.logging import Redactor, configure_logging
-from probed.probes.base import Reason
+from probed.results import Reason
 from probed.status import render_incident, render_markdown, render_table
 
 # The configured secrets: read from the environment by the config, never written in it.

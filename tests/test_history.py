@@ -8,8 +8,8 @@ from typing import Any
 from probed.config import ComponentConfig, Config, HttpProbe, RecommendConfig, TargetConfig
 from probed.evaluate import Evaluator
 from probed.history import History
-from probed.probes.base import ProbeResult, ProbeRun, Reason
 from probed.recommend import Transition
+from probed.results import ProbeResult, ProbeRun, Reason
 from probed.signals import (
     ComponentState,
     ComponentStatus,

@@ -15,10 +15,11 @@ from binaries import promtool
 from livedaemon import live_daemon, sample, watch_metrics
 from test_watcher import open_stream, sse_server
 
+from probed.buckets import DELIVERY_LAG_BUCKETS
 from probed.config import load_config
 from probed.errors import ConfigError
 from probed.rules import error_ratio_expr
-from probed.store import DELIVERY_LAG_BUCKETS, Histogram
+from probed.store import Histogram
 
 #: The boundaries before sub-millisecond buckets came: every SLO threshold they allowed
 #: must stay allowed.

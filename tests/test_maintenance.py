@@ -12,8 +12,9 @@ from test_persist import make_config, make_run, stored
 from probed.config import load_config
 from probed.errors import ConfigError
 from probed.evaluate import Evaluator
-from probed.maintenance import Maintenance, MaintenanceConfig, MaintenanceWindow
+from probed.maintenance import Maintenance, MaintenanceWindow
 from probed.maintenanceapi import window_from_request
+from probed.maintenanceconfig import MaintenanceConfig
 from probed.persist import Persister, StateStore
 from probed.status import render_page, status_document
 from probed.store import ResultStore

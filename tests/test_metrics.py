@@ -7,7 +7,7 @@ import time
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from probed.metrics import DaemonInfo, build_registry
-from probed.probes.base import ProbeResult, ProbeRun, Reason
+from probed.results import ProbeResult, ProbeRun, Reason
 from probed.store import ResultStore
 
 

@@ -30,7 +30,7 @@ from probed.persist import (
     StateStore,
     StoredResult,
 )
-from probed.probes.base import ProbeResult, ProbeRun, Reason
+from probed.results import ProbeResult, ProbeRun, Reason
 from probed.slo import SloEvaluator
 from probed.store import ResultStore
 

@@ -11,8 +11,9 @@ from aiohttp import web
 from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
 from probed.config import FixtureProbe
-from probed.probes.base import ProbeContext, Reason
+from probed.probes.base import ProbeContext
 from probed.probes.fixture import canonical_json, canonical_sha256
+from probed.results import Reason
 
 if TYPE_CHECKING:
     from conftest import NetworkFault

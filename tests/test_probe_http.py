@@ -24,8 +24,9 @@ from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
 from probed.config import HttpProbe, JsonAssertion, TargetConfig
 from probed.probes._http_common import lookup, parse_retry_after, ssl_for
-from probed.probes.base import ProbeContext, ProbeResult, Reason, run_probe
+from probed.probes.base import ProbeContext, run_probe
 from probed.probes.session import PHASES
+from probed.results import ProbeResult, Reason
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext, NetworkFault, ServeApp, StubResolver

@@ -16,7 +16,8 @@ from probeservers import STREAM, with_hub
 from probed.config import ImportProbe
 from probed.demo import DemoTarget, Faults
 from probed.probes import PROBERS
-from probed.probes.base import ProbeRun, Reason, run_probe
+from probed.probes.base import run_probe
+from probed.results import ProbeRun, Reason
 from probed.stream.decoder import Event
 from probed.stream.hub import Hub, ReceivedEvent
 

@@ -12,7 +12,8 @@ from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 from pydantic import SecretStr
 
 from probed.config import FollowUp, JsonAssertion, LoginProbe, SecretRef
-from probed.probes.base import ProbeContext, Reason
+from probed.probes.base import ProbeContext
+from probed.results import Reason
 
 if TYPE_CHECKING:
     from conftest import NetworkFault

@@ -16,8 +16,9 @@ from probed.config import ReflectProbe
 from probed.daemon import log_run
 from probed.demo import DemoTarget, Faults
 from probed.probes import PROBERS
-from probed.probes.base import ProbeRun, Reason, run_probe
+from probed.probes.base import run_probe
 from probed.probes.reflect import DUPLICATE_WINDOW, next_seq, probe_reflect, render_body
+from probed.results import ProbeRun, Reason
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext, StreamDown

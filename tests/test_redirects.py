@@ -21,8 +21,9 @@ from probeservers import run
 from pydantic import SecretStr
 
 from probed.config import HttpProbe, LoginProbe, SecretRef, SseStream
-from probed.probes.base import ProbeContext, ProbeResult, Reason, classify_exception
+from probed.probes.base import ProbeContext, classify_exception
 from probed.probes.redirects import RedirectPolicy, RedirectRefused, request_following
+from probed.results import ProbeResult, Reason
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext

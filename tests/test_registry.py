@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from probed.config import ProbeSpec
 from probed.probes import PROBERS
-from probed.probes.base import Reason
+from probed.results import Reason
 
 README = Path(__file__).parent.parent / "README.md"
 

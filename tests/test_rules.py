@@ -13,6 +13,7 @@ import pytest
 import yaml
 from binaries import promtool
 
+from probed.buckets import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS
 from probed.config import Config, load_config
 from probed.metrics import DaemonInfo, build_registry
 from probed.rules import (
@@ -24,7 +25,7 @@ from probed.rules import (
     render_rules,
     rule_groups,
 )
-from probed.store import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS, Histogram, ResultStore
+from probed.store import Histogram, ResultStore
 
 ROOT = Path(__file__).parent.parent
 SHIPPED_CONFIG = ROOT / "probed" / "demo" / "probes.toml"

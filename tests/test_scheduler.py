@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from probed.config import HttpProbe, ProbeSpec
-from probed.probes.base import ProbeResult, ProbeRun
+from probed.results import ProbeResult, ProbeRun
 from probed.scheduler import Scheduler, monitor_loop_lag, start_offset
 from probed.store import ResultStore
 

@@ -15,7 +15,7 @@ import pytest
 
 from probed import status
 from probed.config import ComponentConfig, load_config
-from probed.probes.base import ProbeResult, ProbeRun, Reason
+from probed.results import ProbeResult, ProbeRun, Reason
 from probed.signals import (
     ComponentState,
     ComponentStatus,

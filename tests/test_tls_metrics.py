@@ -34,8 +34,8 @@ from probed.config import HttpProbe
 from probed.demo import DemoTarget
 from probed.metrics import DaemonInfo, build_registry
 from probed.probes import session
-from probed.probes.base import ProbeResult, ProbeRun, Reason
-from probed.probes.peerinfo import TlsInfo, cert_not_after, tls_info, tls_version_label
+from probed.probes.peerinfo import cert_not_after, tls_info, tls_version_label
+from probed.results import ProbeResult, ProbeRun, Reason, TlsInfo
 from probed.store import ResultStore
 
 if TYPE_CHECKING:

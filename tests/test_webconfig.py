@@ -26,7 +26,8 @@ from probed.errors import ConfigError
 from probed.metrics import DaemonInfo, build_registry
 from probed.server import ServerState, create_app
 from probed.store import ResultStore
-from probed.webconfig import WebConfig, auth_middleware, load_web_config
+from probed.webconfig import WebConfig, load_web_config
+from probed.webserve import auth_middleware
 
 WEB = Path(__file__).parent / "configs" / "web"
 BAD = WEB / "bad"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from probed.config import load_config
 from probed.evaluate import Evaluator
-from probed.probes.base import ProbeResult, ProbeRun, Reason
+from probed.results import ProbeResult, ProbeRun, Reason
 from probed.store import ResultStore
 from probed.window import SLOTS, LagWindow, QuantileSketch, RunWindow
 

@@ -28,9 +28,10 @@ from probed.config import JsonAssertion, ProbeSpec, TargetConfig
 from probed.errors import ProbeFailure
 from probed.jsonpath import lookup
 from probed.netvalues import JsonTooDeep, json_loads
-from probed.probes.base import Observation, ProbeContext, Reason
+from probed.probes.base import ProbeContext
 from probed.probes.redirects import RedirectPolicy, RedirectRefused, request_following
 from probed.probes.session import PhaseTimer, timed_ssl_context
+from probed.results import Observation, Reason
 
 __all__ = [
     "Response",

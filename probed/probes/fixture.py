@@ -18,8 +18,9 @@ from typing import Any
 from probed.config import FixtureProbe
 from probed.errors import ProbeFailure
 from probed.probes._http_common import check_status, lookup, parse_json, send
-from probed.probes.base import ProbeContext, ProbeResult, Reason
+from probed.probes.base import ProbeContext
 from probed.probes.session import PhaseTimer
+from probed.results import ProbeResult, Reason
 
 __all__ = ["canonical_json", "canonical_sha256", "probe_fixture"]
 

@@ -14,8 +14,9 @@ import re
 from probed.config import HttpProbe
 from probed.errors import ProbeFailure
 from probed.probes._http_common import check_json, check_status, parse_json, send
-from probed.probes.base import ProbeContext, ProbeResult, Reason
+from probed.probes.base import ProbeContext
 from probed.probes.session import PhaseTimer
+from probed.results import ProbeResult, Reason
 
 __all__ = ["probe_http"]
 

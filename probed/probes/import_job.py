@@ -75,9 +75,10 @@ from probed.probes._http_common import (
     parse_json,
     send,
 )
-from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
-from probed.probes.base import fail_with as _fail
+from probed.probes.base import ProbeContext
 from probed.probes.session import PhaseTimer
+from probed.results import Observation, ProbeResult, Reason
+from probed.results import fail_with as _fail
 from probed.stream.hub import ReceivedEvent
 
 __all__ = ["EVENT_BUFFER", "probe_import"]

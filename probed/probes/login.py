@@ -26,8 +26,9 @@ from probed.probes._http_common import (
     parse_json,
     send,
 )
-from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
+from probed.probes.base import ProbeContext
 from probed.probes.session import PhaseTimer
+from probed.results import Observation, ProbeResult, Reason
 
 __all__ = ["probe_login"]
 

@@ -30,9 +30,10 @@ import re
 import ssl
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from probed.results import TlsInfo
 
 __all__ = [
     "PeerFacts",
@@ -51,18 +52,6 @@ _VERSIONS = {
     "TLSv1.3": "TLS 1.3",
 }
 """Python's protocol names → blackbox_exporter's ``version`` label values."""
-
-
-@dataclass(frozen=True, slots=True)
-class TlsInfo:
-    """The TLS facts of one connection (expiries as Unix times, None when unknown)."""
-
-    version: str
-    """``TLS 1.0`` … ``TLS 1.3`` or ``unknown`` (blackbox_exporter's label values)."""
-    earliest_cert_expiry: float | None
-    """The earliest notAfter of the certificates the server presented."""
-    last_chain_expiry: float | None
-    """The earliest notAfter within the verified chain; None without verification."""
 
 
 def tls_version_label(version: str | None) -> str:

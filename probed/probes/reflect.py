@@ -87,9 +87,10 @@ from yarl import URL
 from probed.config import ReflectProbe
 from probed.errors import ProbeFailure
 from probed.probes._http_common import Response, check_status, send, ssl_for
-from probed.probes.base import Observation, ProbeContext, ProbeResult, Reason
-from probed.probes.base import fail_with as _fail
+from probed.probes.base import ProbeContext
 from probed.probes.session import PhaseTimer
+from probed.results import Observation, ProbeResult, Reason
+from probed.results import fail_with as _fail
 
 __all__ = ["DUPLICATE_WINDOW", "next_seq", "probe_reflect", "render_body"]
 

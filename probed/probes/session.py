@@ -53,7 +53,8 @@ import aiohttp.abc
 from aiohttp.connector import Connection
 
 from probed.probes import peerinfo
-from probed.probes.peerinfo import TlsInfo, tls_info
+from probed.probes.peerinfo import tls_info
+from probed.results import TlsInfo
 
 __all__ = ["PHASES", "PhaseTimer", "create_sessions", "timed_ssl_context"]
 

@@ -58,9 +58,10 @@ from probed.errors import ProbeFailure
 from probed.jsonpath import lookup
 from probed.netvalues import json_loads, sequence_number
 from probed.probes._http_common import ssl_for
-from probed.probes.base import Reason, classify_exception, new_traceparent
+from probed.probes.base import classify_exception, new_traceparent
 from probed.probes.redirects import RedirectPolicy, request_following
 from probed.probes.session import PhaseTimer
+from probed.results import Reason
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
