@@ -1,7 +1,7 @@
 """A stream's clock on the status page: its row's clock cell and a header line if skewed.
 
 Each stream of the status document has a ``clock`` object
-(``probed.stream.skew.StreamClock.to_json``): mode, source, offset,
+(``probed.skew.StreamClock.to_json``): mode, source, offset,
 uncertainty, applied offset, tolerance, ``skewed`` and a one-line ``note``.
 The streams table's "Clock offset" cell shows the offset, its
 ``data-clock-skewed`` attribute and a "skewed" mark say whether it is skewed,

@@ -499,7 +499,7 @@ class SseStream(_Named):
     time_path: str | None = None
     clock_check_interval: Duration = 60.0
     clock: Literal["correct", "trust", "ignore"] = "correct"
-    """What lags do with the target's clock offset (``probed.stream.skew``, README)."""
+    """What lags do with the target's clock offset (``probed.skew``, README)."""
     clock_tolerance: Duration = 1.0
     lag_buckets: Annotated[tuple[Duration, ...], AfterValidator(check_lag_buckets)] = (
         DELIVERY_LAG_BUCKETS

@@ -125,7 +125,7 @@ class StreamSignal:
     connected or not, the stream delivers nothing (comments and pings do not count)."""
     clock_skew: float | None = None
     """The target's clock offset when it exceeds ``clock_tolerance`` and the lags are not
-    corrected for it (``probed.stream.skew``): the lag p95 is then not judged."""
+    corrected for it (``probed.skew``): the lag p95 is then not judged."""
 
 
 @dataclass(frozen=True, slots=True)

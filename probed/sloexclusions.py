@@ -9,7 +9,7 @@ still count every run, as operators expect of them, so probed also exposes
     probed_slo_excluded_events_total{slo, outcome="good"|"bad", why}
 
 with ``why`` = ``maintenance``, ``prober_overloaded`` or ``clock_skew`` (a timed event of
-a stream whose lags are not corrected for a clock skew, ``probed.stream.skew``); ``probed rules``
+a stream whose lags are not corrected for a clock skew, ``probed.skew``); ``probed rules``
 subtracts it from both the bad and the total events of each SLO. A run is
 good or bad exactly as the SLO's rule sees it: availability by success,
 latency by ``duration <= threshold`` (the ``le`` bucket), delivery lag by

@@ -50,7 +50,7 @@ The status document
                      recent: [{t, d, ok, reason}]}],
          "streams": [{stream, target, connected, subscribers, received, lost,
                       duplicated, out_of_order, late, negative_lag, reconnects,
-                      reconnect_reasons, clock_offset_seconds, clock (probed.stream.skew),
+                      reconnect_reasons, clock_offset_seconds, clock (probed.skew),
                       mean_lag_seconds, bursts, burst_events, hints: [str],
                       last_event_age_seconds, last_byte_age_seconds,
                       maintenance_until (only under maintenance), lag: [{t, lag}]}],

@@ -21,7 +21,7 @@ from probed.buckets import (
     REFLECT_LAG_BUCKETS,
 )
 from probed.results import ProbeRun, Reason
-from probed.stream.skew import StreamClock
+from probed.skew import StreamClock
 from probed.window import LagWindow, RunWindow
 
 __all__ = [
@@ -171,7 +171,7 @@ class StreamStats:
     """(events, stamp spread in seconds, ``time.monotonic()``) of the latest burst."""
     delivery_lag: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
     clock: StreamClock = field(default_factory=StreamClock)
-    """The target's clock offset and how lags are corrected for it (``probed.stream.skew``)."""
+    """The target's clock offset and how lags are corrected for it (``probed.skew``)."""
     fanout_spread: Histogram = field(default_factory=lambda: Histogram(DELIVERY_LAG_BUCKETS))
     down_since: float | None = None
     """``time.monotonic()`` since when the primary connection is down (None while up)."""

@@ -46,8 +46,8 @@ from probed.configfile import read_config_text
 from probed.errors import ConfigError
 
 __all__ = [
-    "ClientAuthType",
     "REALM",
+    "ClientAuthType",
     "TLSServerConfig",
     "WebConfig",
     "load_web_config",

@@ -27,10 +27,10 @@ from test_watcher import stream_spec, until
 
 from probed.config import SseStream, TargetConfig
 from probed.signals import RecommendationState
+from probed.skew import StreamClock
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
-from probed.stream.skew import StreamClock
 
 SKEW = 30.0
 TRUE_LAG = 0.2

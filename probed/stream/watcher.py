@@ -62,12 +62,12 @@ from probed.probes.base import classify_exception, new_traceparent
 from probed.probes.redirects import RedirectPolicy, request_following
 from probed.probes.session import PhaseTimer
 from probed.results import Reason
+from probed.skew import StreamClock, reading_bounds
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.reconnect import ReconnectPolicy
-from probed.stream.skew import StreamClock, reading_bounds
 
 __all__ = ["RECONNECT_REASONS", "LagHook", "StreamWatcher"]
 
