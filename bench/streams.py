@@ -119,9 +119,9 @@ from aiohttp import web
 
 from probed.config import ReflectProbe, SseStream, TargetConfig
 from probed.demo import DemoTarget, Faults
+from probed.http.session import create_sessions
 from probed.probes.base import ProbeContext, ProbeFn, run_probe
 from probed.probes.reflect import probe_reflect
-from probed.probes.session import create_sessions
 from probed.results import ProbeRun
 from probed.store import ResultStore
 from probed.stream.hub import Hub, ReceivedEvent

@@ -37,13 +37,13 @@ from probed.config import (
 )
 from probed.errors import ConfigError
 from probed.evaluate import Evaluator
+from probed.http.session import create_sessions
+from probed.http.tls import prepare_tls
 from probed.logging import redactor
 from probed.metrics import DaemonInfo, build_registry
 from probed.persist import Persister, StateStore
 from probed.probes import PROBERS
-from probed.probes._http_common import prepare_tls
 from probed.probes.base import ProbeContext, run_probe
-from probed.probes.session import create_sessions
 from probed.results import ProbeRun
 from probed.scheduler import Scheduler, monitor_loop_lag
 from probed.sdnotify import Notifier, WatchdogGate, scheduler_max_age, summary, watchdog_loop

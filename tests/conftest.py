@@ -30,8 +30,8 @@ from probeservers import DEMO_PASSWORD, STREAM, with_hub
 
 from probed.config import TargetConfig
 from probed.demo import DemoTarget
+from probed.http.session import create_sessions
 from probed.probes.base import ProbeContext
-from probed.probes.session import create_sessions
 from probed.results import Reason
 from probed.stream.decoder import Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent

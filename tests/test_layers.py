@@ -19,3 +19,18 @@ def test_loading_the_shipped_config_imports_no_server_stack() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert (0, "", "") == (result.returncode, result.stderr, result.stdout.strip())
+
+
+def test_no_room_imports_another_rooms_private_module() -> None:
+    """A ``_private`` module is imported only from inside its own package."""
+    import grimp
+
+    graph = grimp.build_graph("probed")
+    offenders = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            package, _, leaf = imported.rpartition(".")
+            private = leaf.startswith("_") and not leaf.startswith("__")
+            if private and not module.startswith(package + "."):
+                offenders.append(f"{module} -> {imported}")
+    assert [] == offenders

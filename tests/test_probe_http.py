@@ -23,9 +23,10 @@ from conftest import free_port
 from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
 from probed.config import HttpProbe, JsonAssertion, TargetConfig
-from probed.probes._http_common import lookup, parse_retry_after, ssl_for
+from probed.http.session import PHASES
+from probed.http.tls import ssl_for
 from probed.probes.base import ProbeContext, run_probe
-from probed.probes.session import PHASES
+from probed.probes.exchange import lookup, parse_retry_after
 from probed.results import ProbeResult, Reason
 
 if TYPE_CHECKING:
@@ -740,7 +741,7 @@ def test_system_cas_are_loaded_once_per_process(tmp_path: Path) -> None:
     """probed's verifying context is aiohttp's own (the system CAs cost ~2.3 MB each load)."""
     import aiohttp.connector
 
-    from probed.probes import _http_common
+    from probed.http import tls as _http_common
 
     target = TargetConfig(base_url="https://127.0.0.1:1")
     assert aiohttp.connector._SSL_CONTEXT_VERIFIED is ssl_for(target)

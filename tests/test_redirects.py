@@ -21,8 +21,9 @@ from probeservers import run
 from pydantic import SecretStr
 
 from probed.config import HttpProbe, LoginProbe, SecretRef, SseStream
-from probed.probes.base import ProbeContext, classify_exception
-from probed.probes.redirects import RedirectPolicy, RedirectRefused, request_following
+from probed.http.classify import classify_exception
+from probed.http.redirects import RedirectPolicy, RedirectRefused, request_following
+from probed.probes.base import ProbeContext
 from probed.results import ProbeResult, Reason
 
 if TYPE_CHECKING:

@@ -32,9 +32,9 @@ from prometheus_client import generate_latest
 
 from probed.config import HttpProbe
 from probed.demo import DemoTarget
+from probed.http import session
+from probed.http.peerinfo import cert_not_after, tls_info, tls_version_label
 from probed.metrics import DaemonInfo, build_registry
-from probed.probes import session
-from probed.probes.peerinfo import cert_not_after, tls_info, tls_version_label
 from probed.results import ProbeResult, ProbeRun, Reason, TlsInfo
 from probed.store import ResultStore
 

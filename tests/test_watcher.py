@@ -21,7 +21,7 @@ from aiohttp import web
 from conftest import free_port
 
 from probed.config import SseStream, TargetConfig
-from probed.probes.session import create_sessions
+from probed.http.session import create_sessions
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager

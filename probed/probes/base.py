@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import itertools
 import os
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,8 +23,9 @@ import structlog
 
 from probed import clock
 from probed.errors import ProbeFailure
-from probed.probes import peerinfo
-from probed.probes.redirects import RedirectRefused
+from probed.http import peerinfo
+from probed.http.classify import classify_exception
+from probed.http.session import new_traceparent
 from probed.results import ProbeResult, ProbeRun, Reason
 
 if TYPE_CHECKING:
@@ -35,20 +35,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ProbeContext",
     "ProbeFn",
-    "classify_exception",
-    "new_traceparent",
     "run_probe",
 ]
 
 _run_counter = itertools.count(1)
 _RUN_PREFIX = os.urandom(3).hex()
-
-
-def new_traceparent() -> tuple[str, str]:
-    """A fresh W3C ``traceparent`` header value and its trace id (sampled flag set)."""
-    trace_id = os.urandom(16).hex()
-    span_id = os.urandom(8).hex()
-    return f"00-{trace_id}-{span_id}-01", trace_id
 
 
 @dataclass(slots=True)
@@ -100,76 +91,6 @@ def _user_agent() -> str:
 _USER_AGENT = _user_agent()
 
 ProbeFn = Callable[[ProbeContext, "ProbeSpec"], Awaitable[ProbeResult]]
-
-
-def _errno_name(exc: BaseException) -> str:
-    import errno
-
-    code = getattr(exc, "errno", None)
-    return errno.errorcode.get(code, str(code)) if isinstance(code, int) else type(exc).__name__
-
-
-_OBJECT_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
-
-
-def _origin(exc: aiohttp.ClientConnectorError) -> str:
-    """``http://host:port`` or ``https://host:port`` of the connection that failed."""
-    key = exc.args[0] if exc.args else None  # aiohttp's ConnectionKey
-    scheme = "https" if getattr(key, "is_ssl", False) else "http"
-    host = f"[{exc.host}]" if ":" in exc.host else exc.host
-    return f"{scheme}://{host}:{exc.port}"
-
-
-def _os_text(error: BaseException) -> str:
-    code = getattr(error, "errno", None)
-    if isinstance(code, int) and code > 0 and not isinstance(error, ssl.SSLError):
-        return os.strerror(code)  # "Connection refused", not asyncio's "Connect call failed"
-    return str(error) or type(error).__name__
-
-
-def classify_exception(exc: BaseException) -> tuple[Reason, str, str]:
-    """Map an exception raised during a run to (reason, error code, short detail).
-
-    A detail names the target as ``scheme://host:port``, never by a Python object's repr
-    (aiohttp's own connector messages show the request's ``SSLContext`` object).
-    """
-    reason, code, detail = _classify(exc)
-    return reason, code, _OBJECT_REPR.sub(r"\1", detail)
-
-
-def _classify(exc: BaseException) -> tuple[Reason, str, str]:
-    if isinstance(exc, ProbeFailure):
-        return exc.reason, exc.reason.value, exc.detail
-    if isinstance(exc, TimeoutError):
-        return Reason.TIMEOUT, "timeout", "deadline exceeded"
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return Reason.DNS, "dns_error", f"cannot resolve {_origin(exc)}: {exc.os_error}"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        detail = f"cannot connect to {_origin(exc)}: {exc.certificate_error}"
-        return Reason.TLS, "certificate_error", detail
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return Reason.TLS, "ssl_error", f"cannot connect to {_origin(exc)}: {exc.os_error}"
-    if isinstance(exc, ssl.SSLError):
-        return Reason.TLS, "ssl_error", str(exc)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        detail = f"cannot connect to {_origin(exc)}: {_os_text(exc.os_error)}"
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return Reason.CONNECT_REFUSED, "ECONNREFUSED", detail
-        return Reason.CONNECT_ERROR, _errno_name(exc.os_error), detail
-    if isinstance(exc, RedirectRefused):
-        return Reason.REDIRECTED_TO_OTHER_ORIGIN, exc.code, str(exc)
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        return Reason.TOO_MANY_REDIRECTS, "too_many_redirects", str(exc)
-    if isinstance(
-        exc,
-        aiohttp.ServerDisconnectedError
-        | aiohttp.ClientPayloadError
-        | aiohttp.ClientResponseError
-        | aiohttp.ClientOSError
-        | aiohttp.ServerConnectionError,
-    ):
-        return Reason.PROTOCOL_ERROR, type(exc).__name__, str(exc) or type(exc).__name__
-    return Reason.INTERNAL_ERROR, type(exc).__name__, repr(exc)
 
 
 async def run_probe(

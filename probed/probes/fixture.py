@@ -17,9 +17,9 @@ from typing import Any
 
 from probed.config import FixtureProbe
 from probed.errors import ProbeFailure
-from probed.probes._http_common import check_status, lookup, parse_json, send
+from probed.http.session import PhaseTimer
 from probed.probes.base import ProbeContext
-from probed.probes.session import PhaseTimer
+from probed.probes.exchange import check_status, lookup, parse_json, send
 from probed.results import ProbeResult, Reason
 
 __all__ = ["canonical_json", "canonical_sha256", "probe_fixture"]

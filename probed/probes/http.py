@@ -13,9 +13,9 @@ import re
 
 from probed.config import HttpProbe
 from probed.errors import ProbeFailure
-from probed.probes._http_common import check_json, check_status, parse_json, send
+from probed.http.session import PhaseTimer
 from probed.probes.base import ProbeContext
-from probed.probes.session import PhaseTimer
+from probed.probes.exchange import check_json, check_status, parse_json, send
 from probed.results import ProbeResult, Reason
 
 __all__ = ["probe_http"]

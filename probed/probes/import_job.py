@@ -68,15 +68,9 @@ from urllib.parse import quote
 
 from probed.config import ImportProbe
 from probed.errors import ProbeFailure
-from probed.probes._http_common import (
-    Response,
-    check_status,
-    lookup,
-    parse_json,
-    send,
-)
+from probed.http.session import PhaseTimer
 from probed.probes.base import ProbeContext
-from probed.probes.session import PhaseTimer
+from probed.probes.exchange import Response, check_status, lookup, parse_json, send
 from probed.results import Observation, ProbeResult, Reason
 from probed.results import fail_with as _fail
 from probed.stream.hub import ReceivedEvent

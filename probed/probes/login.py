@@ -18,16 +18,9 @@ import time
 
 from probed.config import LoginProbe
 from probed.errors import ProbeFailure
-from probed.probes._http_common import (
-    Response,
-    check_json,
-    check_status,
-    lookup,
-    parse_json,
-    send,
-)
+from probed.http.session import PhaseTimer
 from probed.probes.base import ProbeContext
-from probed.probes.session import PhaseTimer
+from probed.probes.exchange import Response, check_json, check_status, lookup, parse_json, send
 from probed.results import Observation, ProbeResult, Reason
 
 __all__ = ["probe_login"]

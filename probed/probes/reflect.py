@@ -86,9 +86,10 @@ from yarl import URL
 
 from probed.config import ReflectProbe
 from probed.errors import ProbeFailure
-from probed.probes._http_common import Response, check_status, send, ssl_for
+from probed.http.session import PhaseTimer
+from probed.http.tls import ssl_for
 from probed.probes.base import ProbeContext
-from probed.probes.session import PhaseTimer
+from probed.probes.exchange import Response, check_status, send
 from probed.results import Observation, ProbeResult, Reason
 from probed.results import fail_with as _fail
 

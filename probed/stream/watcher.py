@@ -55,12 +55,12 @@ from yarl import URL
 from probed import clock
 from probed.config import SseStream, TargetConfig
 from probed.errors import ProbeFailure
+from probed.http.classify import classify_exception
+from probed.http.redirects import RedirectPolicy, request_following
+from probed.http.session import PhaseTimer, new_traceparent
+from probed.http.tls import ssl_for
 from probed.jsonpath import lookup
 from probed.netvalues import json_loads, sequence_number
-from probed.probes._http_common import ssl_for
-from probed.probes.base import classify_exception, new_traceparent
-from probed.probes.redirects import RedirectPolicy, request_following
-from probed.probes.session import PhaseTimer
 from probed.results import Reason
 from probed.skew import StreamClock, reading_bounds
 from probed.store import StreamStats

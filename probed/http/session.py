@@ -42,6 +42,7 @@ hops):
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
 from contextvars import ContextVar
@@ -52,8 +53,8 @@ import aiohttp
 import aiohttp.abc
 from aiohttp.connector import Connection
 
-from probed.probes import peerinfo
-from probed.probes.peerinfo import tls_info
+from probed.http import peerinfo
+from probed.http.peerinfo import tls_info
 from probed.results import TlsInfo
 
 __all__ = ["PHASES", "PhaseTimer", "create_sessions", "timed_ssl_context"]
@@ -330,3 +331,10 @@ def create_sessions(
     fresh._retry_connection = False
     pooled = _session(_Connector(limit=limit, resolver=resolver), trace)
     return fresh, pooled
+
+
+def new_traceparent() -> tuple[str, str]:
+    """A fresh W3C ``traceparent`` header value and its trace id (sampled flag set)."""
+    trace_id = os.urandom(16).hex()
+    span_id = os.urandom(8).hex()
+    return f"00-{trace_id}-{span_id}-01", trace_id
