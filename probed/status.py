@@ -112,6 +112,7 @@ from probed.history import History
 from probed.historypage import HISTORY_JS, history_list, page_history, table_history
 from probed.maintenance import Maintenance
 from probed.maintenancepage import MAINTENANCE_JS, annotate, page_maintenance, probe_mark
+from probed.pagestyle import PAGE_CSS
 from probed.signals import (
     ComponentState,
     ComponentStatus,
@@ -1222,71 +1223,6 @@ def _page_title(doc: Mapping[str, Any]) -> str:
     )
 
 
-_CSS = """\
-:root{color-scheme:light dark;--bg:#fff;--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;
---card:#f6f8fa;--ok:#1a7f37;--degraded:#9a6700;--down:#cf222e;--unknown:#6e7781;--line-chart:#0969da}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--fg:#e6edf3;--muted:#9198a1;
---line:#3d444d;--card:#151b23;--ok:#3fb950;--degraded:#d29922;--down:#f85149;--unknown:#9198a1;
---line-chart:#4493f8}}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);
-font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1240px;margin:0 auto;padding:16px 24px 48px}
-h1{margin:0;font-size:22px}h2{font-size:16px;margin:24px 0 8px}h3{font-size:15px;margin:0 0 4px}
-p{margin:4px 0}
-header.top{border:1px solid var(--line);border-left:10px solid var(--unknown);border-radius:8px;
-padding:12px 16px;background:var(--card)}
-header.top[data-state="OK"]{border-left-color:var(--ok)}
-header.top[data-state="DEGRADED"]{border-left-color:var(--degraded)}
-header.top[data-state="DOWN"]{border-left-color:var(--down)}
-p.state[data-healthy="false"],p.config[data-ok="false"]{color:var(--down);font-weight:700}
-#overall{display:inline-block;padding:1px 12px;border-radius:6px;color:#fff;
-background:var(--unknown);letter-spacing:.04em}
-#overall[data-state="OK"]{background:var(--ok)}
-#overall[data-state="DEGRADED"]{background:var(--degraded)}
-#overall[data-state="DOWN"]{background:var(--down)}
-.where{font-weight:400;color:var(--muted)}
-.meta{color:var(--muted);font-size:13px}
-#refresh[data-error="true"]{color:var(--down);font-weight:600}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:12px}
-.component{border:1px solid var(--line);border-top:6px solid var(--unknown);border-radius:8px;
-padding:10px 12px;background:var(--card)}
-.component .state{font-weight:700;color:var(--unknown)}
-.component[data-state="OK"]{border-top-color:var(--ok)}
-.component[data-state="OK"] .state{color:var(--ok)}
-.component[data-state="DEGRADED"]{border-top-color:var(--degraded)}
-.component[data-state="DEGRADED"] .state{color:var(--degraded)}
-.component[data-state="DOWN"]{border-top-color:var(--down)}
-.component[data-state="DOWN"] .state{color:var(--down)}
-.component .detail,.component .healthy,.since,.empty,.muted{color:var(--muted)}
-.ts,time,.evidence td:nth-child(4){white-space:nowrap}
-.failing{color:var(--down)}
-.recommendation{border:1px solid var(--line);border-left:6px solid var(--degraded);
-border-radius:8px;padding:10px 16px;margin:0 0 12px;background:var(--card)}
-.recommendation[data-severity="Sev-1"]{border-left-color:var(--down)}
-.recommendation[data-state="pending"]{opacity:.7}
-.sev{display:inline-block;padding:0 8px;border-radius:4px;background:var(--degraded);color:#fff}
-.recommendation[data-severity="Sev-1"] .sev{background:var(--down)}
-.rstate,.routing{font-weight:400;color:var(--muted);font-size:13px}
-.actions{margin:6px 0;padding-left:22px}
-table{border-collapse:collapse;width:100%;margin:4px 0}
-th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:middle}
-th{font-size:12px;font-weight:600;color:var(--muted);text-transform:uppercase}
-.num{text-align:right;font-variant-numeric:tabular-nums}
-td.bad{color:var(--down);font-weight:600}
-tr.probe .name,tr.stream .name{font-weight:600}
-tr.probe[data-ok="true"] .result{color:var(--ok)}
-tr.probe[data-ok="false"] .result{color:var(--down);font-weight:700}
-tr.stream[data-connected="false"] .name{color:var(--down)}
-tr.stream .hint{font-weight:400;font-size:.85em;color:var(--degraded);max-width:40em}
-td.chart{width:170px}
-.spark{display:block}
-.spark polyline{fill:none;stroke:var(--line-chart);stroke-width:1.5;
-vector-effect:non-scaling-stroke}
-.spark .fail{fill:var(--down)}
-a{color:var(--line-chart)}
-"""
-
 # The script mirrors the Python renderer above function by function; keep them
 # in step (tests/test_status_page.py compares both renderings in Chromium).
 _SCRIPT = r"""
@@ -1609,7 +1545,7 @@ def _csp_hash(source: str) -> str:
 
 #: Only the page's own style and script run; network access only to its own origin.
 _CSP = (
-    f"default-src 'none'; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_SCRIPT)}; "
+    f"default-src 'none'; style-src {_csp_hash(PAGE_CSS)}; script-src {_csp_hash(_SCRIPT)}; "
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
 )
 
@@ -1631,7 +1567,7 @@ def render_page(doc: Mapping[str, Any]) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{_e(_CSP)}">\n'
         '<link rel="icon" href="data:,">\n'
         f"<title>{_e(_page_title(doc))}</title>\n"
-        f"<style>{_CSS}</style>\n</head><body>\n"
+        f"<style>{PAGE_CSS}</style>\n</head><body>\n"
         f'<main id="app" data-rendered="server">{_page_app(doc)}</main>\n'
         f"<script>{_SCRIPT}</script>\n</body></html>\n"
     )
