@@ -63,9 +63,10 @@ def page_history(doc: Mapping[str, Any], iso: Callable[[object], str]) -> str:
         for h in entries
     )
     return (
-        '<section id="history"><h2>History</h2><table><thead><tr><th>Time</th><th>Kind</th>'
+        '<section id="history"><h2>History</h2>'
+        '<div class="scroll"><table><thead><tr><th>Time</th><th>Kind</th>'
         "<th>Name</th><th>Change</th><th>Detail</th></tr></thead><tbody>"
-        f"{rows}</tbody></table></section>"
+        f"{rows}</tbody></table></div></section>"
     )
 
 
@@ -103,9 +104,10 @@ HISTORY_JS = r"""
     const rows = list.map((h) => `<tr class="history" data-kind="${e(h.kind)}">` +
       `<td>${iso(h.at)}</td><td>${e(h.kind)}</td><td>${e(h.name)}</td>` +
       `<td>${e(historyChange(h))}</td><td>${e(h.detail)}</td></tr>`).join("");
-    return '<section id="history"><h2>History</h2><table><thead><tr><th>Time</th>' +
+    return '<section id="history"><h2>History</h2>' +
+      '<div class="scroll"><table><thead><tr><th>Time</th>' +
       "<th>Kind</th><th>Name</th><th>Change</th><th>Detail</th></tr></thead><tbody>" +
-      `${rows}</tbody></table></section>`;
+      `${rows}</tbody></table></div></section>`;
   };
 """
 """The page script's ``historySection``: :func:`page_history` in JavaScript (it uses the

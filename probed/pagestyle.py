@@ -4,6 +4,11 @@
 sha256 (``probed.status``), so any change here changes the policy with it. Colours follow
 the reader's light or dark preference; the components' and recommendations' colours key
 on the ``data-state`` and ``data-severity`` attributes the renderers write.
+
+The page never scrolls sideways, down to a 360 px phone: every table sits in a
+``div.scroll`` that scrolls on its own, component cards take the full width when 220 px
+do not fit twice, long words (names, hashes, URLs) break outside tables, and under 600 px
+the paddings shrink (tests/test_status_page.py measures it in Chromium).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ PAGE_CSS = """\
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);
 font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1240px;margin:0 auto;padding:16px 24px 48px}
+main{max-width:1240px;margin:0 auto;padding:16px 24px 48px;overflow-wrap:anywhere}
 h1{margin:0;font-size:22px}h2{font-size:16px;margin:24px 0 8px}h3{font-size:15px;margin:0 0 4px}
 p{margin:4px 0}
 header.top{border:1px solid var(--line);border-left:10px solid var(--unknown);border-radius:8px;
@@ -36,7 +41,7 @@ background:var(--unknown);letter-spacing:.04em}
 .where{font-weight:400;color:var(--muted)}
 .meta{color:var(--muted);font-size:13px}
 #refresh[data-error="true"]{color:var(--down);font-weight:600}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(220px,100%),1fr));gap:12px}
 .component{border:1px solid var(--line);border-top:6px solid var(--unknown);border-radius:8px;
 padding:10px 12px;background:var(--card)}
 .component .state{font-weight:700;color:var(--unknown)}
@@ -47,7 +52,7 @@ padding:10px 12px;background:var(--card)}
 .component[data-state="DOWN"]{border-top-color:var(--down)}
 .component[data-state="DOWN"] .state{color:var(--down)}
 .component .detail,.component .healthy,.since,.empty,.muted{color:var(--muted)}
-.ts,time,.evidence td:nth-child(4){white-space:nowrap}
+.ts,time,.evidence td:nth-child(4),tr.history td:first-child{white-space:nowrap}
 .failing{color:var(--down)}
 .recommendation{border:1px solid var(--line);border-left:6px solid var(--degraded);
 border-radius:8px;padding:10px 16px;margin:0 0 12px;background:var(--card)}
@@ -57,7 +62,8 @@ border-radius:8px;padding:10px 16px;margin:0 0 12px;background:var(--card)}
 .recommendation[data-severity="Sev-1"] .sev{background:var(--down)}
 .rstate,.routing{font-weight:400;color:var(--muted);font-size:13px}
 .actions{margin:6px 0;padding-left:22px}
-table{border-collapse:collapse;width:100%;margin:4px 0}
+.scroll{max-width:100%;overflow-x:auto;margin:4px 0}
+table{border-collapse:collapse;width:100%;overflow-wrap:normal}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:middle}
 th{font-size:12px;font-weight:600;color:var(--muted);text-transform:uppercase}
 .num{text-align:right;font-variant-numeric:tabular-nums}
@@ -73,4 +79,7 @@ td.chart{width:170px}
 vector-effect:non-scaling-stroke}
 .spark .fail{fill:var(--down)}
 a{color:var(--line-chart)}
+@media (max-width:600px){main{padding:8px 8px 32px}h1{font-size:19px}h2{margin:18px 0 6px}
+header.top{padding:8px 10px;border-left-width:6px}.recommendation{padding:8px 10px}
+.cards{gap:8px}th,td{padding:4px 6px}}
 """

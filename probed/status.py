@@ -1053,7 +1053,7 @@ def _page_recommendation(r: Mapping[str, Any]) -> str:
     evidence = _items(r.get("evidence"))
     if evidence:
         parts.append(
-            '<table class="evidence"><thead><tr><th>Signal</th><th>Value</th>'
+            '<div class="scroll"><table class="evidence"><thead><tr><th>Signal</th><th>Value</th>'
             "<th>Threshold</th><th>Since</th><th>Detail</th></tr></thead><tbody>"
         )
         parts += [
@@ -1062,7 +1062,7 @@ def _page_recommendation(r: Mapping[str, Any]) -> str:
             f"<td>{_e(ev.get('detail'))}</td></tr>"
             for ev in evidence
         ]
-        parts.append("</tbody></table>")
+        parts.append("</tbody></table></div>")
     url = _text(r.get("runbook_url"))
     if url and _LINK.match(url):
         parts.append(
@@ -1104,12 +1104,13 @@ def _page_slos(doc: Mapping[str, Any]) -> str:
             f'<td class="num{bad}">{_pct(budget)}</td></tr>'
         )
     return (
-        '<section id="slos"><h2>SLOs</h2><table><thead><tr><th>SLO</th><th>SLI</th>'
+        '<section id="slos"><h2>SLOs</h2>'
+        '<div class="scroll"><table><thead><tr><th>SLO</th><th>SLI</th>'
         '<th class="num">Objective</th><th class="num">Window</th><th class="num">Ratio 1h</th>'
         '<th class="num">Ratio 30d</th><th class="num">Burn 1h</th>'
         '<th class="num">Budget left</th></tr></thead><tbody>'
         + "".join(rows)
-        + "</tbody></table></section>"
+        + "</tbody></table></div></section>"
     )
 
 
@@ -1150,12 +1151,13 @@ def _page_probes(doc: Mapping[str, Any]) -> str:
         )
     now = doc.get("generated_at")
     return (
-        '<section id="probes"><h2>Probes</h2><table><thead><tr><th>Probe</th><th>Kind</th>'
+        '<section id="probes"><h2>Probes</h2>'
+        '<div class="scroll"><table><thead><tr><th>Probe</th><th>Kind</th>'
         '<th>Target</th><th>Last</th><th>Reason</th><th class="num">HTTP</th>'
         '<th class="num">Took</th><th>When</th><th class="num">Runs</th>'
         '<th class="num">Failures</th><th>Latency</th></tr></thead><tbody>'
         + "".join(_page_probe(p, now) for p in probes)
-        + "</tbody></table></section>"
+        + "</tbody></table></div></section>"
     )
 
 
@@ -1190,14 +1192,15 @@ def _page_streams(doc: Mapping[str, Any]) -> str:
             "</section>"
         )
     return (
-        '<section id="streams"><h2>Streams</h2><table><thead><tr><th>Stream</th><th>Target</th>'
+        '<section id="streams"><h2>Streams</h2>'
+        '<div class="scroll"><table><thead><tr><th>Stream</th><th>Target</th>'
         '<th class="num">Connected</th><th class="num">Received</th><th class="num">Lost</th>'
         '<th class="num">Duplicated</th><th class="num">Out of order</th>'
         '<th class="num">Late</th><th class="num">Negative lag</th>'
         '<th class="num">Reconnects</th><th class="num">Clock offset</th>'
         '<th class="num">Mean lag</th><th>Lag</th></tr></thead><tbody>'
         + "".join(map(_page_stream, streams))
-        + "</tbody></table></section>"
+        + "</tbody></table></div></section>"
     )
 
 
@@ -1380,14 +1383,14 @@ __CLOCK__
     }
     const evidence = items(r.evidence);
     if (evidence.length) {
-      parts.push('<table class="evidence"><thead><tr><th>Signal</th><th>Value</th>' +
-        "<th>Threshold</th><th>Since</th><th>Detail</th></tr></thead><tbody>");
+      parts.push('<div class="scroll"><table class="evidence"><thead><tr><th>Signal</th>' +
+        "<th>Value</th><th>Threshold</th><th>Since</th><th>Detail</th></tr></thead><tbody>");
       for (const ev of evidence) {
         parts.push(`<tr><td>${e(ev.signal)}</td><td class="num">${num(ev.value)}</td>` +
           `<td class="num">${num(ev.threshold)}</td><td>${iso(ev.since)}</td>` +
           `<td>${e(ev.detail)}</td></tr>`);
       }
-      parts.push("</tbody></table>");
+      parts.push("</tbody></table></div>");
     }
     const url = text(r.runbook_url);
     if (url && LINK.test(url)) {
@@ -1425,11 +1428,12 @@ __CLOCK__
         `<td class="num">${burn(burnRate["1h"])}</td>` +
         `<td class="num${bad}">${pct(budget)}</td></tr>`;
     });
-    return '<section id="slos"><h2>SLOs</h2><table><thead><tr><th>SLO</th><th>SLI</th>' +
+    return '<section id="slos"><h2>SLOs</h2>' +
+      '<div class="scroll"><table><thead><tr><th>SLO</th><th>SLI</th>' +
       '<th class="num">Objective</th><th class="num">Window</th><th class="num">Ratio 1h</th>' +
       '<th class="num">Ratio 30d</th><th class="num">Burn 1h</th>' +
       '<th class="num">Budget left</th></tr></thead><tbody>' + rows.join("") +
-      "</tbody></table></section>";
+      "</tbody></table></div></section>";
   };
 
   const probe = (p, now) => {
@@ -1462,11 +1466,12 @@ __CLOCK__
       return '<section id="probes"><h2>Probes</h2><p class="empty">No probes configured.</p>' +
         "</section>";
     }
-    return '<section id="probes"><h2>Probes</h2><table><thead><tr><th>Probe</th><th>Kind</th>' +
+    return '<section id="probes"><h2>Probes</h2>' +
+      '<div class="scroll"><table><thead><tr><th>Probe</th><th>Kind</th>' +
       '<th>Target</th><th>Last</th><th>Reason</th><th class="num">HTTP</th>' +
       '<th class="num">Took</th><th>When</th><th class="num">Runs</th>' +
       '<th class="num">Failures</th><th>Latency</th></tr></thead><tbody>' +
-      list.map((p) => probe(p, doc.generated_at)).join("") + "</tbody></table></section>";
+      list.map((p) => probe(p, doc.generated_at)).join("") + "</tbody></table></div></section>";
   };
 
   const stream = (s) => {
@@ -1494,13 +1499,14 @@ __CLOCK__
       return '<section id="streams"><h2>Streams</h2>' +
         '<p class="empty">No streams configured.</p></section>';
     }
-    return '<section id="streams"><h2>Streams</h2><table><thead><tr><th>Stream</th>' +
+    return '<section id="streams"><h2>Streams</h2>' +
+      '<div class="scroll"><table><thead><tr><th>Stream</th>' +
       '<th>Target</th><th class="num">Connected</th><th class="num">Received</th>' +
       '<th class="num">Lost</th><th class="num">Duplicated</th><th class="num">Out of order</th>' +
       '<th class="num">Late</th><th class="num">Negative lag</th>' +
       '<th class="num">Reconnects</th><th class="num">Clock offset</th>' +
       '<th class="num">Mean lag</th><th>Lag</th></tr></thead><tbody>' +
-      list.map(stream).join("") + "</tbody></table></section>";
+      list.map(stream).join("") + "</tbody></table></div></section>";
   };
 
   const PARTS = [header, components, recommendations, slos, probes, streams, historySection];

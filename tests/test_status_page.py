@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
 import signal
+import struct
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -179,20 +183,30 @@ class Browser:
         path.mkdir()
         return path
 
-    async def dom(self, url: str, *, budget_ms: int = 3000) -> Dom:
-        """The DOM after ``budget_ms`` of virtual time (the page refreshes every 10 s)."""
+    async def dom(
+        self, url: str, *, budget_ms: int = 3000, window: tuple[int, int] = (1280, 900)
+    ) -> Dom:
+        """The DOM after ``budget_ms`` of virtual time (the page refreshes every 10 s), laid out
+        in a ``window`` (width, height) in CSS pixels."""
         out = await run_chromium(
-            self.binary, self._profile(), f"--virtual-time-budget={budget_ms}", "--dump-dom", url
+            self.binary,
+            self._profile(),
+            f"--virtual-time-budget={budget_ms}",
+            f"--window-size={window[0]},{window[1]}",
+            "--dump-dom",
+            url,
         )
         return Dom(out)
 
-    async def screenshot(self, url: str, path: Path) -> None:
-        """Save a 1280x900 PNG of ``url`` to ``path``."""
+    async def screenshot(
+        self, url: str, path: Path, *, window: tuple[int, int] = (1280, 900)
+    ) -> None:
+        """Save a PNG of ``url`` in a ``window`` (width, height; 1280x900) to ``path``."""
         await run_chromium(
             self.binary,
             self._profile(),
             "--virtual-time-budget=3000",
-            "--window-size=1280,900",
+            f"--window-size={window[0]},{window[1]}",
             f"--screenshot={path}",
             url,
         )
@@ -217,12 +231,15 @@ DocFn = Callable[[], dict[str, Any]]
 
 
 @contextlib.asynccontextmanager
-async def page_server(pages: dict[str, DocFn], api: DocFn | None) -> AsyncIterator[str]:
-    """Serve ``render_page(doc())`` at each path of ``pages`` and ``api()`` at /api/v1/status."""
+async def page_server(
+    pages: dict[str, DocFn], api: DocFn | None, wrap: Callable[[str], str] = str
+) -> AsyncIterator[str]:
+    """Serve ``wrap(render_page(doc()))`` at each path of ``pages`` and ``api()`` at
+    /api/v1/status."""
 
     def page_handler(make: DocFn) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
-            return web.Response(text=render_page(make()), content_type="text/html")
+            return web.Response(text=wrap(render_page(make())), content_type="text/html")
 
         return handler
 
@@ -231,9 +248,21 @@ async def page_server(pages: dict[str, DocFn], api: DocFn | None) -> AsyncIterat
             return web.json_response({"error": "unavailable"}, status=503)
         return web.json_response(api())
 
+    async def frame_handler(request: web.Request) -> web.Response:
+        """/frame/W/H: the page at ``/`` in a W x H CSS pixel iframe (a viewport of that size,
+        narrower than the 500 px Chromium's headless window allows)."""
+        width, height = int(request.match_info["width"]), int(request.match_info["height"])
+        return web.Response(
+            text='<!doctype html><html><body style="margin:0">'
+            f'<iframe src="/" width="{width}" height="{height}" style="border:0;display:block">'
+            "</iframe></body></html>",
+            content_type="text/html",
+        )
+
     app = web.Application()
     for path, make in pages.items():
         app.router.add_get(path, page_handler(make))
+    app.router.add_get(r"/frame/{width:\d+}/{height:\d+}", frame_handler)
     app.router.add_get("/api/v1/status", api_handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -624,3 +653,118 @@ async def test_failed_refresh_keeps_the_page_and_says_so(browser: Browser) -> No
     refresh = dom.by_id("refresh")
     assert "true" == refresh.attrs.get("data-error")
     assert "update failed (HTTP 503)" in refresh.text
+
+
+# ---------------------------------------------------------------------------
+# the page fits a phone and a desktop screen
+
+#: Measures the laid-out page once it has loaded and writes the result, as JSON, into the
+#: ``data-layout`` attribute of the top document's ``<html>`` (where ``--dump-dom`` carries it
+#: out; the page may be in the iframe of ``/frame/W/H``).
+LAYOUT_JS = """
+addEventListener("load", () => {
+  const root = document.documentElement;
+  const top = window.parent.document.documentElement;
+  const box = (el) => {
+    const r = el.getBoundingClientRect();
+    const style = getComputedStyle(el);
+    const shown = style.display !== "none" && style.visibility !== "hidden" &&
+      Number(style.opacity) > 0;
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom,
+            width: r.width, height: r.height, shown};
+  };
+  const scrolls = (el) => ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
+  const clipped = (el) => {
+    for (let p = el.parentElement; p; p = p.parentElement) if (scrolls(p)) return true;
+    return false;
+  };
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+    (el.classList.length ? "." + [...el.classList].join(".") : "");
+  top.setAttribute("data-layout", JSON.stringify({
+    scrollWidth: root.scrollWidth,
+    clientWidth: root.clientWidth,
+    innerWidth: innerWidth,
+    innerHeight: innerHeight,
+    overall: box(document.getElementById("overall")),
+    components: [...document.querySelectorAll(".component")]
+      .map((c) => ({name: c.dataset.name, ...box(c)})),
+    tables: [...document.querySelectorAll("table")].map((t) => ({
+      table: name(t), scroller: scrolls(t.parentElement), ...box(t.parentElement)})),
+    overflowing: [...document.body.querySelectorAll("*")]
+      .filter((el) => !clipped(el) && el.getBoundingClientRect().right > innerWidth + 0.5)
+      .slice(0, 12).map((el) => [name(el), el.getBoundingClientRect().right]),
+  }));
+});
+"""
+
+
+def with_layout_probe(page: str) -> str:
+    """``page`` plus ``LAYOUT_JS``, which its Content-Security-Policy is told to allow."""
+    digest = base64.b64encode(hashlib.sha256(LAYOUT_JS.encode()).digest()).decode()
+    page, count = re.subn(
+        r"script-src (&#x27;sha256-[^&]+&#x27;)",
+        rf"script-src \1 &#x27;sha256-{digest}&#x27;",
+        page,
+    )
+    assert 1 == count
+    return page.replace("</body>", f"<script>{LAYOUT_JS}</script>\n</body>")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a PNG file, from its IHDR chunk."""
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), path
+    assert b"IHDR" == data[12:16], path
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def inside(box: dict[str, Any], width: float) -> bool:
+    """The box is shown, not empty, and lies within the viewport's width."""
+    return (
+        bool(box["shown"])
+        and box["width"] > 0
+        and box["height"] > 0
+        and (box["left"] >= 0 and box["right"] <= width + 0.5)
+    )
+
+
+@pytest.mark.parametrize("width", [360, 1280])
+async def test_page_fits_the_screen_without_horizontal_scrolling(
+    browser: Browser, artifacts: Path, width: int
+) -> None:
+    """At 360 px (a phone) and 1280 px the page never scrolls sideways: the document is no
+    wider than the viewport, wide tables scroll inside their own container, and the headline
+    state and every component card are on screen in full. Screenshots of both are kept.
+
+    The layout is measured in an iframe of that width (Chromium's headless window is at least
+    500 px wide for ``--dump-dom``); the screenshot is of a window of that width."""
+    window = (width, 800)
+    doc = parity_doc()
+    async with page_server({"/": parity_doc}, api=parity_doc, wrap=with_layout_probe) as base:
+        dom = await browser.dom(f"{base}/frame/{width}/{window[1]}", window=(max(width, 1280), 900))
+        shot = artifacts / f"status-page-{width}px.png"
+        await browser.screenshot(f"{base}/", shot, window=window)
+    [html_element] = dom.find(lambda e: e.tag == "html")
+    layout = json.loads(html_element.attrs["data-layout"])
+    sizes = {
+        "scrollWidth": layout["scrollWidth"],
+        "clientWidth": layout["clientWidth"],
+        "innerWidth": layout["innerWidth"],
+        "screenshot": png_size(shot),
+        "overflowing": layout["overflowing"],
+    }
+    assert (width, window) == (layout["innerWidth"], png_size(shot)), sizes
+    assert layout["scrollWidth"] <= layout["clientWidth"] <= layout["innerWidth"], sizes
+    assert [] == layout["overflowing"], sizes
+    overall = layout["overall"]
+    assert inside(overall, width), (overall, sizes)
+    assert 0 <= overall["top"] < overall["bottom"] <= window[1], (overall, sizes)
+    assert [c["name"] for c in doc["components"]] == [c["name"] for c in layout["components"]]
+    for card in layout["components"]:
+        assert inside(card, width), (card, sizes)
+    assert layout["tables"], layout
+    for table in layout["tables"]:
+        assert table["scroller"], (table, sizes)
+        assert inside(table, width), (table, sizes)
+    assert len(shot.read_bytes()) > 10_000
