@@ -13,8 +13,10 @@ in the page script (a browser test compares both renderings).
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
+
+from probed.pageunits import offset
 
 __all__ = ["CLOCK_JS", "page_clock_cell", "page_skews"]
 
@@ -28,15 +30,14 @@ def _clock(stream: Mapping[str, Any]) -> Mapping[str, Any]:
     return clock if isinstance(clock, Mapping) else {}
 
 
-def page_clock_cell(stream: Mapping[str, Any], num: Callable[[object], str]) -> str:
+def page_clock_cell(stream: Mapping[str, Any]) -> str:
     """The "Clock offset" cell of a stream's row."""
     clock = _clock(stream)
-    offset = num(stream.get("clock_offset_seconds"))
     skewed = clock.get("skewed") is True
     mark = ' <span class="skew">skewed</span>' if skewed else ""
     return (
         f'<td class="num clock" data-clock-skewed="{"true" if skewed else "false"}" '
-        f'title="{_e(clock.get("note"))}">{offset if offset == "-" else offset + " s"}{mark}</td>'
+        f'title="{_e(clock.get("note"))}">{offset(stream.get("clock_offset_seconds"))}{mark}</td>'
     )
 
 
@@ -54,11 +55,10 @@ def page_skews(doc: Mapping[str, Any]) -> str:
 CLOCK_JS = r"""
   const clockCell = (s) => {
     const clock = map(s.clock);
-    const offset = num(s.clock_offset_seconds);
     const skewed = clock.skewed === true;
     const mark = skewed ? ' <span class="skew">skewed</span>' : "";
     return `<td class="num clock" data-clock-skewed="${skewed ? "true" : "false"}" ` +
-      `title="${e(clock.note)}">${offset === "-" ? offset : offset + " s"}${mark}</td>`;
+      `title="${e(clock.note)}">${offset(s.clock_offset_seconds)}${mark}</td>`;
   };
 
   const skewPara = (doc) => items(doc.streams)
@@ -67,4 +67,5 @@ CLOCK_JS = r"""
       `${e(s.stream)}: target clock ${e(map(s.clock).note)}</p>`).join("");
 """
 """The page script's ``clockCell`` and ``skewPara``: :func:`page_clock_cell` and
-:func:`page_skews` in JavaScript (it uses the script's ``e``, ``num``, ``map`` and ``items``)."""
+:func:`page_skews` in JavaScript (it uses the script's ``e``, ``offset``, ``map`` and
+``items``)."""

@@ -81,6 +81,7 @@ Renderers
     the full page; every 10 s the script fetches ``api/v1/status`` (relative,
     so a path prefix of a reverse proxy works) and re-renders ``main#app``
     with the same markup as the Python renderer (a browser test compares both).
+    Its figures are rounded and carry their unit (``probed.pageunits``).
 """
 
 from __future__ import annotations
@@ -91,9 +92,8 @@ import html
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from probed.clockpage import CLOCK_JS, page_clock_cell, page_skews
@@ -113,6 +113,7 @@ from probed.historypage import HISTORY_JS, history_list, page_history, table_his
 from probed.maintenance import Maintenance
 from probed.maintenancepage import MAINTENANCE_JS, annotate, page_maintenance, probe_mark
 from probed.pagestyle import PAGE_CSS
+from probed.pageunits import UNITS_JS, duration, evidence_value, fixed, percent, rate, trim
 from probed.signals import (
     ComponentState,
     ComponentStatus,
@@ -545,22 +546,12 @@ def _is_num(value: object) -> bool:
     return _number(value) is not None
 
 
-# Number formatting that gives the same text as the page's script (JavaScript's
-# ``toFixed`` rounds the exact binary value half away from zero).
-
-
-def _fixed(value: float, digits: int) -> str:
-    exact = Decimal(0.0 if value == 0 else value)
-    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
-
-
-def _trim(text: str) -> str:
-    return text.rstrip("0").rstrip(".") if "." in text else text
+# Number formatting for the text renderers (the page's figures are probed.pageunits).
 
 
 def _num(value: object) -> str:
     number = _number(value)
-    return "-" if number is None else _trim(_fixed(number, 3))
+    return "-" if number is None else trim(fixed(number, 3))
 
 
 def _int(value: object) -> str:
@@ -570,7 +561,7 @@ def _int(value: object) -> str:
 
 def _pct(value: object) -> str:
     number = _number(value)
-    return "-" if number is None else _trim(_fixed(number * 100, 3)) + "%"
+    return "-" if number is None else trim(fixed(number * 100, 3)) + "%"
 
 
 def _iso(value: object) -> str:
@@ -585,7 +576,7 @@ def _dur(value: object) -> str:
     seconds = _number(value)
     if seconds is None:
         return "-"
-    return f"{_fixed(seconds * 1000, 1)} ms" if seconds < 1 else f"{_fixed(seconds, 2)} s"
+    return f"{fixed(seconds * 1000, 1)} ms" if seconds < 1 else f"{fixed(seconds, 2)} s"
 
 
 def _age(now: object, then: object) -> str:
@@ -600,11 +591,11 @@ def _age(now: object, then: object) -> str:
     return f"{math.floor(age / 3600)} h ago"
 
 
-def _ratio_cell(slo: Mapping[str, Any], label: str) -> str:
+def _ratio_cell(slo: Mapping[str, Any], label: str, pct: Callable[[object], str] = _pct) -> str:
     """A window's ratio; "insufficient data (12m of 30d)" while its data covers too little."""
     ratio = _number(_map(slo.get("ratio")).get(label))
     if ratio is not None:
-        return _pct(ratio)
+        return pct(ratio)
     covered = _number(_map(slo.get("coverage")).get(label))
     if not _number(_map(slo.get("events")).get(label)) or covered is None:
         return "-"
@@ -966,7 +957,7 @@ def _spark(points: Sequence[tuple[float, bool, str]], what: str) -> str:
                 f'<circle class="fail" cx="{cx}" cy="{cy}" r="28"><title>{_e(reason)}</title>'
                 "</circle>"
             )
-    label = f"{what} of the last {n}, max {_dur(peak)}"
+    label = f"{what} of the last {n}, max {duration(peak)}"
     return (
         f'<svg class="spark" viewBox="0 0 {_SPARK_W} {_SPARK_H}" width="160" height="28" '
         f'role="img" aria-label="{_e(label)}"><polyline points="{" ".join(coords)}"></polyline>'
@@ -1057,8 +1048,10 @@ def _page_recommendation(r: Mapping[str, Any]) -> str:
             "<th>Threshold</th><th>Since</th><th>Detail</th></tr></thead><tbody>"
         )
         parts += [
-            f'<tr><td>{_e(ev.get("signal"))}</td><td class="num">{_num(ev.get("value"))}</td>'
-            f'<td class="num">{_num(ev.get("threshold"))}</td><td>{_iso(ev.get("since"))}</td>'
+            f"<tr><td>{_e(ev.get('signal'))}</td>"
+            f'<td class="num">{evidence_value(ev.get("signal"), ev.get("value"))}</td>'
+            f'<td class="num">{evidence_value(ev.get("signal"), ev.get("threshold"))}</td>'
+            f"<td>{_iso(ev.get('since'))}</td>"
             f"<td>{_e(ev.get('detail'))}</td></tr>"
             for ev in evidence
         ]
@@ -1096,12 +1089,12 @@ def _page_slos(doc: Mapping[str, Any]) -> str:
         bad = " bad" if budget is not None and budget < 0 else ""
         rows.append(
             f'<tr class="slo" data-slo="{_e(s.get("name"))}"><td>{_e(s.get("name"))}</td>'
-            f'<td>{_e(s.get("sli"))}</td><td class="num">{_pct(s.get("objective"))}</td>'
+            f'<td>{_e(s.get("sli"))}</td><td class="num">{percent(s.get("objective"))}</td>'
             f'<td class="num">{_window(s.get("window"))}</td>'
-            f'<td class="num">{_e(_ratio_cell(s, "1h"))}</td>'
-            f'<td class="num">{_e(_ratio_cell(s, "30d"))}</td>'
-            f'<td class="num">{_burn(burn.get("1h"))}</td>'
-            f'<td class="num{bad}">{_pct(budget)}</td></tr>'
+            f'<td class="num">{_e(_ratio_cell(s, "1h", percent))}</td>'
+            f'<td class="num">{_e(_ratio_cell(s, "30d", percent))}</td>'
+            f'<td class="num">{rate(burn.get("1h"))}</td>'
+            f'<td class="num{bad}">{percent(budget)}</td></tr>'
         )
     return (
         '<section id="slos"><h2>SLOs</h2>'
@@ -1122,7 +1115,7 @@ def _page_probe(p: Mapping[str, Any], now: object) -> str:
         result = "ok" if ok == "true" else "FAIL"
         reason = _text(last.get("reason")) or "-"
         code = _int(last.get("status_code"))
-        took = _dur(last.get("duration_seconds"))
+        took = duration(last.get("duration_seconds"))
         when = _age(now, last.get("started_at"))
         title = f"run {_text(last.get('run_id'))} trace {_text(last.get('trace_id'))}"
     else:
@@ -1178,8 +1171,8 @@ def _page_stream(s: Mapping[str, Any]) -> str:
         f'<td class="name">{_e(name)}{hints}</td><td>{_e(s.get("target"))}</td>'
         f'<td class="num">{_int(connected)}/{_int(subscribers)}</td>{counts}'
         f'<td class="num">{_int(s.get("reconnects"))}</td>'
-        f"{page_clock_cell(s, _num)}"
-        f'<td class="num">{_dur(s.get("mean_lag_seconds"))}</td>'
+        f"{page_clock_cell(s)}"
+        f'<td class="num">{duration(s.get("mean_lag_seconds"))}</td>'
         f'<td class="chart">{_spark(points, "worst delivery lag per slot")}</td></tr>'
     )
 
@@ -1240,18 +1233,12 @@ _SCRIPT = r"""
   const items = (v) => (Array.isArray(v) ? v.filter(isMap) : []);
   const strs = (v) => (Array.isArray(v) ? v.map(text) : []);
   const map = (v) => (isMap(v) ? v : {});
-  const fixed = (x, n) => (x === 0 ? 0 : x).toFixed(n);
-  const trim = (s) => (s.indexOf(".") >= 0 ? s.replace(/0+$/, "").replace(/\.$/, "") : s);
+__UNITS__
   const num = (v) => (isNum(v) ? trim(fixed(v, 3)) : "-");
   const int = (v) => (isNum(v) ? String(Math.trunc(v)) : "-");
-  const pct = (v) => (isNum(v) ? trim(fixed(v * 100, 3)) + "%" : "-");
   const iso = (v) => {
     if (!isNum(v)) return "-";
     return new Date(Math.floor(v) * 1000).toISOString().replace(/\.\d+Z$/, "Z");
-  };
-  const dur = (v) => {
-    if (!isNum(v)) return "-";
-    return v < 1 ? fixed(v * 1000, 1) + " ms" : fixed(v, 2) + " s";
   };
   const age = (now, then) => {
     if (!(isNum(now) && isNum(then))) return "-";
@@ -1268,7 +1255,7 @@ _SCRIPT = r"""
   };
   const ratioCell = (s, label) => {
     const ratio = map(s.ratio)[label];
-    if (isNum(ratio)) return pct(ratio);
+    if (isNum(ratio)) return percent(ratio);
     const covered = map(s.coverage)[label];
     if (!map(s.events)[label] || !isNum(covered)) return "-";
     return `insufficient data (${span(covered)} of ${label})`;
@@ -1280,7 +1267,6 @@ _SCRIPT = r"""
     }
     return num(v) + "s";
   };
-  const burn = (v) => (isNum(v) ? num(v) + "x" : "-");
   const LINK = /^https?:\/\//i;
   const W = 1600, H = 280, PAD = 20;
 
@@ -1301,7 +1287,7 @@ _SCRIPT = r"""
           `<title>${e(reason)}</title></circle>`);
       }
     });
-    const label = `${what} of the last ${n}, max ${dur(peak)}`;
+    const label = `${what} of the last ${n}, max ${duration(peak)}`;
     return `<svg class="spark" viewBox="0 0 ${W} ${H}" width="160" height="28" ` +
       `role="img" aria-label="${e(label)}"><polyline points="${coords.join(" ")}"></polyline>` +
       `${marks.join("")}</svg>`;
@@ -1386,8 +1372,10 @@ __CLOCK__
       parts.push('<div class="scroll"><table class="evidence"><thead><tr><th>Signal</th>' +
         "<th>Value</th><th>Threshold</th><th>Since</th><th>Detail</th></tr></thead><tbody>");
       for (const ev of evidence) {
-        parts.push(`<tr><td>${e(ev.signal)}</td><td class="num">${num(ev.value)}</td>` +
-          `<td class="num">${num(ev.threshold)}</td><td>${iso(ev.since)}</td>` +
+        parts.push(`<tr><td>${e(ev.signal)}</td>` +
+          `<td class="num">${evidenceValue(ev.signal, ev.value)}</td>` +
+          `<td class="num">${evidenceValue(ev.signal, ev.threshold)}</td>` +
+          `<td>${iso(ev.since)}</td>` +
           `<td>${e(ev.detail)}</td></tr>`);
       }
       parts.push("</tbody></table></div>");
@@ -1421,12 +1409,12 @@ __CLOCK__
       const budget = s.budget_remaining;
       const bad = isNum(budget) && budget < 0 ? " bad" : "";
       return `<tr class="slo" data-slo="${e(s.name)}"><td>${e(s.name)}</td>` +
-        `<td>${e(s.sli)}</td><td class="num">${pct(s.objective)}</td>` +
+        `<td>${e(s.sli)}</td><td class="num">${percent(s.objective)}</td>` +
         `<td class="num">${windowLabel(s.window)}</td>` +
         `<td class="num">${e(ratioCell(s, "1h"))}</td>` +
         `<td class="num">${e(ratioCell(s, "30d"))}</td>` +
-        `<td class="num">${burn(burnRate["1h"])}</td>` +
-        `<td class="num${bad}">${pct(budget)}</td></tr>`;
+        `<td class="num">${rate(burnRate["1h"])}</td>` +
+        `<td class="num${bad}">${percent(budget)}</td></tr>`;
     });
     return '<section id="slos"><h2>SLOs</h2>' +
       '<div class="scroll"><table><thead><tr><th>SLO</th><th>SLI</th>' +
@@ -1446,7 +1434,7 @@ __CLOCK__
       result = ok === "true" ? "ok" : "FAIL";
       reason = text(last.reason) || "-";
       code = int(last.status_code);
-      took = dur(last.duration_seconds);
+      took = duration(last.duration_seconds);
       when = age(now, last.started_at);
       title = `run ${text(last.run_id)} trace ${text(last.trace_id)}`;
     }
@@ -1489,7 +1477,7 @@ __CLOCK__
       `<td class="num">${int(connected)}/${int(subscribers)}</td>${counts}` +
       `<td class="num">${int(s.reconnects)}</td>` +
       `${clockCell(s)}` +
-      `<td class="num">${dur(s.mean_lag_seconds)}</td>` +
+      `<td class="num">${duration(s.mean_lag_seconds)}</td>` +
       `<td class="chart">${spark(points, "worst delivery lag per slot")}</td></tr>`;
   };
 
@@ -1541,7 +1529,7 @@ __CLOCK__
 })();
 """.replace("__REFRESH__", str(REFRESH_SECONDS)).replace("__CONFIG_LINE__", CONFIG_LINE_JS)
 _SCRIPT = _SCRIPT.replace("__MAINTENANCE__", MAINTENANCE_JS).replace("__HISTORY__", HISTORY_JS)
-_SCRIPT = _SCRIPT.replace("__CLOCK__", CLOCK_JS)
+_SCRIPT = _SCRIPT.replace("__CLOCK__", CLOCK_JS).replace("__UNITS__", UNITS_JS)
 
 
 def _csp_hash(source: str) -> str:

@@ -6,8 +6,10 @@ import ast
 import base64
 import copy
 import hashlib
+import html
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from probed import status
 from probed.config import ComponentConfig, load_config
+from probed.pageunits import amount, duration, evidence_value, offset, percent, rate
 from probed.results import ProbeResult, ProbeRun, Reason
 from probed.signals import (
     ComponentState,
@@ -835,7 +838,7 @@ def test_page_has_stable_hooks() -> None:
     assert '<tr class="probe" data-probe="import_trades" data-ok="false">' in page
     assert '<tr class="stream" data-stream="events" data-connected="true">' in page
     assert '<tr class="slo" data-slo="api_read">' in page
-    assert '<td class="num bad">-12.5%</td>' in page
+    assert '<td class="num bad">-12.5 %</td>' in page
     assert "<title>DEGRADED - probed status - eu-1</title>" in page
 
 
@@ -941,3 +944,139 @@ def test_an_active_recommendation_about_a_member_degrades_its_component(
     assert expected == sse.state
     assert (("events",) if expected is ComponentState.DEGRADED else ()) == sse.degraded_by
     assert ComponentState.UNKNOWN == other.state
+
+
+# ---------------------------------------------------------------------------
+# figures on the page: rounded, with units
+
+FIGURES = [
+    (duration, 0.00000042, "0.4 \u00b5s"),
+    (duration, 0.0042512, "4.3 ms"),
+    (duration, 0.41234, "412 ms"),
+    (duration, 0.9996, "1 s"),
+    (duration, 1.2999999, "1.3 s"),
+    (duration, 12.000001, "12 s"),
+    (duration, 59.97, "1 min"),
+    (duration, 119.99, "2 min"),
+    (duration, 5400.0000001, "1.5 h"),
+    (duration, 259_200.5, "3 d"),
+    (duration, 0, "0 s"),
+    (duration, -0.25, "-250 ms"),
+    (duration, None, "-"),
+    (duration, True, "-"),
+    (duration, float("nan"), "-"),
+    (offset, 0.41234, "+412 ms"),
+    (offset, -30.013, "-30 s"),
+    (offset, -1e-12, "0 \u00b5s"),
+    (percent, 0.9995, "99.95 %"),
+    (percent, 0.99949999, "99.95 %"),
+    (percent, 0.41234, "41.23 %"),
+    (percent, 0.99999, "99.999 %"),
+    (percent, 0.9999999, "100 %"),
+    (percent, 1, "100 %"),
+    (percent, -0.123456, "-12.35 %"),
+    (percent, -0.00001, "0 %"),
+    (percent, "0.5", "-"),
+    (rate, 1.7512345, "1.75x"),
+    (rate, 0.176, "0.18x"),
+    (rate, 14.412345, "14.4x"),
+    (rate, 1234.5, "1235x"),
+    (amount, 250.00001, "250"),
+    (amount, 0.41234, "0.41"),
+]
+
+
+@pytest.mark.parametrize(("show", "value", "expected"), FIGURES)
+def test_figures_are_rounded_and_carry_their_unit(
+    show: Callable[[object], str], value: object, expected: str
+) -> None:
+    """Durations pick their unit, ratios read as percent, rates end in x; rounding never
+    leaves a raw float, and what is not a number is "-"."""
+    assert expected == show(value)
+
+
+@pytest.mark.parametrize(
+    ("signal", "value", "expected"),
+    [
+        ("stream events lag_p95", 7.2000001, "7.2 s"),
+        ("probe login p95_seconds", 0.41234, "412 ms"),
+        ("stream events disconnected_for", 95.5, "1.6 min"),
+        ("probe login failure_ratio", 0.41234, "41.23 %"),
+        ("probes rate_limited_share", 0.5, "50 %"),
+        ("target demo unreachable", 1.0, "100 %"),
+        ("slo api_read burn_rate_1h", 14.412345, "14.4x"),
+        ("queue_depth", 250.00001, "250"),
+        (None, 0.41234, "0.41"),
+    ],
+)
+def test_evidence_figures_take_the_unit_of_their_signal(
+    signal: object, value: float, expected: str
+) -> None:
+    """An evidence value is shown in the unit its signal's name implies."""
+    assert expected == evidence_value(signal, value)
+
+
+def ugly_doc() -> dict[str, Any]:
+    """The fixed document with floats as measurements produce them."""
+    doc = copy.deepcopy(fixed_doc())
+    health, imports = doc["probes"]
+    health["last"]["duration_seconds"] = 0.41234
+    health["recent"] = [{"t": NOW - 3, "d": 0.41234, "ok": True, "reason": None},
+                        {"t": NOW - 2, "d": 12.000001, "ok": True, "reason": None}]  # fmt: skip
+    imports["last"]["duration_seconds"] = 12.000001
+    [events] = doc["streams"]
+    events["mean_lag_seconds"] = 119.99
+    events["lag"] = [{"t": NOW - 60, "lag": 0.0042512}]
+    events["clock_offset_seconds"] = -0.41234
+    events["clock"] = {"offset_seconds": -0.41234, "uncertainty_seconds": 0.0005123}
+    [slo] = doc["slos"]
+    slo.update(objective=0.9995, ratio={"1h": 0.41234, "30d": 0.99949999},
+               burn_rate={"1h": 1.7512345}, budget_remaining=-0.123456)  # fmt: skip
+    doc["recommendations"][0]["evidence"] = [
+        {"signal": "stream events lag_p95", "value": 7.2000001, "threshold": 5.0,
+         "since": NOW - 300, "detail": ""},
+        {"signal": "probe login failure_ratio", "value": 0.41234, "threshold": 0.2,
+         "since": NOW - 300, "detail": ""},
+        {"signal": "slo api_read burn_rate_1h", "value": 14.412345, "threshold": 14.4,
+         "since": NOW - 300, "detail": ""},
+        {"signal": "queue_depth", "value": 250.00001, "threshold": 200, "since": NOW - 300,
+         "detail": ""},
+    ]  # fmt: skip
+    return doc
+
+
+def cells(page: str, row: str) -> list[str]:
+    """The text of each cell of the first table row whose opening tag contains ``row``."""
+    match = re.search(rf"<tr[^>]*{re.escape(row)}[^>]*>(.*?)</tr>", page)
+    assert match is not None, row
+    return [
+        html.unescape(re.sub(r"<[^>]+>", "", cell))
+        for cell in re.findall(r"<td[^>]*>(.*?)</td>", match.group(1))
+    ]
+
+
+def test_page_rounds_every_figure_and_names_its_unit() -> None:
+    """Ugly floats in the document come out rounded with their unit: latency, lag, offsets,
+    ratios, burn rates, budgets and evidence; no number on the page has more than two
+    decimals."""
+    page = render_page(ugly_doc())
+    app = page.split('<main id="app"', 1)[1].split("</main>", 1)[0]
+
+    assert "412 ms" == cells(page, 'data-probe="health"')[6]
+    assert "12 s" == cells(page, 'data-probe="import_trades"')[6]
+    assert 'aria-label="latency of the last 2, max 12 s"' in app
+    stream = cells(page, 'data-stream="events"')
+    assert ["-412 ms", "2 min"] == stream[10:12]
+    assert 'aria-label="worst delivery lag per slot of the last 1, max 4.3 ms"' in app
+    assert ["api_read", "availability", "99.95 %", "30d", "41.23 %", "99.95 %", "1.75x",
+            "-12.35 %"] == cells(page, 'data-slo="api_read"')  # fmt: skip
+    evidence = re.findall(r'<table class="evidence">.*?</table>', app)[0]
+    assert [
+        ["stream events lag_p95", "7.2 s", "5 s"],
+        ["probe login failure_ratio", "41.23 %", "20 %"],
+        ["slo api_read burn_rate_1h", "14.4x", "14.4x"],
+        ["queue_depth", "250", "200"],
+    ] == [cells(row, "")[:3] for row in re.findall(r"<tr><td>.*?</tr>", evidence)]
+    visible = html.unescape(re.sub(r"<[^>]+>", " ", app))
+    labels = " ".join(re.findall(r'aria-label="([^"]*)"', app))
+    assert [] == re.findall(r"\d\.\d{3,}", f"{visible} {labels}")

@@ -507,6 +507,10 @@ def parity_doc() -> dict[str, Any]:
                   "since": T0 - 130, "detail": "<b>3/24</b>"},
                  {"signal": "probe login p95", "value": 1.0005, "threshold": 0.25,
                   "since": T0 - 9000, "detail": ""},
+                 {"signal": "slo login_availability burn_rate_1h", "value": 14.412345,
+                  "threshold": 14.4, "since": T0 - 60, "detail": ""},
+                 {"signal": "queue_depth", "value": 250.00001, "threshold": 200,
+                  "since": T0 - 60, "detail": ""},
              ]},
             {"scenario": "x", "title": "pending one", "severity": "Sev-3", "routing": "ticket",
              "state": "pending", "since": T0 - 5, "summary": "", "actions": [], "rollback": "",
@@ -517,8 +521,9 @@ def parity_doc() -> dict[str, Any]:
              "window": 2592000.0, "ratio": {"1h": 0.99125, "30d": None},
              "burn_rate": {"1h": 1.75}, "budget_remaining": -0.0625,
              "events": {"1h": 360, "30d": 72}, "coverage": {"1h": 3600.0, "30d": 720.0}},
-            {"name": "login_latency", "sli": "latency", "objective": 0.9, "window": 5400.0,
-             "ratio": {}, "burn_rate": {}, "budget_remaining": None, "events": {}},
+            {"name": "login_latency", "sli": "latency", "objective": 0.99999, "window": 5400.0,
+             "ratio": {"1h": 0.41234}, "burn_rate": {"1h": 0.0012345},
+             "budget_remaining": 0.99949999, "events": {"1h": 12}},
         ],
         "probes": [
             {"probe": HOSTILE, "kind": "http", "target": "demo", "runs": 7, "failures": 2,
@@ -527,7 +532,8 @@ def parity_doc() -> dict[str, Any]:
                       "run_id": "r\"1", "trace_id": "<t>"},
              "recent": [{"t": T0 - 3, "d": 0.125, "ok": True, "reason": None},
                         {"t": T0 - 2, "d": 0.0375, "ok": False, "reason": "<timeout>"},
-                        {"t": T0 - 1, "d": 2.5, "ok": False, "reason": "slow"}]},
+                        {"t": T0 - 1, "d": 2.5, "ok": False, "reason": "slow"},
+                        {"t": T0 - 0.5, "d": 0.00125, "ok": True, "reason": None}]},
             {"probe": "login", "kind": "login", "target": "demo", "runs": 1, "failures": 0,
              "maintenance_until": T0 + 3600.5,
              "last": {"success": True, "reason": None, "status_code": 200,
@@ -549,7 +555,7 @@ def parity_doc() -> dict[str, Any]:
             {"stream": "quiet", "target": "demo", "connected": 1, "subscribers": 1,
              "received": 0, "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 0,
              "negative_lag": 0, "reconnects": 0, "clock_offset_seconds": None,
-             "mean_lag_seconds": None, "lag": []},
+             "mean_lag_seconds": 119.99, "lag": [{"t": T0 - 30, "lag": 0.0042512}]},
         ],
         "maintenance": [
             {"start": T0 - 60, "end": T0 + 3600.5, "targets": ["demo"], "probes": [],
@@ -577,18 +583,23 @@ def parity_doc() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def history_rows(dom: Dom) -> list[list[str]]:
-    """The cell texts of every ``tr.history``, in order."""
+def rows_of(dom: Dom, row: Callable[[Element], bool]) -> list[list[str]]:
+    """The cell texts of every ``tr`` that ``row`` accepts, in order."""
     rows: list[list[str]] = []
     inside = False
     for element in dom.elements:
         if element.tag == "tr":
-            inside = "history" in element.classes
+            inside = row(element)
             if inside:
                 rows.append([])
         elif element.tag == "td" and inside:
             rows[-1].append(element.text)
     return rows
+
+
+def history_rows(dom: Dom) -> list[list[str]]:
+    """The cell texts of every ``tr.history``, in order."""
+    return rows_of(dom, lambda e: "history" in e.classes)
 
 
 async def test_script_renders_exactly_what_the_server_renders(
@@ -633,9 +644,24 @@ async def test_script_renders_exactly_what_the_server_renders(
         assert [
             f"stream events: target clock -30.013 s \u00b1 0.4 ms (time_path), SKEWED {HOSTILE}"
         ] == [p.text for p in dom.by_class("clock-skew")]
-        assert [("true", "-30.013 s skewed"), ("false", "-")] == [
+        assert [("true", "-30 s skewed"), ("false", "-")] == [
             (td.attrs["data-clock-skewed"], td.text) for td in dom.by_class("clock")
         ]
+        assert [
+            ["login_availability", "availability", "99.5 %", "30d", "99.13 %",
+             "insufficient data (12m of 30d)", "1.75x", "-6.25 %"],
+            ["login_latency", "latency", "99.999 %", "90m", "41.23 %", "-", "0x", "99.95 %"],
+        ] == rows_of(dom, lambda e: "slo" in e.classes)  # fmt: skip
+        assert [
+            ["probe login failure_ratio", "12.5 %", "20 %"],
+            ["probe login p95", "1 s", "250 ms"],
+            ["slo login_availability burn_rate_1h", "14.4x", "14.4x"],
+            ["queue_depth", "250", "200"],
+        ] == [r[:3] for r in rows_of(dom, lambda e: not e.attrs) if r]
+        assert ["12 ms", "1.1 s", "-"] == [
+            r[6] for r in rows_of(dom, lambda e: "probe" in e.classes)
+        ]
+        assert ["500 ms", "2 min"] == [r[11] for r in rows_of(dom, lambda e: "stream" in e.classes)]
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
         assert ["Sev-1", "Sev-3"] == [
             r.attrs["data-severity"] for r in dom.by_class("recommendation")

@@ -1,0 +1,208 @@
+"""Figures on the status page: rounded, and always with their unit.
+
+The page prints no raw float (``0.41234``, ``12.000001``): every measured number goes
+through one of these, in the server's renderer and, as ``UNITS_JS``, in the page script
+(a browser test compares both renderings, so the rounding is the same to the digit).
+
+:func:`duration` (latency, lag, clock offset)
+    The largest unit of µs, ms, s, min, h and d the value reaches, one decimal below 10
+    of it, none from 10 on, a trailing ``.0`` dropped: ``0.4 µs``, ``4.3 ms``,
+    ``412 ms``, ``1.3 s``, ``12 s``, ``2 min``, ``1.5 h``, ``3 d``. A value that rounds
+    up to the next unit is shown in it (0.9996 s is ``1 s``, 59.97 s is ``1 min``); 0 is
+    ``0 s``. :func:`offset` is the same with a ``+`` on a positive value.
+:func:`percent` (SLO objectives, ratios, budgets)
+    ``ratio * 100`` to two decimals, trailing zeros dropped: ``99.95 %``, ``-12.5 %``,
+    ``100 %``. A value that is not 100 % but rounds to it gets up to four decimals,
+    so a 99.999 % objective does not read as 100 %.
+:func:`amount` and :func:`rate` (counts and burn rates)
+    Two decimals below 10, one below 100, none from 100 on, trailing zeros dropped;
+    a rate ends in ``x``: ``0.18x``, ``1.75x``, ``14.4x``, ``250``.
+:func:`evidence_value`
+    A recommendation's evidence value or threshold, in the unit its signal's last word
+    names: ``..._for``, ``..._seconds`` and ``...p95`` are durations, ``..._ratio``,
+    ``..._share`` and ``unreachable`` (a share of runs) percentages, ``burn_rate_...``
+    rates, anything else an amount.
+
+Rounding is JavaScript's ``toFixed``: half away from zero on the exact binary value
+(:func:`fixed`); a minus sign is dropped when nothing but zeros is left. Magnitudes from
+1e21 on (never a measurement) print differently in the script, where ``toFixed`` gives
+up on them. Anything that is not a finite number is ``-``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import ROUND_HALF_UP, Context, Decimal
+
+__all__ = [
+    "UNITS_JS",
+    "amount",
+    "duration",
+    "evidence_value",
+    "fixed",
+    "offset",
+    "percent",
+    "rate",
+    "trim",
+]
+
+#: Enough digits to quantize any finite double to a few decimals without an exception.
+_EXACT = Context(prec=400)
+#: (unit, seconds, how many make the next unit); the last has no next.
+_TIME_UNITS: tuple[tuple[str, float, int], ...] = (
+    ("\u00b5s", 1e-6, 1000),
+    ("ms", 1e-3, 1000),
+    ("s", 1.0, 60),
+    ("min", 60.0, 60),
+    ("h", 3600.0, 24),
+    ("d", 86400.0, 0),
+)
+_ZERO = re.compile(r"[0.]*")
+
+
+def _number(value: object) -> float | None:
+    """A finite JSON number as float (booleans are not numbers), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def fixed(value: float, digits: int) -> str:
+    """``value.toFixed(digits)`` as JavaScript writes it (0 for -0)."""
+    exact = Decimal(0.0 if value == 0 else value)
+    return str(exact.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP, _EXACT))
+
+
+def trim(text: str) -> str:
+    """Trailing zeros after a decimal point dropped, and the point if nothing follows."""
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _sign(value: float, text: str, *, plus: bool = False) -> str:
+    """The sign to put before ``text``, the rounded magnitude of ``value``."""
+    if _ZERO.fullmatch(text):
+        return ""
+    return "-" if value < 0 else "+" if plus and value > 0 else ""
+
+
+def _short(size: float) -> str:
+    return trim(fixed(size, 1)) if size < 10 else fixed(size, 0)
+
+
+def duration(value: object, *, plus: bool = False) -> str:
+    """Seconds as ``412 ms``, ``1.3 s``, ``2 min`` (rules in the module docstring)."""
+    seconds = _number(value)
+    if seconds is None:
+        return "-"
+    size = abs(seconds)
+    if size == 0:
+        return "0 s"
+    i = 0
+    while i + 1 < len(_TIME_UNITS) and size >= _TIME_UNITS[i + 1][1]:
+        i += 1
+    text = _short(size / _TIME_UNITS[i][1])
+    if _TIME_UNITS[i][2] and float(text) >= _TIME_UNITS[i][2]:
+        i += 1
+        text = _short(size / _TIME_UNITS[i][1])
+    return f"{_sign(seconds, text, plus=plus)}{text} {_TIME_UNITS[i][0]}"
+
+
+def offset(value: object) -> str:
+    """A signed duration: ``+250 ms``, ``-30 s``."""
+    return duration(value, plus=True)
+
+
+def percent(value: object) -> str:
+    """A ratio as ``99.95 %`` (rules in the module docstring)."""
+    ratio = _number(value)
+    if ratio is None:
+        return "-"
+    share = ratio * 100
+    text = ""
+    for digits in (2, 3, 4):
+        text = trim(fixed(abs(share), digits))
+        if text != "100" or abs(share) == 100:
+            break
+    return f"{_sign(share, text)}{text} %"
+
+
+def amount(value: object) -> str:
+    """A plain number: ``0.41``, ``14.4``, ``250``."""
+    number = _number(value)
+    if number is None:
+        return "-"
+    size = abs(number)
+    text = trim(fixed(size, 2 if size < 10 else 1 if size < 100 else 0))
+    return f"{_sign(number, text)}{text}"
+
+
+def rate(value: object) -> str:
+    """A burn rate: ``1.75x``."""
+    text = amount(value)
+    return text if text == "-" else f"{text}x"
+
+
+def evidence_value(signal: object, value: object) -> str:
+    """An evidence value or threshold in the unit its ``signal`` names."""
+    last = ("" if signal is None else str(signal)).split(" ")[-1]
+    if last.endswith(("_for", "_seconds", "p95")):
+        return duration(value)
+    if last.endswith(("_ratio", "_share")) or last == "unreachable":
+        return percent(value)
+    if last.startswith("burn_rate"):
+        return rate(value)
+    return amount(value)
+
+
+UNITS_JS = r"""
+  const fixed = (x, n) => (x === 0 ? 0 : x).toFixed(n);
+  const trim = (s) => (s.indexOf(".") >= 0 ? s.replace(/0+$/, "").replace(/\.$/, "") : s);
+  const sign = (v, s, plus) => (/^[0.]*$/.test(s) ? "" : v < 0 ? "-" : plus && v > 0 ? "+" : "");
+  const TIME_UNITS = [["\u00b5s", 1e-6, 1000], ["ms", 1e-3, 1000], ["s", 1.0, 60],
+    ["min", 60.0, 60], ["h", 3600.0, 24], ["d", 86400.0, 0]];
+  const short = (x) => (x < 10 ? trim(fixed(x, 1)) : fixed(x, 0));
+  const duration = (v, plus = false) => {
+    if (!isNum(v)) return "-";
+    const size = Math.abs(v);
+    if (size === 0) return "0 s";
+    let i = 0;
+    while (i + 1 < TIME_UNITS.length && size >= TIME_UNITS[i + 1][1]) i += 1;
+    let s = short(size / TIME_UNITS[i][1]);
+    if (TIME_UNITS[i][2] && Number(s) >= TIME_UNITS[i][2]) {
+      i += 1;
+      s = short(size / TIME_UNITS[i][1]);
+    }
+    return `${sign(v, s, plus)}${s} ${TIME_UNITS[i][0]}`;
+  };
+  const offset = (v) => duration(v, true);
+  const percent = (v) => {
+    if (!isNum(v)) return "-";
+    const share = v * 100;
+    let s = "";
+    for (const digits of [2, 3, 4]) {
+      s = trim(fixed(Math.abs(share), digits));
+      if (s !== "100" || Math.abs(share) === 100) break;
+    }
+    return `${sign(share, s, false)}${s} %`;
+  };
+  const amount = (v) => {
+    if (!isNum(v)) return "-";
+    const size = Math.abs(v);
+    const s = trim(fixed(size, size < 10 ? 2 : size < 100 ? 1 : 0));
+    return `${sign(v, s, false)}${s}`;
+  };
+  const rate = (v) => (isNum(v) ? amount(v) + "x" : "-");
+  const evidenceValue = (signal, v) => {
+    const last = text(signal).split(" ").pop();
+    if (["_for", "_seconds", "p95"].some((end) => last.endsWith(end))) return duration(v);
+    if (last.endsWith("_ratio") || last.endsWith("_share") || last === "unreachable") {
+      return percent(v);
+    }
+    if (last.startsWith("burn_rate")) return rate(v);
+    return amount(v);
+  };
+"""
+"""The page script's figures: this module in JavaScript (it uses the script's ``text`` and
+``isNum``; ``evidence_value`` is ``evidenceValue`` there)."""
