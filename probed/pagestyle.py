@@ -52,6 +52,9 @@ padding:10px 12px;background:var(--card)}
 .component[data-state="DOWN"]{border-top-color:var(--down)}
 .component[data-state="DOWN"] .state{color:var(--down)}
 .component .detail,.component .healthy,.since,.empty,.muted{color:var(--muted)}
+.component[data-monitored="false"]{border-style:dashed;border-top-style:solid;
+border-top-color:var(--line);background:var(--bg)}
+.component[data-monitored="false"] .state{color:var(--muted);font-weight:400}
 .ts,time,.evidence td:nth-child(4),tr.history td:first-child{white-space:nowrap}
 .failing{color:var(--down)}
 .recommendation{border:1px solid var(--line);border-left:6px solid var(--degraded);

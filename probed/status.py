@@ -12,7 +12,7 @@ Components
                      ``fixture`` probes
     SSE Stream       ``sse`` stream watchers and ``reflect`` probes
     Background Jobs  ``import`` probes
-    Console/Admin    nothing (so it shows UNKNOWN until configured)
+    Console/Admin    nothing (UNKNOWN, "not monitored" on the page)
     ===============  ====================================================
 
     ``compute_components`` judges each component from a ``Signals`` snapshot
@@ -1003,14 +1003,16 @@ def _page_component(c: Mapping[str, Any]) -> str:
     n = len(probes)
     count = "no probes" if n == 0 else "1 probe" if n == 1 else f"{n} probes"
     healthy = _iso(c.get("last_healthy")) if _is_num(c.get("last_healthy")) else "unknown"
+    # without members it is not monitored at all, unlike one whose members have no data yet
+    since = f'<p class="healthy">last healthy <span class="ts">{healthy}</span></p>' if n else ""
     fail = f'<p class="failing">failing: {_e(", ".join(failing))}</p>' if failing else ""
     if degraded := _strs(c.get("degraded_by")):
         fail += f'<p class="degraded">degraded: {_e(", ".join(degraded))}</p>'
     return (
-        f'<div class="component" data-name="{_e(name)}" data-state="{_e(state)}">'
-        f'<h3>{_e(name)}</h3><p class="state">{_e(state)}</p>'
-        f'<p class="detail" title="{_e(", ".join(probes))}">{count}</p>'
-        f'<p class="healthy">last healthy <span class="ts">{healthy}</span></p>{fail}</div>'
+        f'<div class="component" data-name="{_e(name)}" data-state="{_e(state)}" '
+        f'data-monitored="{"true" if n else "false"}"><h3>{_e(name)}</h3>'
+        f'<p class="state">{_e(state) if n else "not monitored"}</p>'
+        f'<p class="detail" title="{_e(", ".join(probes))}">{count}</p>{since}{fail}</div>'
     )
 
 
@@ -1330,14 +1332,15 @@ __CLOCK__
     const n = probes.length;
     const count = n === 0 ? "no probes" : n === 1 ? "1 probe" : `${n} probes`;
     const healthy = isNum(c.last_healthy) ? iso(c.last_healthy) : "unknown";
+    const since = n ? `<p class="healthy">last healthy <span class="ts">${healthy}</span></p>` : "";
     const degraded = strs(c.degraded_by);
     const fail =
       (failing.length ? `<p class="failing">failing: ${e(failing.join(", "))}</p>` : "") +
       (degraded.length ? `<p class="degraded">degraded: ${e(degraded.join(", "))}</p>` : "");
-    return `<div class="component" data-name="${e(name)}" data-state="${e(state)}">` +
-      `<h3>${e(name)}</h3><p class="state">${e(state)}</p>` +
-      `<p class="detail" title="${e(probes.join(", "))}">${count}</p>` +
-      `<p class="healthy">last healthy <span class="ts">${healthy}</span></p>${fail}</div>`;
+    return `<div class="component" data-name="${e(name)}" data-state="${e(state)}" ` +
+      `data-monitored="${n ? "true" : "false"}"><h3>${e(name)}</h3>` +
+      `<p class="state">${n ? e(state) : "not monitored"}</p>` +
+      `<p class="detail" title="${e(probes.join(", "))}">${count}</p>${since}${fail}</div>`;
   };
 
   const components = (doc) => {
@@ -1548,7 +1551,7 @@ def render_page(doc: Mapping[str, Any]) -> str:
     """The status page at ``/``: one self-contained HTML document rendered from ``doc``.
 
     Stable hooks for tests and scripts: ``#overall[data-state]``,
-    ``.component[data-name][data-state]``,
+    ``.component[data-name][data-state][data-monitored]`` (``false``: no members),
     ``.recommendation[data-scenario][data-severity][data-state]`` (``.routing`` inside),
     ``p#state[data-healthy]``, ``p#config[data-ok]``, ``tr.slo[data-slo]``,
     ``tr.probe[data-probe][data-ok]`` (``true``, ``false`` or ``none``),

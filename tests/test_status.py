@@ -827,9 +827,13 @@ def test_page_has_stable_hooks() -> None:
     page = render_page(fixed_doc())
     assert '<span id="overall" data-state="DEGRADED">DEGRADED</span>' in page
     assert '<main id="app" data-rendered="server">' in page
-    cards = [("API Read", "OK"), ("Background Jobs", "DOWN"), ("Console/Admin", "UNKNOWN")]
-    for name, state in cards:
-        assert f'<div class="component" data-name="{name}" data-state="{state}">' in page
+    cards = [("API Read", "OK", "true"), ("Background Jobs", "DOWN", "true"),
+             ("Console/Admin", "UNKNOWN", "false")]  # fmt: skip
+    for name, state, monitored in cards:
+        assert (
+            f'<div class="component" data-name="{name}" data-state="{state}" '
+            f'data-monitored="{monitored}">'
+        ) in page
     assert (
         '<article class="recommendation" data-scenario="sse_degraded" data-severity="Sev-2" '
         'data-state="active">'
@@ -1080,3 +1084,43 @@ def test_page_rounds_every_figure_and_names_its_unit() -> None:
     visible = html.unescape(re.sub(r"<[^>]+>", " ", app))
     labels = " ".join(re.findall(r'aria-label="([^"]*)"', app))
     assert [] == re.findall(r"\d\.\d{3,}", f"{visible} {labels}")
+
+
+# ---------------------------------------------------------------------------
+# components without probes
+
+
+def test_a_component_without_probes_is_not_monitored_rather_than_unknown() -> None:
+    """A component with no members stays UNKNOWN in the document but its card says "not
+    monitored" (muted, no "last healthy"); one whose probes have no data yet shows UNKNOWN."""
+    components = [
+        ComponentConfig(name="API Read", probes=["health"]),
+        ComponentConfig(name="API Write", probes=["login"]),  # registered, never ran
+        ComponentConfig(name="Console/Admin", probes=[]),
+    ]
+    signals = Signals(now=NOW, window=300.0, probes={"health": probe("health")})
+    judged = compute_components(components, signals)
+    evaluated = Evaluation(at=NOW, signals=signals, components=judged, recommendations=())
+    doc = status_document(
+        store=populated_store(), evaluation=evaluated, location="eu-1", version="9.9", now=NOW
+    )
+    assert [("API Read", "OK"), ("API Write", "UNKNOWN"), ("Console/Admin", "UNKNOWN")] == [
+        (c["name"], c["state"]) for c in doc["components"]
+    ]
+    assert "OK" == doc["overall"]
+
+    page = render_page(doc)
+    cards = re.findall(
+        r'<div class="component" data-name="([^"]*)" data-state="(\w+)" '
+        r'data-monitored="(\w+)"><h3>[^<]*</h3><p class="state">([^<]*)</p>(.*?)</div>',
+        page,
+    )
+    assert [
+        ("API Read", "OK", "true", "OK"),
+        ("API Write", "UNKNOWN", "true", "UNKNOWN"),
+        ("Console/Admin", "UNKNOWN", "false", "not monitored"),
+    ] == [card[:4] for card in cards]
+    assert ["last healthy", "last healthy", ""] == [
+        "last healthy" if "last healthy" in card[4] else "" for card in cards
+    ]
+    assert "- Console/Admin: UNKNOWN" in render_markdown(doc).splitlines()

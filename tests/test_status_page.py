@@ -492,6 +492,8 @@ def parity_doc() -> dict[str, Any]:
              "last_healthy": None},
             {"name": "SSE Stream", "state": "DEGRADED", "probes": ["events", HOSTILE],
              "failing": ["events"], "degraded_by": [HOSTILE], "last_healthy": T0 - 4000},
+            {"name": "Background Jobs", "state": "UNKNOWN", "probes": ["never"], "failing": [],
+             "last_healthy": None},
             {"name": "Console/Admin", "state": "UNKNOWN", "probes": [], "failing": [],
              "last_healthy": None},
         ],
@@ -663,6 +665,20 @@ async def test_script_renders_exactly_what_the_server_renders(
         ]
         assert ["500 ms", "2 min"] == [r[11] for r in rows_of(dom, lambda e: "stream" in e.classes)]
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
+        assert [
+            ("API Read", "OK", "true", "OK"),
+            (HOSTILE, "DOWN", "true", "DOWN"),
+            ("SSE Stream", "DEGRADED", "true", "DEGRADED"),
+            ("Background Jobs", "UNKNOWN", "true", "UNKNOWN"),
+            ("Console/Admin", "UNKNOWN", "false", "not monitored"),
+        ] == [
+            (c.attrs["data-name"], c.attrs["data-state"], c.attrs["data-monitored"], state.text)
+            for c, state in zip(
+                dom.by_class("component"),
+                dom.find(lambda e: e.tag == "p" and "state" in e.classes and "id" not in e.attrs),
+                strict=True,
+            )
+        ]
         assert ["Sev-1", "Sev-3"] == [
             r.attrs["data-severity"] for r in dom.by_class("recommendation")
         ]
