@@ -3,9 +3,12 @@
 Each stream of the status document has a ``clock`` object
 (``probed.skew.StreamClock.to_json``): mode, source, offset,
 uncertainty, applied offset, tolerance, ``skewed`` and a one-line ``note``.
-The streams table's "Clock offset" cell shows the offset, its
-``data-clock-skewed`` attribute and a "skewed" mark say whether it is skewed,
-and its title is the note. A skewed stream also gets a ``p.clock-skew`` line in
+The streams table's "Clock offset" cell shows the offset only where the estimate
+tells it from zero, ``|offset| > uncertainty`` ("-30 s", "+412 ms"); within its
+uncertainty it says "in sync" if that uncertainty is within ``tolerance`` (the clocks
+agree as closely as the stream needs), else "-", as before any estimate. Its
+``data-clock-skewed`` attribute and a "skewed" mark say whether it is skewed, and its
+title is the note. A skewed stream also gets a ``p.clock-skew`` line in
 the page header, since its lag is not judged. ``CLOCK_JS`` is the same markup
 in the page script (a browser test compares both renderings).
 """
@@ -13,6 +16,7 @@ in the page script (a browser test compares both renderings).
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,6 +34,25 @@ def _clock(stream: Mapping[str, Any]) -> Mapping[str, Any]:
     return clock if isinstance(clock, Mapping) else {}
 
 
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _offset(stream: Mapping[str, Any]) -> str:
+    """The offset if beyond its uncertainty, else "in sync" or "-" (module docstring)."""
+    clock = _clock(stream)
+    value = _number(stream.get("clock_offset_seconds"))
+    spread = _number(clock.get("uncertainty_seconds"))
+    if value is None or spread is None:
+        return "-"
+    if abs(value) > spread:
+        return offset(value)
+    tolerance = _number(clock.get("tolerance_seconds"))
+    return "in sync" if tolerance is not None and spread <= tolerance else "-"
+
+
 def page_clock_cell(stream: Mapping[str, Any]) -> str:
     """The "Clock offset" cell of a stream's row."""
     clock = _clock(stream)
@@ -37,7 +60,7 @@ def page_clock_cell(stream: Mapping[str, Any]) -> str:
     mark = ' <span class="skew">skewed</span>' if skewed else ""
     return (
         f'<td class="num clock" data-clock-skewed="{"true" if skewed else "false"}" '
-        f'title="{_e(clock.get("note"))}">{offset(stream.get("clock_offset_seconds"))}{mark}</td>'
+        f'title="{_e(clock.get("note"))}">{_offset(stream)}{mark}</td>'
     )
 
 
@@ -53,12 +76,21 @@ def page_skews(doc: Mapping[str, Any]) -> str:
 
 
 CLOCK_JS = r"""
+  const clockOffset = (s) => {
+    const clock = map(s.clock);
+    const value = s.clock_offset_seconds, spread = clock.uncertainty_seconds;
+    if (!isNum(value) || !isNum(spread)) return "-";
+    if (Math.abs(value) > spread) return offset(value);
+    const tolerance = clock.tolerance_seconds;
+    return isNum(tolerance) && spread <= tolerance ? "in sync" : "-";
+  };
+
   const clockCell = (s) => {
     const clock = map(s.clock);
     const skewed = clock.skewed === true;
     const mark = skewed ? ' <span class="skew">skewed</span>' : "";
     return `<td class="num clock" data-clock-skewed="${skewed ? "true" : "false"}" ` +
-      `title="${e(clock.note)}">${offset(s.clock_offset_seconds)}${mark}</td>`;
+      `title="${e(clock.note)}">${clockOffset(s)}${mark}</td>`;
   };
 
   const skewPara = (doc) => items(doc.streams)
@@ -67,5 +99,5 @@ CLOCK_JS = r"""
       `${e(s.stream)}: target clock ${e(map(s.clock).note)}</p>`).join("");
 """
 """The page script's ``clockCell`` and ``skewPara``: :func:`page_clock_cell` and
-:func:`page_skews` in JavaScript (it uses the script's ``e``, ``offset``, ``map`` and
-``items``)."""
+:func:`page_skews` in JavaScript (it uses the script's ``e``, ``isNum``, ``offset``, ``map``
+and ``items``)."""

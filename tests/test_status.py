@@ -1124,3 +1124,51 @@ def test_a_component_without_probes_is_not_monitored_rather_than_unknown() -> No
         "last healthy" if "last healthy" in card[4] else "" for card in cards
     ]
     assert "- Console/Admin: UNKNOWN" in render_markdown(doc).splitlines()
+
+
+# ---------------------------------------------------------------------------
+# the clock cell: an offset only beyond its uncertainty
+
+SYNCED = {"uncertainty_seconds": 0.0005, "tolerance_seconds": 1.0, "skewed": False}
+
+
+@pytest.mark.parametrize(
+    ("offset_seconds", "clock", "expected"),
+    [
+        (-0.41234, SYNCED, "-412 ms"),
+        (0.0012, SYNCED, "+1.2 ms"),
+        (0.0003, SYNCED, "in sync"),
+        (-0.0005, SYNCED, "in sync"),  # at its uncertainty: not told from zero
+        (0.3, {"uncertainty_seconds": 0.52, "tolerance_seconds": 1.0}, "in sync"),
+        (
+            0.8,
+            {"uncertainty_seconds": 1.5, "tolerance_seconds": 1.0, "skewed": True},
+            "- skewed",
+        ),
+        (0.8, {"uncertainty_seconds": 0.9}, "-"),  # no tolerance: cannot say "in sync"
+        (
+            -30.013,
+            {"uncertainty_seconds": 0.0004, "tolerance_seconds": 1.0, "skewed": True},
+            "-30 s skewed",
+        ),
+        (0.3, {}, "-"),  # no uncertainty (an older daemon's document)
+        (None, {"uncertainty_seconds": None}, "-"),  # no estimate yet
+    ],
+)
+def test_clock_cell_shows_an_offset_only_beyond_its_uncertainty(
+    offset_seconds: float | None, clock: dict[str, Any], expected: str
+) -> None:
+    """A stream's clock cell shows the offset when |offset| > uncertainty, "in sync" when it
+    is within an uncertainty no wider than the tolerance, "-" otherwise."""
+    doc = copy.deepcopy(fixed_doc())
+    doc["streams"][0].update(clock_offset_seconds=offset_seconds, clock=clock)
+    page = render_page(doc)
+    assert expected == cells(page, 'data-stream="events"')[10]
+
+
+def test_clock_cell_of_a_corrected_stream() -> None:
+    """The populated store's stream (-0.25 s +- 0.5 ms, corrected) shows its offset."""
+    doc = status_document(
+        store=populated_store(), evaluation=evaluation(), location="eu-1", version="9.9", now=NOW
+    )
+    assert "-250 ms" == cells(render_page(doc), 'data-stream="events"')[10]

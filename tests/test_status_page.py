@@ -549,15 +549,26 @@ def parity_doc() -> dict[str, Any]:
             {"stream": "events", "target": "demo", "connected": 0, "subscribers": 2,
              "received": 12, "lost": 3, "duplicated": 1, "out_of_order": 2, "late": 4,
              "negative_lag": 1, "reconnects": 5, "clock_offset_seconds": -30.013,
-             "clock": {"mode": "trust", "skewed": True,
+             "clock": {"mode": "trust", "skewed": True, "offset_seconds": -30.013,
+                       "uncertainty_seconds": 0.0004, "tolerance_seconds": 1.0,
                        "note": f"-30.013 s \u00b1 0.4 ms (time_path), SKEWED {HOSTILE}"},
              "mean_lag_seconds": 0.5, "lag": [{"t": T0 - 60, "lag": 0.5},
                                               {"t": T0 - 30, "lag": 6.25}],
              "hints": ["events arrive in bursts", HOSTILE]},
             {"stream": "quiet", "target": "demo", "connected": 1, "subscribers": 1,
              "received": 0, "lost": 0, "duplicated": 0, "out_of_order": 0, "late": 0,
-             "negative_lag": 0, "reconnects": 0, "clock_offset_seconds": None,
+             "negative_lag": 0, "reconnects": 0, "clock_offset_seconds": 0.0003,
+             "clock": {"offset_seconds": 0.0003, "uncertainty_seconds": 0.0005,
+                       "tolerance_seconds": 1.0, "skewed": False},
              "mean_lag_seconds": 119.99, "lag": [{"t": T0 - 30, "lag": 0.0042512}]},
+            {"stream": "unsure", "target": "demo", "connected": 1, "subscribers": 1,
+             "clock_offset_seconds": 0.8, "clock": {"uncertainty_seconds": 1.5,
+                                                   "tolerance_seconds": 1.0}},
+            {"stream": "ahead", "target": "demo", "connected": 1, "subscribers": 1,
+             "clock_offset_seconds": 0.41234, "clock": {"uncertainty_seconds": 0.0005,
+                                                       "tolerance_seconds": 1.0}},
+            {"stream": "unknown", "target": "demo", "connected": 0, "subscribers": 1,
+             "clock_offset_seconds": None, "clock": {}},
         ],
         "maintenance": [
             {"start": T0 - 60, "end": T0 + 3600.5, "targets": ["demo"], "probes": [],
@@ -646,9 +657,13 @@ async def test_script_renders_exactly_what_the_server_renders(
         assert [
             f"stream events: target clock -30.013 s \u00b1 0.4 ms (time_path), SKEWED {HOSTILE}"
         ] == [p.text for p in dom.by_class("clock-skew")]
-        assert [("true", "-30 s skewed"), ("false", "-")] == [
-            (td.attrs["data-clock-skewed"], td.text) for td in dom.by_class("clock")
-        ]
+        assert [
+            ("true", "-30 s skewed"),
+            ("false", "in sync"),
+            ("false", "-"),
+            ("false", "+412 ms"),
+            ("false", "-"),
+        ] == [(td.attrs["data-clock-skewed"], td.text) for td in dom.by_class("clock")]
         assert [
             ["login_availability", "availability", "99.5 %", "30d", "99.13 %",
              "insufficient data (12m of 30d)", "1.75x", "-6.25 %"],
@@ -663,7 +678,9 @@ async def test_script_renders_exactly_what_the_server_renders(
         assert ["12 ms", "1.1 s", "-"] == [
             r[6] for r in rows_of(dom, lambda e: "probe" in e.classes)
         ]
-        assert ["500 ms", "2 min"] == [r[11] for r in rows_of(dom, lambda e: "stream" in e.classes)]
+        assert ["500 ms", "2 min", "-", "-", "-"] == [
+            r[11] for r in rows_of(dom, lambda e: "stream" in e.classes)
+        ]
         assert "DOWN" == dom.by_id("overall").attrs["data-state"]
         assert [
             ("API Read", "OK", "true", "OK"),
