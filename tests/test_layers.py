@@ -34,3 +34,59 @@ def test_no_room_imports_another_rooms_private_module() -> None:
             if private and not module.startswith(package + "."):
                 offenders.append(f"{module} -> {imported}")
     assert [] == offenders
+
+
+def _third_party_imports(folder: str) -> set[str]:
+    """Top-level names of the modules imported by the Python files under ``folder``."""
+    import ast
+
+    names: set[str] = set()
+    for path in (ROOT / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    local = {p.stem for d in ("tests", "bench") for p in (ROOT / d).glob("*.py")} | {"probed"}
+    stdlib = set(sys.stdlib_module_names)
+    return {n for n in names if n not in stdlib and n not in local and n != "__future__"}
+
+
+def _declared(*extras: str) -> set[str]:
+    """The distributions pyproject.toml declares (runtime, plus the named extras)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = list(project["dependencies"])
+    for extra in extras:
+        requirements += project["optional-dependencies"][extra]
+    return {_normal(re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0]) for r in requirements}
+
+
+def _normal(name: str) -> str:
+    """A distribution name as PEP 503 compares it."""
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def _distributions(modules: set[str]) -> dict[str, set[str]]:
+    from importlib.metadata import packages_distributions
+
+    known = packages_distributions()
+    return {m: {_normal(d) for d in known.get(m, [m])} for m in modules}
+
+
+def test_every_runtime_import_is_a_declared_dependency() -> None:
+    """probed/ imports only what ``[project] dependencies`` installs."""
+    declared = _declared()
+    missing = {m: d for m, d in _distributions(_third_party_imports("probed")).items()
+               if not d & declared}  # fmt: skip
+    assert {} == missing
+
+
+def test_every_test_and_bench_import_is_declared() -> None:
+    """tests/ and bench/ import only what the runtime and dev dependencies install."""
+    declared = _declared("dev")
+    imports = _third_party_imports("tests") | _third_party_imports("bench")
+    missing = {m: d for m, d in _distributions(imports).items() if not d & declared}
+    assert {} == missing
