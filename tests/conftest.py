@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -26,6 +24,7 @@ import aiohttp.abc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from binaries import alertmanager_binary
 from probeservers import DEMO_PASSWORD, STREAM, with_hub
 
 from probed.config import TargetConfig
@@ -271,11 +270,7 @@ receivers:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """The real Alertmanager binary on a free loopback port, gossip off; killed afterwards."""
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("alertmanager is required in CI (apt-get install prometheus-alertmanager)")
-        pytest.skip("alertmanager binary not installed")
+    binary = alertmanager_binary()
     config = tmp_path / "alertmanager.yml"
     config.write_text(_AM_CONFIG, encoding="utf-8")
     port = free_port()

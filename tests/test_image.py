@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from binaries import mmdebstrap, podman
+from binaries import missing, mmdebstrap, podman
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,10 +76,7 @@ def run(
 def need_root() -> None:
     """Skip locally, fail in CI, without root: mounting an image and chroot need it."""
     if os.geteuid() != 0:
-        reason = "mounting the image and chroot into it need root"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing("mounting the image and chroot into it need root")
 
 
 def debian_mirror() -> str | None:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import yaml
+from binaries import prometheus
 from conftest import free_port
 from probeservers import demo_health_toml
 
@@ -71,16 +69,6 @@ stream = "events"
 threshold = "5s"
 objective = 0.95
 """
-
-
-def prometheus() -> str:
-    """Path of the prometheus binary; skipped locally when absent, a failure under CI."""
-    path = shutil.which("prometheus")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("prometheus is required in CI (Debian package prometheus)")
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
-    return path
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -25,21 +24,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from binaries import systemd_analyze
 from conftest import ServeApp
 
 REPO = Path(__file__).parent.parent
 UNIT = REPO / "systemd" / "probed.service"
 MAX_EXPOSURE = 2.0
-
-
-def systemd_analyze() -> str:
-    """Path of systemd-analyze; skipped locally when absent, a failure under CI."""
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is required in CI (Debian package systemd)")
-        pytest.skip("systemd-analyze not installed")
-    return path
 
 
 def _analyze(*args: str) -> subprocess.CompletedProcess[str]:
