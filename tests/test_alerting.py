@@ -19,6 +19,7 @@ import pytest
 import structlog
 from aiohttp import web
 from conftest import free_port
+from polling import until
 
 import probed.alerting as alerting_module
 from probed.alerting import ALERT_NAME, AlertPusher
@@ -108,13 +109,6 @@ async def running(pusher: AlertPusher) -> AsyncIterator[asyncio.Task[None]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 3.0) -> None:
-    """Wait until ``predicate()`` holds (fail after ``within`` seconds)."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,7 +420,7 @@ async def test_dead_receivers_delay_nobody(
         pusher.update([rec()], time.time())
         assert time.perf_counter() - started < 0.01
         await hook.wait_for(1, within=0.25)  # before the black hole's first timeout
-        await eventually(lambda: sum(pusher.failed.values()) == 4, within=3)
+        await until(lambda: sum(pusher.failed.values()) == 4, within=3)
         assert not task.done()
 
     assert Counter({"alertmanager": 2, "webhook": 2}) == pusher.failed

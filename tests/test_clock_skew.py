@@ -23,7 +23,8 @@ import aiohttp
 from aiohttp import web
 from conftest import ServeApp
 from livedaemon import live_daemon, sample, watch_metrics
-from test_watcher import stream_spec, until
+from polling import until
+from test_watcher import stream_spec
 
 from probed.config import SseStream, TargetConfig
 from probed.signals import RecommendationState

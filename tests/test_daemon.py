@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from binaries import promtool
+from polling import until
 
 from probed.config import load_config
 from probed.daemon import RESTART_KEYS, Daemon
@@ -62,16 +62,6 @@ async def demo() -> AsyncIterator[DemoTarget]:
         yield target
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float) -> None:
-    """Poll an async predicate until it is true or ``within`` seconds pass."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 async def test_shipped_probes_all_succeed_and_promtool_is_clean(
     demo: DemoTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,7 +81,7 @@ async def test_shipped_probes_all_succeed_and_promtool_is_clean(
             ok = set(re.findall(r'^probe_success\{probe="(\w+)"\} 1\.0$', text, re.M))
             return ok == names
 
-        await wait_for(all_ok, within=12.0)
+        await until(all_ok, within=12.0, every=0.05)
         async with http.get(f"{base}/metrics") as resp:
             body = await resp.read()
             assert "text/plain; version=0.0.4; charset=utf-8" == resp.headers["Content-Type"]

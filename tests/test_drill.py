@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from polling import until
 
 from probed.config import load_config
 from probed.daemon import Daemon
@@ -78,17 +78,6 @@ timeout = "2s"
     path = tmp_path / "probes.toml"
     path.write_text(text)
     return path
-
-
-async def eventually(check: Callable[[], Any], within: float, what: str) -> Any:
-    """Poll the async ``check`` until it returns a truthy value; return it."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"not reached within {within}s: {what}")
 
 
 @contextlib.asynccontextmanager
@@ -171,13 +160,19 @@ async def drill(
 ) -> dict[str, Any]:
     """Apply a fault, check the recommendation appears everywhere, remove it, check it goes."""
     await start()
-    rec: dict[str, Any] = await eventually(
-        lambda: views.recommendation(scenario, severity), within, f"{scenario} {severity}"
+    rec: dict[str, Any] = await until(
+        lambda: views.recommendation(scenario, severity),
+        within,
+        every=0.2,
+        what=f"{scenario} {severity}",
     )
     assert f'data-scenario="{scenario}"' in await views.page()
     assert f'{{scenario="{scenario}",severity="{severity}"}} 1.0' in await views.metric(scenario)
-    alert = await eventually(
-        lambda: _with_severity(views.alert(scenario), severity), 5, f"{scenario} in Alertmanager"
+    alert = await until(
+        lambda: _with_severity(views.alert(scenario), severity),
+        5,
+        every=0.2,
+        what=f"{scenario} in Alertmanager",
     )
     routing = Severity(severity).routing.value
     expected = {"scenario": scenario, "severity": severity, "routing": routing, "location": "drill"}
@@ -188,14 +183,14 @@ async def drill(
     async def gone() -> bool:
         return await views.recommendation(scenario) is None
 
-    await eventually(gone, within + 10, f"{scenario} resolved")
+    await until(gone, within + 10, every=0.2, what=f"{scenario} resolved")
     assert 'severity="none"} 0.0' in await views.metric(scenario)
     assert f'data-scenario="{scenario}"' not in await views.page()
 
     async def alert_gone() -> bool:
         return await views.alert(scenario) is None
 
-    await eventually(alert_gone, 5, f"{scenario} resolved in Alertmanager")
+    await until(alert_gone, 5, every=0.2, what=f"{scenario} resolved in Alertmanager")
     transitions = [
         (e["old_state"], e["new_state"])
         for e in logs

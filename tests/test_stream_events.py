@@ -10,7 +10,8 @@ import aiohttp
 from aiohttp import web
 from conftest import ServeApp
 from livedaemon import live_daemon, sample, watch_metrics
-from test_watcher import event, open_stream, sse_server, stream_spec, until, watching
+from polling import until
+from test_watcher import event, open_stream, sse_server, stream_spec, watching
 
 from probed.signals import RecommendationState
 from probed.streamhints import stream_hints

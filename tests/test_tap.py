@@ -24,7 +24,8 @@ import pytest
 from aiohttp import web
 from conftest import free_port
 from livedaemon import live_daemon
-from test_watcher import open_stream, sse_server, until
+from polling import until
+from test_watcher import open_stream, sse_server
 
 from probed import tap
 from probed.cli import main

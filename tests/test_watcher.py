@@ -19,6 +19,7 @@ import structlog
 import trustme
 from aiohttp import web
 from conftest import free_port
+from polling import until
 
 from probed.config import SseStream, TargetConfig
 from probed.http.session import create_sessions
@@ -92,13 +93,6 @@ async def watching(
     finally:
         await fresh.close()
         await pooled.close()
-
-
-async def until(predicate: Callable[[], bool], within: float = 3.0) -> None:
-    """Wait until ``predicate()`` holds (fails the test after ``within`` seconds)."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def test_resume_with_last_event_id_has_no_false_loss() -> None:
