@@ -60,7 +60,6 @@ class Evaluator:
         self.exclusions = Exclusions(config.slos)
         """What the SLOs left out (``probed_slo_excluded_events_total``)."""
         self._targets = _targets_of(config)
-        self.latest: Evaluation | None = None
         self.history = History()
         """The last transitions (``probed.history``); the daemon adds its reloads."""
         self.queue_depth: float | None = None
@@ -199,7 +198,6 @@ class Evaluator:
             components=compute_components(components_cfg, signals, current),
             recommendations=current,
         )
-        self.latest = evaluation
         self.history.recommendations(now, transitions)
         self.history.components(now, evaluation.components)
         for t in transitions:

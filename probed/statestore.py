@@ -248,10 +248,6 @@ class StateStore:
         """Append runs to the ring; each probe keeps ``ring_size`` (see ``save``)."""
         self.save(results=[StoredResult(*run) for run in runs])
 
-    def append_lags(self, samples: Iterable[LagSample | tuple[Any, ...]]) -> None:
-        """Append aggregated lag samples to the SLO replay journal."""
-        self.save(lags=[LagSample(*sample) for sample in samples])
-
     def _insert_results(self, conn: sqlite3.Connection, results: Sequence[StoredResult]) -> None:
         conn.executemany(
             "INSERT INTO results (probe, started_at, duration, success, reason, status_code) "

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
-from probed import clock
 from probed.netvalues import json_loads
 from probed.stream.accounting import Verdict
 from probed.stream.decoder import Event
@@ -175,8 +173,3 @@ class NonceWaiter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def now() -> tuple[float, float]:
-    """(monotonic, wall) receive times, taken together."""
-    return time.monotonic(), clock.wall()
