@@ -359,10 +359,10 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
         loop = asyncio.get_running_loop()
-        # Worker threads do CPU-bound Python now and then (building /metrics for 500
-        # streams: ~190 ms). At the default 5 ms switch interval the loop waits up to 5 ms
-        # for the GIL at every wake-up meanwhile, and a busy loop falls behind by hundreds
-        # of ms; at 0.5 ms its p99 wait stays ~6 ms (bench: /metrics beside a 1 ms ticker).
+        # Worker threads do CPU-bound Python now and then (building /metrics for many
+        # streams). At the default 5 ms switch interval the loop waits up to 5 ms for the
+        # GIL at every wake-up meanwhile and a busy loop falls far behind; a shorter
+        # interval keeps its waits short (bench/scrape_stall.py measures both).
         sys.setswitchinterval(SWITCH_INTERVAL)
         if self.install_signal_handlers:
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)

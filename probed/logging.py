@@ -54,8 +54,8 @@ class Redactor:
     def add_runtime_secret(self, value: str) -> None:
         """Remember a secret learnt at run time, such as a login token.
 
-        No regex is rebuilt here: that ran on every login and blocked the loop for
-        ~10 ms, and each new pattern filled ``re``'s compile cache.
+        No regex is rebuilt here: that ran on every login and blocked the loop, and
+        each new pattern filled ``re``'s compile cache.
         """
         if len(value) >= 3 and value not in self._runtime:
             self._runtime.append(value)

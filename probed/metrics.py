@@ -129,7 +129,8 @@ class ProbedCollector(Collector):
     ``collect`` reads the live store, so it must run on the event loop's thread;
     ``snapshot()`` copies what it reads in a few milliseconds (500 streams) and
     returns a collector over the copy, whose ``collect`` may run in a worker
-    thread: building the ~30,000 samples of 500 streams takes ~100 ms.
+    thread: building the samples of hundreds of streams takes far longer than the copy
+    (bench/README.md has the figures).
     """
 
     def __init__(self, store: ResultStore | _StoreView, info: DaemonInfo) -> None:
@@ -469,7 +470,7 @@ class ProbedRegistry(CollectorRegistry):
     def frozen(self) -> CollectorRegistry:
         """A registry over a snapshot of the store, to collect and encode in a worker thread.
 
-        Call it on the event loop (it copies the store, ~5 ms for 500 streams); the
+        Call it on the event loop (it copies the store: cheap next to collecting); the
         process and platform collectors read ``/proc`` and are safe anywhere.
         """
         registry = CollectorRegistry(auto_describe=False)

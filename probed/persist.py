@@ -26,8 +26,8 @@ re-exports the names callers need. Two objects:
     evaluator, and written every ``results_every`` (5 s); the recommendation
     states and the transition history (``probed.history``) are written with them
     when they changed; the SLO buckets every
-    ``slo_every`` (60 s), because a snapshot costs about 12 ms of event loop
-    for 20 SLOs of 30 days.
+    ``slo_every`` (60 s), because a snapshot of many long SLOs costs the event
+    loop milliseconds (bench/README.md has the figures).
 
 How a SIGKILL loses at most one interval
     The results ring keeps every run written after the latest SLO snapshot

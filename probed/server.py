@@ -80,8 +80,8 @@ async def _metrics(request: web.Request) -> web.Response:
     accept = request.headers.get("Accept", "")
     encoder, content_type = exposition.choose_encoder(accept)
     # The store is only read on the loop: ProbedRegistry.frozen() copies what the
-    # collector needs (~5 ms for 500 streams); building the samples and encoding them
-    # (~200 ms for 500 streams, bench/scrape_stall.py) run in a worker thread, which hands the GIL
+    # collector needs (cheap); building the samples and encoding them (the costly part,
+    # bench/scrape_stall.py) run in a worker thread, which hands the GIL
     # back to the loop every switch interval instead of stalling it.
     body = await asyncio.to_thread(encoder, state.registry.frozen())
     return web.Response(body=body, headers={"Content-Type": content_type})
@@ -116,8 +116,8 @@ def _document(request: web.Request) -> dict[str, Any]:
 
 
 async def _status(request: web.Request) -> web.Response:
-    # The document is built on the loop (it reads the store); encoding it, a third of
-    # the time (~40 ms for 500 streams), runs in a worker thread.
+    # The document is built on the loop (it reads the store); encoding it, about a third
+    # of the time, runs in a worker thread.
     body = await asyncio.to_thread(json.dumps, _document(request))
     return web.Response(text=body, content_type="application/json")
 

@@ -89,9 +89,9 @@ Reload and persistence
                                               "stream": null, "threshold": null},
                                "first": 29999000, "good": [12, 11, …], "total": [12, 12, …]}}}
 
-    ``good[k]``/``total[k]`` belong to bucket ``first + k``. 20 full 30-day SLOs
-    snapshot in about 12 ms (plus about 90 ms and 3.2 MB of compact JSON) and
-    restore in about 210 ms.
+    ``good[k]``/``total[k]`` belong to bucket ``first + k``. A snapshot takes the loop
+    milliseconds, its JSON encoding (in a thread) and a restore longer
+    (bench/README.md has the figures).
 """
 
 from __future__ import annotations

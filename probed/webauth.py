@@ -45,8 +45,8 @@ _CACHE_SIZE = 256
 BCRYPT_WORKERS = 2
 """Threads checking bcrypt hashes at once."""
 BCRYPT_QUEUE = 8
-"""Checks that may wait for a worker; one more is refused (at cost 10, ~60 ms a check,
-the last in line waits ~0.3 s)."""
+"""Checks that may wait for a worker; one more is refused, so the last in line waits a
+fraction of a second at a usual bcrypt cost (bench/README.md has the figures)."""
 BCRYPT_PER_CLIENT = 2
 """Checks one client address may have running or waiting at once."""
 

@@ -44,7 +44,7 @@ def _shared_verifying_context() -> ssl.SSLContext:
     """aiohttp's own verifying context, made at its import, or a new one if it has none.
 
     Its settings are ours (system CAs, ALPN http/1.1); sharing it saves loading the
-    system CAs a second time (~20 ms and ~2.3 MB of RSS). Installing the handshake
+    system CAs a second time (time and resident memory). Installing the handshake
     timing on it changes nothing else for aiohttp's other users.
     """
     from aiohttp import connector
@@ -55,7 +55,7 @@ def _shared_verifying_context() -> ssl.SSLContext:
     return _probe_context(context)
 
 
-# Made at import (loading the system CAs takes ~20 ms), not inside the first run.
+# Made at import (loading the system CAs takes a while), not inside the first run.
 _VERIFYING = _shared_verifying_context()
 _NOT_VERIFYING = _probe_context(_unverified_context())
 
