@@ -4,7 +4,8 @@
 the coroutine that runs it; ``probed.probes.base.run_probe`` calls it with the
 probe's own spec model. One kind per module (``http``, ``login``, ``fixture``,
 ``reflect``, ``import_job`` for ``kind = "import"``); what they share lives in
-``_http_common`` and ``session``. A test keeps the registry and the union's
+``exchange`` (one request, status and JSON checks) and the ``probed.http`` room
+(session, TLS, redirects). A test keeps the registry and the union's
 ``kind`` values one list. Stream watchers (``kind = "sse"``) are not in it: they
 are long-lived, not interval-run (``probed.stream``).
 """
