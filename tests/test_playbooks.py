@@ -28,7 +28,8 @@ from test_recommend import (
 
 from probed.config import RecommendConfig, load_config
 from probed.playbooks import BUILTIN, PLACEHOLDERS, SCENARIO_IDS, PlaybookConfig, merge
-from probed.recommend import _SCENARIO_LIST, SCENARIOS, RecommendationEngine, _placeholders
+from probed.recommend import SCENARIOS, RecommendationEngine
+from probed.recommend.engine import SCENARIO_LIST, placeholders
 from probed.rules import RUNBOOK_ANCHORS
 from probed.signals import Recommendation, RecommendationState, Severity
 
@@ -167,7 +168,7 @@ def login_playbook(**fields: object) -> PlaybookConfig:
 def test_the_scenario_ids_are_the_engines() -> None:
     """The playbook module lists the engine's scenarios in the engine's order."""
     assert SCENARIOS == SCENARIO_IDS
-    assert SCENARIO_IDS == tuple(s.id for s in _SCENARIO_LIST)
+    assert SCENARIO_IDS == tuple(s.id for s in SCENARIO_LIST)
 
 
 @pytest.mark.parametrize("scenario", SCENARIO_IDS)
@@ -195,7 +196,7 @@ def test_the_default_runbooks_are_product_neutral_and_keep_their_anchors() -> No
 
 def test_every_placeholder_has_a_value() -> None:
     """Each documented placeholder is filled from the [recommend] section."""
-    assert sorted(PLACEHOLDERS) == sorted(_placeholders(CFG))
+    assert sorted(PLACEHOLDERS) == sorted(placeholders(CFG))
 
 
 def test_merge_lays_the_configured_fields_over_the_built_in_ones() -> None:

@@ -56,17 +56,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from probed import assessing
-from probed.assess_targets import (
+from probed.config import RecommendConfig
+from probed.durations import format_duration
+from probed.playbooks import SCENARIO_IDS, PlaybookConfig, merge, render
+from probed.recommend import facts as assessing
+from probed.recommend.assess_targets import (
     assess_health_failing,
     assess_target_down,
     down_targets,
     suppressed_fact,
     without_targets,
 )
-from probed.config import RecommendConfig
-from probed.durations import format_duration
-from probed.playbooks import SCENARIO_IDS, PlaybookConfig, merge, render
 from probed.signals import (
     Evidence,
     Recommendation,
@@ -75,7 +75,14 @@ from probed.signals import (
     Signals,
 )
 
-__all__ = ["SCENARIOS", "RecommendationEngine", "Transition"]
+__all__ = [
+    "SCENARIOS",
+    "SCENARIO_LIST",
+    "RecommendationEngine",
+    "Scenario",
+    "Transition",
+    "placeholders",
+]
 
 SNAPSHOT_VERSION: Final = 1
 
@@ -350,13 +357,15 @@ def _assess_fast_burn(signals: Signals, cfg: RecommendConfig) -> _Assessment:
 
 
 @dataclass(frozen=True, slots=True)
-class _Scenario:
+class Scenario:
+    """A scenario id and the rule that assesses it."""
+
     id: str
     assess: Callable[[Signals, RecommendConfig], _Assessment]
 
 
-_SCENARIO_LIST: Final = tuple(
-    _Scenario(sid, assess)
+SCENARIO_LIST: Final = tuple(
+    Scenario(sid, assess)
     for sid, assess in (
         ("target_down", assess_target_down),
         ("health_failing", assess_health_failing),
@@ -370,7 +379,7 @@ _SCENARIO_LIST: Final = tuple(
 )
 
 
-def _placeholders(cfg: RecommendConfig) -> dict[str, str]:
+def placeholders(cfg: RecommendConfig) -> dict[str, str]:
     """The values of ``probed.playbooks.PLACEHOLDERS`` under ``cfg``."""
     return {
         "exit_for": format_duration(cfg.exit_for),
@@ -386,10 +395,10 @@ def _placeholders(cfg: RecommendConfig) -> dict[str, str]:
     }
 
 
-_BY_ID: Final = {s.id: s for s in _SCENARIO_LIST}
+_BY_ID: Final = {s.id: s for s in SCENARIO_LIST}
 
 SCENARIOS: Final[tuple[str, ...]] = SCENARIO_IDS
-"""The scenario ids (``probed.playbooks`` order, ``_SCENARIO_LIST`` runs them in the same one);
+"""The scenario ids (``probed.playbooks`` order, ``SCENARIO_LIST`` runs them in the same one);
 the bounded ``scenario`` label set."""
 
 
@@ -438,7 +447,7 @@ class RecommendationEngine:
         visible = without_targets(signals, down)
         suppressed: list[_Fact] = []
         assessments: dict[str, _Assessment] = {}
-        for scenario in _SCENARIO_LIST:
+        for scenario in SCENARIO_LIST:
             if scenario.id in disabled or scenario.id == "target_down":
                 continue
             assessments[scenario.id] = assessment = scenario.assess(visible, cfg)
@@ -451,7 +460,7 @@ class RecommendationEngine:
                 cause = replace(cause, facts=cause.facts + tuple(suppressed))
             assessments["target_down"] = cause
         knock_ons = {f.signal.removeprefix("suppressed ") for f in suppressed}
-        for scenario in _SCENARIO_LIST:
+        for scenario in SCENARIO_LIST:
             if scenario.id not in assessments:
                 continue
             if (override := self._playbooks[scenario.id].severity) is not None:
@@ -532,7 +541,7 @@ class RecommendationEngine:
 
     # the state machine
 
-    def _step(self, sc: _Scenario, a: _Assessment, signals: Signals) -> list[Transition]:
+    def _step(self, sc: Scenario, a: _Assessment, signals: Signals) -> list[Transition]:
         # a failing canary or a condition resting on suspect facts alone: inconclusive
         why = "canary_failing" if signals.canary_failing else a.suspect
         now, canary = signals.now, why is not None
@@ -602,7 +611,7 @@ class RecommendationEngine:
             return True
         return False
 
-    def _refresh(self, sc: _Scenario, ep: _Episode, a: _Assessment, now: float) -> None:
+    def _refresh(self, sc: Scenario, ep: _Episode, a: _Assessment, now: float) -> None:
         """Record first sightings and rebuild the evidence and summary from ``a``."""
         for f in a.facts:
             if f.level is not _Level.OK:
@@ -631,7 +640,7 @@ class RecommendationEngine:
             summary += assessing.INCONCLUSIVE_NOTES[ep.reason or "canary_failing"]
         ep.summary = summary
 
-    def _resolve(self, sc: _Scenario, ep: _Episode, a: _Assessment, now: float) -> Transition:
+    def _resolve(self, sc: Scenario, ep: _Episode, a: _Assessment, now: float) -> Transition:
         """Forget the episode; the transition carries its last recommendation as RESOLVED."""
         del self._episodes[sc.id]
         old = ep.state
@@ -644,7 +653,7 @@ class RecommendationEngine:
 
     def _recommendation(self, sid: str, ep: _Episode) -> Recommendation:
         pb, cfg = self._playbooks[sid], self._cfg
-        values = _placeholders(cfg)
+        values = placeholders(cfg)
         return Recommendation(
             scenario=sid,
             title=pb.title,

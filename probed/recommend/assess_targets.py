@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from probed.assessing import Assessment, Fact, Level, fact, grade, pct, probes_of
 from probed.config import RecommendConfig
 from probed.durations import format_duration
+from probed.recommend.facts import Assessment, Fact, Level, fact, grade, pct, probes_of
 from probed.signals import ProbeSignal, Severity, Signals
 
 __all__ = [

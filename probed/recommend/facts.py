@@ -1,6 +1,6 @@
 """What a recommendation rule sees: graded facts and the assessment they add up to.
 
-Shared by the rules of :mod:`probed.recommend` and :mod:`probed.assess_targets`.
+Shared by the rules of the scenarios (``assess_targets``, ``assess_symptoms``).
 Pure: no I/O, no clock reads.
 """
 
