@@ -29,7 +29,7 @@ from test_recommend import (
 from probed.config import RecommendConfig, load_config
 from probed.playbooks import BUILTIN, PLACEHOLDERS, SCENARIO_IDS, PlaybookConfig, merge
 from probed.recommend import SCENARIOS, RecommendationEngine
-from probed.recommend.engine import SCENARIO_LIST, placeholders
+from probed.recommend.scenarios import SCENARIO_LIST, placeholders
 from probed.rules import RUNBOOK_ANCHORS
 from probed.signals import Recommendation, RecommendationState, Severity
 

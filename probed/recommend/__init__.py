@@ -20,13 +20,19 @@ The package, one job per module:
 
 - ``facts``: what a rule sees, graded facts and the assessment they add up to;
 - ``assess_targets``: the rules about targets (``target_down``, ``health_failing``);
-- ``engine``: the other rules, the scenarios and the state machine.
+- ``assess_symptoms``: the rules about what users see (``sse_degraded`` … ``fast_burn``);
+- ``scenarios``: every scenario with its rule, in order, and the playbook placeholders;
+- ``episode``: one scenario's state and the ``Transition`` reporting its changes;
+- ``snapshot``: the episodes as JSON-compatible data and back, for restarts;
+- ``engine``: the state machine (pending, active, inconclusive, resolved).
 
 The playbook texts are configuration: :mod:`probed.playbooks`.
 """
 
 from __future__ import annotations
 
-from probed.recommend.engine import SCENARIOS, RecommendationEngine, Transition
+from probed.recommend.engine import RecommendationEngine
+from probed.recommend.episode import Transition
+from probed.recommend.scenarios import SCENARIOS
 
 __all__ = ["SCENARIOS", "RecommendationEngine", "Transition"]
