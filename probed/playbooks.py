@@ -1,7 +1,8 @@
 """Playbooks: what a recommendation tells the operator to do, as configuration.
 
-Each scenario has a built-in, product-neutral playbook (``BUILTIN``). A
-``[[playbooks]]`` table in ``probes.toml`` replaces parts of it for one
+Each scenario has a built-in, product-neutral playbook (``BUILTIN``, read from
+the package data file ``probed/playbooks.toml`` and checked like configuration).
+A ``[[playbooks]]`` table in ``probes.toml`` replaces parts of it for one
 scenario::
 
     [[playbooks]]
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import difflib
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from importlib import resources
+from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from yarl import URL
 
 from probed.signals import Severity
@@ -38,6 +41,7 @@ __all__ = [
     "Playbook",
     "PlaybookConfig",
     "duplicate_problems",
+    "load_builtin",
     "merge",
     "render",
 ]
@@ -72,107 +76,17 @@ class Playbook:
     """Set: replaces the severity the scenario's rule computes."""
 
 
-BUILTIN: Final[Mapping[str, Playbook]] = {
-    "target_down": Playbook(
-        "Target unreachable",
-        (
-            "Check that the product is running and reachable from this probing host: its "
-            "processes, DNS, the load balancer, firewall and TLS certificate.",
-            "Treat every other symptom of this target as a consequence (they are listed in the "
-            "evidence as suppressed); restore reachability first.",
-            "If only this probing location fails, compare with the other locations before "
-            "acting: the network path of the prober may be at fault.",
-        ),
-        "Stand down once every probe of the target connects again, sustained for "
-        "{exit_for}; then follow any recommendation that remains.",
-    ),
-    "health_failing": Playbook(
-        "A health or API check is failing",
-        (
-            "Open the failing probe's last results (status code, reason, trace id) in the "
-            "evidence and the product's logs for that trace id.",
-            "Check the dependencies the endpoint reports (database, cache, queue) and recent "
-            "deploys or configuration changes.",
-            "Roll back the last change if the failure started with it.",
-        ),
-        "Resolve once the probe's failure ratio stays below {probe_failure_ratio_exit} for "
-        "{exit_for}.",
-    ),
-    "sse_degraded": Playbook(
-        "Live updates (SSE) down or delayed",
-        (
-            "Tell clients to fall back to polling the product's API instead of waiting for "
-            "stream events, if they can.",
-            "Reduce the event volume: publish only the events clients cannot do without "
-            "until delivery recovers.",
-            "Check the processes that produce and serve the stream (reconnect counts, "
-            "timeouts, resource use); restart the ones that are stuck.",
-        ),
-        "Return to live updates once every stream is connected and its lag p95 is below "
-        "{stream_lag_p95}, sustained for {exit_for}.",
-    ),
-    "backlog": Playbook(
-        "Import backlog growing",
-        (
-            "Reduce the inflow: pause or defer non-critical jobs so the queue carries only "
-            "what must be processed now.",
-            "Add capacity or batch temporarily: scale the workers, stagger jobs, increase "
-            "backoff; check the queue's storage and any upstream rate limits.",
-            "Tell users that imports take longer than usual until the queue drains.",
-        ),
-        "Resume deferred work once the queue depth is below {backlog_queue_exit} and fewer "
-        "than {backlog_stuck_exit} of import jobs miss their deadline or stall, sustained for "
-        "{exit_for}.",
-    ),
-    "rate_limited": Playbook(
-        "Rate limits too aggressive (429s)",
-        (
-            "Check whether a rate-limit change or a traffic surge caused the 429s.",
-            "Relax the limits temporarily, at least for trusted clients.",
-            "Make sure clients honour Retry-After (wait the advertised time instead of "
-            "retrying at once); each 429 probe result records the Retry-After it carried.",
-        ),
-        "Restore the usual limits once the 429 share stays below {rate_limited_share_exit} "
-        "(half the trigger) for {exit_for}.",
-    ),
-    "login_degraded": Playbook(
-        "Login failing or slow",
-        (
-            "Roll back the last change to the login path if the degradation started with it.",
-            "Check the authentication service and what it depends on (identity provider, "
-            "user store, signing keys) in the failing probe's results and the logs.",
-            "Check for a rate-limit misconfiguration: a sudden rise of 429s on login.",
-        ),
-        "Consider login recovered once its failure ratio is below {login_failure_ratio_exit} "
-        "and its p95 below {login_p95}, sustained for {exit_for}; then undo temporary "
-        "measures.",
-    ),
-    "ai_errors": Playbook(
-        "AI service error rate high",
-        (
-            "Fall back to the product's degraded mode without the AI service, if it has one.",
-            "Check the AI service's health, recent deploys and its dependencies; restart "
-            "instances that are stuck.",
-            "Reduce the request volume sent to the AI service.",
-        ),
-        "Leave the degraded mode once the fixture probes' error ratio stays below "
-        "{ai_error_ratio_exit} for {exit_for}.",
-    ),
-    "fast_burn": Playbook(
-        "Error budget burning fast",
-        (
-            "Freeze risky deploys and configuration changes.",
-            "Identify the user journey behind the burning SLO (named in the evidence) and "
-            "follow that journey's playbook.",
-            "Consider rolling back the last change.",
-        ),
-        "Lift the freeze once no SLO burns above {fast_burn_rate} over both 1h and 5m (the 5m "
-        "window shows the burn has stopped), sustained for {exit_for}.",
-    ),
-}
-
-SCENARIO_IDS: Final[tuple[str, ...]] = tuple(BUILTIN)
-"""Every scenario id, in order."""
+SCENARIO_IDS: Final[tuple[str, ...]] = (
+    "target_down",
+    "health_failing",
+    "sse_degraded",
+    "backlog",
+    "rate_limited",
+    "login_degraded",
+    "ai_errors",
+    "fast_burn",
+)
+"""Every scenario id, in order (the order ``probed.recommend`` runs its rules in)."""
 
 
 def _scenario_list() -> str:
@@ -282,3 +196,45 @@ def render(text: str, values: Mapping[str, str]) -> str:
         return values.get(match.group(1), match.group(0))
 
     return _PLACEHOLDER.sub(fill, text)
+
+
+def load_builtin(data: Mapping[str, Any]) -> dict[str, Playbook]:
+    """The built-in playbooks from ``data``, the parsed ``probed/playbooks.toml``.
+
+    One ``[[playbooks]]`` table per scenario, in ``SCENARIO_IDS`` order, each valid as a
+    ``PlaybookConfig`` with its title and rollback and without runbook_url or severity;
+    ValueError otherwise.
+    """
+    tables = data.get("playbooks")
+    if set(data) != {"playbooks"} or not isinstance(tables, list):
+        raise ValueError("expected [[playbooks]] tables and nothing else")
+    builtin: dict[str, Playbook] = {}
+    order: list[str] = []
+    for index, table in enumerate(tables):
+        where = f"playbooks[{index}]"
+        try:
+            pb = PlaybookConfig.model_validate(table)
+        except ValidationError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if pb.title is None or pb.rollback is None:
+            raise ValueError(
+                f"{where} ({pb.scenario}): a built-in playbook needs a title and a rollback"
+            )
+        if pb.runbook_url is not None or pb.severity is not None:
+            raise ValueError(
+                f"{where} ({pb.scenario}): a built-in playbook sets no runbook_url or severity"
+            )
+        order.append(pb.scenario)
+        builtin[pb.scenario] = Playbook(pb.title, tuple(pb.actions), pb.rollback)
+    if tuple(order) != SCENARIO_IDS:
+        raise ValueError(
+            f"expected one playbook per scenario, in this order: {_scenario_list()}; "
+            f"got {', '.join(order) or 'none'}"
+        )
+    return builtin
+
+
+BUILTIN: Final[Mapping[str, Playbook]] = load_builtin(
+    tomllib.loads(resources.files("probed").joinpath("playbooks.toml").read_text(encoding="utf-8"))
+)
+"""Every scenario's built-in, product-neutral playbook, from ``probed/playbooks.toml``."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -27,7 +29,14 @@ from test_recommend import (
 )
 
 from probed.config import RecommendConfig, load_config
-from probed.playbooks import BUILTIN, PLACEHOLDERS, SCENARIO_IDS, PlaybookConfig, merge
+from probed.playbooks import (
+    BUILTIN,
+    PLACEHOLDERS,
+    SCENARIO_IDS,
+    PlaybookConfig,
+    load_builtin,
+    merge,
+)
 from probed.recommend import SCENARIOS, RecommendationEngine
 from probed.recommend.scenarios import SCENARIO_LIST, placeholders
 from probed.rules import RUNBOOK_ANCHORS
@@ -178,6 +187,110 @@ def test_built_in_playbooks_are_product_neutral(scenario: str) -> None:
     text = " ".join((pb.title, *pb.actions, pb.rollback))
     assert [] == [w for w in PRODUCT_WORDS if w in text]
     assert len(pb.actions) >= 3
+
+
+BUILTIN_FILE = Path(__file__).parent.parent / "probed" / "playbooks.toml"
+
+
+def builtin_data() -> dict[str, Any]:
+    """``probed/playbooks.toml`` as parsed, for tests to damage."""
+    return tomllib.loads(BUILTIN_FILE.read_text(encoding="utf-8"))
+
+
+def test_the_built_in_playbooks_are_package_data() -> None:
+    """BUILTIN is probed/playbooks.toml: every scenario in order, each read in full."""
+    assert SCENARIO_IDS == tuple(BUILTIN)
+    assert dict(BUILTIN) == load_builtin(builtin_data())
+    table = builtin_data()["playbooks"][0]
+    assert (table["title"], tuple(table["actions"]), table["rollback"]) == (
+        BUILTIN["target_down"].title,
+        BUILTIN["target_down"].actions,
+        BUILTIN["target_down"].rollback,
+    )
+
+
+def _unknown_placeholder(data: dict[str, Any]) -> None:
+    data["playbooks"][2]["rollback"] += " {exit_after}"
+
+
+def _no_rollback(data: dict[str, Any]) -> None:
+    del data["playbooks"][3]["rollback"]
+
+
+def _no_title(data: dict[str, Any]) -> None:
+    del data["playbooks"][0]["title"]
+
+
+def _empty_actions(data: dict[str, Any]) -> None:
+    data["playbooks"][1]["actions"] = []
+
+
+def _a_severity(data: dict[str, Any]) -> None:
+    data["playbooks"][4]["severity"] = "Sev-1"
+
+
+def _a_scenario_missing(data: dict[str, Any]) -> None:
+    data["playbooks"].pop()
+
+
+def _out_of_order(data: dict[str, Any]) -> None:
+    tables = data["playbooks"]
+    tables[0], tables[1] = tables[1], tables[0]
+
+
+def _another_table(data: dict[str, Any]) -> None:
+    data["recommend"] = {}
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(
+            _unknown_placeholder,
+            r"playbooks\[2\]: .*unknown placeholder\(s\) \{exit_after\}",
+            id="unknown_placeholder",
+        ),
+        pytest.param(
+            _no_rollback,
+            r"playbooks\[3\] \(backlog\): .* needs a title and a rollback",
+            id="no_rollback",
+        ),
+        pytest.param(
+            _no_title,
+            r"playbooks\[0\] \(target_down\): .* needs a title and a rollback",
+            id="no_title",
+        ),
+        pytest.param(
+            _empty_actions,
+            r"playbooks\[1\]: .*actions must be a non-empty list",
+            id="empty_actions",
+        ),
+        pytest.param(
+            _a_severity,
+            r"playbooks\[4\] \(rate_limited\): .* sets no runbook_url or severity",
+            id="a_severity",
+        ),
+        pytest.param(
+            _a_scenario_missing,
+            r"one playbook per scenario, in this order: .*; got target_down, ",
+            id="a_scenario_missing",
+        ),
+        pytest.param(_out_of_order, r"got health_failing, target_down, ", id="out_of_order"),
+        pytest.param(
+            _another_table,
+            r"expected \[\[playbooks\]\] tables and nothing else",
+            id="another_table",
+        ),
+    ],
+)
+def test_the_built_in_playbooks_are_checked_like_configuration(
+    damage: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    """A built-in playbook file with a mistake a [[playbooks]] table may not have is refused."""
+    data = builtin_data()
+    damage(data)
+    with pytest.raises(ValueError, match=f"(?s){message}"):
+        load_builtin(data)
 
 
 RUNBOOKS = Path(__file__).parent.parent / "docs" / "runbooks.md"
