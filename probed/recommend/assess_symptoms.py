@@ -199,7 +199,7 @@ def assess_rate_limited(signals: Signals, cfg: RecommendConfig) -> Assessment:
 
 
 def assess_login(signals: Signals, cfg: RecommendConfig) -> Assessment:
-    """Login probes failing or slow; Sev-1 when one fails half its runs or more."""
+    """Login probes failing or slow; Sev-1 when one fails half its runs or more (slow aside)."""
     probes = probes_of(signals, cfg, "login")
     facts, unknown = failure_facts(probes, cfg, "login", cfg.login_failure_ratio)
     for p in probes:
