@@ -4,6 +4,17 @@ A kind is one coroutine ``async def probe(ctx, spec) -> ProbeResult`` that
 reports only what is specific to it. ``run_probe`` owns the rest: the timeout,
 the timing, the latency threshold, and turning exceptions into a ``Reason``
 from one fixed set. ``CancelledError`` is never swallowed.
+
+One failure idiom. A kind returns only on success (``ProbeResult.ok``); it
+reports a failure by raising ``ProbeFailure(reason, detail, status_code=...,
+phases=..., error_code=...)`` (``probed.errors``) and never catches one to turn
+it into a result itself: ``run_probe`` builds the failed result from it. What a
+kind observes along the way (a request's duration, a counter) it records with
+``ctx.observe(name=value)`` as soon as it knows it, and values that must not
+show in a result (a password, a token) it names with ``ctx.redact(value)``.
+``run_probe`` gives each run a fresh context, adds the observations to whatever
+result comes out (success, ``ProbeFailure``, timeout or any other exception) and
+scrubs the redacted values from its detail.
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from probed.errors import ProbeFailure
 from probed.http import peerinfo
 from probed.http.classify import classify_exception
 from probed.http.session import new_traceparent
-from probed.results import ProbeResult, ProbeRun, Reason
+from probed.results import Observation, ProbeResult, ProbeRun, Reason
 
 if TYPE_CHECKING:
     from probed.config import ProbeSpec, TargetConfig
@@ -40,6 +51,7 @@ __all__ = [
 
 _run_counter = itertools.count(1)
 _RUN_PREFIX = os.urandom(3).hex()
+_REDACTED = "[redacted]"
 
 
 @dataclass(slots=True)
@@ -49,6 +61,9 @@ class ProbeContext:
     ``session`` is shared by all runs; its connector closes each connection after
     use (``force_close``) so every run measures connect and TLS afresh, unless the
     probe sets ``fresh_connection = false`` and gets ``pooled_session``.
+
+    ``run_probe`` hands each run its own copy, with its own trace id and an empty
+    ``observations`` and ``redacted``: what a run records there is its alone.
     """
 
     target: TargetConfig
@@ -62,6 +77,23 @@ class ProbeContext:
     """Called with secrets learnt at run time (a login token) so logs redact them."""
     hub: Hub | None = None
     """Events received by the stream watchers (reflect and import probes wait on it)."""
+    observations: dict[str, Observation] = field(default_factory=dict)
+    """What this run observed so far (read it; record with ``observe``). ``run_probe``
+    adds it to the run's result, whatever the outcome."""
+    redacted: list[str] = field(default_factory=list)
+    """Values ``run_probe`` replaces with ``[redacted]`` in the result's detail (``redact``)."""
+
+    def observe(self, **observations: Observation) -> None:
+        """Record ``observations`` for this run's result (a later value of a name wins)."""
+        self.observations.update(observations)
+
+    def redact(self, *values: str | None) -> None:
+        """Keep ``values`` (a password, a token) out of this run's result detail.
+
+        Empty values are ignored. This does not redact logs: a secret learnt at run
+        time goes to ``on_secret`` for that.
+        """
+        self.redacted.extend(value for value in values if value)
 
     def session_for(self, spec: ProbeSpec) -> aiohttp.ClientSession:
         """The session matching the probe's ``fresh_connection`` setting."""
@@ -100,10 +132,17 @@ async def run_probe(
 ) -> ProbeRun:
     """Run one probe attempt: timeout, timing, latency threshold, exception → reason.
 
-    ``ctx`` is the probe's base context; each run gets a copy with its own trace id.
+    ``ctx`` is the probe's base context; each run gets a copy with its own trace id,
+    observations and redacted values. A ``ProbeFailure`` the kind raises becomes the
+    failed result with its reason, detail, status code, phases, error code and
+    observations; any other exception is classified (``classify_exception``). The
+    run's observations are then added to the result, the context's winning over the
+    result's own on a shared name, and redacted values are scrubbed from its detail.
     """
     traceparent, trace_id = new_traceparent()
-    ctx = dataclasses.replace(ctx, traceparent=traceparent, trace_id=trace_id)
+    ctx = dataclasses.replace(
+        ctx, traceparent=traceparent, trace_id=trace_id, observations={}, redacted=[]
+    )
     run_id = f"{_RUN_PREFIX}-{next(_run_counter):x}"
     started_at = clock.wall()
     start = time.perf_counter()
@@ -113,15 +152,18 @@ async def run_probe(
                 result = await probe_fn(ctx, spec)
         except asyncio.CancelledError:
             raise
+        except ProbeFailure as exc:
+            result = _failed(exc)
         except Exception as exc:  # every failure must become a reason, never a crash
             reason, error_code, detail = classify_exception(exc)
             if reason is Reason.INTERNAL_ERROR:
                 ctx.log.exception("probe_internal_error", probe=spec.name, kind=spec.kind)
-            observations = exc.observations if isinstance(exc, ProbeFailure) else {}
-            result = ProbeResult(
-                False, reason, detail, observations=observations, error_code=error_code
-            )
+            result = ProbeResult(False, reason, detail, error_code=error_code)
     duration = time.perf_counter() - start
+    if ctx.observations:
+        result = dataclasses.replace(
+            result, observations={**result.observations, **ctx.observations}
+        )
     if peer.http_version is not None:
         result = dataclasses.replace(result, http_version=peer.http_version, tls=peer.tls)
     if result.success and spec.latency_threshold is not None and duration > spec.latency_threshold:
@@ -132,6 +174,7 @@ async def run_probe(
             detail=f"took {duration * 1000:.1f}ms, threshold {spec.latency_threshold * 1000:g}ms",
             error_code=Reason.SLOW.value,
         )
+    result = _scrubbed(result, ctx.redacted)
     return ProbeRun(
         probe=spec.name,
         kind=spec.kind,
@@ -142,3 +185,23 @@ async def run_probe(
         duration=duration,
         result=result,
     )
+
+
+def _failed(exc: ProbeFailure) -> ProbeResult:
+    """The failed result ``exc`` describes, with the observations it carries."""
+    return ProbeResult.fail(
+        exc.reason,
+        exc.detail,
+        status_code=exc.status_code,
+        phases=exc.phases,
+        error_code=exc.error_code,
+        **exc.observations,
+    )
+
+
+def _scrubbed(result: ProbeResult, secrets: list[str]) -> ProbeResult:
+    """``result`` with each of ``secrets`` in its detail replaced, the longest first."""
+    detail = result.detail
+    for secret in sorted(secrets, key=len, reverse=True):
+        detail = detail.replace(secret, _REDACTED)
+    return result if detail == result.detail else dataclasses.replace(result, detail=detail)
