@@ -16,7 +16,6 @@ import json
 from typing import Any
 
 from probed.config import FixtureProbe
-from probed.errors import ProbeFailure
 from probed.http.session import PhaseTimer
 from probed.probes.base import ProbeContext
 from probed.probes.exchange import check_status, lookup, parse_json, send
@@ -40,32 +39,29 @@ def canonical_sha256(obj: Any) -> str:
 async def probe_fixture(ctx: ProbeContext, spec: FixtureProbe) -> ProbeResult:
     """Send the fixture input and compare the canonical hash of the JSON answer."""
     timer = PhaseTimer()
-    try:
-        resp = await send(
-            ctx,
-            spec,
-            method=spec.method,
-            path=spec.path,
-            headers=ctx.headers(spec, {"Content-Type": spec.content_type}),
-            data=spec.input_bytes(),
-            timer=timer,
+    resp = await send(
+        ctx,
+        spec,
+        method=spec.method,
+        path=spec.path,
+        headers=ctx.headers(spec, {"Content-Type": spec.content_type}),
+        data=spec.input_bytes(),
+        timer=timer,
+    )
+    check_status(resp, spec.expect_status)
+    output = parse_json(resp)
+    if spec.select is not None:
+        try:
+            output = lookup(output, spec.select)
+        except LookupError:
+            raise resp.failure(Reason.JSON_MISMATCH, f"path {spec.select!r} missing") from None
+    got = canonical_sha256(output)
+    if got != spec.expected_sha256:
+        raise resp.failure(
+            Reason.OUTPUT_MISMATCH,
+            f"output sha256 {got[:12]}..., expected {spec.expected_sha256[:12]}...",
+            output_sha256=got,
         )
-        check_status(resp, spec.expect_status)
-        output = parse_json(resp)
-        if spec.select is not None:
-            try:
-                output = lookup(output, spec.select)
-            except LookupError:
-                raise resp.failure(Reason.JSON_MISMATCH, f"path {spec.select!r} missing") from None
-        got = canonical_sha256(output)
-        if got != spec.expected_sha256:
-            raise resp.failure(
-                Reason.OUTPUT_MISMATCH,
-                f"output sha256 {got[:12]}..., expected {spec.expected_sha256[:12]}...",
-                output_sha256=got,
-            )
-    except ProbeFailure as exc:
-        return exc.result()
     return ProbeResult.ok(
         status_code=resp.status, phases=resp.phases, content_length=len(resp.body)
     )
