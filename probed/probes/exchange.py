@@ -37,6 +37,7 @@ __all__ = [
     "lookup",
     "parse_json",
     "parse_retry_after",
+    "read_json",
     "send",
 ]
 
@@ -229,19 +230,26 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json(resp: Response) -> Any:
-    """The body as JSON (strict: no NaN/Infinity, bounded nesting); ``INVALID_JSON`` if not."""
+def read_json(resp: Response) -> tuple[Any, str]:
+    """The body as JSON and ``""``, or None and why it is not (strict: no NaN/Infinity,
+    bounded nesting). For a body that may fairly not be JSON; else ``parse_json``."""
     try:
-        return json_loads(resp.body, parse_constant=_reject_constant)
+        return json_loads(resp.body, parse_constant=_reject_constant), ""
     except json.JSONDecodeError as exc:
         what = "empty body" if not resp.body.strip() else f"{exc.msg} at line {exc.lineno}"
-        raise resp.failure(Reason.INVALID_JSON, f"body is not valid JSON: {what}") from None
     except JsonTooDeep as exc:
-        raise resp.failure(Reason.INVALID_JSON, f"body is not valid JSON: {exc}") from None
+        what = str(exc)
     except ValueError as exc:  # UnicodeDecodeError, NaN/Infinity
-        raise resp.failure(
-            Reason.INVALID_JSON, f"body is not valid JSON: {type(exc).__name__}"
-        ) from None
+        what = type(exc).__name__
+    return None, f"body is not valid JSON: {what}"
+
+
+def parse_json(resp: Response) -> Any:
+    """The body as JSON (as ``read_json`` reads it); ``INVALID_JSON`` if it is not."""
+    value, problem = read_json(resp)
+    if problem:
+        raise resp.failure(Reason.INVALID_JSON, problem)
+    return value
 
 
 def _same(actual: Any, expected: str | int | float | bool) -> bool:
