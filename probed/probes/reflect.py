@@ -90,8 +90,7 @@ from probed.http.session import PhaseTimer
 from probed.http.tls import ssl_for
 from probed.probes.base import ProbeContext
 from probed.probes.exchange import Response, check_status, send
-from probed.results import Observation, ProbeResult, Reason
-from probed.results import fail_with as _fail
+from probed.results import ProbeResult, Reason
 
 __all__ = ["DUPLICATE_WINDOW", "next_seq", "probe_reflect", "render_body"]
 
@@ -190,9 +189,7 @@ def _ws_url(ctx: ProbeContext, path: str) -> URL:
     return url.with_scheme(scheme) if scheme else url
 
 
-async def _inject(
-    ctx: ProbeContext, spec: ReflectProbe, body: str, observations: dict[str, Observation]
-) -> tuple[float, Response]:
+async def _inject(ctx: ProbeContext, spec: ReflectProbe, body: str) -> tuple[float, Response]:
     """Send the inject request; return ``t0`` (monotonic, just before sending) and the response."""
     timer = PhaseTimer()
     t0 = time.monotonic()
@@ -205,12 +202,13 @@ async def _inject(
         data=body.encode(),
         timer=timer,
     )
-    observations["inject_seconds"] = time.monotonic() - t0
+    ctx.observe(inject_seconds=time.monotonic() - t0)
     check_status(resp, spec.expect_status)
     return t0, resp
 
 
 async def _judge(
+    ctx: ProbeContext,
     spec: ReflectProbe,
     t0: float,
     resp: Response,
@@ -218,45 +216,40 @@ async def _judge(
     wait_first: Callable[[float], Awaitable[float | None]],
     count: Callable[[], int],
     gone: Callable[[], str | None],
-    observations: dict[str, Observation],
 ) -> ProbeResult:
-    """Wait for the first copy until ``t0 + lost_after`` and turn what arrived into a result.
+    """Wait for the first copy until ``t0 + lost_after``; succeed or raise what went wrong.
 
     ``gone()`` says why nobody was listening (stream down, socket closed), or None.
     """
     lost_at = t0 + spec.lost_after
     first = await wait_first(lost_at - time.monotonic())
-
-    def fail(reason: Reason, detail: str) -> ProbeResult:
-        observations["arrivals"] = count()
-        return _fail(reason, detail, observations, status_code=resp.status, phases=resp.phases)
-
     if first is None:
+        ctx.observe(arrivals=count())
         why = gone()
         if why is not None:
-            return fail(Reason.STREAM_DOWN, f"event {nonce} not received: {why}")
-        return fail(
-            Reason.LOST,
-            f"event {nonce} not received within lost_after {spec.lost_after:g}s",
+            raise resp.failure(Reason.STREAM_DOWN, f"event {nonce} not received: {why}")
+        raise resp.failure(
+            Reason.LOST, f"event {nonce} not received within lost_after {spec.lost_after:g}s"
         )
     lag = first - t0
-    observations["delivery_lag_seconds"] = lag
-    observations["duplicate_watch_seconds"] = 0.0
+    ctx.observe(delivery_lag_seconds=lag, duplicate_watch_seconds=0.0)
     if lag > spec.deadline:
-        return fail(Reason.LATE, f"arrived after {lag:.3f}s, deadline {spec.deadline:g}s")
+        ctx.observe(arrivals=count())
+        raise resp.failure(Reason.LATE, f"arrived after {lag:.3f}s, deadline {spec.deadline:g}s")
     window = min(DUPLICATE_WINDOW, lost_at - time.monotonic())
     if window > 0 and count() < 2:
         watch_started = time.monotonic()
         await asyncio.sleep(window)
-        observations["duplicate_watch_seconds"] = time.monotonic() - watch_started
-    if count() > 1:
-        return fail(Reason.DUPLICATED, f"event {nonce} arrived {count()} times")
-    observations["arrivals"] = count()
-    return ProbeResult.ok(status_code=resp.status, phases=resp.phases, **observations)
+        ctx.observe(duplicate_watch_seconds=time.monotonic() - watch_started)
+    copies = count()
+    ctx.observe(arrivals=copies)
+    if copies > 1:
+        raise resp.failure(Reason.DUPLICATED, f"event {nonce} arrived {copies} times")
+    return ProbeResult.ok(status_code=resp.status, phases=resp.phases)
 
 
 async def _via_hub(ctx: ProbeContext, spec: ReflectProbe, nonce: str, body: str) -> ProbeResult:
-    observations: dict[str, Observation] = {"transport": "sse"}
+    ctx.observe(transport="sse")
     stream = spec.stream
     assert stream is not None  # the config requires it for transport "sse"
     hub = ctx.hub
@@ -268,31 +261,21 @@ async def _via_hub(ctx: ProbeContext, spec: ReflectProbe, nonce: str, body: str)
         return None if connected else f"stream watcher {stream!r} is not connected"
 
     if hub is None:
-        return _fail(Reason.STREAM_DOWN, "no stream hub available to this probe", observations)
+        raise ProbeFailure(Reason.STREAM_DOWN, "no stream hub available to this probe")
     why = down()
     if why is not None:
-        return _fail(Reason.STREAM_DOWN, why, observations)
+        raise ProbeFailure(Reason.STREAM_DOWN, why)
     with hub.expect(stream, nonce) as waiter:
-        try:
-            t0, resp = await _inject(ctx, spec, body, observations)
-        except ProbeFailure as exc:
-            return exc.result(**observations)
+        t0, resp = await _inject(ctx, spec, body)
         return await _judge(
-            spec,
-            t0,
-            resp,
-            nonce,
-            waiter.wait,
-            lambda: waiter.arrival.count,
-            down,
-            observations,
+            ctx, spec, t0, resp, nonce, waiter.wait, lambda: waiter.arrival.count, down
         )
 
 
 async def _via_websocket(
     ctx: ProbeContext, spec: ReflectProbe, nonce: str, body: str
 ) -> ProbeResult:
-    observations: dict[str, Observation] = {"transport": "websocket"}
+    ctx.observe(transport="websocket")
     assert spec.ws_path is not None  # the config requires it for transport "websocket"
     started = time.monotonic()
     try:
@@ -306,15 +289,13 @@ async def _via_websocket(
             max_msg_size=spec.max_body_size,
         )
         async with connecting as ws:
-            observations["ws_connect_seconds"] = time.monotonic() - started
+            ctx.observe(ws_connect_seconds=time.monotonic() - started)
             copies = _Copies()
             reader = asyncio.create_task(_read_ws(ws, nonce, copies), name="probed-reflect-ws")
             try:
-                try:
-                    t0, resp = await _inject(ctx, spec, body, observations)
-                except ProbeFailure as exc:
-                    return exc.result(**observations)
+                t0, resp = await _inject(ctx, spec, body)
                 return await _judge(
+                    ctx,
                     spec,
                     t0,
                     resp,
@@ -322,18 +303,16 @@ async def _via_websocket(
                     copies.wait_first,
                     lambda: len(copies.times),
                     lambda: copies.closed,
-                    observations,
                 )
             finally:
                 await _stop(reader)
     except aiohttp.WSServerHandshakeError as exc:
-        return _fail(
+        raise ProbeFailure(
             Reason.STREAM_DOWN,
             f"websocket handshake to {spec.ws_path} failed: status {exc.status} {exc.message}",
-            observations,
             status_code=exc.status or None,
             error_code=f"ws_http_{exc.status}",
-        )
+        ) from None
 
 
 async def probe_reflect(ctx: ProbeContext, spec: ReflectProbe) -> ProbeResult:
