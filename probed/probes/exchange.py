@@ -55,14 +55,16 @@ class Response:
     charset: str | None = None
     set_cookies: tuple[str, ...] = field(default=(), repr=False)
     """Every ``Set-Cookie`` header of the final response and of the redirect hops."""
+    label: str = ""
+    """The request's name in failure details (``send``'s ``label``), or empty."""
 
     def failure(
         self, reason: Reason, detail: str = "", *, error_code: str = "", **observations: Observation
     ) -> ProbeFailure:
-        """A ``ProbeFailure`` for this response (raise it)."""
+        """A ``ProbeFailure`` for this response (raise it); ``label`` prefixes its detail."""
         return ProbeFailure(
             reason,
-            detail,
+            _labelled(self.label, detail),
             status_code=self.status,
             phases=self.phases,
             error_code=error_code,
@@ -91,8 +93,13 @@ class Response:
         return found or None
 
 
-# --- TLS ------------------------------------------------------------------------------
-#
+# --- sending --------------------------------------------------------------------------
+
+
+def _labelled(label: str, detail: str) -> str:
+    return f"{label}: {detail}" if label else detail
+
+
 def _identity_encoded(headers: CIMultiDictProxy[str]) -> bool:
     return headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
 
@@ -107,13 +114,15 @@ async def send(
     data: bytes | Mapping[str, str] | None = None,
     json: Any = None,
     timer: PhaseTimer,
+    label: str = "",
 ) -> Response:
     """Send one request for ``spec`` and read the whole body, at most ``max_body_size`` bytes.
 
-    Redirects are followed under the probe's policy (``probed.probes.redirects``): a hop
+    Redirects are followed under the probe's policy (``probed.http.redirects``): a hop
     it refuses fails ``REDIRECTED_TO_OTHER_ORIGIN``; one hop more than ``max_redirects``
     raises ``aiohttp.TooManyRedirects``. A body over the cap raises
-    ``ProbeFailure(Reason.OVERSIZE)`` without reading further.
+    ``ProbeFailure(Reason.OVERSIZE)`` without reading further. A ``label`` (``"status
+    poll"``) prefixes the detail of these failures and of the response's ``failure``.
     """
     cap = spec.max_body_size
     try:
@@ -131,7 +140,7 @@ async def send(
     except RedirectRefused as exc:
         raise ProbeFailure(
             Reason.REDIRECTED_TO_OTHER_ORIGIN,
-            str(exc),
+            _labelled(label, str(exc)),
             status_code=exc.status,
             phases=timer.phases(),
             error_code=exc.code,
@@ -145,12 +154,12 @@ async def send(
             and _identity_encoded(resp.headers)
         ):
             resp.close()
-            raise _oversize(resp.status, cap, timer)
+            raise _oversize(resp.status, cap, timer, label)
         body = bytearray()
         while chunk := await resp.content.readany():
             if len(body) + len(chunk) > cap:
                 resp.close()
-                raise _oversize(resp.status, cap, timer)
+                raise _oversize(resp.status, cap, timer, label)
             body += chunk
         timer.body_read()
         cookies: tuple[str, ...] = ()
@@ -164,14 +173,15 @@ async def send(
             phases=timer.phases(),
             charset=resp.charset,
             set_cookies=cookies,
+            label=label,
         )
 
 
-def _oversize(status: int, cap: int, timer: PhaseTimer) -> ProbeFailure:
+def _oversize(status: int, cap: int, timer: PhaseTimer, label: str) -> ProbeFailure:
     timer.body_read()
     return ProbeFailure(
         Reason.OVERSIZE,
-        f"body larger than max_body_size ({cap} bytes)",
+        _labelled(label, f"body larger than max_body_size ({cap} bytes)"),
         status_code=status,
         phases=timer.phases(),
     )

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import math
 import time
 from collections import deque
@@ -71,8 +72,7 @@ from probed.errors import ProbeFailure
 from probed.http.session import PhaseTimer
 from probed.probes.base import ProbeContext
 from probed.probes.exchange import Response, check_status, lookup, parse_json, send
-from probed.results import Observation, ProbeResult, Reason
-from probed.results import fail_with as _fail
+from probed.results import ProbeResult, Reason
 from probed.stream.hub import ReceivedEvent
 
 __all__ = ["EVENT_BUFFER", "probe_import"]
@@ -83,14 +83,6 @@ EVENT_BUFFER: Final = 1024
 _STATUS_OK: Final = (200,)
 
 JobId = str | int | float
-
-
-class _Failed(Exception):
-    """A failure while following the job (carries the ready result)."""
-
-    def __init__(self, result: ProbeResult) -> None:
-        super().__init__(result.detail)
-        self.result = result
 
 
 def _number(value: Any) -> float | None:
@@ -123,12 +115,16 @@ def _job_id(resp: Response, spec: ImportProbe) -> JobId:
 
 @dataclasses.dataclass(slots=True)
 class _Tracker:
-    """Progress so far, judged value by value."""
+    """Progress so far, judged value by value.
 
+    Its failures carry the start response's status code and phases (``start``).
+    """
+
+    ctx: ProbeContext
     spec: ImportProbe
+    start: Response
     t0: float
     job_id: JobId
-    observations: dict[str, Observation]
     last: float | None = None
     last_advance: float = 0.0
 
@@ -144,48 +140,57 @@ class _Tracker:
         return self.t0 + self.spec.deadline
 
     def see(self, value: float, at: float) -> bool:
-        """Account ``value`` received at ``at``; True when done; ``_Failed`` on regression."""
+        """Account ``value`` received at ``at``; True when done; ``REGRESSED`` if it went back."""
         last = self.last
         self.last = value
-        self.observations["progress"] = value
+        self.ctx.observe(progress=value)
         if last is not None and value < last:
-            raise _Failed(
-                _fail(
-                    Reason.REGRESSED,
-                    f"job {self.job_id}: progress went back from {last:g} to {value:g}",
-                    self.observations,
-                )
+            raise self.start.failure(
+                Reason.REGRESSED,
+                f"job {self.job_id}: progress went back from {last:g} to {value:g}",
             )
         if value > (last if last is not None else 0.0):
             self.last_advance = at
-            self.observations.setdefault("first_progress_seconds", at - self.t0)
+            if "first_progress_seconds" not in self.ctx.observations:
+                self.ctx.observe(first_progress_seconds=at - self.t0)
         if value >= self.spec.done_at:
-            self.observations["completion_seconds"] = at - self.t0
+            self.ctx.observe(completion_seconds=at - self.t0)
             return True
         return False
 
-    def expired(self, now: float) -> ProbeResult:
-        """The result when the deadline or the stall limit passed at ``now``."""
+    def expired(self, now: float, down: str | None) -> ProbeFailure:
+        """The failure when the deadline or the stall limit passed at ``now``.
+
+        ``down`` says why the progress source could not be relied on meanwhile (the
+        stream watcher is disconnected): then it is ``STREAM_DOWN``.
+        """
         shown = "none yet" if self.last is None else f"{self.last:g}"
         if now >= self.deadline_at:
-            return _fail(
-                Reason.DEADLINE,
+            reason = Reason.DEADLINE
+            detail = (
                 f"job {self.job_id} not done within deadline {self.spec.deadline:g}s "
-                f"(progress {shown})",
-                self.observations,
+                f"(progress {shown})"
             )
-        return _fail(
-            Reason.STALLED,
-            f"job {self.job_id}: progress did not advance for {self.spec.stall_after:g}s "
-            f"(progress {shown})",
-            self.observations,
-        )
+        else:
+            reason = Reason.STALLED
+            detail = (
+                f"job {self.job_id}: progress did not advance for {self.spec.stall_after:g}s "
+                f"(progress {shown})"
+            )
+        if down is not None:
+            reason, detail = Reason.STREAM_DOWN, f"{detail}; {down}"
+        return self.start.failure(reason, detail)
 
 
 async def _follow(
-    tracker: _Tracker, next_value: Callable[[], Awaitable[tuple[float, float]]]
-) -> ProbeResult | None:
-    """Feed values to ``tracker`` until done (None) or the deadline/stall limit (the result)."""
+    tracker: _Tracker,
+    next_value: Callable[[], Awaitable[tuple[float, float]]],
+    down: Callable[[], str | None],
+) -> None:
+    """Feed values to ``tracker`` until done; past the deadline or stall limit, raise.
+
+    ``down()`` says why the progress source cannot be relied on now, or None.
+    """
     while True:
         limit = min(tracker.stall_at, tracker.deadline_at)
         try:
@@ -194,27 +199,21 @@ async def _follow(
         except TimeoutError:
             if not scope.expired():
                 raise
-            return tracker.expired(time.monotonic())
+            raise tracker.expired(time.monotonic(), down()) from None
         if tracker.see(value, at):
-            return None
+            return
 
 
 class _Poller:
     """Status requests at a fixed rate; each answer's progress with its receive time."""
 
-    def __init__(
-        self,
-        ctx: ProbeContext,
-        spec: ImportProbe,
-        job_id: JobId,
-        observations: dict[str, Observation],
-    ) -> None:
+    def __init__(self, ctx: ProbeContext, spec: ImportProbe, job_id: JobId) -> None:
         self.ctx = ctx
         self.spec = spec
         self.path = spec.status_path.replace("{job_id}", quote(str(job_id), safe=""))
-        self.observations = observations
         self.next_at = time.monotonic()
-        observations["polls"] = 0
+        self.polls = 0
+        ctx.observe(polls=0)
 
     async def __call__(self) -> tuple[float, float]:
         spec = self.spec
@@ -222,37 +221,32 @@ class _Poller:
         if delay > 0:
             await asyncio.sleep(delay)
         self.next_at = max(self.next_at + spec.poll_interval, time.monotonic())
-        polls = self.observations["polls"]
-        self.observations["polls"] = (polls if isinstance(polls, int) else 0) + 1
+        self.polls += 1
+        self.ctx.observe(polls=self.polls)
+        resp = await send(
+            self.ctx,
+            spec,
+            method="GET",
+            path=self.path,
+            headers=self.ctx.headers(spec),
+            timer=PhaseTimer(),
+            label="status poll",
+        )
+        at = time.monotonic()
+        check_status(resp, _STATUS_OK)
+        body = parse_json(resp)
         try:
-            resp = await send(
-                self.ctx,
-                spec,
-                method="GET",
-                path=self.path,
-                headers=self.ctx.headers(spec),
-                timer=PhaseTimer(),
-            )
-            at = time.monotonic()
-            check_status(resp, _STATUS_OK)
-            body = parse_json(resp)
-            try:
-                raw = lookup(body, spec.progress_path)
-            except LookupError:
-                raise resp.failure(
-                    Reason.JSON_MISMATCH, f"no progress at {spec.progress_path!r}"
-                ) from None
-            value = _number(raw)
-            if value is None:
-                raise resp.failure(
-                    Reason.JSON_MISMATCH,
-                    f"progress at {spec.progress_path!r} is not a number: {raw!r:.40}",
-                )
-        except ProbeFailure as exc:
-            result = exc.result(**self.observations)
-            raise _Failed(
-                dataclasses.replace(result, detail=f"status poll: {result.detail}")
+            raw = lookup(body, spec.progress_path)
+        except LookupError:
+            raise resp.failure(
+                Reason.JSON_MISMATCH, f"no progress at {spec.progress_path!r}"
             ) from None
+        value = _number(raw)
+        if value is None:
+            raise resp.failure(
+                Reason.JSON_MISMATCH,
+                f"progress at {spec.progress_path!r} is not a number: {raw!r:.40}",
+            )
         return at, value
 
 
@@ -260,13 +254,16 @@ class _Feed:
     """The job's progress events from the hub, buffered until consumed.
 
     Until ``job_id`` is set every event of the configured type is kept (bounded);
-    from then on only the job's own.
+    from then on only the job's own. A job event without a progress number fails
+    ``JSON_MISMATCH`` with the start response's status code and phases.
     """
 
-    def __init__(self, spec: ImportProbe, observations: dict[str, Observation]) -> None:
+    def __init__(self, ctx: ProbeContext, spec: ImportProbe) -> None:
+        self.ctx = ctx
         self.spec = spec
-        self.observations = observations
         self.job_id: JobId | None = None
+        self.start: Response | None = None
+        self.events = 0
         self._items: deque[tuple[float, Any]] = deque(maxlen=EVENT_BUFFER)
         self._ready = asyncio.Event()
 
@@ -292,21 +289,22 @@ class _Feed:
         self._items.append((received.received, data))
         self._ready.set()
 
-    def known(self, job_id: JobId) -> None:
-        """The job id is known: drop the buffered events of other jobs."""
+    def known(self, job_id: JobId, start: Response) -> None:
+        """The job id is known (from ``start``): drop the buffered events of other jobs."""
         self.job_id = job_id
+        self.start = start
         self._items = deque(
             (item for item in self._items if self._is_ours(item[1])), maxlen=EVENT_BUFFER
         )
-        self.observations["progress_events"] = 0
+        self.ctx.observe(progress_events=0)
 
     async def __call__(self) -> tuple[float, float]:
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         at, data = self._items.popleft()
-        events = self.observations.get("progress_events")
-        self.observations["progress_events"] = (events if isinstance(events, int) else 0) + 1
+        self.events += 1
+        self.ctx.observe(progress_events=self.events)
         path = self.spec.event_progress_path
         try:
             raw = lookup(data, path)
@@ -314,14 +312,16 @@ class _Feed:
             raw = None
         value = _number(raw)
         if value is None:
-            raise _Failed(
-                _fail(
-                    Reason.JSON_MISMATCH,
-                    f"progress event without a number at {path!r}",
-                    self.observations,
-                )
+            assert self.start is not None  # read only once the job is known
+            raise self.start.failure(
+                Reason.JSON_MISMATCH, f"progress event without a number at {path!r}"
             )
         return at, value
+
+
+def _never_down() -> str | None:
+    """Polling has no watcher to be down: a status request that fails says so itself."""
+    return None
 
 
 def _stream_down(ctx: ProbeContext, stream: str) -> str | None:
@@ -336,7 +336,6 @@ def _stream_down(ctx: ProbeContext, stream: str) -> str | None:
 
 async def probe_import(ctx: ProbeContext, spec: ImportProbe) -> ProbeResult:
     """Start an import job and follow its progress until done, stalled, regressed or late."""
-    observations: dict[str, Observation] = {}
     feed: _Feed | None = None
     unsubscribe: Callable[[], None] | None = None
     stream = spec.stream
@@ -344,47 +343,37 @@ async def probe_import(ctx: ProbeContext, spec: ImportProbe) -> ProbeResult:
         assert stream is not None  # the config requires it for progress_source "stream"
         why = _stream_down(ctx, stream)
         if why is not None or ctx.hub is None:
-            return _fail(Reason.STREAM_DOWN, why or "", observations)
-        feed = _Feed(spec, observations)
+            raise ProbeFailure(Reason.STREAM_DOWN, why or "")
+        feed = _Feed(ctx, spec)
         unsubscribe = ctx.hub.subscribe(stream, feed.on_event)
     try:
         timer = PhaseTimer()
         t0 = time.monotonic()
-        try:
-            resp = await send(
-                ctx,
-                spec,
-                method=spec.method,
-                path=spec.path,
-                headers=ctx.headers(spec),
-                json=spec.json_body,
-                timer=timer,
-            )
-            observations["start_seconds"] = time.monotonic() - t0
-            check_status(resp, spec.expect_status)
-            job_id = _job_id(resp, spec)
-        except ProbeFailure as exc:
-            return exc.result(**observations)
-        tracker = _Tracker(spec, t0, job_id, observations)
+        resp = await send(
+            ctx,
+            spec,
+            method=spec.method,
+            path=spec.path,
+            headers=ctx.headers(spec),
+            json=spec.json_body,
+            timer=timer,
+        )
+        ctx.observe(start_seconds=time.monotonic() - t0)
+        check_status(resp, spec.expect_status)
+        job_id = _job_id(resp, spec)
+        tracker = _Tracker(ctx, spec, resp, t0, job_id)
         next_value: Callable[[], Awaitable[tuple[float, float]]]
+        down: Callable[[], str | None]
         if feed is not None:
-            feed.known(job_id)
+            assert stream is not None
+            feed.known(job_id, resp)
             next_value = feed
+            down = functools.partial(_stream_down, ctx, stream)
         else:
-            next_value = _Poller(ctx, spec, job_id, observations)
-        try:
-            result = await _follow(tracker, next_value)
-        except _Failed as exc:
-            result = exc.result
-        if result is None:
-            return ProbeResult.ok(status_code=resp.status, phases=resp.phases, **observations)
-        if result.reason in (Reason.STALLED, Reason.DEADLINE) and stream is not None:
-            why = _stream_down(ctx, stream) if feed is not None else None
-            if why is not None:
-                result = _fail(Reason.STREAM_DOWN, f"{result.detail}; {why}", observations)
-        if result.status_code is None:
-            result = dataclasses.replace(result, status_code=resp.status, phases=resp.phases)
-        return result
+            next_value = _Poller(ctx, spec, job_id)
+            down = _never_down
+        await _follow(tracker, next_value, down)
+        return ProbeResult.ok(status_code=resp.status, phases=resp.phases)
     finally:
         if unsubscribe is not None:
             unsubscribe()
