@@ -168,3 +168,10 @@ async def test_the_longest_secret_is_scrubbed_first(ctx: ProbeContext) -> None:
         raise ProbeFailure(Reason.NO_TOKEN, "got tok-pw-99")
 
     assert "got [redacted]" == (await run_probe(leaks, ctx, spec())).result.detail
+
+
+def test_redacted_values_stay_out_of_the_context_repr(ctx: ProbeContext) -> None:
+    """A traceback or log that shows the context does not show what it redacts."""
+    ctx.redact("tok-1234")
+
+    assert "tok-1234" not in repr(ctx)

@@ -80,8 +80,9 @@ class ProbeContext:
     observations: dict[str, Observation] = field(default_factory=dict)
     """What this run observed so far (read it; record with ``observe``). ``run_probe``
     adds it to the run's result, whatever the outcome."""
-    redacted: list[str] = field(default_factory=list)
-    """Values ``run_probe`` replaces with ``[redacted]`` in the result's detail (``redact``)."""
+    redacted: list[str] = field(default_factory=list, repr=False)
+    """Values ``run_probe`` replaces with ``[redacted]`` in the result's detail (``redact``);
+    kept out of the context's repr."""
 
     def observe(self, **observations: Observation) -> None:
         """Record ``observations`` for this run's result (a later value of a name wins)."""
