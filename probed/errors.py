@@ -10,7 +10,8 @@
     ├── DecodeError            (probed.stream.decoder) an SSE line or event exceeded its
     │                          size limit; carries the events completed before it
     └── ProbeFailure           raised inside a probe kind to fail the run with a
-                               fixed reason (see probed.results.Reason)
+                               fixed reason (see probed.results.Reason); the one
+                               way a kind reports a failure (probed.probes.base)
 
 Errors raised by aiohttp and asyncio inside a probe run are not wrapped: the
 runner (``probed.probes.base.run_probe``) maps them to a ``Reason``.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from probed.results import Observation, ProbeResult, Reason
+from probed.results import Observation, Reason
 
 __all__ = ["ConfigError", "ProbeFailure", "ProbedError", "SecretError"]
 
@@ -51,9 +52,11 @@ class ProbeFailure(ProbedError):
 
     ``detail`` is a short human explanation for the log line; it never becomes
     a metric label. A failure found after a response arrived carries its
-    ``status_code`` and ``phases``; ``observations`` are merged into the run's
-    result. ``result()`` builds the failed ``ProbeResult`` (the runner calls it
-    for a failure that escapes a kind).
+    ``status_code`` and ``phases``, and ``error_code`` a finer code for logs
+    (``http_503``; the reason's value if empty). ``observations`` belong to this
+    failure (``retry_after``). A kind raises it and does not catch it:
+    ``probed.probes.base.run_probe`` builds the failed ``ProbeResult`` from it and
+    adds the observations the run recorded on its context.
     """
 
     def __init__(
@@ -73,14 +76,3 @@ class ProbeFailure(ProbedError):
         self.error_code = error_code or reason.value
         self.observations = observations
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
-
-    def result(self, **observations: Observation) -> ProbeResult:
-        """The failed ``ProbeResult``, with ``observations`` added to the ones carried."""
-        return ProbeResult.fail(
-            self.reason,
-            self.detail,
-            status_code=self.status_code,
-            phases=self.phases,
-            error_code=self.error_code,
-            **{**self.observations, **observations},
-        )

@@ -17,7 +17,6 @@ __all__ = [
     "ProbeRun",
     "Reason",
     "TlsInfo",
-    "fail_with",
 ]
 
 
@@ -138,30 +137,14 @@ class ProbeResult:
         error_code: str = "",
         **observations: Observation,
     ) -> ProbeResult:
-        """A failed run with ``reason``."""
+        """A failed run with ``reason``.
+
+        For the runner and for records (the store, tests): a probe kind does not
+        return one, it raises ``probed.errors.ProbeFailure`` (``probed.probes.base``).
+        """
         return cls(
             False, reason, detail, status_code, phases or {}, observations, error_code or reason
         )
-
-
-def fail_with(
-    reason: Reason,
-    detail: str,
-    observations: Mapping[str, Observation],
-    *,
-    status_code: int | None = None,
-    phases: Mapping[str, float] | None = None,
-    error_code: str = "",
-) -> ProbeResult:
-    """``ProbeResult.fail`` with the observations collected so far (copied: they may change)."""
-    return ProbeResult.fail(
-        reason,
-        detail,
-        status_code=status_code,
-        phases=phases,
-        error_code=error_code,
-        **observations,
-    )
 
 
 @dataclass(frozen=True, slots=True)

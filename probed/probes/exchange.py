@@ -1,9 +1,9 @@
-"""What the http, login and fixture kinds share: one request, status rules, JSON checks.
+"""What the http-based kinds share: one request, status rules, JSON checks.
 
 Every check that fails after a response arrived raises ``ProbeFailure`` carrying
-the status code, the phases and a finer error code. A kind that has observations
-to add catches it and returns ``exc.result(**observations)``; left uncaught, the
-runner builds the same result.
+the status code, the phases and a finer error code (``Response.failure``). Kinds
+let it propagate: ``run_probe`` builds the failed result from it and adds the
+observations the kind recorded with ``ctx.observe`` (``probed.probes.base``).
 """
 
 from __future__ import annotations

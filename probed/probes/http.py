@@ -2,7 +2,7 @@
 
 Reasons this kind reports itself: ``status``, ``rate_limited``, ``oversize``,
 ``body_mismatch``, ``invalid_json``, ``json_mismatch``, ``redirected_to_other_origin``
-(see ``probed.probes.redirects``). Everything else
+(see ``probed.http.redirects``). Everything else
 (timeout, slow, network errors) comes from the runner.
 """
 
