@@ -41,7 +41,7 @@ from probed.http.session import create_sessions
 from probed.http.tls import prepare_tls
 from probed.logging import redactor
 from probed.metrics import DaemonInfo, build_registry
-from probed.persist import Persister, StateStore
+from probed.persist import Persister, SloFeed, StateStore
 from probed.probes import PROBERS
 from probed.probes.base import ProbeContext, run_probe
 from probed.results import ProbeRun
@@ -57,7 +57,7 @@ from probed.tap import Taps
 from probed.webauth import BcryptPool
 from probed.webserve import LiveWebConfig
 
-__all__ = ["Daemon", "ProbeExecutor", "log_run", "run_once"]
+__all__ = ["Daemon", "ProbeExecutor", "RunLog", "log_run", "run_once"]
 
 _log = structlog.get_logger("probed")
 
@@ -70,6 +70,18 @@ RESTART_KEYS = ("listen", "state_dir", "location", "results_ring_size")
 
 LogConfigurer = Callable[[DaemonConfig], None]
 """Applies a config's log settings (the CLI's, so its ``--log-*`` flags keep precedence)."""
+
+
+class RunLog:
+    """The run sink writing each run's log line, and the scheduler's heartbeat for the watchdog."""
+
+    def __init__(self, gate: WatchdogGate) -> None:
+        self._gate = gate
+
+    def run_finished(self, run: ProbeRun, scheduler_lag: float) -> None:
+        """Beat the scheduler's heartbeat and log ``run``."""
+        self._gate.beat("scheduler")
+        log_run(run, scheduler_lag)
 
 
 def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
@@ -431,14 +443,15 @@ class Daemon:
             return await self._listen_failed(runner, error_message=str(exc))
         self.bound_port = _bound_port(runner) or port
         self._listen = f"{host}:{self.bound_port}"
+        feed = SloFeed(self.evaluator, self.persister)
         self.scheduler = Scheduler(
             store=self.store,
             runner=self.executor,
             max_concurrency=self.config.daemon.max_concurrency,
-            on_result=self._on_result,
+            sinks=(RunLog(self.gate), feed),
         )
         self.streams = StreamManager(
-            self.store, self.hub, self.executor.stream_session, on_lag=self._on_lag
+            self.store, self.hub, self.executor.stream_session, lag_sinks=(feed,)
         )
         self.gate.register("loop", max_age=10.0, max_lag=5.0)
         self._gate_scheduler()
@@ -496,18 +509,6 @@ class Daemon:
                     loop.remove_signal_handler(sig)
         _log.info("daemon_stopped")
         return 0
-
-    def _on_result(self, run: ProbeRun, scheduler_lag: float) -> None:
-        self.gate.beat("scheduler")
-        log_run(run, scheduler_lag)
-        # the evaluator and the persister see each run in the same step (no await between):
-        # a restart replays exactly what the SLO snapshot does not yet count
-        self.evaluator.record_run(run)
-        self.persister.record(run)
-
-    def _on_lag(self, stream: str, lag: float, wall: float) -> None:
-        if self.evaluator.record_lag(stream, lag, wall):  # what the SLOs leave out: no replay
-            self.persister.record_lag(stream, lag, wall)
 
     async def _evaluate_loop(self) -> None:
         """Evaluate SLOs and recommendations every ``evaluate_every``; never dies."""

@@ -112,6 +112,7 @@ __all__ = [
     "STATE_FILE",
     "LagSample",
     "Persister",
+    "SloFeed",
     "StateStore",
     "StoredResult",
 ]
@@ -510,3 +511,26 @@ def _rebuilt_run(run: StoredResult, kind: str, target: str) -> ProbeRun:
         duration=run.duration,
         result=ProbeResult(run.success, reason, status_code=run.status_code),
     )
+
+
+class SloFeed:
+    """The SLO evaluator and the state that replays it, fed together: a run and lag sink.
+
+    In one loop step the evaluator counts a run (or timed event) and the persister
+    queues it, so a restart replays exactly what the SLO snapshot does not yet count;
+    an event the SLOs leave out (maintenance, skew) is not journalled either.
+    """
+
+    def __init__(self, evaluator: Evaluator, persister: Persister) -> None:
+        self._evaluator = evaluator
+        self._persister = persister
+
+    def run_finished(self, run: ProbeRun, scheduler_lag: float) -> None:
+        """Count ``run`` in the SLOs and queue it for the state file."""
+        self._evaluator.record_run(run)
+        self._persister.record(run)
+
+    def lag_measured(self, stream: str, lag: float, wall: float) -> None:
+        """Count a timed event in the SLOs; journal it if they counted it."""
+        if self._evaluator.record_lag(stream, lag, wall):
+            self._persister.record_lag(stream, lag, wall)

@@ -19,13 +19,14 @@ import asyncio
 import dataclasses
 import hashlib
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from probed.config import ProbeSpec
 from probed.results import ProbeRun, Reason
+from probed.sinks import RunSink
 from probed.store import ResultStore
 
 __all__ = [
@@ -46,7 +47,6 @@ OVERLOAD_FLOOR = 0.05
 """...and at least this many seconds behind."""
 
 Runner = Callable[[ProbeSpec], Awaitable[ProbeRun]]
-ResultHook = Callable[[ProbeRun, float], None]
 
 _log = structlog.get_logger("probed.scheduler")
 
@@ -74,14 +74,14 @@ class Scheduler:
         store: ResultStore,
         runner: Runner,
         max_concurrency: int,
-        on_result: ResultHook | None = None,
+        sinks: Sequence[RunSink] = (),
         jitter: float = 0.05,
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._runner = runner
         self._sem = asyncio.Semaphore(max_concurrency)
-        self._on_result = on_result
+        self._sinks = tuple(sinks)
         self._jitter = jitter
         self._rng = rng or random.Random()
         self._probes: dict[str, _Probe] = {}
@@ -199,8 +199,8 @@ class Scheduler:
             run = self._judge_timeout(spec, run, lag, started, loop.time())
         try:  # a bug downstream must cost this result, never the daemon's TaskGroup
             self._store.record(run)
-            if self._on_result is not None:
-                self._on_result(run, lag)
+            for sink in self._sinks:
+                sink.run_finished(run, lag)
         except Exception:
             now = loop.time()
             if now - self._failure_logged.get(spec.name, -_FAILURE_LOG_EVERY) >= _FAILURE_LOG_EVERY:

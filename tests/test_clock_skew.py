@@ -91,11 +91,12 @@ async def watching(
     target._finish_headers()
     store, lags = ResultStore(), []
 
-    def on_lag(stream: str, lag: float, wall: float) -> None:
-        lags.append(lag)
+    class Lags:
+        def lag_measured(self, stream: str, lag: float, wall: float) -> None:
+            lags.append(lag)
 
     async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
-        manager = StreamManager(store, Hub(), session, on_lag=on_lag)
+        manager = StreamManager(store, Hub(), session, lag_sinks=[Lags()])
         manager.start(tg, [spec], {"t": target})
         try:
             yield store.streams[spec.name], lags

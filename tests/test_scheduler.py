@@ -168,16 +168,17 @@ async def test_loop_lag_monitor_sees_a_blocked_loop() -> None:
 
 
 async def test_a_failing_result_hook_costs_one_result_not_the_scheduler() -> None:
-    """An exception in the result hook is logged; runs go on and the TaskGroup never sees it."""
+    """An exception in a run sink is logged; runs go on and the TaskGroup never sees it."""
     calls = 0
 
-    def broken(run: ProbeRun, lag: float) -> None:
-        nonlocal calls
-        calls += 1
-        raise RuntimeError("a bug downstream of the store")
+    class Broken:
+        def run_finished(self, run: ProbeRun, lag: float) -> None:
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("a bug downstream of the store")
 
     store = ResultStore()
-    sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=4, on_result=broken)
+    sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=4, sinks=[Broken()])
     with structlog.testing.capture_logs() as logs:
         await run_for(sched, [spec("a", interval="50ms", timeout="20ms")], 0.4)
     state = store.get("a")

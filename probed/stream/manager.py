@@ -8,15 +8,16 @@ also runs the periodic gap expiry of all watchers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import aiohttp
 
 from probed.config import SseStream, TargetConfig
+from probed.sinks import LagSink
 from probed.store import ResultStore
 from probed.stream.hub import Hub
-from probed.stream.watcher import LagHook, StreamWatcher
+from probed.stream.watcher import StreamWatcher
 
 __all__ = ["StreamManager"]
 
@@ -29,12 +30,12 @@ class StreamManager:
         store: ResultStore,
         hub: Hub,
         session: aiohttp.ClientSession,
-        on_lag: LagHook | None = None,
+        lag_sinks: Sequence[LagSink] = (),
     ) -> None:
         self._store = store
         self._hub = hub
         self._session = session
-        self._on_lag = on_lag
+        self._lag_sinks = tuple(lag_sinks)
         self._watchers: dict[str, StreamWatcher] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -81,7 +82,9 @@ class StreamManager:
             spec.name, spec.target, spec.subscribers, spec.lag_buckets
         )
         stats.event_timeout = spec.event_timeout
-        watcher = StreamWatcher(spec, target, self._session, self._hub, stats, on_lag=self._on_lag)
+        watcher = StreamWatcher(
+            spec, target, self._session, self._hub, stats, lag_sinks=self._lag_sinks
+        )
         self._watchers[spec.name] = watcher
         watcher.start(self._tg)
 

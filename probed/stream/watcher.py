@@ -43,7 +43,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
@@ -62,6 +62,7 @@ from probed.http.tls import ssl_for
 from probed.jsonpath import lookup
 from probed.netvalues import json_loads, sequence_number
 from probed.results import Reason
+from probed.sinks import LagSink
 from probed.skew import StreamClock, reading_bounds
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
@@ -69,7 +70,7 @@ from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.reconnect import ReconnectPolicy
 
-__all__ = ["RECONNECT_REASONS", "LagHook", "StreamWatcher"]
+__all__ = ["RECONNECT_REASONS", "StreamWatcher"]
 
 _log = structlog.get_logger("probed.stream")
 
@@ -89,8 +90,6 @@ _INTERNAL_ERROR_LOG_EVERY = 60.0
 _CLOCK_BODY_LIMIT = 64 * 1024
 """Bytes read at most from a stream's ``time_path`` endpoint."""
 
-LagHook = Callable[[str, float, float], None]
-"""Called with (stream, lag seconds, wall receive time) for every recorded (corrected) lag."""
 _conn_counter = itertools.count(1)
 _CONN_PREFIX = os.urandom(3).hex()
 
@@ -145,7 +144,7 @@ class StreamWatcher:
         stats: StreamStats,
         *,
         rng: random.Random | None = None,
-        on_lag: LagHook | None = None,
+        lag_sinks: Sequence[LagSink] = (),
     ) -> None:
         self.spec = spec
         self.target = target
@@ -153,7 +152,7 @@ class StreamWatcher:
         self.hub = hub
         self.stats = stats
         self._rng = rng or random.Random()
-        self._on_lag = on_lag
+        self._lag_sinks = tuple(lag_sinks)
         self._url = target.base_url.rstrip("/") + spec.path
         self._subs = [
             _Subscriber(
@@ -449,8 +448,8 @@ class StreamWatcher:
                     stats.negative_lag += 1
                 else:
                     stats.observe_lag(lag, wall)
-                    if self._on_lag is not None:
-                        self._on_lag(spec.name, lag, wall)
+                    for sink in self._lag_sinks:
+                        sink.lag_measured(spec.name, lag, wall)
                     if lag > spec.late_after:
                         stats.late += 1
         seq = self._sequence(event, data)
