@@ -258,13 +258,6 @@ class Config(BaseSettings):
         """The loaded ``[daemon] web_config_file`` (TLS and basic auth), if configured."""
         return self._web
 
-    def probe(self, name: str) -> AnySpec:
-        """The probe or stream called ``name``; ``KeyError`` if there is none."""
-        for spec in self.probes:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
     @property
     def scheduled(self) -> list[ProbeSpec]:
         """The interval-run probes (everything but streams)."""
