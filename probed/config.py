@@ -35,6 +35,9 @@ from __future__ import annotations
 
 from probed.configload import load_config
 from probed.configprobes import (
+    KINDS,
+    PROBE_MODELS,
+    SPEC_MODELS,
     AnySpec,
     FixtureProbe,
     FollowUp,
@@ -68,7 +71,10 @@ from probed.durations import Duration, format_duration
 __all__ = [
     "DEFAULT_LISTEN",
     "DEFAULT_PORT",
+    "KINDS",
+    "PROBE_MODELS",
     "SLO_WINDOWS",
+    "SPEC_MODELS",
     "AlertingConfig",
     "AnySpec",
     "ComponentConfig",

@@ -1,8 +1,9 @@
 """The ``[[probes]]`` models: one per ``kind``, and the unions that pick one by ``kind``.
 
-``ProbeSpec`` holds the interval-run probes (what the scheduler runs through
-``probed.probes.PROBERS``), ``AnySpec`` every table's model, streams included; ``KINDS``
-is their ``kind`` values.
+``ProbeModel`` is the one list of the interval-run kinds. Built from it: ``ProbeSpec``
+(what the scheduler runs through ``probed.probes.PROBERS``), ``AnySpec`` (what a table
+may be, streams included), the tuples ``PROBE_MODELS`` and ``SPEC_MODELS`` of their
+models and ``KINDS``, the ``kind`` values.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     BeforeValidator,
     Field,
     PrivateAttr,
@@ -38,12 +40,15 @@ from probed.durations import Duration
 
 __all__ = [
     "KINDS",
+    "PROBE_MODELS",
+    "SPEC_MODELS",
     "AnySpec",
     "FixtureProbe",
     "FollowUp",
     "HttpProbe",
     "ImportProbe",
     "LoginProbe",
+    "ProbeModel",
     "ProbeSpec",
     "ReflectProbe",
     "SseStream",
@@ -341,22 +346,19 @@ class ImportProbe(_ProbeBase):
         return self
 
 
+#: The interval-run probe models, one per ``kind``: the one place the kinds are listed.
+#: Everything else is built from it; it is a written union because mypy checks
+#: annotations against written types, not against a union assembled at run time.
+ProbeModel: TypeAlias = HttpProbe | LoginProbe | FixtureProbe | ReflectProbe | ImportProbe
+
+#: ``ProbeModel``'s models, in order.
+PROBE_MODELS: tuple[type[BaseModel], ...] = get_args(ProbeModel)
+#: Every model a ``[[probes]]`` table may be: the probes, then the stream watcher.
+SPEC_MODELS: tuple[type[BaseModel], ...] = (*PROBE_MODELS, SseStream)
+#: The ``kind`` of each of ``SPEC_MODELS``, in order (the error messages list them so).
+KINDS: tuple[str, ...] = tuple(model.model_fields["kind"].default for model in SPEC_MODELS)
+
 #: Interval-run probes: the scheduler runs these through ``probed.probes.PROBERS``.
-ProbeSpec = Annotated[
-    HttpProbe | LoginProbe | FixtureProbe | ReflectProbe | ImportProbe,
-    Field(discriminator="kind"),
-]
+ProbeSpec = Annotated[ProbeModel, Field(discriminator="kind")]
 #: Everything a ``[[probes]]`` table may be: interval-run probes and long-lived streams.
-AnySpec = Annotated[
-    HttpProbe | LoginProbe | FixtureProbe | ReflectProbe | ImportProbe | SseStream,
-    Field(discriminator="kind"),
-]
-
-
-def _kinds() -> tuple[str, ...]:
-    """The ``kind`` values of the ProbeSpec union, read from the models (written once)."""
-    union = get_args(AnySpec)[0]
-    return tuple(model.model_fields["kind"].default for model in get_args(union))
-
-
-KINDS = _kinds()
+AnySpec = Annotated[ProbeModel | SseStream, Field(discriminator="kind")]

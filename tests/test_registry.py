@@ -1,5 +1,5 @@
-"""The probe registry and the config's ``ProbeSpec`` union are one list of kinds; the
-README's failure reasons and ``Reason`` are one set."""
+"""The probe registry, the config's unions and its tuples of kind models are one list of
+kinds; the README's failure reasons and ``Reason`` are one set."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
-from probed.config import ProbeSpec
+from probed.config import KINDS, PROBE_MODELS, SPEC_MODELS, AnySpec, ProbeSpec, SseStream
 from probed.probes import PROBERS
 from probed.results import Reason
 
 README = Path(__file__).parent.parent / "README.md"
 
 
-def _spec_models() -> list[type[BaseModel]]:
-    union, *_metadata = typing.get_args(ProbeSpec)  # Annotated[A | B | C, Field(...)]
+def _spec_models(spec: object = ProbeSpec) -> list[type[BaseModel]]:
+    union, *_metadata = typing.get_args(spec)  # Annotated[A | B | C, Field(...)]
     return list(typing.get_args(union))
 
 
@@ -33,6 +33,20 @@ def _kind_of(model: type[BaseModel]) -> str:
 def test_registry_matches_spec_union() -> None:
     """``PROBERS`` has exactly one entry per ``kind`` literal of the ``ProbeSpec`` union."""
     assert {_kind_of(model) for model in _spec_models()} == set(PROBERS)
+
+
+def test_unions_and_tuples_are_one_list() -> None:
+    """``ProbeSpec`` holds ``PROBE_MODELS``; ``AnySpec`` holds ``SPEC_MODELS``: those, then sse."""
+    assert list(PROBE_MODELS) == _spec_models(ProbeSpec)
+    assert list(SPEC_MODELS) == _spec_models(AnySpec)
+    assert (*PROBE_MODELS, SseStream) == SPEC_MODELS
+
+
+def test_kinds_name_every_model_in_order() -> None:
+    """``KINDS`` is the ``kind`` of each config model, in order, each once."""
+    assert tuple(_kind_of(model) for model in SPEC_MODELS) == KINDS
+    assert len(set(KINDS)) == len(KINDS)
+    assert {*PROBERS, "sse"} == set(KINDS)
 
 
 @pytest.mark.parametrize("model", _spec_models(), ids=_kind_of)
