@@ -136,14 +136,6 @@ def _problems_beside(
         cfg = Config(**repaired)
     except ValidationError:
         return []
-    cfg._source = path
-    referenced = [
-        ref.env
-        for owner in [*cfg.probes, *cfg.targets.values()]
-        for _, ref in owner.secret_refs()
-        if ref.env is not None
-    ]
-    cfg._warnings = unknown_overrides(os.environ, Config, referenced)
     problems = semantic_problems(cfg, path, locator, environ, secrets)
     return [p for p in problems if not any(e in p for e in refused)]
 
