@@ -3,7 +3,7 @@
 A secret reference (``{ env = "NAME" }``, ``{ file = "/path" }`` or ``{ credential =
 "name" }``) and the headers that may hold one, the ``HOST:PORT`` listen address, a JSON
 assertion, an absolute request path and the redirect mode. ``probed.config`` re-exports
-the public ones.
+those the rest of probed uses; the base models and helpers serve the config modules.
 """
 
 from __future__ import annotations
