@@ -19,7 +19,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from probed import webauth, webconfig
+from probed import webauth
 from probed.config import load_config
 from probed.daemon import Daemon
 from probed.errors import ConfigError
@@ -638,12 +638,6 @@ def test_bad_hash_is_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_web_config(path)
     assert "hunter2" not in str(info.value)
-
-
-def test_all_is_sorted_and_honest() -> None:
-    """``__all__`` is sorted and every name in it exists."""
-    assert sorted(webconfig.__all__) == webconfig.__all__
-    assert all(hasattr(webconfig, name) for name in webconfig.__all__)
 
 
 @contextlib.asynccontextmanager
