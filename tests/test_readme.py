@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from probed.config import AnySpec, DaemonConfig, RecommendConfig, SseStream
-from probed.demo.target import Faults, _parse_admin_update
+from probed.demo.faults import Faults, _parse_admin_update
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -9,6 +9,7 @@ stalling or skewed, so tests and operators can rehearse incidents.
 
 from __future__ import annotations
 
-from probed.demo.target import DemoTarget, Faults
+from probed.demo.faults import Faults
+from probed.demo.target import DemoTarget
 
 __all__ = ["DemoTarget", "Faults"]

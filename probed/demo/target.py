@@ -36,8 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
-import fnmatch
 import hmac
 import importlib.resources
 import itertools
@@ -48,34 +46,32 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeGuard
+from typing import Any, Final, Self
 
 import structlog
 from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.typedefs import Handler
 
+from probed.demo.faults import (
+    Faults,
+    IdStyle,
+    admin_routes,
+    check_refuse_for,
+    date_stamper,
+    request_faults,
+)
+from probed.demo.jsonio import bad_request, is_number, json_response, read_json_body
+
 __all__ = [
-    "ADMIN_PREFIX",
     "DemoTarget",
-    "Faults",
     "compute_indicators",
     "load_indicators_fixture",
 ]
 
-ADMIN_PREFIX: Final = "/-/admin/"
-"""Paths under this prefix are admin endpoints: faults never apply to them."""
 
-_MAX_LATENCY: Final = 300.0
-_MAX_RETRY_AFTER: Final = 86_400
-_MAX_REFUSE_FOR: Final = 3_600.0
-_MAX_DISCONNECT_EVERY: Final = 86_400.0
-_MIN_HEARTBEAT: Final = 0.01
-_MAX_OVERSIZE: Final = 64 * 1024 * 1024
-_MAX_CLOCK_OFFSET: Final = 366 * 86_400.0
-_MAX_IMPORT_DURATION: Final = 3_600.0
 _TOKEN_TTL: Final = 3_600.0
 _MAX_TOKENS: Final = 10_000
 _USER: Final = {"id": "u_1", "role": "user"}
@@ -86,190 +82,6 @@ _MAX_CLOSES: Final = 10_000
 _MAX_SYMBOL: Final = 32
 
 _log = structlog.get_logger("probed.demo")
-
-IdStyle = Literal["numeric", "composite"]
-_ID_STYLES: Final[tuple[IdStyle, ...]] = ("numeric", "composite")
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_admin(path: str) -> bool:
-    return path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/")
-
-
-def _check_float(key: str, value: object, low: float, high: float, what: str = "a number") -> None:
-    if not _is_number(value) or not low <= float(value) <= high:
-        raise ValueError(f"{key} must be {what} in [{low:g}, {high:g}], got {value!r}")
-
-
-def _check_int(key: str, value: object, low: int, high: int, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f"{key} must be {what} in [{low}, {high}], got {value!r}")
-
-
-def _check_bool(key: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{key} must be true or false, got {value!r}")
-
-
-_FLOAT_KEYS: Final = (
-    "latency",
-    "error_ratio",
-    "rate_limit_ratio",
-    "stream_delay",
-    "drop_ratio",
-    "duplicate_ratio",
-    "reorder_ratio",
-    "disconnect_every",
-    "clock_offset",
-    "heartbeat_interval",
-    "import_duration",
-)
-
-
-@dataclass
-class Faults:
-    """What the demo target does wrong; the defaults make it healthy.
-
-    Request faults: ``latency`` seconds are added before answering; then a
-    share ``rate_limit_ratio`` of requests is answered 429 (with
-    ``Retry-After: retry_after``), then a share ``error_ratio`` 503. A ratio of
-    1.0 hits every request. ``paths`` are ``fnmatch`` globs on the request path
-    limiting these three (empty: every non-admin path). ``refuse_connections``
-    closes the listening socket (and ends every open stream).
-
-    Stream faults (the SSE stream and the WebSocket; ``paths`` does not limit
-    them): events are published ``stream_delay`` seconds after they are
-    enqueued, in enqueue order. A share ``drop_ratio`` is never delivered (nor
-    replayed), a share ``duplicate_ratio`` is delivered twice, a share
-    ``reorder_ratio`` is held back and delivered right after the next event.
-    ``disconnect_every`` seconds (0: never) after it opened, a stream is ended
-    cleanly. While ``stall`` is true open streams send nothing (events queue up
-    and flow when it ends). ``wrong_content_type`` serves the SSE path as
-    ``application/json``. ``oversize_event`` bytes (0: off) of ``"pad"`` are
-    added to every event's data. ``heartbeat_interval`` seconds between SSE
-    heartbeat comments. ``id_style`` is ``"numeric"`` (the SSE id is the
-    ``seq``) or ``"composite"`` (``"<epoch seconds>:<n>"``).
-
-    ``clock_offset`` seconds are added to ``enqueued_at`` stamps and to the
-    ``Date`` header of every non-admin response. Import jobs take
-    ``import_duration`` seconds; with ``import_stall_at`` (percent, 0: off) a
-    job stops at that progress and never finishes; ``import_regress`` makes a
-    job's progress go back 20 points once, midway.
-
-    Values are checked on creation: a bad one raises ``ValueError`` naming its key.
-    """
-
-    latency: float = 0.0
-    error_ratio: float = 0.0
-    rate_limit_ratio: float = 0.0
-    retry_after: int = 5
-    refuse_connections: bool = False
-    paths: list[str] = field(default_factory=list)
-    stream_delay: float = 0.0
-    drop_ratio: float = 0.0
-    duplicate_ratio: float = 0.0
-    reorder_ratio: float = 0.0
-    disconnect_every: float = 0.0
-    stall: bool = False
-    wrong_content_type: bool = False
-    oversize_event: int = 0
-    clock_offset: float = 0.0
-    heartbeat_interval: float = 1.0
-    id_style: IdStyle = "numeric"
-    import_duration: float = 2.0
-    import_stall_at: int = 0
-    import_regress: bool = False
-
-    def __post_init__(self) -> None:
-        seconds = "a number of seconds"
-        _check_float("latency", self.latency, 0.0, _MAX_LATENCY, seconds)
-        for key in (
-            "error_ratio",
-            "rate_limit_ratio",
-            "drop_ratio",
-            "duplicate_ratio",
-            "reorder_ratio",
-        ):
-            _check_float(key, getattr(self, key), 0.0, 1.0)
-        _check_int(
-            "retry_after", self.retry_after, 0, _MAX_RETRY_AFTER, "a whole number of seconds"
-        )
-        for key in ("refuse_connections", "stall", "wrong_content_type", "import_regress"):
-            _check_bool(key, getattr(self, key))
-        paths: object = self.paths
-        if not isinstance(paths, list | tuple):
-            raise ValueError(f"paths must be a list of glob strings, got {paths!r}")
-        for index, glob in enumerate(paths):
-            if not isinstance(glob, str) or not glob.startswith(("/", "*")):
-                raise ValueError(
-                    f"paths[{index}] must be a glob starting with '/' or '*', got {glob!r}"
-                )
-        _check_float("stream_delay", self.stream_delay, 0.0, _MAX_LATENCY, seconds)
-        _check_float("disconnect_every", self.disconnect_every, 0.0, _MAX_DISCONNECT_EVERY, seconds)
-        _check_int("oversize_event", self.oversize_event, 0, _MAX_OVERSIZE, "a number of bytes")
-        _check_float(
-            "clock_offset", self.clock_offset, -_MAX_CLOCK_OFFSET, _MAX_CLOCK_OFFSET, seconds
-        )
-        _check_float(
-            "heartbeat_interval", self.heartbeat_interval, _MIN_HEARTBEAT, _MAX_LATENCY, seconds
-        )
-        if self.id_style not in _ID_STYLES:
-            raise ValueError(
-                f"id_style must be one of {', '.join(map(repr, _ID_STYLES))}, got {self.id_style!r}"
-            )
-        _check_float("import_duration", self.import_duration, 0.0, _MAX_IMPORT_DURATION, seconds)
-        _check_int("import_stall_at", self.import_stall_at, 0, 100, "a whole percent")
-        for key in _FLOAT_KEYS:
-            setattr(self, key, float(getattr(self, key)))
-        self.paths = list(paths)
-
-    @classmethod
-    def keys(cls) -> tuple[str, ...]:
-        """The fault keys, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    def updated(self, changes: Mapping[str, object]) -> Faults:
-        """A copy with ``changes`` applied; ``ValueError`` on an unknown key or bad value."""
-        unknown = sorted(set(changes) - set(self.keys()))
-        if unknown:
-            raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(self.keys())})")
-        kwargs: dict[str, Any] = dict(changes)
-        return dataclasses.replace(self, **kwargs)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The faults as a JSON-ready mapping (the admin endpoints' shape)."""
-        return dataclasses.asdict(self)
-
-    def applies_to(self, path: str) -> bool:
-        """Whether the request faults (latency, 429, 503) apply to ``path``."""
-        if _is_admin(path):
-            return False
-        return not self.paths or any(fnmatch.fnmatchcase(path, glob) for glob in self.paths)
-
-
-def _check_refuse_for(value: object) -> float:
-    if not _is_number(value) or not 0.0 < float(value) <= _MAX_REFUSE_FOR:
-        raise ValueError(
-            f"refuse_for must be a number of seconds in (0, {_MAX_REFUSE_FOR:g}], got {value!r}"
-        )
-    return float(value)
-
-
-def _parse_admin_update(current: Faults, body: object) -> tuple[Faults, float | None]:
-    """The faults a ``PUT /-/admin/faults`` body asks for, and its ``refuse_for``."""
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object of fault keys")
-    changes = dict(body)
-    refuse_for: float | None = None
-    if "refuse_for" in changes:
-        refuse_for = _check_refuse_for(changes.pop("refuse_for"))
-        if changes.get("refuse_connections", True) is not True:
-            raise ValueError("refuse_for needs refuse_connections true (or left out)")
-        changes["refuse_connections"] = True
-    return current.updated(changes), refuse_for
 
 
 # --- indicators --------------------------------------------------------------------------
@@ -329,7 +141,7 @@ def compute_indicators(payload: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"'closes' must be a list of {_MIN_CLOSES} to {_MAX_CLOSES} numbers")
     closes: list[float] = []
     for index, value in enumerate(raw):
-        if not _is_number(value) or not math.isfinite(value):
+        if not is_number(value) or not math.isfinite(value):
             raise ValueError(f"'closes[{index}]' must be a finite number, got {value!r}")
         closes.append(float(value))
     return {
@@ -842,16 +654,6 @@ class _Imports:
 _TARGET: Final[web.AppKey[DemoTarget]] = web.AppKey("demo_target")
 
 
-def _dumps(data: object) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-
-
-def _json(
-    data: object, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.json_response(data, status=status, headers=headers, dumps=_dumps)
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -869,7 +671,7 @@ async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         slug = exc.reason.lower().replace(" ", "_")
-        response = _json({"error": slug}, status=exc.status, headers=headers)
+        response = json_response({"error": slug}, status=exc.status, headers=headers)
     finally:
         target._in_flight.discard(protocol)
     if target._site is None and not response.prepared:
@@ -877,49 +679,25 @@ async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-@web.middleware
-async def _inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Latency first, then the 429 draw, then the 503 draw, then the handler."""
-    target = request.app[_TARGET]
-    faults = target._faults
-    if not faults.applies_to(request.path):
-        return await handler(request)
-    if faults.latency > 0.0:
-        await asyncio.sleep(faults.latency)
-    faults = target._faults  # may have changed while sleeping
-    if not faults.applies_to(request.path):
-        return await handler(request)
-    rng = target._rng
-    if faults.rate_limit_ratio > 0.0 and rng.random() < faults.rate_limit_ratio:
-        return _json(
-            {"error": "rate_limited", "retry_after": faults.retry_after},
-            status=429,
-            headers={"Retry-After": str(faults.retry_after)},
-        )
-    if faults.error_ratio > 0.0 and rng.random() < faults.error_ratio:
-        return _json({"error": "service_unavailable"}, status=503)
-    return await handler(request)
-
-
 async def _health(request: web.Request) -> web.Response:
-    return _json({"status": "healthy", "timestamp": _now(), "version": _VERSION})
+    return json_response({"status": "healthy", "timestamp": _now(), "version": _VERSION})
 
 
 async def _readiness(request: web.Request) -> web.Response:
     checks = {"database": "ok", "redis": "ok", "connection_pool": "ok"}
-    return _json({"status": "ready", "checks": checks})
+    return json_response({"status": "ready", "checks": checks})
 
 
 async def _liveness(request: web.Request) -> web.Response:
-    return _json({"status": "alive", "timestamp": _now()})
+    return json_response({"status": "alive", "timestamp": _now()})
 
 
 async def _migrations(request: web.Request) -> web.Response:
-    return _json({"status": "up_to_date", "current": _MIGRATION, "head": _MIGRATION})
+    return json_response({"status": "up_to_date", "current": _MIGRATION, "head": _MIGRATION})
 
 
 def _malformed(detail: str) -> web.Response:
-    return _json({"error": "malformed_body", "detail": detail}, status=400)
+    return json_response({"error": "malformed_body", "detail": detail}, status=400)
 
 
 async def _read_credentials(request: web.Request) -> tuple[str, str] | str:
@@ -957,9 +735,9 @@ async def _login(request: web.Request) -> web.Response:
     user_ok = hmac.compare_digest(username.encode(), target._username.encode())
     password_ok = hmac.compare_digest(password.encode(), target._password.encode())
     if not (user_ok and password_ok):
-        return _json({"error": "invalid_credentials"}, status=401)
+        return json_response({"error": "invalid_credentials"}, status=401)
     token = target._tokens.issue()
-    response = _json(
+    response = json_response(
         {
             "token": token,
             "token_type": "Bearer",
@@ -977,102 +755,55 @@ async def _me(request: web.Request) -> web.Response:
     if scheme.lower() != "bearer" or not token.strip():
         token = request.cookies.get("session", "")
     if not token or not target._tokens.valid(token.strip()):
-        return _json({"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"})
-    return _json(dict(_USER))
+        return json_response(
+            {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    return json_response(dict(_USER))
 
 
 async def _indicators(request: web.Request) -> web.Response:
     try:
         body: object = await request.json()
     except (ValueError, UnicodeDecodeError):
-        return _json({"error": "body is not valid JSON"}, status=400)
+        return json_response({"error": "body is not valid JSON"}, status=400)
     try:
         if not isinstance(body, dict):
             raise ValueError("body must be a JSON object with 'symbol' and 'closes'")
         result = compute_indicators(body)
     except ValueError as exc:
-        return _json({"error": str(exc)}, status=400)
-    return _json(result)
-
-
-async def _get_faults(request: web.Request) -> web.Response:
-    return _json(request.app[_TARGET]._faults.to_dict())
-
-
-async def _put_faults(request: web.Request) -> web.Response:
-    target = request.app[_TARGET]
-    try:
-        body: object = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _json({"error": "body is not valid JSON"}, status=400)
-    try:
-        faults, refuse_for = _parse_admin_update(target._faults, body)
-    except ValueError as exc:
-        return _json({"error": str(exc)}, status=400)
-    await target.set_faults(faults, refuse_for=refuse_for)
-    return _json(target._faults.to_dict())
-
-
-async def _stamp_date(request: web.Request, response: web.StreamResponse) -> None:
-    """With ``clock_offset``, the ``Date`` of every non-admin response is off by that much."""
-    offset = request.app[_TARGET]._faults.clock_offset
-    if offset and not _is_admin(request.path):
-        response.headers[hdrs.DATE] = email.utils.formatdate(time.time() + offset, usegmt=True)
-
-
-def _bad_request(error: str) -> web.Response:
-    return _json({"error": error}, status=400)
-
-
-async def _read_json_body(request: web.Request, limit: int) -> object:
-    """The JSON body (``{}`` when empty); ``ValueError`` saying what is wrong with it."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ValueError(f"body must be at most {limit} bytes")
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(_WRITE_CHUNK):
-        raw += chunk
-        if len(raw) > limit:
-            raise ValueError(f"body must be at most {limit} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body: object = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
-    return body
+        return json_response({"error": str(exc)}, status=400)
+    return json_response(result)
 
 
 async def _post_outbox(request: web.Request) -> web.Response:
     target = request.app[_TARGET]
     try:
-        body = await _read_json_body(request, _MAX_OUTBOX_BODY)
+        body = await read_json_body(request, _MAX_OUTBOX_BODY)
         assert isinstance(body, dict)
         event = target._bus.enqueue(body.get("type", "outbox.event"), body)
     except _OutboxFull:
-        return _json({"error": "outbox_full"}, status=503, headers={"Retry-After": "1"})
+        return json_response({"error": "outbox_full"}, status=503, headers={"Retry-After": "1"})
     except ValueError as exc:
-        return _bad_request(str(exc))
-    return _json({"seq": event.seq, "enqueued_at": event.enqueued_at}, status=202)
+        return bad_request(str(exc))
+    return json_response({"seq": event.seq, "enqueued_at": event.enqueued_at}, status=202)
 
 
 async def _post_import(request: web.Request) -> web.Response:
     target = request.app[_TARGET]
     try:
-        body = await _read_json_body(request, _MAX_OUTBOX_BODY)
+        body = await read_json_body(request, _MAX_OUTBOX_BODY)
     except ValueError as exc:
-        return _bad_request(str(exc))
+        return bad_request(str(exc))
     assert isinstance(body, dict)
     broker = body.get("broker", "mock")
     if broker not in _BROKERS:
-        return _bad_request(f"'broker' must be one of: {', '.join(_BROKERS)}")
+        return bad_request(f"'broker' must be one of: {', '.join(_BROKERS)}")
     trades = body.get("trades", _DEFAULT_TRADES)
     if not isinstance(trades, int) or isinstance(trades, bool) or not 1 <= trades <= _MAX_TRADES:
-        return _bad_request(f"'trades' must be a whole number in [1, {_MAX_TRADES}]")
+        return bad_request(f"'trades' must be a whole number in [1, {_MAX_TRADES}]")
     job = target._imports.create(trades)
     status_url = f"/api/v1/imports/{job.id}"
-    return _json(
+    return json_response(
         {"id": job.id, "status_url": status_url}, status=202, headers={"Location": status_url}
     )
 
@@ -1080,8 +811,8 @@ async def _post_import(request: web.Request) -> web.Response:
 async def _get_import(request: web.Request) -> web.Response:
     job = request.app[_TARGET]._imports.get(request.match_info["job_id"])
     if job is None:
-        return _json({"error": "not_found"}, status=404)
-    return _json(job.to_dict())
+        return json_response({"error": "not_found"}, status=404)
+    return json_response(job.to_dict())
 
 
 async def _events_stream(request: web.Request) -> web.StreamResponse:
@@ -1093,7 +824,7 @@ async def _events_stream(request: web.Request) -> web.StreamResponse:
         events = ",".join(event.body for event in bus.recent(types))
         return web.Response(text=f'{{"events":[{events}]}}', content_type="application/json")
     if not target._streams_open:
-        return _json({"error": "service_unavailable"}, status=503)
+        return json_response({"error": "service_unavailable"}, status=503)
     subscriber = bus.subscribe(types, request.headers.get("Last-Event-ID"))
     response = web.StreamResponse(
         headers={
@@ -1145,7 +876,7 @@ async def _events_ws(request: web.Request) -> web.StreamResponse:
     target = request.app[_TARGET]
     bus = target._bus
     if not target._streams_open:
-        return _json({"error": "service_unavailable"}, status=503)
+        return json_response({"error": "service_unavailable"}, status=503)
     ws = web.WebSocketResponse(heartbeat=_WS_HEARTBEAT, timeout=_WS_CLOSE_TIMEOUT)
     subscriber = bus.subscribe(_parse_types(request.query.get("types")), None)
 
@@ -1172,7 +903,7 @@ async def _events_ws(request: web.Request) -> web.StreamResponse:
 
 
 def _build_app(target: DemoTarget) -> web.Application:
-    app = web.Application(middlewares=[_track, _inject_faults])
+    app = web.Application(middlewares=[_track, request_faults(target._current_faults, target._rng)])
     app[_TARGET] = target
     app.router.add_get("/health", _health)
     app.router.add_get("/health/readiness", _readiness)
@@ -1186,9 +917,8 @@ def _build_app(target: DemoTarget) -> web.Application:
     app.router.add_post("/api/v1/outbox", _post_outbox)
     app.router.add_post("/api/v1/imports", _post_import)
     app.router.add_get("/api/v1/imports/{job_id}", _get_import)
-    app.router.add_get(ADMIN_PREFIX + "faults", _get_faults)
-    app.router.add_put(ADMIN_PREFIX + "faults", _put_faults)
-    app.on_response_prepare.append(_stamp_date)
+    app.add_routes(admin_routes(target._current_faults, target.set_faults))
+    app.on_response_prepare.append(date_stamper(target._current_faults))
     return app
 
 
@@ -1346,7 +1076,7 @@ class DemoTarget:
         """
         new = dataclasses.replace(faults)
         if refuse_for is not None:
-            refuse_for = _check_refuse_for(refuse_for)
+            refuse_for = check_refuse_for(refuse_for)
             new.refuse_connections = True
         async with self._lock:
             self._generation += 1
@@ -1360,6 +1090,10 @@ class DemoTarget:
                     self._reopen_after(refuse_for, self._generation),
                     name="probed-demo-reopen",
                 )
+
+    def _current_faults(self) -> Faults:
+        """The faults in force (not a copy: the middleware, streams and jobs read them live)."""
+        return self._faults
 
     async def _apply(self, new: Faults) -> None:
         if self._runner is not None:
