@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import importlib.resources
 import itertools
 import json
 import math
@@ -55,6 +54,7 @@ import structlog
 from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.typedefs import Handler
 
+from probed.demo import health, indicators
 from probed.demo.faults import (
     Faults,
     IdStyle,
@@ -63,106 +63,16 @@ from probed.demo.faults import (
     date_stamper,
     request_faults,
 )
-from probed.demo.jsonio import bad_request, is_number, json_response, read_json_body
+from probed.demo.jsonio import bad_request, json_response, read_json_body
 
-__all__ = [
-    "DemoTarget",
-    "compute_indicators",
-    "load_indicators_fixture",
-]
+__all__ = ["DemoTarget"]
 
 
 _TOKEN_TTL: Final = 3_600.0
 _MAX_TOKENS: Final = 10_000
 _USER: Final = {"id": "u_1", "role": "user"}
-_VERSION: Final = "1.0.0"
-_MIGRATION: Final = "0042_events"
-_MIN_CLOSES: Final = 15
-_MAX_CLOSES: Final = 10_000
-_MAX_SYMBOL: Final = 32
 
 _log = structlog.get_logger("probed.demo")
-
-
-# --- indicators --------------------------------------------------------------------------
-
-
-def _round(value: float) -> float:
-    return round(value, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
-def _sma(closes: list[float], period: int) -> list[float]:
-    return [
-        _round(math.fsum(closes[end - period : end]) / period)
-        for end in range(period, len(closes) + 1)
-    ]
-
-
-def _ema(closes: list[float], period: int) -> list[float]:
-    alpha = 2.0 / (period + 1)
-    ema = math.fsum(closes[:period]) / period
-    out = [ema]
-    for close in closes[period:]:
-        ema = alpha * close + (1.0 - alpha) * ema
-        out.append(ema)
-    return [_round(value) for value in out]
-
-
-def _rsi(closes: list[float], period: int) -> float:
-    """Wilder's RSI over the whole series; 100 with no losses, 50 when flat."""
-    changes = [b - a for a, b in itertools.pairwise(closes)]
-    gains = [max(change, 0.0) for change in changes]
-    losses = [max(-change, 0.0) for change in changes]
-    avg_gain = math.fsum(gains[:period]) / period
-    avg_loss = math.fsum(losses[:period]) / period
-    for gain, loss in zip(gains[period:], losses[period:], strict=True):
-        avg_gain = (avg_gain * (period - 1) + gain) / period
-        avg_loss = (avg_loss * (period - 1) + loss) / period
-    if avg_loss == 0.0:
-        return 100.0 if avg_gain > 0.0 else 50.0
-    return _round(100.0 - 100.0 / (1.0 + avg_gain / avg_loss))
-
-
-def compute_indicators(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """SMA(5), EMA(10) and RSI(14) of ``payload["closes"]``, floats rounded to 6 places.
-
-    ``payload`` is ``{"symbol": str, "closes": [number, ...]}`` with 15 to 10,000
-    finite closes; other keys are ignored. ``sma_5`` and ``ema_10`` end at each
-    close from the 5th (10th) on; the EMA starts from the SMA of the first 10.
-    Raises ``ValueError`` on invalid input. Same input, same output, always.
-    """
-    if not isinstance(payload, Mapping):
-        raise ValueError("body must be a JSON object with 'symbol' and 'closes'")
-    symbol = payload.get("symbol")
-    if not isinstance(symbol, str) or not 0 < len(symbol) <= _MAX_SYMBOL:
-        raise ValueError(f"'symbol' must be a string of 1 to {_MAX_SYMBOL} characters")
-    raw = payload.get("closes")
-    if not isinstance(raw, list) or not _MIN_CLOSES <= len(raw) <= _MAX_CLOSES:
-        raise ValueError(f"'closes' must be a list of {_MIN_CLOSES} to {_MAX_CLOSES} numbers")
-    closes: list[float] = []
-    for index, value in enumerate(raw):
-        if not is_number(value) or not math.isfinite(value):
-            raise ValueError(f"'closes[{index}]' must be a finite number, got {value!r}")
-        closes.append(float(value))
-    return {
-        "symbol": symbol,
-        "indicators": {
-            "sma_5": _sma(closes, 5),
-            "ema_10": _ema(closes, 10),
-            "rsi_14": _rsi(closes, 14),
-        },
-    }
-
-
-def load_indicators_fixture() -> dict[str, Any]:
-    """The shipped input for ``POST /v1/indicators`` (``fixtures/indicators.json``)."""
-    text = (
-        importlib.resources.files("probed.demo")
-        .joinpath("fixtures", "indicators.json")
-        .read_text(encoding="utf-8")
-    )
-    data: dict[str, Any] = json.loads(text)
-    return data
 
 
 # --- sessions ----------------------------------------------------------------------------
@@ -654,10 +564,6 @@ class _Imports:
 _TARGET: Final[web.AppKey[DemoTarget]] = web.AppKey("demo_target")
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @web.middleware
 async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: JSON routing errors; tracks in-flight requests; no keep-alive while refusing."""
@@ -677,23 +583,6 @@ async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
     if target._site is None and not response.prepared:
         response.force_close()
     return response
-
-
-async def _health(request: web.Request) -> web.Response:
-    return json_response({"status": "healthy", "timestamp": _now(), "version": _VERSION})
-
-
-async def _readiness(request: web.Request) -> web.Response:
-    checks = {"database": "ok", "redis": "ok", "connection_pool": "ok"}
-    return json_response({"status": "ready", "checks": checks})
-
-
-async def _liveness(request: web.Request) -> web.Response:
-    return json_response({"status": "alive", "timestamp": _now()})
-
-
-async def _migrations(request: web.Request) -> web.Response:
-    return json_response({"status": "up_to_date", "current": _MIGRATION, "head": _MIGRATION})
 
 
 def _malformed(detail: str) -> web.Response:
@@ -759,20 +648,6 @@ async def _me(request: web.Request) -> web.Response:
             {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
         )
     return json_response(dict(_USER))
-
-
-async def _indicators(request: web.Request) -> web.Response:
-    try:
-        body: object = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return json_response({"error": "body is not valid JSON"}, status=400)
-    try:
-        if not isinstance(body, dict):
-            raise ValueError("body must be a JSON object with 'symbol' and 'closes'")
-        result = compute_indicators(body)
-    except ValueError as exc:
-        return json_response({"error": str(exc)}, status=400)
-    return json_response(result)
 
 
 async def _post_outbox(request: web.Request) -> web.Response:
@@ -905,13 +780,10 @@ async def _events_ws(request: web.Request) -> web.StreamResponse:
 def _build_app(target: DemoTarget) -> web.Application:
     app = web.Application(middlewares=[_track, request_faults(target._current_faults, target._rng)])
     app[_TARGET] = target
-    app.router.add_get("/health", _health)
-    app.router.add_get("/health/readiness", _readiness)
-    app.router.add_get("/health/liveness", _liveness)
-    app.router.add_get("/health/migrations", _migrations)
+    app.add_routes(health.routes())
     app.router.add_post("/api/auth/login", _login)
     app.router.add_get("/api/me", _me)
-    app.router.add_post("/v1/indicators", _indicators)
+    app.add_routes(indicators.routes())
     app.router.add_get("/api/v1/events/stream", _events_stream, allow_head=False)
     app.router.add_get("/api/v1/events/ws", _events_ws, allow_head=False)
     app.router.add_post("/api/v1/outbox", _post_outbox)
