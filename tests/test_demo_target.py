@@ -16,8 +16,8 @@ import pytest
 
 import probed.demo
 from probed.demo import DemoTarget, Faults
+from probed.demo.auth import _TokenStore
 from probed.demo.indicators import compute_indicators, load_indicators_fixture
-from probed.demo.target import _TokenStore
 
 PASSWORD = "correct-horse-battery-staple"
 USERNAME = "probe@demo.example"

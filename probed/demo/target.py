@@ -36,12 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import itertools
 import json
 import math
 import random
-import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -55,6 +53,7 @@ from aiohttp import WSCloseCode, hdrs, web
 from aiohttp.typedefs import Handler
 
 from probed.demo import health, indicators
+from probed.demo.auth import Accounts
 from probed.demo.faults import (
     Faults,
     IdStyle,
@@ -68,64 +67,7 @@ from probed.demo.jsonio import bad_request, json_response, read_json_body
 __all__ = ["DemoTarget"]
 
 
-_TOKEN_TTL: Final = 3_600.0
-_MAX_TOKENS: Final = 10_000
-_USER: Final = {"id": "u_1", "role": "user"}
-
 _log = structlog.get_logger("probed.demo")
-
-
-# --- sessions ----------------------------------------------------------------------------
-
-
-class _TokenStore:
-    """Bearer tokens and their expiry: ``ttl`` seconds, at most ``max_size`` (oldest go first)."""
-
-    def __init__(
-        self,
-        *,
-        ttl: float = _TOKEN_TTL,
-        max_size: int = _MAX_TOKENS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._ttl = ttl
-        self._max_size = max_size
-        self._clock = clock
-        self._expiry: dict[str, float] = {}  # insertion order == expiry order
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def tokens(self) -> list[str]:
-        """Every live token, oldest first."""
-        return list(self._expiry)
-
-    def issue(self) -> str:
-        """A new random token, valid for ``ttl`` seconds."""
-        now = self._clock()
-        self._purge(now)
-        while len(self._expiry) >= self._max_size:
-            del self._expiry[next(iter(self._expiry))]
-        token = secrets.token_urlsafe(32)
-        self._expiry[token] = now + self._ttl
-        return token
-
-    def valid(self, token: str) -> bool:
-        """Whether ``token`` was issued here and has not expired or been evicted."""
-        expiry = self._expiry.get(token)
-        if expiry is None:
-            return False
-        if expiry <= self._clock():
-            del self._expiry[token]
-            return False
-        return True
-
-    def _purge(self, now: float) -> None:
-        while self._expiry:
-            oldest = next(iter(self._expiry))
-            if self._expiry[oldest] > now:
-                return
-            del self._expiry[oldest]
 
 
 # --- events: the outbox, the replay buffer and the open streams --------------------------
@@ -585,71 +527,6 @@ async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _malformed(detail: str) -> web.Response:
-    return json_response({"error": "malformed_body", "detail": detail}, status=400)
-
-
-async def _read_credentials(request: web.Request) -> tuple[str, str] | str:
-    """``(username, password)`` from a JSON or form body, or what is wrong with it."""
-    fields: Mapping[str, object]
-    content_type = request.content_type
-    if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            body: object = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return "body is not valid JSON"
-        if not isinstance(body, dict):
-            return "body must be a JSON object"
-        fields = body
-    elif content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        try:
-            fields = await request.post()
-        except ValueError:
-            return "body is not a valid form"
-    else:
-        return "Content-Type must be application/json or application/x-www-form-urlencoded"
-    username = fields.get("username", fields.get("email"))
-    password = fields.get("password")
-    if not isinstance(username, str) or not isinstance(password, str):
-        return "'username' (or 'email') and 'password' must be strings"
-    return username, password
-
-
-async def _login(request: web.Request) -> web.Response:
-    target = request.app[_TARGET]
-    credentials = await _read_credentials(request)
-    if isinstance(credentials, str):
-        return _malformed(credentials)
-    username, password = credentials
-    user_ok = hmac.compare_digest(username.encode(), target._username.encode())
-    password_ok = hmac.compare_digest(password.encode(), target._password.encode())
-    if not (user_ok and password_ok):
-        return json_response({"error": "invalid_credentials"}, status=401)
-    token = target._tokens.issue()
-    response = json_response(
-        {
-            "token": token,
-            "token_type": "Bearer",
-            "expires_in": int(_TOKEN_TTL),
-            "user": {"id": _USER["id"]},
-        }
-    )
-    response.set_cookie("session", token, httponly=True, path="/", samesite="Lax")
-    return response
-
-
-async def _me(request: web.Request) -> web.Response:
-    target = request.app[_TARGET]
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        token = request.cookies.get("session", "")
-    if not token or not target._tokens.valid(token.strip()):
-        return json_response(
-            {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-    return json_response(dict(_USER))
-
-
 async def _post_outbox(request: web.Request) -> web.Response:
     target = request.app[_TARGET]
     try:
@@ -781,8 +658,7 @@ def _build_app(target: DemoTarget) -> web.Application:
     app = web.Application(middlewares=[_track, request_faults(target._current_faults, target._rng)])
     app[_TARGET] = target
     app.add_routes(health.routes())
-    app.router.add_post("/api/auth/login", _login)
-    app.router.add_get("/api/me", _me)
+    app.add_routes(target._accounts.routes())
     app.add_routes(indicators.routes())
     app.router.add_get("/api/v1/events/stream", _events_stream, allow_head=False)
     app.router.add_get("/api/v1/events/ws", _events_ws, allow_head=False)
@@ -812,20 +688,14 @@ class DemoTarget:
         faults: Faults | None = None,
         seed: int | None = None,
     ) -> None:
-        if not isinstance(password, str) or not password:
-            raise ValueError("password must be a non-empty string")
-        if not isinstance(username, str) or not username:
-            raise ValueError("username must be a non-empty string")
+        self._accounts = Accounts(username=username, password=password)
         if not isinstance(port, int) or not 0 <= port <= 65_535:
             raise ValueError(f"port must be in [0, 65535], got {port!r}")
         self._host = host
         self._requested_port = port
         self._port: int | None = None
-        self._username = username
-        self._password = password
         self._faults = dataclasses.replace(faults) if faults is not None else Faults()
         self._rng = random.Random(seed)
-        self._tokens = _TokenStore()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._lock = asyncio.Lock()
@@ -866,7 +736,7 @@ class DemoTarget:
 
     def issued_tokens(self) -> list[str]:
         """Every live session token (tests scan outputs for them)."""
-        return self._tokens.tokens()
+        return self._accounts.issued_tokens()
 
     def publish(self, type: str, payload: Mapping[str, Any]) -> int:
         """Enqueue an event as ``POST /api/v1/outbox`` does; returns its ``seq``.
