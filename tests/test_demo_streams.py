@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import probed.demo.events as demo_events
 import probed.demo.target as demo_target
 from probed.demo import DemoTarget, Faults
 
@@ -230,7 +231,7 @@ async def test_replay_buffer_is_bounded(
     target: DemoTarget, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The replay buffer keeps only the newest events."""
-    monkeypatch.setattr(demo_target, "_MAX_REPLAY", 3)
+    monkeypatch.setattr(demo_events, "_MAX_REPLAY", 3)
     async with open_stream(session, target) as (_, sse):
         sent = [target.publish("t", {}) for _ in range(5)]
         await sse.events(5)

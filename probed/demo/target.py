@@ -37,32 +37,28 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-import json
-import math
 import random
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
 import structlog
-from aiohttp import WSCloseCode, hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from probed.demo import health, indicators
 from probed.demo.auth import Accounts
+from probed.demo.events import EventBus, OutboxFull
 from probed.demo.faults import (
     Faults,
-    IdStyle,
     admin_routes,
     check_refuse_for,
     date_stamper,
     request_faults,
 )
 from probed.demo.jsonio import bad_request, json_response, read_json_body
+from probed.demo.streams import Streams
 
 __all__ = ["DemoTarget"]
 
@@ -70,318 +66,9 @@ __all__ = ["DemoTarget"]
 _log = structlog.get_logger("probed.demo")
 
 
-# --- events: the outbox, the replay buffer and the open streams --------------------------
-
-_MAX_OUTBOX_BODY: Final = 64 * 1024
-_MAX_EVENT_BYTES: Final = 1024 * 1024
-_MAX_OUTBOX_EVENTS: Final = 100_000
-_MAX_OUTBOX_BYTES: Final = 64 * 1024 * 1024
-_MAX_REPLAY: Final = 10_000
-_MAX_REPLAY_BYTES: Final = 64 * 1024 * 1024
-_MAX_SUBSCRIBER_QUEUE: Final = 2 * _MAX_REPLAY
-_MAX_TYPE: Final = 128
-_MAX_LAST_EVENT_ID: Final = 64
-_RECENT_EVENTS: Final = 100
-_WRITE_CHUNK: Final = 256 * 1024
-_HEARTBEAT: Final = b": heartbeat\n\n"
-_WS_HEARTBEAT: Final = 10.0
-_WS_CLOSE_TIMEOUT: Final = 1.0
-
-
-class _OutboxFull(RuntimeError):
-    """Too many events wait for their ``stream_delay``: the outbox takes no more."""
-
-
-def _stamp(wall: float) -> str:
-    """RFC 3339 UTC with milliseconds: ``2026-11-23T10:47:37.123Z``."""
-    return (
-        datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
-def _check_event_type(value: object) -> str:
-    if (
-        not isinstance(value, str)
-        or not 0 < len(value) <= _MAX_TYPE
-        or any(char < " " or char == "\x7f" for char in value)
-    ):
-        raise ValueError(f"'type' must be a string of 1 to {_MAX_TYPE} printable characters")
-    return value
-
-
-def _parse_types(raw: str | None) -> frozenset[str] | None:
-    """``?types=a,b`` as a set; ``None`` (every type) when absent or empty."""
-    if raw is None:
-        return None
-    types = frozenset(part.strip() for part in raw.split(",") if part.strip())
-    return types or None
-
-
-@dataclass(frozen=True, slots=True)
-class _Event:
-    """One enqueued event; ``body`` is its compact JSON object, ``size`` its UTF-8 length."""
-
-    seq: int
-    type: str
-    enqueued_at: str
-    composite_id: str
-    body: str
-    size: int
-
-    def text(self, pad: str) -> str:
-        """The JSON object, with a ``"pad"`` field holding ``pad`` if that is not empty."""
-        return f'{self.body[:-1]},"pad":"{pad}"}}' if pad else self.body
-
-    def sse_frame(self, id_style: IdStyle, pad: str) -> bytes:
-        """The event as an SSE block: ``id``, ``event`` and ``data`` lines, a blank line."""
-        event_id = self.composite_id if id_style == "composite" else str(self.seq)
-        return f"id: {event_id}\nevent: {self.type}\ndata: {self.text(pad)}\n\n".encode()
-
-
-class _Subscriber:
-    """One open stream: the events waiting to be sent, and the wake-up of its writer."""
-
-    __slots__ = ("closed", "queue", "types", "wakeup")
-
-    def __init__(self, types: frozenset[str] | None) -> None:
-        self.types = types
-        self.queue: deque[_Event] = deque()
-        self.wakeup = asyncio.Event()
-        self.closed = False
-
-    def offer(self, event: _Event) -> None:
-        """Queue ``event`` if its type is wanted; a consumer too far behind is cut off."""
-        if self.closed or (self.types is not None and event.type not in self.types):
-            return
-        if len(self.queue) >= _MAX_SUBSCRIBER_QUEUE:
-            _log.warning("demo_stream_overflow", queued=len(self.queue))
-            self.close()
-            return
-        self.queue.append(event)
-        self.wakeup.set()
-
-    def close(self) -> None:
-        """Ask the writer to end the stream (it wakes at once)."""
-        self.closed = True
-        self.wakeup.set()
-
-
-class _EventBus:
-    """Sequence numbers, the delayed outbox, the replay buffer and the fan-out to streams.
-
-    Everything runs on the event loop without tasks: the outbox is a FIFO of
-    ``(due, event)`` with one timer for its head, so events are published in
-    enqueue order ``stream_delay`` seconds (or more) after they were enqueued.
-    """
-
-    def __init__(self, faults: Callable[[], Faults], rng: random.Random) -> None:
-        self._faults = faults
-        self._rng = rng
-        self._seq = 0
-        self._second = 0
-        self._in_second = -1
-        self._outbox: deque[tuple[float, _Event]] = deque()
-        self._outbox_bytes = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._held: tuple[_Event, int] | None = None
-        self._replay: deque[_Event] = deque()
-        self._replay_bytes = 0
-        self._subscribers: set[_Subscriber] = set()
-        self._pad = ""
-
-    @property
-    def subscriber_count(self) -> int:
-        """Streams (SSE and WebSocket) open right now."""
-        return len(self._subscribers)
-
-    def enqueue(self, event_type: str, payload: Mapping[str, Any]) -> _Event:
-        """Stamp, number and queue an event; it is published after ``stream_delay``.
-
-        ``ValueError`` if the type or payload is unusable, ``_OutboxFull`` if too
-        many events wait.
-        """
-        loop = asyncio.get_running_loop()
-        _check_event_type(event_type)
-        if len(self._outbox) >= _MAX_OUTBOX_EVENTS or self._outbox_bytes >= _MAX_OUTBOX_BYTES:
-            raise _OutboxFull("the outbox is full: too many events wait for stream_delay")
-        faults = self._faults()
-        wall = time.time() + faults.clock_offset
-        seq = self._seq + 1
-        enqueued_at = _stamp(wall)
-        try:
-            body = json.dumps(
-                {"seq": seq, "type": event_type, "enqueued_at": enqueued_at, "payload": payload},
-                separators=(",", ":"),
-                ensure_ascii=False,
-                allow_nan=False,
-            )
-            size = len(body.encode())
-        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-            raise ValueError(f"payload must be strict JSON of valid text: {exc}") from None
-        if size > _MAX_EVENT_BYTES:
-            raise ValueError(f"event must be at most {_MAX_EVENT_BYTES} bytes of JSON")
-        second = math.floor(wall)
-        self._in_second = self._in_second + 1 if second == self._second else 0
-        self._second = second
-        self._seq = seq
-        event = _Event(seq, event_type, enqueued_at, f"{second}:{self._in_second}", body, size)
-        due = loop.time() + faults.stream_delay
-        if self._outbox:
-            due = max(due, self._outbox[-1][0])
-        self._outbox.append((due, event))
-        self._outbox_bytes += size
-        if self._timer is None:
-            self._timer = loop.call_at(self._outbox[0][0], self._release)
-        return event
-
-    def subscribe(self, types: frozenset[str] | None, last_event_id: str | None) -> _Subscriber:
-        """A new stream, first fed the buffered events after ``last_event_id``."""
-        subscriber = _Subscriber(types)
-        for event in self._replay_after(last_event_id):
-            subscriber.offer(event)
-        self._subscribers.add(subscriber)
-        return subscriber
-
-    def unsubscribe(self, subscriber: _Subscriber) -> None:
-        """Forget a stream that ended."""
-        subscriber.close()
-        self._subscribers.discard(subscriber)
-
-    def recent(self, types: frozenset[str] | None) -> list[_Event]:
-        """The last published events (at most ``_RECENT_EVENTS``) of the wanted types."""
-        events = [e for e in self._replay if types is None or e.type in types]
-        return events[-_RECENT_EVENTS:]
-
-    def pad(self, size: int) -> str:
-        """``size`` bytes of padding (the last one is kept for the next event)."""
-        if len(self._pad) != size:
-            self._pad = "x" * size
-        return self._pad
-
-    def wake_all(self) -> None:
-        """Make every stream writer look at the faults again."""
-        for subscriber in self._subscribers:
-            subscriber.wakeup.set()
-
-    def close_streams(self) -> None:
-        """End every open stream (cleanly: each writer finishes its response)."""
-        for subscriber in self._subscribers:
-            subscriber.close()
-
-    def shutdown(self) -> None:
-        """End every stream and drop what waits in the outbox or is held back."""
-        self.close_streams()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._outbox.clear()
-        self._outbox_bytes = 0
-        self._held = None
-
-    def _replay_after(self, last_event_id: str | None) -> list[_Event]:
-        if last_event_id is None:
-            return []
-        last = last_event_id.strip()
-        if not 0 < len(last) <= _MAX_LAST_EVENT_ID:
-            return []
-        if last.isascii() and last.isdigit():
-            after = int(last)
-            return [event for event in self._replay if event.seq > after]
-        events = list(self._replay)
-        for index, event in enumerate(events):
-            if event.composite_id == last:
-                return events[index + 1 :]
-        return []
-
-    def _release(self) -> None:
-        """Publish the outbox head (its timer fired) and everything else now due."""
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        first = True
-        while self._outbox and (first or self._outbox[0][0] <= now):
-            first = False
-            _, event = self._outbox.popleft()
-            self._outbox_bytes -= event.size
-            self._publish(event)
-        if self._outbox:
-            self._timer = loop.call_at(self._outbox[0][0], self._release)
-
-    def _publish(self, event: _Event) -> None:
-        """Apply the drop, duplicate and reorder draws, then deliver."""
-        faults = self._faults()
-        rng = self._rng
-        if faults.drop_ratio > 0.0 and rng.random() < faults.drop_ratio:
-            return
-        copies = 1
-        if faults.duplicate_ratio > 0.0 and rng.random() < faults.duplicate_ratio:
-            copies = 2
-        if (
-            self._held is None
-            and faults.reorder_ratio > 0.0
-            and rng.random() < faults.reorder_ratio
-        ):
-            self._held = (event, copies)
-            return
-        self._deliver(event, copies)
-        if self._held is not None:
-            held, self._held = self._held, None
-            self._deliver(*held)
-
-    def _deliver(self, event: _Event, copies: int) -> None:
-        self._replay.append(event)
-        self._replay_bytes += event.size
-        while len(self._replay) > _MAX_REPLAY or self._replay_bytes > _MAX_REPLAY_BYTES:
-            self._replay_bytes -= self._replay.popleft().size
-        for subscriber in self._subscribers:
-            for _ in range(copies):
-                subscriber.offer(event)
-
-
-async def _pump(
-    subscriber: _Subscriber,
-    faults_of: Callable[[], Faults],
-    send_events: Callable[[list[_Event], Faults], Awaitable[None]],
-    send_heartbeat: Callable[[], Awaitable[None]] | None,
-) -> None:
-    """Feed one stream until it is closed or ``disconnect_every`` ends it.
-
-    Sends queued events (in batches) and heartbeats, nothing at all while
-    ``stall`` holds; sleeps on the subscriber's wake-up in between.
-    """
-    loop = asyncio.get_running_loop()
-    opened = last_beat = loop.time()
-    while not subscriber.closed:
-        subscriber.wakeup.clear()
-        faults = faults_of()
-        now = loop.time()
-        waits: list[float] = []
-        if faults.disconnect_every > 0.0:
-            left = opened + faults.disconnect_every - now
-            if left <= 0.0:
-                return
-            waits.append(left)
-        if not faults.stall:
-            if subscriber.queue:
-                events = list(subscriber.queue)
-                subscriber.queue.clear()
-                await send_events(events, faults)
-                await asyncio.sleep(0)
-                continue
-            if send_heartbeat is not None:
-                due = last_beat + faults.heartbeat_interval
-                if now >= due:
-                    last_beat = now
-                    await send_heartbeat()
-                    continue
-                waits.append(due - now)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(waits) if waits else None):
-                await subscriber.wakeup.wait()
-
-
 # --- import jobs -------------------------------------------------------------------------
 
+_MAX_IMPORT_BODY: Final = 64 * 1024
 _MAX_JOBS: Final = 1_000
 _MAX_TRADES: Final = 100_000
 _DEFAULT_TRADES: Final = 50
@@ -419,7 +106,7 @@ class _Job:
 class _Imports:
     """Import jobs that advance on timers and publish ``import.progress`` events."""
 
-    def __init__(self, bus: _EventBus, faults: Callable[[], Faults]) -> None:
+    def __init__(self, bus: EventBus, faults: Callable[[], Faults]) -> None:
         self._bus = bus
         self._faults = faults
         self._jobs: dict[str, _Job] = {}  # insertion order == age
@@ -494,7 +181,7 @@ class _Imports:
         }
         try:
             self._bus.enqueue("import.progress", payload)
-        except _OutboxFull:
+        except OutboxFull:
             _log.warning("demo_outbox_full", job_id=job.id)
         if not (job.done or job.stalled):
             loop = asyncio.get_running_loop()
@@ -527,23 +214,10 @@ async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-async def _post_outbox(request: web.Request) -> web.Response:
-    target = request.app[_TARGET]
-    try:
-        body = await read_json_body(request, _MAX_OUTBOX_BODY)
-        assert isinstance(body, dict)
-        event = target._bus.enqueue(body.get("type", "outbox.event"), body)
-    except _OutboxFull:
-        return json_response({"error": "outbox_full"}, status=503, headers={"Retry-After": "1"})
-    except ValueError as exc:
-        return bad_request(str(exc))
-    return json_response({"seq": event.seq, "enqueued_at": event.enqueued_at}, status=202)
-
-
 async def _post_import(request: web.Request) -> web.Response:
     target = request.app[_TARGET]
     try:
-        body = await read_json_body(request, _MAX_OUTBOX_BODY)
+        body = await read_json_body(request, _MAX_IMPORT_BODY)
     except ValueError as exc:
         return bad_request(str(exc))
     assert isinstance(body, dict)
@@ -567,102 +241,13 @@ async def _get_import(request: web.Request) -> web.Response:
     return json_response(job.to_dict())
 
 
-async def _events_stream(request: web.Request) -> web.StreamResponse:
-    """The SSE stream: replay after ``Last-Event-ID``, then live events and heartbeats."""
-    target = request.app[_TARGET]
-    bus = target._bus
-    types = _parse_types(request.query.get("types"))
-    if target._faults.wrong_content_type:
-        events = ",".join(event.body for event in bus.recent(types))
-        return web.Response(text=f'{{"events":[{events}]}}', content_type="application/json")
-    if not target._streams_open:
-        return json_response({"error": "service_unavailable"}, status=503)
-    subscriber = bus.subscribe(types, request.headers.get("Last-Event-ID"))
-    response = web.StreamResponse(
-        headers={
-            hdrs.CONTENT_TYPE: "text/event-stream",
-            hdrs.CACHE_CONTROL: "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-
-    async def send_events(events: list[_Event], faults: Faults) -> None:
-        pad = bus.pad(faults.oversize_event)
-        chunk: list[bytes] = []
-        size = 0
-        for event in events:
-            frame = event.sse_frame(faults.id_style, pad)
-            chunk.append(frame)
-            size += len(frame)
-            if size >= _WRITE_CHUNK:
-                await response.write(b"".join(chunk))
-                chunk, size = [], 0
-        if chunk:
-            await response.write(b"".join(chunk))
-
-    async def send_heartbeat() -> None:
-        await response.write(_HEARTBEAT)
-
-    try:
-        await response.prepare(request)
-        await _pump(subscriber, lambda: target._faults, send_events, send_heartbeat)
-    except ConnectionResetError:
-        pass
-    finally:
-        bus.unsubscribe(subscriber)
-    response.force_close()
-    return response
-
-
-async def _read_ws(ws: web.WebSocketResponse, subscriber: _Subscriber) -> None:
-    """Read (and ignore) client messages so pings, pongs and the client's close are seen."""
-    try:
-        async for _ in ws:
-            pass
-    finally:
-        subscriber.close()
-
-
-async def _events_ws(request: web.Request) -> web.StreamResponse:
-    """The WebSocket: one text message (the event's JSON object) per delivered event."""
-    target = request.app[_TARGET]
-    bus = target._bus
-    if not target._streams_open:
-        return json_response({"error": "service_unavailable"}, status=503)
-    ws = web.WebSocketResponse(heartbeat=_WS_HEARTBEAT, timeout=_WS_CLOSE_TIMEOUT)
-    subscriber = bus.subscribe(_parse_types(request.query.get("types")), None)
-
-    async def send_events(events: list[_Event], faults: Faults) -> None:
-        pad = bus.pad(faults.oversize_event)
-        for event in events:
-            await ws.send_str(event.text(pad))
-
-    try:
-        await ws.prepare(request)
-        reader = asyncio.create_task(_read_ws(ws, subscriber), name="probed-demo-ws-reader")
-        try:
-            await _pump(subscriber, lambda: target._faults, send_events, None)
-        except ConnectionResetError:
-            pass
-        finally:
-            await ws.close(code=WSCloseCode.GOING_AWAY)
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-    finally:
-        bus.unsubscribe(subscriber)
-    return ws
-
-
 def _build_app(target: DemoTarget) -> web.Application:
     app = web.Application(middlewares=[_track, request_faults(target._current_faults, target._rng)])
     app[_TARGET] = target
     app.add_routes(health.routes())
     app.add_routes(target._accounts.routes())
     app.add_routes(indicators.routes())
-    app.router.add_get("/api/v1/events/stream", _events_stream, allow_head=False)
-    app.router.add_get("/api/v1/events/ws", _events_ws, allow_head=False)
-    app.router.add_post("/api/v1/outbox", _post_outbox)
+    app.add_routes(target._streams.routes())
     app.router.add_post("/api/v1/imports", _post_import)
     app.router.add_get("/api/v1/imports/{job_id}", _get_import)
     app.add_routes(admin_routes(target._current_faults, target.set_faults))
@@ -702,9 +287,9 @@ class DemoTarget:
         self._reopen_task: asyncio.Task[None] | None = None
         self._generation = 0
         self._in_flight: set[web.RequestHandler] = set()
-        self._bus = _EventBus(lambda: self._faults, self._rng)
-        self._imports = _Imports(self._bus, lambda: self._faults)
-        self._streams_open = False
+        self._bus = EventBus(self._current_faults, self._rng)
+        self._streams = Streams(self._bus, self._current_faults)
+        self._imports = _Imports(self._bus, self._current_faults)
 
     def __repr__(self) -> str:
         return f"DemoTarget(host={self._host!r}, port={self._port or self._requested_port})"
@@ -768,7 +353,7 @@ class DemoTarget:
         )
         await runner.setup()
         self._runner = runner
-        self._streams_open = True
+        self._streams.open = True
         try:
             await self._open(self._requested_port)
             if self._faults.refuse_connections:
@@ -782,7 +367,7 @@ class DemoTarget:
 
         Safe to call twice. Events still waiting for ``stream_delay`` are dropped.
         """
-        self._streams_open = False
+        self._streams.open = False
         self._bus.shutdown()
         self._imports.shutdown()
         task, self._reopen_task = self._reopen_task, None
