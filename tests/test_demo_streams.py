@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 
 import probed.demo.events as demo_events
-import probed.demo.target as demo_target
+import probed.demo.imports as demo_imports
 from probed.demo import DemoTarget, Faults
 
 PASSWORD = "correct-horse-battery-staple"
@@ -631,7 +631,7 @@ async def test_finished_jobs_are_evicted_first(
     target: DemoTarget, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A full job store forgets its oldest finished job, keeping running ones."""
-    monkeypatch.setattr(demo_target, "_MAX_JOBS", 2)
+    monkeypatch.setattr(demo_imports, "_MAX_JOBS", 2)
     await target.set_faults(Faults(import_duration=0.0))
     done_id, _ = await _run_import(session, target, 1, trades=1)
     await target.set_faults(Faults(import_duration=60.0))

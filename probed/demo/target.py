@@ -1,32 +1,21 @@
 """The built-in demo target: a small aiohttp app shaped like the seeds' product.
 
-It answers the product's health endpoints, a login path (``POST /api/auth/login``
-then ``GET /api/me``) and the AI indicators endpoint (``POST /v1/indicators``),
-all in JSON. Fault knobs (``Faults``) let tests and operators rehearse incidents:
-added latency, 429 and 503 answers drawn at a set ratio, and refused connections.
+``DemoTarget`` puts the parts of this package together on one port and owns
+their lifecycle (start, stop, refusing and re-opening the port):
 
-It also serves the streaming product, for the SSE watcher, reflect and import
-probes::
-
-    GET  /api/v1/events/stream    SSE (``Last-Event-ID`` replay, ``?types=a,b``)
-    GET  /api/v1/events/ws        WebSocket, one JSON text message per event
-    POST /api/v1/outbox           enqueue an event (the body is its payload) -> 202
-    POST /api/v1/imports          start an import job -> 202, ``import.progress`` events
-    GET  /api/v1/imports/{id}     the job's state
-
-with stream faults (delay, drops, duplicates, reordering, disconnects, stalls,
-a wrong content type, oversize events, a skewed clock, stuck or regressing
-imports). ``DemoTarget.publish()`` enqueues from Python. Streams, timers and
-buffers live on the ``DemoTarget``, are bounded, and end with ``stop()``.
+* ``health``: ``/health`` and its readiness, liveness and migrations endpoints;
+* ``auth``: ``POST /api/auth/login`` then ``GET /api/me``;
+* ``indicators``: ``POST /v1/indicators``;
+* ``streams`` over ``events``: the SSE stream and the WebSocket, fed by
+  ``POST /api/v1/outbox`` and ``DemoTarget.publish()``;
+* ``imports``: import jobs and their ``import.progress`` events;
+* ``faults``: the fault knobs, the request faults and ``GET``/``PUT /-/admin/faults``.
 
 Faults are changed from Python (``await DemoTarget.set_faults(...)``) or over
-HTTP on the admin endpoints, which faults never touch::
-
-    GET /-/admin/faults        the current faults
-    PUT /-/admin/faults        any subset of the fault keys, plus ``refuse_for``
-
-While connections are refused no admin request can arrive, so ``refuse_for``
-(seconds) refuses now and re-opens the same port by itself after that time.
+HTTP on the admin endpoints, which faults never touch. While connections are
+refused no admin request can arrive, so ``refuse_for`` (seconds) refuses now and
+re-opens the same port by itself after that time. Streams, timers and buffers
+live on the ``DemoTarget``, are bounded, and end with ``stop()``.
 
 Passwords and tokens are never logged or echoed back in errors.
 """
@@ -36,12 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self
 
 import structlog
 from aiohttp import web
@@ -49,7 +36,7 @@ from aiohttp.typedefs import Handler
 
 from probed.demo import health, indicators
 from probed.demo.auth import Accounts
-from probed.demo.events import EventBus, OutboxFull
+from probed.demo.events import EventBus
 from probed.demo.faults import (
     Faults,
     admin_routes,
@@ -57,202 +44,13 @@ from probed.demo.faults import (
     date_stamper,
     request_faults,
 )
-from probed.demo.jsonio import bad_request, json_response, read_json_body
+from probed.demo.imports import Imports
+from probed.demo.jsonio import json_response
 from probed.demo.streams import Streams
 
 __all__ = ["DemoTarget"]
 
-
 _log = structlog.get_logger("probed.demo")
-
-
-# --- import jobs -------------------------------------------------------------------------
-
-_MAX_IMPORT_BODY: Final = 64 * 1024
-_MAX_JOBS: Final = 1_000
-_MAX_TRADES: Final = 100_000
-_DEFAULT_TRADES: Final = 50
-_IMPORT_STEPS: Final = 10
-_REGRESS_POINTS: Final = 20
-_BROKERS: Final = ("mock",)
-
-
-@dataclass(slots=True)
-class _Job:
-    """One import job; ``step`` of ``steps`` done."""
-
-    id: str
-    total: int
-    steps: int
-    step: int = 0
-    progress: int = 0
-    processed: int = 0
-    done: bool = False
-    stalled: bool = False
-    regressed: bool = False
-    handle: asyncio.TimerHandle | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``GET /api/v1/imports/{id}`` shape."""
-        return {
-            "id": self.id,
-            "state": "done" if self.done else "running",
-            "progress": self.progress,
-            "processed": self.processed,
-            "total": self.total,
-        }
-
-
-class _Imports:
-    """Import jobs that advance on timers and publish ``import.progress`` events."""
-
-    def __init__(self, bus: EventBus, faults: Callable[[], Faults]) -> None:
-        self._bus = bus
-        self._faults = faults
-        self._jobs: dict[str, _Job] = {}  # insertion order == age
-        self._ids = itertools.count(1)
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-    def create(self, total: int) -> _Job:
-        """Start a job over ``total`` trades (a full store forgets an old job first)."""
-        loop = asyncio.get_running_loop()
-        while len(self._jobs) >= _MAX_JOBS:
-            self._evict()
-        job = _Job(id=f"imp_{next(self._ids)}", total=total, steps=min(_IMPORT_STEPS, total))
-        self._jobs[job.id] = job
-        job.handle = loop.call_later(self._step_time(job), self._advance, job)
-        return job
-
-    def get(self, job_id: str) -> _Job | None:
-        """The job, or ``None`` if unknown or evicted."""
-        return self._jobs.get(job_id)
-
-    def shutdown(self) -> None:
-        """Stop advancing every job (they stay as they are)."""
-        for job in self._jobs.values():
-            if job.handle is not None:
-                job.handle.cancel()
-                job.handle = None
-
-    def _evict(self) -> None:
-        jobs = list(self._jobs.values())
-        victim = next((j for j in jobs if j.done), None) or next(
-            (j for j in jobs if j.stalled), jobs[0]
-        )
-        if victim.handle is not None:
-            victim.handle.cancel()
-        del self._jobs[victim.id]
-
-    def _step_time(self, job: _Job) -> float:
-        return self._faults().import_duration / job.steps
-
-    def _advance(self, job: _Job) -> None:
-        job.handle = None
-        faults = self._faults()
-        if (
-            faults.import_regress
-            and not job.regressed
-            and job.steps >= 2
-            and job.step == job.steps // 2
-        ):
-            job.regressed = True
-            job.progress = max(0, job.progress - _REGRESS_POINTS)
-            job.processed = job.total * job.progress // 100
-        else:
-            step = job.step + 1
-            processed = job.total * step // job.steps
-            progress = processed * 100 // job.total
-            stall_at = faults.import_stall_at
-            if stall_at and progress >= stall_at:
-                job.stalled = True
-                if stall_at <= job.progress:
-                    return
-                progress, processed = stall_at, job.total * stall_at // 100
-            job.step = step
-            job.progress, job.processed = progress, processed
-            job.done = not job.stalled and step == job.steps
-        payload = {
-            "job_id": job.id,
-            "progress": job.progress,
-            "processed": job.processed,
-            "total": job.total,
-        }
-        try:
-            self._bus.enqueue("import.progress", payload)
-        except OutboxFull:
-            _log.warning("demo_outbox_full", job_id=job.id)
-        if not (job.done or job.stalled):
-            loop = asyncio.get_running_loop()
-            job.handle = loop.call_later(self._step_time(job), self._advance, job)
-
-
-# --- the app -----------------------------------------------------------------------------
-
-_TARGET: Final[web.AppKey[DemoTarget]] = web.AppKey("demo_target")
-
-
-@web.middleware
-async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: JSON routing errors; tracks in-flight requests; no keep-alive while refusing."""
-    target = request.app[_TARGET]
-    protocol = request.protocol
-    target._in_flight.add(protocol)
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        slug = exc.reason.lower().replace(" ", "_")
-        response = json_response({"error": slug}, status=exc.status, headers=headers)
-    finally:
-        target._in_flight.discard(protocol)
-    if target._site is None and not response.prepared:
-        response.force_close()
-    return response
-
-
-async def _post_import(request: web.Request) -> web.Response:
-    target = request.app[_TARGET]
-    try:
-        body = await read_json_body(request, _MAX_IMPORT_BODY)
-    except ValueError as exc:
-        return bad_request(str(exc))
-    assert isinstance(body, dict)
-    broker = body.get("broker", "mock")
-    if broker not in _BROKERS:
-        return bad_request(f"'broker' must be one of: {', '.join(_BROKERS)}")
-    trades = body.get("trades", _DEFAULT_TRADES)
-    if not isinstance(trades, int) or isinstance(trades, bool) or not 1 <= trades <= _MAX_TRADES:
-        return bad_request(f"'trades' must be a whole number in [1, {_MAX_TRADES}]")
-    job = target._imports.create(trades)
-    status_url = f"/api/v1/imports/{job.id}"
-    return json_response(
-        {"id": job.id, "status_url": status_url}, status=202, headers={"Location": status_url}
-    )
-
-
-async def _get_import(request: web.Request) -> web.Response:
-    job = request.app[_TARGET]._imports.get(request.match_info["job_id"])
-    if job is None:
-        return json_response({"error": "not_found"}, status=404)
-    return json_response(job.to_dict())
-
-
-def _build_app(target: DemoTarget) -> web.Application:
-    app = web.Application(middlewares=[_track, request_faults(target._current_faults, target._rng)])
-    app[_TARGET] = target
-    app.add_routes(health.routes())
-    app.add_routes(target._accounts.routes())
-    app.add_routes(indicators.routes())
-    app.add_routes(target._streams.routes())
-    app.router.add_post("/api/v1/imports", _post_import)
-    app.router.add_get("/api/v1/imports/{job_id}", _get_import)
-    app.add_routes(admin_routes(target._current_faults, target.set_faults))
-    app.on_response_prepare.append(date_stamper(target._current_faults))
-    return app
 
 
 class DemoTarget:
@@ -289,7 +87,7 @@ class DemoTarget:
         self._in_flight: set[web.RequestHandler] = set()
         self._bus = EventBus(self._current_faults, self._rng)
         self._streams = Streams(self._bus, self._current_faults)
-        self._imports = _Imports(self._bus, self._current_faults)
+        self._imports = Imports(self._bus, self._current_faults)
 
     def __repr__(self) -> str:
         return f"DemoTarget(host={self._host!r}, port={self._port or self._requested_port})"
@@ -345,7 +143,7 @@ class DemoTarget:
         if self._runner is not None:
             raise RuntimeError("DemoTarget is already started")
         runner = web.AppRunner(
-            _build_app(self),
+            self._build_app(),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=5.0,
@@ -417,6 +215,37 @@ class DemoTarget:
                     self._reopen_after(refuse_for, self._generation),
                     name="probed-demo-reopen",
                 )
+
+    def _build_app(self) -> web.Application:
+        faults_of = self._current_faults
+        app = web.Application(middlewares=[self._track, request_faults(faults_of, self._rng)])
+        app.add_routes(health.routes())
+        app.add_routes(self._accounts.routes())
+        app.add_routes(indicators.routes())
+        app.add_routes(self._streams.routes())
+        app.add_routes(self._imports.routes())
+        app.add_routes(admin_routes(faults_of, self.set_faults))
+        app.on_response_prepare.append(date_stamper(faults_of))
+        return app
+
+    @web.middleware
+    async def _track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Outermost: JSON routing errors, in-flight tracking, no keep-alive while refusing."""
+        protocol = request.protocol
+        self._in_flight.add(protocol)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            slug = exc.reason.lower().replace(" ", "_")
+            response = json_response({"error": slug}, status=exc.status, headers=headers)
+        finally:
+            self._in_flight.discard(protocol)
+        if self._site is None and not response.prepared:
+            response.force_close()
+        return response
 
     def _current_faults(self) -> Faults:
         """The faults in force (not a copy: the middleware, streams and jobs read them live)."""
