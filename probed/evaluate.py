@@ -21,6 +21,7 @@ import aiohttp
 import structlog
 
 from probed import clock
+from probed.components import compute_components, default_components
 from probed.config import Config
 from probed.history import History
 from probed.jsonpath import lookup
@@ -30,7 +31,6 @@ from probed.results import ProbeRun, Reason
 from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
 from probed.slo import SloEvaluator
 from probed.sloexclusions import Exclusions, Why
-from probed.status import compute_components, default_components
 from probed.store import ProbeState, ResultStore, StreamStats
 
 __all__ = ["Evaluator", "run_rates"]

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from probed import status
+from probed import components, status
+from probed.components import DEFAULT_COMPONENTS, compute_components, default_components, overall
 from probed.config import ComponentConfig, load_config
 from probed.pageunits import amount, duration, evidence_value, offset, percent, rate
 from probed.results import ProbeResult, ProbeRun, Reason
@@ -33,10 +34,6 @@ from probed.signals import (
     StreamSignal,
 )
 from probed.status import (
-    DEFAULT_COMPONENTS,
-    compute_components,
-    default_components,
-    overall,
     recommendations_document,
     render_incident,
     render_markdown,
@@ -895,19 +892,24 @@ def test_page_sparkline_marks_failed_runs() -> None:
     assert marker in row.group(0)
 
 
+STATUS_MODULES = (components, status)
+
+
 def test_all_is_honest() -> None:
-    """``__all__`` names exactly the public functions and constants the module defines."""
-    tree = ast.parse(Path(status.__file__).read_text(encoding="utf-8"))
-    defined: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.ClassDef):
-            defined.add(node.name)
-        elif isinstance(node, ast.Assign):
-            defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            defined.add(node.target.id)
-    public = {name for name in defined if not name.startswith("_")}
-    assert sorted(public) == sorted(status.__all__)
+    """Each status module's ``__all__`` names exactly the public functions and constants it
+    defines."""
+    for module in STATUS_MODULES:
+        tree = ast.parse(Path(module.__file__ or "").read_text(encoding="utf-8"))
+        defined: set[str] = set()
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                defined.add(node.target.id)
+        public = {name for name in defined if not name.startswith("_")}
+        assert (module.__name__, sorted(public)) == (module.__name__, sorted(module.__all__))
 
 
 def test_a_window_without_enough_coverage_says_so() -> None:

@@ -26,18 +26,13 @@ from aiohttp import web
 from probeservers import demo_health_toml
 
 from probed import __version__
+from probed.components import DEFAULT_COMPONENTS, compute_components, default_components
 from probed.config import Config, load_config
 from probed.configstatus import config_document
 from probed.daemon import Daemon
 from probed.demo import DemoTarget
 from probed.signals import Evaluation, ProbeSignal, Signals
-from probed.status import (
-    DEFAULT_COMPONENTS,
-    compute_components,
-    default_components,
-    render_page,
-    status_document,
-)
+from probed.status import render_page, status_document
 from probed.store import ResultStore
 
 PASSWORD = "pw-Status-Page-7"
