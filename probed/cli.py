@@ -288,7 +288,7 @@ async def _get(client: DaemonClient, path: str, seconds: float) -> tuple[int, by
 def _cmd_status(args: argparse.Namespace) -> int:
     import aiohttp
 
-    from probed.status import render_incident, render_markdown, render_table
+    from probed.statustext import render_incident, render_markdown, render_table
 
     client = _client(args, "status")
     if isinstance(client, int):

@@ -1,7 +1,7 @@
 """The status page's style sheet: one inline ``<style>`` (the page loads no external asset).
 
 ``PAGE_CSS`` is the text of that element; the page's Content-Security-Policy names its
-sha256 (``probed.status``), so any change here changes the policy with it. Colours follow
+sha256 (``probed.statuspage``), so any change here changes the policy with it. Colours follow
 the reader's light or dark preference; the components' and recommendations' colours key
 on the ``data-state`` and ``data-severity`` attributes the renderers write.
 

@@ -35,7 +35,8 @@ from probed.maintenanceapi import add_from_request
 from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
 from probed.statehealth import StateHealth
-from probed.status import recommendations_document, render_page, status_document
+from probed.status import recommendations_document, status_document
+from probed.statuspage import render_page
 from probed.store import ResultStore
 from probed.tap import Taps
 

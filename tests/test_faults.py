@@ -66,7 +66,7 @@ from probed.daemon import Daemon
 from probed.demo import DemoTarget, Faults
 from probed.logging import Redactor, configure_logging
 from probed.results import Reason
-from probed.status import render_incident, render_markdown, render_table
+from probed.statustext import render_incident, render_markdown, render_table
 
 # The configured secrets: read from the environment by the config, never written in it.
 PASSWORD = "matrix-Pass-7f3e9c2a41"

@@ -17,7 +17,8 @@ from probed.signals import (
     RecommendationState,
     Severity,
 )
-from probed.status import render_table, status_document
+from probed.status import status_document
+from probed.statustext import render_table
 from probed.store import ResultStore
 
 T0 = 1_770_508_800.0

@@ -16,7 +16,8 @@ from probed.maintenance import Maintenance, MaintenanceWindow
 from probed.maintenanceapi import window_from_request
 from probed.maintenanceconfig import MaintenanceConfig
 from probed.persist import Persister, StateStore
-from probed.status import render_page, status_document
+from probed.status import status_document
+from probed.statuspage import render_page
 from probed.store import ResultStore
 
 T0 = 1_800_000_000.0

@@ -31,7 +31,8 @@ from probed.metrics import DaemonInfo, build_registry
 from probed.persist import STATE_FILE, StateStore
 from probed.server import ServerState, create_app
 from probed.statehealth import LOCK_FILE, StateDirLocked, StateHealth, StateLock, failure_reason
-from probed.status import render_page, status_document
+from probed.status import status_document
+from probed.statuspage import render_page
 from probed.store import ResultStore
 
 

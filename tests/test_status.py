@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from probed import components, status
+from probed import components, pagesections, status, statusfields, statuspage, statustext
 from probed.components import DEFAULT_COMPONENTS, compute_components, default_components, overall
 from probed.config import ComponentConfig, load_config
 from probed.pageunits import amount, duration, evidence_value, offset, percent, rate
@@ -33,14 +33,9 @@ from probed.signals import (
     SloStatus,
     StreamSignal,
 )
-from probed.status import (
-    recommendations_document,
-    render_incident,
-    render_markdown,
-    render_page,
-    render_table,
-    status_document,
-)
+from probed.status import recommendations_document, status_document
+from probed.statuspage import render_page
+from probed.statustext import render_incident, render_markdown, render_table
 from probed.store import ResultStore
 
 NOW = 1_770_508_800.0  # 2026-02-08T00:00:00Z
@@ -892,7 +887,7 @@ def test_page_sparkline_marks_failed_runs() -> None:
     assert marker in row.group(0)
 
 
-STATUS_MODULES = (components, status)
+STATUS_MODULES = (components, status, statusfields, statustext, pagesections, statuspage)
 
 
 def test_all_is_honest() -> None:

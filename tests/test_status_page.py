@@ -32,7 +32,8 @@ from probed.configstatus import config_document
 from probed.daemon import Daemon
 from probed.demo import DemoTarget
 from probed.signals import Evaluation, ProbeSignal, Signals
-from probed.status import render_page, status_document
+from probed.status import status_document
+from probed.statuspage import render_page
 from probed.store import ResultStore
 
 PASSWORD = "pw-Status-Page-7"
@@ -451,7 +452,7 @@ async def check_daemon_page(browser: Browser, daemon: Daemon) -> None:
             page = await resp.text()
         if 'id="overall"' not in page:
             warnings.warn(
-                "the daemon's / does not serve probed.status.render_page yet; only the test's "
+                "the daemon's / does not serve probed.statuspage.render_page yet; only the test's "
                 "own page server was checked",
                 stacklevel=1,
             )
