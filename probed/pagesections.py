@@ -4,7 +4,7 @@
 header (overall state, location, time, version, state directory, config, maintenance and
 clock lines), the component cards, the recommendations with their actions and evidence,
 the SLOs, the probes and streams tables with inline SVG sparklines, and the history. The
-page (``probed.statuspage``) puts it in ``main#app``; its script mirrors this module.
+page (``probed.statuspage``) puts it in ``main#app`` and swaps in a fresh one every 10 s.
 Free text is HTML-escaped; a runbook URL becomes a link only if it is http(s). Figures
 are rounded and carry their unit (``probed.pageunits``).
 """

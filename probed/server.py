@@ -14,6 +14,8 @@
 ``GET /api/v1/streams/NAME/tap`` each event of a stream, live, with its lag
                        (server-sent events; ``probed.tap``; ``probed tap``)
 ``GET /``, ``/status`` the status page (self-contained HTML)
+``GET /status/fragment`` what the page swaps in on its refresh: its title and
+                       the inside of ``main#app`` (``probed.statuspage``)
 =====================  ===================================================
 """
 
@@ -36,7 +38,7 @@ from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
 from probed.statehealth import StateHealth
 from probed.status import recommendations_document, status_document
-from probed.statuspage import render_page
+from probed.statuspage import FRAGMENT_CSP, FRAGMENT_PATH, render_fragment, render_page
 from probed.store import ResultStore
 from probed.tap import Taps
 
@@ -181,6 +183,14 @@ async def _index(request: web.Request) -> web.Response:
     )
 
 
+async def _fragment(request: web.Request) -> web.Response:
+    return web.Response(
+        text=await asyncio.to_thread(render_fragment, _document(request)),
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Content-Security-Policy": FRAGMENT_CSP},
+    )
+
+
 def create_app(state: ServerState, *, middlewares: Iterable[Middleware] = ()) -> web.Application:
     """The aiohttp application serving the daemon's endpoints (``middlewares``: e.g. auth)."""
     app = web.Application(middlewares=middlewares)
@@ -199,4 +209,5 @@ def create_app(state: ServerState, *, middlewares: Iterable[Middleware] = ()) ->
     app.on_shutdown.append(_end_taps)
     app.router.add_get("/", _index)
     app.router.add_get("/status", _index)
+    app.router.add_get(FRAGMENT_PATH, _fragment)
     return app

@@ -34,7 +34,7 @@ from probed.signals import (
     StreamSignal,
 )
 from probed.status import recommendations_document, status_document
-from probed.statuspage import render_page
+from probed.statuspage import render_fragment, render_page
 from probed.statustext import render_incident, render_markdown, render_table
 from probed.store import ResultStore
 
@@ -885,6 +885,29 @@ def test_page_sparkline_marks_failed_runs() -> None:
     assert '<polyline points="20,20 1580,112"></polyline>' in row.group(0)
     marker = '<circle class="fail" cx="20" cy="20" r="28"><title>timeout</title></circle>'
     assert marker in row.group(0)
+
+
+def test_fragment_is_the_pages_title_and_app() -> None:
+    """The refresh fragment is the page's own title and inside of ``main#app``, byte for byte,
+    with no script and markup in free text escaped."""
+    for doc in (fixed_doc(), hostile_doc()):
+        page = render_page(doc)
+        title = re.search(r"<title>.*?</title>", page)
+        app = re.search(r'<main id="app" data-rendered="server">(.*)</main>', page, re.S)
+        assert title is not None
+        assert app is not None
+        assert title.group(0) + app.group(1) == render_fragment(doc)
+        assert "<script" not in render_fragment(doc)
+
+
+def test_page_script_renders_no_markup() -> None:
+    """The page's one script fetches the server's fragment; it writes no markup of its own,
+    so there is a single renderer, in Python."""
+    page = render_page(fixed_doc())
+    [script] = re.findall(r"<script>(.*?)</script>", page, re.S)
+    assert 'fetch("status/fragment"' in script
+    assert [] == re.findall(r"<[a-z]", script)
+    assert len(script.splitlines()) < 50
 
 
 STATUS_MODULES = (components, status, statusfields, statustext, pagesections, statuspage)

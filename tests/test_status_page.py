@@ -1,4 +1,5 @@
-"""The status page in real headless Chromium: a live daemon's data, and the refresh script."""
+"""The status page in real headless Chromium: a live daemon's data, and the refresh that swaps
+in the server's fragment."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import shutil
 import signal
 import struct
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -33,7 +33,7 @@ from probed.daemon import Daemon
 from probed.demo import DemoTarget
 from probed.signals import Evaluation, ProbeSignal, Signals
 from probed.status import status_document
-from probed.statuspage import render_page
+from probed.statuspage import FRAGMENT_CSP, FRAGMENT_PATH, render_fragment, render_page
 from probed.store import ResultStore
 
 PASSWORD = "pw-Status-Page-7"
@@ -224,14 +224,17 @@ def artifacts(tmp_path: Path) -> Path:
 
 
 DocFn = Callable[[], dict[str, Any]]
+#: What ``/status/fragment`` renders on each fetch: a document, or None for a 503.
+FragmentFn = Callable[[], dict[str, Any] | None]
 
 
 @contextlib.asynccontextmanager
 async def page_server(
-    pages: dict[str, DocFn], api: DocFn | None, wrap: Callable[[str], str] = str
+    pages: dict[str, DocFn], fragment: FragmentFn, wrap: Callable[[str], str] = str
 ) -> AsyncIterator[str]:
-    """Serve ``wrap(render_page(doc()))`` at each path of ``pages`` and ``api()`` at
-    /api/v1/status."""
+    """Serve ``wrap(render_page(doc()))`` at each path of ``pages`` and
+    ``render_fragment(fragment())`` at /status/fragment, as the daemon does (503 when
+    ``fragment()`` is None)."""
 
     def page_handler(make: DocFn) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
@@ -239,10 +242,11 @@ async def page_server(
 
         return handler
 
-    async def api_handler(request: web.Request) -> web.Response:
-        if api is None:
-            return web.json_response({"error": "unavailable"}, status=503)
-        return web.json_response(api())
+    async def fragment_handler(request: web.Request) -> web.Response:
+        doc = fragment()
+        if doc is None:
+            return web.Response(status=503, text="unavailable")
+        return web.Response(text=render_fragment(doc), content_type="text/html")
 
     async def frame_handler(request: web.Request) -> web.Response:
         """/frame/W/H: the page at ``/`` in a W x H CSS pixel iframe (a viewport of that size,
@@ -259,7 +263,7 @@ async def page_server(
     for path, make in pages.items():
         app.router.add_get(path, page_handler(make))
     app.router.add_get(r"/frame/{width:\d+}/{height:\d+}", frame_handler)
-    app.router.add_get("/api/v1/status", api_handler)
+    app.router.add_get(FRAGMENT_PATH, fragment_handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -393,8 +397,9 @@ EXPECTED_COMPONENTS = {
 async def test_status_page_of_a_live_daemon_in_chromium(
     browser: Browser, artifacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chromium shows the live daemon's components and probe results, re-renders them from
-    /api/v1/status, and the screenshot of the page is a real, non-trivial image."""
+    """Chromium shows the live daemon's components and probe results, refreshes them with the
+    fragment of /status/fragment, and the screenshot of the page is a real, non-trivial
+    image."""
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
     async with DemoTarget(password=PASSWORD) as demo:
         config = load_config(write_config(tmp_path, demo.base_url))
@@ -413,7 +418,7 @@ async def test_status_page_of_a_live_daemon_in_chromium(
                 )
 
             pages: dict[str, DocFn] = {"/": doc, "/bare": lambda: doc(evaluated=False)}
-            async with page_server(pages, api=doc) as base:
+            async with page_server(pages, fragment=doc) as base:
                 served = await browser.dom(f"{base}/")
                 refreshed = await browser.dom(f"{base}/", budget_ms=12_000)
                 bare = await browser.dom(f"{base}/bare")
@@ -445,35 +450,38 @@ async def test_status_page_of_a_live_daemon_in_chromium(
 
 
 async def check_daemon_page(browser: Browser, daemon: Daemon) -> None:
-    """Once the daemon's own ``/`` serves ``render_page``, check it in Chromium too."""
+    """The daemon's own ``/`` in Chromium, before and after a refresh from its own
+    /status/fragment, which answers HTML that runs and loads nothing on its own."""
     base = f"http://127.0.0.1:{daemon.bound_port}"
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"{base}/") as resp:
-            page = await resp.text()
-        if 'id="overall"' not in page:
-            warnings.warn(
-                "the daemon's / does not serve probed.statuspage.render_page yet; only the test's "
-                "own page server was checked",
-                stacklevel=1,
-            )
-            return
         async with http.get(f"{base}/api/v1/status") as resp:
             api = await resp.json()
-    dom = await browser.dom(f"{base}/")
-    assert "server" == dom.by_id("app").attrs["data-rendered"]
-    assert dom.by_id("overall").attrs["data-state"] in {"OK", "DEGRADED", "DOWN", "UNKNOWN"}
-    assert len(api["components"]) == len(dom.by_class("component"))
-    assert_probe_rows_ok(dom)
+        async with http.get(f"{base}{FRAGMENT_PATH}") as resp:
+            fragment = await resp.text()
+            assert (200, "text/html") == (resp.status, resp.content_type)
+            assert "no-store" == resp.headers["Cache-Control"]
+            assert FRAGMENT_CSP == resp.headers["Content-Security-Policy"]
+    assert fragment.startswith("<title>")
+    assert "<script" not in fragment
+    assert len(api["components"]) == len(Dom(fragment).by_class("component"))
+    served = await browser.dom(f"{base}/")
+    refreshed = await browser.dom(f"{base}/", budget_ms=12_000)
+    for dom, rendered in ((served, "server"), (refreshed, "client")):
+        assert rendered == dom.by_id("app").attrs["data-rendered"]
+        assert dom.by_id("overall").attrs["data-state"] in {"OK", "DEGRADED", "DOWN", "UNKNOWN"}
+        assert len(api["components"]) == len(dom.by_class("component"))
+        assert_probe_rows_ok(dom)
+    assert "data-error" not in refreshed.by_id("refresh").attrs
 
 
 # ---------------------------------------------------------------------------
-# the script renders exactly what the server renders
+# a refresh shows exactly what the server renders
 
 HOSTILE = "<script>alert(1)</script>"
 T0 = 1_770_508_800.0
 
 
-def parity_doc() -> dict[str, Any]:
+def all_sections_doc() -> dict[str, Any]:
     """Every section filled, with markup in free text and numbers that round on a tie."""
     return {
         "version": "0.1.0",
@@ -611,98 +619,196 @@ def history_rows(dom: Dom) -> list[list[str]]:
     return rows_of(dom, lambda e: "history" in e.classes)
 
 
-async def test_script_renders_exactly_what_the_server_renders(
+def assert_all_sections(dom: Dom) -> None:
+    """``dom`` shows every section of ``all_sections_doc``: hostile strings as text, nothing
+    injected, every figure rounded with its unit."""
+    assert 1 == len(dom.find(lambda e: e.tag == "script"))
+    assert [] == dom.find(lambda e: e.tag in ("img", "b"))
+    assert HOSTILE == dom.by_id("location").text
+    assert "false" == dom.by_id("state").attrs["data-healthy"]
+    assert (
+        "false",
+        "config reload failed at 2026-02-07T23:58:59Z: <script>alert(1)</script> (and 6 more "
+        "problems); running config a1b2c3d4e5f6 from 2026-02-07T23:49:59Z, file on disk "
+        "unreadable",
+    ) == (dom.by_id("config").attrs["data-ok"], dom.by_id("config").text)
+    assert [
+        f"maintenance until 2026-02-08T01:00:00Z: {HOSTILE} (targets demo)",
+        "maintenance from 2026-02-08T02:00:00Z until 2026-02-08T02:30:00Z: "
+        f"- (probes login, {HOSTILE})",
+    ] == [p.text for p in dom.by_class("maintenance") if p.tag == "p"]
+    assert [
+        ["2026-02-07T23:59:59Z", "component", HOSTILE, "OK \u2192 DOWN",
+         f"failing: login, {HOSTILE}"],
+        ["2026-02-07T23:57:55Z", "recommendation", "login_failing",
+         "pending \u2192 active", "Sev-1"],
+        ["2026-02-07T23:56:40Z", "recommendation", "x", "- \u2192 pending", ""],
+        ["2026-02-07T23:49:59Z", "reload", "config", "- \u2192 failed",
+         f"<img src=x onerror=alert(1)> {HOSTILE}"],
+    ] == history_rows(dom)  # fmt: skip
+    assert [
+        f"stream events: target clock -30.013 s \u00b1 0.4 ms (time_path), SKEWED {HOSTILE}"
+    ] == [p.text for p in dom.by_class("clock-skew")]
+    assert [
+        ("true", "-30 s skewed"),
+        ("false", "in sync"),
+        ("false", "-"),
+        ("false", "+412 ms"),
+        ("false", "-"),
+    ] == [(td.attrs["data-clock-skewed"], td.text) for td in dom.by_class("clock")]
+    assert [
+        ["login_availability", "availability", "99.5 %", "30d", "99.13 %",
+         "insufficient data (12m of 30d)", "1.75x", "-6.25 %"],
+        ["login_latency", "latency", "99.999 %", "90m", "41.23 %", "-", "0x", "99.95 %"],
+    ] == rows_of(dom, lambda e: "slo" in e.classes)  # fmt: skip
+    assert [
+        ["probe login failure_ratio", "12.5 %", "20 %"],
+        ["probe login p95", "1 s", "250 ms"],
+        ["slo login_availability burn_rate_1h", "14.4x", "14.4x"],
+        ["queue_depth", "250", "200"],
+    ] == [r[:3] for r in rows_of(dom, lambda e: not e.attrs) if r]
+    assert ["12 ms", "1.1 s", "-"] == [r[6] for r in rows_of(dom, lambda e: "probe" in e.classes)]
+    assert ["500 ms", "2 min", "-", "-", "-"] == [
+        r[11] for r in rows_of(dom, lambda e: "stream" in e.classes)
+    ]
+    assert "DOWN" == dom.by_id("overall").attrs["data-state"]
+    assert [
+        ("API Read", "OK", "true", "OK"),
+        (HOSTILE, "DOWN", "true", "DOWN"),
+        ("SSE Stream", "DEGRADED", "true", "DEGRADED"),
+        ("Background Jobs", "UNKNOWN", "true", "UNKNOWN"),
+        ("Console/Admin", "UNKNOWN", "false", "not monitored"),
+    ] == [
+        (c.attrs["data-name"], c.attrs["data-state"], c.attrs["data-monitored"], state.text)
+        for c, state in zip(
+            dom.by_class("component"),
+            dom.find(lambda e: e.tag == "p" and "state" in e.classes and "id" not in e.attrs),
+            strict=True,
+        )
+    ]
+    assert ["Sev-1", "Sev-3"] == [r.attrs["data-severity"] for r in dom.by_class("recommendation")]
+    [link] = dom.find(lambda e: e.tag == "a")
+    assert "https://runbooks.example/probed#login" == link.attrs["href"]
+    assert 2 == len(dom.find(lambda e: e.tag == "circle" and "fail" in e.classes))
+
+
+def quiet_doc() -> dict[str, Any]:
+    """All is well: every component OK, nothing recommended, no history yet."""
+    doc = all_sections_doc()
+    doc["overall"] = "OK"
+    doc["components"] = [
+        {**c, "state": "OK", "failing": [], "degraded_by": []} for c in doc["components"]
+    ]
+    doc["recommendations"] = []
+    doc["history"] = []
+    return doc
+
+
+def recovering_doc() -> dict[str, Any]:
+    """Ten seconds after ``all_sections_doc``: login works again, its component is DEGRADED."""
+    doc = all_sections_doc()
+    doc["generated_at"] += 10
+    doc["overall"] = "DEGRADED"
+    doc["components"][1].update(state="DEGRADED", failing=[], degraded_by=["login"])
+    doc["history"].insert(
+        0,
+        {"at": T0 + 9.5, "kind": "component", "name": HOSTILE, "old": "DOWN",
+         "new": "DEGRADED", "detail": "degraded: login"},
+    )  # fmt: skip
+    return doc
+
+
+class Fragments:
+    """What /status/fragment answers, one document per fetch (None: a 503); the last repeats."""
+
+    def __init__(self, *docs: dict[str, Any] | None) -> None:
+        self.docs = docs
+        self.fetches = 0
+
+    def __call__(self) -> dict[str, Any] | None:
+        doc = self.docs[min(self.fetches, len(self.docs) - 1)]
+        self.fetches += 1
+        return doc
+
+    def reset(self) -> None:
+        """Start over at the first document (for the next browser run)."""
+        self.fetches = 0
+
+
+def title(dom: Dom) -> str:
+    """The text of the document's ``<title>`` (the first; the sparklines' come later)."""
+    return dom.find(lambda e: e.tag == "title")[0].text
+
+
+def without_refresh_note(app: str) -> str:
+    """``main#app``'s markup without the ``#refresh`` note (a failed refresh rewrites it)."""
+    return re.sub(r'<span id="refresh"[^>]*>[^<]*</span>', "", app)
+
+
+async def test_refresh_shows_exactly_the_servers_fragment(
     browser: Browser, artifacts: Path
 ) -> None:
-    """After a refresh, the client-rendered main#app is identical to the server's rendering of
-    the same document, hostile strings stay text, and nothing injected runs."""
-    async with page_server({"/": parity_doc}, api=parity_doc) as base:
+    """Every 10 s the page swaps in the server's fragment for the document of that moment: after
+    one fetch main#app and the title are exactly those of the server's page of that document,
+    after a second fetch those of the changed document (its state changes are visible), and a
+    failed third fetch keeps the last page and says so. Hostile strings stay text and nothing
+    injected runs."""
+    fragments = Fragments(all_sections_doc(), recovering_doc(), None)
+    pages: dict[str, DocFn] = {
+        "/": quiet_doc,
+        "/first": all_sections_doc,
+        "/second": recovering_doc,
+    }
+    async with page_server(pages, fragment=fragments) as base:
         served = await browser.dom(f"{base}/")
-        refreshed = await browser.dom(f"{base}/", budget_ms=12_000)
+        first = await browser.dom(f"{base}/first")
+        second = await browser.dom(f"{base}/second")
+        refreshed: list[Dom] = []
+        for fetches in (1, 2, 3):
+            fragments.reset()
+            refreshed.append(await browser.dom(f"{base}/", budget_ms=fetches * 10_000 + 2_000))
+            assert fetches == fragments.fetches
         shot = artifacts / "status-page-all-sections.png"
-        await browser.screenshot(f"{base}/", shot)
+        await browser.screenshot(f"{base}/first", shot)
     assert len(shot.read_bytes()) > 10_000
-    assert "server" == served.by_id("app").attrs["data-rendered"]
-    assert "client" == refreshed.by_id("app").attrs["data-rendered"]
-    assert served.app_inner() == refreshed.app_inner()
-    for dom in (served, refreshed):
-        assert 1 == len(dom.find(lambda e: e.tag == "script"))
-        assert [] == dom.find(lambda e: e.tag in ("img", "b"))
-        assert HOSTILE == dom.by_id("location").text
-        assert "false" == dom.by_id("state").attrs["data-healthy"]
-        assert (
-            "false",
-            "config reload failed at 2026-02-07T23:58:59Z: <script>alert(1)</script> (and 6 more "
-            "problems); running config a1b2c3d4e5f6 from 2026-02-07T23:49:59Z, file on disk "
-            "unreadable",
-        ) == (dom.by_id("config").attrs["data-ok"], dom.by_id("config").text)
-        assert [
-            f"maintenance until 2026-02-08T01:00:00Z: {HOSTILE} (targets demo)",
-            "maintenance from 2026-02-08T02:00:00Z until 2026-02-08T02:30:00Z: "
-            f"- (probes login, {HOSTILE})",
-        ] == [p.text for p in dom.by_class("maintenance") if p.tag == "p"]
-        assert [
-            ["2026-02-07T23:59:59Z", "component", HOSTILE, "OK \u2192 DOWN",
-             f"failing: login, {HOSTILE}"],
-            ["2026-02-07T23:57:55Z", "recommendation", "login_failing",
-             "pending \u2192 active", "Sev-1"],
-            ["2026-02-07T23:56:40Z", "recommendation", "x", "- \u2192 pending", ""],
-            ["2026-02-07T23:49:59Z", "reload", "config", "- \u2192 failed",
-             f"<img src=x onerror=alert(1)> {HOSTILE}"],
-        ] == history_rows(dom)  # fmt: skip
-        assert [
-            f"stream events: target clock -30.013 s \u00b1 0.4 ms (time_path), SKEWED {HOSTILE}"
-        ] == [p.text for p in dom.by_class("clock-skew")]
-        assert [
-            ("true", "-30 s skewed"),
-            ("false", "in sync"),
-            ("false", "-"),
-            ("false", "+412 ms"),
-            ("false", "-"),
-        ] == [(td.attrs["data-clock-skewed"], td.text) for td in dom.by_class("clock")]
-        assert [
-            ["login_availability", "availability", "99.5 %", "30d", "99.13 %",
-             "insufficient data (12m of 30d)", "1.75x", "-6.25 %"],
-            ["login_latency", "latency", "99.999 %", "90m", "41.23 %", "-", "0x", "99.95 %"],
-        ] == rows_of(dom, lambda e: "slo" in e.classes)  # fmt: skip
-        assert [
-            ["probe login failure_ratio", "12.5 %", "20 %"],
-            ["probe login p95", "1 s", "250 ms"],
-            ["slo login_availability burn_rate_1h", "14.4x", "14.4x"],
-            ["queue_depth", "250", "200"],
-        ] == [r[:3] for r in rows_of(dom, lambda e: not e.attrs) if r]
-        assert ["12 ms", "1.1 s", "-"] == [
-            r[6] for r in rows_of(dom, lambda e: "probe" in e.classes)
-        ]
-        assert ["500 ms", "2 min", "-", "-", "-"] == [
-            r[11] for r in rows_of(dom, lambda e: "stream" in e.classes)
-        ]
-        assert "DOWN" == dom.by_id("overall").attrs["data-state"]
-        assert [
-            ("API Read", "OK", "true", "OK"),
-            (HOSTILE, "DOWN", "true", "DOWN"),
-            ("SSE Stream", "DEGRADED", "true", "DEGRADED"),
-            ("Background Jobs", "UNKNOWN", "true", "UNKNOWN"),
-            ("Console/Admin", "UNKNOWN", "false", "not monitored"),
-        ] == [
-            (c.attrs["data-name"], c.attrs["data-state"], c.attrs["data-monitored"], state.text)
-            for c, state in zip(
-                dom.by_class("component"),
-                dom.find(lambda e: e.tag == "p" and "state" in e.classes and "id" not in e.attrs),
-                strict=True,
-            )
-        ]
-        assert ["Sev-1", "Sev-3"] == [
-            r.attrs["data-severity"] for r in dom.by_class("recommendation")
-        ]
-        [link] = dom.find(lambda e: e.tag == "a")
-        assert "https://runbooks.example/probed#login" == link.attrs["href"]
-        assert 2 == len(dom.find(lambda e: e.tag == "circle" and "fail" in e.classes))
+    once, twice, failed = refreshed
+
+    assert ("server", "OK") == (
+        served.by_id("app").attrs["data-rendered"],
+        served.by_id("overall").attrs["data-state"],
+    )
+    assert f"OK - probed status - {HOSTILE}" == title(served)
+    for dom, expected in ((once, first), (twice, second)):
+        assert ("client", "server") == (
+            dom.by_id("app").attrs["data-rendered"],
+            expected.by_id("app").attrs["data-rendered"],
+        )
+        assert expected.app_inner() == dom.app_inner()
+        assert title(expected) == title(dom)
+        assert "data-error" not in dom.by_id("refresh").attrs
+    assert f"DOWN - probed status - {HOSTILE}" == title(once)
+    assert f"DEGRADED - probed status - {HOSTILE}" == title(twice)
+    assert [("DOWN", "DOWN"), ("DEGRADED", "DEGRADED")] == [
+        (dom.by_id("overall").attrs["data-state"], components_of(dom)[HOSTILE])
+        for dom in (once, twice)
+    ]
+    assert [HOSTILE, "DOWN \u2192 DEGRADED"] == history_rows(twice)[0][2:4]
+    assert_all_sections(first)
+    assert_all_sections(once)
+
+    assert "client" == failed.by_id("app").attrs["data-rendered"]
+    assert without_refresh_note(second.app_inner()) == without_refresh_note(failed.app_inner())
+    note = failed.by_id("refresh")
+    assert ("true", "update failed (HTTP 503); showing older data") == (
+        note.attrs.get("data-error"),
+        note.text,
+    )
+    assert title(second) == title(failed)
 
 
 async def test_failed_refresh_keeps_the_page_and_says_so(browser: Browser) -> None:
-    """When /api/v1/status fails, the server-rendered page stays and the header flags it."""
-    async with page_server({"/": parity_doc}, api=None) as base:
+    """When /status/fragment fails, the server-rendered page stays and the header flags it."""
+    async with page_server({"/": all_sections_doc}, fragment=lambda: None) as base:
         dom = await browser.dom(f"{base}/", budget_ms=12_000)
     assert "server" == dom.by_id("app").attrs["data-rendered"]
     refresh = dom.by_id("refresh")
@@ -795,8 +901,10 @@ async def test_page_fits_the_screen_without_horizontal_scrolling(
     The layout is measured in an iframe of that width (Chromium's headless window is at least
     500 px wide for ``--dump-dom``); the screenshot is of a window of that width."""
     window = (width, 800)
-    doc = parity_doc()
-    async with page_server({"/": parity_doc}, api=parity_doc, wrap=with_layout_probe) as base:
+    doc = all_sections_doc()
+    async with page_server(
+        {"/": all_sections_doc}, fragment=all_sections_doc, wrap=with_layout_probe
+    ) as base:
         dom = await browser.dom(f"{base}/frame/{width}/{window[1]}", window=(max(width, 1280), 900))
         shot = artifacts / f"status-page-{width}px.png"
         await browser.screenshot(f"{base}/", shot, window=window)

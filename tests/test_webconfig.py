@@ -228,6 +228,7 @@ PROTECTED = [
     ("GET", "/api/v1/recommendations"),
     ("GET", "/"),
     ("GET", "/status"),
+    ("GET", "/status/fragment"),
     ("GET", "/no-such-path"),
     ("HEAD", "/-/healthy"),
 ]
