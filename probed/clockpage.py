@@ -9,8 +9,7 @@ uncertainty it says "in sync" if that uncertainty is within ``tolerance`` (the c
 agree as closely as the stream needs), else "-", as before any estimate. Its
 ``data-clock-skewed`` attribute and a "skewed" mark say whether it is skewed, and its
 title is the note. A skewed stream also gets a ``p.clock-skew`` line in
-the page header, since its lag is not judged. ``CLOCK_JS`` is the same markup
-in the page script (a browser test compares both renderings).
+the page header, since its lag is not judged.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from typing import Any
 
 from probed.pageunits import offset
 
-__all__ = ["CLOCK_JS", "page_clock_cell", "page_skews"]
+__all__ = ["page_clock_cell", "page_skews"]
 
 
 def _e(value: object) -> str:
@@ -73,31 +72,3 @@ def page_skews(doc: Mapping[str, Any]) -> str:
         for s in (streams if isinstance(streams, list) else [])
         if isinstance(s, Mapping) and _clock(s).get("skewed") is True
     )
-
-
-CLOCK_JS = r"""
-  const clockOffset = (s) => {
-    const clock = map(s.clock);
-    const value = s.clock_offset_seconds, spread = clock.uncertainty_seconds;
-    if (!isNum(value) || !isNum(spread)) return "-";
-    if (Math.abs(value) > spread) return offset(value);
-    const tolerance = clock.tolerance_seconds;
-    return isNum(tolerance) && spread <= tolerance ? "in sync" : "-";
-  };
-
-  const clockCell = (s) => {
-    const clock = map(s.clock);
-    const skewed = clock.skewed === true;
-    const mark = skewed ? ' <span class="skew">skewed</span>' : "";
-    return `<td class="num clock" data-clock-skewed="${skewed ? "true" : "false"}" ` +
-      `title="${e(clock.note)}">${clockOffset(s)}${mark}</td>`;
-  };
-
-  const skewPara = (doc) => items(doc.streams)
-    .filter((s) => map(s.clock).skewed === true)
-    .map((s) => `<p class="clock-skew" data-stream="${e(s.stream)}">stream ` +
-      `${e(s.stream)}: target clock ${e(map(s.clock).note)}</p>`).join("");
-"""
-"""The page script's ``clockCell`` and ``skewPara``: :func:`page_clock_cell` and
-:func:`page_skews` in JavaScript (it uses the script's ``e``, ``isNum``, ``offset``, ``map``
-and ``items``)."""

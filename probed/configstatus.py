@@ -15,8 +15,7 @@ that failed; null when it could not be read), ``problems`` (the first
     config reload failed at 2026-02-08T10:40:12Z: <first problem> (and 2 more problems);
     running config a1b2c3d4e5f6 from 2026-02-08T10:02:00Z, file on disk d4e5f6a7b8c9
 
-(the second is one line). :data:`CONFIG_LINE_JS` is the same code in the page's
-script; keep the two in step (tests/test_status_page.py compares both renderings).
+(the second is one line).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from probed.metrics import DaemonInfo
 
-__all__ = ["CONFIG_LINE_JS", "MAX_PROBLEMS", "config_document", "config_line", "page_config_line"]
+__all__ = ["MAX_PROBLEMS", "config_document", "config_line", "page_config_line"]
 
 MAX_PROBLEMS = 3
 """Problems of a failed reload listed in the status document (the log has them all)."""
@@ -94,34 +93,3 @@ def page_config_line(doc: Mapping[str, Any], iso: Callable[[object], str]) -> st
     ok, text = line
     escaped = html.escape(text, quote=True)
     return f'<p class="config" id="config" data-ok="{"true" if ok else "false"}">{escaped}</p>'
-
-
-CONFIG_LINE_JS = r"""
-  const configLine = (config) => {
-    if (!isMap(config) || !("hash" in config)) return null;
-    const failed = config.last_reload_successful === false;
-    if (!(text(config.hash) || failed)) return null;
-    const running = text(config.hash) || "-";
-    if (!failed) {
-      return [true, `config ${running} from ${text(config.path)}, loaded ${iso(config.loaded_at)}`];
-    }
-    const problems = strs(config.problems);
-    const rest = isNum(config.more_problems) && config.more_problems > 0 ? config.more_problems : 0;
-    const more = Math.max(0, problems.length - 1) + Math.trunc(rest);
-    const tail = more ? ` (and ${more} more problem${more === 1 ? "" : "s"})` : "";
-    const first = problems.length ? problems[0] : "-";
-    const onDisk = text(config.file_hash) || "unreadable";
-    return [false, `config reload failed at ${iso(config.failed_at)}: ${first}${tail}; ` +
-      `running config ${running} from ${iso(config.loaded_at)}, file on disk ${onDisk}`];
-  };
-
-  const configPara = (doc) => {
-    const line = configLine(doc.config);
-    if (line === null) return "";
-    return `<p class="config" id="config" data-ok="${line[0] ? "true" : "false"}">` +
-      `${e(line[1])}</p>`;
-  };
-"""
-"""The page script's ``configLine`` and ``configPara``: :func:`config_line` and
-:func:`page_config_line` in JavaScript (it uses the script's ``text``, ``e``, ``iso``,
-``isMap``, ``isNum`` and ``strs``)."""

@@ -6,9 +6,8 @@ name, old, new, detail}`` (``at`` in Unix seconds, ``old`` null when a
 recommendation appears or for a reload).
 
 The page ends with a "History" section: one ``tr.history[data-kind]`` per entry
-(time, kind, name, old → new, detail). ``HISTORY_JS`` is the same markup in the
-page script (a browser test compares both renderings). ``probed status`` prints
-the newest ``TABLE_LIMIT``.
+(time, kind, name, old → new, detail). ``probed status`` prints the newest
+``TABLE_LIMIT``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any
 
 from probed.history import API_LIMIT, History
 
-__all__ = ["HISTORY_JS", "TABLE_LIMIT", "history_list", "page_history", "table_history"]
+__all__ = ["TABLE_LIMIT", "history_list", "page_history", "table_history"]
 
 TABLE_LIMIT = 10
 """Entries ``probed status`` prints."""
@@ -90,25 +89,3 @@ def table_history(
     if not rows:
         return ["", "HISTORY", "  none"]
     return ["", *columns(["HISTORY", "KIND", "NAME", "CHANGE", "DETAIL"], rows)]
-
-
-HISTORY_JS = r"""
-  const historyChange = (h) => `${text(h.old) || "-"} \u2192 ${text(h.new) || "-"}`;
-
-  const historySection = (doc) => {
-    const list = items(doc.history);
-    if (!list.length) {
-      return '<section id="history"><h2>History</h2>' +
-        '<p class="empty">No transitions yet.</p></section>';
-    }
-    const rows = list.map((h) => `<tr class="history" data-kind="${e(h.kind)}">` +
-      `<td>${iso(h.at)}</td><td>${e(h.kind)}</td><td>${e(h.name)}</td>` +
-      `<td>${e(historyChange(h))}</td><td>${e(h.detail)}</td></tr>`).join("");
-    return '<section id="history"><h2>History</h2>' +
-      '<div class="scroll"><table><thead><tr><th>Time</th>' +
-      "<th>Kind</th><th>Name</th><th>Change</th><th>Detail</th></tr></thead><tbody>" +
-      `${rows}</tbody></table></div></section>`;
-  };
-"""
-"""The page script's ``historySection``: :func:`page_history` in JavaScript (it uses the
-script's ``text``, ``e``, ``iso`` and ``items``)."""

@@ -8,8 +8,7 @@ that ends last).
 
 The page says so twice: one ``p.maintenance`` line per window in the header
 ("maintenance until …" or "maintenance from … until …") and a "maintenance
-until …" mark beside the name of each covered probe. ``MAINTENANCE_JS`` is the
-same markup in the page script (a browser test compares both renderings).
+until …" mark beside the name of each covered probe.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any
 
 from probed.maintenance import Maintenance
 
-__all__ = ["MAINTENANCE_JS", "annotate", "page_maintenance", "probe_mark"]
+__all__ = ["annotate", "page_maintenance", "probe_mark"]
 
 
 def annotate(doc: dict[str, Any], maintenance: Maintenance | None, now: float) -> None:
@@ -80,25 +79,3 @@ def probe_mark(probe: Mapping[str, Any], iso: Callable[[object], str]) -> str:
     if not isinstance(until, int | float) or isinstance(until, bool) or not math.isfinite(until):
         return ""
     return f' <span class="maintenance">maintenance until {iso(until)}</span>'
-
-
-MAINTENANCE_JS = r"""
-  const maintNames = (w) => ["targets", "probes"]
-    .filter((key) => Array.isArray(w[key]) && w[key].length)
-    .map((key) => `${key} ${strs(w[key]).join(", ")}`).join("; ");
-
-  const maintenancePara = (doc) => items(doc.maintenance).map((w) => {
-    const active = w.active === true;
-    let when = `until ${iso(w.end)}`;
-    if (!active) when = `from ${iso(w.start)} ${when}`;
-    const reason = text(w.reason) || "-";
-    return `<p class="maintenance" data-active="${active ? "true" : "false"}">` +
-      `maintenance ${when}: ${e(reason)} (${e(maintNames(w))})</p>`;
-  }).join("");
-
-  const maintenanceMark = (p) => (isNum(p.maintenance_until)
-    ? ` <span class="maintenance">maintenance until ${iso(p.maintenance_until)}</span>` : "");
-"""
-"""The page script's ``maintenancePara`` and ``maintenanceMark``: :func:`page_maintenance`
-and :func:`probe_mark` in JavaScript (it uses the script's ``text``, ``e``, ``iso``,
-``isNum``, ``items`` and ``strs``)."""

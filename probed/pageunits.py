@@ -1,8 +1,7 @@
 """Figures on the status page: rounded, and always with their unit.
 
 The page prints no raw float (``0.41234``, ``12.000001``): every measured number goes
-through one of these, in the server's renderer and, as ``UNITS_JS``, in the page script
-(a browser test compares both renderings, so the rounding is the same to the digit).
+through one of these (``probed.pagesections``; ``probed status`` rounds its own way).
 
 :func:`duration` (latency, lag, clock offset)
     The largest unit of µs, ms, s, min, h and d the value reaches, one decimal below 10
@@ -23,10 +22,9 @@ through one of these, in the server's renderer and, as ``UNITS_JS``, in the page
     ``..._share`` and ``unreachable`` (a share of runs) percentages, ``burn_rate_...``
     rates, anything else an amount.
 
-Rounding is JavaScript's ``toFixed``: half away from zero on the exact binary value
-(:func:`fixed`); a minus sign is dropped when nothing but zeros is left. Magnitudes from
-1e21 on (never a measurement) print differently in the script, where ``toFixed`` gives
-up on them. Anything that is not a finite number is ``-``.
+Rounding is half away from zero on the exact binary value (:func:`fixed`, as
+JavaScript's ``toFixed``); a minus sign is dropped when nothing but zeros is left.
+Anything that is not a finite number is ``-``.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ import re
 from decimal import ROUND_HALF_UP, Context, Decimal
 
 __all__ = [
-    "UNITS_JS",
     "amount",
     "duration",
     "evidence_value",
@@ -154,55 +151,3 @@ def evidence_value(signal: object, value: object) -> str:
     if last.startswith("burn_rate"):
         return rate(value)
     return amount(value)
-
-
-UNITS_JS = r"""
-  const fixed = (x, n) => (x === 0 ? 0 : x).toFixed(n);
-  const trim = (s) => (s.indexOf(".") >= 0 ? s.replace(/0+$/, "").replace(/\.$/, "") : s);
-  const sign = (v, s, plus) => (/^[0.]*$/.test(s) ? "" : v < 0 ? "-" : plus && v > 0 ? "+" : "");
-  const TIME_UNITS = [["\u00b5s", 1e-6, 1000], ["ms", 1e-3, 1000], ["s", 1.0, 60],
-    ["min", 60.0, 60], ["h", 3600.0, 24], ["d", 86400.0, 0]];
-  const short = (x) => (x < 10 ? trim(fixed(x, 1)) : fixed(x, 0));
-  const duration = (v, plus = false) => {
-    if (!isNum(v)) return "-";
-    const size = Math.abs(v);
-    if (size === 0) return "0 s";
-    let i = 0;
-    while (i + 1 < TIME_UNITS.length && size >= TIME_UNITS[i + 1][1]) i += 1;
-    let s = short(size / TIME_UNITS[i][1]);
-    if (TIME_UNITS[i][2] && Number(s) >= TIME_UNITS[i][2]) {
-      i += 1;
-      s = short(size / TIME_UNITS[i][1]);
-    }
-    return `${sign(v, s, plus)}${s} ${TIME_UNITS[i][0]}`;
-  };
-  const offset = (v) => duration(v, true);
-  const percent = (v) => {
-    if (!isNum(v)) return "-";
-    const share = v * 100;
-    let s = "";
-    for (const digits of [2, 3, 4]) {
-      s = trim(fixed(Math.abs(share), digits));
-      if (s !== "100" || Math.abs(share) === 100) break;
-    }
-    return `${sign(share, s, false)}${s} %`;
-  };
-  const amount = (v) => {
-    if (!isNum(v)) return "-";
-    const size = Math.abs(v);
-    const s = trim(fixed(size, size < 10 ? 2 : size < 100 ? 1 : 0));
-    return `${sign(v, s, false)}${s}`;
-  };
-  const rate = (v) => (isNum(v) ? amount(v) + "x" : "-");
-  const evidenceValue = (signal, v) => {
-    const last = text(signal).split(" ").pop();
-    if (["_for", "_seconds", "p95"].some((end) => last.endsWith(end))) return duration(v);
-    if (last.endsWith("_ratio") || last.endsWith("_share") || last === "unreachable") {
-      return percent(v);
-    }
-    if (last.startsWith("burn_rate")) return rate(v);
-    return amount(v);
-  };
-"""
-"""The page script's figures: this module in JavaScript (it uses the script's ``text`` and
-``isNum``; ``evidence_value`` is ``evidenceValue`` there)."""
