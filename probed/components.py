@@ -35,15 +35,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from probed.config import (
-    ComponentConfig,
-    Config,
-    FixtureProbe,
-    HttpProbe,
-    ImportProbe,
-    LoginProbe,
-    ReflectProbe,
-    SseStream,
+from probed.config import ComponentConfig, Config
+from probed.configtypes import (
+    DEFAULT_COMPONENTS,
 )
 from probed.signals import (
     ComponentState,
@@ -57,46 +51,19 @@ from probed.signals import (
 )
 
 __all__ = [
-    "API_READ",
-    "API_WRITE",
-    "BACKGROUND_JOBS",
-    "CONSOLE_ADMIN",
-    "DEFAULT_COMPONENTS",
-    "SSE_STREAM",
     "compute_components",
     "default_components",
     "overall",
 ]
 
-API_READ = "API Read"
-API_WRITE = "API Write"
-SSE_STREAM = "SSE Stream"
-BACKGROUND_JOBS = "Background Jobs"
-CONSOLE_ADMIN = "Console/Admin"
 #: The seeds' status-page components, in display order (see ``default_components``).
-DEFAULT_COMPONENTS: tuple[str, ...] = (
-    API_READ,
-    API_WRITE,
-    SSE_STREAM,
-    BACKGROUND_JOBS,
-    CONSOLE_ADMIN,
-)
-
-_READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 def default_components(config: Config) -> list[ComponentConfig]:
-    """The seeds' five components, filled from the probe kinds (see the module docstring)."""
+    """The five default components, each probe in the one its kind's ``component()`` names."""
     members: dict[str, list[str]] = {name: [] for name in DEFAULT_COMPONENTS}
     for spec in config.probes:
-        if isinstance(spec, HttpProbe):
-            members[API_READ if spec.method in _READ_METHODS else API_WRITE].append(spec.name)
-        elif isinstance(spec, LoginProbe | FixtureProbe):
-            members[API_WRITE].append(spec.name)
-        elif isinstance(spec, SseStream | ReflectProbe):
-            members[SSE_STREAM].append(spec.name)
-        elif isinstance(spec, ImportProbe):
-            members[BACKGROUND_JOBS].append(spec.name)
+        members[spec.component()].append(spec.name)
     return [ComponentConfig(name=name, probes=probes) for name, probes in members.items()]
 
 

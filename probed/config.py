@@ -36,6 +36,7 @@ from __future__ import annotations
 from probed.configload import load_config
 from probed.configprobes import (
     KINDS,
+    MODEL_OF_KIND,
     PROBE_MODELS,
     SPEC_MODELS,
     AnySpec,
@@ -59,6 +60,7 @@ from probed.configsettings import (
     TargetConfig,
 )
 from probed.configtypes import (
+    DEFAULT_COMPONENTS,
     DEFAULT_LISTEN,
     DEFAULT_PORT,
     JsonAssertion,
@@ -69,9 +71,11 @@ from probed.configtypes import (
 from probed.durations import Duration, format_duration
 
 __all__ = [
+    "DEFAULT_COMPONENTS",
     "DEFAULT_LISTEN",
     "DEFAULT_PORT",
     "KINDS",
+    "MODEL_OF_KIND",
     "PROBE_MODELS",
     "SLO_WINDOWS",
     "SPEC_MODELS",

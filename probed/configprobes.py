@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeAlias, get_args
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, get_args
 
 from pydantic import (
     AfterValidator,
@@ -26,8 +26,12 @@ from pydantic import (
 
 from probed.buckets import DELIVERY_LAG_BUCKETS, check_lag_buckets
 from probed.configtypes import (
+    API_READ,
+    API_WRITE,
+    BACKGROUND_JOBS,
     HEADER_NAME,
     PROBE_NAME,
+    SSE_STREAM,
     HasHeaders,
     JsonAssertion,
     RedirectMode,
@@ -40,6 +44,7 @@ from probed.durations import Duration
 
 __all__ = [
     "KINDS",
+    "MODEL_OF_KIND",
     "PROBE_MODELS",
     "SPEC_MODELS",
     "AnySpec",
@@ -106,6 +111,13 @@ class HttpProbe(_ProbeBase):
     """``kind = "http"``: one request, checked for status, body and JSON content."""
 
     kind: Literal["http"] = "http"
+    REPORTS_HTTP_STATUS: ClassVar[bool] = True
+    """Whether a run's result carries the HTTP status of the probe's own request."""
+
+    def component(self) -> str:
+        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
+        return API_READ if self.method in ("GET", "HEAD") else API_WRITE
+
     body: str | None = None
     json_body: dict[str, Any] | list[Any] | None = None
     body_regex: str | None = None
@@ -142,6 +154,13 @@ class LoginProbe(_ProbeBase):
     """``kind = "login"``: post credentials, expect a token, optionally use it."""
 
     kind: Literal["login"] = "login"
+    REPORTS_HTTP_STATUS: ClassVar[bool] = True
+    """Whether a run's result carries the HTTP status of the probe's own request."""
+
+    def component(self) -> str:
+        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
+        return API_WRITE
+
     method: Literal["POST"] = "POST"
     path: str = "/api/auth/login"
     latency_threshold: Duration | None = 0.25
@@ -190,6 +209,13 @@ class FixtureProbe(_ProbeBase):
     """``kind = "fixture"``: post a fixed input, hash the canonical JSON answer, compare."""
 
     kind: Literal["fixture"] = "fixture"
+    REPORTS_HTTP_STATUS: ClassVar[bool] = True
+    """Whether a run's result carries the HTTP status of the probe's own request."""
+
+    def component(self) -> str:
+        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
+        return API_WRITE
+
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
     input_file: Path
     content_type: str = "application/json"
@@ -218,6 +244,13 @@ class SseStream(_Named):
     """
 
     kind: Literal["sse"] = "sse"
+    REPORTS_HTTP_STATUS: ClassVar[bool] = False
+    """Whether a run's result carries the HTTP status of the probe's own request."""
+
+    def component(self) -> str:
+        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
+        return SSE_STREAM
+
     path: str = "/"
     subscribers: int = Field(default=1, ge=1, le=1000)
     connect_timeout: Duration = 10.0
@@ -282,6 +315,13 @@ class ReflectProbe(_ProbeBase):
     """
 
     kind: Literal["reflect"] = "reflect"
+    REPORTS_HTTP_STATUS: ClassVar[bool] = False
+    """Whether a run's result carries the HTTP status of the probe's own request."""
+
+    def component(self) -> str:
+        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
+        return SSE_STREAM
+
     fresh_connection: bool = False
     """Reflect measures delivery, not connection set-up: the inject reuses a connection."""
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
@@ -316,6 +356,13 @@ class ImportProbe(_ProbeBase):
     """``kind = "import"``: start a job, follow its progress to 100 % or the deadline."""
 
     kind: Literal["import"] = "import"
+    REPORTS_HTTP_STATUS: ClassVar[bool] = False
+    """Whether a run's result carries the HTTP status of the probe's own request."""
+
+    def component(self) -> str:
+        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
+        return BACKGROUND_JOBS
+
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
     path: str = "/api/v1/imports"
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
@@ -357,6 +404,8 @@ PROBE_MODELS: tuple[type[BaseModel], ...] = get_args(ProbeModel)
 SPEC_MODELS: tuple[type[BaseModel], ...] = (*PROBE_MODELS, SseStream)
 #: The ``kind`` of each of ``SPEC_MODELS``, in order (the error messages list them so).
 KINDS: tuple[str, ...] = tuple(model.model_fields["kind"].default for model in SPEC_MODELS)
+#: The model of each ``kind``: its traits (``REPORTS_HTTP_STATUS``, ``component()``).
+MODEL_OF_KIND: dict[str, type[BaseModel]] = dict(zip(KINDS, SPEC_MODELS, strict=True))
 
 #: Interval-run probes: the scheduler runs these through ``probed.probes.PROBERS``.
 ProbeSpec = Annotated[ProbeModel, Field(discriminator="kind")]

@@ -28,10 +28,16 @@ from probed.configchecks import credential_name_problem
 from probed.errors import SecretError
 
 __all__ = [
+    "API_READ",
+    "API_WRITE",
+    "BACKGROUND_JOBS",
+    "CONSOLE_ADMIN",
+    "DEFAULT_COMPONENTS",
     "DEFAULT_LISTEN",
     "DEFAULT_PORT",
     "HEADER_NAME",
     "PROBE_NAME",
+    "SSE_STREAM",
     "HasHeaders",
     "HeaderValue",
     "JsonAssertion",
@@ -204,3 +210,19 @@ def _redirect_mode(value: object) -> object:
 RedirectMode = Annotated[
     Literal["same-origin", "same-host", "any", "none"], BeforeValidator(_redirect_mode)
 ]
+
+
+API_READ = "API Read"
+API_WRITE = "API Write"
+SSE_STREAM = "SSE Stream"
+BACKGROUND_JOBS = "Background Jobs"
+CONSOLE_ADMIN = "Console/Admin"
+#: The status page's components when the config names none; each kind model says which
+#: of them its probes join (``component()``).
+DEFAULT_COMPONENTS: tuple[str, ...] = (
+    API_READ,
+    API_WRITE,
+    SSE_STREAM,
+    BACKGROUND_JOBS,
+    CONSOLE_ADMIN,
+)

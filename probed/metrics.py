@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from probed import __version__, clock
+from probed.config import MODEL_OF_KIND
 from probed.maintenance import Maintenance, active_family
 from probed.peermetrics import peer_families
 from probed.recommend import SCENARIOS
@@ -232,7 +233,7 @@ class ProbedCollector(Collector):
                 success.add_metric([st.name], 1 if last.success else 0)
                 duration.add_metric([st.name], last.duration)
                 last_run.add_metric([st.name], last.started_at)
-                if st.kind in ("http", "login", "fixture"):
+                if getattr(MODEL_OF_KIND.get(st.kind), "REPORTS_HTTP_STATUS", False):
                     status.add_metric([st.name], last.result.status_code or 0)
                     for phase in PHASES:
                         if phase in last.result.phases:

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from probed.components import API_READ, API_WRITE, BACKGROUND_JOBS, CONSOLE_ADMIN, SSE_STREAM
 from probed.configstatus import config_line
+from probed.configtypes import API_READ, API_WRITE, BACKGROUND_JOBS, CONSOLE_ADMIN, SSE_STREAM
 from probed.historypage import table_history
 from probed.pageunits import fixed, trim
 from probed.statusfields import (

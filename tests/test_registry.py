@@ -98,3 +98,30 @@ def test_readme_lists_every_reason() -> None:
     table = text.split("## Failure reasons", 1)[1].split("\n## ", 1)[0]
 
     assert [r.value for r in Reason] == re.findall(r"^\| `([a-z_]+)` \|", table, re.M)
+
+
+@pytest.mark.parametrize("model", SPEC_MODELS, ids=lambda m: m.__name__)
+def test_every_kind_declares_its_traits(model: type) -> None:
+    """A new kind must say which component it joins and whether it reports an HTTP status."""
+    own = vars(model)
+    assert "component" in own, f"{model.__name__} does not define component()"
+    assert "REPORTS_HTTP_STATUS" in own or "REPORTS_HTTP_STATUS" in model.__annotations__
+
+
+def test_default_components_come_from_the_kinds_traits(tmp_path: Path) -> None:
+    """GET/HEAD http is API Read, other http, login and fixture API Write, and so on."""
+    from probed.components import default_components
+    from probed.config import load_config
+
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        '[targets.t]\nbase_url = "http://127.0.0.1:9"\n'
+        '[[probes]]\nname = "get"\nkind = "http"\ntarget = "t"\n'
+        '[[probes]]\nname = "post"\nkind = "http"\ntarget = "t"\nmethod = "POST"\n'
+        '[[probes]]\nname = "feed"\nkind = "sse"\ntarget = "t"\n'
+        '[[probes]]\nname = "job"\nkind = "import"\ntarget = "t"\n'
+    )
+    assert {
+        "API Read": ["get"], "API Write": ["post"], "SSE Stream": ["feed"],
+        "Background Jobs": ["job"], "Console/Admin": [],
+    } == {c.name: c.probes for c in default_components(load_config(path, {}))}  # fmt: skip

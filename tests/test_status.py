@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from probed import components, pagesections, status, statusfields, statuspage, statustext
-from probed.components import DEFAULT_COMPONENTS, compute_components, default_components, overall
+from probed.components import compute_components, default_components, overall
 from probed.config import ComponentConfig, load_config
+from probed.configtypes import DEFAULT_COMPONENTS
 from probed.pageunits import amount, duration, evidence_value, offset, percent, rate
 from probed.results import ProbeResult, ProbeRun, Reason
 from probed.signals import (

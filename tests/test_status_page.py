@@ -26,9 +26,10 @@ from aiohttp import web
 from probeservers import demo_health_toml
 
 from probed import __version__
-from probed.components import DEFAULT_COMPONENTS, compute_components, default_components
+from probed.components import compute_components, default_components
 from probed.config import Config, load_config
 from probed.configstatus import config_document
+from probed.configtypes import DEFAULT_COMPONENTS
 from probed.daemon import Daemon
 from probed.demo import DemoTarget
 from probed.signals import Evaluation, ProbeSignal, Signals
