@@ -262,23 +262,30 @@ def _page_probe(p: Mapping[str, Any], now: object) -> str:
     )
 
 
-def _page_probes(doc: Mapping[str, Any]) -> str:
-    probes = items(doc.get("probes"))
-    if not probes:
+def _table_section(section: str, title: str, header: str, rows: list[str]) -> str:
+    """A section holding one scrolling table, or a line saying there is nothing to show."""
+    if not rows:
         return (
-            '<section id="probes"><h2>Probes</h2><p class="empty">No probes configured.</p>'
-            "</section>"
+            f'<section id="{section}"><h2>{title}</h2>'
+            f'<p class="empty">No {section} configured.</p></section>'
         )
-    now = doc.get("generated_at")
     return (
-        '<section id="probes"><h2>Probes</h2>'
-        '<div class="scroll"><table><thead><tr><th>Probe</th><th>Kind</th>'
-        '<th>Target</th><th>Last</th><th>Reason</th><th class="num">HTTP</th>'
-        '<th class="num">Took</th><th>When</th><th class="num">Runs</th>'
-        '<th class="num">Failures</th><th>Latency</th></tr></thead><tbody>'
-        + "".join(_page_probe(p, now) for p in probes)
+        f'<section id="{section}"><h2>{title}</h2>'
+        f'<div class="scroll"><table><thead><tr>{header}</tr></thead><tbody>'
+        + "".join(rows)
         + "</tbody></table></div></section>"
     )
+
+
+def _page_probes(doc: Mapping[str, Any]) -> str:
+    now = doc.get("generated_at")
+    header = (
+        "<th>Probe</th><th>Kind</th><th>Target</th><th>Last</th><th>Reason</th>"
+        '<th class="num">HTTP</th><th class="num">Took</th><th>When</th>'
+        '<th class="num">Runs</th><th class="num">Failures</th><th>Latency</th>'
+    )
+    rows = [_page_probe(p, now) for p in items(doc.get("probes"))]
+    return _table_section("probes", "Probes", header, rows)
 
 
 def _page_stream(s: Mapping[str, Any]) -> str:
@@ -305,23 +312,16 @@ def _page_stream(s: Mapping[str, Any]) -> str:
 
 
 def _page_streams(doc: Mapping[str, Any]) -> str:
-    streams = items(doc.get("streams"))
-    if not streams:
-        return (
-            '<section id="streams"><h2>Streams</h2><p class="empty">No streams configured.</p>'
-            "</section>"
-        )
-    return (
-        '<section id="streams"><h2>Streams</h2>'
-        '<div class="scroll"><table><thead><tr><th>Stream</th><th>Target</th>'
-        '<th class="num">Connected</th><th class="num">Received</th><th class="num">Lost</th>'
+    header = (
+        '<th>Stream</th><th>Target</th><th class="num">Connected</th>'
+        '<th class="num">Received</th><th class="num">Lost</th>'
         '<th class="num">Duplicated</th><th class="num">Out of order</th>'
         '<th class="num">Late</th><th class="num">Negative lag</th>'
         '<th class="num">Reconnects</th><th class="num">Clock offset</th>'
-        '<th class="num">Mean lag</th><th>Lag</th></tr></thead><tbody>'
-        + "".join(map(_page_stream, streams))
-        + "</tbody></table></div></section>"
+        '<th class="num">Mean lag</th><th>Lag</th>'
     )
+    rows = [_page_stream(s) for s in items(doc.get("streams"))]
+    return _table_section("streams", "Streams", header, rows)
 
 
 def page_app(doc: Mapping[str, Any], refresh: int) -> str:
