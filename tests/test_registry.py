@@ -125,3 +125,12 @@ def test_default_components_come_from_the_kinds_traits(tmp_path: Path) -> None:
         "API Read": ["get"], "API Write": ["post"], "SSE Stream": ["feed"],
         "Background Jobs": ["job"], "Console/Admin": [],
     } == {c.name: c.probes for c in default_components(load_config(path, {}))}  # fmt: skip
+
+
+def test_the_shared_all_kinds_config_has_every_kind() -> None:
+    """tests/kinds.py names one probe of each kind, so tests built on it cover a new kind."""
+    import tomllib
+
+    from kinds import ALL_KINDS_TOML
+
+    assert set(KINDS) == {p["kind"] for p in tomllib.loads(ALL_KINDS_TOML)["probes"]}

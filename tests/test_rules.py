@@ -33,7 +33,7 @@ RULE_FILE = ROOT / "rules" / "probed.rules.yml"
 RULE_TESTS = ROOT / "rules" / "tests"
 DASHBOARD = ROOT / "dashboards" / "probed.json"
 
-ALL_KINDS_TOML = """
+ALL_SLIS_TOML = """
 [daemon]
 listen = "127.0.0.1:0"
 
@@ -104,7 +104,7 @@ def shipped_config(monkeypatch: pytest.MonkeyPatch) -> Config:
 def all_kinds_config(tmp_path: Path) -> Config:
     """A configuration with an SLO of every kind, a runbook override and a custom base URL."""
     path = tmp_path / "probes.toml"
-    path.write_text(ALL_KINDS_TOML)
+    path.write_text(ALL_SLIS_TOML)
     return load_config(path)
 
 
@@ -214,7 +214,7 @@ def _twin(toml: str, tmp_path: Path) -> dict[str, Any]:
 
 def test_fast_burn_twin_follows_the_recommend_defaults(tmp_path: Path) -> None:
     """The fast_burn twin compares 1h and 5m with fast_burn_rate and dwells enter_for/exit_for."""
-    twin = _twin(ALL_KINDS_TOML, tmp_path)
+    twin = _twin(ALL_SLIS_TOML, tmp_path)
     assert (
         'slo:sli_error:ratio_rate1h{slo="api_availability"} > (2 * 0.005)\n'
         "and\n"
@@ -233,7 +233,7 @@ def test_fast_burn_twin_follows_the_recommend_defaults(tmp_path: Path) -> None:
 
 def test_fast_burn_twin_uses_the_configured_rate_and_dwells(tmp_path: Path) -> None:
     """A [recommend] section with its own rate and dwells is rendered into the twin."""
-    toml = ALL_KINDS_TOML.replace(
+    toml = ALL_SLIS_TOML.replace(
         "[recommend]\n", '[recommend]\nfast_burn_rate = 14.4\nenter_for = "90s"\nexit_for = "10m"\n'
     )
     twin = _twin(toml, tmp_path)
@@ -245,7 +245,7 @@ def test_fast_burn_twin_is_left_out_when_the_scenario_is_disabled(tmp_path: Path
     """With fast_burn disabled in [recommend] no SLO group holds the twin alert."""
     path = tmp_path / "probes.toml"
     path.write_text(
-        ALL_KINDS_TOML.replace("[recommend]\n", '[recommend]\ndisabled = ["fast_burn"]\n')
+        ALL_SLIS_TOML.replace("[recommend]\n", '[recommend]\ndisabled = ["fast_burn"]\n')
     )
     names = {r.get("alert") for g in rule_groups(load_config(path)) for r in g["rules"]}
     assert FAST_BURN_ALERT not in names
@@ -422,7 +422,7 @@ def test_degraded_mode_alert_uses_the_playbooks_title_and_runbook(tmp_path: Path
     """A product's own playbook names the alert and links its runbook; others keep the base."""
     path = tmp_path / "probes.toml"
     path.write_text(
-        ALL_KINDS_TOML
+        ALL_SLIS_TOML
         + """
 [[playbooks]]
 scenario = "login_degraded"

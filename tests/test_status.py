@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kinds import ALL_KINDS_TOML
 
 from probed import components, pagesections, status, statusfields, statuspage, statustext
 from probed.components import compute_components, default_components, overall
@@ -43,59 +44,6 @@ NOW = 1_770_508_800.0  # 2026-02-08T00:00:00Z
 
 # ---------------------------------------------------------------------------
 # default components
-
-ALL_KINDS_TOML = """
-[targets.demo]
-base_url = "http://127.0.0.1:1"
-
-[[probes]]
-name = "health"
-kind = "http"
-target = "demo"
-
-[[probes]]
-name = "head_check"
-kind = "http"
-target = "demo"
-method = "HEAD"
-
-[[probes]]
-name = "create_deal"
-kind = "http"
-target = "demo"
-method = "POST"
-expect_status = [201]
-
-[[probes]]
-name = "login"
-kind = "login"
-target = "demo"
-username = "probe@demo.example"
-password = { env = "STATUS_TEST_PASSWORD" }
-
-[[probes]]
-name = "indicators"
-kind = "fixture"
-target = "demo"
-input_file = "input.json"
-expected_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
-
-[[probes]]
-name = "events"
-kind = "sse"
-target = "demo"
-
-[[probes]]
-name = "reflect"
-kind = "reflect"
-target = "demo"
-stream = "events"
-
-[[probes]]
-name = "import_trades"
-kind = "import"
-target = "demo"
-"""
 
 
 def test_default_components_map_probe_kinds_to_the_seed_components(tmp_path: Path) -> None:
