@@ -518,8 +518,7 @@ class Daemon:
             try:
                 await self.evaluator.poll_queue_depth(self.executor.stream_session)
                 evaluation, _ = self.evaluator.evaluate()
-                self.info.evaluation = evaluation
-                self.server_state.evaluation = evaluation
+                self.info.evaluation = evaluation  # the one holder (the server reads it)
                 self.pusher.update(evaluation.recommendations, evaluation.at)
                 self.notifier.status(self._status_line())
             except Exception:

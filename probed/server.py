@@ -66,13 +66,21 @@ class ServerState:
         self.location = location
         self.info = info if info is not None else DaemonInfo(location=location)
         self.ready = False
-        self.evaluation: Evaluation | None = None
         self.history: History | None = None
         """The daemon's transition history (``/api/v1/status`` lists the newest)."""
         self.state = state if state is not None else StateHealth()
         """Whether the state directory takes writes (the persister updates it)."""
         self.taps: Taps | None = None
         """The open stream taps (the daemon sets them; None: no tap endpoint)."""
+
+    @property
+    def evaluation(self) -> Evaluation | None:
+        """The latest evaluation: the one the daemon keeps in ``info`` (one holder)."""
+        return self.info.evaluation
+
+    @evaluation.setter
+    def evaluation(self, value: Evaluation | None) -> None:
+        self.info.evaluation = value
 
 
 _STATE = web.AppKey("state", ServerState)
