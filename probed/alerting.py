@@ -2,9 +2,9 @@
 
 The evaluator calls ``AlertPusher.update()`` after each tick; it is synchronous
 and O(n): it records the latest set and wakes the senders, nothing more. The
-daemon runs ``AlertPusher.run()`` in its TaskGroup; it starts one sender task
-per target, so a slow or dead receiver delays nobody but itself, and it never
-raises except ``CancelledError``.
+daemon calls ``AlertPusher.start(tg, session)`` with its own TaskGroup and
+session: one sender task per target, so a slow or dead receiver delays nobody
+but itself, and a sender never raises except ``CancelledError``.
 
 Only ``ACTIVE`` recommendations are sent: ``PENDING`` has not been issued yet
 and ``INCONCLUSIVE`` means our own vantage point is suspect (never page on it).
@@ -219,7 +219,6 @@ class AlertPusher:
         self._now_mono = 0.0
         self._targets: dict[tuple[str, str], _Target] = {}
         self._tg: asyncio.TaskGroup | None = None
-        self._running = False
         self._run_session: aiohttp.ClientSession | None = None
         self._set_targets(cfg)
 
@@ -250,35 +249,34 @@ class AlertPusher:
                 t.dirty = True
                 t.wake.set()
 
-    async def run(self) -> None:
-        """Run one sender task per target until cancelled; never raises anything else.
+    def start(self, tg: asyncio.TaskGroup, session: aiohttp.ClientSession) -> None:
+        """Start one sender task per target in ``tg`` (the daemon's), posting with ``session``.
 
-        Shutdown does not resolve active alerts (a restart would page twice): they
-        expire in Alertmanager after ``4 * resend_interval`` unless probed is back by
-        then. Call ``flush()`` to get pending changes and resolutions out first.
+        The caller owns both: the tasks end with ``stop()`` or with the group, the session
+        is the caller's to close. Shutdown does not resolve active alerts (a restart would
+        page twice): they expire in Alertmanager after ``4 * resend_interval`` unless probed
+        is back by then. Call ``flush()`` first to get pending changes and resolutions out.
         """
-        if self._running:
-            raise RuntimeError("AlertPusher.run() is already running")
-        self._running = True
-        owned = None
-        try:
-            session = self._session
-            if session is None:
-                owned = session = aiohttp.ClientSession()
-            self._run_session = session
-            async with asyncio.TaskGroup() as tg:
-                self._tg = tg
-                for t in self._targets.values():
-                    self._start(t)
-                await asyncio.get_running_loop().create_future()  # until cancelled
-        finally:
-            self._tg = None
-            self._running = False
-            self._run_session = None
-            for t in self._targets.values():
-                t.task = None
-            if owned is not None:
-                await owned.close()
+        if self._tg is not None:
+            raise RuntimeError("AlertPusher.start() was already called")
+        self._tg, self._run_session = tg, session
+        for t in self._targets.values():
+            self._start(t)
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Cancel the sender tasks (returned, to await) and forget the group and session."""
+        tasks = [t.task for t in self._targets.values() if t.task is not None]
+        for t in self._targets.values():
+            if t.task is not None:
+                t.task.cancel()
+            t.task = None
+        self._tg = self._run_session = None
+        return tasks
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The running sender tasks, one per target."""
+        return [t.task for t in self._targets.values() if t.task is not None]
 
     async def flush(self, timeout: float) -> None:  # noqa: ASYNC109 (the daemon's grace budget)
         """Best effort: deliver pending changes and resolutions now, within ``timeout`` seconds."""
@@ -290,9 +288,8 @@ class AlertPusher:
         if session is None or session.closed:
             temporary = session = aiohttp.ClientSession()
         try:
-            async with asyncio.timeout(timeout), asyncio.TaskGroup() as tg:
-                for t in targets:
-                    tg.create_task(self._flush_one(t, session))
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(self._flush_one(t, session) for t in targets))
         except TimeoutError:
             pending = sorted(t.host for t in targets if self._pending(t))
             _log.warning("alert_flush_timeout", timeout_s=timeout, pending=pending)
@@ -343,7 +340,7 @@ class AlertPusher:
             try:
                 await self._wait_until_due(target)
                 session = self._run_session
-                if session is None:  # pragma: no cover - run() owns the task
+                if session is None:  # pragma: no cover - start() gave the task a session
                     return
                 async with target.lock:
                     await self._deliver(target, session)

@@ -455,6 +455,7 @@ class Daemon:
         )
         self.gate.register("loop", max_age=10.0, max_lag=5.0)
         self._gate_scheduler()
+        alert_session = aiohttp.ClientSession()  # the alert pusher's; closed below
         try:
             async with asyncio.TaskGroup() as tg:
                 self.streams.start(tg, self.config.streams, self.config.targets)
@@ -466,7 +467,7 @@ class Daemon:
                     name="loop-lag",
                 )
                 eval_task = tg.create_task(self._evaluate_loop(), name="evaluate")
-                push_task = tg.create_task(self.pusher.run(), name="alert-pusher")
+                self.pusher.start(tg, alert_session)
                 persist_task = tg.create_task(self.persister.run(), name="persist")
                 self.server_state.ready = True
                 self._started.set()
@@ -495,11 +496,12 @@ class Daemon:
                 await self.persister.flush_all()
                 persist_task.cancel()
                 await self.pusher.flush(timeout=min(5.0, self.shutdown_grace))
-                push_task.cancel()
+                self.pusher.stop()
                 watchdog_task.cancel()
                 if cancelled:
                     _log.warning("runs_cancelled_at_shutdown", count=cancelled)
         finally:
+            await alert_session.close()
             self.persister.close()
             self.state_lock.release()
             await runner.cleanup()

@@ -100,15 +100,14 @@ def make_pusher(
 
 
 @contextlib.asynccontextmanager
-async def running(pusher: AlertPusher) -> AsyncIterator[asyncio.Task[None]]:
-    """Run ``pusher.run()`` as a task for the block, then cancel it."""
-    task = asyncio.create_task(pusher.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def running(pusher: AlertPusher) -> AsyncIterator[AlertPusher]:
+    """Start ``pusher`` in a TaskGroup and a session of the test's for the block, then stop it."""
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
+        pusher.start(tg, session)
+        try:
+            yield pusher
+        finally:
+            pusher.stop()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,13 +414,14 @@ async def test_dead_receivers_delay_nobody(
         timeout="300ms",
         max_attempts=2,
     )
-    async with running(pusher) as task:
+    async with running(pusher):
         started = time.perf_counter()
         pusher.update([rec()], time.time())
         assert time.perf_counter() - started < 0.01
         await hook.wait_for(1, within=0.25)  # before the black hole's first timeout
         await until(lambda: sum(pusher.failed.values()) == 4, within=3)
-        assert not task.done()
+        assert pusher.tasks
+        assert not any(task.done() for task in pusher.tasks)
 
     assert Counter({"alertmanager": 2, "webhook": 2}) == pusher.failed
     assert Counter({"webhook": 1}) == pusher.sent
@@ -514,10 +514,11 @@ async def test_loop_survives_unexpected_errors(
 
     monkeypatch.setattr(pusher, "_post", post_once_broken)
     with structlog.testing.capture_logs() as logs:
-        async with running(pusher) as task:
+        async with running(pusher):
             pusher.update([rec()], time.time())
             await hook.wait_for(1)
-            assert not task.done()
+            assert pusher.tasks
+            assert not any(task.done() for task in pusher.tasks)
 
     assert ["alert_loop_error"] == [e["event"] for e in logs if e["log_level"] == "error"]
 
@@ -525,34 +526,37 @@ async def test_loop_survives_unexpected_errors(
 # -- lifecycle -----------------------------------------------------------------------------
 
 
-async def test_no_task_leaks_after_cancel(start_receiver: StartReceiver, black_hole: str) -> None:
-    """Cancelling run() mid-delivery leaves no sender task behind and closes the owned session."""
+async def test_no_task_leaks_after_stop(start_receiver: StartReceiver, black_hole: str) -> None:
+    """stop() mid-delivery leaves no sender task behind and the caller's session open."""
     hook, base = await start_receiver()
     pusher = make_pusher(alertmanager_urls=[black_hole], webhook_urls=[base], timeout="5s")
 
     def sender_tasks() -> set[str]:
         return {t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("alert:")}
 
-    task = asyncio.create_task(pusher.run())
-    pusher.update([rec()], time.time())
-    await hook.wait_for(1)
-    hole_port = black_hole.rsplit(":", 1)[1]
-    assert {f"alert:alertmanager:127.0.0.1:{hole_port}", f"alert:webhook:{base[7:]}"} == (
-        sender_tasks()
-    )
-    session = pusher._run_session
-    assert session is not None
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-    assert task.cancelled()
-    assert set() == sender_tasks()
-    assert session.closed
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
+        pusher.start(tg, session)
+        pusher.update([rec()], time.time())
+        await hook.wait_for(1)
+        hole_port = black_hole.rsplit(":", 1)[1]
+        assert {f"alert:alertmanager:127.0.0.1:{hole_port}", f"alert:webhook:{base[7:]}"} == (
+            sender_tasks()
+        )
+        stopped = pusher.stop()
+        await asyncio.wait(stopped)
+        assert all(task.cancelled() for task in stopped)
+        assert set() == sender_tasks()
+        assert [] == pusher.tasks
+        assert not session.closed
+        pusher.start(tg, session)  # a stopped pusher starts again; a started one refuses
+        with pytest.raises(RuntimeError, match="already called"):
+            pusher.start(tg, session)
+        assert 2 == len(pusher.tasks)
+        pusher.stop()
 
 
 async def test_given_session_is_left_open(start_receiver: StartReceiver) -> None:
-    """A session passed in is used and not closed when run() ends."""
+    """A session passed in is used and not closed when the pusher stops."""
     hook, base = await start_receiver()
     async with aiohttp.ClientSession() as session:
         pusher = make_pusher(webhook_urls=[base], session=session)
