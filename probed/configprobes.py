@@ -61,10 +61,22 @@ __all__ = [
 
 
 class _Named(HasHeaders):
-    """Fields every probe and stream has: a label-safe name and a target."""
+    """Fields every probe and stream has: a label-safe name and a target.
 
+    Every kind sets two traits (a test checks each model sets them itself):
+    ``COMPONENT``, the default status-page component of its probes
+    (``DEFAULT_COMPONENTS``), and ``REPORTS_HTTP_STATUS``, whether a run's result
+    carries the HTTP status of the probe's own request.
+    """
+
+    COMPONENT: ClassVar[str]
+    REPORTS_HTTP_STATUS: ClassVar[bool]
     name: str
     target: str
+
+    def component(self) -> str:
+        """The default status-page component of this probe."""
+        return self.COMPONENT
 
     @field_validator("name")
     @classmethod
@@ -111,11 +123,11 @@ class HttpProbe(_ProbeBase):
     """``kind = "http"``: one request, checked for status, body and JSON content."""
 
     kind: Literal["http"] = "http"
+    COMPONENT: ClassVar[str] = API_READ
     REPORTS_HTTP_STATUS: ClassVar[bool] = True
-    """Whether a run's result carries the HTTP status of the probe's own request."""
 
     def component(self) -> str:
-        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
+        """API Read for GET and HEAD, API Write for every other method."""
         return API_READ if self.method in ("GET", "HEAD") else API_WRITE
 
     body: str | None = None
@@ -154,13 +166,8 @@ class LoginProbe(_ProbeBase):
     """``kind = "login"``: post credentials, expect a token, optionally use it."""
 
     kind: Literal["login"] = "login"
+    COMPONENT: ClassVar[str] = API_WRITE
     REPORTS_HTTP_STATUS: ClassVar[bool] = True
-    """Whether a run's result carries the HTTP status of the probe's own request."""
-
-    def component(self) -> str:
-        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
-        return API_WRITE
-
     method: Literal["POST"] = "POST"
     path: str = "/api/auth/login"
     latency_threshold: Duration | None = 0.25
@@ -209,13 +216,8 @@ class FixtureProbe(_ProbeBase):
     """``kind = "fixture"``: post a fixed input, hash the canonical JSON answer, compare."""
 
     kind: Literal["fixture"] = "fixture"
+    COMPONENT: ClassVar[str] = API_WRITE
     REPORTS_HTTP_STATUS: ClassVar[bool] = True
-    """Whether a run's result carries the HTTP status of the probe's own request."""
-
-    def component(self) -> str:
-        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
-        return API_WRITE
-
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
     input_file: Path
     content_type: str = "application/json"
@@ -244,13 +246,8 @@ class SseStream(_Named):
     """
 
     kind: Literal["sse"] = "sse"
+    COMPONENT: ClassVar[str] = SSE_STREAM
     REPORTS_HTTP_STATUS: ClassVar[bool] = False
-    """Whether a run's result carries the HTTP status of the probe's own request."""
-
-    def component(self) -> str:
-        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
-        return SSE_STREAM
-
     path: str = "/"
     subscribers: int = Field(default=1, ge=1, le=1000)
     connect_timeout: Duration = 10.0
@@ -315,13 +312,8 @@ class ReflectProbe(_ProbeBase):
     """
 
     kind: Literal["reflect"] = "reflect"
+    COMPONENT: ClassVar[str] = SSE_STREAM
     REPORTS_HTTP_STATUS: ClassVar[bool] = False
-    """Whether a run's result carries the HTTP status of the probe's own request."""
-
-    def component(self) -> str:
-        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
-        return SSE_STREAM
-
     fresh_connection: bool = False
     """Reflect measures delivery, not connection set-up: the inject reuses a connection."""
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
@@ -356,13 +348,8 @@ class ImportProbe(_ProbeBase):
     """``kind = "import"``: start a job, follow its progress to 100 % or the deadline."""
 
     kind: Literal["import"] = "import"
+    COMPONENT: ClassVar[str] = BACKGROUND_JOBS
     REPORTS_HTTP_STATUS: ClassVar[bool] = False
-    """Whether a run's result carries the HTTP status of the probe's own request."""
-
-    def component(self) -> str:
-        """The default status-page component of this probe (``DEFAULT_COMPONENTS``)."""
-        return BACKGROUND_JOBS
-
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "POST"
     path: str = "/api/v1/imports"
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
@@ -404,7 +391,7 @@ PROBE_MODELS: tuple[type[BaseModel], ...] = get_args(ProbeModel)
 SPEC_MODELS: tuple[type[BaseModel], ...] = (*PROBE_MODELS, SseStream)
 #: The ``kind`` of each of ``SPEC_MODELS``, in order (the error messages list them so).
 KINDS: tuple[str, ...] = tuple(model.model_fields["kind"].default for model in SPEC_MODELS)
-#: The model of each ``kind``: its traits (``REPORTS_HTTP_STATUS``, ``component()``).
+#: The model of each ``kind``: its traits (``COMPONENT``, ``REPORTS_HTTP_STATUS``).
 MODEL_OF_KIND: dict[str, type[BaseModel]] = dict(zip(KINDS, SPEC_MODELS, strict=True))
 
 #: Interval-run probes: the scheduler runs these through ``probed.probes.PROBERS``.

@@ -104,8 +104,8 @@ def test_readme_lists_every_reason() -> None:
 def test_every_kind_declares_its_traits(model: type) -> None:
     """A new kind must say which component it joins and whether it reports an HTTP status."""
     own = vars(model)
-    assert "component" in own, f"{model.__name__} does not define component()"
-    assert "REPORTS_HTTP_STATUS" in own or "REPORTS_HTTP_STATUS" in model.__annotations__
+    assert "COMPONENT" in own, f"{model.__name__} does not set COMPONENT"
+    assert "REPORTS_HTTP_STATUS" in own, f"{model.__name__} does not set REPORTS_HTTP_STATUS"
 
 
 def test_default_components_come_from_the_kinds_traits(tmp_path: Path) -> None:
