@@ -248,6 +248,16 @@ async def network_fault(
             await server.wait_closed()
 
 
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
+    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+
+
 def free_port() -> int:
     """A loopback port that was bound, then closed: nothing listens there."""
     with socket.socket() as sock:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import structlog
-from test_first_contact import ROOT, clean_env, free_port, probed
+from conftest import free_port
+from test_first_contact import ROOT, clean_env, probed
 from test_process import notified
 
 from probed.logging import configure_logging
@@ -55,11 +56,10 @@ def test_logfmt_renders_one_event_per_line() -> None:
     assert line.startswith("ts=")
 
 
-async def test_web_listen_address_moves_the_listener(tmp_path: Path) -> None:
+async def test_web_listen_address_moves_the_listener(
+    tmp_path: Path, notify_socket: socket.socket
+) -> None:
     """`run --web.listen-address` serves there; the log is logfmt with --log.format logfmt."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.setblocking(False)
     port = free_port()
     env = clean_env(
         NOTIFY_SOCKET=str(tmp_path / "notify.sock"),
@@ -71,13 +71,12 @@ async def test_web_listen_address_moves_the_listener(tmp_path: Path) -> None:
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        await notified(sock, "READY=1", within=15)
+        await notified(notify_socket, "READY=1", within=15)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /-/healthy HTTP/1.0\r\n\r\n")
         status_line = await reader.readline()
         writer.close()
     finally:
-        sock.close()
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert 0 == proc.returncode, err.decode()

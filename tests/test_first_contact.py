@@ -10,10 +10,10 @@ import socket
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from test_process import notified
 
 ROOT = Path(__file__).parent.parent
@@ -71,9 +71,7 @@ def test_rules_never_needs_the_probes_secrets() -> None:
 
 def test_status_with_a_config_never_needs_the_probes_secrets(tmp_path: Path) -> None:
     """`status -c` reads the listen address only: no daemon there is rc 1, not a secret error."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed when the block ends: nothing listens there
+    port = free_port()
     config = tmp_path / "probes.toml"
     text = DEMO_CONFIG.read_text(encoding="utf-8")
     config.write_text(text.replace('listen = "127.0.0.1:10115"', f'listen = "127.0.0.1:{port}"'))
@@ -112,18 +110,8 @@ def test_the_unit_never_restart_loops_on_a_bad_config() -> None:
     assert "RestartPreventExitStatus=2" in lines
 
 
-@pytest.fixture
-def notify_sock(tmp_path: Path) -> Iterator[socket.socket]:
-    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
-
-
 async def test_run_starts_on_the_shipped_config_from_the_root(
-    tmp_path: Path, notify_sock: socket.socket
+    tmp_path: Path, notify_socket: socket.socket
 ) -> None:
     """`probed run` with no -c: ready, then a clean stop (listen and state kept out of the way)."""
     env = clean_env(
@@ -136,20 +124,12 @@ async def test_run_starts_on_the_shipped_config_from_the_root(
         cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
-        await notified(notify_sock, "READY=1", within=15)
+        await notified(notify_socket, "READY=1", within=15)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 15)
     assert 0 == proc.returncode, err.decode()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_demo_moves_its_ports_and_prints_the_status_page(tmp_path: Path) -> None:

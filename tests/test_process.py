@@ -13,25 +13,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from test_daemon import PASSWORD, fast_demo_config, read_event
 
 from probed.demo import DemoTarget
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
-    """A unix datagram socket standing in for systemd's NOTIFY_SOCKET."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "notify.sock"))
-    sock.setblocking(False)
-    yield sock
-    sock.close()
 
 
 async def notified(sock: socket.socket, field: str, within: float = 10.0) -> str:
