@@ -136,6 +136,16 @@ class SloConfig(StrictModel):
             )
         return self
 
+    def run_is_good(self, success: bool, duration: float) -> bool:
+        """Whether a run of one of ``probes`` is a good event of this SLO."""
+        if self.sli == "availability" or self.threshold is None:
+            return success
+        return duration <= self.threshold
+
+    def lag_is_good(self, lag: float) -> bool:
+        """Whether an event of ``stream`` delivered ``lag`` seconds late is a good event."""
+        return self.threshold is not None and lag <= self.threshold
+
 
 class RecommendConfig(StrictModel):
     """The ``[recommend]`` section: when degraded-mode playbooks are recommended."""

@@ -410,11 +410,7 @@ class SloEvaluator:
         if index is None:
             return
         for one in series:
-            threshold = one.slo.threshold
-            if one.slo.sli == "availability" or threshold is None:
-                one.add(index, success)
-            else:
-                one.add(index, duration <= threshold)
+            one.add(index, one.slo.run_is_good(success, duration))
 
     def record_lag(self, stream: str, lag: float, at: float) -> None:
         """Count one event of ``stream`` in its delivery_lag SLOs (a negative lag is ignored)."""
@@ -425,8 +421,7 @@ class SloEvaluator:
         if index is None:
             return
         for one in series:
-            threshold = one.slo.threshold
-            one.add(index, threshold is not None and lag <= threshold)
+            one.add(index, one.slo.lag_is_good(lag))
 
     def _index_of(self, at: float) -> int | None:
         """The bucket of ``at``, clamped into now's bucket if more than one bucket ahead."""

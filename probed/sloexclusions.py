@@ -11,9 +11,9 @@ still count every run, as operators expect of them, so probed also exposes
 with ``why`` = ``maintenance``, ``prober_overloaded`` or ``clock_skew`` (a timed event of
 a stream whose lags are not corrected for a clock skew, ``probed.skew``); ``probed rules``
 subtracts it from both the bad and the total events of each SLO. A run is
-good or bad exactly as the SLO's rule sees it: availability by success,
-latency by ``duration <= threshold`` (the ``le`` bucket), delivery lag by
-``lag <= threshold``.
+good or bad exactly as the SLO evaluator counts it (``SloConfig.run_is_good``,
+``lag_is_good``): availability by success, latency by ``duration <= threshold``
+(the ``le`` bucket), delivery lag by ``lag <= threshold``.
 
 Every (slo, outcome, why) series exists from the start at 0, so ``rate()``
 sees it begin with the raw series. Pure bookkeeping: no I/O, no clock.
@@ -64,18 +64,14 @@ class Exclusions:
     def run(self, probe: str, success: bool, duration: float, why: Why) -> None:
         """Count one left-out run of ``probe`` in each availability and latency SLO of it."""
         for slo in self._by_probe.get(probe, ()):
-            if slo.sli == "availability" or slo.threshold is None:
-                good = success
-            else:
-                good = duration <= slo.threshold
-            self._add(slo.name, good, why)
+            self._add(slo.name, slo.run_is_good(success, duration), why)
 
     def lag(self, stream: str, lag: float, why: Why) -> None:
         """Count one left-out timed event of ``stream`` in each delivery_lag SLO of it."""
         if not lag >= 0:  # the SLOs and the histogram ignore it too
             return
         for slo in self._by_stream.get(stream, ()):
-            self._add(slo.name, slo.threshold is not None and lag <= slo.threshold, why)
+            self._add(slo.name, slo.lag_is_good(lag), why)
 
     def _add(self, slo: str, good: bool, why: Why) -> None:
         key = (slo, "good" if good else "bad", why)
