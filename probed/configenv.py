@@ -14,12 +14,13 @@ Not reported: probed's own variables that are not settings (``PROBED_CONFIG``,
 from __future__ import annotations
 
 import difflib
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
+
+from probed.confighints import annotation_types
 
 __all__ = ["OWN_VARIABLES", "unknown_overrides"]
 
@@ -32,24 +33,19 @@ _DELIMITER = "__"
 
 def _models(annotation: Any) -> list[type[BaseModel]]:
     """The models an annotation may hold (through Optional, unions, Annotated, list, dict)."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _models(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType, list, dict):
-        args = typing.get_args(annotation)
-        if origin is dict:
-            args = args[1:]
-        return [m for arg in args for m in _models(arg)]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return []
+    found: list[type[BaseModel]] = []
+    for kind in annotation_types(annotation):
+        origin = typing.get_origin(kind)
+        if origin in (list, dict):
+            args = typing.get_args(kind)[1:] if origin is dict else typing.get_args(kind)
+            found += [model for arg in args for model in _models(arg)]
+        elif isinstance(kind, type) and issubclass(kind, BaseModel):
+            found.append(kind)
+    return found
 
 
 def _is_dict(annotation: Any) -> bool:
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _is_dict(typing.get_args(annotation)[0])
-    return origin is dict
+    return any(typing.get_origin(kind) is dict for kind in annotation_types(annotation))
 
 
 def _settings(model: type[BaseModel], path: str = "") -> Iterable[str]:

@@ -14,16 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["did_you_mean", "known_keys", "ratio_hint"]
+__all__ = ["annotation_types", "did_you_mean", "known_keys", "ratio_hint"]
 
 
-def _unwrap(annotation: Any) -> list[Any]:
+def annotation_types(annotation: Any) -> list[Any]:
     """The types an annotation may hold, through Annotated, Optional and unions."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
+        return annotation_types(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        return [t for arg in typing.get_args(annotation) for t in _unwrap(arg)]
+        return [t for arg in typing.get_args(annotation) for t in annotation_types(arg)]
     return [annotation]
 
 
@@ -37,12 +37,12 @@ def known_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
     for part in loc[:-1]:
         following: list[Any] = []
         for candidate in current:
-            for t in _unwrap(candidate):
+            for t in annotation_types(candidate):
                 origin = typing.get_origin(t)
                 if origin is list and isinstance(part, int):
-                    following.extend(_unwrap(typing.get_args(t)[0]))
+                    following.extend(annotation_types(typing.get_args(t)[0]))
                 elif origin is dict:
-                    following.extend(_unwrap(typing.get_args(t)[1]))
+                    following.extend(annotation_types(typing.get_args(t)[1]))
                 elif isinstance(t, type) and issubclass(t, BaseModel):
                     field = t.model_fields.get(str(part))
                     if field is not None:
@@ -53,7 +53,7 @@ def known_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
     keys = {
         name
         for candidate in current
-        for t in _unwrap(candidate)
+        for t in annotation_types(candidate)
         if isinstance(t, type) and issubclass(t, BaseModel)
         for name in t.model_fields
     }
