@@ -21,7 +21,7 @@ from probed.buckets import (
     REFLECT_LAG_BUCKETS,
 )
 from probed.results import ProbeRun, Reason
-from probed.skew import StreamClock
+from probed.skew import Source, StreamClock
 from probed.window import LagWindow, RunWindow
 
 __all__ = [
@@ -202,10 +202,110 @@ class StreamStats:
         """Estimated target clock minus ours (seconds)."""
         return self.clock.offset
 
-    def observe_lag(self, lag: float, wall: float) -> None:
-        """Record one event's delivery lag (seconds, non-negative) received at ``wall``."""
+    # -- recording: the stream watcher's API (nothing else writes these fields) ------
+
+    def went_down(self, now: float) -> None:
+        """The primary connection is down from ``now`` (watching began, or it ended)."""
+        self.down_since = now
+
+    def connecting(self, subscriber: int, connection_id: str) -> None:
+        """Subscriber ``subscriber`` starts connection attempt ``connection_id``."""
+        self.connection_ids[subscriber] = connection_id
+
+    def connection_opened(self, took: float, *, primary: bool) -> None:
+        """A subscriber connected after ``took`` seconds (the primary: the stream is up)."""
+        self.connect_duration.observe(took)
+        self.connected += 1
+        if primary:
+            self.down_since = None
+
+    def connection_closed(self, now: float, *, primary: bool) -> None:
+        """A subscriber's connection ended at ``now``."""
+        self.connected -= 1
+        if primary:
+            self.down_since = now
+
+    def connection_ended(self, reason: str) -> None:
+        """Count why a connection attempt or connection ended (a reconnect reason)."""
+        self.reconnects[reason] += 1
+
+    def bytes_read(self, now: float) -> None:
+        """Bytes (events, comments or pings) arrived at ``now``."""
+        self.last_byte = now
+
+    def first_event(self, seconds: float) -> None:
+        """A connection's first event came ``seconds`` after its attempt began."""
+        self.first_event_seconds = seconds
+
+    def event_received(self, now: float, wall: float) -> None:
+        """One event (not a comment) arrived at ``now`` (monotonic) and ``wall``."""
+        self.last_event = now
+        self.received += 1
+        self.last_event_wall = wall
+
+    def untimed_event(self) -> None:
+        """An event carried no readable enqueue stamp."""
+        self.untimed += 1
+
+    def clock_reading(self, source: Source, low: float, high: float) -> None:
+        """A reading of the target's clock: its time lay in [low, high] of ours."""
+        self.clock.observe(source, low, high)
+
+    def lag_of(self, raw: float) -> float | None:
+        """``raw`` (our wall clock minus the enqueue stamp) corrected for the clock offset;
+        None while the offset is unknown and must be corrected (the clock counts it)."""
+        return self.clock.lag(raw)
+
+    def negative_lag_event(self) -> None:
+        """An event stamped after it arrived (beyond what the clock offset explains)."""
+        self.negative_lag += 1
+
+    def observe_lag(self, lag: float, wall: float, *, late: bool = False) -> None:
+        """Record one event's delivery lag (seconds, non-negative) received at ``wall``;
+        ``late``: beyond the stream's ``late_after``."""
         self.delivery_lag.observe(lag)
         self.lag_window.observe(lag, wall)
+        if late:
+            self.late += 1
+
+    def unsequenced_event(self) -> None:
+        """An event carried no readable sequence number."""
+        self.unsequenced += 1
+
+    def sequence_observed(self, verdict: str, lost: int) -> None:
+        """One sequence number's verdict (``duplicate``, ``out_of_order``, ``late``,
+        ``reset`` or ``new``) and the events it declared lost."""
+        self.lost += lost
+        if verdict == "duplicate":
+            self.duplicated += 1
+        elif verdict == "out_of_order":
+            self.out_of_order += 1
+        elif verdict == "late":
+            self.late += 1
+        elif verdict == "reset":
+            self.sequence_resets += 1
+
+    def gaps_expired(self, lost: int) -> None:
+        """Gaps older than the loss timeout were declared lost."""
+        self.lost += lost
+
+    def burst(self, events: int, spread: float, now: float) -> None:
+        """One read delivered ``events`` stamped over ``spread`` seconds (held back)."""
+        self.bursts += 1
+        self.burst_events += events
+        self.last_burst = (events, spread, now)
+
+    def fanout_observed(self, spread: float) -> None:
+        """Every subscriber got one event, the last ``spread`` seconds after the first."""
+        self.fanout_spread.observe(spread)
+
+    def server_asked_retry(self, seconds: float) -> None:
+        """The server's ``retry:`` field (seconds, uncapped)."""
+        self.server_retry = seconds
+
+    def retry_was_capped(self) -> None:
+        """A reconnect wait used ``retry_max`` instead of the server's longer ``retry:``."""
+        self.retry_capped += 1
 
 
 class ResultStore:
@@ -240,14 +340,20 @@ class ResultStore:
         target: str,
         subscribers: int,
         lag_buckets: Sequence[float] = DELIVERY_LAG_BUCKETS,
+        *,
+        event_timeout: float | None = None,
+        clock: StreamClock | None = None,
     ) -> StreamStats:
-        """Start tracking a stream watcher (fresh stats; ``lag_buckets``: of its lag histograms)."""
+        """Start tracking a stream watcher (fresh stats; ``lag_buckets``: of its lag
+        histograms; ``event_timeout`` and ``clock``: the stream's settings)."""
         stats = StreamStats(
             name,
             target,
             subscribers,
+            event_timeout=event_timeout,
             delivery_lag=Histogram(lag_buckets),
             fanout_spread=Histogram(lag_buckets),
+            clock=StreamClock() if clock is None else clock,
             signal_window=self.signal_window,
         )
         self.streams[name] = stats

@@ -90,3 +90,55 @@ def test_every_test_and_bench_import_is_declared() -> None:
     imports = _third_party_imports("tests") | _third_party_imports("bench")
     missing = {m: d for m, d in _distributions(imports).items() if not d & declared}
     assert {} == missing
+
+
+def _stream_stats_fields() -> set[str]:
+    import dataclasses
+
+    from probed.store import StreamStats
+
+    return {f.name for f in dataclasses.fields(StreamStats)}
+
+
+def test_only_the_store_writes_stream_stats() -> None:
+    """The watcher and its helpers record through the store's API, never by assignment.
+
+    Outside ``probed/store.py``, any ``stats.<field> = …``, ``stats.<field> += …`` or
+    ``stats.<field>[key] += …`` (``self.stats`` too) on a field of ``StreamStats`` is a
+    write around the store; in the stream room, so is calling a field's own method
+    (``stats.connect_duration.observe(…)``).
+    """
+    import ast
+
+    fields = _stream_stats_fields()
+
+    def on_stats(node: ast.AST) -> str | None:
+        """The field name if ``node`` is ``stats.<field>`` or ``<x>.stats.<field>``."""
+        if not (isinstance(node, ast.Attribute) and node.attr in fields):
+            return None
+        owner = node.value
+        named = isinstance(owner, ast.Name) and owner.id == "stats"
+        attr = isinstance(owner, ast.Attribute) and owner.attr == "stats"
+        return node.attr if named or attr else None
+
+    offenders = []
+    for path in sorted((ROOT / "probed").rglob("*.py")):
+        if path.name == "store.py":
+            continue
+        where = str(path.relative_to(ROOT))
+        stream_room = path.parent.name == "stream"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = list(node.targets)
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            elif stream_room and isinstance(node, ast.Call):
+                func = node.func
+                if isinstance(func, ast.Attribute) and (name := on_stats(func.value)):
+                    offenders.append(f"{where}:{node.lineno} {name}.{func.attr}()")
+            for target in targets:
+                for sub in ast.walk(target):
+                    if name := on_stats(sub):
+                        offenders.append(f"{where}:{sub.lineno} {name}")
+    assert [] == offenders

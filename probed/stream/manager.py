@@ -15,6 +15,7 @@ import aiohttp
 
 from probed.config import SseStream, TargetConfig
 from probed.sinks import LagSink
+from probed.skew import StreamClock
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.watcher import StreamWatcher
@@ -79,9 +80,13 @@ class StreamManager:
     def _add(self, spec: SseStream, target: TargetConfig) -> None:
         assert self._tg is not None
         stats = self._store.register_stream(
-            spec.name, spec.target, spec.subscribers, spec.lag_buckets
+            spec.name,
+            spec.target,
+            spec.subscribers,
+            spec.lag_buckets,
+            event_timeout=spec.event_timeout,
+            clock=StreamClock(spec.clock, spec.clock_tolerance),
         )
-        stats.event_timeout = spec.event_timeout
         watcher = StreamWatcher(
             spec, target, self._session, self._hub, stats, lag_sinks=self._lag_sinks
         )

@@ -98,11 +98,11 @@ class ReconnectPolicy:
         if retry_ms is None:
             return None
         reported = min(retry_ms, _RETRY_MS_MAX)
-        self.stats.server_retry = reported / 1000.0
+        self.stats.server_asked_retry(reported / 1000.0)
         cap = self.spec.retry_max
         if retry_ms / 1000.0 <= cap:
             return retry_ms / 1000.0
-        self.stats.retry_capped += 1
+        self.stats.retry_was_capped()
         if reported not in self._capped_logged and len(self._capped_logged) < _CAPPED_LOGGED_MAX:
             self._capped_logged.add(reported)
             _log.warning(

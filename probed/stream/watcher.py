@@ -63,7 +63,7 @@ from probed.jsonpath import lookup
 from probed.netvalues import json_loads, sequence_number
 from probed.results import Reason
 from probed.sinks import LagSink
-from probed.skew import StreamClock, reading_bounds
+from probed.skew import reading_bounds
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
@@ -164,7 +164,6 @@ class StreamWatcher:
         ]
         self._fanout = _Fanout()
         self._redirects = RedirectPolicy.of(target, spec)
-        stats.clock = StreamClock(spec.clock, spec.clock_tolerance)
         self._lag_field = None if spec.clock == "ignore" else spec.lag_field
         self._needs_json = any(
             path is not None
@@ -183,7 +182,7 @@ class StreamWatcher:
     def start(self, tg: asyncio.TaskGroup) -> None:
         """Start one task per subscriber (and the clock check) in ``tg``."""
         self.hub.register_stream(self.spec.name, self.is_connected)
-        self.stats.down_since = time.monotonic()
+        self.stats.went_down(time.monotonic())
         for sub in self._subs:
             sub.task = tg.create_task(
                 self._run_subscriber(sub), name=f"stream:{self.spec.name}:{sub.index}"
@@ -254,7 +253,7 @@ class StreamWatcher:
     async def _connect_and_consume(self, sub: _Subscriber) -> NoReturn:
         spec, stats = self.spec, self.stats
         conn_id = f"{_CONN_PREFIX}-{next(_conn_counter):x}"
-        stats.connection_ids[sub.index] = conn_id
+        stats.connecting(sub.index, conn_id)
         sub.decoder.reset_connection()
         sub.tracker.new_connection()
         if spec.clock == "correct" and not self._clock_checked.is_set():
@@ -303,11 +302,9 @@ class StreamWatcher:
                 raise _Ended("content_type", False, f"content type {resp.content_type!r}")
             self._estimate_offset_from_date(resp, sent_wall)
             connected_at = time.monotonic()
-            stats.connect_duration.observe(connected_at - started)
-            stats.connected += 1
+            stats.connection_opened(connected_at - started, primary=sub.index == 0)
             if sub.index == 0:
                 self._primary_up = True
-                stats.down_since = None
             _log.info(
                 "stream_connected",
                 stream=spec.name,
@@ -321,10 +318,9 @@ class StreamWatcher:
                 ended.lived = time.monotonic() - connected_at
                 raise
             finally:
-                stats.connected -= 1
+                stats.connection_closed(time.monotonic(), primary=sub.index == 0)
                 if sub.index == 0:
                     self._primary_up = False
-                    stats.down_since = time.monotonic()
 
     async def _consume(
         self, sub: _Subscriber, resp: aiohttp.ClientResponse, started: float
@@ -350,7 +346,8 @@ class StreamWatcher:
                             chunk = await content.readany()
                             if not chunk:
                                 raise _Ended("eof", got_anything)
-                            last_byte = self.stats.last_byte = time.monotonic()
+                            last_byte = time.monotonic()
+                            self.stats.bytes_read(last_byte)
                             got_anything = self._feed(sub, chunk, started, got_anything)
                 except TimeoutError:
                     now = time.monotonic()
@@ -386,17 +383,15 @@ class StreamWatcher:
                     continue
                 if sub.awaiting_first:
                     sub.awaiting_first = False
-                    stats.first_event_seconds = now - started
-                sub.last_event = stats.last_event = now
+                    stats.first_event(now - started)
+                sub.last_event = now
                 stamp = self._on_event(sub, item, now, wall)
                 if stamp is not None:
                     timed += 1
                     first, last = min(first, stamp), max(last, stamp)
             if timed >= _BURST_MIN_EVENTS and last - first >= self.spec.burst_spread:
                 # produced over a while, received at once: something held them back
-                stats.bursts += 1
-                stats.burst_events += timed
-                stats.last_burst = (timed, last - first, now)
+                stats.burst(timed, last - first, now)
         got_anything = got_anything or bool(items)
         if oversize is not None:
             raise _Ended("oversize", got_anything, str(oversize))
@@ -408,7 +403,7 @@ class StreamWatcher:
 
     def _end(self, sub: _Subscriber, ended: _Ended, delay: float) -> None:
         """Count and log a connection's end and the wait before the next one."""
-        self.stats.reconnects[ended.reason] += 1
+        self.stats.connection_ended(ended.reason)
         _log.warning(
             "stream_disconnected",
             stream=self.spec.name,
@@ -426,8 +421,7 @@ class StreamWatcher:
         """Account one event; its enqueue stamp (Unix seconds), if it has one."""
         spec, stats = self.spec, self.stats
         enqueued: float | None = None
-        stats.received += 1
-        stats.last_event_wall = wall
+        stats.event_received(now, wall)
         received = ReceivedEvent(spec.name, event, now, wall)
         if sub.index == 0:
             self.hub.publish(received)
@@ -438,23 +432,21 @@ class StreamWatcher:
             stamp = _field(data, self._lag_field)
             enqueued = parse_timestamp(stamp, spec.lag_format)
             if enqueued is None:
-                stats.untimed += 1
+                stats.untimed_event()
             else:
-                lag = received.lag = stats.clock.lag(wall - enqueued)
+                lag = received.lag = stats.lag_of(wall - enqueued)
                 received.offset = stats.clock.applied
                 if lag is None:
                     pass  # no offset estimate yet: counted by the clock
                 elif lag < 0:
-                    stats.negative_lag += 1
+                    stats.negative_lag_event()
                 else:
-                    stats.observe_lag(lag, wall)
+                    stats.observe_lag(lag, wall, late=lag > spec.late_after)
                     for sink in self._lag_sinks:
                         sink.lag_measured(spec.name, lag, wall)
-                    if lag > spec.late_after:
-                        stats.late += 1
         seq = self._sequence(event, data)
         if seq is None:
-            stats.unsequenced += 1
+            stats.unsequenced_event()
             return enqueued
         tracker = sub.tracker
         lost_before = tracker.lost
@@ -462,15 +454,7 @@ class StreamWatcher:
         epoch = None if epoch_path is None else epoch_of(_field(data, epoch_path))
         verdict = received.verdict = tracker.observe(seq, now, epoch)
         received.seq = seq
-        stats.lost += tracker.lost - lost_before
-        if verdict is Verdict.DUPLICATE:
-            stats.duplicated += 1
-        elif verdict is Verdict.OUT_OF_ORDER:
-            stats.out_of_order += 1
-        elif verdict is Verdict.LATE:
-            stats.late += 1
-        elif verdict is Verdict.RESET:
-            stats.sequence_resets += 1
+        stats.sequence_observed(verdict.value, tracker.lost - lost_before)
         if spec.subscribers > 1 and verdict is Verdict.NEW:
             self._fanout_observe(seq, now)
         return enqueued
@@ -493,14 +477,14 @@ class StreamWatcher:
             return
         entry[1] += 1
         if entry[1] >= self.spec.subscribers:
-            self.stats.fanout_spread.observe(now - entry[0])
+            self.stats.fanout_observed(now - entry[0])
             del seen[seq]
 
     def expire_gaps(self) -> None:
         """Declare old gaps lost even when no new events arrive (called periodically)."""
         now = time.monotonic()
         for sub in self._subs:
-            self.stats.lost += sub.tracker.expire(now)
+            self.stats.gaps_expired(sub.tracker.expire(now))
 
     # -- clock offset -------------------------------------------------------------------
 
@@ -516,7 +500,7 @@ class StreamWatcher:
             return
         # Date is truncated to the second: the server's time lay in [D, D+1)
         bounds = reading_bounds(server, sent_wall, clock.wall(), whole_seconds=True)
-        self.stats.clock.observe("date", *bounds)
+        self.stats.clock_reading("date", *bounds)
 
     async def _clock_loop(self) -> None:
         assert self.spec.time_path is not None
@@ -562,7 +546,7 @@ class StreamWatcher:
         server = parse_timestamp(_field(json_loads(bytes(body)), "time"), "auto")
         if server is not None:
             whole = server.is_integer()  # a whole-second time is taken as truncated, like Date
-            self.stats.clock.observe(
+            self.stats.clock_reading(
                 "time_path", *reading_bounds(server, sent, got, whole_seconds=whole)
             )
 
