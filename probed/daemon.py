@@ -41,7 +41,7 @@ from probed.http.session import create_sessions
 from probed.http.tls import prepare_tls
 from probed.logging import redactor
 from probed.metrics import DaemonInfo, build_registry
-from probed.persist import Persister, SloFeed, StateStore
+from probed.persist import Persister, StateStore
 from probed.probes import PROBERS
 from probed.probes.base import ProbeContext, run_probe
 from probed.results import ProbeRun
@@ -49,6 +49,7 @@ from probed.scheduler import Scheduler, monitor_loop_lag
 from probed.sdnotify import Notifier, WatchdogGate, scheduler_max_age, summary, watchdog_loop
 from probed.server import ServerState, create_app
 from probed.serverguard import ConnectionGuard, GuardedSite, max_connections
+from probed.slofeed import SloFeed, persisted_parts
 from probed.statehealth import StateDirLocked, StateHealth, StateLock
 from probed.store import ResultStore
 from probed.stream.hub import Hub
@@ -400,13 +401,13 @@ class Daemon:
             return 1
         self.persister = Persister(
             state,
-            self.evaluator,
+            persisted_parts(self.evaluator),
             self.store,
             health=self.state_health,
             lock=self.state_lock,
         )
         # before anything records or evaluates: SLO windows, rings, recommendation states
-        await asyncio.to_thread(self.persister.restore)
+        await asyncio.to_thread(self.persister.restore, None, self.config.scheduled)
         web_cfg = self.config.web
         daemon_cfg = self.config.daemon
         ssl_context = None

@@ -87,13 +87,18 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from probed import clock
-from probed.evaluate import Evaluator
+from probed.config import ProbeSpec
+from probed.history import History
+from probed.maintenance import Maintenance
+from probed.recommend import RecommendationEngine
 from probed.results import ProbeResult, ProbeRun, Reason
+from probed.slo import SloEvaluator
 from probed.statefile import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -111,8 +116,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATE_FILE",
     "LagSample",
+    "Persisted",
     "Persister",
-    "SloFeed",
     "StateStore",
     "StoredResult",
 ]
@@ -128,6 +133,20 @@ _MAX_REPLAY_EVENTS = 10_000_000
 # --- the policy --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Persisted:
+    """What the state file holds beside the result rings: objects the daemon owns and
+    keeps across reloads; the persister saves and restores them, nothing more."""
+
+    slo: SloEvaluator
+    recommendations: RecommendationEngine
+    history: History
+    maintenance: Maintenance
+    counts_for_slo: Callable[[str, str | None, float], bool]
+    """Whether a run (probe, reason, start) or a stream's event (stream, None, arrival)
+    counts in the SLOs: the replay leaves out what the live feed left out."""
+
+
 class Persister:
     """Feeds the state file from the daemon and restores from it at startup.
 
@@ -139,7 +158,7 @@ class Persister:
     def __init__(
         self,
         state: StateStore,
-        evaluator: Evaluator,
+        parts: Persisted,
         store: ResultStore,
         *,
         results_every: float = 5.0,
@@ -170,15 +189,13 @@ class Persister:
             self.health.failed(state.error, in_memory=True, log=False)
         self.results_every = results_every
         self.slo_every = slo_every
-        self._evaluator = evaluator
+        self._parts = parts
         self._store = store
         state.keep_seconds = max(state.keep_seconds, store.signal_window)
         self._results: deque[StoredResult] = deque(maxlen=_MAX_PENDING_RESULTS)
         self._lags: dict[tuple[str, int, int], list[float]] = {}
         """(stream, wall second, threshold class) -> [count, largest lag]."""
         self._dropped = 0
-        self._bounds: dict[str, list[float]] = {}
-        self._bounds_of: object = None
         self._saved_recommendations: dict[str, Any] | None = None
         self._saved_history: int | None = None
         self._saved_maintenance: int | None = None
@@ -206,11 +223,7 @@ class Persister:
 
     def record_lag(self, stream: str, lag: float, wall: float) -> None:
         """Count one timed event of ``stream`` for the SLO replay journal."""
-        config = self._evaluator.config
-        if config is not self._bounds_of:
-            self._bounds = _lag_bounds(config.slos)
-            self._bounds_of = config
-        bounds = self._bounds.get(stream)
+        bounds = self._parts.slo.lag_thresholds.get(stream)
         if bounds is None or not lag >= 0 or not math.isfinite(wall):
             return  # no delivery_lag SLO on it, or no measurement: the SLOs ignore it too
         key = (stream, math.floor(wall), bisect.bisect_left(bounds, lag))
@@ -271,13 +284,13 @@ class Persister:
             started = time.perf_counter()
             try:
                 # taken in the same loop step as the queues: the snapshot counts exactly them
-                slo_snapshot = self._evaluator.slo.snapshot() if slo else None
-                rec = self._evaluator.engine.snapshot()
+                slo_snapshot = self._parts.slo.snapshot() if slo else None
+                rec = self._parts.recommendations.snapshot()
                 rec_changed = recommendations or rec != self._saved_recommendations
-                history = self._evaluator.history
+                history = self._parts.history
                 revision = history.revision
                 history_changed = recommendations or revision != self._saved_history
-                windows = self._evaluator.maintenance
+                windows = self._parts.maintenance
                 windows_revision = windows.revision
                 windows_changed = recommendations or windows_revision != self._saved_maintenance
                 lags = [
@@ -369,8 +382,9 @@ class Persister:
 
     # -- restoring ----------------------------------------------------------------------
 
-    def restore(self, now: float | None = None) -> list[str]:
-        """Load the saved state into the evaluator and the result store; never raises.
+    def restore(self, now: float | None = None, probes: Iterable[ProbeSpec] = ()) -> list[str]:
+        """Load the saved state into the persisted objects and the result store (``probes``,
+        the scheduled ones, are registered in it first); never raises.
 
         Call it once at startup, before any run or stream event is recorded
         (blocking: about 0.3 s for 20 SLOs of 30 days; nothing else touches the
@@ -387,7 +401,7 @@ class Persister:
             ("maintenance windows", self._restore_maintenance),
             ("SLO state", self._restore_slo),
             ("recommendation state", self._restore_recommendations),
-            ("results ring", self._restore_ring),
+            ("results ring", functools.partial(self._restore_ring, probes)),
             ("history", self._restore_history),
         )
         for what, step in steps:
@@ -401,13 +415,13 @@ class Persister:
         return problems
 
     def _restore_slo(self, now: float, summary: dict[str, Any]) -> list[str]:
-        slo = self._evaluator.slo
+        slo = self._parts.slo
         problems: list[str] = []
         snapshot = self.state.load_slo()
         if snapshot is not None:
             problems = slo.restore(snapshot, now)
         runs, lags = self.state.load_replay()
-        counts = self._evaluator.counts_for_slo  # not prober_overloaded, not in maintenance
+        counts = self._parts.counts_for_slo  # not prober_overloaded, not in maintenance
         for run in runs:
             if counts(run.probe, run.reason, run.started_at):
                 slo.record_run(run.probe, run.success, run.duration, run.started_at)
@@ -429,7 +443,7 @@ class Persister:
         return problems
 
     def _restore_recommendations(self, now: float, summary: dict[str, Any]) -> list[str]:
-        engine = self._evaluator.engine
+        engine = self._parts.recommendations
         data = self.state.load_recommendations()
         problems = [] if data is None else engine.restore(data)
         self._saved_recommendations = engine.snapshot() if data is not None else None
@@ -437,7 +451,7 @@ class Persister:
         return problems
 
     def _restore_history(self, now: float, summary: dict[str, Any]) -> list[str]:
-        history = self._evaluator.history
+        history = self._parts.history
         data = self.state.load_history()
         problems = [] if data is None else history.restore(data)
         self._saved_history = history.revision if data is not None else None
@@ -445,16 +459,18 @@ class Persister:
         return problems
 
     def _restore_maintenance(self, now: float, summary: dict[str, Any]) -> list[str]:
-        windows = self._evaluator.maintenance
+        windows = self._parts.maintenance
         data = self.state.load_maintenance()
         problems = [] if data is None else windows.restore(data, now)
         self._saved_maintenance = windows.revision if data is not None else None
         summary["maintenance_windows"] = len(windows.ad_hoc)
         return problems
 
-    def _restore_ring(self, now: float, summary: dict[str, Any]) -> list[str]:
+    def _restore_ring(
+        self, probes: Iterable[ProbeSpec], now: float, summary: dict[str, Any]
+    ) -> list[str]:
         store = self._store
-        for spec in self._evaluator.config.scheduled:
+        for spec in probes:
             store.register(spec.name, spec.kind, spec.target)
         horizon = now - store.signal_window
         rings = self.state.load_results(store.ring_size, since=horizon)
@@ -484,15 +500,6 @@ class Persister:
         return []
 
 
-def _lag_bounds(slos: Iterable[Any]) -> dict[str, list[float]]:
-    """Per stream, the sorted thresholds of its delivery_lag SLOs."""
-    bounds: dict[str, set[float]] = {}
-    for slo in slos:
-        if slo.sli == "delivery_lag" and slo.stream is not None and slo.threshold is not None:
-            bounds.setdefault(slo.stream, set()).add(float(slo.threshold))
-    return {stream: sorted(values) for stream, values in bounds.items()}
-
-
 def _rebuilt_run(run: StoredResult, kind: str, target: str) -> ProbeRun:
     """A ``ProbeRun`` standing in for the newest saved run (no phases, observations, ids)."""
     try:
@@ -511,26 +518,3 @@ def _rebuilt_run(run: StoredResult, kind: str, target: str) -> ProbeRun:
         duration=run.duration,
         result=ProbeResult(run.success, reason, status_code=run.status_code),
     )
-
-
-class SloFeed:
-    """The SLO evaluator and the state that replays it, fed together: a run and lag sink.
-
-    In one loop step the evaluator counts a run (or timed event) and the persister
-    queues it, so a restart replays exactly what the SLO snapshot does not yet count;
-    an event the SLOs leave out (maintenance, skew) is not journalled either.
-    """
-
-    def __init__(self, evaluator: Evaluator, persister: Persister) -> None:
-        self._evaluator = evaluator
-        self._persister = persister
-
-    def run_finished(self, run: ProbeRun, scheduler_lag: float) -> None:
-        """Count ``run`` in the SLOs and queue it for the state file."""
-        self._evaluator.record_run(run)
-        self._persister.record(run)
-
-    def lag_measured(self, stream: str, lag: float, wall: float) -> None:
-        """Count a timed event in the SLOs; journal it if they counted it."""
-        if self._evaluator.record_lag(stream, lag, wall):
-            self._persister.record_lag(stream, lag, wall)

@@ -479,6 +479,10 @@ class SloEvaluator:
             for s in series.values()
             if s.slo.sli == "delivery_lag" and s.slo.stream is not None
         )
+        self.lag_thresholds = {  # per stream, the sorted thresholds of its lag SLOs
+            stream: sorted({float(s.slo.threshold or 0.0) for s in group})
+            for stream, group in self._by_stream.items()
+        }
 
     # -- persistence ---------------------------------------------------------
 

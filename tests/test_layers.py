@@ -142,3 +142,12 @@ def test_only_the_store_writes_stream_stats() -> None:
                     if name := on_stats(sub):
                         offenders.append(f"{where}:{sub.lineno} {name}")
     assert [] == offenders
+
+
+def test_the_persister_is_given_what_it_persists() -> None:
+    """State persistence gets the SLO windows, recommendations, history and windows it
+    saves, not the evaluator that holds them: ``probed.persist`` imports no evaluator."""
+    import grimp
+
+    graph = grimp.build_graph("probed")
+    assert "probed.evaluate" not in graph.find_modules_directly_imported_by("probed.persist")

@@ -16,6 +16,7 @@ from probed.maintenance import Maintenance, MaintenanceWindow
 from probed.maintenanceapi import window_from_request
 from probed.maintenanceconfig import MaintenanceConfig
 from probed.persist import Persister, StateStore
+from probed.slofeed import persisted_parts
 from probed.status import status_document
 from probed.statuspage import render_page
 from probed.store import ResultStore
@@ -199,7 +200,7 @@ def test_the_replay_after_a_restart_skips_runs_under_maintenance() -> None:
     evaluator, store = _maintained_evaluator(T0 - 100, T0 - 50)
     state = StateStore.memory()
     state.append_results([stored("login", T0 - 80, success=False), stored("login", T0 - 20)])
-    Persister(state, evaluator, store).restore(now=T0)
+    Persister(state, persisted_parts(evaluator), store).restore(now=T0)
     assert 1 == evaluator.slo.evaluate(T0)["login_ok"].events["30d"]
 
 

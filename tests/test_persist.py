@@ -32,6 +32,7 @@ from probed.persist import (
 )
 from probed.results import ProbeResult, ProbeRun, Reason
 from probed.slo import SloEvaluator
+from probed.slofeed import persisted_parts
 from probed.store import ResultStore
 
 T0 = 1_800_000_000.0
@@ -493,7 +494,9 @@ def build(
     for spec in config.scheduled:  # what the scheduler does when it starts a probe
         store.register(spec.name, spec.kind, spec.target)
     evaluator = Evaluator(config, store)
-    persister = Persister(state, evaluator, store, results_every=results_every, slo_every=slo_every)
+    persister = Persister(
+        state, persisted_parts(evaluator), store, results_every=results_every, slo_every=slo_every
+    )
     return evaluator, store, persister
 
 
