@@ -387,8 +387,8 @@ class Persister:
         the scheduled ones, are registered in it first); never raises.
 
         Call it once at startup, before any run or stream event is recorded
-        (blocking: about 0.3 s for 20 SLOs of 30 days; nothing else touches the
-        evaluator yet, so ``asyncio.to_thread`` is fine). Returns the problems
+        (blocking, for long SLO windows a noticeable while; nothing else touches
+        those objects yet, so ``asyncio.to_thread`` is fine). Returns the problems
         found, each also logged as ``state_restore_problem``.
         """
         now = clock.wall() if now is None else now

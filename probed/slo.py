@@ -70,11 +70,9 @@ Cost
     covered last time, updated on every observation inside it, on every
     pruned bucket, and when ``evaluate()`` moves the range (by the buckets
     entering and leaving it, summed over array slices). At a steady cadence an
-    evaluation costs a few slot reads per window, independent of its length:
-    20 SLOs with 30 full days of buckets evaluate in about 85 µs every 10 s
-    (2 cores, CPython 3.11); the first evaluation, or one after a long pause,
-    sums whole windows from the arrays in about 11 ms. Recording costs under
-    2 µs.
+    evaluation costs a few slot reads per window, independent of its length;
+    the first evaluation, or one after a long pause, sums whole windows from
+    the arrays (bench/README.md has the figures).
 
 Reload and persistence
     ``apply()`` keeps the buckets of an SLO whose name and measurement

@@ -160,10 +160,10 @@ def dumps(data: Mapping[str, Any]) -> str:
 def pack_snapshot(snapshot: Mapping[str, Any]) -> tuple[str, list[bytes]]:
     """The SLO snapshot as JSON with its long ``good``/``total`` lists moved into blobs.
 
-    JSON-encoding 20 SLOs of 30 days of buckets holds the GIL (and so the
-    event loop) for about 90 ms in one C call; converting list by list to
-    ``array`` and compressing (zlib releases the GIL) stalls it for well under
-    a millisecond at a time. Anything unexpected simply stays in the JSON.
+    JSON-encoding long bucket lists holds the GIL (and so the event loop) in
+    one C call; converting list by list to ``array`` and compressing (zlib
+    releases the GIL) stalls it only briefly at a time (bench/README.md has
+    the figures). Anything unexpected simply stays in the JSON.
     """
     blobs: list[bytes] = []
     envelope = dict(snapshot)
