@@ -239,7 +239,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
 
 
 def _cmd_rules(args: argparse.Namespace) -> int:
-    from probed.rules import render_rules
+    from probed.rulefile import render_rules
 
     config = _load(args.config, secrets=False)
     if config is None:

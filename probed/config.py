@@ -69,6 +69,7 @@ from probed.configtypes import (
     split_listen,
 )
 from probed.durations import Duration, format_duration
+from probed.fleetconfig import FleetConfig
 
 __all__ = [
     "DEFAULT_COMPONENTS",
@@ -86,6 +87,7 @@ __all__ = [
     "DaemonConfig",
     "Duration",
     "FixtureProbe",
+    "FleetConfig",
     "FollowUp",
     "HttpProbe",
     "ImportProbe",

@@ -1,8 +1,9 @@
 """The configuration's sections and the ``Config`` settings class that holds them.
 
 ``[daemon]``, ``[targets.NAME]``, ``[[slos]]``, ``[recommend]``, ``[[components]]`` and
-``[alerting]``; ``Config`` adds the probes (``probed.configprobes``), the playbooks and
-the maintenance windows, and lets ``PROBED_…`` environment variables override the file.
+``[alerting]``; ``Config`` adds the probes (``probed.configprobes``), the playbooks, the
+maintenance windows and ``[fleet]`` (``probed.fleetconfig``), and lets ``PROBED_…``
+environment variables override the file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from yarl import URL
 from probed.configprobes import AnySpec, ProbeSpec, SseStream
 from probed.configtypes import DEFAULT_LISTEN, PROBE_NAME, HasHeaders, StrictModel, split_listen
 from probed.durations import Duration
+from probed.fleetconfig import FleetConfig
 from probed.maintenanceconfig import MaintenanceConfig
 from probed.playbooks import PlaybookConfig
 from probed.webconfig import WebConfig
@@ -226,6 +228,7 @@ class Config(BaseSettings):
     playbooks: list[PlaybookConfig] = Field(default_factory=list)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     maintenance: list[MaintenanceConfig] = Field(default_factory=list)
+    fleet: FleetConfig | None = None
     _source: Path = PrivateAttr(default=Path("probes.toml"))
     _hash: str | None = PrivateAttr(default=None)
     _loaded_at: float | None = PrivateAttr(default=None)

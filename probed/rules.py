@@ -1,6 +1,7 @@
-"""Prometheus recording and alerting rules rendered from the configuration (``probed rules``).
+"""Prometheus recording and alerting rules from the configuration (``probed rules``).
 
-Pure: a ``Config`` in, the text of a Prometheus rule file out (no I/O).
+Pure: a ``Config`` in, rule groups out (no I/O); ``probed.rulefile`` writes the file and
+adds the fleet's groups (``probed.fleetrules``).
 
 Per ``[[slos]]`` entry, one rule group ``probed-slo-NAME`` holds
 
@@ -82,8 +83,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import yaml
-
 from probed.config import SLO_WINDOWS, Config, SloConfig
 from probed.durations import format_duration
 from probed.playbooks import merge
@@ -96,11 +95,15 @@ __all__ = [
     "FAST_BURN_ALERT",
     "RUNBOOK_ANCHORS",
     "BurnRateAlert",
+    "ErrorRatioParts",
+    "by_scenario",
     "error_ratio_expr",
+    "error_ratio_parts",
     "le_label",
-    "render_rules",
-    "rule_groups",
+    "probed_group",
+    "runbook_url",
     "severity_labels",
+    "slo_group",
 ]
 
 
@@ -141,6 +144,9 @@ RUNBOOK_ANCHORS: dict[str, str] = {
     "ProbeCertificateExpiresSoon": "certificate_expiry",
     "ProbedConfigReloadFailed": "config_reload_failed",
     "ProbedEventLoopLagHigh": "event_loop_lag",
+    "ProberIsolated": "prober_isolated",
+    "ProberDown": "prober_down",
+    "FleetQuorumAtRisk": "prober_down",
 }
 """Sections of ``[recommend] runbook_base_url`` the alerts link to (``base#anchor``).
 
@@ -208,22 +214,60 @@ def _probe_matcher(probes: list[str]) -> str:
     return f'probe=~"{"|".join(names)}"'
 
 
-def _sum_rate(metric: str, matchers: str, window: str) -> str:
-    return f"sum(rate({metric}{{{matchers}}}[{window}]))"
-
-
 _EXCLUDED = "probed_slo_excluded_events_total"
 _NO_TRAFFIC = "1e-9"
 """Events per second under which a window has no traffic (the subtraction's float residue)."""
 
 
-def _minus_excluded(
-    events: str, slo: SloConfig, outcome: str | None, window: str, indent: str
-) -> str:
+@dataclass(frozen=True, slots=True)
+class ErrorRatioParts:
+    """The event rates of an SLO over one window, as PromQL, before any summing across
+    instances: all events, and the bad (availability) or good (latency, lag) ones, each
+    with the rate of those probed left out (``probed_slo_excluded_events_total``)."""
+
+    total: str
+    excluded_total: str
+    bad: str | None
+    excluded_bad: str
+    good: str | None
+    excluded_good: str
+
+
+def error_ratio_parts(slo: SloConfig, window: str) -> ErrorRatioParts:
+    """The rates ``error_ratio_expr`` (and the fleet's per-location records) are made of."""
+
+    def excluded(outcome: str | None) -> str:
+        only = "" if outcome is None else f',outcome="{outcome}"'
+        return f'rate({_EXCLUDED}{{slo="{slo.name}"{only}}}[{window}])'
+
+    if slo.sli == "availability":
+        sel = _probe_matcher(slo.probes)
+        return ErrorRatioParts(
+            total=f"rate(probed_probe_runs_total{{{sel}}}[{window}])",
+            excluded_total=excluded(None),
+            bad=f'rate(probed_probe_runs_total{{{sel},result="failure"}}[{window}])',
+            excluded_bad=excluded("bad"),
+            good=None,
+            excluded_good=excluded("good"),
+        )
+    assert slo.threshold is not None  # SloConfig requires it for latency and delivery_lag
+    if slo.sli == "latency":
+        metric, sel = "probed_probe_duration_seconds", _probe_matcher(slo.probes)
+    else:
+        metric, sel = "probed_delivery_lag_seconds", f'stream="{slo.stream}"'
+    return ErrorRatioParts(
+        total=f"rate({metric}_count{{{sel}}}[{window}])",
+        excluded_total=excluded(None),
+        bad=None,
+        excluded_bad=excluded("bad"),
+        good=f'rate({metric}_bucket{{{sel},le="{le_label(slo.threshold)}"}}[{window}])',
+        excluded_good=excluded("good"),
+    )
+
+
+def _minus_excluded(events: str, excluded: str, indent: str) -> str:
     """``events`` less the SLO's events probed left out (``probed.sloexclusions``)."""
-    only = "" if outcome is None else f',outcome="{outcome}"'
-    excluded = _sum_rate(_EXCLUDED, f'slo="{slo.name}"{only}', window)
-    return f"{indent}{events}\n{indent}- ({excluded} or vector(0))\n"
+    return f"{indent}sum({events})\n{indent}- (sum({excluded}) or vector(0))\n"
 
 
 def error_ratio_expr(slo: SloConfig, window: str) -> str:
@@ -232,25 +276,16 @@ def error_ratio_expr(slo: SloConfig, window: str) -> str:
     Runs and events probed left out of the SLO (maintenance windows, an overloaded
     prober) are subtracted from both the bad (or good) and the total events.
     """
-    if slo.sli == "availability":
-        sel = _probe_matcher(slo.probes)
-        bad = _sum_rate("probed_probe_runs_total", f'{sel},result="failure"', window)
-        total = _sum_rate("probed_probe_runs_total", sel, window)
+    parts = error_ratio_parts(slo, window)
+    if parts.bad is not None:
         return (
-            f"(\n{_minus_excluded(bad, slo, 'bad', window, '  ')})\n/\n"
-            f"((\n{_minus_excluded(total, slo, None, window, '  ')}) > {_NO_TRAFFIC})\n"
+            f"(\n{_minus_excluded(parts.bad, parts.excluded_bad, '  ')})\n/\n"
+            f"((\n{_minus_excluded(parts.total, parts.excluded_total, '  ')}) > {_NO_TRAFFIC})\n"
         )
-    assert slo.threshold is not None  # SloConfig requires it for latency and delivery_lag
-    if slo.sli == "latency":
-        metric, sel = "probed_probe_duration_seconds", _probe_matcher(slo.probes)
-    else:
-        metric, sel = "probed_delivery_lag_seconds", f'stream="{slo.stream}"'
-    good = _sum_rate(f"{metric}_bucket", f'{sel},le="{le_label(slo.threshold)}"', window)
-    total = _sum_rate(f"{metric}_count", sel, window)
-    return (
-        f"1 - (\n  (\n{_minus_excluded(good, slo, 'good', window, '    ')}  )\n  /\n"
-        f"  ((\n{_minus_excluded(total, slo, None, window, '    ')}  ) > {_NO_TRAFFIC})\n)\n"
-    )
+    assert parts.good is not None
+    good = _minus_excluded(parts.good, parts.excluded_good, "    ")
+    total = _minus_excluded(parts.total, parts.excluded_total, "    ")
+    return f"1 - (\n  (\n{good}  )\n  /\n  ((\n{total}  ) > {_NO_TRAFFIC})\n)\n"
 
 
 def _bad_events(slo: SloConfig) -> str:
@@ -264,19 +299,28 @@ def _bad_events(slo: SloConfig) -> str:
     return f"of the events of stream {slo.stream} arrived later than {limit}"
 
 
-def _runbook(config: Config, anchor: str) -> str:
+def runbook_url(config: Config, anchor: str) -> str:
+    """The runbook section ``anchor`` under ``[recommend] runbook_base_url``."""
     return f"{_literal(config.recommend.runbook_base_url)}#{anchor}"
 
 
-def _slo_group(config: Config, slo: SloConfig) -> dict[str, Any]:
-    rules: list[dict[str, Any]] = [
-        {
-            "record": _RECORD.format(window=window),
-            "expr": error_ratio_expr(slo, window),
-            "labels": {"slo": slo.name},
-        }
-        for window in ERROR_RATIO_WINDOWS
-    ]
+def slo_group(
+    config: Config, slo: SloConfig, records: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The group ``probed-slo-NAME``: ``records`` of the error ratios (by default those of
+    one probed, or of several summed), then the burn-rate alerts reading them."""
+    rules: list[dict[str, Any]] = (
+        [
+            {
+                "record": _RECORD.format(window=window),
+                "expr": error_ratio_expr(slo, window),
+                "labels": {"slo": slo.name},
+            }
+            for window in ERROR_RATIO_WINDOWS
+        ]
+        if records is None
+        else list(records)
+    )
     budget = _budget(slo)
     what = _literal(slo.description or slo.name)
     for pair in BURN_RATE_ALERTS:
@@ -313,7 +357,7 @@ def _slo_group(config: Config, slo: SloConfig) -> dict[str, Any]:
                     ),
                     "runbook_url": _literal(slo.runbook_url)
                     if slo.runbook_url
-                    else _runbook(config, RUNBOOK_ANCHORS[pair.speed]),
+                    else runbook_url(config, RUNBOOK_ANCHORS[pair.speed]),
                 },
             }
         )
@@ -356,7 +400,7 @@ def _fast_burn_twin(config: Config, slo: SloConfig) -> dict[str, Any]:
             ),
             "runbook_url": _literal(slo.runbook_url)
             if slo.runbook_url
-            else _runbook(config, RUNBOOK_ANCHORS["fast"]),
+            else runbook_url(config, RUNBOOK_ANCHORS["fast"]),
         },
     }
 
@@ -403,7 +447,7 @@ def _certificate_expiry(runbook_url: str) -> list[dict[str, Any]]:
     ]
 
 
-def _by_scenario(text: Mapping[str, str], otherwise: str) -> str:
+def by_scenario(text: Mapping[str, str], otherwise: str) -> str:
     """A Go template: ``text`` of the alert's ``scenario`` label, else ``otherwise``."""
     if not text:
         return otherwise
@@ -412,11 +456,11 @@ def _by_scenario(text: Mapping[str, str], otherwise: str) -> str:
     return "{{ " + "{{ else ".join(branches) + tail + "{{ end }}"
 
 
-def _probed_group(config: Config) -> dict[str, Any]:
+def probed_group(config: Config) -> dict[str, Any]:
     playbooks = merge(config.playbooks)
 
     def runbook(alert: str) -> str:
-        return _runbook(config, RUNBOOK_ANCHORS[alert])
+        return runbook_url(config, RUNBOOK_ANCHORS[alert])
 
     rules: list[dict[str, Any]] = [
         {
@@ -508,53 +552,18 @@ def _probed_group(config: Config) -> dict[str, Any]:
             },
             "annotations": {
                 "summary": "Degraded mode recommended: {{ $labels.scenario }} ("
-                + _by_scenario({s: pb.title for s, pb in playbooks.items()}, "")
+                + by_scenario({s: pb.title for s, pb in playbooks.items()}, "")
                 + ")",
                 "description": (
                     "probed {{ $labels.instance }} recommends the {{ $labels.scenario }} "
                     "degraded-mode playbook ({{ $labels.severity }}); its status page and "
                     "/api/v1/recommendations show the evidence and the steps."
                 ),
-                "runbook_url": _by_scenario(
+                "runbook_url": by_scenario(
                     {s: pb.runbook_url for s, pb in playbooks.items() if pb.runbook_url},
-                    _runbook(config, "{{ $labels.scenario }}"),
+                    runbook_url(config, "{{ $labels.scenario }}"),
                 ),
             },
         },
     ]
     return {"name": "probed", "rules": rules}
-
-
-def rule_groups(config: Config) -> list[dict[str, Any]]:
-    """The rule groups: one per SLO (in config order), then the ``probed`` alerts."""
-    return [*(_slo_group(config, slo) for slo in config.slos), _probed_group(config)]
-
-
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper writing multi-line strings (PromQL) as literal blocks."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
-def render_rules(config: Config) -> str:
-    """The Prometheus rule file for ``config`` (stable: same config, same text)."""
-    header = (
-        "# Prometheus recording and alerting rules for probed.\n"
-        f"# Generated by `probed rules -c {config.source.name}` from its [[slos]]; do not edit,\n"
-        "# regenerate. Check with `promtool check rules` and `promtool test rules`.\n"
-    )
-    body = yaml.dump(
-        {"groups": rule_groups(config)},
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=1 << 16,
-    )
-    return header + body

@@ -15,7 +15,7 @@ from binaries import amtool, promtool
 
 from probed.alerting import ALERT_NAME, AlertPusher
 from probed.config import AlertingConfig, Config, load_config
-from probed.rules import rule_groups
+from probed.rulefile import rule_groups
 from probed.signals import Evidence, Recommendation, RecommendationState, Severity
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from probeservers import demo_health_toml
 from probed.config import load_config
 from probed.daemon import Daemon
 from probed.demo import DemoTarget
-from probed.rules import render_rules
+from probed.rulefile import render_rules
 
 #: Everything has to be scraped, recorded and queried within this many seconds.
 WITHIN = 20.0

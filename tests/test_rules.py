@@ -16,14 +16,13 @@ from binaries import promtool
 from probed.buckets import DELIVERY_LAG_BUCKETS, DURATION_BUCKETS
 from probed.config import Config, load_config
 from probed.metrics import DaemonInfo, build_registry
+from probed.rulefile import render_rules, rule_groups
 from probed.rules import (
     BURN_RATE_ALERTS,
     ERROR_RATIO_WINDOWS,
     FAST_BURN_ALERT,
     error_ratio_expr,
     le_label,
-    render_rules,
-    rule_groups,
 )
 from probed.store import Histogram, ResultStore
 
