@@ -507,6 +507,7 @@ GRAFANA_VARIABLES = {
     "__range_s": "3600",
     "__interval_ms": "60000",
     "datasource": "prometheus",
+    "location": "a",
     "probe": "health",
     "stream": "events",
     "window": "1h",
@@ -555,9 +556,12 @@ def test_dashboard_layout(dashboard: dict[str, Any]) -> None:
         "SLOs",
         "Recommendations",
         "probed itself",
+        "Locations",
     ] == [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert {"datasource", "probe", "stream"} <= set(variables)
+    assert {"datasource", "location", "probe", "stream"} <= set(variables)
+    # a single probed's series have no location label: "All" must still match them
+    assert ".*" == variables["location"]["allValue"]
     assert "prometheus" == variables["datasource"]["query"]
     ids = [p["id"] for p in _panels(dashboard)]
     assert len(ids) == len(set(ids))
@@ -590,11 +594,16 @@ def test_dashboard_metrics_exist(dashboard: dict[str, Any], shipped_config: Conf
     for stream in shipped_config.streams:
         store.register_stream(stream.name, stream.target, stream.subscribers)
     exported = {family.name for family in build_registry(store, DaemonInfo()).collect()}
+    fleet = load_config(ROOT / "deploy" / "fleet" / "probes.toml")
     recorded = {
-        r["record"] for g in rule_groups(shipped_config) for r in g["rules"] if "record" in r
+        r["record"]
+        for config in (shipped_config, fleet)
+        for g in rule_groups(config)
+        for r in g["rules"]
+        if "record" in r
     }
     for where, expr in _exprs(dashboard):
-        for name in re.findall(r"\b(?:probed?_[a-z_]+|slo:[a-z_:0-9]+)", expr):
+        for name in re.findall(r"\b(?:probed?_[a-z_]+|slo:[a-z_:0-9]+|probed:[a-z_:0-9]+)", expr):
             base = re.sub(r"_(total|bucket|count|sum)$", "", name)
             assert name in recorded or base in exported or name in exported, f"{where}: {name}"
 
