@@ -51,7 +51,8 @@ from binaries import promtool
 from probed.config import Config, load_config
 from probed.evaluate import run_rates
 from probed.recommend import RecommendationEngine
-from probed.rules import FAST_BURN_ALERT, rule_groups
+from probed.rulefile import rule_groups
+from probed.rules import FAST_BURN_ALERT
 from probed.signals import RecommendationState, Signals
 from probed.slo import SloEvaluator
 
