@@ -1,11 +1,11 @@
 """What the benchmark scripts share: processes, /proc readers, small helpers.
 
-Imported by the scripts in ``bench/`` (``http_probes.py``, ``streams.py``...) as ``_common``:
-they run as ``python bench/NAME.py`` (and start themselves again the same way
-for their servers and clients), so ``bench/`` is ``sys.path[0]``. mypy finds
-it the same way: ``bench/`` has no ``__init__.py``, so it is the base
-directory of every script in it. It is not a benchmark and does nothing when
-run.
+Imported by the scripts in ``bench/`` (``http_probes.py``, ``streams.py``...) and
+their parts (``soak_*.py``, ``streams_*.py``) as ``_common``: they run as
+``python bench/NAME.py`` (and start themselves again the same way for their
+servers and clients), so ``bench/`` is ``sys.path[0]``. mypy finds it the same
+way: ``bench/`` has no ``__init__.py``, so it is the base directory of every
+script in it. It is not a benchmark and does nothing when run.
 
 Nothing here measures anything by itself; it starts, serves and stops
 processes, reads ``/proc`` and formats, so that the scripts do it the
@@ -70,6 +70,31 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def summary_ms(values_s: Sequence[float]) -> dict[str, float | int]:
+    """p50 / p99 / max / min in milliseconds and how many values were negative."""
+    return {
+        "n": len(values_s),
+        "p50": percentile(values_s, 0.50) * 1000,
+        "p99": percentile(values_s, 0.99) * 1000,
+        "max": max(values_s) * 1000 if values_s else NAN,
+        "min": min(values_s) * 1000 if values_s else NAN,
+        "negative": sum(1 for v in values_s if v < 0),
+    }
+
+
+def num(value: object) -> float:
+    """``value`` as a float (NaN if it is not a number): JSON results are untyped."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return NAN
+    return float(value)
+
+
+def fmt(value: object, digits: int = 2) -> str:
+    """A number with ``digits`` decimals and thousands separators, or ``n/a``."""
+    number = num(value)
+    return "n/a" if math.isnan(number) else f"{number:,.{digits}f}"
+
+
 def verdict(value: float, target: float) -> str:
     """MET when ``value <= target``; NOT MEASURED when there is no value."""
     if math.isnan(value):
@@ -90,6 +115,35 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def progress(message: str) -> None:
+    """Progress of a child process, on stderr so stdout stays the result line."""
+    print(message, file=sys.stderr, flush=True)
+
+
+async def wait_until(predicate: Callable[[], bool], within: float, poll: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``within`` seconds passed (False)."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll)
+    return True
+
+
+def flags(**options: str | float | bool) -> list[str]:
+    """Flags for a child process: ``port=5`` -> ``--port 5``, ``serve=True`` -> ``--serve``."""
+    argv: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, float):
+            argv += [flag, f"{value:.6g}"]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -185,6 +239,20 @@ class CountingHandler(logging.Handler):
         suffix = f" ({type(exc).__name__})" if exc is not None else ""
         level = f"{record.levelname.lower()}:" if self._with_level else ""
         self.counts[f"{level}{record.name}: {record.getMessage()}{suffix}"] += 1
+
+
+def count_warnings(
+    counts: Counter[str] | None = None, *, with_level: bool = False
+) -> CountingHandler:
+    """Count standard-library warnings and worse (aiohttp's) on the root logger, not print them.
+
+    Returns the handler; its ``counts`` is ``counts`` when given.
+    """
+    handler = CountingHandler(counts, with_level=with_level)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    return handler
 
 
 async def wait_for_stop(lifetime: float) -> None:
@@ -356,6 +424,17 @@ class Processes:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
+
+
+async def get_json_object(
+    session: aiohttp.ClientSession, url: str, unexpected: str
+) -> dict[str, Any]:
+    """GET ``url``: its JSON object; BenchError ``unexpected`` and the answer if it is not one."""
+    async with session.get(url) as resp:
+        data: object = await resp.json()
+    if not isinstance(data, dict):
+        raise BenchError(f"{unexpected} {data!r:.200}")
+    return data
 
 
 def basic_auth(user: str, password: str) -> str:

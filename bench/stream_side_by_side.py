@@ -38,12 +38,12 @@ Clients (``--client probed|raw``), one process each, both connected for the
 whole broadcast, one stream each, the very classes ``streams.py`` measures:
 
 ``probed``
-    ``streams.ProbedStreams``: ``StreamManager`` with one ``StreamWatcher``
+    ``streams_probed.ProbedStreams``: ``StreamManager`` with one ``StreamWatcher``
     (``SseStream``, ``lag_field = "enqueued_at"``, ``sequence_field = "seq"``)
     on the daemon's stream session; the bench subscribes to the ``Hub`` and
     takes ``ReceivedEvent.received_wall``.
 ``raw``
-    ``streams.RawStreams``: ``async for chunk in resp.content.iter_any()``,
+    ``streams_raw.RawStreams``: ``async for chunk in resp.content.iter_any()``,
     split on ``b"\\n\\n"``, ``json.loads``, ``time.time()`` at chunk arrival.
 
 Each records ``overhead = receive wall time - t - D`` per ``seq`` for the
@@ -92,8 +92,12 @@ from _common import (
     BenchError,
     Processes,
     cancel_on_sigterm,
+    flags,
+    fmt,
+    num,
     percentile,
     positive,
+    progress,
     quiet_structlog,
     run_bench,
     run_child_result,
@@ -103,17 +107,10 @@ from _common import (
     verdict,
 )
 from aiohttp import web
-from streams import (
-    D,
-    GcWatch,
-    ProbedStreams,
-    RawStreams,
-    flags,
-    fmt,
-    num,
-    progress,
-    server_stats,
-)
+from streams_client import GcWatch, server_stats
+from streams_probed import ProbedStreams
+from streams_raw import RawStreams
+from streams_servers import D
 
 SELF = Path(__file__).resolve()
 CLIENTS = ("probed", "raw")
@@ -301,7 +298,7 @@ def serve(args: argparse.Namespace) -> int:
 class SeqRecorder:
     """Overhead per ``seq`` of the measured events; CPU from the last warm-up event to the last.
 
-    An ``streams.EventSink``: ``RawStreams`` and ``ProbedStreams`` call ``record``.
+    A ``streams_raw.EventSink``: ``RawStreams`` and ``ProbedStreams`` call ``record``.
     """
 
     def __init__(self, first: int, last: int, gc_watch: GcWatch) -> None:
