@@ -195,6 +195,16 @@ def nofile_soft(pid: int) -> int | str:
     raise BenchError(f"no open-file limit for pid {pid}")
 
 
+def nofile_limit(pid: int) -> str:
+    """The 'Max open files' soft/hard of process ``pid`` from ``/proc/PID/limits`` (``?``)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/limits").read_text(encoding="ascii").splitlines():
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return f"{soft}/{hard}"
+    return "?"
+
+
 # --------------------------------------------------------------------------------------
 # in each process: open-file limit, logs, serving until stopped
 

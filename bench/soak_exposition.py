@@ -1,0 +1,101 @@
+"""The soak's reading of the daemon's ``/metrics``: the samples it uses and histogram math.
+
+Part of ``bench/soak.py`` (imported as ``soak_exposition``; ``bench/`` is the
+script directory). Only the samples of the families the report uses are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from _common import NAN
+
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+WANTED = (
+    "probed_scheduler_lag_seconds",
+    "probed_event_loop_lag_seconds",
+    "probed_probe_runs_total",
+    "probed_probe_failures_total",
+    "probed_probe_skipped_total",
+    "probed_probes_in_flight",
+    "probed_stream_connected",
+    "probed_stream_subscribers",
+    "probed_stream_reconnects_total",
+    "probed_events_",
+    "process_",
+)
+
+Metrics = dict[str, list[tuple[dict[str, str], float]]]
+"""Sample name (``probed_probe_runs_total``, ``..._bucket``) -> (labels, value) of each sample."""
+
+
+def parse_metrics(text: str) -> Metrics:
+    """The samples of the wanted families from Prometheus text exposition."""
+    out: Metrics = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or not line.startswith(WANTED):
+            continue
+        match = _SAMPLE_LINE.match(line)
+        if match is None:
+            continue
+        name, labels, value = match.groups()
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        out.setdefault(name, []).append((dict(_LABEL.findall(labels or "")), number))
+    return out
+
+
+def total(metrics: Metrics, name: str) -> float:
+    return sum(v for _, v in metrics.get(name, []))
+
+
+def by_label(metrics: Metrics, name: str, label: str) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for labels, value in metrics.get(name, []):
+        out[labels.get(label, "")] += int(value)
+    return out
+
+
+def buckets(metrics: Metrics, name: str) -> list[tuple[float, float]]:
+    """(le, cumulative count) of a histogram without labels, ascending."""
+    pairs = [(float(lb["le"]), v) for lb, v in metrics.get(f"{name}_bucket", []) if "le" in lb]
+    return sorted(pairs)
+
+
+def bucket_diff(
+    end: list[tuple[float, float]], start: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    before = dict(start)
+    return [(le, count - before.get(le, 0.0)) for le, count in end]
+
+
+def histogram_quantile(q_: float, cumulative: list[tuple[float, float]]) -> float:
+    """Prometheus' ``histogram_quantile``: linear interpolation inside the bucket."""
+    if not cumulative or cumulative[-1][1] <= 0:
+        return NAN
+    count = cumulative[-1][1]
+    rank = q_ * count
+    lower_bound, lower_count = 0.0, 0.0
+    for le, cum in cumulative:
+        if cum >= rank:
+            if math.isinf(le):
+                return lower_bound  # the highest finite bound, as Prometheus does
+            if cum == lower_count:
+                return le
+            return lower_bound + (le - lower_bound) * (rank - lower_count) / (cum - lower_count)
+        lower_bound, lower_count = le, cum
+    return NAN
+
+
+def fraction_le(bound: float, cumulative: list[tuple[float, float]]) -> float:
+    if not cumulative or cumulative[-1][1] <= 0:
+        return NAN
+    for le, cum in cumulative:
+        if math.isclose(le, bound):
+            return cum / cumulative[-1][1]
+    return NAN
