@@ -1,19 +1,19 @@
 """The soak's reading of the daemon's ``/metrics``: the samples it uses and histogram math.
 
 Part of ``bench/soak.py`` (imported as ``soak_exposition``; ``bench/`` is the
-script directory). Only the samples of the families the report uses are kept.
+script directory). The Prometheus text exposition is parsed by
+``prometheus_client``'s own parser; only the samples of the families the report
+uses are kept.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 
 from _common import NAN
+from prometheus_client.parser import text_string_to_metric_families
 
-_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 WANTED = (
     "probed_scheduler_lag_seconds",
     "probed_event_loop_lag_seconds",
@@ -27,6 +27,7 @@ WANTED = (
     "probed_events_",
     "process_",
 )
+"""Prefixes of the sample names kept."""
 
 Metrics = dict[str, list[tuple[dict[str, str], float]]]
 """Sample name (``probed_probe_runs_total``, ``..._bucket``) -> (labels, value) of each sample."""
@@ -35,18 +36,10 @@ Metrics = dict[str, list[tuple[dict[str, str], float]]]
 def parse_metrics(text: str) -> Metrics:
     """The samples of the wanted families from Prometheus text exposition."""
     out: Metrics = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#") or not line.startswith(WANTED):
-            continue
-        match = _SAMPLE_LINE.match(line)
-        if match is None:
-            continue
-        name, labels, value = match.groups()
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        out.setdefault(name, []).append((dict(_LABEL.findall(labels or "")), number))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(WANTED):
+                out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
     return out
 
 

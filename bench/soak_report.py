@@ -120,6 +120,7 @@ def report(args: argparse.Namespace, run: Run) -> bool:
             say(f"ERROR: {error}")
         return False
     window = s1.at - s0.at
+    m0, m1 = s0.metrics(), s1.metrics()
     in_window = [r for r in run.samples if start.at <= r.at <= end.at]
     rss_series = [start, *in_window, end]
     rss_max = max(r.rss_kib for r in rss_series)
@@ -162,9 +163,9 @@ def report(args: argparse.Namespace, run: Run) -> bool:
     say(f"  RSS MiB / fds every {PROGRESS_EVERY:g} s of the window: {' '.join(series)}")
     say(
         f"  /metrics at start / end: process_resident_memory_bytes "
-        f"{total(s0.metrics, 'process_resident_memory_bytes') / 2**20:.1f} / "
-        f"{total(s1.metrics, 'process_resident_memory_bytes') / 2**20:.1f} MiB, process_open_fds "
-        f"{total(s0.metrics, 'process_open_fds'):.0f} / {total(s1.metrics, 'process_open_fds'):.0f}"
+        f"{total(m0, 'process_resident_memory_bytes') / 2**20:.1f} / "
+        f"{total(m1, 'process_resident_memory_bytes') / 2**20:.1f} MiB, process_open_fds "
+        f"{total(m0, 'process_open_fds'):.0f} / {total(m1, 'process_open_fds'):.0f}"
     )
     say(
         f"daemon CPU in window: {daemon_cores:.2f} cores; targets: "
@@ -178,28 +179,26 @@ def report(args: argparse.Namespace, run: Run) -> bool:
 
     # scheduler and runs
     lag = bucket_diff(
-        buckets(s1.metrics, "probed_scheduler_lag_seconds"),
-        buckets(s0.metrics, "probed_scheduler_lag_seconds"),
+        buckets(m1, "probed_scheduler_lag_seconds"),
+        buckets(m0, "probed_scheduler_lag_seconds"),
     )
     lag_p99_ms = histogram_quantile(0.99, lag) * 1000
     lag_p50_ms = histogram_quantile(0.50, lag) * 1000
     share_5ms = fraction_le(0.005, lag)
-    lag_all = buckets(s1.metrics, "probed_scheduler_lag_seconds")
-    runs = total(s1.metrics, "probed_probe_runs_total") - total(
-        s0.metrics, "probed_probe_runs_total"
-    )
+    lag_all = buckets(m1, "probed_scheduler_lag_seconds")
+    runs = total(m1, "probed_probe_runs_total") - total(m0, "probed_probe_runs_total")
     rate = runs / window
     results = diff_counter(
-        by_label(s1.metrics, "probed_probe_runs_total", "result"),
-        by_label(s0.metrics, "probed_probe_runs_total", "result"),
+        by_label(m1, "probed_probe_runs_total", "result"),
+        by_label(m0, "probed_probe_runs_total", "result"),
     )
     failures = diff_counter(
-        by_label(s1.metrics, "probed_probe_failures_total", "reason"),
-        by_label(s0.metrics, "probed_probe_failures_total", "reason"),
+        by_label(m1, "probed_probe_failures_total", "reason"),
+        by_label(m0, "probed_probe_failures_total", "reason"),
     )
     skipped = diff_counter(
-        by_label(s1.metrics, "probed_probe_skipped_total", "reason"),
-        by_label(s0.metrics, "probed_probe_skipped_total", "reason"),
+        by_label(m1, "probed_probe_skipped_total", "reason"),
+        by_label(m0, "probed_probe_skipped_total", "reason"),
     )
     say()
     say(
@@ -233,20 +232,19 @@ def report(args: argparse.Namespace, run: Run) -> bool:
             )
     say(
         f"probed_event_loop_lag_seconds (latest sample) at start / end: "
-        f"{total(s0.metrics, 'probed_event_loop_lag_seconds') * 1000:.1f} / "
-        f"{total(s1.metrics, 'probed_event_loop_lag_seconds') * 1000:.1f} ms"
+        f"{total(m0, 'probed_event_loop_lag_seconds') * 1000:.1f} / "
+        f"{total(m1, 'probed_event_loop_lag_seconds') * 1000:.1f} ms"
     )
 
     # streams
-    connected = total(s1.metrics, "probed_stream_connected")
-    configured = total(s1.metrics, "probed_stream_subscribers")
+    connected = total(m1, "probed_stream_connected")
+    configured = total(m1, "probed_stream_subscribers")
     reconnects = diff_counter(
-        by_label(s1.metrics, "probed_stream_reconnects_total", "reason"),
-        by_label(s0.metrics, "probed_stream_reconnects_total", "reason"),
+        by_label(m1, "probed_stream_reconnects_total", "reason"),
+        by_label(m0, "probed_stream_reconnects_total", "reason"),
     )
     events = {
-        key: total(s1.metrics, f"probed_events_{key}_total")
-        - total(s0.metrics, f"probed_events_{key}_total")
+        key: total(m1, f"probed_events_{key}_total") - total(m0, f"probed_events_{key}_total")
         for key in ("received", "lost", "duplicated", "out_of_order", "late", "negative_lag")
     }
     say()
