@@ -9,7 +9,8 @@
 - each pod's environment, built as the kubelet would (downward API, ``$(VAR)``), loaded
   with the ConfigMap's probes.toml by ``probed check`` and by the config loader;
 - the settings every manifest gives probed (config path, port, location, shard, job,
-  image, state) against each other, the Dockerfile and the config.
+  image, state) against each other, the Dockerfile, the config and README.md's
+  "Running a fleet" section.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from test_dockerfile import image_env, instructions
+from test_readme import _cells, _section
 from test_rules import run_promtool
 
 from probed.config import Config, DaemonConfig, load_config
@@ -51,6 +53,9 @@ OPERATOR_KINDS = {"PodMonitor", "PrometheusRule"}
 
 SHARDING = "shard" in DaemonConfig.model_fields
 NO_SHARDING = "[daemon] shard is not in this tree yet (sharding lands separately)"
+
+RUNNING_A_FLEET = "## Running a fleet"
+KUBERNETES = "### Kubernetes"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +154,21 @@ def _fleet() -> FleetConfig:
 def _routes() -> set[str]:
     """The GET routes probed's server registers."""
     return set(re.findall(r'add_get\("([^"]+)"', SERVER.read_text(encoding="utf-8")))
+
+
+def _readme_rows(heading: str) -> dict[str, str]:
+    """First cell (plain text) → the rest of the row, for every table row of the section."""
+    rows = {}
+    for line in _section(heading).splitlines():
+        if line.startswith("| ") and not line.startswith("| ---"):
+            first, *rest = _cells(line)
+            rows[first] = " | ".join(rest)
+    return rows
+
+
+def _kubernetes_section() -> str:
+    text = _section(RUNNING_A_FLEET)
+    return text[text.index(KUBERNETES) :]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,6 +514,67 @@ def test_each_pod_runs_its_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         canaries = set(whole.recommend.canary)
         assert sorted(s.name for s in whole.probes) == sorted(set(owned))
         assert [] == [n for n in set(owned) - canaries if owned.count(n) > 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# README.md
+
+
+def test_the_readme_names_every_manifest() -> None:
+    section = _kubernetes_section()
+    assert [] == [p.name for p in sorted(K8S.glob("*.yaml")) if f"`{p.name}`" not in section]
+
+
+def test_the_readme_states_what_the_manifests_set() -> None:
+    """The "what each pod gets" table of README's Kubernetes section, from the manifests."""
+    rows = _readme_rows(RUNNING_A_FLEET)
+    statefulset, *_ = _statefulsets()
+    container = _container(statefulset)
+    env = pod_environment(statefulset, 1)
+    shard = _env_var(statefulset, "PROBED_DAEMON__SHARD")["value"]
+    location_label = _label_ref(_env_var(statefulset, "PROBED_DAEMON__LOCATION"))
+    job_label = _one("PodMonitor")["spec"]["jobLabel"]
+    port = env["PROBED_DAEMON__LISTEN"].rsplit(":", 1)[1]
+    expected = {
+        "image": [f"`{container['image']}`", f"`docker build -t {_image_tag()} .`",
+                  f"`{_image_uid()}`"],
+        "config file": [f"`{container['args'][2]}`", f"`{' '.join(container['args'])}`",
+                        f"`{_one('ConfigMap')['metadata']['name']}`"],
+        "port": [f"`{port}`", f"`PROBED_DAEMON__LISTEN={env['PROBED_DAEMON__LISTEN']}`",
+                 "`/metrics`", "`/-/healthy`", "`/-/ready`"],
+        "location": ["`PROBED_DAEMON__LOCATION`", f"`{location_label}`"],
+        "shard": [f"`PROBED_DAEMON__SHARD={shard}`", f"`{POD_INDEX_LABEL}`",
+                  f"`{statefulset['metadata']['name']}-1`", f"`{env['PROBED_DAEMON__SHARD']}`",
+                  f"`replicas: {statefulset['spec']['replicas']}`", '"i/n"'],
+        "job": [f"`{job_label}: {_pod_labels(statefulset)[job_label]}`", "`jobLabel`",
+                f'`job="{_fleet().job}"`'],
+        "state": [f"`{env['PROBED_DAEMON__STATE_DIR']}`", "`volumeClaimTemplates`"],
+    }  # fmt: skip
+    missing = {
+        row: [value for value in values if value not in rows.get(row, "")]
+        for row, values in expected.items()
+    }
+    assert {row: [] for row in expected} == missing
+    interval = _one("PodMonitor")["spec"]["podMetricsEndpoints"][0]["interval"]
+    assert f"every {parse_duration(interval):.0f} s" in rows["port"]
+    major_minor = ".".join(KUBERNETES_VERSION.split(".")[:2])
+    assert f"Kubernetes {major_minor} schemas" in " ".join(_kubernetes_section().split())
+
+
+def test_the_readme_section_makes_the_promise_and_names_the_alerts() -> None:
+    section = _section(RUNNING_A_FLEET)
+    assert "**No data is never success**" in section
+    assert [] == [alert for alert in FLEET_ALERTS if f"`{alert}`" not in section]
+    assert "`DegradedModeRecommended`" in section
+    for name in ("prometheus-agent.yml", "prometheus-central.yml", "alertmanager.yml"):
+        assert f"`deploy/fleet/{name}`" in section
+
+
+def test_the_readme_fleet_example_is_the_shipped_one() -> None:
+    """The ``[fleet]`` example of the README is the fleet config's section, word for word."""
+    text = FLEET_CONFIG.read_text(encoding="utf-8")
+    shipped = text[text.index("[fleet]\n") :].strip()
+    assert f"```toml\n{shipped}\n```" in _section("### `[fleet]`")
 
 
 def test_the_pod_environment_expands_as_the_kubelet_does() -> None:

@@ -1,5 +1,6 @@
-"""README.md documents what the code has: every kind, every ``[daemon]``, ``[recommend]`` and
-stream key, every fault knob of the demo target, and no word a new user cannot know."""
+"""README.md documents what the code has: every kind, every ``[daemon]``, ``[recommend]``,
+``[fleet]`` and stream key, every fault knob of the demo target, and no word a new user cannot
+know."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 
 from probed.config import AnySpec, DaemonConfig, RecommendConfig, SseStream
 from probed.demo.faults import Faults, _parse_admin_update
+from probed.fleetconfig import FleetConfig
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -88,8 +90,9 @@ def test_kind_row_lists_every_kind() -> None:
         (DaemonConfig, ["### `[daemon]`"]),
         (RecommendConfig, ["### `[recommend]` — degraded-mode recommendations"]),
         (SseStream, ['### `kind = "sse"` — stream watcher', COMMON]),
+        (FleetConfig, ["### `[fleet]`"]),
     ],
-    ids=["daemon", "recommend", "sse"],
+    ids=["daemon", "recommend", "sse", "fleet"],
 )
 def test_tables_name_every_field(model: type[BaseModel], headings: list[str]) -> None:
     """Every field of the model is a key in a table of its section."""
