@@ -26,10 +26,12 @@ holds them all (remote write from an agent per location, or federation) and eval
 
 The SLO ratios become the fleet's: per location, the rates of bad and of all events
 over ``rate_window`` are recorded (``slo:sli_bad:rate<W>``, ``slo:sli_total:rate<W>``)
-while the location is not isolated; the window ratios sum those recordings over every
-location with ``sum_over_time``. A location that is down records nothing, so its runs
-leave both the numerator and the denominator; an isolated location's runs are left out
-for as long as it is isolated, not for the whole window.
+while the location has not been isolated within ``rate_window``; the window ratios sum
+those recordings over every location with ``sum_over_time``. A location that is down
+records nothing, so its runs leave both the numerator and the denominator; an isolated
+location's runs are left out from when it is isolated until ``rate_window`` after it
+ends (its rates still hold the failures of the isolated stretch until then), not for
+the whole window.
 
 The per-location alerts of the ``probed`` group stay as one location's view: a failing
 probe, a disconnected stream and slow reflects are Sev-3 tickets and silent while their
@@ -78,6 +80,12 @@ def _num(value: float) -> str:
 
 def _not_isolated(fleet: FleetConfig) -> str:
     return f"unless on({fleet.location_label}) {_ISOLATED}"
+
+
+def _not_isolated_within(fleet: FleetConfig, window: str) -> str:
+    """Less a location isolated at any time in the last ``window``: a rate over it still
+    holds the runs of the isolated stretch, which would come back in as it ends."""
+    return f"unless on({fleet.location_label}) max_over_time({_ISOLATED}[{window}])"
 
 
 def _maintained(metric: str, fleet: FleetConfig, key: str = "probe") -> str:
@@ -320,7 +328,7 @@ def fleet_slo_records(slo: SloConfig, fleet: FleetConfig) -> list[dict[str, Any]
     records: list[dict[str, Any]] = [
         {
             "record": series,
-            "expr": f"(\n{events}\n)\n{_not_isolated(fleet)}\n",
+            "expr": f"(\n{events}\n)\n{_not_isolated_within(fleet, window)}\n",
             "labels": {"slo": slo.name},
         }
         for series, events in ((bad_series, bad), (total_series, total))
