@@ -4,7 +4,9 @@
 now" block) and ``render_incident`` (the "Initial Ack" template) take the JSON document
 of ``GET /api/v1/status`` (``probed.status``), so the CLI renders what it fetched. They
 drop control characters; markdown and incident text also replace IP addresses, URLs,
-e-mail addresses and long hexadecimal identifiers in free text.
+e-mail addresses and long hexadecimal identifiers in free text. Those text helpers
+(``plain``, ``scrub``, ``columns``, ``service_of``) serve the fleet's renderers too
+(``probed.fleettext``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,16 @@ from probed.statusfields import (
     text,
 )
 
-__all__ = ["render_incident", "render_markdown", "render_table"]
+__all__ = [
+    "SERVICE_ORDER",
+    "columns",
+    "plain",
+    "render_incident",
+    "render_markdown",
+    "render_table",
+    "scrub",
+    "service_of",
+]
 
 # Number formatting for the text renderers (the page's figures are probed.pageunits).
 
@@ -91,20 +102,21 @@ _SCRUBS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-def _plain(value: object) -> str:
+def plain(value: object) -> str:
     """Text for a terminal: control characters (escape sequences) replaced by ``?``."""
     return _CONTROL.sub("?", text(value))
 
 
-def _scrub(value: object) -> str:
+def scrub(value: object) -> str:
     """Free text for shared documents: no URLs, e-mail or IP addresses, long identifiers."""
-    scrubbed = _plain(value)
+    scrubbed = plain(value)
     for pattern, replacement in _SCRUBS:
         scrubbed = pattern.sub(replacement, scrubbed)
     return scrubbed
 
 
-def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """``rows`` under ``header`` in left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     return [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -116,25 +128,25 @@ def render_table(doc: Mapping[str, Any]) -> str:
     """A terminal view: components, recommendations with their actions, SLOs, probes, streams."""
     now = doc.get("generated_at")
     out = [
-        f"probed {_plain(doc.get('version'))} at {_plain(doc.get('location'))}: "
-        f"{_plain(doc.get('overall') or 'UNKNOWN')} ({iso(now)})"
+        f"probed {plain(doc.get('version'))} at {plain(doc.get('location'))}: "
+        f"{plain(doc.get('overall') or 'UNKNOWN')} ({iso(now)})"
     ]
     if (config := config_line(doc.get("config"), iso)) is not None:
-        out.append(_plain(config[1]))
+        out.append(plain(config[1]))
     out.append("")
     components = items(doc.get("components"))
     if components:
         rows = [
             [
-                _plain(c.get("name")),
-                _plain(c.get("state")),
+                plain(c.get("name")),
+                plain(c.get("state")),
                 iso(c.get("last_healthy")),
-                ", ".join(_plain(n) for n in strs(c.get("failing"))) or "-",
-                ", ".join(_plain(n) for n in strs(c.get("degraded_by"))) or "-",
+                ", ".join(plain(n) for n in strs(c.get("failing"))) or "-",
+                ", ".join(plain(n) for n in strs(c.get("degraded_by"))) or "-",
             ]
             for c in components
         ]
-        out += _columns(["COMPONENT", "STATE", "LAST HEALTHY", "FAILING", "DEGRADED"], rows)
+        out += columns(["COMPONENT", "STATE", "LAST HEALTHY", "FAILING", "DEGRADED"], rows)
     else:
         out.append("COMPONENTS: no evaluation yet")
     out += ["", "RECOMMENDATIONS"]
@@ -143,30 +155,30 @@ def render_table(doc: Mapping[str, Any]) -> str:
         out.append("  none")
     for rec in recs:
         out.append(
-            f"  [{_plain(rec.get('severity'))}] {_plain(rec.get('title'))} "
-            f"({_plain(rec.get('scenario'))}) {_plain(rec.get('state'))} "
+            f"  [{plain(rec.get('severity'))}] {plain(rec.get('title'))} "
+            f"({plain(rec.get('scenario'))}) {plain(rec.get('state'))} "
             f"since {iso(rec.get('since'))}"
         )
         if rec.get("summary"):
-            out.append(f"      {_plain(rec.get('summary'))}")
+            out.append(f"      {plain(rec.get('summary'))}")
         for step, action in enumerate(strs(rec.get("actions")), start=1):
-            out.append(f"      {step}. {_plain(action)}")
+            out.append(f"      {step}. {plain(action)}")
         if rec.get("rollback"):
-            out.append(f"      Rollback: {_plain(rec.get('rollback'))}")
+            out.append(f"      Rollback: {plain(rec.get('rollback'))}")
         for ev in items(rec.get("evidence")):
-            detail = f"; {_plain(ev.get('detail'))}" if ev.get("detail") else ""
+            detail = f"; {plain(ev.get('detail'))}" if ev.get("detail") else ""
             out.append(
-                f"      Evidence: {_plain(ev.get('signal'))} = {_num(ev.get('value'))} "
+                f"      Evidence: {plain(ev.get('signal'))} = {_num(ev.get('value'))} "
                 f"(threshold {_num(ev.get('threshold'))}) since {iso(ev.get('since'))}{detail}"
             )
         if rec.get("runbook_url"):
-            out.append(f"      Runbook: {_plain(rec.get('runbook_url'))}")
+            out.append(f"      Runbook: {plain(rec.get('runbook_url'))}")
     slos = items(doc.get("slos"))
     if slos:
         rows = [
             [
-                _plain(s.get("name")),
-                _plain(s.get("sli")),
+                plain(s.get("name")),
+                plain(s.get("sli")),
                 _pct(s.get("objective")),
                 ratio_cell(s, "1h", _pct),
                 ratio_cell(s, "30d", _pct),
@@ -176,7 +188,7 @@ def render_table(doc: Mapping[str, Any]) -> str:
             for s in slos
         ]
         header = ["SLO", "SLI", "OBJECTIVE", "RATIO 1H", "RATIO 30D", "BURN 1H", "BUDGET LEFT"]
-        out += ["", *_columns(header, rows)]
+        out += ["", *columns(header, rows)]
     probes = items(doc.get("probes"))
     if probes:
         rows = []
@@ -184,11 +196,11 @@ def render_table(doc: Mapping[str, Any]) -> str:
             last = mapping(p.get("last"))
             rows.append(
                 [
-                    _plain(p.get("probe")),
-                    _plain(p.get("kind")),
-                    _plain(p.get("target")),
+                    plain(p.get("probe")),
+                    plain(p.get("kind")),
+                    plain(p.get("target")),
                     ("ok" if last.get("success") is True else "FAIL") if last else "never",
-                    _plain(last.get("reason")) or "-",
+                    plain(last.get("reason")) or "-",
                     integer(last.get("status_code")),
                     _dur(last.get("duration_seconds")),
                     age(now, last.get("started_at")),
@@ -197,13 +209,13 @@ def render_table(doc: Mapping[str, Any]) -> str:
                 ]
             )
         header = ["PROBE", "KIND", "TARGET", "LAST", "REASON", "HTTP", "TOOK", "WHEN"]
-        out += ["", *_columns([*header, "RUNS", "FAILURES"], rows)]
+        out += ["", *columns([*header, "RUNS", "FAILURES"], rows)]
     streams = items(doc.get("streams"))
     if streams:
         rows = [
             [
-                _plain(s.get("stream")),
-                _plain(s.get("target")),
+                plain(s.get("stream")),
+                plain(s.get("target")),
                 f"{integer(s.get('connected'))}/{integer(s.get('subscribers'))}",
                 integer(s.get("received")),
                 integer(s.get("lost")),
@@ -215,13 +227,13 @@ def render_table(doc: Mapping[str, Any]) -> str:
             for s in streams
         ]
         header = ["STREAM", "TARGET", "CONNECTED", "RECEIVED", "LOST", "DUPLICATED", "LATE"]
-        out += ["", *_columns([*header, "RECONNECTS", "MEAN LAG"], rows)]
+        out += ["", *columns([*header, "RECONNECTS", "MEAN LAG"], rows)]
         out += [
-            f"  {_plain(s.get('stream'))}: {_plain(hint)}"
+            f"  {plain(s.get('stream'))}: {plain(hint)}"
             for s in streams
             for hint in strs(s.get("hints"))
         ]
-    out += table_history(doc, iso, _plain, _columns)
+    out += table_history(doc, iso, plain, columns)
     return "\n".join(out)
 
 
@@ -234,27 +246,27 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     """
     lines = [
         "## 1) Status now",
-        f"Status: {_plain(doc.get('overall') or 'UNKNOWN')}",
+        f"Status: {plain(doc.get('overall') or 'UNKNOWN')}",
         f"Timestamp (UTC): {iso(doc.get('generated_at'))}",
         "Summary:",
     ]
     components = items(doc.get("components"))
-    lines += [f"- {_scrub(c.get('name'))}: {_plain(c.get('state'))}" for c in components]
+    lines += [f"- {scrub(c.get('name'))}: {plain(c.get('state'))}" for c in components]
     if not components:
         lines.append("- No components evaluated yet")
     lines += ["", "Notes:"]
     active = _active(doc)
     for rec in active:
-        summary = _scrub(rec.get("summary"))
+        summary = scrub(rec.get("summary"))
         lines.append(
-            f"- {_plain(rec.get('severity'))} {_scrub(rec.get('title'))} since "
+            f"- {plain(rec.get('severity'))} {scrub(rec.get('title'))} since "
             f"{iso(rec.get('since'))}" + (f": {summary}" if summary else "")
         )
     if not active:
         lines.append("- No active degraded-mode recommendations.")
     config = config_line(doc.get("config"), iso)
     if config is not None and not config[0]:
-        lines.append(f"- {_scrub(config[1])}")
+        lines.append(f"- {scrub(config[1])}")
     return "\n".join(lines)
 
 
@@ -266,10 +278,12 @@ _SERVICES = {
     BACKGROUND_JOBS: "worker",
     CONSOLE_ADMIN: "frontend",
 }
-_SERVICE_ORDER = ("api", "worker", "frontend")
+SERVICE_ORDER = ("api", "worker", "frontend")
+"""The order of the incident template's services."""
 
 
-def _service(component: str) -> str:
+def service_of(component: str) -> str:
+    """The incident template's service of ``component`` (api, worker or frontend)."""
     if component in _SERVICES:
         return _SERVICES[component]
     lowered = component.lower()
@@ -303,31 +317,31 @@ def render_incident(doc: Mapping[str, Any], *, incident_id: str | None = None) -
     active = _active(doc)
     top = active[0] if active else None
     if active:
-        sev = min(_plain(r.get("severity")) for r in active)
+        sev = min(plain(r.get("severity")) for r in active)
     else:
         waiting = sorted(
-            (_plain(r.get("severity")), _plain(r.get("state")))
+            (plain(r.get("severity")), plain(r.get("state")))
             for r in items(doc.get("recommendations"))
             if r.get("state") in ("pending", "inconclusive")
         )
         note = f"; {waiting[0][0]} {waiting[0][1]}" if waiting else ""
         sev = f"Sev-4 (no active recommendation{note})"
     affected = [c for c in items(doc.get("components")) if c.get("state") in ("DEGRADED", "DOWN")]
-    services = sorted({_service(text(c.get("name"))) for c in affected}, key=_SERVICE_ORDER.index)
+    services = sorted({service_of(text(c.get("name"))) for c in affected}, key=SERVICE_ORDER.index)
     if affected:
-        impact = ", ".join(f"{_scrub(c.get('name'))} ({_plain(c.get('state'))})" for c in affected)
+        impact = ", ".join(f"{scrub(c.get('name'))} ({plain(c.get('state'))})" for c in affected)
     else:
         impact = "no component"
     evidence = items(top.get("evidence")) if top is not None else []
-    failing = [_scrub(n) for c in affected for n in strs(c.get("failing"))]
+    failing = [scrub(n) for c in affected for n in strs(c.get("failing"))]
     if evidence:
         ev = evidence[0]
         signal = (
-            f"{_scrub(ev.get('signal'))} {_num(ev.get('value'))} "
+            f"{scrub(ev.get('signal'))} {_num(ev.get('value'))} "
             f"(threshold {_num(ev.get('threshold'))})"
         )
     elif top is not None:
-        signal = _scrub(top.get("title"))
+        signal = scrub(top.get("title"))
     elif failing:
         signal = f"probe success (failing: {', '.join(failing)})"
     else:
@@ -343,7 +357,7 @@ def render_incident(doc: Mapping[str, Any], *, incident_id: str | None = None) -
         last_healthy = iso(now)
     return "\n".join(
         [
-            f"Incident {_plain(incident_id)} \u2014 Ack",
+            f"Incident {plain(incident_id)} \u2014 Ack",
             f"Sev: {sev} | Services: {', '.join(services) or 'none identified'}",
             f"Impact: {impact} affected \u2014 signal {signal}",
             f"Last healthy: {last_healthy}",
