@@ -1,15 +1,18 @@
-"""The fleet status document from canned Prometheus answers, and its table, markdown and
-incident renderings (``probed status --prometheus``)."""
+"""The fleet status document from canned Prometheus answers, and its table, markdown,
+incident and page renderings (``probed status --prometheus``)."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from probed.config import Config, load_config
+from probed.fleetpage import render_fleet_page
 from probed.fleetstatus import (
     QUERY_NAMES,
     PrometheusAnswerError,
@@ -565,3 +568,25 @@ def test_table_neutralises_terminal_escapes(config: Config) -> None:
     )
     out = render_fleet_table(fleet_document(config, given, at=AT, source=SOURCE))
     assert "\x1b" not in out
+
+
+def test_page_is_self_contained_with_stable_hooks(config: Config) -> None:
+    page = render_fleet_page(fleet_document(config, isolated_a(), at=AT, source=SOURCE))
+    assert page.startswith("<!doctype html>")
+    assert '<span id="overall" data-state="UNKNOWN">UNKNOWN</span>' in page
+    assert '<tr class="location" data-location="a" data-state="isolated">' in page
+    assert '<tr class="location" data-location="c" data-state="no data">' in page
+    assert 'data-name="API Read" data-state="UNKNOWN"' in page
+    # no script, and nothing loaded: the policy allows the inline style sheet only
+    assert "<script" not in page
+    assert "default-src 'none'; style-src 'sha256-" in html.unescape(page)
+    assert [] == re.findall(r'(?:src|href)="(?!data:)[^"]*"', page)
+
+
+def test_page_escapes_hostile_names(config: Config) -> None:
+    given = isolated_a()
+    given["alerts"] = vector(
+        ({"alertname": "<script>x</script>", "severity": "Sev-3", "location": "c"}, 1)
+    )
+    page = render_fleet_page(fleet_document(config, given, at=AT, source=SOURCE))
+    assert "<script>x" not in page
