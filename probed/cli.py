@@ -1,7 +1,7 @@
 """Command-line interface.
 
-Exit codes: 0 ok, 1 a probe failed (``once``) or the daemon could not start,
-2 bad configuration or usage.
+Exit codes: 0 ok, 1 a probe failed (``once``), the daemon could not start, or ``status``
+could not read the daemon or the fleet's Prometheus, 2 bad configuration or usage.
 """
 
 from __future__ import annotations
@@ -285,17 +285,71 @@ async def _get(client: DaemonClient, path: str, seconds: float) -> tuple[int, by
         return resp.status, await resp.read()
 
 
+def _cmd_fleet_status(args: argparse.Namespace) -> int:
+    """``probed status --prometheus URL -c CONFIG``: the fleet's view, from Prometheus."""
+    from probed.fleetclient import PrometheusError, prometheus_client, read_fleet
+
+    def refuse(why: str) -> int:
+        print(f"probed status: {why}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    if args.url:
+        return refuse("--url names a daemon, --prometheus a fleet's Prometheus: give one")
+    if not args.config:
+        return refuse("--prometheus needs -c CONFIG with a [fleet] section")
+    config = _load(args.config, secrets=False)
+    if config is None:
+        return EXIT_CONFIG
+    if config.fleet is None:
+        return refuse(f"{args.config} has no [fleet] section (--prometheus reads a fleet's view)")
+    try:
+        client = prometheus_client(args)
+    except ClientSetupError as exc:
+        return refuse(str(exc))
+    try:
+        doc = asyncio.run(read_fleet(client, config))
+    except PrometheusError as exc:
+        print(f"probed status: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.format == "json":
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    if args.format == "html":
+        from probed.fleetpage import render_fleet_page
+
+        sys.stdout.write(render_fleet_page(doc))
+        return EXIT_OK
+    from probed.fleettext import render_fleet_incident, render_fleet_markdown, render_fleet_table
+
+    if args.format == "markdown":
+        print(render_fleet_markdown(doc))
+    elif args.format == "incident":
+        print(render_fleet_incident(doc, incident_id=args.incident_id))
+    else:
+        print(render_fleet_table(doc))
+    return EXIT_OK
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import aiohttp
 
     from probed.statustext import render_incident, render_markdown, render_table
 
+    if args.prometheus:
+        return _cmd_fleet_status(args)
+    if args.format == "html":
+        print(
+            "probed status: -f html is the fleet's page (with --prometheus); a daemon serves "
+            "its own page at /",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     client = _client(args, "status")
     if isinstance(client, int):
         return client
     url = f"{client.base_url}/api/v1/status"
     try:
-        code, body = asyncio.run(_get(client, "/api/v1/status", 10.0))
+        code, body = asyncio.run(_get(client, "/api/v1/status", args.timeout))
         if code != 200:
             raise ValueError(f"HTTP {code}")
         doc = json.loads(body)

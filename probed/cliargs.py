@@ -14,6 +14,7 @@ from pathlib import Path
 
 from probed import __version__
 from probed.client import add_client_options
+from probed.fleetclient import add_prometheus_options
 from probed.tapclient import positive_count
 
 __all__ = ["DEFAULT_CONFIG", "build_parser", "demo_config_path"]
@@ -164,20 +165,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="show a running daemon's status (components, recommendations, SLOs)",
-        description="Fetch /api/v1/status from a running daemon and print it.",
+        help="show a running daemon's status (components, recommendations, SLOs), or a "
+        "fleet's from Prometheus",
+        description="Fetch /api/v1/status from a running daemon and print it; with "
+        "--prometheus URL and -c CONFIG, read the view of CONFIG's [fleet] (every location) "
+        "from that Prometheus instead. Exit 0 when read, whatever it says; 1 unreachable or "
+        "an error answer; 2 bad option or config.",
     )
     add_client_options(status)
+    add_prometheus_options(status)
     _add_config(status, default=None)
     status.add_argument(
         "-f",
         "--format",
-        choices=["table", "json", "markdown", "incident"],
+        choices=["table", "json", "markdown", "incident", "html"],
         default="table",
         help="table (default), json, markdown (a 'Status now' block for a shared status "
-        "document) or incident (a first incident acknowledgement)",
+        "document), incident (a first incident acknowledgement) or, with --prometheus, html "
+        "(a static page of the fleet)",
     )
     status.add_argument("--incident-id", help="incident id for --format incident")
+    status.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for each answer (default 10)",
+    )
 
     silence = sub.add_parser(
         "silence",
