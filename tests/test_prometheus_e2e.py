@@ -72,16 +72,22 @@ objective = 0.95
 
 
 @contextlib.asynccontextmanager
-async def running_prometheus(tmp_path: Path, rules: str, scrape_port: int) -> AsyncIterator[str]:
-    """Prometheus on a free loopback port scraping ``scrape_port`` every second; yields its URL."""
+async def running_prometheus(
+    tmp_path: Path,
+    rules: str,
+    scrape_port: int,
+    static_configs: list[dict[str, Any]] | None = None,
+) -> AsyncIterator[str]:
+    """Prometheus on a free loopback port scraping ``scrape_port`` every second as job
+    ``probed`` (or the targets of ``static_configs``, each with its labels); yields its URL."""
     binary = prometheus()
     (tmp_path / "probed.rules.yml").write_text(rules)
+    if static_configs is None:
+        static_configs = [{"targets": [f"127.0.0.1:{scrape_port}"]}]
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": ["probed.rules.yml"],
-        "scrape_configs": [
-            {"job_name": "probed", "static_configs": [{"targets": [f"127.0.0.1:{scrape_port}"]}]}
-        ],
+        "scrape_configs": [{"job_name": "probed", "static_configs": static_configs}],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
