@@ -172,13 +172,16 @@ def prometheus_client(args: argparse.Namespace) -> PrometheusClient:
 
 
 def _error_reason(code: int, body: bytes) -> str:
-    """``HTTP 400: bad_data: …`` from Prometheus' error answer, else what the body is not."""
+    """``HTTP 400: bad_data: …`` from Prometheus' error answer; else ``credentials refused``
+    (401, 403, as Prometheus' own basic auth or a proxy answers) or what the body is not."""
     try:
         answer = json.loads(body)
     except ValueError:
         answer = None
     if isinstance(answer, dict) and "errorType" in answer:
         return f"HTTP {code}: {answer.get('errorType')}: {answer.get('error') or '-'}"
+    if code in (401, 403):
+        return f"HTTP {code}: credentials refused"
     return f"HTTP {code}: not a Prometheus API answer"
 
 

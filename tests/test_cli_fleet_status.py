@@ -177,6 +177,7 @@ async def test_bearer_token_from_a_file(
          "HTTP 400: bad_data: parse error"),
         (503, '{"status":"error","errorType":"unavailable","error":"starting"}',
          "HTTP 503: unavailable: starting"),
+        (401, "Unauthorized\n", "HTTP 401: credentials refused"),
         (404, "404 page not found", "HTTP 404: not a Prometheus API answer"),
         (200, "<html>a login page</html>", "HTTP 200: not a Prometheus API answer"),
     ],
