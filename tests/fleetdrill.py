@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -550,6 +551,36 @@ class Fleet:
     http: aiohttp.ClientSession
     rules: str
     """The rules the central Prometheus evaluates (``probed rules`` of the fleet config)."""
+    config: Path
+    """The fleet's probes.toml, as every location reads it."""
+    central_url: str
+
+    async def status(self) -> dict[str, Any]:
+        """What ``probed status --prometheus CENTRAL -c CONFIG -f json`` prints (the command
+        an operator runs), parsed; its exit code must be 0."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "probed",
+            "status",
+            "--prometheus",
+            self.central_url,
+            "-c",
+            str(self.config),
+            "-f",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert 0 == proc.returncode, err.decode()
+        document: dict[str, Any] = json.loads(out)
+        return document
+
+    async def location_states(self) -> dict[str, str]:
+        """Each location's state in the fleet status (``OK``, ``isolated``, ``no data``…)."""
+        document = await self.status()
+        return {loc["location"]: loc["state"] for loc in document["locations"]}
 
     async def set_faults(self, **faults: float) -> None:
         """Change the demo target's faults through its admin API."""
@@ -700,6 +731,8 @@ async def running_fleet(
                 watch,
                 http,
                 rules_file.read_text(encoding="utf-8"),
+                config,
+                central_url,
             )
         finally:
             poller.cancel()

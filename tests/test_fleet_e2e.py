@@ -30,7 +30,14 @@ from typing import Any
 
 import pytest
 from binaries import amtool, promtool
-from fleetdrill import FLEET_DIR, STARTUP, AlertWatch, page_burn_threshold, running_fleet
+from fleetdrill import (
+    FLEET_DIR,
+    STARTUP,
+    AlertWatch,
+    Fleet,
+    page_burn_threshold,
+    running_fleet,
+)
 from polling import until
 
 from probed.config import load_config
@@ -98,6 +105,7 @@ async def test_fleet_drill_isolation_quorum_gap_and_recovery(tmp_path: Path) -> 
 
             await until(all_green, STARTUP, every=0.5, what="every location green, no alert")
             green = watch.mark("all three locations report, every probe green")
+            await _status_shows(fleet, dict.fromkeys(LOCATIONS, "OK"), "0.")
             # the SLO windows need some history: over the first seconds of records, the
             # failures a location has before it counts as isolated are a large share
             await until(
@@ -128,6 +136,7 @@ async def test_fleet_drill_isolation_quorum_gap_and_recovery(tmp_path: Path) -> 
                 f"1. fleet SLO 5m error ratio at most {peak:.4f} (pages from {page_ratio:g})"
             )
             assert peak < page_ratio, f"the fleet's SLO reached a page threshold: {peak}"
+            await _status_shows(fleet, {"a": "isolated", "b": "OK", "c": "OK"}, "1.")
 
             # -- 2. the product fails everywhere ------------------------------------------
             await fleet.set_faults(error_ratio=1.0)
@@ -146,6 +155,13 @@ async def test_fleet_drill_isolation_quorum_gap_and_recovery(tmp_path: Path) -> 
                 every=0.5,
                 what="the page receiver notified of ProbeFailingQuorum",
             )
+            document = await fleet.status()
+            firing = {
+                (x.get("alertname"), x.get("labels", {}).get("probe")) for x in document["alerts"]
+            }
+            assert ("ProbeFailingQuorum", "health") in firing, document["alerts"]
+            failing = {loc["location"]: loc["state"] for loc in document["locations"]}
+            watch.mark(f"2. probed status --prometheus: {failing}, ProbeFailingQuorum listed")
             await fleet.set_faults(error_ratio=0.0)
             healthy = watch.mark("2. the demo target is healthy again")
             await until(
@@ -187,6 +203,7 @@ async def test_fleet_drill_isolation_quorum_gap_and_recovery(tmp_path: Path) -> 
             new_pages = [s for s in step3 if s.pages and s.what.split(" ")[0] not in pages_before]
             assert not new_pages, new_pages
             assert not [s for s in step3 if "FleetQuorumAtRisk" in s.what], step3
+            await _status_shows(fleet, {"c": "no data"}, "3.")
             assert not [
                 n
                 for n in webhook.received
@@ -209,6 +226,7 @@ async def test_fleet_drill_isolation_quorum_gap_and_recovery(tmp_path: Path) -> 
 
             await until(all_resolved, STEP, every=0.5, what="every drill alert resolved")
             watch.mark("4. ProberIsolated, ProberDown, ProbeFailingQuorum all resolved")
+            await _status_shows(fleet, dict.fromkeys(LOCATIONS, "OK"), "4.")
             # a is back in the fleet's SLO, without the failures of its isolated stretch
             await until(
                 lambda: (
@@ -235,6 +253,21 @@ async def test_fleet_drill_isolation_quorum_gap_and_recovery(tmp_path: Path) -> 
             raise AssertionError(f"{exc}\n{fleet.diagnosis()}") from exc
         finally:
             print(f"\nFleet drill timeline ({watch.polls} polls):\n{fleet.timeline()}")
+
+
+async def _status_shows(fleet: Fleet, want: dict[str, str], step: str) -> None:
+    """Wait until ``probed status --prometheus`` shows the locations in the ``want`` states;
+    mark it on the timeline."""
+    seen: dict[str, str] = {}
+
+    async def shows() -> bool:
+        nonlocal seen
+        seen = await fleet.location_states()
+        return all(seen.get(loc) == state for loc, state in want.items())
+
+    await until(shows, STEP, every=1.0, what=f"fleet status showing {want}")
+    states = ", ".join(f"{loc} {state}" for loc, state in sorted(seen.items()))
+    fleet.watch.mark(f"{step} probed status --prometheus: {states}")
 
 
 async def _in_alertmanager(watch: AlertWatch, name: str, **labels: str) -> list[dict[str, Any]]:
