@@ -2,8 +2,8 @@
 
 A status-page component (``API Read``, ``API Write`` …) groups probes and
 stream watchers. Without ``[[components]]`` in the config,
-``default_components`` derives the seeds' five components from the probe
-kinds:
+``probed.config.default_components`` derives the seeds' five components from the
+probe kinds:
 
 ===============  ====================================================
 API Read         ``http`` probes whose method is GET or HEAD
@@ -35,10 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from probed.config import ComponentConfig, Config
-from probed.configtypes import (
-    DEFAULT_COMPONENTS,
-)
+from probed.config import ComponentConfig
 from probed.signals import (
     ComponentState,
     ComponentStatus,
@@ -52,19 +49,8 @@ from probed.signals import (
 
 __all__ = [
     "compute_components",
-    "default_components",
     "overall",
 ]
-
-#: The seeds' status-page components, in display order (see ``default_components``).
-
-
-def default_components(config: Config) -> list[ComponentConfig]:
-    """The five default components, each probe in the one its kind's ``component()`` names."""
-    members: dict[str, list[str]] = {name: [] for name in DEFAULT_COMPONENTS}
-    for spec in config.probes:
-        members[spec.component()].append(spec.name)
-    return [ComponentConfig(name=name, probes=probes) for name, probes in members.items()]
 
 
 def _probe_view(sig: ProbeSignal) -> tuple[bool, bool, float | None] | None:

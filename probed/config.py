@@ -58,6 +58,7 @@ from probed.configsettings import (
     RecommendConfig,
     SloConfig,
     TargetConfig,
+    default_components,
 )
 from probed.configtypes import (
     DEFAULT_COMPONENTS,
@@ -101,6 +102,7 @@ __all__ = [
     "SloConfig",
     "SseStream",
     "TargetConfig",
+    "default_components",
     "format_duration",
     "load_config",
     "split_listen",

@@ -78,6 +78,10 @@ class _Named(HasHeaders):
         """The default status-page component of this probe."""
         return self.COMPONENT
 
+    def follows(self) -> str | None:
+        """The stream watcher whose events this probe's runs wait for (None: none)."""
+        return None
+
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
@@ -343,6 +347,9 @@ class ReflectProbe(_ProbeBase):
             raise ValueError("transport 'websocket' needs 'ws_path'")
         return self
 
+    def follows(self) -> str | None:
+        return self.stream if self.transport == "sse" else None
+
 
 class ImportProbe(_ProbeBase):
     """``kind = "import"``: start a job, follow its progress to 100 % or the deadline."""
@@ -378,6 +385,9 @@ class ImportProbe(_ProbeBase):
         if "{job_id}" not in self.status_path and self.progress_source == "poll":
             raise ValueError("status_path must contain the {job_id} placeholder")
         return self
+
+    def follows(self) -> str | None:
+        return self.stream if self.progress_source == "stream" else None
 
 
 #: The interval-run probe models, one per ``kind``: the one place the kinds are listed.

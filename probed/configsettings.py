@@ -3,7 +3,8 @@
 ``[daemon]``, ``[targets.NAME]``, ``[[slos]]``, ``[recommend]``, ``[[components]]`` and
 ``[alerting]``; ``Config`` adds the probes (``probed.configprobes``), the playbooks, the
 maintenance windows and ``[fleet]`` (``probed.fleetconfig``), and lets ``PROBED_…``
-environment variables override the file.
+environment variables override the file. ``Config.for_shard`` is what one shard of a
+location runs (``probed.shard``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from yarl import URL
 
 from probed.configprobes import AnySpec, ProbeSpec, SseStream
-from probed.configtypes import DEFAULT_LISTEN, PROBE_NAME, HasHeaders, StrictModel, split_listen
+from probed.configtypes import (
+    DEFAULT_COMPONENTS,
+    DEFAULT_LISTEN,
+    PROBE_NAME,
+    HasHeaders,
+    ShardValue,
+    StrictModel,
+    split_listen,
+)
 from probed.durations import Duration
 from probed.fleetconfig import FleetConfig
 from probed.maintenanceconfig import MaintenanceConfig
 from probed.playbooks import PlaybookConfig
+from probed.shard import Shard
 from probed.webconfig import WebConfig
 
 __all__ = [
@@ -33,6 +43,7 @@ __all__ = [
     "RecommendConfig",
     "SloConfig",
     "TargetConfig",
+    "default_components",
 ]
 
 
@@ -57,6 +68,8 @@ class DaemonConfig(StrictModel):
     """Time a new connection has to finish TLS and send its first request's headers."""
     http_idle_timeout: Duration = 60.0
     """Time a kept-alive connection may wait for its next request."""
+    shard: ShardValue = Shard()
+    """Which of the location's instances this is (``"i/n"``, from 0): it runs what it owns."""
 
     @field_validator("listen")
     @classmethod
@@ -234,6 +247,7 @@ class Config(BaseSettings):
     _loaded_at: float | None = PrivateAttr(default=None)
     _web: WebConfig | None = PrivateAttr(default=None)
     _warnings: list[str] = PrivateAttr(default_factory=list)
+    _shard_components: list[ComponentConfig] | None = PrivateAttr(default=None)
 
     @classmethod
     def settings_customise_sources(
@@ -281,7 +295,65 @@ class Config(BaseSettings):
         """The long-lived stream watchers."""
         return [s for s in self.probes if isinstance(s, SseStream)]
 
+    @property
+    def status_components(self) -> list[ComponentConfig]:
+        """The status page's components: ``[[components]]``, else ``default_components``;
+        a shard's (``for_shard``) are those it has probes of."""
+        if self._shard_components is not None:
+            return list(self._shard_components)
+        return list(self.components) or default_components(self)
+
+    def for_shard(self, shard: Shard | None = None) -> Config:
+        """What ``shard`` (default: ``[daemon] shard``) runs: a copy keeping what it owns.
+
+        A probe is owned by the shard its name hashes to (``probed.shard``), but a probe
+        following a stream (reflect, import) goes with the stream, and every shard runs the
+        ``[recommend] canary`` probes and the streams they follow: a canary judges the
+        prober's own vantage point. An SLO keeps the probes it owns here and is left out
+        without any (a ``delivery_lag`` SLO goes with its stream); so are the components,
+        except one empty in the whole file (not monitored anywhere, as without shards).
+        """
+        shard = self.daemon.shard if shard is None else shard
+        daemon = self.daemon.model_copy(update={"shard": shard})
+        if not shard.sharded:
+            return (
+                self if shard == self.daemon.shard else self.model_copy(update={"daemon": daemon})
+            )
+        everywhere = set(self.recommend.canary)
+        everywhere |= {f for s in self.probes if s.name in everywhere and (f := s.follows())}
+        owned = {
+            s.name for s in self.probes if s.name in everywhere or shard.owns(s.follows() or s.name)
+        }
+        slos = [
+            slo.model_copy(update={"probes": [p for p in slo.probes if p in owned]})
+            for slo in self.slos
+            if owned.intersection(slo.probes if slo.stream is None else [slo.stream])
+        ]
+        components = [
+            c.model_copy(update={"probes": [p for p in c.probes if p in owned]})
+            for c in self.status_components
+            if not c.probes or owned.intersection(c.probes)
+        ]
+        narrowed = self.model_copy(
+            update={
+                "daemon": daemon,
+                "probes": [s for s in self.probes if s.name in owned],
+                "slos": slos,
+                "components": components if self.components else [],
+            }
+        )
+        narrowed._shard_components = components
+        return narrowed
+
     def secret_values(self) -> list[str]:
         """Every resolved secret value (for the log redactor)."""
         holders = [*self.targets.values(), *self.probes]
         return [v for holder in holders for v in holder.resolved_secrets().values() if v]
+
+
+def default_components(config: Config) -> list[ComponentConfig]:
+    """The five default components, each probe in the one its kind's ``component()`` names."""
+    members: dict[str, list[str]] = {name: [] for name in DEFAULT_COMPONENTS}
+    for spec in config.probes:
+        members[spec.component()].append(spec.name)
+    return [ComponentConfig(name=name, probes=probes) for name, probes in members.items()]

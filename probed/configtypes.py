@@ -2,7 +2,7 @@
 
 A secret reference (``{ env = "NAME" }``, ``{ file = "/path" }`` or ``{ credential =
 "name" }``) and the headers that may hold one, the ``HOST:PORT`` listen address, a JSON
-assertion, an absolute request path and the redirect mode. ``probed.config`` re-exports
+assertion, an absolute request path, the redirect mode and the shard. ``probed.config`` re-exports
 those the rest of probed uses; the base models and helpers serve the config modules.
 """
 
@@ -18,6 +18,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     PrivateAttr,
     SecretStr,
     field_validator,
@@ -26,6 +28,7 @@ from pydantic import (
 
 from probed.configchecks import credential_name_problem
 from probed.errors import SecretError
+from probed.shard import Shard
 
 __all__ = [
     "API_READ",
@@ -43,6 +46,7 @@ __all__ = [
     "JsonAssertion",
     "RedirectMode",
     "SecretRef",
+    "ShardValue",
     "StrictModel",
     "check_abs_path",
     "reject_inline_secret",
@@ -210,6 +214,20 @@ def _redirect_mode(value: object) -> object:
 RedirectMode = Annotated[
     Literal["same-origin", "same-host", "any", "none"], BeforeValidator(_redirect_mode)
 ]
+
+
+def _shard(value: object) -> Shard:
+    if isinstance(value, Shard):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(
+            f'a shard is a string "i/n", shard i of n counted from 0 (e.g. "0/3"), got {value!r}'
+        )
+    return Shard.parse(value)
+
+
+#: ``[daemon] shard``: ``"i/n"`` in the file and the environment, a ``Shard`` in the model.
+ShardValue = Annotated[Shard, PlainValidator(_shard), PlainSerializer(str, return_type=str)]
 
 
 API_READ = "API Read"

@@ -21,7 +21,7 @@ import aiohttp
 import structlog
 
 from probed import clock
-from probed.components import compute_components, default_components
+from probed.components import compute_components
 from probed.config import Config
 from probed.history import History
 from probed.jsonpath import lookup
@@ -190,7 +190,7 @@ class Evaluator:
         now = clock.wall() if now is None else now
         signals = self.signals(now)
         transitions = self.engine.evaluate(signals)
-        components_cfg = self.config.components or default_components(self.config)
+        components_cfg = self.config.status_components
         current = tuple(self.engine.current())
         evaluation = Evaluation(
             at=now,

@@ -40,7 +40,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probed.components import default_components
 from probed.config import Config
 from probed.fleetconfig import FleetConfig
 from probed.fleetrules import FLEET_ALERTS
@@ -332,7 +331,7 @@ def _components(view: _View) -> list[dict[str, Any]]:
     for where, s in view.each("components"):
         own[(s.labels.get("component", ""), where)].add(s.labels.get("state", ""))
     out = []
-    for component in list(view.config.components) or default_components(view.config):
+    for component in view.config.status_components:
         cells = {
             where: _component_cell(view, component.probes, where, own[(component.name, where)])
             for where in view.locations

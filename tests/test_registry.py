@@ -110,8 +110,7 @@ def test_every_kind_declares_its_traits(model: type) -> None:
 
 def test_default_components_come_from_the_kinds_traits(tmp_path: Path) -> None:
     """GET/HEAD http is API Read, other http, login and fixture API Write, and so on."""
-    from probed.components import default_components
-    from probed.config import load_config
+    from probed.config import default_components, load_config
 
     path = tmp_path / "probes.toml"
     path.write_text(

@@ -17,8 +17,8 @@ import pytest
 from kinds import ALL_KINDS_TOML
 
 from probed import components, pagesections, status, statusfields, statuspage, statustext
-from probed.components import compute_components, default_components, overall
-from probed.config import ComponentConfig, load_config
+from probed.components import compute_components, overall
+from probed.config import ComponentConfig, default_components, load_config
 from probed.configtypes import DEFAULT_COMPONENTS
 from probed.pageunits import amount, duration, evidence_value, offset, percent, rate
 from probed.results import ProbeResult, ProbeRun, Reason

@@ -26,8 +26,8 @@ from aiohttp import web
 from probeservers import demo_health_toml
 
 from probed import __version__
-from probed.components import compute_components, default_components
-from probed.config import Config, load_config
+from probed.components import compute_components
+from probed.config import Config, default_components, load_config
 from probed.configstatus import config_document
 from probed.configtypes import DEFAULT_COMPONENTS
 from probed.daemon import Daemon
