@@ -20,7 +20,10 @@ Alertmanager (``POST {url}/api/v2/alerts``, a JSON list)::
      "generatorURL": …}                  (omitted when no generator_url is set)
 
 ``severity`` is the Sev level and ``routing`` (``page`` or ``ticket``) follows
-from it by ``probed.signals.ROUTING``, as on the generated Prometheus rules.
+from it by ``probed.signals.ROUTING``, as on the generated Prometheus rules. A shard
+of a location (``[daemon] shard``, more than one) adds ``shard="i/n"``: each shard
+judges its own probes, and without the label Alertmanager would take two shards'
+alerts of one scenario for one alert, resolved when either shard resolves it.
 
 Every active alert is re-sent every ``resend_interval`` and at once on a
 change, with ``endsAt`` four intervals ahead, so Alertmanager resolves the
@@ -75,6 +78,7 @@ from yarl import URL
 
 from probed import clock
 from probed.config import AlertingConfig
+from probed.shard import Shard
 from probed.signals import ROUTING_LABEL, Evidence, Recommendation, RecommendationState
 
 __all__ = ["ALERTMANAGER", "ALERT_NAME", "WEBHOOK", "AlertPusher"]
@@ -202,11 +206,13 @@ class AlertPusher:
         cfg: AlertingConfig,
         *,
         location: str,
+        shard: Shard | None = None,
         session: aiohttp.ClientSession | None = None,
         generator_url: str = "",
     ) -> None:
         self._cfg = cfg
         self._location = location
+        self._shard = {"shard": str(shard)} if shard is not None and shard.sharded else {}
         self._session = session
         self._generator_url = generator_url
         self.sent: Counter[str] = Counter({ALERTMANAGER: 0, WEBHOOK: 0})
@@ -399,6 +405,7 @@ class AlertPusher:
                 "severity": rec.severity.value,
                 ROUTING_LABEL: rec.severity.routing.value,
                 "location": self._location,
+                **self._shard,
             },
             "annotations": {
                 "summary": rec.summary,

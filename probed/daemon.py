@@ -30,9 +30,7 @@ from probed.alerting import AlertPusher
 from probed.config import (
     Config,
     DaemonConfig,
-    ImportProbe,
     ProbeSpec,
-    ReflectProbe,
     load_config,
 )
 from probed.errors import ConfigError
@@ -67,7 +65,7 @@ SWITCH_INTERVAL = 0.0005
 
 #: ``[daemon]`` keys a reload cannot change: the running value stays, and the change is
 #: logged as ``config_daemon_change_needs_restart``. Every other key applies on reload.
-RESTART_KEYS = ("listen", "state_dir", "location", "results_ring_size")
+RESTART_KEYS = ("listen", "state_dir", "location", "results_ring_size", "shard")
 
 LogConfigurer = Callable[[DaemonConfig], None]
 """Applies a config's log settings (the CLI's, so its ``--log-*`` flags keep precedence)."""
@@ -180,7 +178,7 @@ class Daemon:
         notifier: Notifier | None = None,
         configure_logs: LogConfigurer | None = None,
     ) -> None:
-        self.config = config
+        self.config = config = config.for_shard()  # what [daemon] shard owns
         self.config_path = config_path or config.source
         self.store = ResultStore(
             ring_size=config.daemon.results_ring_size, signal_window=config.recommend.window
@@ -190,6 +188,7 @@ class Daemon:
         self.info = DaemonInfo(
             state=self.state_health,
             location=config.daemon.location,
+            shard=config.daemon.shard,
             max_concurrency=config.daemon.max_concurrency,
             config_reload_timestamp=time.time(),
             start_time=time.time(),
@@ -201,7 +200,9 @@ class Daemon:
         self.evaluator = Evaluator(config, self.store)
         self.info.maintenance = self.evaluator.maintenance
         self.info.exclusions = self.evaluator.exclusions
-        self.pusher = AlertPusher(config.alerting, location=config.daemon.location)
+        self.pusher = AlertPusher(
+            config.alerting, location=config.daemon.location, shard=config.daemon.shard
+        )
         self.info.alerts_sent = self.pusher.sent
         self.info.alerts_failed = self.pusher.failed
         self.hub = Hub()
@@ -289,7 +290,7 @@ class Daemon:
         except Exception as exc:  # a bug in loading must not end the daemon
             _log.exception("config_reload_internal_error", path=str(self.config_path))
             return self._reload_failed([f"{self.config_path}: cannot load: {exc!r}"], None)
-        new = self._keep_restart_keys(new)
+        new = self._keep_restart_keys(new).for_shard()
         if new.recommend.window != self.store.signal_window:
             # the signal windows are fixed-size rings made for the window the daemon
             # started with; resizing them would drop their data and let recommendations
@@ -478,6 +479,11 @@ class Daemon:
                 )
                 # long-lived objects (config, sessions, watchers) need no more GC scans
                 gc.freeze()
+                shard, scheduled = self.config.daemon.shard, self.config.scheduled
+                (_log.warning if shard.sharded and not self.config.probes else _log.info)(
+                    "shard_owns", index=shard.index, total=shard.total, probes=len(scheduled),
+                    streams=len(self.config.streams),
+                )  # fmt: skip
                 _log.info(
                     "daemon_ready",
                     listen=f"{host}:{self.bound_port}",
@@ -564,7 +570,7 @@ async def run_once(
     executor = ProbeExecutor(resolver, hub)
     executor.configure(config)
     specs = [s for s in config.scheduled if names is None or s.name in names]
-    needed = {stream for s in specs if (stream := _stream_needed(s)) is not None}
+    needed = {stream for s in specs if (stream := s.follows()) is not None}
     streams = [s for s in config.streams if s.name in needed]
     manager = StreamManager(ResultStore(), hub, executor.stream_session)
     try:
@@ -581,12 +587,3 @@ async def run_once(
         return runs
     finally:
         await executor.close()
-
-
-def _stream_needed(spec: ProbeSpec) -> str | None:
-    """The stream watcher a probe waits on, if any."""
-    if isinstance(spec, ReflectProbe) and spec.transport == "sse":
-        return spec.stream
-    if isinstance(spec, ImportProbe) and spec.progress_source == "stream":
-        return spec.stream
-    return None

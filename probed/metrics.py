@@ -30,6 +30,7 @@ from probed.maintenance import Maintenance, active_family
 from probed.peermetrics import peer_families
 from probed.recommend import SCENARIOS
 from probed.serverstats import REJECT_REASONS, ServerStats
+from probed.shard import Shard
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.sloexclusions import Exclusions
 from probed.statehealth import REASONS, StateHealth
@@ -46,6 +47,8 @@ class DaemonInfo:
     """Daemon-wide facts the collector exports besides the store."""
 
     location: str = "default"
+    shard: Shard = field(default_factory=Shard)
+    """Which shard of the location this instance is (``[daemon] shard``)."""
     max_concurrency: int = 0
     config_reload_successful: bool = True
     config_reload_timestamp: float = 0.0
@@ -338,6 +341,13 @@ class ProbedCollector(Collector):
         )
         build.add_metric([__version__, platform.python_version(), self._info.location], 1)
         yield build
+        shard = GaugeMetricFamily(
+            "probed_shard_info",
+            "Which shard of its location this instance is (index from 0, of total); always 1.",
+            labels=["index", "total"],
+        )
+        shard.add_metric([str(self._info.shard.index), str(self._info.shard.total)], 1)
+        yield shard
 
 
 def _state_families(state: StateHealth) -> Iterator[Metric]:

@@ -31,6 +31,7 @@ from probed.statusfields import (
     mapping,
     number,
     ratio_cell,
+    shard_text,
     strs,
     text,
 )
@@ -97,13 +98,19 @@ def _page_header(doc: Mapping[str, Any], refresh: int) -> str:
         f'<header class="top" data-state="{_e(state)}">'
         f'<h1><span id="overall" data-state="{_e(state)}">{_e(state)}</span> '
         f'<span class="where">probed &middot; <span id="location">{_e(doc.get("location"))}'
-        "</span></span></h1>"
+        f"</span>{_shard(doc)}</span></h1>"
         f'<p class="meta">generated <time id="generated-at" datetime="{generated}">{generated}'
         f'</time> &middot; version <span id="version">{_e(doc.get("version"))}</span> &middot; '
         f'<span id="refresh">auto-refresh every {refresh} s</span></p>'
         f"{_page_state(doc)}{page_config_line(doc, iso)}{page_maintenance(doc, iso)}"
         f"{page_skews(doc)}</header>"
     )
+
+
+def _shard(doc: Mapping[str, Any]) -> str:
+    """`` · shard 1/3`` after the location when the daemon is one of several shards."""
+    shard = shard_text(doc)
+    return f' &middot; <span id="shard">{_e(shard)}</span>' if shard else ""
 
 
 def _page_state(doc: Mapping[str, Any]) -> str:

@@ -123,6 +123,7 @@ def _document(request: web.Request) -> dict[str, Any]:
         state=state.state.document(),
         maintenance=state.info.maintenance,
         history=state.history,
+        shard=state.info.shard,
     )
 
 

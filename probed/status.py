@@ -4,7 +4,7 @@
 renders it with ``probed.statustext``, the page is rendered from it by
 ``probed.statuspage``)::
 
-    {"version", "location", "generated_at", "evaluated_at", "overall",
+    {"version", "location", "shard": {index, total}, "generated_at", "evaluated_at", "overall",
      "components": [{name, state, probes, failing, last_healthy}],
      "recommendations": [{scenario, title, severity, routing, state, since, summary,
                           actions, rollback, runbook_url, inconclusive_reason,
@@ -50,6 +50,7 @@ from probed.history import History
 from probed.historypage import history_list
 from probed.maintenance import Maintenance
 from probed.maintenancepage import annotate
+from probed.shard import Shard
 from probed.signals import (
     ComponentState,
     ComponentStatus,
@@ -225,13 +226,17 @@ def status_document(
     state: Mapping[str, Any] | None = None,
     maintenance: Maintenance | None = None,
     history: History | None = None,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """THE JSON of ``GET /api/v1/status`` (shape in the module docstring).
+
+    ``shard``: which shard of the location the daemon is (None: the only one, 0 of 1).
 
     Without an evaluation yet, components, recommendations and SLOs are empty
     and ``overall`` is UNKNOWN; probes and streams come from the store.
     ``state`` is ``StateHealth.document()``; None leaves it out.
     """
+    shard = Shard() if shard is None else shard
     if evaluation is None:
         components: list[dict[str, Any]] = []
         slos: list[dict[str, Any]] = []
@@ -243,6 +248,7 @@ def status_document(
     doc: dict[str, Any] = {
         "version": version,
         "location": location,
+        "shard": {"index": shard.index, "total": shard.total},
         "generated_at": _finite(now, 3),
         "evaluated_at": _finite(evaluation.at, 3) if evaluation is not None else None,
         "overall": overall_state.value,

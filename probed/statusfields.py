@@ -22,6 +22,7 @@ __all__ = [
     "mapping",
     "number",
     "ratio_cell",
+    "shard_text",
     "strs",
     "text",
 ]
@@ -44,6 +45,15 @@ def strs(value: object) -> list[str]:
 def text(value: object) -> str:
     """``value`` as text; null is empty."""
     return "" if value is None else str(value)
+
+
+def shard_text(doc: Mapping[str, Any]) -> str:
+    """``"shard 1/3"`` when the document's daemon is one of several shards, else empty."""
+    shard = mapping(doc.get("shard"))
+    index, total = shard.get("index"), shard.get("total")
+    if type(index) is not int or type(total) is not int or total <= 1:
+        return ""
+    return f"shard {index}/{total}"
 
 
 def mapping(value: object) -> Mapping[str, Any]:

@@ -29,6 +29,7 @@ from probed.statusfields import (
     mapping,
     number,
     ratio_cell,
+    shard_text,
     strs,
     text,
 )
@@ -127,8 +128,9 @@ def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def render_table(doc: Mapping[str, Any]) -> str:
     """A terminal view: components, recommendations with their actions, SLOs, probes, streams."""
     now = doc.get("generated_at")
+    where = ", ".join(filter(None, (plain(doc.get("location")), shard_text(doc))))
     out = [
-        f"probed {plain(doc.get('version'))} at {plain(doc.get('location'))}: "
+        f"probed {plain(doc.get('version'))} at {where}: "
         f"{plain(doc.get('overall') or 'UNKNOWN')} ({iso(now)})"
     ]
     if (config := config_line(doc.get("config"), iso)) is not None:

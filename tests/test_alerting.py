@@ -24,6 +24,7 @@ from polling import until
 import probed.alerting as alerting_module
 from probed.alerting import ALERT_NAME, AlertPusher
 from probed.config import AlertingConfig
+from probed.shard import Shard
 from probed.signals import Evidence, Recommendation, RecommendationState, Severity
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def make_pusher(
     timeout: str = "1s",
     max_attempts: int = 3,
     session: aiohttp.ClientSession | None = None,
+    shard: Shard | None = None,
 ) -> AlertPusher:
     """An ``AlertPusher`` for location ``eu-1`` with millisecond retry backoff."""
     cfg = AlertingConfig(
@@ -91,7 +93,11 @@ def make_pusher(
         timeout=timeout,
     )
     pusher = AlertPusher(
-        cfg, location="eu-1", session=session, generator_url="http://probed.test:10115/status"
+        cfg,
+        location="eu-1",
+        shard=shard,
+        session=session,
+        generator_url="http://probed.test:10115/status",
     )
     pusher.max_attempts = max_attempts
     pusher.backoff_initial = 0.01
@@ -266,6 +272,31 @@ async def test_alertmanager_request_shape(start_receiver: StartReceiver) -> None
     assert rfc3339(since) == alert["startsAt"]
     assert now + 120 == pytest.approx(parse_ts(alert["endsAt"]), abs=0.1)
     assert "Sev-2" == alert["labels"]["severity"]
+
+
+@pytest.mark.parametrize(
+    ("shard", "labels"), [(None, {}), (Shard(0, 1), {}), (Shard(1, 3), {"shard": "1/3"})]
+)
+async def test_a_shard_labels_its_alerts(
+    start_receiver: StartReceiver, shard: Shard | None, labels: dict[str, str]
+) -> None:
+    """Each shard of a location judges its own probes: its alerts say which shard it is, so
+    Alertmanager never merges two shards' alerts of one scenario (nor resolves one by the
+    other's resolution); one shard adds nothing."""
+    am, base = await start_receiver()
+    pusher = make_pusher(alertmanager_urls=[base], shard=shard)
+    async with running(pusher):
+        pusher.update([rec()], time.time())
+        [post] = await am.wait_for(1)
+    [alert] = post.body
+    assert {
+        "alertname": ALERT_NAME,
+        "scenario": "sse_degraded",
+        "severity": "Sev-2",
+        "routing": "page",
+        "location": "eu-1",
+        **labels,
+    } == alert["labels"]
 
 
 async def test_webhook_gets_firing_then_resolved(start_receiver: StartReceiver) -> None:

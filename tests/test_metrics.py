@@ -126,3 +126,29 @@ def test_config_info_is_one_series_naming_the_running_config() -> None:
     assert ['probed_config_info{hash="a1b2c3d4e5f6"} 1.0'] == series()
     info.config_hash = "d4e5f6a7b8c9"
     assert ['probed_config_info{hash="d4e5f6a7b8c9"} 1.0'] == series()
+
+
+def test_shard_info_names_the_shard_also_without_sharding() -> None:
+    """probed_shard_info{index,total} is one series, 0 of 1 unless ``[daemon] shard`` says
+    otherwise, so a query can count a location's shards; promtool finds nothing in it."""
+    import subprocess
+
+    from binaries import promtool
+
+    from probed.shard import Shard
+
+    store, info = populated()
+    reg = build_registry(store, info)
+
+    def series() -> list[str]:
+        lines = generate_latest(reg).decode().splitlines()
+        return [line for line in lines if line.startswith("probed_shard_info")]
+
+    assert ['probed_shard_info{index="0",total="1"} 1.0'] == series()
+    info.shard = Shard(2, 3)
+    assert ['probed_shard_info{index="2",total="3"} 1.0'] == series()
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"], input=generate_latest(reg), capture_output=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+    assert (0, b"", b"") == (checked.returncode, checked.stdout, checked.stderr)

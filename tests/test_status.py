@@ -346,9 +346,11 @@ def test_status_document_shape_with_a_populated_store() -> None:
 
     json.dumps(doc, allow_nan=False)  # valid JSON for browsers: no Infinity/NaN
     assert {
-        "version", "location", "generated_at", "evaluated_at", "overall", "components",
-        "recommendations", "slos", "probes", "streams", "config", "maintenance", "history",
+        "version", "location", "shard", "generated_at", "evaluated_at", "overall",
+        "components", "recommendations", "slos", "probes", "streams", "config", "maintenance",
+        "history",
     } == set(doc)  # fmt: skip
+    assert {"index": 0, "total": 1} == doc["shard"]
     assert ("9.9", "eu-1", NOW, NOW - 1, "DEGRADED") == (
         doc["version"], doc["location"], doc["generated_at"], doc["evaluated_at"], doc["overall"]
     )  # fmt: skip
@@ -1141,3 +1143,25 @@ def test_clock_cell_of_a_corrected_stream() -> None:
         store=populated_store(), evaluation=evaluation(), location="eu-1", version="9.9", now=NOW
     )
     assert "-250 ms" == cells(render_page(doc), 'data-stream="events"')[10]
+
+
+def test_a_shard_says_which_it_is_in_the_document_the_table_and_the_page() -> None:
+    """``shard`` is always in the document; the table's first line and the page's header
+    name it only when the location has more than one shard."""
+    from probed.shard import Shard
+    from probed.statuspage import render_page
+
+    def doc(shard: Shard) -> dict[str, object]:
+        return status_document(
+            store=populated_store(), evaluation=evaluation(), location="eu-1", version="9.9",
+            now=NOW, shard=shard,
+        )  # fmt: skip
+
+    sharded, alone = doc(Shard(1, 3)), doc(Shard())
+    assert {"index": 1, "total": 3} == sharded["shard"]
+    assert render_table(sharded).splitlines()[0].startswith("probed 9.9 at eu-1, shard 1/3: ")
+    assert render_table(alone).splitlines()[0].startswith("probed 9.9 at eu-1: ")
+    assert '<span id="shard">shard 1/3</span>' in render_page(sharded)
+    assert 'id="shard"' not in render_page(alone)
+    for odd in ({"index": "1", "total": 3}, {"index": 0}, "1/3", None):
+        assert render_table({**alone, "shard": odd}).startswith("probed 9.9 at eu-1: ")
