@@ -22,6 +22,7 @@ from probed.client import ClientSetupError, DaemonClient, daemon_client
 from probed.config import Config, DaemonConfig, load_config
 from probed.errors import ConfigError
 from probed.logging import configure_logging
+from probed.shard import Shard
 
 __all__ = ["build_parser", "main"]
 
@@ -51,13 +52,55 @@ def _setup_logging(args: argparse.Namespace, daemon: DaemonConfig) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    if args.shard is not None:  # the flag wins over the file and the environment
+        os.environ["PROBED_DAEMON__SHARD"] = str(args.shard)
     config = _load(args.config, args.web_config_file)
     if config is None:
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.config}: OK ({len(config.probes)} probes, {len(config.targets)} targets)")
+    if args.shard is not None:
+        print("\n".join(_shard_listing(config, args.shard)))
     return EXIT_OK
+
+
+def _shard_listing(config: Config, shard: Shard) -> list[str]:
+    """What ``shard`` runs of ``config``: a table of its probes and streams, then its SLOs."""
+    mine = config.for_shard(shard)
+    lines = [
+        f"shard {shard} runs {len(mine.probes)} of {len(config.probes)} probes and streams, "
+        f"and {len(mine.slos)} of {len(config.slos)} SLOs:"
+    ]
+    canary = set(config.recommend.canary)
+    notes = {s.name: f"follows stream {s.follows()}" for s in mine.probes if s.follows()}
+    for spec in mine.probes:
+        if spec.name in canary:
+            notes[spec.name] = "canary: every shard runs it"
+            if stream := spec.follows():
+                notes[stream] = f"followed by canary {spec.name}: every shard runs it"
+    rows = [[s.name, s.kind, s.target, notes.get(s.name, "-")] for s in mine.probes]
+    if rows:
+        lines += _columns(("NAME", "KIND", "TARGET", "NOTE"), rows)
+    whole = {slo.name: len(slo.probes) for slo in config.slos}
+    slos = []
+    for slo in mine.slos:
+        kept = ", ".join(slo.probes or [str(slo.stream)])
+        if 0 < len(slo.probes) < whole[slo.name]:
+            kept += f" ({len(slo.probes)} of {whole[slo.name]})"
+        slos.append([slo.name, kept])
+    if slos:
+        lines += _columns(("SLO", "PROBES"), slos)
+    return lines
+
+
+def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """``header`` and ``rows`` as left-aligned columns two spaces apart."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -65,6 +108,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.listen_address:
         os.environ["PROBED_DAEMON__LISTEN"] = args.listen_address
+    if args.shard is not None:  # a reload re-reads the file: the flag keeps winning
+        os.environ["PROBED_DAEMON__SHARD"] = str(args.shard)
     if args.config_check:
         return _cmd_check(args)
     config = _load(args.config, args.web_config_file)
@@ -232,9 +277,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
             )
             for r in runs
         ]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        print("\n".join(_columns(header, rows)))
     return EXIT_OK if all(r.success for r in runs) else EXIT_FAILED
 
 

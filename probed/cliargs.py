@@ -15,6 +15,7 @@ from pathlib import Path
 from probed import __version__
 from probed.client import add_client_options
 from probed.fleetclient import add_prometheus_options
+from probed.shard import Shard
 from probed.tapclient import positive_count
 
 __all__ = ["DEFAULT_CONFIG", "build_parser", "demo_config_path"]
@@ -84,6 +85,17 @@ def _add_listen(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _shard(value: str) -> Shard:
+    try:
+        return Shard.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_shard(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--shard", type=_shard, metavar="I/N", help=what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -99,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_web_config(run)
     _add_logging(run)
     _add_listen(run)
+    _add_shard(
+        run,
+        "run only what shard I of N (from 0) owns; overrides [daemon] shard and "
+        "PROBED_DAEMON__SHARD",
+    )
     run.add_argument(
         "--config.check",
         dest="config_check",
@@ -138,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(check)
     _add_web_config(check)
+    _add_shard(check, "also list the probes, streams and SLOs shard I of N (from 0) runs")
 
     once = sub.add_parser(
         "once",
