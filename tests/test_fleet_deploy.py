@@ -19,7 +19,6 @@ import os
 import re
 import subprocess
 import sys
-import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from test_dockerfile import image_env, instructions
 from test_readme import _cells, _section
 from test_rules import run_promtool
 
-from probed.config import Config, DaemonConfig, load_config
+from probed.config import Config, load_config
 from probed.configtypes import DEFAULT_PORT
 from probed.durations import parse_duration
 from probed.fleetconfig import FleetConfig
@@ -50,9 +49,6 @@ POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 CORE_KINDS = {"Namespace", "ConfigMap", "Service", "StatefulSet"}
 OPERATOR_API = "monitoring.coreos.com/v1"
 OPERATOR_KINDS = {"PodMonitor", "PrometheusRule"}
-
-SHARDING = "shard" in DaemonConfig.model_fields
-NO_SHARDING = "[daemon] shard is not in this tree yet (sharding lands separately)"
 
 RUNNING_A_FLEET = "## Running a fleet"
 KUBERNETES = "### Kubernetes"
@@ -442,21 +438,14 @@ def _pods() -> Iterator[Any]:
             yield pytest.param(statefulset, index, id=f"{statefulset['metadata']['name']}-{index}")
 
 
-def _without_shard(env: dict[str, str]) -> dict[str, str]:
-    """``env`` as this tree can load it: without ``PROBED_DAEMON__SHARD`` until sharding is in."""
-    return env if SHARDING else {k: v for k, v in env.items() if k != "PROBED_DAEMON__SHARD"}
-
-
 @pytest.mark.parametrize("statefulset", _statefulsets(), ids=lambda s: s["metadata"]["name"])
 def test_probed_check_loads_the_configmap_with_a_pods_environment(
     statefulset: dict[str, Any], tmp_path: Path
 ) -> None:
     """``probed check`` accepts the ConfigMap's file with the last pod's environment and
-    warns about nothing: every ``PROBED_…`` variable the manifest sets is a real setting.
-    Until sharding is in this tree, ``PROBED_DAEMON__SHARD`` is left out here and
-    ``test_each_pod_runs_its_shard`` is skipped."""
+    warns about nothing: every ``PROBED_…`` variable the manifest sets is a real setting."""
     config = _configmap_file(tmp_path)
-    env = _without_shard(pod_environment(statefulset, statefulset["spec"]["replicas"] - 1))
+    env = pod_environment(statefulset, statefulset["spec"]["replicas"] - 1)
     base = {k: v for k, v in os.environ.items() if not k.startswith("PROBED_")}
     result = subprocess.run(
         [sys.executable, "-m", "probed", "check", "-c", str(config)],
@@ -486,7 +475,7 @@ def test_each_pod_loads_its_location_and_listen_address(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = _without_shard(pod_environment(statefulset, index))
+    env = pod_environment(statefulset, index)
     config = _load_as_pod(env, _configmap_file(tmp_path), monkeypatch)
     assert _pod_labels(statefulset)["location"] == config.daemon.location
     assert config.daemon.location in _fleet().locations
@@ -496,8 +485,6 @@ def test_each_pod_loads_its_location_and_listen_address(
 
 def test_each_pod_runs_its_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pod i of a location's n runs shard "i/n"; the n shards share out every probe."""
-    if not SHARDING:
-        pytest.skip(NO_SHARDING)
     path = _configmap_file(tmp_path)
     for statefulset in _statefulsets():
         total = statefulset["spec"]["replicas"]
@@ -505,10 +492,10 @@ def test_each_pod_runs_its_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         whole: Config | None = None
         for index in range(total):
             config = _load_as_pod(pod_environment(statefulset, index), path, monkeypatch)
-            shard = typing.cast(Any, config.daemon).shard
+            shard = config.daemon.shard
             assert (index, total) == (shard.index, shard.total)
             assert f"{index}/{total}" == str(shard)
-            owned += [spec.name for spec in typing.cast(Any, config).for_shard().probes]
+            owned += [spec.name for spec in config.for_shard().probes]
             whole = config
         assert whole is not None
         canaries = set(whole.recommend.canary)
