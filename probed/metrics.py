@@ -34,7 +34,7 @@ from probed.shard import Shard
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.sloexclusions import Exclusions
 from probed.statehealth import REASONS, StateHealth
-from probed.store import Histogram, ProbeState, ResultStore, StreamStats
+from probed.store import Histogram, ProbeState, ResultStore
 from probed.streammetrics import stream_families
 
 __all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "build_registry"]
@@ -87,44 +87,24 @@ def _histogram(
 class _StoreView:
     """What the collector reads of the store, copied: safe to read off the event loop.
 
-    Probe and stream states are shallow copies with their counters and histograms
-    copied too (the collector reads nothing else that changes); ``now`` is the
-    monotonic time of the copy, for ages.
+    Probe and stream states are their snapshots (``ProbeState.snapshot``,
+    ``StreamStats.snapshot``: counters, histograms and the stream clock copied, the
+    collector reads nothing else that changes); ``now`` is the monotonic time of the
+    copy, for ages.
     """
 
     __slots__ = ("event_loop_lag", "in_flight", "now", "probes", "scheduler_lag", "streams")
 
     def __init__(self, store: ResultStore) -> None:
         self.now = time.monotonic()
-        self.probes = [_probe_copy(st) for st in store]
-        self.streams = {name: _stream_copy(st) for name, st in store.streams.items()}
+        self.probes = [st.snapshot() for st in store]
+        self.streams = {name: st.snapshot() for name, st in store.streams.items()}
         self.scheduler_lag = store.scheduler_lag.copy()
         self.event_loop_lag = store.event_loop_lag
         self.in_flight = store.in_flight
 
     def __iter__(self) -> Iterator[ProbeState]:
         return iter(self.probes)
-
-
-def _probe_copy(st: ProbeState) -> ProbeState:
-    view = copy.copy(st)
-    view.runs, view.failures, view.skipped = (
-        Counter(st.runs),
-        Counter(st.failures),
-        Counter(st.skipped),
-    )
-    view.durations = st.durations.copy()
-    view.delivery_lag = st.delivery_lag.copy() if st.delivery_lag is not None else None
-    return view
-
-
-def _stream_copy(st: StreamStats) -> StreamStats:
-    view = copy.copy(st)
-    view.reconnects = Counter(st.reconnects)
-    view.delivery_lag = st.delivery_lag.copy()
-    view.connect_duration = st.connect_duration.copy()
-    view.fanout_spread = st.fanout_spread.copy()
-    return view
 
 
 class ProbedCollector(Collector):
