@@ -1,0 +1,230 @@
+"""The fast exposition: the same bytes as prometheus_client's encoders, for less CPU.
+
+``probed.exposition`` renders the text format (0.0.4) and OpenMetrics 1.0 from label
+strings cached per series; every test here holds it to prometheus_client's own
+``generate_latest`` (and OpenMetrics' one), byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, exposition, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString as untyped_float_to_go_string
+
+from probed.exposition import (
+    Family,
+    Format,
+    LabelCache,
+    MetricWriter,
+    Writer,
+    format_value,
+    negotiate,
+    render,
+)
+from probed.store import Histogram
+
+floatToGoString: Callable[[float], str] = untyped_float_to_go_string
+openmetrics_latest: Callable[[CollectorRegistry], bytes] = openmetrics.generate_latest
+
+PROMETHEUS_2 = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+"""What Prometheus 2.42 sends (captured from a real scrape)."""
+PROMETHEUS_3 = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+FAST = (
+    "",
+    "text/plain",
+    "text/plain;version=0.0.4",
+    "text/plain;version=1.0.0",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text",
+    "application/openmetrics-text;version=1.0.0;escaping=underscores",
+    "application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5",
+    PROMETHEUS_2,
+    PROMETHEUS_3,
+)
+"""Accept headers the fast path answers (what prometheus_client would, byte for byte)."""
+FALLBACK = (
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "text/plain;version=1.0.0;escaping=values",
+    "application/openmetrics-text;version=2.0.0",
+)
+"""Accept headers left to prometheus_client's own encoders (escapings that rename)."""
+
+
+class Only(CollectorRegistry):
+    """A registry of one collector, for prometheus_client's encoders."""
+
+    def __init__(self, collector: Collector) -> None:
+        super().__init__(auto_describe=False)
+        self.register(collector)
+
+
+class Written(Collector):
+    """A collector over a ``write(writer)`` function, through prometheus_client's objects."""
+
+    def __init__(self, write: Callable[[Writer], None]) -> None:
+        self.write = write
+
+    def collect(self) -> Iterator[Metric]:
+        writer = MetricWriter()
+        self.write(writer)
+        return iter(writer.metrics)
+
+
+def reference(write: Callable[[Writer], None], fmt: Format) -> bytes:
+    """What prometheus_client's encoder makes of ``write``'s families (no ``# EOF``)."""
+    registry = Only(Written(write))
+    if fmt is Format.TEXT:
+        return generate_latest(registry)
+    body = openmetrics_latest(registry)
+    assert body.endswith(b"# EOF\n")
+    return body.removesuffix(b"# EOF\n")
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+
+@given(
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(min_value=-2e6, max_value=2e17)  # around Go's switch to exponents
+    | st.integers(-(10**20), 10**20)
+)
+def test_format_value_is_prometheus_clients(value: float) -> None:
+    """Every float and int is written as floatToGoString writes it."""
+    assert floatToGoString(value) == format_value(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0, -0.0, 1, True, False, 999_999, 1_000_000, 999_999.99, 1e6, 1e15, 1e16, -1e15, -1e16,
+     2**53 + 1, 10**20, 5e-324, 1e-7, math.nan, math.inf, -math.inf, 0.1 + 0.2, 1234567.0,
+     1_796_277_189.7927577, 9_999_999_999_999_998.0, 10_000_000.5, -1_796_277_189.5],
+)  # fmt: skip
+def test_format_value_at_the_edges(value: float) -> None:
+    """Exactly at the edges of the fast paths (Go switches to exponents at 1e6 and up)."""
+    assert floatToGoString(value) == format_value(value)
+
+
+@pytest.mark.parametrize("accept", FAST + FALLBACK)
+def test_negotiation_is_prometheus_clients(accept: str) -> None:
+    """prometheus_client's choice and content type; the fast path takes the formats it
+    writes the same, and leaves the escapings that rename to prometheus_client."""
+    encoder, content_type = exposition.choose_encoder(accept)
+    chosen = negotiate(accept)
+    assert content_type == chosen.content_type
+    assert repr(encoder) == repr(chosen.encoder)  # partials compare by identity
+    assert (accept in FAST) == (chosen.format is not None)
+    openmetrics_asked = content_type.startswith("application/openmetrics-text")
+    assert chosen.format in (None, Format.OPENMETRICS if openmetrics_asked else Format.TEXT)
+
+
+# -- families with awkward contents --------------------------------------------------------
+
+GAUGE = Family.gauge("demo_gauge", 'Help with a back\\slash, a "quote" and a\nnewline.', "name")
+COUNTER = Family.counter("demo_events", "Counted things.", "name", "kind")
+HIST = Family.histogram("demo_seconds", "A histogram.", "name")
+BARE = Family.histogram("demo_bare_seconds", "No labels at all.")
+UNLABELLED = Family.gauge("demo_unlabelled", "One value.")
+EMPTY = Family.counter("demo_never", "No series yet.", "name")
+AWKWARD = ('quo"te', "back\\slash", "new\nline", "per%cent", "brace{}", "ünïcødé ✓", "", "a,b=c")
+
+
+def _histogram(bounds: Sequence[float], counts: list[int], total: float) -> Histogram:
+    hist = Histogram(bounds)
+    hist.counts, hist.count, hist.sum = counts, sum(counts), total
+    return hist
+
+
+def awkward(writer: Writer) -> None:
+    """Families with label values to escape, odd numbers, big counts and empty families."""
+    keys = [(value,) for value in AWKWARD]
+    values = [1, 0.5, math.nan, math.inf, -math.inf, -0.0, 10**20, 123456789.125]
+    writer.samples(GAUGE, keys, values)
+    writer.samples(
+        COUNTER,
+        [(value, kind) for value in AWKWARD for kind in ("x", 'y"')],
+        [n * 999_999 for n in range(2 * len(AWKWARD))],
+    )
+    writer.histograms(
+        HIST,
+        [("small",), ('big"',), ("nan_sum",), ("no_bounds",), ("negative",)],
+        [
+            _histogram((0.001, 0.5, 1.0), [1, 2, 3, 4], 1.25),
+            _histogram((0.001, 0.5, 1.0), [600_000, 500_000, 0, 7], 1e9),
+            _histogram((1e-05, 2.5), [0, 0, 0], math.nan),
+            _histogram((), [5], 0.5),
+            _histogram((-1.0, 0.0, 1.0), [1, 1, 1, 1], -0.5),
+        ],
+    )
+    writer.histograms(BARE, [()], [_histogram((0.1, 1.0), [3, 0, 2], 7.0)])
+    writer.value(UNLABELLED, 42)
+    writer.samples(EMPTY, [], [])
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_awkward_families_match_prometheus_client(fmt: Format) -> None:
+    """Escaping (labels and help), NaN/Inf, -0, exponents, negative buckets, empty families."""
+    assert reference(awkward, fmt) == render(awkward, fmt, LabelCache())
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_a_changed_bucket_layout_is_rendered_anew(fmt: Format) -> None:
+    """The same series with new bounds (a stream's lag_buckets reloaded) gets new lines."""
+    cache = LabelCache()
+    layouts = [(0.1, 1.0), (0.1, 1.0, 10.0), (0.5,), (0.1, 1.0)]
+    for bounds in layouts:
+        hist = _histogram(bounds, list(range(1, len(bounds) + 2)), 3.5)
+
+        def write(writer: Writer, hist: Histogram = hist) -> None:
+            writer.histograms(HIST, [("s",)], [hist])
+
+        assert reference(write, fmt) == render(write, fmt, cache)
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_a_histogram_is_rendered_anew_when_anything_changed(fmt: Format) -> None:
+    """A series' last text is reused only for the same counts and the same sum's text."""
+    cache = LabelCache()
+    steps = [
+        ([1, 2, 3], 11.5),
+        ([1, 2, 3], 11.5),
+        ([1, 2, 3], 1.5),  # a sum whose text ends the previous one's
+        ([1, 3, 2], 1.5),  # the same count, other buckets
+        ([1, 3, 2], 0.0),
+        ([1, 3, 2], -0.0),  # equal to 0.0, written otherwise
+        ([1, 3, 2], math.nan),
+        ([1, 3, 2], math.nan),
+        ([999_999, 0, 1], 2e6),  # past the fast template
+        ([0, 0, 0], 0.0),
+    ]
+    for counts, total in steps:
+        hist = _histogram((0.5, 1.0), counts, total)
+
+        def write(writer: Writer, hist: Histogram = hist) -> None:
+            writer.histograms(HIST, [("s",), ("t",)], [hist, _histogram((0.5,), [1, 1], 9.0)])
+
+        assert reference(write, fmt) == render(write, fmt, cache)
+
+
+def test_families_check_their_names() -> None:
+    """Names the formats would escape or rename are refused where the family is declared."""
+    for bad in ("has-dash", "9lives", "colon:name", "", "demo_total"):
+        with pytest.raises(ValueError, match="name"):
+            Family.counter(bad, "x", "label")
+    for label in ("le", "bad-label", "__reserved", ""):
+        with pytest.raises(ValueError, match="label"):
+            Family.histogram("demo_hist", "x", label)
