@@ -21,8 +21,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import GaugeMetricFamily
-
+from probed.exposition import Family, Writer
 from probed.maintenanceconfig import MaintenanceConfig
 from probed.signals import Signals
 
@@ -30,11 +29,12 @@ if TYPE_CHECKING:
     from probed.config import Config
 
 __all__ = [
+    "ACTIVE",
     "Maintenance",
     "MaintenanceWindow",
-    "active_family",
     "under_maintenance",
     "windows_of",
+    "write_active",
 ]
 
 
@@ -166,19 +166,27 @@ def under_maintenance(signals: Signals, maintenance: Maintenance) -> Signals:
     return dataclasses.replace(signals, probes=probes, streams=streams)
 
 
-def active_family(
-    maintenance: Maintenance | None, probes: Iterable[tuple[str, str]], now: float
-) -> GaugeMetricFamily:
+ACTIVE = Family.gauge(
+    "probed_maintenance_active",
+    "Whether the probe is under a maintenance window (1) or not (0).",
+    "probe",
+)
+
+
+def write_active(
+    w: Writer, maintenance: Maintenance | None, probes: Iterable[tuple[str, str]], now: float
+) -> None:
     """``probed_maintenance_active{probe}`` over (name, target) of every configured probe."""
-    family = GaugeMetricFamily(
-        "probed_maintenance_active",
-        "Whether the probe is under a maintenance window (1) or not (0).",
-        labels=["probe"],
+    named = sorted(probes)
+    open_windows = [] if maintenance is None else maintenance.active(now)
+    w.samples(
+        ACTIVE,
+        [(name,) for name, _ in named],
+        [
+            1.0 if any(window.names(name, target) for window in open_windows) else 0.0
+            for name, target in named
+        ],
     )
-    for name, target in sorted(probes):
-        covered = maintenance is not None and maintenance.covers(name, target, now) is not None
-        family.add_metric([name], 1.0 if covered else 0.0)
-    return family
 
 
 def windows_of(config: Config) -> list[MaintenanceWindow]:

@@ -1,9 +1,13 @@
-"""Metric names and the custom Collector that builds them from the result store.
+"""The metric families of ``/metrics``, the collector that writes them, and the registries.
 
-The collector reads the store on every scrape, so a probe removed by a reload simply
-disappears from ``/metrics``. Nothing is registered on the global registry, and no
-``_created`` series are produced (families are built without a created timestamp).
-Labels are bounded: probe and SLO names come from the config, the rest from fixed sets.
+Every family is written from the store on every scrape, so a probe removed by a reload
+simply disappears from ``/metrics``. The collector writes its families once, against a
+``probed.exposition.Writer``: prometheus_client's objects for its registry and encoders
+(``collect``), or the exposition text itself, from label strings cached across scrapes
+(``FrozenRegistry.expose``, what ``/metrics`` serves: the same bytes for a fraction of
+the CPU). Nothing is registered on the global registry, and no ``_created`` series are
+produced. Labels are bounded: probe and SLO names come from the config, the rest from
+fixed sets.
 """
 
 from __future__ import annotations
@@ -16,30 +20,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from probed import __version__, clock
-from probed.config import MODEL_OF_KIND
-from probed.maintenance import Maintenance, active_family
-from probed.peermetrics import peer_families
+from probed.exposition import (
+    Family,
+    LabelCache,
+    MetricWriter,
+    Negotiated,
+    Writer,
+    compress,
+    render,
+)
+from probed.maintenance import Maintenance, write_active
+from probed.probemetrics import write_probe_families
 from probed.recommend import SCENARIOS
 from probed.serverstats import REJECT_REASONS, ServerStats
 from probed.shard import Shard
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.sloexclusions import Exclusions
 from probed.statehealth import REASONS, StateHealth
-from probed.store import Histogram, ProbeState, ResultStore
-from probed.streammetrics import stream_families
+from probed.store import ProbeState, ResultStore
+from probed.streammetrics import write_stream_families
 
-__all__ = ["DaemonInfo", "ProbedCollector", "ProbedRegistry", "build_registry"]
-
-PHASES = ("resolve", "connect", "tls", "processing", "transfer")
+__all__ = ["DaemonInfo", "FrozenRegistry", "ProbedCollector", "ProbedRegistry", "build_registry"]
 
 
 @dataclass(slots=True)
@@ -76,27 +81,31 @@ class DaemonInfo:
     exclusions: Exclusions = field(default_factory=Exclusions)
 
 
-def _histogram(
-    name: str, doc: str, labels: list[str], values: list[str], hist: Histogram
-) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=labels)
-    family.add_metric(values, hist.cumulative(), sum_value=hist.sum)
-    return family
-
-
 class _StoreView:
     """What the collector reads of the store, copied: safe to read off the event loop.
 
     Probe and stream states are their snapshots (``ProbeState.snapshot``,
     ``StreamStats.snapshot``: counters, histograms and the stream clock copied, the
     collector reads nothing else that changes); ``now`` is the monotonic time of the
-    copy, for ages.
+    copy, for ages, ``wall`` and ``stepped`` the clock readings the daemon-wide
+    families report (so two writes of one snapshot say the same).
     """
 
-    __slots__ = ("event_loop_lag", "in_flight", "now", "probes", "scheduler_lag", "streams")
+    __slots__ = (
+        "event_loop_lag",
+        "in_flight",
+        "now",
+        "probes",
+        "scheduler_lag",
+        "stepped",
+        "streams",
+        "wall",
+    )
 
     def __init__(self, store: ResultStore) -> None:
         self.now = time.monotonic()
+        self.wall = clock.wall()
+        self.stepped = clock.stepped()
         self.probes = [st.snapshot() for st in store]
         self.streams = {name: st.snapshot() for name, st in store.streams.items()}
         self.scheduler_lag = store.scheduler_lag.copy()
@@ -108,13 +117,11 @@ class _StoreView:
 
 
 class ProbedCollector(Collector):
-    """Builds every probed metric family from the store on each scrape.
+    """Writes every probed metric family from the store on each scrape.
 
-    ``collect`` reads the live store, so it must run on the event loop's thread;
-    ``snapshot()`` copies what it reads in a few milliseconds (500 streams) and
-    returns a collector over the copy, whose ``collect`` may run in a worker
-    thread: building the samples of hundreds of streams takes far longer than the copy
-    (bench/README.md has the figures).
+    ``write`` and ``collect`` read the live store, so they must run on the event loop's
+    thread; ``snapshot()`` copies what they read in a few milliseconds (500 streams) and
+    returns a collector over the copy, which may write in a worker thread.
     """
 
     def __init__(self, store: ResultStore | _StoreView, info: DaemonInfo) -> None:
@@ -135,340 +142,269 @@ class ProbedCollector(Collector):
         return ProbedCollector(store if isinstance(store, _StoreView) else _StoreView(store), info)
 
     def collect(self) -> Iterator[Metric]:
-        store = self._store
+        """prometheus_client's families (its registry's and encoders' way in)."""
+        writer = MetricWriter()
+        self.write(writer)
+        return iter(writer.metrics)
+
+    def write(self, w: Writer) -> None:
+        """Every family, in ``/metrics`` order, to ``w``."""
+        store, info = self._store, self._info
         states = list(store)
-        store_now = store.now if isinstance(store, _StoreView) else time.monotonic()
-
-        success = GaugeMetricFamily(
-            "probe_success", "Whether the last run of the probe succeeded (1) or not (0).",
-            labels=["probe"],
-        )  # fmt: skip
-        duration = GaugeMetricFamily(
-            "probe_duration_seconds", "Duration of the last run of the probe.", labels=["probe"]
+        streams = list(store.streams.values())
+        if isinstance(store, _StoreView):
+            now, wall, stepped = store.now, store.wall, store.stepped
+        else:
+            now, wall, stepped = time.monotonic(), clock.wall(), clock.stepped()
+        write_probe_families(w, states, streams, now)
+        write_stream_families(w, streams, now)
+        _write_evaluation(w, info)
+        _write_server(w, info.server)
+        named = [(st.name, st.target) for st in states] + [(st.name, st.target) for st in streams]
+        write_active(w, info.maintenance, named, wall)
+        info.exclusions.write(w)
+        w.histograms(SCHEDULER_LAG, [()], [store.scheduler_lag])
+        w.value(EVENT_LOOP_LAG, store.event_loop_lag)
+        w.value(PROBES_CONFIGURED, len(states))
+        w.value(IN_FLIGHT, store.in_flight)
+        w.value(CONCURRENCY_LIMIT, info.max_concurrency)
+        w.value(RELOAD_SUCCESSFUL, 1 if info.config_reload_successful else 0)
+        w.value(RELOAD_TIMESTAMP, info.config_reload_timestamp)
+        w.samples(CONFIG_INFO, [(info.config_hash or "",)], [1])
+        w.value(WALL_CLOCK_STEP, stepped)
+        w.value(START_TIME, info.start_time)
+        w.value(STATE_HEALTHY, 1 if info.state.healthy else 0)
+        w.samples(
+            STATE_FAILURES,
+            [(reason,) for reason in REASONS],
+            [info.state.failures[r] for r in REASONS],
         )
-        status = GaugeMetricFamily(
-            "probe_http_status_code",
-            "HTTP status code of the last run's final response (0 if none).",
-            labels=["probe"],
-        )
-        phases = GaugeMetricFamily(
-            "probe_http_duration_seconds",
-            "Duration of each HTTP phase in the last run.",
-            labels=["probe", "phase"],
-        )
-        info = GaugeMetricFamily(
-            "probed_probe_info",
-            "Static facts about a configured probe; always 1.",
-            labels=["probe", "kind", "target"],
-        )
-        last_run = GaugeMetricFamily(
-            "probed_probe_last_run_timestamp_seconds",
-            "Unix time the last run of the probe started.",
-            labels=["probe"],
-        )
-        last_ok = GaugeMetricFamily(
-            "probed_probe_last_success_timestamp_seconds",
-            "Unix time the last successful run of the probe started.",
-            labels=["probe"],
-        )
-        runs = CounterMetricFamily(
-            "probed_probe_runs",
-            "Probe runs by result (success or failure).",
-            labels=["probe", "result"],
-        )
-        failures = CounterMetricFamily(
-            "probed_probe_failures",
-            "Failed probe runs by reason (see the README for the fixed set).",
-            labels=["probe", "reason"],
-        )
-        skipped = CounterMetricFamily(
-            "probed_probe_skipped",
-            "Scheduled ticks that did not start a run (overlap: previous run still in flight; "
-            "missed: the scheduler fell more than an interval behind).",
-            labels=["probe", "reason"],
-        )
-        limited = CounterMetricFamily(
-            "probed_probe_rate_limited",
-            "Runs answered 429 Too Many Requests.",
-            labels=["probe"],
-        )
-        retry_after = GaugeMetricFamily(
-            "probed_probe_retry_after_seconds",
-            "Retry-After of the last 429 answer (absent if it had none).",
-            labels=["probe"],
-        )
-        histograms: list[Metric] = []
-        for st in states:
-            info.add_metric([st.name, st.kind, st.target], 1)
-            for result in ("success", "failure"):
-                runs.add_metric([st.name, result], st.runs[result])
-            for reason, count in sorted(st.failures.items()):
-                failures.add_metric([st.name, reason], count)
-            for reason in ("overlap", "missed"):
-                skipped.add_metric([st.name, reason], st.skipped[reason])
-            limited.add_metric([st.name], st.rate_limited)
-            if st.last_retry_after is not None:
-                retry_after.add_metric([st.name], st.last_retry_after)
-            if st.last_success_at is not None:
-                last_ok.add_metric([st.name], st.last_success_at)
-            last = st.last
-            if last is not None:
-                success.add_metric([st.name], 1 if last.success else 0)
-                duration.add_metric([st.name], last.duration)
-                last_run.add_metric([st.name], last.started_at)
-                if getattr(MODEL_OF_KIND.get(st.kind), "REPORTS_HTTP_STATUS", False):
-                    status.add_metric([st.name], last.result.status_code or 0)
-                    for phase in PHASES:
-                        if phase in last.result.phases:
-                            phases.add_metric([st.name, phase], last.result.phases[phase])
-        hist = HistogramMetricFamily(
-            "probed_probe_duration_seconds",
-            "Distribution of probe run durations.",
-            labels=["probe"],
-        )
-        for st in states:
-            hist.add_metric([st.name], st.durations.cumulative(), sum_value=st.durations.sum)
-        histograms.append(hist)
-
-        reflect = HistogramMetricFamily(
-            "probed_reflect_lag_seconds",
-            "Reflect probes: time from just before the inject request to the canary's arrival, "
-            "on our monotonic clock.",
-            labels=["probe"],
-        )
-        for st in states:
-            if st.delivery_lag is not None:
-                reflect.add_metric(
-                    [st.name], st.delivery_lag.cumulative(), sum_value=st.delivery_lag.sum
-                )
-        histograms.append(reflect)
-
-        for stream in store.streams.values():
-            # a stream watcher is "succeeding" while all its connections are up and events
-            # keep coming (pings alone deliver nothing)
-            up = stream.connected >= stream.subscribers and not stream.silent_for(store_now)
-            success.add_metric([stream.name], 1 if up else 0)
-            info.add_metric([stream.name, "sse", stream.target], 1)
-        yield from (success, duration, status, phases, info, last_run, last_ok)
-        yield from peer_families(states)
-        yield from (runs, failures, skipped, limited, retry_after)
-        yield from histograms
-        yield from stream_families(store.streams, store_now)
-        yield from _evaluation_families(self._info)
-        yield from _server_families(self._info.server)
-        named = [(st.name, st.target) for st in states] + [
-            (st.name, st.target) for st in store.streams.values()
-        ]
-        yield active_family(self._info.maintenance, named, clock.wall())
-        yield self._info.exclusions.family()
-
-        yield _histogram(
-            "probed_scheduler_lag_seconds",
-            "How late probe runs started compared with their planned time.",
-            [],
-            [],
-            store.scheduler_lag,
-        )
-        yield GaugeMetricFamily(
-            "probed_event_loop_lag_seconds",
-            "Latest measured event-loop lag (how late a timer fired).",
-            value=store.event_loop_lag,
-        )
-        yield GaugeMetricFamily(
-            "probed_probes_configured", "Number of configured probes.", value=len(states)
-        )
-        yield GaugeMetricFamily(
-            "probed_probes_in_flight", "Probe runs currently executing.", value=store.in_flight
-        )
-        yield GaugeMetricFamily(
-            "probed_concurrency_limit",
-            "Maximum number of probe runs executing at once.",
-            value=self._info.max_concurrency,
-        )
-        yield GaugeMetricFamily(
-            "probed_config_last_reload_successful",
-            "Whether the last configuration (re)load succeeded.",
-            value=1 if self._info.config_reload_successful else 0,
-        )
-        yield GaugeMetricFamily(
-            "probed_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful configuration load.",
-            value=self._info.config_reload_timestamp,
-        )
-        config = GaugeMetricFamily(
-            "probed_config_info",
-            "Hash of the running config file (sha256, first 12 hex digits); always 1.",
-            labels=["hash"],
-        )
-        config.add_metric([self._info.config_hash or ""], 1)
-        yield config
-        yield GaugeMetricFamily(
-            "probed_wall_clock_step_seconds",
-            "How far the system clock has stepped from probed's own since start "
-            "(lags and SLO buckets use probed's, which never steps).",
-            value=clock.stepped(),
-        )
-        yield GaugeMetricFamily(
-            "probed_start_time_seconds",
-            "Unix time the daemon started.",
-            value=self._info.start_time,
-        )
-        yield from _state_families(self._info.state)
-        build = GaugeMetricFamily(
-            "probed_build_info",
-            "Version of probed, of Python, and the location label; always 1.",
-            labels=["version", "python_version", "location"],
-        )
-        build.add_metric([__version__, platform.python_version(), self._info.location], 1)
-        yield build
-        shard = GaugeMetricFamily(
-            "probed_shard_info",
-            "Which shard of its location this instance is (index from 0, of total); always 1.",
-            labels=["index", "total"],
-        )
-        shard.add_metric([str(self._info.shard.index), str(self._info.shard.total)], 1)
-        yield shard
+        w.samples(BUILD_INFO, [(__version__, platform.python_version(), info.location)], [1])
+        w.samples(SHARD_INFO, [(str(info.shard.index), str(info.shard.total))], [1])
 
 
-def _state_families(state: StateHealth) -> Iterator[Metric]:
-    """``probed_state_healthy`` and ``probed_state_write_failures_total{reason}``."""
-    yield GaugeMetricFamily(
-        "probed_state_healthy",
-        "Whether the last write to the state directory succeeded (0 while writes fail "
-        "or state is kept in memory only).",
-        value=1 if state.healthy else 0,
-    )
-    failures = CounterMetricFamily(
-        "probed_state_write_failures",
-        "Failed writes to the state directory (and failed attempts to open it), by reason.",
-        labels=["reason"],
-    )
-    for reason in REASONS:
-        failures.add_metric([reason], state.failures[reason])
-    yield failures
+SCHEDULER_LAG = Family.histogram(
+    "probed_scheduler_lag_seconds",
+    "How late probe runs started compared with their planned time.",
+)
+EVENT_LOOP_LAG = Family.gauge(
+    "probed_event_loop_lag_seconds", "Latest measured event-loop lag (how late a timer fired)."
+)
+PROBES_CONFIGURED = Family.gauge("probed_probes_configured", "Number of configured probes.")
+IN_FLIGHT = Family.gauge("probed_probes_in_flight", "Probe runs currently executing.")
+CONCURRENCY_LIMIT = Family.gauge(
+    "probed_concurrency_limit", "Maximum number of probe runs executing at once."
+)
+RELOAD_SUCCESSFUL = Family.gauge(
+    "probed_config_last_reload_successful", "Whether the last configuration (re)load succeeded."
+)
+RELOAD_TIMESTAMP = Family.gauge(
+    "probed_config_last_reload_success_timestamp_seconds",
+    "Unix time of the last successful configuration load.",
+)
+CONFIG_INFO = Family.gauge(
+    "probed_config_info",
+    "Hash of the running config file (sha256, first 12 hex digits); always 1.",
+    "hash",
+)
+WALL_CLOCK_STEP = Family.gauge(
+    "probed_wall_clock_step_seconds",
+    "How far the system clock has stepped from probed's own since start "
+    "(lags and SLO buckets use probed's, which never steps).",
+)
+START_TIME = Family.gauge("probed_start_time_seconds", "Unix time the daemon started.")
+STATE_HEALTHY = Family.gauge(
+    "probed_state_healthy",
+    "Whether the last write to the state directory succeeded (0 while writes fail "
+    "or state is kept in memory only).",
+)
+STATE_FAILURES = Family.counter(
+    "probed_state_write_failures",
+    "Failed writes to the state directory (and failed attempts to open it), by reason.",
+    "reason",
+)
+BUILD_INFO = Family.gauge(
+    "probed_build_info",
+    "Version of probed, of Python, and the location label; always 1.",
+    "version",
+    "python_version",
+    "location",
+)
+SHARD_INFO = Family.gauge(
+    "probed_shard_info",
+    "Which shard of its location this instance is (index from 0, of total); always 1.",
+    "index",
+    "total",
+)
+
+SLI = Family.gauge(
+    "probed_slo_sli_ratio",
+    "Share of good events of the SLO over the rolling window (absent without events).",
+    "slo",
+    "window",
+)
+BURN_RATE = Family.gauge(
+    "probed_slo_burn_rate",
+    "Error-budget burn rate over the rolling window ((1 - SLI) / (1 - objective)).",
+    "slo",
+    "window",
+)
+BUDGET = Family.gauge(
+    "probed_slo_error_budget_remaining_ratio",
+    "Share of the error budget left over the SLO's window (negative once overspent).",
+    "slo",
+)
+OBJECTIVE = Family.gauge("probed_slo_objective_ratio", "The SLO's objective.", "slo")
+RECOMMENDATION = Family.gauge(
+    "probed_recommendation_active",
+    "1 while the scenario's degraded-mode recommendation is active (severity label), "
+    "else 0 (severity none).",
+    "scenario",
+    "severity",
+)
+INCONCLUSIVE = Family.gauge(
+    "probed_recommendation_inconclusive",
+    "1 while the scenario's condition holds but a canary fails too (prober suspect) or it "
+    "rests on lags not corrected for a clock skew.",
+    "scenario",
+)
+COMPONENT = Family.gauge(
+    "probed_component_status",
+    "1 for the component's current state (OK, DEGRADED, DOWN, UNKNOWN), else 0.",
+    "component",
+    "state",
+)
+ALERTS_SENT = Family.counter(
+    "probed_alerts_sent", "Notifications delivered, by target kind.", "target"
+)
+ALERTS_FAILED = Family.counter(
+    "probed_alerts_failed",
+    "Notifications that could not be delivered after retries, by target kind.",
+    "target",
+)
+_ALERT_TARGETS = ("alertmanager", "webhook")
+CONNECTIONS = Family.gauge(
+    "probed_http_server_connections",
+    "Connections open to the daemon's HTTP server (TLS handshakes included).",
+)
+REJECTED = Family.counter(
+    "probed_http_server_rejected_connections",
+    "Connections the HTTP server closed or refused, by reason: over_capacity (every "
+    "connection busy), evicted (idle, closed to make room), header_timeout (no request "
+    "headers in time), accept_error (accept failed, e.g. out of file descriptors).",
+    "reason",
+)
+AUTH_OVERLOADED = Family.counter(
+    "probed_http_server_auth_overloaded",
+    "Requests answered 429 because the bcrypt queue was full.",
+)
 
 
-def _evaluation_families(info: DaemonInfo) -> Iterator[Metric]:
+def _write_evaluation(w: Writer, info: DaemonInfo) -> None:
     """SLO, recommendation, component and alert-delivery families."""
     evaluation = info.evaluation
-    sli = GaugeMetricFamily(
-        "probed_slo_sli_ratio",
-        "Share of good events of the SLO over the rolling window (absent without events).",
-        labels=["slo", "window"],
+    slos = sorted(evaluation.signals.slos.items()) if evaluation is not None else []
+    w.present(
+        SLI,
+        [((name, window), value) for name, st in slos for window, value in st.ratio.items()],
     )
-    burn = GaugeMetricFamily(
-        "probed_slo_burn_rate",
-        "Error-budget burn rate over the rolling window ((1 - SLI) / (1 - objective)).",
-        labels=["slo", "window"],
+    w.present(
+        BURN_RATE,
+        [((name, window), value) for name, st in slos for window, value in st.burn_rate.items()],
     )
-    budget = GaugeMetricFamily(
-        "probed_slo_error_budget_remaining_ratio",
-        "Share of the error budget left over the SLO's window (negative once overspent).",
-        labels=["slo"],
-    )
-    objective = GaugeMetricFamily(
-        "probed_slo_objective_ratio", "The SLO's objective.", labels=["slo"]
-    )
-    active = GaugeMetricFamily(
-        "probed_recommendation_active",
-        "1 while the scenario's degraded-mode recommendation is active (severity label), "
-        "else 0 (severity none).",
-        labels=["scenario", "severity"],
-    )
-    inconclusive = GaugeMetricFamily(
-        "probed_recommendation_inconclusive",
-        "1 while the scenario's condition holds but a canary fails too (prober suspect) or it "
-        "rests on lags not corrected for a clock skew.",
-        labels=["scenario"],
-    )
-    component = GaugeMetricFamily(
-        "probed_component_status",
-        "1 for the component's current state (OK, DEGRADED, DOWN, UNKNOWN), else 0.",
-        labels=["component", "state"],
-    )
+    w.present(BUDGET, [((name,), st.budget_remaining) for name, st in slos])
+    w.samples(OBJECTIVE, [(name,) for name, _ in slos], [st.objective for _, st in slos])
+    active: list[tuple[tuple[str, str], int]] = []
+    inconclusive: list[tuple[tuple[str], int]] = []
+    components: list[tuple[tuple[str, str], int]] = []
     if evaluation is not None:
-        for name, st in sorted(evaluation.signals.slos.items()):
-            objective.add_metric([name], st.objective)
-            for window, value in st.ratio.items():
-                if value is not None:
-                    sli.add_metric([name, window], value)
-            for window, value in st.burn_rate.items():
-                if value is not None:
-                    burn.add_metric([name, window], value)
-            if st.budget_remaining is not None:
-                budget.add_metric([name], st.budget_remaining)
         by_scenario = {r.scenario: r for r in evaluation.recommendations}
         for scenario in SCENARIOS:
             rec = by_scenario.get(scenario)
             is_active = rec is not None and rec.state is RecommendationState.ACTIVE
             severity = rec.severity.value if rec is not None and is_active else "none"
-            active.add_metric([scenario, severity], 1 if is_active else 0)
-            inconclusive.add_metric(
-                [scenario],
-                1 if rec is not None and rec.state is RecommendationState.INCONCLUSIVE else 0,
-            )
-        for comp in evaluation.components:
-            for state in ComponentState:
-                component.add_metric([comp.name, state.value], 1 if comp.state is state else 0)
-    yield from (sli, burn, budget, objective, active, inconclusive, component)
-    sent = CounterMetricFamily(
-        "probed_alerts_sent", "Notifications delivered, by target kind.", labels=["target"]
-    )
-    failed = CounterMetricFamily(
-        "probed_alerts_failed",
-        "Notifications that could not be delivered after retries, by target kind.",
-        labels=["target"],
-    )
-    for kind in ("alertmanager", "webhook"):
-        sent.add_metric([kind], info.alerts_sent[kind])
-        failed.add_metric([kind], info.alerts_failed[kind])
-    yield from (sent, failed)
+            active.append(((scenario, severity), 1 if is_active else 0))
+            held = rec is not None and rec.state is RecommendationState.INCONCLUSIVE
+            inconclusive.append(((scenario,), 1 if held else 0))
+        components = [
+            ((comp.name, state.value), 1 if comp.state is state else 0)
+            for comp in evaluation.components
+            for state in ComponentState
+        ]
+    for family, pairs in (
+        (RECOMMENDATION, active),
+        (INCONCLUSIVE, inconclusive),
+        (COMPONENT, components),
+    ):
+        w.samples(family, [key for key, _ in pairs], [value for _, value in pairs])
+    targets = [(kind,) for kind in _ALERT_TARGETS]
+    w.samples(ALERTS_SENT, targets, [info.alerts_sent[kind] for kind in _ALERT_TARGETS])
+    w.samples(ALERTS_FAILED, targets, [info.alerts_failed[kind] for kind in _ALERT_TARGETS])
 
 
-def _server_families(stats: ServerStats) -> Iterator[Metric]:
-    yield GaugeMetricFamily(
-        "probed_http_server_connections",
-        "Connections open to the daemon's HTTP server (TLS handshakes included).",
-        value=stats.connections,
+def _write_server(w: Writer, stats: ServerStats) -> None:
+    w.value(CONNECTIONS, stats.connections)
+    w.samples(
+        REJECTED,
+        [(reason,) for reason in REJECT_REASONS],
+        [stats.rejected[reason] for reason in REJECT_REASONS],
     )
-    rejected = CounterMetricFamily(
-        "probed_http_server_rejected_connections",
-        "Connections the HTTP server closed or refused, by reason: over_capacity (every "
-        "connection busy), evicted (idle, closed to make room), header_timeout (no request "
-        "headers in time), accept_error (accept failed, e.g. out of file descriptors).",
-        labels=["reason"],
-    )
-    for reason in REJECT_REASONS:
-        rejected.add_metric([reason], stats.rejected[reason])
-    yield rejected
-    yield CounterMetricFamily(
-        "probed_http_server_auth_overloaded",
-        "Requests answered 429 because the bcrypt queue was full.",
-        value=stats.auth_overloaded,
-    )
+    w.value(AUTH_OVERLOADED, stats.auth_overloaded)
+
+
+class FrozenRegistry(CollectorRegistry):
+    """A registry over a snapshot of the store, to encode in a worker thread.
+
+    prometheus_client's encoders read it like any registry; :meth:`expose` writes the same
+    bytes, the probed families from the registry's label cache (``probed.exposition``),
+    the process and platform collectors' few through prometheus_client.
+    """
+
+    def __init__(
+        self, probed: ProbedCollector, labels: LabelCache, others: tuple[Collector, ...]
+    ) -> None:
+        super().__init__(auto_describe=False)
+        self.probed = probed
+        self.labels = labels
+        self.register(probed)
+        self.others = CollectorRegistry(auto_describe=False)
+        for collector in others:
+            self.register(collector)
+            self.others.register(collector)
+
+    def expose(self, chosen: Negotiated, *, gzip: bool = False) -> bytes:
+        """The body for ``chosen`` (``probed.exposition.negotiate``), gzipped if asked."""
+        if chosen.format is None:
+            body = chosen.encoder(self)
+        else:
+            # the process and platform collectors' few lines, prometheus_client's own
+            tail = chosen.encoder(self.others)
+            body = render(self.probed.write, chosen.format, self.labels, tail=tail)
+        return compress(body) if gzip else body
 
 
 class ProbedRegistry(CollectorRegistry):
-    """The daemon's own registry: the probed collector plus process and platform ones."""
+    """The daemon's own registry: the probed collector plus process and platform ones,
+    and the label cache its scrapes share."""
 
     def __init__(self, store: ResultStore, info: DaemonInfo) -> None:
         super().__init__(auto_describe=False)
         self.probed = ProbedCollector(store, info)
         self.register(self.probed)
-        ProcessCollector(registry=self)
-        PlatformCollector(registry=self)
+        self._others: tuple[Collector, ...] = (
+            ProcessCollector(registry=self),
+            PlatformCollector(registry=self),
+        )
+        self.labels = LabelCache()
+        """The line prefixes of the last scrape's series (``probed.exposition``)."""
 
-    def frozen(self) -> CollectorRegistry:
+    def frozen(self) -> FrozenRegistry:
         """A registry over a snapshot of the store, to collect and encode in a worker thread.
 
-        Call it on the event loop (it copies the store: cheap next to collecting); the
+        Call it on the event loop (it copies the store: cheap next to encoding); the
         process and platform collectors read ``/proc`` and are safe anywhere.
         """
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(self.probed.snapshot())
-        ProcessCollector(registry=registry)
-        PlatformCollector(registry=registry)
-        return registry
+        return FrozenRegistry(self.probed.snapshot(), self.labels, self._others)
 
 
 def build_registry(store: ResultStore, info: DaemonInfo) -> ProbedRegistry:

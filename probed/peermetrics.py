@@ -14,52 +14,47 @@ last response said), so:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-
+from probed.exposition import Family, Writer
+from probed.results import TlsInfo
 from probed.store import ProbeState
 
-__all__ = ["peer_families"]
+__all__ = ["write_peer_families"]
+
+HTTP_VERSION = Family.gauge(
+    "probe_http_version", "HTTP version of the last run's final response (0 if none).", "probe"
+)
+TLS_VERSION = Family.gauge(
+    "probe_tls_version_info",
+    "TLS version of the last run's final response; always 1.",
+    "probe",
+    "version",
+)
+EARLIEST = Family.gauge(
+    "probe_ssl_earliest_cert_expiry",
+    "Unix time the earliest-expiring certificate the server presented expires.",
+    "probe",
+)
+LAST_CHAIN = Family.gauge(
+    "probe_ssl_last_chain_expiry_timestamp_seconds",
+    "Unix time the earliest-expiring certificate of the verified chain expires.",
+    "probe",
+)
 
 
-def peer_families(states: Iterable[ProbeState]) -> Iterator[Metric]:
+def write_peer_families(w: Writer, states: Iterable[ProbeState]) -> None:
     """The four families for ``states`` (the probes' last runs)."""
-    http_version = GaugeMetricFamily(
-        "probe_http_version",
-        "HTTP version of the last run's final response (0 if none).",
-        labels=["probe"],
-    )
-    tls_version = GaugeMetricFamily(
-        "probe_tls_version_info",
-        "TLS version of the last run's final response; always 1.",
-        labels=["probe", "version"],
-    )
-    earliest = GaugeMetricFamily(
-        "probe_ssl_earliest_cert_expiry",
-        "Unix time the earliest-expiring certificate the server presented expires.",
-        labels=["probe"],
-    )
-    last_chain = GaugeMetricFamily(
-        "probe_ssl_last_chain_expiry_timestamp_seconds",
-        "Unix time the earliest-expiring certificate of the verified chain expires.",
-        labels=["probe"],
-    )
-    for st in states:
-        last = st.last
-        if last is None:
-            continue
-        result = last.result
-        if result.http_version is not None:
-            http_version.add_metric([st.name], result.http_version)
-        elif result.status_code is None:
-            http_version.add_metric([st.name], 0)
-        tls = result.tls
-        if tls is None:
-            continue
-        tls_version.add_metric([st.name, tls.version], 1)
-        if tls.earliest_cert_expiry is not None:
-            earliest.add_metric([st.name], tls.earliest_cert_expiry)
-        if tls.last_chain_expiry is not None:
-            last_chain.add_metric([st.name], tls.last_chain_expiry)
-    yield from (http_version, tls_version, earliest, last_chain)
+    results = [(st.name, st.last.result) for st in states if st.last is not None]
+    # no response at all: 0, as blackbox_exporter has it; a response of unknown version
+    # (a run restored from the state directory): absent
+    versions = [
+        (name, r.http_version or 0)
+        for name, r in results
+        if r.http_version is not None or r.status_code is None
+    ]
+    w.samples(HTTP_VERSION, [(name,) for name, _ in versions], [v for _, v in versions])
+    tls: list[tuple[str, TlsInfo]] = [(name, r.tls) for name, r in results if r.tls is not None]
+    w.samples(TLS_VERSION, [(name, t.version) for name, t in tls], [1] * len(tls))
+    w.present(EARLIEST, [((name,), t.earliest_cert_expiry) for name, t in tls])
+    w.present(LAST_CHAIN, [((name,), t.last_chain_expiry) for name, t in tls])

@@ -24,14 +24,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from prometheus_client.core import CounterMetricFamily
-
 from probed.config import SloConfig
+from probed.exposition import Family, Writer
 
-__all__ = ["WHY", "Exclusions", "Why"]
+__all__ = ["EXCLUDED", "WHY", "Exclusions", "Why"]
 
 Why = Literal["maintenance", "prober_overloaded", "clock_skew"]
 WHY: tuple[Why, ...] = ("maintenance", "prober_overloaded", "clock_skew")
+
+EXCLUDED = Family.counter(
+    "probed_slo_excluded_events",
+    "Runs and stream events left out of an SLO (maintenance window or an "
+    "overloaded prober), by whether the SLO would have counted them good or bad.",
+    "slo",
+    "outcome",
+    "why",
+)
 
 _Key = tuple[str, str, str]
 """(slo, outcome, why)."""
@@ -87,14 +95,7 @@ class Exclusions:
         other._counts = dict(self._counts)
         return other
 
-    def family(self) -> CounterMetricFamily:
+    def write(self, w: Writer) -> None:
         """``probed_slo_excluded_events_total``, one sample per (slo, outcome, why)."""
-        family = CounterMetricFamily(
-            "probed_slo_excluded_events",
-            "Runs and stream events left out of an SLO (maintenance window or an "
-            "overloaded prober), by whether the SLO would have counted them good or bad.",
-            labels=["slo", "outcome", "why"],
-        )
-        for (slo, outcome, why), value in sorted(self._counts.items()):
-            family.add_metric([slo, outcome, why], float(value))
-        return family
+        counts = sorted(self._counts.items())
+        w.samples(EXCLUDED, [key for key, _ in counts], [float(value) for _, value in counts])

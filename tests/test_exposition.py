@@ -7,10 +7,15 @@ strings cached per series; every test here holds it to prometheus_client's own
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
+from bigstore import big_store
+from binaries import promtool
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, exposition, generate_latest
@@ -29,7 +34,8 @@ from probed.exposition import (
     negotiate,
     render,
 )
-from probed.store import Histogram
+from probed.metrics import DaemonInfo, FrozenRegistry, build_registry
+from probed.store import Histogram, ResultStore
 
 floatToGoString: Callable[[float], str] = untyped_float_to_go_string
 openmetrics_latest: Callable[[CollectorRegistry], bytes] = openmetrics.generate_latest
@@ -93,6 +99,16 @@ def reference(write: Callable[[Writer], None], fmt: Format) -> bytes:
     body = openmetrics_latest(registry)
     assert body.endswith(b"# EOF\n")
     return body.removesuffix(b"# EOF\n")
+
+
+def stable(body: bytes) -> list[str]:
+    """The lines of an exposition, without the process collector's samples (they move)."""
+    return [line for line in body.decode().splitlines() if not line.startswith("process_")]
+
+
+def frozen_of(store: ResultStore, info: DaemonInfo) -> FrozenRegistry:
+    """A snapshot registry of a fresh registry over ``store``."""
+    return build_registry(store, info).frozen()
 
 
 # -- numbers ------------------------------------------------------------------------------
@@ -228,3 +244,109 @@ def test_families_check_their_names() -> None:
     for label in ("le", "bad-label", "__reserved", ""):
         with pytest.raises(ValueError, match="label"):
             Family.histogram("demo_hist", "x", label)
+
+
+# -- the daemon's own families -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_a_large_store_renders_as_prometheus_client_does(fmt: Format) -> None:
+    """200 probes of every kind, 500 streams, SLOs, recommendations, maintenance: same bytes."""
+    store, info = big_store()
+    frozen = frozen_of(store, info)
+    probed = frozen.probed
+    body = render(probed.write, fmt, LabelCache())
+    assert 40_000 < body.count(b"\n")
+    assert reference(probed.write, fmt) == body
+
+
+@pytest.mark.parametrize("accept", FAST + FALLBACK)
+def test_every_accept_header_gets_prometheus_clients_bytes(accept: str) -> None:
+    """The body and content type prometheus_client's negotiation would give, for any Accept."""
+    store, info = big_store(40, 60)
+    frozen = frozen_of(store, info)
+    chosen = negotiate(accept)
+    encoder, content_type = exposition.choose_encoder(accept)
+    assert content_type == chosen.content_type
+    assert (accept in FAST) == (chosen.format is not None)
+    body = frozen.expose(chosen)
+    assert stable(encoder(frozen)) == stable(body)
+    assert body.endswith(b"# EOF\n") == content_type.startswith("application/openmetrics-text")
+    assert stable(body) == stable(gzip.decompress(frozen.expose(chosen, gzip=True)))
+
+
+def test_the_cache_follows_reloads_and_forgets_what_went() -> None:
+    """Probes removed or changed, streams re-registered with other buckets: still the same
+    bytes as prometheus_client, and the cache holds only the series of the last scrape."""
+    store, info = big_store(60, 80)
+    registry = build_registry(store, info)
+
+    def check() -> str:
+        frozen = registry.frozen()
+        probed = frozen.probed
+        for fmt in Format:
+            assert reference(probed.write, fmt) == render(probed.write, fmt, registry.labels)
+        return frozen.expose(negotiate("")).decode()
+
+    check()
+    full = len(registry.labels)
+    for i in range(0, 60, 2):
+        store.forget(f"probe_{i}")
+    store.register("probe_1", "login", "elsewhere")  # kind and target changed: a fresh state
+    store.register_stream("stream_3", "feed_9", 2, (0.5, 5.0))
+    store.forget_stream("stream_4")
+    store.register("probe_new", "http", 'odd "target"\n')
+    text = check()
+    assert 'probe="probe_0"' not in text
+    assert 'stream="stream_4"' not in text
+    assert 'probed_probe_info{kind="login",probe="probe_1",target="elsewhere"} 1.0' in text
+    assert 'probed_delivery_lag_seconds_bucket{le="5.0",stream="stream_3"} 0.0' in text
+    assert 'target="odd \\"target\\"\\n"' in text
+    assert len(registry.labels) < full
+    store.register("probe_0", "http", "target_0")  # back again
+    assert 'probe="probe_0"' in check()
+
+
+def test_an_empty_store_and_a_fresh_daemon() -> None:
+    """Nothing configured, nothing evaluated: the headers and daemon-wide series only."""
+    frozen = frozen_of(ResultStore(), DaemonInfo())
+    for fmt in Format:
+        assert reference(frozen.probed.write, fmt) == render(
+            frozen.probed.write,
+            fmt,
+            LabelCache(),
+        )
+
+
+def test_concurrent_scrapes_render_the_same() -> None:
+    """Two worker threads exposing at once share the label cache and agree with the reference."""
+    store, info = big_store(50, 100)
+    registry = build_registry(store, info)
+    frozen = registry.frozen()
+    expected = stable(generate_latest(frozen))
+    bodies: list[bytes] = []
+
+    def scrape() -> None:
+        for _ in range(3):
+            bodies.append(frozen.expose(negotiate("")))
+
+    threads = [threading.Thread(target=scrape) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 9 == len(bodies)
+    assert all(expected == stable(body) for body in bodies)
+
+
+async def test_promtool_finds_nothing_in_the_fast_text() -> None:
+    """``promtool check metrics`` on the fast text of the large store: no complaint."""
+    store, info = big_store()
+    frozen = frozen_of(store, info)
+    body = frozen.expose(negotiate(""))
+    proc = await asyncio.create_subprocess_exec(
+        promtool(), "check", "metrics", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(body), 60)
+    assert (0, b"", b"") == (proc.returncode, out, err)
