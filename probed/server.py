@@ -32,6 +32,7 @@ from prometheus_client import exposition
 
 from probed import __version__, clock
 from probed.configstatus import config_document
+from probed.exposition import negotiate
 from probed.history import History
 from probed.maintenanceapi import add_from_request
 from probed.metrics import DaemonInfo, ProbedRegistry
@@ -88,14 +89,20 @@ _STATE = web.AppKey("state", ServerState)
 
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE]
-    accept = request.headers.get("Accept", "")
-    encoder, content_type = exposition.choose_encoder(accept)
+    # prometheus_client negotiates the format; the body is ours (probed.exposition: the
+    # same bytes as its encoders, for a fraction of the CPU), gzipped when the scraper
+    # accepts it (Prometheus does).
+    chosen = negotiate(request.headers.get("Accept", ""))
+    gzipped = exposition.gzip_accepted(request.headers.get("Accept-Encoding", ""))
     # The store is only read on the loop: ProbedRegistry.frozen() copies what the
-    # collector needs (cheap); building the samples and encoding them (the costly part,
-    # bench/scrape_stall.py) run in a worker thread, which hands the GIL
-    # back to the loop every switch interval instead of stalling it.
-    body = await asyncio.to_thread(encoder, state.registry.frozen())
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    # collector needs (cheap); writing the text and compressing it (the costly part,
+    # bench/scrape_stall.py) run in a worker thread, which hands the GIL back to the
+    # loop every switch interval instead of stalling it.
+    body = await asyncio.to_thread(state.registry.frozen().expose, chosen, gzip=gzipped)
+    headers = {"Content-Type": chosen.content_type, "Vary": "Accept, Accept-Encoding"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def _healthy(request: web.Request) -> web.Response:

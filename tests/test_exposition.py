@@ -12,12 +12,16 @@ import gzip
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 from bigstore import big_store
 from binaries import promtool
 from hypothesis import given
 from hypothesis import strategies as st
+from livedaemon import app_of, health, live_daemon
 from prometheus_client import CollectorRegistry, exposition, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
@@ -35,7 +39,11 @@ from probed.exposition import (
     render,
 )
 from probed.metrics import DaemonInfo, FrozenRegistry, build_registry
+from probed.server import ServerState, create_app
 from probed.store import Histogram, ResultStore
+
+if TYPE_CHECKING:
+    from conftest import ServeApp
 
 floatToGoString: Callable[[float], str] = untyped_float_to_go_string
 openmetrics_latest: Callable[[CollectorRegistry], bytes] = openmetrics.generate_latest
@@ -350,3 +358,95 @@ async def test_promtool_finds_nothing_in_the_fast_text() -> None:
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(body), 60)
     assert (0, b"", b"") == (proc.returncode, out, err)
+
+
+# -- over HTTP -----------------------------------------------------------------------------
+
+
+async def _get(
+    base: str, accept: str | None = None, encoding: str = "identity"
+) -> tuple[dict[str, str], bytes]:
+    """Headers and raw body of ``GET /metrics`` (nothing decompressed on the way)."""
+    headers = {"Accept-Encoding": encoding}
+    if accept is not None:
+        headers["Accept"] = accept
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as http,
+        http.get(f"{base}/metrics", headers=headers) as resp,
+    ):
+        assert 200 == resp.status
+        return dict(resp.headers), await resp.read()
+
+
+async def test_the_server_gzips_when_asked(serve_app: ServeApp) -> None:
+    """Plain without Accept-Encoding: gzip, gzip with it; both say the same."""
+    store, info = big_store(30, 50)
+    state = ServerState(store, build_registry(store, info), info=info)
+    base = await serve_app(create_app(state))
+    plain_headers, plain = await _get(base)
+    zipped_headers, zipped = await _get(base, encoding="gzip, deflate")
+    assert "Content-Encoding" not in plain_headers
+    assert "gzip" == zipped_headers["Content-Encoding"]
+    assert "text/plain; version=0.0.4; charset=utf-8" == zipped_headers["Content-Type"]
+    assert len(zipped) < len(plain) / 5
+
+    def fixed(body: bytes) -> list[str]:  # the stream ages move between two scrapes
+        return [line for line in stable(body) if not line.startswith("probed_stream_last_")]
+
+    assert fixed(plain) == fixed(gzip.decompress(zipped))
+    om_headers, om = await _get(base, PROMETHEUS_2, "gzip")
+    assert om_headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert gzip.decompress(om).endswith(b"# EOF\n")
+
+
+async def test_a_live_daemon_answers_plain_gzip_and_openmetrics(
+    tmp_path: Path, serve_app: ServeApp
+) -> None:
+    """GET /metrics of a running daemon: plain, gzip (the same series), and OpenMetrics."""
+    target = await serve_app(app_of(("/health", health)))
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f"""
+[daemon]
+listen = "127.0.0.1:0"
+state_dir = "{tmp_path}/state"
+
+[targets.app]
+base_url = "{target}"
+
+[[probes]]
+name = "health"
+kind = "http"
+target = "app"
+path = "/health"
+interval = "100ms"
+timeout = "90ms"
+"""
+    )
+    async with live_daemon(path) as (_, _task, base):
+        for _ in range(100):
+            _, plain = await _get(base)
+            if b'probe_success{probe="health"} 1.0' in plain:
+                break
+            await asyncio.sleep(0.05)
+        headers, zipped = await _get(base, encoding="gzip")
+        assert "gzip" == headers["Content-Encoding"]
+        unzipped = gzip.decompress(zipped)
+
+        def series(body: bytes) -> list[str]:
+            return [line.rpartition(" ")[0] for line in body.decode().splitlines()]
+
+        assert series(plain) == series(unzipped)
+        assert b'probe_success{probe="health"} 1.0' in unzipped
+        headers, om = await _get(base, PROMETHEUS_2)
+        assert headers["Content-Type"].startswith("application/openmetrics-text")
+        assert om.endswith(b"# EOF\n")
+        assert b"# TYPE probed_probe_runs counter\n" in om
+        assert b"# TYPE probed_probe_runs_total counter\n" in plain
+    for body in (plain, unzipped):
+        proc = await asyncio.create_subprocess_exec(
+            promtool(), "check", "metrics", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(body), 30)
+        assert (0, b"", b"") == (proc.returncode, out, err)
