@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, cast
 
-from probed import startsignals
+from probed import eventloop, startsignals
 from probed.cliargs import build_parser, demo_config_path
 from probed.client import ClientSetupError, DaemonClient, daemon_client
 from probed.config import Config, DaemonConfig, load_config
@@ -125,7 +125,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         notifier=Notifier.from_env(),
         configure_logs=lambda section: _setup_logging(args, section),
     )
-    return asyncio.run(daemon.run())
+    return eventloop.run(daemon.run(), config.daemon.event_loop)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -190,7 +190,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         finally:
             await target.stop()
 
-    return asyncio.run(main())
+    return eventloop.run(main(), config.daemon.event_loop)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -242,7 +242,7 @@ def _cmd_once(args: argparse.Namespace) -> int:
     configure_logging(
         level="warning", env=config.daemon.env, location=config.daemon.location, stream=sys.stderr
     )
-    runs = asyncio.run(run_once(config, args.probe))
+    runs = eventloop.run(run_once(config, args.probe), config.daemon.event_loop)
     from probed.logging import redactor
 
     if args.json:

@@ -10,6 +10,7 @@ location runs (``probed.shard``).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -35,16 +36,24 @@ from probed.shard import Shard
 from probed.webconfig import WebConfig
 
 __all__ = [
+    "DEFAULT_EVENT_LOOP",
     "SLO_WINDOWS",
     "AlertingConfig",
     "ComponentConfig",
     "Config",
     "DaemonConfig",
+    "EventLoopName",
     "RecommendConfig",
     "SloConfig",
     "TargetConfig",
     "default_components",
 ]
+
+EventLoopName = Literal["uvloop", "asyncio"]
+"""The event loops the daemon runs on (``[daemon] event_loop``)."""
+
+DEFAULT_EVENT_LOOP: EventLoopName = "uvloop" if sys.platform == "linux" else "asyncio"
+"""uvloop on Linux (aiohttp's recommendation), asyncio's own loop elsewhere."""
 
 
 class DaemonConfig(StrictModel):
@@ -70,6 +79,8 @@ class DaemonConfig(StrictModel):
     """Time a kept-alive connection may wait for its next request."""
     shard: ShardValue = Shard()
     """Which of the location's instances this is (``"i/n"``, from 0): it runs what it owns."""
+    event_loop: EventLoopName = DEFAULT_EVENT_LOOP
+    """The event loop (asyncio's if uvloop cannot be imported); chosen once, at start."""
 
     @field_validator("listen")
     @classmethod

@@ -35,6 +35,7 @@ from probed.config import (
 )
 from probed.errors import ConfigError
 from probed.evaluate import Evaluator
+from probed.eventloop import loop_name
 from probed.http.session import create_sessions
 from probed.http.tls import prepare_tls
 from probed.logging import redactor
@@ -65,7 +66,7 @@ SWITCH_INTERVAL = 0.0005
 
 #: ``[daemon]`` keys a reload cannot change: the running value stays, and the change is
 #: logged as ``config_daemon_change_needs_restart``. Every other key applies on reload.
-RESTART_KEYS = ("listen", "state_dir", "location", "results_ring_size", "shard")
+RESTART_KEYS = ("listen", "state_dir", "location", "results_ring_size", "shard", "event_loop")
 
 LogConfigurer = Callable[[DaemonConfig], None]
 """Applies a config's log settings (the CLI's, so its ``--log-*`` flags keep precedence)."""
@@ -373,6 +374,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped; return the process exit code."""
         loop = asyncio.get_running_loop()
+        self.info.event_loop = loop_name(loop)
         # Worker threads do CPU-bound Python now and then (building /metrics for many
         # streams). At the default 5 ms switch interval the loop waits up to 5 ms for the
         # GIL at every wake-up meanwhile and a busy loop falls far behind; a shorter
@@ -488,6 +490,7 @@ class Daemon:
                     "daemon_ready",
                     listen=f"{host}:{self.bound_port}",
                     scheme="https" if ssl_context is not None else "http",
+                    event_loop=self.info.event_loop,
                     probes=len(self.config.probes),
                     config=str(self.config_path),
                 )

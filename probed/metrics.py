@@ -79,6 +79,8 @@ class DaemonInfo:
     maintenance: Maintenance | None = None
     """The daemon's maintenance windows (``probed_maintenance_active``); shared, not copied."""
     exclusions: Exclusions = field(default_factory=Exclusions)
+    event_loop: str = "asyncio"
+    """The event loop the daemon runs on (``probed.eventloop.loop_name``)."""
 
 
 class _StoreView:
@@ -179,7 +181,8 @@ class ProbedCollector(Collector):
             [(reason,) for reason in REASONS],
             [info.state.failures[r] for r in REASONS],
         )
-        w.samples(BUILD_INFO, [(__version__, platform.python_version(), info.location)], [1])
+        build = (__version__, platform.python_version(), info.event_loop, info.location)
+        w.samples(BUILD_INFO, [build], [1])
         w.samples(SHARD_INFO, [(str(info.shard.index), str(info.shard.total))], [1])
 
 
@@ -225,9 +228,10 @@ STATE_FAILURES = Family.counter(
 )
 BUILD_INFO = Family.gauge(
     "probed_build_info",
-    "Version of probed, of Python, and the location label; always 1.",
+    "Version of probed, of Python, the event loop and the location label; always 1.",
     "version",
     "python_version",
+    "event_loop",
     "location",
 )
 SHARD_INFO = Family.gauge(

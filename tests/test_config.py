@@ -395,3 +395,61 @@ def test_a_schema_error_does_not_hide_the_other_problems(tmp_path: Path) -> None
         f"{path}:13: probe 'ready' (probes[1]) key 'target': unknown target 'nope' (targets: app)",
         f"{path}:18: slo 's' (slos[0]) key 'probes': unknown probe(s) 'gone'",
     ] == caught.value.problems
+
+
+def _event_loop_config(tmp_path: Path, line: str) -> Path:
+    path = tmp_path / "probes.toml"
+    path.write_text(
+        f'[daemon]\nlisten = "127.0.0.1:0"\n{line}\n[targets.app]\n'
+        'base_url = "http://127.0.0.1:9"\n\n[[probes]]\nname = "h"\nkind = "http"\n'
+        'target = "app"\npath = "/"\n'
+    )
+    return path
+
+
+def test_event_loop_defaults_to_uvloop_on_linux(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``event_loop`` the daemon runs on uvloop on Linux, asyncio's loop elsewhere."""
+    monkeypatch.delenv("PROBED_DAEMON__EVENT_LOOP", raising=False)
+    cfg = load_config(_event_loop_config(tmp_path, ""))
+    assert ("uvloop" if sys.platform == "linux" else "asyncio") == cfg.daemon.event_loop
+
+
+@pytest.mark.parametrize("name", ["uvloop", "asyncio"])
+def test_event_loop_from_the_file_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """``[daemon] event_loop`` chooses the loop; PROBED_DAEMON__EVENT_LOOP overrides it."""
+    monkeypatch.delenv("PROBED_DAEMON__EVENT_LOOP", raising=False)
+    assert (
+        name
+        == load_config(_event_loop_config(tmp_path, f'event_loop = "{name}"')).daemon.event_loop
+    )
+    other = "asyncio" if name == "uvloop" else "uvloop"
+    monkeypatch.setenv("PROBED_DAEMON__EVENT_LOOP", other)
+    assert (
+        other
+        == load_config(_event_loop_config(tmp_path, f'event_loop = "{name}"')).daemon.event_loop
+    )
+
+
+def test_an_unknown_event_loop_names_the_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other value is refused with its line and the two names, from the file or the env."""
+    monkeypatch.delenv("PROBED_DAEMON__EVENT_LOOP", raising=False)
+    path = _event_loop_config(tmp_path, 'event_loop = "trio"')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [f"{path}:3: [daemon] key 'event_loop': Input should be 'uvloop' or 'asyncio'"] == (
+        info.value.problems
+    )
+    monkeypatch.setenv("PROBED_DAEMON__EVENT_LOOP", "tokio")
+    path = _event_loop_config(tmp_path, "")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [
+        f"{path}:1: [daemon] key 'event_loop' (from environment variable "
+        "PROBED_DAEMON__EVENT_LOOP): Input should be 'uvloop' or 'asyncio'"
+    ] == info.value.problems

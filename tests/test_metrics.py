@@ -60,7 +60,7 @@ def test_counters_and_histograms() -> None:
     assert 1.0 == get(
         "probed_build_info",
         {"version": "0.1.0", "python_version": __import__("platform").python_version(),
-         "location": "lab"},
+         "event_loop": "asyncio", "location": "lab"},
     )  # fmt: skip
 
 
