@@ -1,7 +1,7 @@
 """Per-probe fixed-rate loops that never drift and never overlap.
 
 Each probe's ticks are planned at ``epoch + offset + k * interval`` on the
-event loop's monotonic clock, so sleeping late once never shifts later ticks.
+monotonic clock (``time.monotonic``), so sleeping late once never shifts later ticks.
 ``offset`` spreads probes across their interval: a fraction derived from the
 probe's name (deterministic, so restarts keep the same phase) plus a small
 random jitter (so several daemons with the same config do not probe in step).
@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import hashlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -49,6 +50,10 @@ OVERLOAD_FLOOR = 0.05
 Runner = Callable[[ProbeSpec], Awaitable[ProbeRun]]
 
 _log = structlog.get_logger("probed.scheduler")
+
+_now = time.monotonic
+"""Planned and actual start times, and the loop-lag monitor's: not ``loop.time()``, which
+uvloop counts in whole milliseconds (``probed.eventloop``); asyncio's is this clock."""
 
 
 def start_offset(name: str, interval: float, jitter: float = 0.0) -> float:
@@ -152,19 +157,18 @@ class Scheduler:
             task.cancel()
 
     async def _loop(self, probe: _Probe) -> None:
-        loop = asyncio.get_running_loop()
         spec = probe.spec
         interval = spec.interval
         jitter = self._rng.uniform(0, min(self._jitter * interval, 1.0))
-        first = loop.time() + start_offset(spec.name, interval, jitter)
+        first = _now() + start_offset(spec.name, interval, jitter)
         tick = 0
         current: asyncio.Task[None] | None = None
         while not self._stopping:
             planned = first + tick * interval
-            delay = planned - loop.time()
+            delay = planned - _now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            behind = loop.time() - planned
+            behind = _now() - planned
             if behind >= interval:
                 missed = int(behind // interval)
                 for _ in range(missed):
@@ -182,10 +186,9 @@ class Scheduler:
             current.add_done_callback(probe.runs.discard)
 
     async def _run(self, spec: ProbeSpec, planned: float) -> None:
-        loop = asyncio.get_running_loop()
         async with self._sem:
-            started = loop.time()
-            lag = started - planned
+            started = _now()
+            lag = max(0.0, started - planned)  # a timer may fire a little early (uvloop)
             self._store.observe_scheduler_lag(lag)
             self._store.in_flight += 1
             try:
@@ -196,13 +199,13 @@ class Scheduler:
             finally:
                 self._store.in_flight -= 1
         if run.result.reason is Reason.TIMEOUT:
-            run = self._judge_timeout(spec, run, lag, started, loop.time())
+            run = self._judge_timeout(spec, run, lag, started, _now())
         try:  # a bug downstream must cost this result, never the daemon's TaskGroup
             self._store.record(run)
             for sink in self._sinks:
                 sink.run_finished(run, lag)
         except Exception:
-            now = loop.time()
+            now = _now()
             if now - self._failure_logged.get(spec.name, -_FAILURE_LOG_EVERY) >= _FAILURE_LOG_EVERY:
                 self._failure_logged[spec.name] = now  # a traceback a minute, not one a run
                 _log.exception("probe_result_handling_failed", probe=spec.name)
@@ -258,11 +261,10 @@ async def monitor_loop_lag(
     store: ResultStore, period: float = 0.5, on_lag: Callable[[float], None] | None = None
 ) -> None:
     """Measure how late a timer fires, forever; the lag shows a blocked event loop."""
-    loop = asyncio.get_running_loop()
     while True:
-        planned = loop.time() + period
+        planned = _now() + period
         await asyncio.sleep(period)
-        now = loop.time()
+        now = _now()
         lag = max(0.0, now - planned)
         store.observe_loop_lag(lag, now)
         if on_lag is not None:

@@ -188,3 +188,33 @@ async def test_a_failing_result_hook_costs_one_result_not_the_scheduler() -> Non
     assert ["probe_result_handling_failed"] == [
         e["event"] for e in logs if e["event"] == "probe_result_handling_failed"
     ]
+
+
+class LagRecorder:
+    """A run sink keeping each run's scheduler lag."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+
+    def run_finished(self, run: ProbeRun, scheduler_lag: float) -> None:
+        self.lags.append(scheduler_lag)
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_lags_are_measured_on_the_monotonic_clock(loop_name: str) -> None:
+    """On either loop a lag is never negative and has sub-millisecond resolution.
+
+    uvloop's ``loop.time()`` counts whole milliseconds and its timers fire up to one early:
+    lags taken from it would be negative or share one fraction of a millisecond.
+    """
+    from probed import eventloop
+
+    store = ResultStore()
+    recorder = LagRecorder()
+    sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=10, sinks=[recorder])
+
+    eventloop.run(run_for(sched, [spec("a", "20ms", "10ms")], 1.2), loop_name)
+    assert len(recorder.lags) >= 40
+    assert min(recorder.lags) >= 0.0
+    fractions = {round(lag * 1000 % 1, 2) for lag in recorder.lags if lag > 0}
+    assert len(fractions) >= 3, sorted(recorder.lags)
