@@ -2,12 +2,18 @@
 
 Plain helpers of the probe-kind tests (the recording app, fault-table rows) are in
 ``probeservers.py``.
+
+``PROBED_TEST_EVENT_LOOP`` (``asyncio``, the default, or ``uvloop``) is the event loop
+the async tests run on, and the one the daemons they start run on
+(``PROBED_DAEMON__EVENT_LOOP``): CI runs the probe, stream and process tests once more
+on uvloop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import ssl
 import subprocess
@@ -34,6 +40,25 @@ from probed.probes.base import ProbeContext
 from probed.results import Reason
 from probed.stream.decoder import Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
+
+TEST_EVENT_LOOP = os.environ.get("PROBED_TEST_EVENT_LOOP", "asyncio")
+if TEST_EVENT_LOOP not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(f"PROBED_TEST_EVENT_LOOP must be asyncio or uvloop: {TEST_EVENT_LOOP}")
+os.environ["PROBED_DAEMON__EVENT_LOOP"] = TEST_EVENT_LOOP  # the daemons the tests start
+
+if TEST_EVENT_LOOP == "uvloop":
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """Every async test and fixture runs on uvloop."""
+        return {"uvloop": uvloop.new_event_loop}
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which loop the async tests run on."""
+    return f"event loop: {TEST_EVENT_LOOP} (PROBED_TEST_EVENT_LOOP)"
 
 
 class ServeApp(Protocol):
