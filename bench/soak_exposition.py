@@ -25,6 +25,7 @@ WANTED = (
     "probed_stream_subscribers",
     "probed_stream_reconnects_total",
     "probed_events_",
+    "probed_gc_pause_seconds",
     "process_",
 )
 """Prefixes of the sample names kept."""
@@ -54,10 +55,24 @@ def by_label(metrics: Metrics, name: str, label: str) -> Counter[str]:
     return out
 
 
-def buckets(metrics: Metrics, name: str) -> list[tuple[float, float]]:
-    """(le, cumulative count) of a histogram without labels, ascending."""
-    pairs = [(float(lb["le"]), v) for lb, v in metrics.get(f"{name}_bucket", []) if "le" in lb]
+def buckets(metrics: Metrics, name: str, **labels: str) -> list[tuple[float, float]]:
+    """(le, cumulative count) of a histogram's series with ``labels`` (none: unlabelled)."""
+    pairs = []
+    for lb, value in metrics.get(f"{name}_bucket", []):
+        rest = {k: v for k, v in lb.items() if k != "le"}
+        if "le" in lb and rest == labels:
+            pairs.append((float(lb["le"]), value))
     return sorted(pairs)
+
+
+def largest_bucket(cumulative: list[tuple[float, float]]) -> float:
+    """The upper bound of the highest bucket anything fell in (NaN: nothing did)."""
+    largest, below = NAN, 0.0
+    for le, cum in cumulative:
+        if cum > below:
+            largest = le
+        below = cum
+    return largest
 
 
 def bucket_diff(

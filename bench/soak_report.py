@@ -21,6 +21,7 @@ from soak_exposition import (
     by_label,
     fraction_le,
     histogram_quantile,
+    largest_bucket,
     total,
 )
 from soak_faults import FaultDriver
@@ -230,6 +231,28 @@ def report(args: argparse.Namespace, run: Run) -> bool:
                 f"    {phase:<40} {len(lags):>7,} {fmt(percentile(lags, 0.99), 2):>8} "
                 f"{fmt(max(lags), 1):>8}"
             )
+    for generation in ("0", "1", "2"):
+        pauses = bucket_diff(
+            buckets(m1, "probed_gc_pause_seconds", generation=generation),
+            buckets(m0, "probed_gc_pause_seconds", generation=generation),
+        )
+        count = pauses[-1][1] if pauses else 0.0
+        seconds = sum(
+            v
+            for lb, v in m1.get("probed_gc_pause_seconds_sum", [])
+            if lb == {"generation": generation}
+        ) - sum(
+            v
+            for lb, v in m0.get("probed_gc_pause_seconds_sum", [])
+            if lb == {"generation": generation}
+        )
+        say(
+            f"GC generation {generation} in window: {count:,.0f} collections, "
+            f"{seconds * 1000:,.0f} ms in all ({seconds / window * 100:.2f} % of the window), "
+            f"p50 {fmt(histogram_quantile(0.5, pauses) * 1000, 2)} ms, "
+            f"p99 {fmt(histogram_quantile(0.99, pauses) * 1000, 2)} ms, "
+            f"longest ≤ {fmt(largest_bucket(pauses) * 1000, 2)} ms (bucket bound)"
+        )
     say(
         f"probed_event_loop_lag_seconds (latest sample) at start / end: "
         f"{total(m0, 'probed_event_loop_lag_seconds') * 1000:.1f} / "

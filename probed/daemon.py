@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import sys
 import time
@@ -36,6 +35,7 @@ from probed.config import (
 from probed.errors import ConfigError
 from probed.evaluate import Evaluator
 from probed.eventloop import loop_name
+from probed.gcpolicy import GcPolicy
 from probed.http.session import create_sessions
 from probed.http.tls import prepare_tls
 from probed.logging import redactor
@@ -235,6 +235,7 @@ class Daemon:
         self._configure_logs = configure_logs
         self.guard: ConnectionGuard | None = None
         """The server's connection limits (set once it listens)."""
+        self.gc = GcPolicy()
 
     def request_stop(self) -> None:
         """Ask the daemon to shut down gracefully (what SIGTERM does)."""
@@ -332,7 +333,7 @@ class Daemon:
         self.evaluator.history.reload_ok(
             clock.wall(), added=len(added), changed=len(changed), removed=len(removed)
         )
-        gc.freeze()
+        self.gc.reloaded()
         return True, f"added {len(added)}, changed {len(changed)}, removed {len(removed)}"
 
     def _keep_restart_keys(self, new: Config) -> Config:
@@ -479,8 +480,7 @@ class Daemon:
                 watchdog_task = tg.create_task(
                     watchdog_loop(self.notifier, self.gate), name="watchdog"
                 )
-                # long-lived objects (config, sessions, watchers) need no more GC scans
-                gc.freeze()
+                self.gc.start()  # long-lived objects (config, sessions...) need no GC scans
                 shard, scheduled = self.config.daemon.shard, self.config.scheduled
                 (_log.warning if shard.sharded and not self.config.probes else _log.info)(
                     "shard_owns", index=shard.index, total=shard.total, probes=len(scheduled),
@@ -533,6 +533,7 @@ class Daemon:
                 self.info.evaluation = evaluation  # the one holder (the server reads it)
                 self.pusher.update(evaluation.recommendations, evaluation.at)
                 self.notifier.status(self._status_line())
+                self.gc.evaluated()
             except Exception:
                 _log.exception("evaluation_failed")
             period = self.config.recommend.evaluate_every

@@ -33,6 +33,7 @@ from probed.exposition import (
     compress,
     render,
 )
+from probed.gcpolicy import GcCollector
 from probed.maintenance import Maintenance, write_active
 from probed.probemetrics import write_probe_families
 from probed.recommend import SCENARIOS
@@ -388,7 +389,7 @@ class FrozenRegistry(CollectorRegistry):
 
 
 class ProbedRegistry(CollectorRegistry):
-    """The daemon's own registry: the probed collector plus process and platform ones,
+    """The daemon's own registry: the probed collector plus process, platform and GC ones,
     and the label cache its scrapes share."""
 
     def __init__(self, store: ResultStore, info: DaemonInfo) -> None:
@@ -398,7 +399,9 @@ class ProbedRegistry(CollectorRegistry):
         self._others: tuple[Collector, ...] = (
             ProcessCollector(registry=self),
             PlatformCollector(registry=self),
+            GcCollector(),
         )
+        self.register(self._others[-1])
         self.labels = LabelCache()
         """The line prefixes of the last scrape's series (``probed.exposition``)."""
 
@@ -406,7 +409,8 @@ class ProbedRegistry(CollectorRegistry):
         """A registry over a snapshot of the store, to collect and encode in a worker thread.
 
         Call it on the event loop (it copies the store: cheap next to encoding); the
-        process and platform collectors read ``/proc`` and are safe anywhere.
+        process and platform collectors read ``/proc`` and the GC one copies its
+        histograms: safe anywhere.
         """
         return FrozenRegistry(self.probed.snapshot(), self.labels, self._others)
 

@@ -1,0 +1,114 @@
+"""The garbage collector's policy and what it costs: freezing, thresholds, pauses.
+
+A full (generation 2) collection scans every tracked object the interpreter holds: in a
+daemon with hundreds of streams that took 100-130 ms, all of it a stalled event loop
+(bench/README.md). Most of those objects live as long as the daemon (modules, the
+config, sessions, watchers, the store's fixed rings), so the daemon moves them out of the
+collector's sight with ``gc.freeze()`` once they exist: at ready, after the warm-up (the
+evaluation one ``evaluate_every`` after ready: streams connected, probes run, the
+evaluation's structures built) and after each reload (:class:`GcPolicy`). Each freeze
+follows a full collection, so no garbage is frozen; an object frozen and dropped later is
+still freed by its reference count (only a frozen reference cycle is never collected:
+the few freezes are bounded, never one per run).
+
+:data:`PAUSES` times every collection from ``gc.callbacks`` and is exported as
+``probed_gc_pause_seconds{generation}`` (:class:`GcCollector`), so the cost stays
+visible in production. :data:`THRESHOLDS` were chosen from the soak (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from probed.store import Histogram
+
+__all__ = ["PAUSES", "PAUSE_BUCKETS", "THRESHOLDS", "GcCollector", "GcPauses", "GcPolicy"]
+
+PAUSE_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+"""Upper bounds of a collection's pause (seconds): young ones take tens of microseconds,
+a full one of a large heap a tenth of a second; 20 ms is the longest stall we allow."""
+
+THRESHOLDS: tuple[int, int, int] | None = (700, 10, 100)
+"""``gc.set_threshold`` while the daemon runs (None: the interpreter's, 700/10/10). A full
+collection waits for 100 young-generation ones, not 10: in the soak about one every 10
+minutes instead of one a minute (bench/README.md); the young generations keep theirs."""
+
+GENERATIONS = ("0", "1", "2")
+
+
+class GcPauses:
+    """How long each collection stopped the interpreter, per generation (a gc callback)."""
+
+    def __init__(self) -> None:
+        self.histograms = [Histogram(PAUSE_BUCKETS) for _ in GENERATIONS]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        # collections never nest and run with the GIL held: one start time is enough
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.histograms[info["generation"]].observe(time.perf_counter() - self._started)
+
+    def install(self) -> None:
+        """Time every collection from now on (once per process, however often called)."""
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+
+PAUSES = GcPauses()
+"""The process's pause histograms (``gc.callbacks`` is process-wide too)."""
+
+
+class GcCollector(Collector):
+    """``probed_gc_pause_seconds{generation}`` from :data:`PAUSES` (safe in any thread)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(
+            "probed_gc_pause_seconds",
+            "Time the garbage collector stopped the interpreter (and the event loop), per "
+            "collection, by generation (2: a full collection).",
+            labels=["generation"],
+        )
+        for generation, hist in zip(GENERATIONS, PAUSES.histograms, strict=True):
+            copy = hist.copy()
+            family.add_metric([generation], copy.cumulative(), sum_value=copy.sum)
+        yield family
+
+
+class GcPolicy:
+    """When the daemon freezes what it holds: at ready, after the warm-up, after a reload."""
+
+    def __init__(self) -> None:
+        self._evaluations = 0
+
+    def start(self) -> None:
+        """At ready: time collections, set the thresholds, freeze what start-up built."""
+        PAUSES.install()
+        if THRESHOLDS is not None:
+            gc.set_threshold(*THRESHOLDS)
+        settle()
+
+    def evaluated(self) -> None:
+        """After each evaluation: the second one ends the warm-up."""
+        self._evaluations += 1
+        if self._evaluations == 2:
+            settle()
+
+    def reloaded(self) -> None:
+        """After a reload applied: the new config's objects join the frozen ones."""
+        settle()
+
+
+def settle() -> None:
+    """Collect everything collectable, then freeze the survivors."""
+    gc.collect()
+    gc.freeze()

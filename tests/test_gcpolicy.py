@@ -1,0 +1,84 @@
+"""The GC policy: pauses timed per generation on /metrics, what the daemon freezes and when."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import subprocess
+from pathlib import Path
+
+from binaries import promtool
+from prometheus_client import generate_latest
+
+from probed.config import load_config
+from probed.daemon import Daemon
+from probed.gcpolicy import PAUSE_BUCKETS, PAUSES, THRESHOLDS
+from probed.metrics import DaemonInfo, build_registry
+from probed.store import ResultStore
+
+
+def _count(text: str, generation: str) -> float:
+    line = f'probed_gc_pause_seconds_count{{generation="{generation}"}} '
+    return next(float(row[len(line) :]) for row in text.splitlines() if row.startswith(line))
+
+
+def test_pauses_are_timed_per_generation_and_exported() -> None:
+    """Each collection lands in ``probed_gc_pause_seconds{generation}``; promtool is content."""
+    PAUSES.install()
+    PAUSES.install()  # once per process, however often asked
+    assert 1 == sum(1 for callback in gc.callbacks if callback is PAUSES)
+    registry = build_registry(ResultStore(), DaemonInfo())
+    before = generate_latest(registry).decode()
+    gc.collect()
+    gc.collect(0)
+    text = generate_latest(registry).decode()
+    assert _count(before, "2") + 1 <= _count(text, "2")
+    assert _count(before, "0") + 1 <= _count(text, "0")
+    assert 3 == sum(1 for row in text.splitlines() if row.startswith("probed_gc_pause_seconds_sum"))
+    buckets = [row for row in text.splitlines() if row.startswith("probed_gc_pause_seconds_bucket")]
+    assert 3 * (len(PAUSE_BUCKETS) + 1) == len(buckets)
+    # the copy the daemon encodes in a worker thread has them too
+    assert 3 == generate_latest(registry.frozen()).decode().count("probed_gc_pause_seconds_count")
+    checked = subprocess.run(
+        [promtool(), "check", "metrics"], input=text.encode(), capture_output=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert (0, b"", b"") == (checked.returncode, checked.stdout, checked.stderr)
+
+
+def _tracked(obj: object) -> bool:
+    """Whether the collector still scans ``obj`` (False once frozen)."""
+    return any(o is obj for o in gc.get_objects())
+
+
+async def test_the_daemon_freezes_after_warm_up_and_after_a_reload(tmp_path: Path) -> None:
+    """At ready, after the second evaluation and after a reload, what the daemon holds is
+    frozen (the collector no longer scans it); a failed reload freezes nothing new."""
+    path = tmp_path / "probes.toml"
+    head = f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
+    path.write_text(head + 'allow_no_probes = true\n[recommend]\nevaluate_every = "100ms"\n')
+    daemon = Daemon(load_config(path), install_signal_handlers=False)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.wait_started(), 5)
+        assert not _tracked(daemon.config)
+        assert PAUSES in gc.callbacks
+        assert THRESHOLDS == gc.get_threshold()
+        # the first evaluation's document is built after ready; the warm-up freezes it
+        async with asyncio.timeout(5):
+            while daemon.info.evaluation is None:
+                await asyncio.sleep(0.01)
+            first = daemon.info.evaluation
+            while _tracked(first):
+                await asyncio.sleep(0.01)
+        path.write_text(head + 'allow_no_probes = true\nlog_level = "warning"\n')
+        ok, _ = await daemon.reload()
+        assert ok
+        assert not _tracked(daemon.config)
+        path.write_text(head + "[[probes]]\n")
+        ok, _ = await daemon.reload()
+        assert not ok
+        assert _tracked(daemon.info.config_problems)
+    finally:
+        daemon.request_stop()
+        assert 0 == await asyncio.wait_for(task, 10)
