@@ -68,12 +68,6 @@ from typing import Any, Final
 
 import aiohttp
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 from yarl import URL
 
 from probed import clock
@@ -485,6 +479,14 @@ class AlertPusher:
         timeout = self._cfg.timeout
         client_timeout = aiohttp.ClientTimeout(total=timeout)
         attempts = 0
+        # only a configured receiver needs tenacity: not imported at start (RSS, start-up time)
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_random_exponential,
+        )
+
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(_RETRYABLE),

@@ -26,8 +26,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-import bcrypt
-
 from probed.serverstats import ServerStats
 
 __all__ = [
@@ -121,6 +119,8 @@ def _parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # only basic auth needs it: not imported at start (RSS, start-up time)
+
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:
@@ -142,6 +142,8 @@ def _dummy_hash(cost: int) -> bytes:
     """A well-formed hash no password matches, at ``cost``."""
     # gensalt() gives "$2b$NN$" and a random salt; the digest part is a constant
     # no real password hashes to, but bcrypt still does the full work to find out.
+    import bcrypt
+
     return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 

@@ -38,12 +38,13 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
-
-import yaml
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from probed.configfile import read_config_text
 from probed.errors import ConfigError
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = [
     "REALM",
@@ -203,6 +204,8 @@ def _key_lines(
 ) -> dict[tuple[str, ...], int]:
     """Line (1-based) of every mapping key; duplicates go to ``problems``."""
     lines: dict[tuple[str, ...], int] = {}
+
+    import yaml
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
         if not isinstance(node, yaml.MappingNode):
@@ -448,6 +451,8 @@ def load_web_config(path: Path, origin: str = "") -> WebConfig:
     TLS files are loaded once so a bad certificate or key fails here, not at start.
     ``origin`` (`` (from environment variable …)``) follows the file's name in messages.
     """
+    import yaml  # only a configured web config needs it (RSS and start-up time)
+
     text = read_config_text(path, what := f"web config file{origin}")
     try:
         raw = yaml.safe_load(text)
