@@ -7,7 +7,11 @@ Run from the repository root::
     python bench/startup.py --event-loop asyncio   # PROBED_DAEMON__EVENT_LOOP for the daemon
 
 Each start spawns ``python -m probed run --config FILE`` (this checkout first on
-``PYTHONPATH``) with 5 ``http`` probes every 15 s of a tiny target (``startup.py
+``PYTHONPATH``) from byte-compiled modules, as an installed package starts (pip compiles
+them; ``PYTHONDONTWRITEBYTECODE`` would make every start compile probed's sources, about
+0.3 s of CPU here): the bench gives the daemon a ``PYTHONPYCACHEPREFIX`` of its own and
+starts it once, uncounted, to fill it (``--source`` measures compiling instead). The
+daemon runs with 5 ``http`` probes every 15 s of a tiny target (``startup.py
 --serve-target``, its own process, ``GET /health``) and its own state directory, and
 polls ``/-/ready`` every 5 ms. For each start it prints: seconds from spawn to the first
 200 (wall), the daemon's CPU seconds (utime + stime) at that moment, which a busy
@@ -70,7 +74,7 @@ class Start:
 
 def write_config(scratch: Path, port: int, target_port: int, attempt: int) -> Path:
     state_dir = scratch / f"state-{attempt}"
-    state_dir.mkdir()
+    state_dir.mkdir(exist_ok=True)
     lines = [
         "[daemon]",
         f'listen = "{LOOPBACK}:{port}"',
@@ -104,6 +108,11 @@ async def one_start(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     if args.event_loop:
         env["PROBED_DAEMON__EVENT_LOOP"] = args.event_loop
+    if args.source:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
     log = scratch / f"startup-{attempt}.log"
     argv = [sys.executable, "-m", "probed", "run", "--config", str(config)]
     with log.open("wb") as out:
@@ -145,7 +154,12 @@ async def main(args: argparse.Namespace) -> int:
                 procs, [sys.executable, str(SELF), "--serve-target"], scratch / "target.stderr"
             )
             loop = args.event_loop or "the config's default"
-            say(f"startup bench: {args.starts} starts of {PROBES} probes, event loop {loop}")
+            code = "compiling the sources" if args.source else "from bytecode"
+            say(
+                f"startup bench: {args.starts} starts of {PROBES} probes, event loop {loop}, {code}"
+            )
+            if not args.source:
+                await one_start(procs, scratch, target_port, -1, args)  # compiles, uncounted
             say("  start  ready s   CPU s   RSS MB   anon MB   file MB")
             for attempt in range(args.starts):
                 start = await one_start(procs, scratch, target_port, attempt, args)
@@ -187,6 +201,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--event-loop",
         choices=("uvloop", "asyncio"),
         help="PROBED_DAEMON__EVENT_LOOP for the daemon (default: the config's default)",
+    )
+    parser.add_argument(
+        "--source",
+        action="store_true",
+        help="no bytecode: every start compiles the sources (PYTHONDONTWRITEBYTECODE=1)",
     )
     parser.add_argument("--serve-target", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
