@@ -20,16 +20,21 @@ from typing import Any
 
 from probed.maintenance import Maintenance
 
-__all__ = ["annotate", "page_maintenance", "probe_mark"]
+__all__ = ["annotate", "page_maintenance", "probe_mark", "window_list"]
+
+
+def window_list(maintenance: Maintenance | None, now: float) -> list[dict[str, Any]]:
+    """The document's ``maintenance`` list at ``now``: the active windows, then the upcoming."""
+    if maintenance is None:
+        return []
+    active = maintenance.active(now)
+    return [{**w.to_json(), "active": w in active} for w in [*active, *maintenance.upcoming(now)]]
 
 
 def annotate(doc: dict[str, Any], maintenance: Maintenance | None, now: float) -> None:
     """Add the ``maintenance`` list and each covered member's ``maintenance_until`` to ``doc``."""
     registry = maintenance if maintenance is not None else Maintenance()
-    active = registry.active(now)
-    doc["maintenance"] = [
-        {**w.to_json(), "active": w in active} for w in [*active, *registry.upcoming(now)]
-    ]
+    doc["maintenance"] = window_list(maintenance, now)
     for key, members in (("probe", doc["probes"]), ("stream", doc["streams"])):
         for member in members:
             window = registry.covers(member[key], member["target"], now)

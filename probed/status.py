@@ -58,10 +58,21 @@ from probed.signals import (
     Recommendation,
     SloStatus,
 )
-from probed.store import ProbeState, ResultStore, StreamStats
+from probed.store import ProbeState, RecentResult, ResultStore, StreamStats
 from probed.streamhints import stream_hints
 
-__all__ = ["recommendations_document", "status_document"]
+__all__ = [
+    "document_head",
+    "evaluation_parts",
+    "lag_point",
+    "probe_head",
+    "recent_entry",
+    "recommendations_document",
+    "status_document",
+    "stream_ages",
+    "stream_clock",
+    "stream_counts",
+]
 
 
 def _finite(value: float | None, digits: int | None = None) -> float | None:
@@ -140,7 +151,8 @@ def _component_doc(component: ComponentStatus) -> dict[str, Any]:
     }
 
 
-def _probe_doc(state: ProbeState) -> dict[str, Any]:
+def probe_head(state: ProbeState) -> dict[str, Any]:
+    """A probe's object in the document up to ``recent``, which comes last."""
     last = state.last
     last_doc: dict[str, Any] | None = None
     if last is not None:
@@ -163,30 +175,25 @@ def _probe_doc(state: ProbeState) -> dict[str, Any]:
         "reasons": dict(state.failures),
         "last_success_at": _finite(state.last_success_at, 3),
         "last": last_doc,
-        "recent": [
-            {
-                "t": _finite(r.started_at, 3),
-                "d": _finite(r.duration, 6),
-                "ok": r.success,
-                "reason": r.reason,
-            }
-            for r in state.recent
-        ],
     }
 
 
-def _lag_series(stats: StreamStats, now: float) -> list[dict[str, float | None]]:
-    """The stream's lag over its signal window: the worst lag of each time slot."""
-    return [
-        {"t": _finite(end, 3), "lag": _finite(lag, 6)}
-        for end, lag in stats.lag_window.worst(now)
-        if math.isfinite(lag)
-    ]
+def recent_entry(entry: RecentResult) -> dict[str, Any]:
+    """One run of a probe's ``recent`` list."""
+    return {
+        "t": _finite(entry.started_at, 3),
+        "d": _finite(entry.duration, 6),
+        "ok": entry.success,
+        "reason": entry.reason,
+    }
 
 
-def _stream_doc(stats: StreamStats, now: float) -> dict[str, Any]:
-    lag = stats.delivery_lag
-    mono = time.monotonic()
+def _probe_doc(state: ProbeState) -> dict[str, Any]:
+    return {**probe_head(state), "recent": [recent_entry(r) for r in state.recent]}
+
+
+def stream_counts(stats: StreamStats) -> dict[str, Any]:
+    """A stream's object in the document up to ``hints``: what only its recording changes."""
     return {
         "stream": stats.name,
         "target": stats.target,
@@ -204,15 +211,75 @@ def _stream_doc(stats: StreamStats, now: float) -> dict[str, Any]:
         "clock_offset_seconds": _finite(stats.clock_offset, 6),
         "bursts": stats.bursts,
         "burst_events": stats.burst_events,
+    }
+
+
+def stream_ages(stats: StreamStats, mono: float) -> dict[str, Any]:
+    """A stream's hints and ages at ``mono`` (``time.monotonic()``), which follow its counts."""
+    return {
         "hints": stream_hints(stats, mono),
         "last_event_age_seconds": _finite(stats.event_age(mono), 3),
         "last_byte_age_seconds": None
         if stats.last_byte is None
         else _finite(max(0.0, mono - stats.last_byte), 3),
+    }
+
+
+def stream_clock(stats: StreamStats) -> dict[str, Any]:
+    """A stream's clock and mean lag, which follow its ages; ``lag`` comes last."""
+    lag = stats.delivery_lag
+    return {
         "clock": stats.clock.to_json(),
         "mean_lag_seconds": _finite(lag.sum / lag.count, 6) if lag.count else None,
-        "lag": _lag_series(stats, now),
     }
+
+
+def lag_point(end: float, lag: float) -> dict[str, float | None]:
+    """One time slot of a stream's ``lag`` list: its end (or now) and its worst lag."""
+    return {"t": _finite(end, 3), "lag": _finite(lag, 6)}
+
+
+def _lag_slots(stats: StreamStats, now: float) -> list[tuple[float, float]]:
+    """(end, worst lag) of the slots the stream's ``lag`` list shows at ``now`` (Unix seconds)."""
+    return [(end, lag) for end, lag in stats.lag_window.worst(now) if math.isfinite(lag)]
+
+
+def _stream_doc(stats: StreamStats, now: float, mono: float) -> dict[str, Any]:
+    return {
+        **stream_counts(stats),
+        **stream_ages(stats, mono),
+        **stream_clock(stats),
+        "lag": [lag_point(end, lag) for end, lag in _lag_slots(stats, now)],
+    }
+
+
+def document_head(
+    version: str, location: str, shard: Shard | None, now: float, evaluation: Evaluation | None
+) -> dict[str, Any]:
+    """The document's first members, up to ``overall``."""
+    shard = Shard() if shard is None else shard
+    return {
+        "version": version,
+        "location": location,
+        "shard": {"index": shard.index, "total": shard.total},
+        "generated_at": _finite(now, 3),
+        "evaluated_at": _finite(evaluation.at, 3) if evaluation is not None else None,
+    }
+
+
+def evaluation_parts(
+    evaluation: Evaluation | None,
+) -> tuple[ComponentState, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """What the document takes from the evaluation: overall, components, recommendations and
+    SLOs (UNKNOWN and empty lists before the first evaluation)."""
+    if evaluation is None:
+        return ComponentState.UNKNOWN, [], [], []
+    return (
+        overall(evaluation.components, evaluation.recommendations),
+        [_component_doc(c) for c in evaluation.components],
+        _recommendations(evaluation),
+        [_slo_doc(s) for s in evaluation.signals.slos.values()],
+    )
 
 
 def status_document(
@@ -227,36 +294,29 @@ def status_document(
     maintenance: Maintenance | None = None,
     history: History | None = None,
     shard: Shard | None = None,
+    mono: float | None = None,
 ) -> dict[str, Any]:
-    """THE JSON of ``GET /api/v1/status`` (shape in the module docstring).
+    """THE JSON of ``GET /api/v1/status`` (shape in the module docstring), from scratch.
 
     ``shard``: which shard of the location the daemon is (None: the only one, 0 of 1).
+    ``now`` is the Unix time the document is for, ``mono`` the same instant on
+    ``time.monotonic()`` (the streams' ages; default: when called). The daemon serves the same
+    document through ``probed.statuscache``, which keeps parts of it between requests.
 
     Without an evaluation yet, components, recommendations and SLOs are empty
     and ``overall`` is UNKNOWN; probes and streams come from the store.
     ``state`` is ``StateHealth.document()``; None leaves it out.
     """
-    shard = Shard() if shard is None else shard
-    if evaluation is None:
-        components: list[dict[str, Any]] = []
-        slos: list[dict[str, Any]] = []
-        overall_state = ComponentState.UNKNOWN
-    else:
-        components = [_component_doc(c) for c in evaluation.components]
-        slos = [_slo_doc(s) for s in evaluation.signals.slos.values()]
-        overall_state = overall(evaluation.components, evaluation.recommendations)
+    mono = time.monotonic() if mono is None else mono
+    overall_state, components, recommendations, slos = evaluation_parts(evaluation)
     doc: dict[str, Any] = {
-        "version": version,
-        "location": location,
-        "shard": {"index": shard.index, "total": shard.total},
-        "generated_at": _finite(now, 3),
-        "evaluated_at": _finite(evaluation.at, 3) if evaluation is not None else None,
+        **document_head(version, location, shard, now, evaluation),
         "overall": overall_state.value,
         "components": components,
-        "recommendations": _recommendations(evaluation),
+        "recommendations": recommendations,
         "slos": slos,
         "probes": [_probe_doc(s) for s in store],
-        "streams": [_stream_doc(s, now) for s in store.streams.values()],
+        "streams": [_stream_doc(s, now, mono) for s in store.streams.values()],
         "config": dict(config or {}),
         "history": history_list(history),
     }
