@@ -484,6 +484,7 @@ class Persister:
                 RecentResult(r.started_at, r.duration, r.success, r.reason, r.status_code)
                 for r in ring
             ]
+            state.version += 1  # the status document's cached part of it is stale
             state.recent.extend(entries)  # a deque of ring_size: keeps the newest
             for e in entries:
                 if horizon <= e.started_at <= now:

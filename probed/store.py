@@ -138,6 +138,9 @@ class ProbeState:
     """The last ``ring_size`` runs (charts, persistence)."""
     window: RunWindow = field(init=False)
     """Runs that started within the store's signal window (recommendations, status)."""
+    version: int = 0
+    """Bumped whenever a field the status document shows changes (``ResultStore.record``,
+    a restore), so its cache (``probed.statuscache``) knows whether to rebuild the probe's part."""
 
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=self.ring_size)
@@ -220,6 +223,9 @@ class StreamStats:
     signal_window: float = 300.0
     lag_window: LagWindow = field(init=False)
     """Timed events within the signal window (lag p95, the status page's lag line)."""
+    version: int = 0
+    """Bumped by every recording method below, so a reader (the status document's cache,
+    ``probed.statuscache``) knows whether anything changed since it last looked."""
 
     def __post_init__(self) -> None:
         if not self.connection_ids:
@@ -255,14 +261,17 @@ class StreamStats:
 
     def went_down(self, now: float) -> None:
         """The primary connection is down from ``now`` (watching began, or it ended)."""
+        self.version += 1
         self.down_since = now
 
     def connecting(self, subscriber: int, connection_id: str) -> None:
         """Subscriber ``subscriber`` starts connection attempt ``connection_id``."""
+        self.version += 1
         self.connection_ids[subscriber] = connection_id
 
     def connection_opened(self, took: float, *, primary: bool) -> None:
         """A subscriber connected after ``took`` seconds (the primary: the stream is up)."""
+        self.version += 1
         self.connect_duration.observe(took)
         self.connected += 1
         if primary:
@@ -270,48 +279,58 @@ class StreamStats:
 
     def connection_closed(self, now: float, *, primary: bool) -> None:
         """A subscriber's connection ended at ``now``."""
+        self.version += 1
         self.connected -= 1
         if primary:
             self.down_since = now
 
     def connection_ended(self, reason: str) -> None:
         """Count why a connection attempt or connection ended (a reconnect reason)."""
+        self.version += 1
         self.reconnects[reason] += 1
 
     def bytes_read(self, now: float) -> None:
         """Bytes (events, comments or pings) arrived at ``now``."""
+        self.version += 1
         self.last_byte = now
 
     def first_event(self, seconds: float) -> None:
         """A connection's first event came ``seconds`` after its attempt began."""
+        self.version += 1
         self.first_event_seconds = seconds
 
     def event_received(self, now: float, wall: float) -> None:
         """One event (not a comment) arrived at ``now`` (monotonic) and ``wall``."""
+        self.version += 1
         self.last_event = now
         self.received += 1
         self.last_event_wall = wall
 
     def untimed_event(self) -> None:
         """An event carried no readable enqueue stamp."""
+        self.version += 1
         self.untimed += 1
 
     def clock_reading(self, source: Source, low: float, high: float) -> None:
         """A reading of the target's clock: its time lay in [low, high] of ours."""
+        self.version += 1
         self.clock.observe(source, low, high)
 
     def lag_of(self, raw: float) -> float | None:
         """``raw`` (our wall clock minus the enqueue stamp) corrected for the clock offset;
         None while the offset is unknown and must be corrected (the clock counts it)."""
+        self.version += 1
         return self.clock.lag(raw)
 
     def negative_lag_event(self) -> None:
         """An event stamped after it arrived (beyond what the clock offset explains)."""
+        self.version += 1
         self.negative_lag += 1
 
     def observe_lag(self, lag: float, wall: float, *, late: bool = False) -> None:
         """Record one event's delivery lag (seconds, non-negative) received at ``wall``;
         ``late``: beyond the stream's ``late_after``."""
+        self.version += 1
         self.delivery_lag.observe(lag)
         self.lag_window.observe(lag, wall)
         if late:
@@ -319,11 +338,13 @@ class StreamStats:
 
     def unsequenced_event(self) -> None:
         """An event carried no readable sequence number."""
+        self.version += 1
         self.unsequenced += 1
 
     def sequence_observed(self, verdict: str, lost: int) -> None:
         """One sequence number's verdict (``duplicate``, ``out_of_order``, ``late``,
         ``reset`` or ``new``) and the events it declared lost."""
+        self.version += 1
         self.lost += lost
         if verdict == "duplicate":
             self.duplicated += 1
@@ -336,24 +357,29 @@ class StreamStats:
 
     def gaps_expired(self, lost: int) -> None:
         """Gaps older than the loss timeout were declared lost."""
+        self.version += 1
         self.lost += lost
 
     def burst(self, events: int, spread: float, now: float) -> None:
         """One read delivered ``events`` stamped over ``spread`` seconds (held back)."""
+        self.version += 1
         self.bursts += 1
         self.burst_events += events
         self.last_burst = (events, spread, now)
 
     def fanout_observed(self, spread: float) -> None:
         """Every subscriber got one event, the last ``spread`` seconds after the first."""
+        self.version += 1
         self.fanout_spread.observe(spread)
 
     def server_asked_retry(self, seconds: float) -> None:
         """The server's ``retry:`` field (seconds, uncapped)."""
+        self.version += 1
         self.server_retry = seconds
 
     def retry_was_capped(self) -> None:
         """A reconnect wait used ``retry_max`` instead of the server's longer ``retry:``."""
+        self.version += 1
         self.retry_capped += 1
 
 
@@ -433,6 +459,7 @@ class ResultStore:
         if state is None:  # removed by a reload while the run was in flight
             return
         result = run.result
+        state.version += 1
         state.last = run
         state.runs["success" if result.success else "failure"] += 1
         state.durations.observe(run.duration)

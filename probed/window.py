@@ -113,7 +113,7 @@ class QuantileSketch:
 class _Ring:
     """The slot ring: which slot index each ring position holds, and the sample keys."""
 
-    __slots__ = ("_index", "_keys", "_newest", "sketch", "span", "width")
+    __slots__ = ("_index", "_keys", "_newest", "settled", "sketch", "span", "width")
 
     def __init__(self, span: float) -> None:
         self.span = span
@@ -124,6 +124,10 @@ class _Ring:
         self._newest = _NONE
         self.sketch = QuantileSketch()
         """Every live sample's key (call ``expire`` first for a given ``now``)."""
+        self.settled = 0
+        """Bumped when a sample lands in a slot before the newest, and when everything is
+        dropped. While it stays the same, the slots before the newest change only by
+        leaving: the newest one's ``SLOTS`` before it and older are gone."""
 
     # -- the ring ---------------------------------------------------------------------
 
@@ -147,6 +151,7 @@ class _Ring:
             self._clear_slot(pos)
         self.sketch.clear()
         self._newest = _NONE
+        self.settled += 1
 
     def _advance(self, index: int) -> None:
         """Make ``index`` the newest slot, expiring every slot ``SLOTS`` or more older."""
@@ -172,6 +177,8 @@ class _Ring:
                 return None  # older than the window: not counted
             self.clear()  # the clock stepped back: start over
             self._newest = index
+        elif index < newest:
+            self.settled += 1  # a sample in a slot before the newest
         pos = index % SLOTS
         if self._index[pos] != index:
             self._index[pos] = index
@@ -198,6 +205,11 @@ class _Ring:
             index = math.floor(now / self.width)
             if self._newest != _NONE and index > self._newest:
                 self._advance(index)
+
+    @property
+    def newest(self) -> int | None:
+        """The index of the newest slot (its start over ``width``), None before any."""
+        return None if self._newest == _NONE else self._newest
 
     def _live(self) -> list[tuple[int, int]]:
         """(slot index, ring position) of the occupied slots, oldest first."""
@@ -229,6 +241,14 @@ class LagWindow(_Ring):
         self._add_key(pos, QuantileSketch.key(lag))
         if lag > self._worst[pos]:
             self._worst[pos] = lag
+
+    def slot(self, index: int) -> tuple[float, float] | None:
+        """(end, worst lag) of slot ``index`` (``newest`` and before), None if it holds no
+        event: its entry in ``worst``, its end not capped at ``now``."""
+        pos = index % SLOTS
+        if self._index[pos] != index or self._keys[pos] is None:
+            return None
+        return (index + 1) * self.width, self._worst[pos]
 
     def count(self, now: float) -> int:
         """Events within the window ending at ``now``."""
