@@ -22,7 +22,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -38,7 +38,8 @@ from probed.maintenanceapi import add_from_request
 from probed.metrics import DaemonInfo, ProbedRegistry
 from probed.signals import Evaluation
 from probed.statehealth import StateHealth
-from probed.status import recommendations_document, status_document
+from probed.status import recommendations_document
+from probed.statuscache import StatusCache, StatusText
 from probed.statuspage import FRAGMENT_CSP, FRAGMENT_PATH, render_fragment, render_page
 from probed.store import ResultStore
 from probed.tap import Taps
@@ -73,6 +74,8 @@ class ServerState:
         """Whether the state directory takes writes (the persister updates it)."""
         self.taps: Taps | None = None
         """The open stream taps (the daemon sets them; None: no tap endpoint)."""
+        self.status = StatusCache()
+        """The parts of the status document kept between requests."""
 
     @property
     def evaluation(self) -> Evaluation | None:
@@ -118,14 +121,16 @@ async def _ready(request: web.Request) -> web.Response:
     return web.Response(text="Ready\n")
 
 
-def _document(request: web.Request) -> dict[str, Any]:
+def _document(request: web.Request) -> StatusText:
+    """The status document now, from the parts kept since the last request."""
     state = request.app[_STATE]
-    return status_document(
+    return state.status.build(
         store=state.store,
         evaluation=state.evaluation,
         location=state.location,
         version=__version__,
         now=clock.wall(),
+        mono=time.monotonic(),
         config=config_document(state.info),
         state=state.state.document(),
         maintenance=state.info.maintenance,
@@ -135,10 +140,14 @@ def _document(request: web.Request) -> dict[str, Any]:
 
 
 async def _status(request: web.Request) -> web.Response:
-    # The document is built on the loop (it reads the store); encoding it, about a third
-    # of the time, runs in a worker thread.
-    body = await asyncio.to_thread(json.dumps, _document(request))
-    return web.Response(text=body, content_type="application/json")
+    # On the loop (it reads the store), but only what changed since the last request is
+    # built and encoded (probed.statuscache, bench/status_doc.py).
+    return web.Response(text=_document(request).text(), content_type="application/json")
+
+
+def _rendered(render: Callable[[dict[str, Any]], str], status: StatusText) -> str:
+    """``render`` of the document (in a worker thread: parsing and rendering take long)."""
+    return render(status.document())
 
 
 async def _recommendations(request: web.Request) -> web.Response:
@@ -193,7 +202,7 @@ async def _end_taps(app: web.Application) -> None:
 
 async def _index(request: web.Request) -> web.Response:
     return web.Response(
-        text=await asyncio.to_thread(render_page, _document(request)),
+        text=await asyncio.to_thread(_rendered, render_page, _document(request)),
         content_type="text/html",
         headers={"Cache-Control": "no-store"},
     )
@@ -201,7 +210,7 @@ async def _index(request: web.Request) -> web.Response:
 
 async def _fragment(request: web.Request) -> web.Response:
     return web.Response(
-        text=await asyncio.to_thread(render_fragment, _document(request)),
+        text=await asyncio.to_thread(_rendered, render_fragment, _document(request)),
         content_type="text/html",
         headers={"Cache-Control": "no-store", "Content-Security-Policy": FRAGMENT_CSP},
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,8 @@ from probed.persist import (
 from probed.results import ProbeResult, ProbeRun, Reason
 from probed.slo import SloEvaluator
 from probed.slofeed import persisted_parts
+from probed.status import status_document
+from probed.statuscache import StatusCache
 from probed.store import ResultStore
 
 T0 = 1_800_000_000.0
@@ -627,6 +630,24 @@ def test_restore_rebuilds_the_last_run_only_if_recent(state_dir: Path) -> None:
     assert canary is not None
     assert (None, T0 - 3600.0) == (canary.last, canary.last_success_at)
     assert 0 == canary.window.at(T0).runs
+
+
+def test_a_restored_ring_reaches_the_status_document_the_server_keeps(state_dir: Path) -> None:
+    """The server's status cache built before the restore (nothing ran yet) shows the
+    restored runs afterwards, as the document built from scratch does."""
+    state = StateStore.open(state_dir)
+    state.append_results([stored("login", T0 - 10.0, success=False, code=503)])
+    state.append_results([stored("login", T0 - 5.0)])
+    _, store, persister = build(state)
+    cache = StatusCache()
+    at: dict[str, Any] = {"evaluation": None, "location": "x", "version": "1", "now": T0}
+    cache.build(store=store, mono=0.0, **at)
+
+    persister.restore(now=T0)
+
+    expected = json.dumps(status_document(store=store, mono=0.0, **at))
+    assert expected == cache.build(store=store, mono=0.0, **at).text()
+    assert '"t": 1799999995.0' in expected
 
 
 async def test_failed_write_keeps_the_batch(
