@@ -37,7 +37,7 @@ import json
 import math
 import operator
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,29 +65,13 @@ __all__ = ["StatusCache", "StatusText"]
 _dumps = json.dumps
 
 
-def _scalar(value: object) -> str:
-    """``json.dumps(value)``, quicker for None, finite floats, booleans and ints."""
-    if value is None:
-        return "null"
-    if type(value) is float and math.isfinite(value):
-        return float.__repr__(value)
-    if type(value) is bool:
-        return "true" if value else "false"
-    if type(value) is int:
-        return int.__repr__(value)
-    return _dumps(value)
-
-
-def _recent_text(run: RecentResult) -> str:
-    """``json.dumps(recent_entry(run))`` in about half the time: a ring restored at start
-    holds thousands of runs, all encoded by the first request."""
-    t, d, ok, reason = (_scalar(value) for value in recent_entry(run).values())
-    return f'{{"t": {t}, "d": {d}, "ok": {ok}, "reason": {reason}}}'
-
-
 def _members(obj: Mapping[str, Any]) -> str:
     """The members of ``obj``'s JSON text, without its braces."""
     return _dumps(obj)[1:-1]
+
+
+_BETWEEN = '}, {"'
+"""Where one object ends and the next begins in the JSON text of a list of objects."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,20 +83,43 @@ class _Items:
     text: str = ""
     starts: array[int] = field(default_factory=lambda: array("L"))
 
-    def then(self, first: int, new: Iterable[str]) -> _Items:
-        """These items from ``first`` on, followed by ``new``."""
-        if first < len(self.starts):
-            base = self.starts[first]
-            texts = [self.text[base:]]
-            starts = array("L", [start - base for start in self.starts[first:]])
-            end = len(self.text) - base
-        else:
-            texts, starts, end = [], array("L"), -2
-        for text in new:
+    @classmethod
+    def of(cls, items: Sequence[Mapping[str, Any]]) -> _Items:
+        """``items``, JSON objects with members, encoded in one call (a restored ring is
+        thousands of runs, encoded by the first request).
+
+        Every boundary between two of them reads ``}, {"``; so may a string ending in
+        ``}, {``, or a nested list of objects. If there are more such places than
+        boundaries, each item is encoded on its own instead.
+        """
+        text = _dumps(items)[1:-1]
+        starts = array("L", [0] if items else [])
+        find = text.find
+        at = find(_BETWEEN)
+        while at >= 0 and len(starts) <= len(items):
+            starts.append(at + 3)
+            at = find(_BETWEEN, at + 4)
+        if len(starts) == len(items):
+            return cls(text, starts)
+        texts = [_dumps(item) for item in items]
+        starts, end = array("L"), -2
+        for item in texts:
             starts.append(end + 2)
-            texts.append(text)
-            end += 2 + len(text)
-        return _Items(", ".join(texts), starts)
+            end += 2 + len(item)
+        return cls(", ".join(texts), starts)
+
+    def then(self, first: int, items: Sequence[Mapping[str, Any]]) -> _Items:
+        """These items from ``first`` on, followed by ``items``."""
+        new = _Items.of(items)
+        if first >= len(self.starts):
+            return new
+        base = self.starts[first]
+        starts = array("L", [start - base for start in self.starts[first:]])
+        if not items:
+            return _Items(self.text[base:], starts)
+        offset = len(self.text) - base + 2
+        starts.extend([start + offset for start in new.starts])
+        return _Items(f"{self.text[base:]}, {new.text}", starts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,17 +197,17 @@ def _probe_part(state: ProbeState, old: _ProbePart | None) -> _ProbePart:
     ring = list(state.recent)
     start = _kept_runs(old.ring, ring)
     new = ring[len(old.ring) - start :]
-    recent = old.recent.then(start, [_recent_text(run) for run in new])
+    recent = old.recent.then(start, [recent_entry(run) for run in new])
     head = "{" + _members(probe_head(state)) + ', "recent": ['
     return _ProbePart(state, state.version, head, ring, recent)
 
 
-def _point(slot: tuple[float, float] | None, now: float) -> str | None:
+def _point(slot: tuple[float, float] | None, now: float) -> dict[str, float | None] | None:
     """A slot's entry in the ``lag`` list at ``now`` (None: not listed)."""
     if slot is None or not math.isfinite(slot[1]):
         return None
     end, lag = slot
-    return _dumps(lag_point(min(end, now), lag))
+    return lag_point(min(end, now), lag)
 
 
 def _settle(part: _StreamPart, window: LagWindow, now: float) -> None:
@@ -221,7 +228,7 @@ def _settle(part: _StreamPart, window: LagWindow, now: float) -> None:
         first = bisect.bisect_right(part.indexes, oldest - 1)
         begin = max(part.newest, oldest)
     indexes = part.indexes[first:]
-    points = []
+    points: list[dict[str, float | None]] = []
     for index in range(begin, newest):
         point = _point(window.slot(index), now)
         if point is not None:
@@ -243,7 +250,7 @@ def _lag_text(part: _StreamPart, now: float) -> str:
     point = None if newest is None else _point(window.slot(newest), now)
     if point is None:
         return f"[{slots}]"
-    return f"[{slots}, {point}]" if slots else f"[{point}]"
+    return f"[{slots}, {_dumps(point)}]" if slots else f"[{_dumps(point)}]"
 
 
 def _stream_text(part: _StreamPart, now: float, mono: float) -> str:

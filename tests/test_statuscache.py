@@ -371,3 +371,31 @@ def test_the_lag_window_says_what_changed_before_its_newest_slot() -> None:
     assert [s for s in listed if s is not None] == window.worst(T0 + 305)
     window.observe(1.0, T0 - 1000)  # a clock step back: starts over
     assert window.settled > settled
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        [{"t": 1.5, "reason": None}],
+        [{"t": 1.0, "reason": "a}, {"}, {"t": 2.0, "reason": '}, {"t": 3'}, {"t": 3.0}],
+        [{"t": 1.0, "nested": [{"a": 1}, {"b": 2}]}, {"t": 2.0, "nested": []}],
+    ],
+)
+def test_kept_list_items_are_found_whatever_their_strings_hold(
+    items: list[dict[str, Any]],
+) -> None:
+    """A list encoded in one call is cut at its items' boundaries, also when a string or a
+    nested list reads like one; items kept from it and new ones make the list's text."""
+    from probed.statuscache import _Items
+
+    kept = _Items.of(items)
+    assert json.dumps(items)[1:-1] == kept.text
+    bounds = [*kept.starts, len(kept.text) + 2]
+    assert [json.dumps(i) for i in items] == [
+        kept.text[bounds[n] : bounds[n + 1] - 2] for n in range(len(items))
+    ]
+    for first in range(len(items) + 1):
+        more = [{"t": 9.0, "reason": "}, {"}]
+        assert json.dumps([*items[first:], *more])[1:-1] == kept.then(first, more).text
+        assert json.dumps(items[first:])[1:-1] == kept.then(first, []).text
