@@ -71,7 +71,10 @@ async def _slow_body(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse()
     await resp.prepare(request)
     await resp.write(b"first ")
-    await asyncio.sleep(0.1)
+    # at least 0.1 s by the clock: uvloop's timers count whole milliseconds and may fire early
+    deadline = time.monotonic() + 0.1
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(left)
     await resp.write(b"second")
     await resp.write_eof()
     return resp
