@@ -38,7 +38,7 @@ from probed.eventloop import loop_name
 from probed.gcpolicy import GcPolicy
 from probed.http.session import create_sessions
 from probed.http.tls import prepare_tls
-from probed.logging import redactor
+from probed.logging import BoundOnce, redactor
 from probed.metrics import DaemonInfo, build_registry
 from probed.persist import Persister, StateStore
 from probed.probes import PROBERS
@@ -84,6 +84,12 @@ class RunLog:
         log_run(run, scheduler_lag)
 
 
+_run_log = BoundOnce("probed")
+_REFLECT_PARTS = (("delivery_lag_seconds", "delivery_lag_ms"),
+                  ("duplicate_watch_seconds", "duplicate_watch_ms"))  # fmt: skip
+"""A reflect run's parts of ``latency_ms``: (observation, log field)."""
+
+
 def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
     """Write the one log line of a finished run (failures at warning level)."""
     result = run.result
@@ -98,22 +104,21 @@ def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
     }
     if result.status_code is not None:
         fields["http_status"] = result.status_code
-    for part in ("delivery_lag", "duplicate_watch"):  # a reflect run's parts of latency_ms
-        if isinstance(value := result.observations.get(f"{part}_seconds"), float):
-            fields[f"{part}_ms"] = round(value * 1000, 3)
+    if observations := result.observations:
+        for name, field in _REFLECT_PARTS:
+            if isinstance(value := observations.get(name), float):
+                fields[field] = round(value * 1000, 3)
     if scheduler_lag is not None:
         fields["scheduler_lag_ms"] = round(scheduler_lag * 1000, 3)
+    log = _run_log.get()
     if result.success:
-        _log.info("probe_run", **fields)
+        log.info("probe_run", **fields)
     else:
         assert result.reason is not None
-        _log.warning(
-            "probe_run",
-            **fields,
-            reason=result.reason.value,
-            error_code=result.error_code or result.reason.value,
-            error_message=result.detail,
-        )
+        fields["reason"] = result.reason.value
+        fields["error_code"] = result.error_code or result.reason.value
+        fields["error_message"] = result.detail
+        log.warning("probe_run", **fields)
 
 
 class ProbeExecutor:

@@ -5,21 +5,30 @@ probe, kind, target, run_id, status, latency_ms, reason, error.code``). The
 redaction processor runs last before rendering, so nothing reaches the output
 unredacted, including lines from the standard library's loggers (aiohttp,
 asyncio), which are routed through the same chain.
+
+Every probe run writes a line, so the chain is kept cheap: one processor adds the
+schema's fields, one redacts and orders (the verdict on each key name and the strings
+found clean are remembered until the secrets change), and lines are rendered by
+orjson (compact, ASCII only: a line with other characters is rendered by ``json``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "Redactor", "configure_logging", "redactor"]
+__all__ = ["REDACTED", "BoundOnce", "Redactor", "configure_logging", "redactor"]
 
 REDACTED = "[REDACTED]"
 
@@ -28,6 +37,22 @@ _SECRET_KEY = re.compile(
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+
+_SECRET_KEYS: dict[str, bool] = {}
+"""Whether each key name seen names a secret (``_SECRET_KEY`` scans the whole name)."""
+_KEYS_REMEMBERED = 4096
+_CLEAN_REMEMBERED = 2048
+"""Strings a redactor remembers as clean (none of them longer than ``_CLEAN_LONGEST``)."""
+_CLEAN_LONGEST = 128
+
+
+def _names_secret(key: str) -> bool:
+    verdict = _SECRET_KEYS.get(key)
+    if verdict is None:
+        verdict = _SECRET_KEY.search(key) is not None
+        if len(_SECRET_KEYS) < _KEYS_REMEMBERED:
+            _SECRET_KEYS[key] = verdict
+    return verdict
 
 
 class Redactor:
@@ -45,6 +70,9 @@ class Redactor:
         self._static: tuple[str, ...] = ()
         self._runtime: deque[str] = deque(maxlen=max_runtime_secrets)
         self._pattern: re.Pattern[str] | None = None
+        self._clean_texts: set[str] = set()
+        """Short strings ``scrub`` leaves as they are, under the current secrets (the same
+        probe, target and field values come back on every line)."""
 
     def set_secrets(self, values: Iterable[str]) -> None:
         """Replace the configured secret values (on load and reload)."""
@@ -59,13 +87,26 @@ class Redactor:
         """
         if len(value) >= 3 and value not in self._runtime:
             self._runtime.append(value)
+            self._clean_texts = set()  # a new set: a scrub running in a thread fills the old
 
     def _rebuild(self) -> None:
         values = sorted(set(self._static), key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+        self._clean_texts = set()
 
     def scrub(self, text: str) -> str:
         """Redact secrets, e-mail addresses and bearer credentials inside ``text``."""
+        clean = self._clean_texts
+        if text in clean:
+            return text
+        scrubbed = self._scrub(text)
+        if len(text) <= _CLEAN_LONGEST and scrubbed == text:
+            if len(clean) >= _CLEAN_REMEMBERED:
+                clean.clear()
+            clean.add(text)
+        return scrubbed
+
+    def _scrub(self, text: str) -> str:
         if self._pattern is not None:
             text = self._pattern.sub(REDACTED, text)
         for token in self._runtime:
@@ -76,8 +117,16 @@ class Redactor:
         return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
 
     def _clean(self, key: str, value: Any) -> Any:
-        if _SECRET_KEY.search(key) and value not in (None, "", False):
+        secret = _SECRET_KEYS.get(key)
+        if secret is None:
+            secret = _names_secret(key)
+        if secret and value not in (None, "", False):
             return REDACTED
+        cls = value.__class__  # the common exact types first; subclasses below
+        if cls is str:
+            return self.scrub(value)
+        if cls is int or cls is float or cls is bool or value is None:
+            return value
         if isinstance(value, str):
             return self.scrub(value)
         if isinstance(value, MutableMapping):
@@ -89,36 +138,125 @@ class Redactor:
         return self.scrub(str(value))
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        return {k: self._clean(k, v) for k, v in event_dict.items()}
+        clean = self._clean
+        return {k: clean(k, v) for k, v in event_dict.items()}
 
 
 #: The process-wide redactor; the daemon feeds it configured and runtime secrets.
 redactor = Redactor()
 
 
-class _ErrorFields:
-    """Nest ``error_code``/``error_message`` as ``error: {code, message}`` per the schema."""
+_LEADING = ("level", "event", "service", "env", "location")
+"""The fields every line starts with, after ``ts``."""
+
+
+class _Schema:
+    """The schema's own fields: the fixed fields (service, env, location) unless already
+    set, and ``error_code``/``error_message`` nested as ``error: {code, message}``. A
+    ``timestamp`` or ``ts`` given goes: ``_Redacted`` writes the time as ``ts``."""
+
+    def __init__(self, **fields: str) -> None:
+        self._fields = tuple(fields.items())
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        code = event_dict.pop("error_code", None)
-        message = event_dict.pop("error_message", None)
-        if code or message:
-            error: dict[str, Any] = {}
-            if code:
-                error["code"] = code
-            if message:
-                error["message"] = message
-            event_dict["error"] = error
+        event_dict.pop("timestamp", None)
+        event_dict.pop("ts", None)
+        for key, value in self._fields:
+            if key not in event_dict:
+                event_dict[key] = value
+        if "error_code" in event_dict or "error_message" in event_dict:
+            code = event_dict.pop("error_code", None)
+            message = event_dict.pop("error_message", None)
+            if code or message:
+                error: dict[str, Any] = {}
+                if code:
+                    error["code"] = code
+                if message:
+                    error["message"] = message
+                event_dict["error"] = error
         return event_dict
 
 
-class _Rename:
-    """Rename structlog's ``event``/``timestamp`` keys to the schema's names."""
+_this_second: tuple[int, str] = (-1, "")
+"""A Unix second and its date and time of day (one tuple: threads log too)."""
+
+
+def _utc_now() -> str:
+    """Now in UTC as ISO 8601 with microseconds and ``Z``, as ``datetime.isoformat`` writes
+    it (no fraction at a whole second); the date and time of day are formatted once a second."""
+    global _this_second
+    now = time.time()
+    second = int(now)
+    micro = round((now - second) * 1e6)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    cached = _this_second
+    if cached[0] != second:
+        cached = _this_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
+
+
+class _Redacted:
+    """The redactor's output in one new dict: ``ts`` (now, written here) and the schema's
+    other leading fields first.
+
+    A value needs no look when its key was seen and names no secret and it is a number,
+    a bool, None, or a string the redactor already found clean. ``ts`` is probed's own.
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        if "timestamp" in event_dict:
-            event_dict["ts"] = event_dict.pop("timestamp")
-        return event_dict
+        out: dict[str, Any] = {"ts": _utc_now()}
+        for key in _LEADING:
+            if key in event_dict:
+                out[key] = event_dict.pop(key)
+        out.update(event_dict)
+        redactor = self._redactor
+        clean_texts = redactor._clean_texts
+        secret_keys = _SECRET_KEYS
+        items = iter(out.items())
+        next(items)  # ts
+        for key, value in items:  # replaces values only: the dict keeps its size
+            if secret_keys.get(key) is False:
+                cls = value.__class__
+                if cls is str:
+                    if value in clean_texts:
+                        continue
+                elif cls is int or cls is float or cls is bool or value is None:
+                    continue
+            out[key] = redactor._clean(key, value)
+        return out
+
+
+def _render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    """One compact JSON object; ``json`` renders what orjson cannot (integers beyond 64 bits)
+    and lines with non-ASCII characters, which it escapes."""
+    try:
+        line = orjson.dumps(event_dict, default=str).decode()
+    except orjson.JSONEncodeError:
+        line = ""
+    if line.isascii() and line:
+        return line
+    return json.dumps(event_dict, default=str, separators=(",", ":"))
+
+
+class _LineWriter:
+    """Writes each line and its newline in one call, then flushes; ``None`` writes to
+    whatever ``sys.stdout`` is at the time (as ``print`` would)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        out = self._stream if self._stream is not None else sys.stdout
+        with self._lock:
+            out.write(message + "\n")
+            out.flush()
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
 
 
 def configure_logging(
@@ -134,13 +272,9 @@ def configure_logging(
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _Rename(),
-        _StaticFields(service="probed", env=env, location=location),
-        _ErrorFields(),
+        _Schema(service="probed", env=env, location=location),
         structlog.processors.format_exc_info,
-        redactor,
-        _order,
+        _Redacted(redactor),
     ]
     renderer: Processor
     if fmt == "console":
@@ -148,12 +282,13 @@ def configure_logging(
     elif fmt == "logfmt":
         renderer = structlog.processors.LogfmtRenderer(bool_as_flag=False)
     else:
-        renderer = structlog.processors.JSONRenderer(sort_keys=False, default=str)
+        renderer = _render_json
     numeric = logging.getLevelNamesMapping()[level.upper()]
+    writer = _LineWriter(stream if stream is not None and stream is not sys.stdout else None)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=lambda *args: writer,
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)
@@ -170,23 +305,32 @@ def configure_logging(
     logging.getLogger("aiohttp.access").disabled = True
 
 
-_FIRST = ("ts", "level", "event", "service", "env", "location")
+class BoundOnce:
+    """``structlog.get_logger(name)`` bound once per configuration, for lines written often.
 
+    A module's ``structlog.get_logger()`` proxy binds anew on every call (a few
+    microseconds); ``get()`` returns the same bound logger until structlog is configured
+    again (``configure_logging`` on a reload, a test's own configuration).
+    """
 
-def _order(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """Put the schema's leading fields first so lines read well in a terminal."""
-    ordered = {k: event_dict.pop(k) for k in _FIRST if k in event_dict}
-    ordered.update(event_dict)
-    return ordered
+    __slots__ = ("_bound", "_config", "_name")
 
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._config: tuple[object, object, object] | None = None
+        self._bound: Any = None
 
-class _StaticFields:
-    """Add fixed fields (service, env, location) without overriding ones already set."""
-
-    def __init__(self, **fields: str) -> None:
-        self._fields = fields
-
-    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        for key, value in self._fields.items():
-            event_dict.setdefault(key, value)
-        return event_dict
+    def get(self) -> Any:
+        """The bound logger of the current configuration."""
+        config = structlog.get_config()
+        key = (config["processors"], config["wrapper_class"], config["logger_factory"])
+        cached = self._config
+        if (
+            cached is None
+            or cached[0] is not key[0]
+            or cached[1] is not key[1]
+            or cached[2] is not key[2]
+        ):
+            self._bound = structlog.get_logger(self._name).bind()
+            self._config = key
+        return self._bound

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from probed.logging import REDACTED, Redactor, configure_logging, redactor
+from probed.logging import REDACTED, BoundOnce, Redactor, configure_logging, redactor
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +113,67 @@ def test_console_format() -> None:
     out = buf.getvalue()
     assert "probe_run" in out
     assert "pw" not in out.replace("probe_run", "")
+
+
+def test_a_string_found_clean_is_scrubbed_again_once_it_holds_a_new_secret() -> None:
+    """The redactor remembers clean strings only until the secrets change."""
+    buf = io.StringIO()
+    configure_logging(stream=buf)
+    log = structlog.get_logger()
+    log.info("probe_run", detail="got tok-later-learnt", target="tok-later-learnt")
+    redactor.add_runtime_secret("tok-later-learnt")
+    log.info("probe_run", detail="got tok-later-learnt", target="tok-later-learnt")
+    redactor.set_secrets(["got"])
+    log.info("probe_run", detail="got it")
+    first, second, third = lines(buf)
+    assert ("got tok-later-learnt", "tok-later-learnt") == (first["detail"], first["target"])
+    assert (f"got {REDACTED}", REDACTED) == (second["detail"], second["target"])
+    assert f"{REDACTED} it" == third["detail"]
+
+
+def test_json_lines_are_compact_ascii_and_render_any_value() -> None:
+    """orjson renders the line; what it cannot (a huge integer, a non-ASCII character) json
+    does, in the same compact, ASCII-only form."""
+    buf = io.StringIO()
+    configure_logging(stream=buf)
+    log = structlog.get_logger()
+    log.info("probe_run", probe="health", latency_ms=1.5, http_status=200, ok=True, gone=None)
+    log.info("probe_run", probe="santé", count=10**30, nested={"a": [1, 2.5, "x"]})
+    plain, other = buf.getvalue().splitlines()
+    assert plain.isascii()
+    assert other.isascii()
+    assert '"probe":"health","latency_ms":1.5,"http_status":200,"ok":true,"gone":null}' in plain
+    assert '"probe":"sant\\u00e9","count":1000000000000000000000000000000,' in other
+    assert {"a": [1, 2.5, "x"]} == json.loads(other)["nested"]
+
+
+def test_ts_is_iso_utc_with_microseconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ts`` reads as ``datetime.isoformat`` in UTC with ``Z``, a given ``ts`` or
+    ``timestamp`` being replaced."""
+    buf = io.StringIO()
+    configure_logging(stream=buf)
+    log = structlog.get_logger()
+    monkeypatch.setattr("time.time", lambda: 1764745200.25)
+    log.info("x", ts="mine", timestamp="also mine")
+    monkeypatch.setattr("time.time", lambda: 1764745201.0)
+    log.info("y")
+    monkeypatch.setattr("time.time", lambda: 1764745201.9999996)
+    log.info("z")
+    assert ["2025-12-03T07:00:00.250000Z", "2025-12-03T07:00:01Z", "2025-12-03T07:00:02Z"] == [
+        line["ts"] for line in lines(buf)
+    ]
+    assert "timestamp" not in lines(buf)[0]
+
+
+def test_a_logger_bound_once_follows_a_new_configuration() -> None:
+    """``BoundOnce`` binds again when logging is configured again (a reload)."""
+    first, second = io.StringIO(), io.StringIO()
+    bound = BoundOnce("probed")
+    configure_logging(stream=first, level="info")
+    bound.get().info("one")
+    assert bound.get() is bound.get()
+    configure_logging(stream=second, level="warning")
+    bound.get().info("filtered")
+    bound.get().warning("two")
+    assert ["one"] == [line["event"] for line in lines(first)]
+    assert ["two"] == [line["event"] for line in lines(second)]
