@@ -37,6 +37,8 @@ _SECRET_KEY = re.compile(
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_MAYBE_CREDENTIAL = re.compile(r"[@\s]")
+"""Neither an e-mail address nor a bearer credential is found without one of these."""
 
 _SECRET_KEYS: dict[str, bool] = {}
 """Whether each key name seen names a secret (``_SECRET_KEY`` scans the whole name)."""
@@ -112,6 +114,8 @@ class Redactor:
         for token in self._runtime:
             if token in text:
                 text = text.replace(token, REDACTED)
+        if _MAYBE_CREDENTIAL.search(text) is None:  # ids, hashes, single words
+            return text
         if "@" in text:
             text = _EMAIL.sub("[email]", text)
         return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
