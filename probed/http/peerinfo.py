@@ -28,8 +28,7 @@ from __future__ import annotations
 import contextlib
 import re
 import ssl
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
@@ -213,12 +212,24 @@ def current() -> PeerFacts | None:
     return _current.get()
 
 
-@contextlib.contextmanager
-def watching() -> Iterator[PeerFacts]:
+class _Watching:
+    """The context of ``watching``: a class, not a generator (it wraps every probe run)."""
+
+    __slots__ = ("_facts", "_token")
+
+    def __init__(self) -> None:
+        self._facts = PeerFacts()
+        self._token: Token[PeerFacts | None] | None = None
+
+    def __enter__(self) -> PeerFacts:
+        self._token = _current.set(self._facts)
+        return self._facts
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _current.reset(self._token)
+
+
+def watching() -> contextlib.AbstractContextManager[PeerFacts]:
     """Collect the facts of the requests made inside the block (one probe run)."""
-    facts = PeerFacts()
-    token = _current.set(facts)
-    try:
-        yield facts
-    finally:
-        _current.reset(token)
+    return _Watching()

@@ -335,6 +335,6 @@ def create_sessions(
 
 def new_traceparent() -> tuple[str, str]:
     """A fresh W3C ``traceparent`` header value and its trace id (sampled flag set)."""
-    trace_id = os.urandom(16).hex()
-    span_id = os.urandom(8).hex()
-    return f"00-{trace_id}-{span_id}-01", trace_id
+    ids = os.urandom(24).hex()  # one read: the trace id, then the span id
+    trace_id = ids[:32]
+    return f"00-{trace_id}-{ids[32:]}-01", trace_id

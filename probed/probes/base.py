@@ -36,6 +36,7 @@ from probed import clock
 from probed.errors import ProbeFailure
 from probed.http import peerinfo
 from probed.http.classify import classify_exception
+from probed.http.redirects import RedirectPolicy
 from probed.http.session import new_traceparent
 from probed.results import Observation, ProbeResult, ProbeRun, Reason
 
@@ -83,6 +84,39 @@ class ProbeContext:
     redacted: list[str] = field(default_factory=list, repr=False)
     """Values ``run_probe`` replaces with ``[redacted]`` in the result's detail (``redact``);
     kept out of the context's repr."""
+    prepared: dict[str, _Prepared] = field(default_factory=dict, repr=False)
+    """Per probe, what all its runs on this target send alike, made at its first run (the
+    context, and so this, is made anew with each config); shared by the runs' copies."""
+
+    def for_run(self, traceparent: str, trace_id: str) -> ProbeContext:
+        """A copy for one run: its trace id, and observations and redacted values of its own."""
+        return ProbeContext(
+            target=self.target,
+            session=self.session,
+            pooled_session=self.pooled_session,
+            traceparent=traceparent,
+            trace_id=trace_id,
+            log=self.log,
+            ssl_context=self.ssl_context,
+            on_secret=self.on_secret,
+            hub=self.hub,
+            observations={},
+            redacted=[],
+            prepared=self.prepared,
+        )
+
+    def _prepare(self, spec: ProbeSpec) -> _Prepared:
+        prepared = self.prepared.get(spec.name)
+        if prepared is None or prepared.spec is not spec:
+            headers = self.target.resolved_headers()
+            headers.update(spec.resolved_headers())
+            prepared = _Prepared(spec, headers, RedirectPolicy.of(self.target, spec))
+            self.prepared[spec.name] = prepared
+        return prepared
+
+    def redirect_policy(self, spec: ProbeSpec) -> RedirectPolicy:
+        """How the probe's requests follow redirects (``RedirectPolicy.of``)."""
+        return self._prepare(spec).redirects
 
     def observe(self, **observations: Observation) -> None:
         """Record ``observations`` for this run's result (a later value of a name wins)."""
@@ -106,13 +140,20 @@ class ProbeContext:
 
     def headers(self, spec: ProbeSpec, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Target headers, then probe headers, then ``extra``, then ``traceparent``."""
-        merged = self.target.resolved_headers()
-        merged.update(spec.resolved_headers())
+        merged = dict(self._prepare(spec).headers)
         if extra:
             merged.update(extra)
         merged["traceparent"] = self.traceparent
         merged.setdefault("User-Agent", _USER_AGENT)
         return merged
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    spec: ProbeSpec
+    headers: dict[str, str]
+    """The target's headers, then the probe's (secrets resolved); copied for each request."""
+    redirects: RedirectPolicy
 
 
 def _user_agent() -> str:
@@ -140,10 +181,7 @@ async def run_probe(
     run's observations are then added to the result, the context's winning over the
     result's own on a shared name, and redacted values are scrubbed from its detail.
     """
-    traceparent, trace_id = new_traceparent()
-    ctx = dataclasses.replace(
-        ctx, traceparent=traceparent, trace_id=trace_id, observations={}, redacted=[]
-    )
+    ctx = ctx.for_run(*new_traceparent())
     run_id = f"{_RUN_PREFIX}-{next(_run_counter):x}"
     started_at = clock.wall()
     start = time.perf_counter()
@@ -161,21 +199,12 @@ async def run_probe(
                 ctx.log.exception("probe_internal_error", probe=spec.name, kind=spec.kind)
             result = ProbeResult(False, reason, detail, error_code=error_code)
     duration = time.perf_counter() - start
-    if ctx.observations:
-        result = dataclasses.replace(
-            result, observations={**result.observations, **ctx.observations}
-        )
-    if peer.http_version is not None:
-        result = dataclasses.replace(result, http_version=peer.http_version, tls=peer.tls)
-    if result.success and spec.latency_threshold is not None and duration > spec.latency_threshold:
-        result = dataclasses.replace(
-            result,
-            success=False,
-            reason=Reason.SLOW,
-            detail=f"took {duration * 1000:.1f}ms, threshold {spec.latency_threshold * 1000:g}ms",
-            error_code=Reason.SLOW.value,
-        )
-    result = _scrubbed(result, ctx.redacted)
+    threshold = spec.latency_threshold
+    slow = result.success and threshold is not None and duration > threshold
+    if ctx.observations or peer.http_version is not None or slow:
+        result = _completed(result, ctx.observations, peer, duration if slow else None, threshold)
+    if ctx.redacted:
+        result = _scrubbed(result, ctx.redacted)
     return ProbeRun(
         probe=spec.name,
         kind=spec.kind,
@@ -185,6 +214,40 @@ async def run_probe(
         started_at=started_at,
         duration=duration,
         result=result,
+    )
+
+
+def _completed(
+    result: ProbeResult,
+    observed: dict[str, Observation],
+    peer: peerinfo.PeerFacts,
+    slow: float | None,
+    threshold: float | None,
+) -> ProbeResult:
+    """``result`` with the run's observations (theirs winning on a shared name), the peer's
+    HTTP version and TLS facts if a response came, and failed ``slow`` if it took ``slow``
+    seconds, over ``threshold``: one new result, whatever changed."""
+    success, reason, detail, error_code = (
+        result.success,
+        result.reason,
+        result.detail,
+        result.error_code,
+    )
+    if slow is not None:
+        assert threshold is not None
+        success, reason, error_code = False, Reason.SLOW, Reason.SLOW.value
+        detail = f"took {slow * 1000:.1f}ms, threshold {threshold * 1000:g}ms"
+    known = peer.http_version is not None
+    return ProbeResult(
+        success=success,
+        reason=reason,
+        detail=detail,
+        status_code=result.status_code,
+        phases=result.phases,
+        observations={**result.observations, **observed} if observed else result.observations,
+        error_code=error_code,
+        http_version=peer.http_version if known else result.http_version,
+        tls=peer.tls if known else result.tls,
     )
 
 

@@ -22,7 +22,7 @@ from multidict import CIMultiDictProxy
 
 from probed.config import JsonAssertion, ProbeSpec
 from probed.errors import ProbeFailure
-from probed.http.redirects import RedirectPolicy, RedirectRefused, request_following
+from probed.http.redirects import RedirectRefused, request_following
 from probed.http.session import PhaseTimer
 from probed.http.tls import ssl_for
 from probed.jsonpath import lookup
@@ -130,7 +130,7 @@ async def send(
             ctx.session_for(spec),
             method,
             ctx.url(path),
-            RedirectPolicy.of(ctx.target, spec),
+            ctx.redirect_policy(spec),
             headers=headers,
             data=data,
             json=json,
