@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Callable
 
 __all__ = ["SLOTS", "LagWindow", "QuantileSketch", "RunWindow"]
 
@@ -61,11 +62,7 @@ class QuantileSketch:
     @classmethod
     def key(cls, value: float) -> int:
         """The bucket of a non-negative ``value`` (0 for values at or below ``FLOOR``)."""
-        if not value > cls.FLOOR:  # also NaN
-            return 0
-        if value == math.inf:
-            return cls.MAX_KEYS
-        return min(cls.MAX_KEYS, max(1, math.ceil(math.log(value / cls.FLOOR) / cls._LOG_GAMMA)))
+        return _key(value)
 
     @classmethod
     def value_of(cls, key: int) -> float:
@@ -108,6 +105,23 @@ class QuantileSketch:
             if seen >= rank:
                 return self.value_of(key)
         return self.value_of(max(self.buckets))
+
+
+def _key(
+    value: float,
+    floor: float = QuantileSketch.FLOOR,
+    most: int = QuantileSketch.MAX_KEYS,
+    log_gamma: float = QuantileSketch._LOG_GAMMA,
+    log: Callable[[float], float] = math.log,
+    ceil: Callable[[float], int] = math.ceil,
+) -> int:
+    """``QuantileSketch.key`` with its constants bound (every run and timed event)."""
+    if not value > floor:  # also NaN
+        return 0
+    if value == math.inf:
+        return most
+    key = ceil(log(value / floor) / log_gamma)
+    return most if key > most else 1 if key < 1 else key
 
 
 class _Ring:
@@ -170,6 +184,8 @@ class _Ring:
             return None
         index = math.floor(at / self.width)
         newest = self._newest
+        if index == newest:  # the newest slot (most samples): its index is in place
+            return index % SLOTS
         if newest == _NONE or index > newest:
             self._advance(index)
         elif index <= newest - SLOTS:
@@ -197,7 +213,10 @@ class _Ring:
                 for k in keys:
                     counts[k] = counts.get(k, 0) + 1
                 self._keys[pos] = counts
-        self.sketch.add_key(key)
+        sketch = self.sketch  # QuantileSketch.add_key, inline
+        buckets = sketch.buckets
+        buckets[key] = buckets.get(key, 0) + 1
+        sketch.count += 1
 
     def expire(self, now: float) -> None:
         """Drop the slots that started ``span`` or more before ``now``'s slot."""
@@ -238,7 +257,7 @@ class LagWindow(_Ring):
         pos = self._position(at)
         if pos is None:
             return
-        self._add_key(pos, QuantileSketch.key(lag))
+        self._add_key(pos, _key(lag))
         if lag > self._worst[pos]:
             self._worst[pos] = lag
 
@@ -326,7 +345,7 @@ class RunWindow(_Ring):
         pos = self._position(started_at)
         if pos is None:
             return
-        self._add_key(pos, QuantileSketch.key(duration))
+        self._add_key(pos, _key(duration))
         if failed:
             self._failures[pos] += 1
             self.failures += 1
