@@ -21,7 +21,15 @@ import time
 
 import structlog
 
-__all__ = ["STEP_TOLERANCE", "StepWatch", "on_system_clock", "step", "stepped", "wall"]
+__all__ = [
+    "STEP_TOLERANCE",
+    "StepWatch",
+    "on_system_clock",
+    "step",
+    "stepped",
+    "wall",
+    "wall_at",
+]
 
 _log = structlog.get_logger("probed")
 
@@ -34,6 +42,11 @@ STEP_TOLERANCE = 1.0
 def wall() -> float:
     """Unix seconds that never step: the system time at start plus monotonic time since."""
     return time.monotonic() + _ANCHOR
+
+
+def wall_at(monotonic: float) -> float:
+    """:func:`wall` at the ``time.monotonic()`` reading ``monotonic`` (no second reading)."""
+    return monotonic + _ANCHOR
 
 
 def step() -> float:

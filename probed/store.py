@@ -316,17 +316,6 @@ class StreamStats:
         self.version += 1
         self.clock.observe(source, low, high)
 
-    def lag_of(self, raw: float) -> float | None:
-        """``raw`` (our wall clock minus the enqueue stamp) corrected for the clock offset;
-        None while the offset is unknown and must be corrected (the clock counts it)."""
-        self.version += 1
-        return self.clock.lag(raw)
-
-    def negative_lag_event(self) -> None:
-        """An event stamped after it arrived (beyond what the clock offset explains)."""
-        self.version += 1
-        self.negative_lag += 1
-
     def observe_lag(self, lag: float, wall: float, *, late: bool = False) -> None:
         """Record one event's delivery lag (seconds, non-negative) received at ``wall``;
         ``late``: beyond the stream's ``late_after``."""
@@ -335,6 +324,25 @@ class StreamStats:
         self.lag_window.observe(lag, wall)
         if late:
             self.late += 1
+
+    def timed_event(self, raw: float, wall: float, late_after: float) -> float | None:
+        """One event's ``raw`` lag (our wall clock minus its enqueue stamp), received at
+        ``wall``, corrected for the clock offset: recorded (``observe_lag``; late beyond
+        ``late_after``), or counted as negative (stamped after it arrived, beyond what the
+        offset explains). Returns it, or None while the offset is unknown and must be
+        corrected (the clock counts that)."""
+        self.version += 1
+        lag = self.clock.lag(raw)
+        if lag is None:
+            return None
+        if lag < 0:
+            self.negative_lag += 1
+            return lag
+        self.delivery_lag.observe(lag)
+        self.lag_window.observe(lag, wall)
+        if lag > late_after:
+            self.late += 1
+        return lag
 
     def unsequenced_event(self) -> None:
         """An event carried no readable sequence number."""

@@ -56,8 +56,9 @@ RECORDINGS: dict[str, Recorder] = {
     "clock_reading": lambda st, w: st.clock_reading(
         w.rng.choice(["date", "time_path"]), *sorted(w.rng.uniform(-40, 40) for _ in range(2))
     ),
-    "lag_of": lambda st, w: st.lag_of(w.rng.uniform(-2, 5)),
-    "negative_lag_event": lambda st, w: st.negative_lag_event(),
+    "timed_event": lambda st, w: st.timed_event(
+        w.rng.uniform(-2, 5), w.lag_time(), w.rng.choice([0.5, 5.0])
+    ),
     "observe_lag": lambda st, w: st.observe_lag(
         w.rng.choice([0.0, 1e-7, w.rng.random(), w.rng.random() * 100, float("inf")]),
         w.lag_time(),

@@ -53,6 +53,10 @@ def parse_timestamp(value: object, fmt: TimestampFormat = "auto") -> float | Non
     ``rfc3339``: ``2026-11-23T10:47:37.123Z`` (offsets allowed); ``epoch_s`` /
     ``epoch_ms``: a number or a numeric string; ``auto`` decides by type and size.
     """
+    if value.__class__ is float and fmt == "auto":  # the common case, as below
+        if not math.isfinite(value):
+            return None
+        return value / 1000.0 if abs(value) >= _MS_THRESHOLD else value
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -191,8 +195,22 @@ class SequenceTracker:
 
         ``epoch`` is the producer's run the number belongs to (None: not known).
         """
-        self.expire(now)
         highest = self.highest
+        if (  # the next number, nothing missing or lost to look after: the common case
+            highest is not None
+            and seq == highest + 1
+            and not self._missing
+            and not self._lost_recent
+            and (epoch is None or self.epoch is None or epoch == self.epoch)
+        ):
+            if epoch is not None:
+                self.epoch = epoch
+            self._reconnected = False
+            self._last_at = now
+            self._ring[seq % self.window] = 1
+            self.highest = seq
+            return Verdict.NEW
+        self.expire(now)
         trusted = epoch is not None and epoch == self.epoch  # the epoch decides, not a drop
         changed = epoch is not None and self.epoch is not None and epoch != self.epoch
         if epoch is not None:

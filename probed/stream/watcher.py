@@ -59,7 +59,7 @@ from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy, request_following
 from probed.http.session import PhaseTimer, new_traceparent
 from probed.http.tls import ssl_for
-from probed.jsonpath import lookup
+from probed.jsonpath import getter, lookup
 from probed.netvalues import json_loads, sequence_number
 from probed.results import Reason
 from probed.sinks import LagSink
@@ -164,11 +164,13 @@ class StreamWatcher:
         ]
         self._fanout = _Fanout()
         self._redirects = RedirectPolicy.of(target, spec)
-        self._lag_field = None if spec.clock == "ignore" else spec.lag_field
-        self._needs_json = any(
-            path is not None
-            for path in (self._lag_field, spec.sequence_field, spec.sequence_epoch_field)
-        )
+        lag_field = None if spec.clock == "ignore" else spec.lag_field
+        # the fields read from every event's JSON data, each path split once
+        self._stamp_of = None if lag_field is None else getter(lag_field)
+        self._seq_of = None if spec.sequence_field is None else getter(spec.sequence_field)
+        epoch = spec.sequence_epoch_field
+        self._epoch_of = None if epoch is None else getter(epoch)
+        self._needs_json = any(path is not None for path in (lag_field, spec.sequence_field, epoch))
         self._clock_checked = asyncio.Event()
         """Set after the first time_path check, ok or not (``correct`` connections wait)."""
         self._primary_up = False
@@ -348,7 +350,7 @@ class StreamWatcher:
                                 raise _Ended("eof", got_anything)
                             last_byte = time.monotonic()
                             self.stats.bytes_read(last_byte)
-                            got_anything = self._feed(sub, chunk, started, got_anything)
+                            got_anything = self._feed(sub, chunk, started, got_anything, last_byte)
                 except TimeoutError:
                     now = time.monotonic()
                     if now - last_byte >= idle:
@@ -361,8 +363,11 @@ class StreamWatcher:
             label = reason.value if reason.value in RECONNECT_REASONS else "error"
             raise _Ended(label, got_anything, detail) from None
 
-    def _feed(self, sub: _Subscriber, chunk: bytes, started: float, got_anything: bool) -> bool:
-        """Decode one chunk and account its events; whether the connection got anything yet."""
+    def _feed(
+        self, sub: _Subscriber, chunk: bytes, started: float, got_anything: bool, now: float
+    ) -> bool:
+        """Decode one chunk, read at ``now``, and account its events; whether the connection
+        got anything yet."""
         stats = self.stats
         oversize: DecodeError | None = None
         try:
@@ -372,11 +377,10 @@ class StreamWatcher:
             # resuming server would never send them again
             items, oversize = exc.items, exc
         if items:
-            now = time.monotonic()
             if now - sub.rate_since >= 1.0:
                 sub.rate_since, sub.rate_count = now, 0
             sub.rate_count += len(items)
-            wall = clock.wall()
+            wall = clock.wall_at(now)
             timed, first, last = 0, math.inf, -math.inf
             for item in items:
                 if isinstance(item, Comment):
@@ -428,44 +432,32 @@ class StreamWatcher:
         if spec.event_types and event.event not in spec.event_types:
             return None
         data = received.json() if self._needs_json else None
-        if self._lag_field is not None:
-            stamp = _field(data, self._lag_field)
-            enqueued = parse_timestamp(stamp, spec.lag_format)
+        if (stamp_of := self._stamp_of) is not None:
+            enqueued = parse_timestamp(stamp_of(data), spec.lag_format)
             if enqueued is None:
                 stats.untimed_event()
-            else:
-                lag = received.lag = stats.lag_of(wall - enqueued)
+            else:  # None: no offset estimate yet (counted by the clock)
+                lag = received.lag = stats.timed_event(wall - enqueued, wall, spec.late_after)
                 received.offset = stats.clock.applied
-                if lag is None:
-                    pass  # no offset estimate yet: counted by the clock
-                elif lag < 0:
-                    stats.negative_lag_event()
-                else:
-                    stats.observe_lag(lag, wall, late=lag > spec.late_after)
+                if lag is not None and lag >= 0:
                     for sink in self._lag_sinks:
                         sink.lag_measured(spec.name, lag, wall)
-        seq = self._sequence(event, data)
+        if (seq_of := self._seq_of) is not None:
+            seq = sequence_number(seq_of(data))
+        else:
+            seq = sequence_number(event.id) if spec.sequence_from_id else None
         if seq is None:
             stats.unsequenced_event()
             return enqueued
         tracker = sub.tracker
         lost_before = tracker.lost
-        epoch_path = spec.sequence_epoch_field
-        epoch = None if epoch_path is None else epoch_of(_field(data, epoch_path))
+        epoch = None if self._epoch_of is None else epoch_of(self._epoch_of(data))
         verdict = received.verdict = tracker.observe(seq, now, epoch)
         received.seq = seq
-        stats.sequence_observed(verdict.value, tracker.lost - lost_before)
-        if spec.subscribers > 1 and verdict is Verdict.NEW:
+        stats.sequence_observed(verdict._value_, tracker.lost - lost_before)
+        if verdict is Verdict.NEW and spec.subscribers > 1:
             self._fanout_observe(seq, now)
         return enqueued
-
-    def _sequence(self, event: Event, data: Any) -> int | None:
-        spec = self.spec
-        if spec.sequence_field is not None:
-            return sequence_number(_field(data, spec.sequence_field))
-        if spec.sequence_from_id:
-            return sequence_number(event.id)
-        return None
 
     def _fanout_observe(self, seq: int, now: float) -> None:
         seen = self._fanout.seen
