@@ -140,6 +140,8 @@ class Maintenance:
 
     def covers(self, probe: str, target: str, at: float) -> MaintenanceWindow | None:
         """The open window about ``probe`` at ``at`` that ends last, or None."""
+        if not self.configured and not self.ad_hoc:  # asked for every run and timed event
+            return None
         found = [w for w in self.windows if w.is_open(at) and w.names(probe, target)]
         return max(found, key=lambda w: w.end, default=None)
 

@@ -33,6 +33,9 @@ __all__ = [
     "StreamStats",
 ]
 
+_OVERLOADED = Reason.PROBER_OVERLOADED.value
+_RATE_LIMITED = Reason.RATE_LIMITED.value
+
 _LOOP_LAGS_KEPT = 64
 """Event-loop lag samples kept with their times (32 s at the monitor's 0.5 s period)."""
 
@@ -164,14 +167,14 @@ class ProbeState:
 
         A ``prober_overloaded`` run is left out: it judged probed, not the target.
         """
-        if entry.reason == Reason.PROBER_OVERLOADED.value:
+        if entry.reason == _OVERLOADED:
             return
         self.window.add(
             entry.started_at,
             entry.duration,
             entry.reason,
             failed=not entry.success,
-            limited=entry.status_code == 429 or entry.reason == Reason.RATE_LIMITED.value,
+            limited=entry.status_code == 429 or entry.reason == _RATE_LIMITED,
         )
 
 
