@@ -184,8 +184,6 @@ class _Ring:
             return None
         index = math.floor(at / self.width)
         newest = self._newest
-        if index == newest:  # the newest slot (most samples): its index is in place
-            return index % SLOTS
         if newest == _NONE or index > newest:
             self._advance(index)
         elif index <= newest - SLOTS:

@@ -211,6 +211,29 @@ def test_run_window_tallies_and_expires_reasons() -> None:
     )
 
 
+def test_a_slot_opened_by_a_query_expires_the_samples_it_gets() -> None:
+    """A query moves the window into a slot no sample opened yet; the samples that slot then
+    takes leave the totals when it expires."""
+    w = RunWindow(SPAN)
+    w.add(NOW, 0.1, None, failed=False, limited=False)
+    assert 1 == w.at(NOW + WIDTH).runs  # the newest slot is now an empty one
+    w.add(NOW + WIDTH, 0.2, "rate_limited", failed=True, limited=True)
+    w.add(NOW + WIDTH + 1, 0.2, "rate_limited", failed=True, limited=True)
+    assert (3, 2, 2) == (w.at(NOW + WIDTH).runs, w.failures, w.rate_limited)
+    w.add(NOW + 10 * WIDTH, 0.3, None, failed=False, limited=False)
+    t = w.at(NOW + WIDTH + SPAN)  # slot by slot from the newest: both earlier ones expire
+    assert (1, 0, 0, {}) == (t.runs, t.failures, t.rate_limited, t.reasons)
+    lags = LagWindow(SPAN)
+    lags.observe(0.5, NOW)
+    assert 1 == lags.count(NOW + WIDTH)
+    lags.observe(9.0, NOW + WIDTH)
+    lags.observe(0.5, NOW + 10 * WIDTH)
+    assert (1, [(NOW + 11 * WIDTH, 0.5)]) == (
+        lags.count(NOW + WIDTH + SPAN),
+        lags.worst(NOW + WIDTH + SPAN),
+    )
+
+
 # -- the evaluator reads them ---------------------------------------------------------------
 
 
