@@ -357,6 +357,8 @@ class StreamStats:
         ``reset`` or ``new``) and the events it declared lost."""
         self.version += 1
         self.lost += lost
+        if verdict == "new":
+            return
         if verdict == "duplicate":
             self.duplicated += 1
         elif verdict == "out_of_order":

@@ -390,9 +390,12 @@ class StreamWatcher:
                     stats.first_event(now - started)
                 sub.last_event = now
                 stamp = self._on_event(sub, item, now, wall)
-                if stamp is not None:
+                if stamp is not None:  # a finite time
                     timed += 1
-                    first, last = min(first, stamp), max(last, stamp)
+                    if stamp < first:
+                        first = stamp
+                    if stamp > last:
+                        last = stamp
             if timed >= _BURST_MIN_EVENTS and last - first >= self.spec.burst_spread:
                 # produced over a while, received at once: something held them back
                 stats.burst(timed, last - first, now)
