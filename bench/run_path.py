@@ -6,6 +6,7 @@ Run from the repository root::
     python bench/run_path.py --kind stub         # no network: only probed's own path per run
     python bench/run_path.py --runs 5000 --profile /tmp/run.prof   # + cProfile of the window
     python bench/run_path.py --repeat 5          # 5 windows, median and spread
+    python bench/run_path.py --log-lines 20000   # only the probe_run log line, no daemon
 
 What it measures
 ----------------
@@ -27,6 +28,10 @@ figure is CPU time, not wall time, so another process on the machine moves it le
 than a latency (still by some percent: caches, frequency). ``--repeat`` windows
 print their median and spread.
 
+``--log-lines N`` measures the ``probe_run`` line alone: ``log_run`` of one success and
+one failure (with ``error.message``) ``N`` times each, logging configured as the daemon
+does (JSON, to ``/dev/null``), CPU per line, median of 5.
+
 Only loopback addresses are used; the target process is stopped on exit, Ctrl-C or
 error (and gets SIGTERM if the bench dies); every loop is bounded in count and time.
 """
@@ -42,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 from _common import (
     LOOPBACK,
@@ -56,11 +62,11 @@ from _common import (
 
 from probed import daemon as daemon_module
 from probed.config import ProbeSpec, load_config
-from probed.daemon import Daemon
+from probed.daemon import Daemon, log_run
 from probed.logging import configure_logging
 from probed.probes import PROBERS
 from probed.probes.base import ProbeContext
-from probed.results import ProbeResult
+from probed.results import ProbeResult, ProbeRun, Reason
 
 SELF = Path(__file__).resolve()
 
@@ -167,6 +173,27 @@ async def main(args: argparse.Namespace) -> list[float]:
     return per_run
 
 
+def log_lines(count: int, sink: TextIO) -> int:
+    """CPU µs per ``probe_run`` line, success and failure."""
+    configure_logging(level="info", fmt="json", env="bench", location="bench", stream=sink)
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    ok = ProbeResult.ok(status_code=200, content_length=3)
+    failed = ProbeResult.fail(
+        Reason.CONNECT_REFUSED, "connection refused by 127.0.0.1:1", error_code="ECONNREFUSED"
+    )
+    for name, result in (("success", ok), ("failure", failed)):
+        run = ProbeRun("p0001", "http", "bench", "3fa2c1-1a", trace, time.time(), 0.0123, result)
+        per_line = []
+        for _ in range(5):
+            cpu = time.process_time()
+            for _ in range(count):
+                log_run(run, 0.00042)
+            per_line.append((time.process_time() - cpu) / count * 1e6)
+        say(f"probe_run line, {name}: median {statistics.median(per_line):.1f} CPU-µs "
+            f"(min-max {min(per_line):.1f}-{max(per_line):.1f})")  # fmt: skip
+    return 0
+
+
 def report(per_run: list[float]) -> int:
     if not per_run:
         return 1
@@ -185,6 +212,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="uncounted warm-up, s (3)")
     parser.add_argument("--repeat", type=int, default=1, help="windows (1)")
     parser.add_argument("--profile", help="write a cProfile of each window here")
+    parser.add_argument("--log-lines", type=int, default=0, help="time N probe_run lines only")
     parser.add_argument("--serve-target", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -194,5 +222,8 @@ if __name__ == "__main__":
     if options.serve_target:
         sys.exit(serve_health(3600.0))
     with open(os.devnull, "w", encoding="utf-8") as options.sink:  # the daemon's log lines
-        code = run_bench(main(options), report)
+        if options.log_lines:
+            code = log_lines(options.log_lines, options.sink)
+        else:
+            code = run_bench(main(options), report)
     sys.exit(code)
