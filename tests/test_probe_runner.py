@@ -4,7 +4,8 @@ to it (status code, phases, error code, the observations the run collected, reda
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -175,3 +176,31 @@ def test_redacted_values_stay_out_of_the_context_repr(ctx: ProbeContext) -> None
     ctx.redact("tok-1234")
 
     assert "tok-1234" not in repr(ctx)
+
+
+def test_a_runs_copy_keeps_every_field_but_its_own(ctx: ProbeContext) -> None:
+    """``for_run`` names the fields it copies: a field added to the context later must be
+    copied too, or this fails (every field here differs from its default). A run's own
+    fields are new; ``prepared`` is shared."""
+    original = dataclasses.replace(
+        ctx,
+        traceparent="00-old-01",
+        trace_id="old",
+        ssl_context=False,
+        on_secret=lambda _value: None,
+        hub=cast(Any, object()),  # not a Hub: only its identity is compared
+        observations={"x": 1.0},
+        redacted=["s3cret"],
+        prepared={},
+    )
+    copy = original.for_run("00-new-01", "new")
+    own = {"traceparent", "trace_id", "observations", "redacted"}
+    for f in dataclasses.fields(ProbeContext):
+        if f.name not in own:
+            assert getattr(copy, f.name) is getattr(original, f.name), f.name
+    assert ("00-new-01", "new") == (copy.traceparent, copy.trace_id)
+    assert {} == copy.observations
+    assert [] == copy.redacted
+    assert copy.observations is not original.observations
+    assert copy.redacted is not original.redacted
+    assert {f.name for f in dataclasses.fields(ProbeContext)} >= own
