@@ -591,11 +591,17 @@ def cancel_on_sigterm() -> None:
 
 
 def run_bench(
-    main: Coroutine[Any, Any, T], exit_code: Callable[[T], int], *, failed: str = "bench failed"
+    main: Coroutine[Any, Any, T],
+    exit_code: Callable[[T], int],
+    *,
+    failed: str = "bench failed",
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
-    """Run ``main``; its ``exit_code``, or 130 on Ctrl-C, 143 on SIGTERM, 2 on BenchError."""
+    """Run ``main`` (on ``loop_factory``'s loop, asyncio's by default); its ``exit_code``, or
+    130 on Ctrl-C, 143 on SIGTERM, 2 on BenchError."""
     try:
-        result = asyncio.run(main)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(main)
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ Run from the repository root::
     python bench/run_path.py --runs 5000 --profile /tmp/run.prof   # + cProfile of the window
     python bench/run_path.py --repeat 5          # 5 windows, median and spread
     python bench/run_path.py --log-lines 20000   # only the probe_run log line, no daemon
+    python bench/run_path.py --event-loop asyncio   # asyncio's loop instead of uvloop
 
 What it measures
 ----------------
@@ -20,7 +21,8 @@ aiohttp on 127.0.0.1, ``GET /health`` answers 200 at once), so its CPU is not co
 default); ``--kind stub`` replaces the kind's function with one that returns a 200
 result after one ``await asyncio.sleep(0)``, so what is left is probed's own work per
 run: the scheduler's tick and task, ``run_probe`` (trace id, timing, the result), the
-store, the SLO feed and the ``probe_run`` log line.
+store, the SLO feed and the ``probe_run`` log line. The loop is uvloop, as the daemon's
+default (``--event-loop asyncio`` for asyncio's).
 
 After a warm-up (``--warmup`` s, uncounted) each window lasts until ``--runs`` more
 runs finished; CPU per run = ``time.process_time()`` over the window / runs. The
@@ -63,6 +65,7 @@ from _common import (
 from probed import daemon as daemon_module
 from probed.config import ProbeSpec, load_config
 from probed.daemon import Daemon, log_run
+from probed.eventloop import EVENT_LOOPS, loop_factory
 from probed.logging import configure_logging
 from probed.probes import PROBERS
 from probed.probes.base import ProbeContext
@@ -213,6 +216,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="windows (1)")
     parser.add_argument("--profile", help="write a cProfile of each window here")
     parser.add_argument("--log-lines", type=int, default=0, help="time N probe_run lines only")
+    parser.add_argument(
+        "--event-loop",
+        choices=EVENT_LOOPS,
+        default="uvloop",
+        help="the loop the daemon runs on in this process (uvloop, the daemon's default)",
+    )
     parser.add_argument("--serve-target", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -225,5 +234,5 @@ if __name__ == "__main__":
         if options.log_lines:
             code = log_lines(options.log_lines, options.sink)
         else:
-            code = run_bench(main(options), report)
+            code = run_bench(main(options), report, loop_factory=loop_factory(options.event_loop))
     sys.exit(code)
