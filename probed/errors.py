@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 from probed.results import Observation, Reason
 
-__all__ = ["ConfigError", "ProbeFailure", "ProbedError", "SecretError"]
+__all__ = ["ConfigError", "ProbeFailure", "ProbedError", "SecretError", "drop_tracebacks"]
 
 
 class ProbedError(Exception):
@@ -76,3 +76,25 @@ class ProbeFailure(ProbedError):
         self.error_code = error_code or reason.value
         self.observations = observations
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+def drop_tracebacks(exc: BaseException) -> None:
+    """Detach the tracebacks of ``exc`` and of every exception it carries (cause, context).
+
+    For a failure that is kept as a reason and a detail, never logged with its traceback
+    (a probe run's, a stream connection's end). Left attached, a traceback holds the
+    frames the exception passed through, and they hold the response, its reader and the
+    reader's stored exception again: a reference cycle per failure that only a full
+    collection frees (memory until then, and a stall of the event loop when it comes).
+    """
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        for linked in (current.__cause__, current.__context__):
+            if linked is not None:
+                pending.append(linked)

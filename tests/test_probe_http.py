@@ -20,6 +20,7 @@ import pytest
 import trustme
 from aiohttp import web
 from conftest import free_port
+from cycles import cyclic_garbage
 from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
 from probed.config import HttpProbe, JsonAssertion, TargetConfig
@@ -80,15 +81,21 @@ async def _slow_body(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def _found(location: str) -> web.Response:
+    """A 302 answered, not raised: a raised ``HTTPFound`` leaves the test server's own
+    reference cycle, which the garbage tests below would count."""
+    return web.Response(status=302, headers={"Location": location})
+
+
 async def _loop(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/loop")
+    return _found("/loop")
 
 
 async def _redirect(request: web.Request) -> web.Response:
     await asyncio.sleep(0.03)  # every hop takes a while to answer
     hops = int(request.match_info["n"])
     if hops > 0:
-        raise web.HTTPFound(f"/redirect/{hops - 1}")
+        return _found(f"/redirect/{hops - 1}")
     return web.Response(text="landed")
 
 
@@ -240,6 +247,36 @@ async def test_network_faults(network_fault: NetworkFault) -> None:
     result = (await run(network_fault.ctx, http_spec(path="/"))).result
 
     assert (False, network_fault.reason) == (result.success, result.reason), result.detail
+
+
+FAILURES = [case for case in FAULTS if not case.values[1].success]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("fields", "expected"), FAILURES)
+async def test_a_failed_run_leaves_no_reference_cycle(
+    ctx: ProbeContext, fields: dict[str, Any], expected: Outcome
+) -> None:
+    """A failure is kept as a reason and a detail: the exception, its traceback and the
+    response they hold are freed by reference counting, not left for a full collection
+    (which holds the memory until it comes and then stalls the loop)."""
+    spec = http_spec(**fields)
+    await run(ctx, spec)  # first-use caches are not garbage
+    with cyclic_garbage() as left:
+        for _ in range(3):
+            result = (await run(ctx, spec)).result
+    assert expected == Outcome.of(result)
+    assert [] == left
+
+
+async def test_a_network_fault_leaves_no_reference_cycle(network_fault: NetworkFault) -> None:
+    """As above for refused, DNS, unreachable and broken HTTP."""
+    spec = http_spec(path="/")
+    await run(network_fault.ctx, spec)
+    with cyclic_garbage() as left:
+        for _ in range(3):
+            result = (await run(network_fault.ctx, spec)).result
+    assert network_fault.reason == result.reason
+    assert [] == left
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])

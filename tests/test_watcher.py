@@ -19,6 +19,7 @@ import structlog
 import trustme
 from aiohttp import web
 from conftest import free_port
+from cycles import cyclic_garbage
 from polling import until
 
 from probed.config import SseStream, TargetConfig
@@ -616,3 +617,37 @@ async def test_stream_redirect_to_another_host_is_refused_without_its_secret() -
     finally:
         await runner.cleanup()
     assert [] == seen
+
+
+@pytest.mark.parametrize("cut", ["reset", "stall"])
+async def test_a_connection_that_ends_badly_leaves_no_reference_cycle(cut: str) -> None:
+    """A connection cut mid-stream (aiohttp stores a ClientPayloadError in the reader,
+    and its traceback holds the response and the reader again) or ended by the idle
+    timeout must be freed by reference counting. Cyclic garbage is left for a full
+    collection: memory until then, and a stall of the loop when it comes."""
+    connections = 0
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal connections
+        connections += 1
+        resp = await open_stream(request)
+        for seq in range(3):
+            await resp.write(event(connections * 10 + seq))
+        if cut == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+        else:
+            await asyncio.sleep(5)
+        return resp
+
+    spec = stream_spec(
+        reconnect_initial="10ms", reconnect_max="20ms", min_reconnect_delay="10ms",
+        idle_timeout="0.2s" if cut == "stall" else "2s",
+    )  # fmt: skip
+    async with sse_server(handler) as url, watching(url, spec) as (stats, _):
+        await until(lambda: connections >= 3, 10.0)
+        with cyclic_garbage() as left:
+            first = connections
+            await until(lambda: connections >= first + 10, 20.0)
+    assert stats.reconnects["protocol_error" if cut == "reset" else "stalled"] >= 10
+    assert [] == left

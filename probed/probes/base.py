@@ -33,7 +33,7 @@ import aiohttp
 import structlog
 
 from probed import clock
-from probed.errors import ProbeFailure
+from probed.errors import ProbeFailure, drop_tracebacks
 from probed.http import peerinfo
 from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy
@@ -193,11 +193,13 @@ async def run_probe(
             raise
         except ProbeFailure as exc:
             result = _failed(exc)
+            drop_tracebacks(exc)
         except Exception as exc:  # every failure must become a reason, never a crash
             reason, error_code, detail = classify_exception(exc)
             if reason is Reason.INTERNAL_ERROR:
                 ctx.log.exception("probe_internal_error", probe=spec.name, kind=spec.kind)
             result = ProbeResult(False, reason, detail, error_code=error_code)
+            drop_tracebacks(exc)
     duration = time.perf_counter() - start
     threshold = spec.latency_threshold
     slow = result.success and threshold is not None and duration > threshold

@@ -54,7 +54,7 @@ from yarl import URL
 
 from probed import clock
 from probed.config import SseStream, TargetConfig
-from probed.errors import ProbeFailure
+from probed.errors import ProbeFailure, drop_tracebacks
 from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy, request_following
 from probed.http.session import PhaseTimer, new_traceparent
@@ -239,9 +239,11 @@ class StreamWatcher:
         try:
             await self._connect_and_consume(sub)
         except _Ended as ended:
+            drop_tracebacks(ended)
             return ended
         except Exception as exc:  # a bug must cost this stream a reconnect, not the daemon
             self.log_internal_error(exc)
+            drop_tracebacks(exc)
             return _Ended(Reason.INTERNAL_ERROR.value, False, type(exc).__name__)
 
     def log_internal_error(self, exc: Exception) -> None:
