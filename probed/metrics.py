@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -399,6 +399,8 @@ class ProbedRegistry(CollectorRegistry):
         self._others: tuple[Collector, ...] = (
             ProcessCollector(registry=self),
             PlatformCollector(registry=self),
+            # python_gc_objects_collected_total: reference cycles found per generation
+            GCCollector(registry=self),
             GcCollector(),
         )
         self.register(self._others[-1])

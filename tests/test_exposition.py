@@ -111,12 +111,15 @@ def reference(write: Callable[[Writer], None], fmt: Format) -> bytes:
 
 def stable(body: bytes) -> list[str]:
     """The lines of an exposition, without the process collector's samples and the GC's
-    pauses (they move)."""
-    return [
-        line
-        for line in body.decode().splitlines()
-        if not line.startswith(("process_", "probed_gc_pause_seconds", "probed__gc__pause"))
-    ]
+    pauses and counts (they move)."""
+    moving = (
+        "process_",
+        "probed_gc_pause_seconds",
+        "probed__gc__pause",
+        "python_gc_",
+        "python__gc__",
+    )
+    return [line for line in body.decode().splitlines() if not line.startswith(moving)]
 
 
 def frozen_of(store: ResultStore, info: DaemonInfo) -> FrozenRegistry:
