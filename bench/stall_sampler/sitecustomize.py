@@ -1,0 +1,109 @@
+"""What the event loop's thread was doing while the loop stalled: a sampler for any
+probed process started with this directory first on ``PYTHONPATH``.
+
+Run from the repository root::
+
+    STALL_SAMPLER=1 PYTHONPATH=bench/stall_sampler python bench/soak.py --warmup 60 --duration 300
+
+(the soak puts the repository before ``PYTHONPATH`` and passes the environment on to the
+daemon, so the daemon imports this module at start). Without ``STALL_SAMPLER`` it does
+nothing. A thread waits until ``probed.daemon`` is imported and its event loop runs
+(found through the main thread's ``asyncio.Runner``), then puts a 2 ms ticker on the loop
+and looks every 2 ms how late the ticker is. While it is more than 20 ms late the thread
+samples the main thread's stack (``sys._current_frames()``; ``GCn |`` marks a sample taken
+while a collection of generation n runs). A stall longer than 40 ms is appended to
+``$STALL_SAMPLER_DIR/stalls-PID.txt`` (``/tmp`` by default): its length, the process CPU
+time spent while it was sampled (all threads; far less than its length means the process
+did not run: the machine), and its six most frequent stacks, innermost first.
+
+Samples are few (the sampler needs the GIL, which the busy loop hands over every
+``sys.getswitchinterval()``) and the thread costs the daemon a little CPU: for finding
+where stalls come from, not for figures.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+import traceback
+from collections import Counter
+from typing import Any
+
+_LATE = 0.020
+_REPORTED = 0.040
+_PERIOD = 0.002
+_gc_running: list[int | None] = [None]
+
+
+def _on_gc(phase: str, info: dict[str, Any]) -> None:
+    _gc_running[0] = info["generation"] if phase == "start" else None
+
+
+def _find_loop() -> Any:
+    """The main thread's running event loop, from the ``asyncio.Runner`` on its stack."""
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    while frame is not None:
+        runner = frame.f_locals.get("self")
+        loop = getattr(runner, "_loop", None)
+        if frame.f_code.co_name == "run" and loop is not None and loop.is_running():
+            return loop
+        frame = frame.f_back
+    return None
+
+
+def _stack(main_id: int) -> str:
+    frame = sys._current_frames().get(main_id)
+    if frame is None:
+        return "?"
+    summary = traceback.extract_stack(frame, limit=40)[-8:]
+    text = " < ".join(f"{os.path.basename(f.filename)}:{f.name}" for f in reversed(summary))
+    generation = _gc_running[0]
+    return text if generation is None else f"GC{generation} | {text}"
+
+
+def _sample() -> None:
+    out = os.path.join(os.environ.get("STALL_SAMPLER_DIR", "/tmp"), f"stalls-{os.getpid()}.txt")
+    loop = None
+    while loop is None:
+        time.sleep(0.5)
+        if "probed.daemon" in sys.modules:
+            loop = _find_loop()
+    gc.callbacks.append(_on_gc)
+    main_id = threading.main_thread().ident or 0
+    ticked = [time.monotonic()]
+
+    def tick() -> None:
+        ticked[0] = time.monotonic()
+        loop.call_later(_PERIOD, tick)
+
+    loop.call_soon_threadsafe(tick)
+    with open(out, "a", encoding="utf-8") as f:
+        f.write(f"sampling {loop!r}\n")
+    samples: list[str] = []
+    started = cpu = 0.0
+    while True:
+        time.sleep(_PERIOD)
+        now = time.monotonic()
+        if now - ticked[0] > _LATE:
+            if not samples:
+                started, cpu = ticked[0], time.process_time()
+            samples.append(_stack(main_id))
+        elif samples:
+            length = now - started
+            if length > _REPORTED:
+                used = time.process_time() - cpu
+                with open(out, "a", encoding="utf-8") as f:
+                    f.write(
+                        f"== stall {length * 1000:.0f} ms (process CPU while sampled "
+                        f"{used * 1000:.0f} ms), {len(samples)} samples\n"
+                    )
+                    for stack, count in Counter(samples).most_common(6):
+                        f.write(f"  {count:4d} {stack}\n")
+            samples = []
+
+
+if os.environ.get("STALL_SAMPLER"):
+    threading.Thread(target=_sample, name="stall-sampler", daemon=True).start()
