@@ -612,3 +612,49 @@ def run_bench(
         print(f"{failed}: {exc}", file=sys.stderr)
         return 2
     return exit_code(result)
+
+
+def http_probes_config(
+    scratch: Path,
+    name: str,
+    *,
+    listen_port: int,
+    target_port: int,
+    probes: int,
+    interval_ms: int,
+    path: str,
+    timeout_ms: int,
+) -> Path:
+    """Write ``probed-NAME.toml`` in ``scratch``: ``probes`` http probes of ``path`` on
+    127.0.0.1:``target_port``, each every ``interval_ms``, JSON logs at info, the state in
+    ``state-NAME``; return its path."""
+    state_dir = scratch / f"state-{name}"
+    state_dir.mkdir(exist_ok=True)
+    parts = [
+        "[daemon]",
+        f'listen = "{LOOPBACK}:{listen_port}"',
+        'location = "bench"',
+        'env = "bench"',
+        f'state_dir = "{state_dir}"',
+        'log_level = "info"',
+        'log_format = "json"',
+        "max_concurrency = 256",
+        "",
+        "[targets.bench]",
+        f'base_url = "http://{LOOPBACK}:{target_port}"',
+        "",
+    ]
+    for i in range(probes):
+        parts += [
+            "[[probes]]",
+            f'name = "p{i:04d}"',
+            'kind = "http"',
+            'target = "bench"',
+            f'path = "{path}"',
+            f'interval = "{interval_ms}ms"',
+            f'timeout = "{timeout_ms}ms"',
+            "",
+        ]
+    config = scratch / f"probed-{name}.toml"
+    config.write_text("\n".join(parts), encoding="utf-8")
+    return config

@@ -51,6 +51,7 @@ from _common import (
     cancel_on_sigterm,
     cpu_seconds,
     free_port,
+    http_probes_config,
     percentile,
     positive,
     rss_kib,
@@ -510,37 +511,16 @@ def probed_config(
     interval_ms: int,
 ) -> Path:
     """Write a probed config with ``probes`` http probes on /delay; return its path."""
-    timeout_ms = min(900, interval_ms * 9 // 10)
-    state_dir = scratch / f"state-{name}"
-    state_dir.mkdir(exist_ok=True)
-    parts = [
-        "[daemon]",
-        f'listen = "{LOOPBACK}:{listen_port}"',
-        'location = "bench"',
-        'env = "bench"',
-        f'state_dir = "{state_dir}"',
-        'log_level = "info"',
-        'log_format = "json"',
-        "max_concurrency = 256",
-        "",
-        "[targets.bench]",
-        f'base_url = "http://{LOOPBACK}:{target_port}"',
-        "",
-    ]
-    for i in range(probes):
-        parts += [
-            "[[probes]]",
-            f'name = "p{i:04d}"',
-            'kind = "http"',
-            'target = "bench"',
-            'path = "/delay"',
-            f'interval = "{interval_ms}ms"',
-            f'timeout = "{timeout_ms}ms"',
-            "",
-        ]
-    path = scratch / f"probed-{name}.toml"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return http_probes_config(
+        scratch,
+        name,
+        listen_port=listen_port,
+        target_port=target_port,
+        probes=probes,
+        interval_ms=interval_ms,
+        path="/delay",
+        timeout_ms=min(900, interval_ms * 9 // 10),
+    )
 
 
 @dataclass(slots=True)

@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import TextIO
 
 from _common import (
-    LOOPBACK,
     BenchError,
     Processes,
     free_port,
+    http_probes_config,
     run_bench,
     say,
     serve_health,
@@ -77,36 +77,16 @@ SELF = Path(__file__).resolve()
 def write_config(scratch: Path, target_port: int, probes: int, rate: float) -> Path:
     """A config with ``probes`` http probes of ``/health`` giving ``rate`` runs a second."""
     interval_ms = max(1, round(probes / rate * 1000))
-    state_dir = scratch / "state"
-    state_dir.mkdir(exist_ok=True)
-    parts = [
-        "[daemon]",
-        f'listen = "{LOOPBACK}:{free_port()}"',
-        'location = "bench"',
-        'env = "bench"',
-        f'state_dir = "{state_dir}"',
-        'log_level = "info"',
-        'log_format = "json"',
-        "max_concurrency = 256",
-        "",
-        "[targets.bench]",
-        f'base_url = "http://{LOOPBACK}:{target_port}"',
-        "",
-    ]
-    for i in range(probes):
-        parts += [
-            "[[probes]]",
-            f'name = "p{i:04d}"',
-            'kind = "http"',
-            'target = "bench"',
-            'path = "/health"',
-            f'interval = "{interval_ms}ms"',
-            f'timeout = "{interval_ms * 9 // 10}ms"',
-            "",
-        ]
-    path = scratch / "probed.toml"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return http_probes_config(
+        scratch,
+        "run-path",
+        listen_port=free_port(),
+        target_port=target_port,
+        probes=probes,
+        interval_ms=interval_ms,
+        path="/health",
+        timeout_ms=interval_ms * 9 // 10,
+    )
 
 
 async def _stub(ctx: ProbeContext, spec: ProbeSpec) -> ProbeResult:
