@@ -14,6 +14,7 @@ orjson (compact, ASCII only: a line with other characters is rendered by ``json`
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -121,10 +122,7 @@ class Redactor:
         return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
 
     def _clean(self, key: str, value: Any) -> Any:
-        secret = _SECRET_KEYS.get(key)
-        if secret is None:
-            secret = _names_secret(key)
-        if secret and value not in (None, "", False):
+        if _names_secret(key) and value not in (None, "", False):
             return REDACTED
         cls = value.__class__  # the common exact types first; subclasses below
         if cls is str:
@@ -142,8 +140,30 @@ class Redactor:
         return self.scrub(str(value))
 
     def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-        clean = self._clean
-        return {k: clean(k, v) for k, v in event_dict.items()}
+        """A structlog processor: a copy of ``event_dict`` with every value redacted."""
+        out = dict(event_dict)
+        self.redact_values(out)
+        return out
+
+    def redact_values(self, fields: dict[str, Any], skip: int = 0) -> None:
+        """Redact the values of ``fields`` in place, all but the first ``skip`` (the
+        caller's own, known clean).
+
+        A value needs no look when its key was seen and names no secret and it is a
+        number, a bool, None, or a string already found clean.
+        """
+        clean_texts = self._clean_texts
+        secret_keys = _SECRET_KEYS
+        # replaces values only: the dict keeps its size while it is walked
+        for key, value in itertools.islice(fields.items(), skip, None):
+            if secret_keys.get(key) is False:
+                cls = value.__class__
+                if cls is str:
+                    if value in clean_texts:
+                        continue
+                elif cls is int or cls is float or cls is bool or value is None:
+                    continue
+            fields[key] = self._clean(key, value)
 
 
 #: The process-wide redactor; the daemon feeds it configured and runtime secrets.
@@ -202,11 +222,7 @@ def _utc_now() -> str:
 
 class _Redacted:
     """The redactor's output in one new dict: ``ts`` (now, written here) and the schema's
-    other leading fields first.
-
-    A value needs no look when its key was seen and names no secret and it is a number,
-    a bool, None, or a string the redactor already found clean. ``ts`` is probed's own.
-    """
+    other leading fields first. ``ts`` is probed's own and is not looked at."""
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
@@ -217,20 +233,7 @@ class _Redacted:
             if key in event_dict:
                 out[key] = event_dict.pop(key)
         out.update(event_dict)
-        redactor = self._redactor
-        clean_texts = redactor._clean_texts
-        secret_keys = _SECRET_KEYS
-        items = iter(out.items())
-        next(items)  # ts
-        for key, value in items:  # replaces values only: the dict keeps its size
-            if secret_keys.get(key) is False:
-                cls = value.__class__
-                if cls is str:
-                    if value in clean_texts:
-                        continue
-                elif cls is int or cls is float or cls is bool or value is None:
-                    continue
-            out[key] = redactor._clean(key, value)
+        self._redactor.redact_values(out, skip=1)
         return out
 
 
