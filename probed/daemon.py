@@ -534,7 +534,7 @@ class Daemon:
             started = loop.time()
             try:
                 await self.evaluator.poll_queue_depth(self.executor.stream_session)
-                evaluation, _ = self.evaluator.evaluate()
+                evaluation, _ = await self.evaluator.evaluate_in_slices()
                 self.info.evaluation = evaluation  # the one holder (the server reads it)
                 self.pusher.update(evaluation.recommendations, evaluation.at)
                 self.notifier.status(self._status_line())

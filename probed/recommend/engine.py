@@ -41,7 +41,7 @@ Lifecycle of one scenario::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from probed.config import RecommendConfig
@@ -57,8 +57,9 @@ from probed.recommend.facts import INCONCLUSIVE_NOTES, Assessment, Fact, Level
 from probed.recommend.scenarios import BY_ID, SCENARIO_LIST, Scenario, placeholders
 from probed.recommend.snapshot import dump_episodes, load_episodes
 from probed.signals import Evidence, Recommendation, RecommendationState, Severity, Signals
+from probed.steps import Steps, at_once
 
-__all__ = ["RecommendationEngine"]
+__all__ = ["Assessed", "RecommendationEngine"]
 
 _PENDING: Final = RecommendationState.PENDING
 _ACTIVE: Final = RecommendationState.ACTIVE
@@ -67,6 +68,17 @@ _RESOLVED: Final = RecommendationState.RESOLVED
 
 _RANK: Final = {Severity.SEV1: 1, Severity.SEV2: 2, Severity.SEV3: 3, Severity.SEV4: 4}
 """Lower is more severe."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assessed:
+    """What the rules made of one ``Signals``: ``RecommendationEngine.assess_steps``."""
+
+    assessments: dict[str, Assessment]
+    down: list[str]
+    """Targets none of whose probes can connect (their knock-ons are suppressed)."""
+    suppressed: list[Fact]
+    """Evidence of the scenarios that would have been raised but for a down target."""
 
 
 class RecommendationEngine:
@@ -82,7 +94,15 @@ class RecommendationEngine:
 
     def evaluate(self, signals: Signals) -> list[Transition]:
         """Update every enabled scenario from ``signals``; return the changes, once each."""
-        out, self._queued = self._queued, []
+        return self.settle(at_once(self.assess_steps(signals)), signals)
+
+    def assess_steps(self, signals: Signals) -> Steps[Assessed]:
+        """What each enabled scenario's rule makes of ``signals``, one scenario per step.
+
+        Changes nothing: the rules over hundreds of streams are most of an evaluation's
+        cost, so the loop may turn between them (``probed.steps``). Pass the result to
+        ``settle`` with no ``apply`` in between.
+        """
         cfg = self._cfg
         disabled = set(cfg.disabled)
         # cause before symptoms: the other rules do not see a target that cannot be reached
@@ -93,6 +113,7 @@ class RecommendationEngine:
         for scenario in SCENARIO_LIST:
             if scenario.id in disabled or scenario.id == "target_down":
                 continue
+            yield
             assessments[scenario.id] = assessment = scenario.assess(visible, cfg)
             if down and not assessment.enter and scenario.assess(signals, cfg).enter:
                 title = self._playbooks[scenario.id].title
@@ -102,7 +123,14 @@ class RecommendationEngine:
             if cause.enter:
                 cause = replace(cause, facts=cause.facts + tuple(suppressed))
             assessments["target_down"] = cause
-        knock_ons = {f.signal.removeprefix("suppressed ") for f in suppressed}
+        return Assessed(assessments, sorted(down), suppressed)
+
+    def settle(self, assessed: Assessed, signals: Signals) -> list[Transition]:
+        """Step every scenario's state machine on what ``assess_steps`` found; the changes
+        (those ``apply`` queued first), once each."""
+        out, self._queued = self._queued, []
+        assessments = assessed.assessments
+        knock_ons = {f.signal.removeprefix("suppressed ") for f in assessed.suppressed}
         for scenario in SCENARIO_LIST:
             if scenario.id not in assessments:
                 continue
@@ -112,7 +140,7 @@ class RecommendationEngine:
             if scenario.id in knock_ons and ep is not None:
                 # raised before the target was seen down: withdrawn, target_down covers it
                 transition = self._resolve(scenario, ep, assessments[scenario.id], signals.now)
-                out.append(_withdrawn(transition, sorted(down)))
+                out.append(_withdrawn(transition, assessed.down))
                 continue
             out += self._step(scenario, assessments[scenario.id], signals)
         return out
