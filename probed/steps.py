@@ -17,7 +17,7 @@ import time
 from collections.abc import Generator
 from typing import TypeAlias, TypeVar
 
-__all__ = ["Steps", "at_once", "in_slices"]
+__all__ = ["Steps", "TurnShare", "at_once", "in_slices"]
 
 _T = TypeVar("_T")
 
@@ -50,3 +50,52 @@ async def in_slices(steps: Steps[_T], slice_seconds: float) -> _T:
                 since = time.perf_counter()
     finally:
         steps.close()
+
+
+class TurnShare:
+    """How much of each event loop turn one kind of work may take, over every task doing it.
+
+    Work in many tasks that become ready together (500 streams each handed a backlog in
+    the same turn) is bounded per task by slicing, but not per turn: the loop runs every
+    ready task before it looks at its timers again. Tasks that share a ``TurnShare``
+    check ``open()`` before a slice and report what it took with ``use()``; once
+    ``per_turn`` seconds are used, the others wait for ``next_turn()``. The share is
+    renewed by a callback the first ``use()`` of a turn puts at the end of the loop's
+    queue; the task that used it last is queued right behind that callback, so it keeps the
+    share until its work is done, and the others follow in the order they came (first
+    come, first served). A slice always gets one unit of work done: with ``per_turn`` 0
+    every turn does one.
+    """
+
+    __slots__ = ("_renewing", "_used", "per_turn")
+
+    def __init__(self, per_turn: float) -> None:
+        self.per_turn = per_turn
+        self._used = 0.0
+        self._renewing = False
+
+    def open(self) -> bool:
+        """Whether a slice may start in this turn."""
+        return self._used == 0.0 or self._used < self.per_turn
+
+    def left(self) -> float:
+        """Seconds of this turn's share not used yet (0 or less: stop after one unit)."""
+        return self.per_turn - self._used
+
+    def use(self, seconds: float) -> None:
+        """Count ``seconds`` of work done in this turn."""
+        self._used += seconds if seconds > 0.0 else 1e-9
+        if not self._renewing:
+            self._renewing = True
+            asyncio.get_running_loop().call_soon(self._renew)
+
+    def _renew(self) -> None:
+        self._used = 0.0
+        self._renewing = False
+
+    async def next_turn(self) -> None:
+        """Return once a slice may start (at once if it may now)."""
+        # one yield per turn keeps the waiters in the loop's own queue, in the order they
+        # came; an Event would wake them all at once, the very burst this avoids
+        while not self.open():  # noqa: ASYNC110
+            await asyncio.sleep(0)

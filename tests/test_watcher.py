@@ -24,6 +24,7 @@ from polling import until
 
 from probed.config import SseStream, TargetConfig
 from probed.http.session import create_sessions
+from probed.steps import TurnShare
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
@@ -651,3 +652,43 @@ async def test_a_connection_that_ends_badly_leaves_no_reference_cycle(cut: str) 
             await until(lambda: connections >= first + 10, 20.0)
     assert stats.reconnects["protocol_error" if cut == "reset" else "stalled"] >= 10
     assert [] == left
+
+
+async def test_a_backlog_on_many_streams_is_accounted_a_share_per_loop_turn() -> None:
+    """Twenty streams each handed 100 events in one write: the watchers account them a
+    share of each loop turn at a time, so a task that ticks every turn sees few events
+    accounted between two of its ticks (in one go: a whole backlog or more), and every
+    event is accounted in the end, in order."""
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await release.wait()
+        await resp.write(b"".join(event(seq) for seq in range(1, 101)))
+        await asyncio.sleep(30)
+        return resp
+
+    specs = [stream_spec(name=f"s{i}", idle_timeout="30s") for i in range(20)]
+    store, hub = ResultStore(), Hub()
+    fresh, pooled = create_sessions()
+    async with sse_server(handler) as url:
+        target = TargetConfig(base_url=url)
+        target._finish_headers()
+        manager = StreamManager(store, hub, pooled, share=TurnShare(0.0))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                manager.start(tg, specs, {"t": target})
+                streams = [store.streams[s.name] for s in specs]
+                await until(lambda: all(s.connected for s in streams))
+                release.set()
+                counts = [0]
+                while counts[-1] < 2000:
+                    await asyncio.sleep(0)
+                    counts.append(sum(s.received for s in streams))
+                await manager.stop()
+        finally:
+            await fresh.close()
+            await pooled.close()
+    most = max(b - a for a, b in itertools.pairwise(counts))
+    assert most <= 3, f"{most} events accounted in one loop turn"
+    assert all((0, 0, 0) == (s.lost, s.duplicated, s.out_of_order) for s in streams)

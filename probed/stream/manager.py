@@ -16,9 +16,10 @@ import aiohttp
 from probed.config import SseStream, TargetConfig
 from probed.sinks import LagSink
 from probed.skew import StreamClock
+from probed.steps import TurnShare
 from probed.store import ResultStore
 from probed.stream.hub import Hub
-from probed.stream.watcher import StreamWatcher
+from probed.stream.watcher import EVENTS_PER_TURN, StreamWatcher
 
 __all__ = ["StreamManager"]
 
@@ -32,11 +33,15 @@ class StreamManager:
         hub: Hub,
         session: aiohttp.ClientSession,
         lag_sinks: Sequence[LagSink] = (),
+        *,
+        share: TurnShare | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
         self._session = session
         self._lag_sinks = tuple(lag_sinks)
+        self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
+        """The share of each loop turn every watcher's event accounting draws on."""
         self._watchers: dict[str, StreamWatcher] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -88,7 +93,13 @@ class StreamManager:
             clock=StreamClock(spec.clock, spec.clock_tolerance),
         )
         watcher = StreamWatcher(
-            spec, target, self._session, self._hub, stats, lag_sinks=self._lag_sinks
+            spec,
+            target,
+            self._session,
+            self._hub,
+            stats,
+            lag_sinks=self._lag_sinks,
+            share=self._share,
         )
         self._watchers[spec.name] = watcher
         watcher.start(self._tg)

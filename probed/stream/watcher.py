@@ -27,6 +27,12 @@ redirects within its origin only), ``error`` for any other client error, or
 logged with its traceback at most once a minute per stream). No exception of a
 watcher ever reaches the daemon's TaskGroup.
 
+Every watcher of a daemon accounts its events within one share of each event loop turn
+(``EVENTS_PER_TURN``, ``probed.steps.TurnShare``): a backlog handed to hundreds of streams
+at once (a proxy that held them, a server that caught up) is accounted over several turns,
+each event still stamped with the time its chunk was read, instead of holding back every
+probe and timer due meanwhile.
+
 A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped,
 logged once per value and counted.
 
@@ -45,7 +51,6 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn
 
 import aiohttp
@@ -59,18 +64,19 @@ from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy, request_following
 from probed.http.session import PhaseTimer, new_traceparent
 from probed.http.tls import ssl_for
-from probed.jsonpath import getter, lookup
-from probed.netvalues import json_loads, sequence_number
+from probed.jsonpath import getter
+from probed.netvalues import sequence_number
 from probed.results import Reason
 from probed.sinks import LagSink
-from probed.skew import reading_bounds
+from probed.steps import TurnShare
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
+from probed.stream.clockcheck import check_time_path, read_date
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.reconnect import ReconnectPolicy
 
-__all__ = ["RECONNECT_REASONS", "StreamWatcher"]
+__all__ = ["EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamWatcher"]
 
 _log = structlog.get_logger("probed.stream")
 
@@ -82,13 +88,15 @@ RECONNECT_REASONS = (
     Reason.INTERNAL_ERROR.value,
 )  # fmt: skip
 
+EVENTS_PER_TURN = 0.004
+"""Seconds of each event loop turn the watchers' event accounting may take together: a
+backlog handed to hundreds of streams at once is accounted over several turns rather than
+holding every probe due meanwhile (``probed.steps.TurnShare``)."""
 _FANOUT_TRACKED = 10_000
 _BURST_MIN_EVENTS = 3
 """Fewer timed events in one read are never a burst (two can be a legitimate pair)."""
 _INTERNAL_ERROR_LOG_EVERY = 60.0
 """Seconds between tracebacks logged for one stream's internal errors."""
-_CLOCK_BODY_LIMIT = 64 * 1024
-"""Bytes read at most from a stream's ``time_path`` endpoint."""
 
 _conn_counter = itertools.count(1)
 _CONN_PREFIX = os.urandom(3).hex()
@@ -110,6 +118,12 @@ class _StopAsked(_Ended):
     """HTTP 204: the server asked clients to stop reconnecting."""
 
 
+_INF = math.inf
+_Item = Event | Comment
+_Rest = tuple[list[_Item], int, float, float, float, DecodeError | None, int, float, float]
+"""``StreamWatcher._deliver``'s arguments after ``sub``, to go on with a chunk."""
+
+
 @dataclass(slots=True)
 class _Subscriber:
     index: int
@@ -123,6 +137,8 @@ class _Subscriber:
     """Events and comments received in the current rate window."""
     last_event: float = 0.0
     """``time.monotonic()`` of this connection's last event (or of its start)."""
+    pending: _Rest | None = None
+    """The rest of a chunk whose accounting waits for the next loop turn (``_deliver``)."""
 
 
 @dataclass(slots=True)
@@ -145,6 +161,7 @@ class StreamWatcher:
         *,
         rng: random.Random | None = None,
         lag_sinks: Sequence[LagSink] = (),
+        share: TurnShare | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
@@ -153,6 +170,7 @@ class StreamWatcher:
         self.stats = stats
         self._rng = rng or random.Random()
         self._lag_sinks = tuple(lag_sinks)
+        self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
         self._url = target.base_url.rstrip("/") + spec.path
         self._subs = [
             _Subscriber(
@@ -260,6 +278,7 @@ class StreamWatcher:
         stats.connecting(sub.index, conn_id)
         sub.decoder.reset_connection()
         sub.tracker.new_connection()
+        sub.pending = None
         if spec.clock == "correct" and not self._clock_checked.is_set():
             # lags before the first estimate could not be corrected: wait for it (bounded)
             with contextlib.suppress(TimeoutError):
@@ -304,7 +323,7 @@ class StreamWatcher:
                 raise _Ended("status", False, f"status {resp.status}")
             if resp.content_type != "text/event-stream":
                 raise _Ended("content_type", False, f"content type {resp.content_type!r}")
-            self._estimate_offset_from_date(resp, sent_wall)
+            read_date(spec, resp, sent_wall, stats)
             connected_at = time.monotonic()
             stats.connection_opened(connected_at - started, primary=sub.index == 0)
             if sub.index == 0:
@@ -336,6 +355,7 @@ class StreamWatcher:
         sub.awaiting_first = True
         content = resp.content
         idle = spec.idle_timeout
+        share = self._share
         quiet = math.inf if spec.event_timeout is None else spec.event_timeout
         # Both deadlines are armed from the last byte (event) and only re-armed when one
         # fires: moving a timer on every chunk costs a TimerHandle per chunk (GC churn).
@@ -352,7 +372,12 @@ class StreamWatcher:
                                 raise _Ended("eof", got_anything)
                             last_byte = time.monotonic()
                             self.stats.bytes_read(last_byte)
+                            if not share.open():
+                                await share.next_turn()
                             got_anything = self._feed(sub, chunk, started, got_anything, last_byte)
+                            while (rest := sub.pending) is not None:
+                                await share.next_turn()
+                                self._deliver(sub, *rest)
                 except TimeoutError:
                     now = time.monotonic()
                     if now - last_byte >= idle:
@@ -368,9 +393,9 @@ class StreamWatcher:
     def _feed(
         self, sub: _Subscriber, chunk: bytes, started: float, got_anything: bool, now: float
     ) -> bool:
-        """Decode one chunk, read at ``now``, and account its events; whether the connection
-        got anything yet."""
-        stats = self.stats
+        """Decode one chunk, read at ``now``, and account its events as far as this loop
+        turn's share allows (the rest waits in ``sub.pending`` for ``_deliver``); whether
+        the connection got anything yet."""
         oversize: DecodeError | None = None
         try:
             items = sub.decoder.feed(chunk)
@@ -378,37 +403,71 @@ class StreamWatcher:
             # events completed before the limit moved last_event_id: deliver them, or a
             # resuming server would never send them again
             items, oversize = exc.items, exc
-        if items:
-            if now - sub.rate_since >= 1.0:
-                sub.rate_since, sub.rate_count = now, 0
-            sub.rate_count += len(items)
-            wall = clock.wall_at(now)
-            timed, first, last = 0, math.inf, -math.inf
-            for item in items:
-                if isinstance(item, Comment):
-                    continue
-                if sub.awaiting_first:
-                    sub.awaiting_first = False
-                    stats.first_event(now - started)
-                sub.last_event = now
-                stamp = self._on_event(sub, item, now, wall)
-                if stamp is not None:  # a finite time
-                    timed += 1
-                    if stamp < first:
-                        first = stamp
-                    if stamp > last:
-                        last = stamp
-            if timed >= _BURST_MIN_EVENTS and last - first >= self.spec.burst_spread:
-                # produced over a while, received at once: something held them back
-                stats.burst(timed, last - first, now)
-        got_anything = got_anything or bool(items)
+        if not items:
+            if oversize is not None:
+                raise _Ended("oversize", got_anything, str(oversize))
+            return got_anything
+        if now - sub.rate_since >= 1.0:
+            sub.rate_since, sub.rate_count = now, 0
+        sub.rate_count += len(items)
+        self._deliver(sub, items, 0, now, clock.wall_at(now), started, oversize, 0, _INF, -_INF)
+        return True
+
+    def _deliver(
+        self,
+        sub: _Subscriber,
+        items: list[Event | Comment],
+        i: int,
+        now: float,
+        wall: float,
+        started: float,
+        oversize: DecodeError | None,
+        timed: int,
+        first: float,
+        last: float,
+    ) -> None:
+        """Account a chunk's ``items`` from ``i`` on, read at ``now`` (``wall``), until they
+        are done or the turn's share is used up: then what is needed to go on (with the
+        timed events' count and earliest and latest stamps so far) waits in
+        ``sub.pending``."""
+        share, stats = self._share, self.stats
+        began = time.perf_counter()
+        budget = share.left()
+        end = len(items)
+        spent = 0.0
+        while i < end:
+            item = items[i]
+            i += 1
+            if isinstance(item, Comment):
+                continue
+            if sub.awaiting_first:
+                sub.awaiting_first = False
+                stats.first_event(now - started)
+            sub.last_event = now
+            stamp = self._on_event(sub, item, now, wall)
+            if stamp is not None:  # a finite time
+                timed += 1
+                if stamp < first:
+                    first = stamp
+                if stamp > last:
+                    last = stamp
+            spent = time.perf_counter() - began
+            if spent >= budget:
+                break
+        share.use(spent)  # as measured after the last event (comments after it are cheap)
+        if i < end:
+            sub.pending = (items, i, now, wall, started, oversize, timed, first, last)
+            return
+        sub.pending = None
+        if timed >= _BURST_MIN_EVENTS and last - first >= self.spec.burst_spread:
+            # produced over a while, received at once: something held them back
+            stats.burst(timed, last - first, now)
         if oversize is not None:
-            raise _Ended("oversize", got_anything, str(oversize))
+            raise _Ended("oversize", True, str(oversize))
         if sub.rate_count > self.spec.max_event_rate:
             # a flood would starve every other probe of the loop: cut it and back off as
             # after a failed connection (never healthy, so the backoff keeps growing)
             raise _Ended("flood", False, f"over {self.spec.max_event_rate} events/s")
-        return got_anything
 
     def _end(self, sub: _Subscriber, ended: _Ended, delay: float) -> None:
         """Count and log a connection's end and the wait before the next one."""
@@ -485,26 +544,12 @@ class StreamWatcher:
 
     # -- clock offset -------------------------------------------------------------------
 
-    def _estimate_offset_from_date(self, resp: aiohttp.ClientResponse, sent_wall: float) -> None:
-        if self.spec.time_path is not None or self.spec.clock == "ignore":
-            return
-        date = resp.headers.get("Date")
-        if not date:
-            return
-        try:
-            server = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, OverflowError):
-            return
-        # Date is truncated to the second: the server's time lay in [D, D+1)
-        bounds = reading_bounds(server, sent_wall, clock.wall(), whole_seconds=True)
-        self.stats.clock_reading("date", *bounds)
-
     async def _clock_loop(self) -> None:
-        assert self.spec.time_path is not None
-        url = self.target.base_url.rstrip("/") + self.spec.time_path
         while True:
             try:
-                await self._check_clock(url)
+                await check_time_path(
+                    self.session, self.spec, self.target, self._redirects, self.stats
+                )
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 # classify_exception names the target as a URL, never the client's objects
                 message = (
@@ -517,39 +562,3 @@ class StreamWatcher:
                 self.log_internal_error(exc)
             self._clock_checked.set()
             await asyncio.sleep(self.spec.clock_check_interval)
-
-    async def _check_clock(self, url: str) -> None:
-        """Read the server's time from ``url`` (bounded) and update the clock offset."""
-        sent = clock.wall()
-        async with asyncio.timeout(self.spec.connect_timeout):
-            r, _ = await request_following(
-                self.session,
-                "GET",
-                url,
-                self._redirects,
-                headers=self.target.resolved_headers(),
-                ssl=ssl_for(self.target),
-            )
-            async with r:
-                body = bytearray()
-                while len(body) <= _CLOCK_BODY_LIMIT:  # read() may return less than asked
-                    chunk = await r.content.read(_CLOCK_BODY_LIMIT + 1 - len(body))
-                    if not chunk:
-                        break
-                    body += chunk
-        got = clock.wall()
-        if len(body) > _CLOCK_BODY_LIMIT:
-            raise ValueError(f"time response larger than {_CLOCK_BODY_LIMIT} bytes")
-        server = parse_timestamp(_field(json_loads(bytes(body)), "time"), "auto")
-        if server is not None:
-            whole = server.is_integer()  # a whole-second time is taken as truncated, like Date
-            self.stats.clock_reading(
-                "time_path", *reading_bounds(server, sent, got, whole_seconds=whole)
-            )
-
-
-def _field(data: Any, path: str) -> Any:
-    try:
-        return lookup(data, path)
-    except LookupError:
-        return None

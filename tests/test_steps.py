@@ -1,0 +1,82 @@
+"""Work in steps (``probed.steps``): run at once or in slices, and a share of each turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from probed.steps import Steps, TurnShare, at_once, in_slices
+
+
+def _count(to: int, log: list[str]) -> Steps[int]:
+    try:
+        for i in range(to):
+            log.append(f"step {i}")
+            yield
+        return to
+    finally:
+        log.append("closed")
+
+
+def test_at_once_runs_every_step_and_returns_the_result() -> None:
+    log: list[str] = []
+    assert 3 == at_once(_count(3, log))
+    assert ["step 0", "step 1", "step 2", "closed"] == log
+
+
+def test_in_slices_lets_the_loop_turn_and_closes_the_work_when_cancelled() -> None:
+    log: list[str] = []
+
+    async def main() -> None:
+        work = asyncio.create_task(in_slices(_count(1000, log), slice_seconds=0.0))
+        for _ in range(3):
+            await asyncio.sleep(0)
+            log.append("other task")
+        work.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await work
+
+    asyncio.run(main())
+    assert log.count("other task") == 3
+    assert log[-1] == "closed"
+    assert 3 <= sum(entry.startswith("step") for entry in log) < 10
+
+
+def test_a_turn_share_of_zero_lets_one_slice_a_turn_first_come_first_served() -> None:
+    """Three tasks of three slices each on a share of 0: one slice per loop turn (a ticking
+    task sees at most one between two of its ticks); the first task keeps the share until
+    its work is done, then the next in the order they came."""
+    share = TurnShare(0.0)
+    log: list[str] = []
+
+    async def worker(name: str) -> None:
+        for i in range(3):
+            await share.next_turn()
+            log.append(f"{name}{i}")
+            share.use(0.0)
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(worker(name)) for name in "abc"]
+        while not all(t.done() for t in tasks):
+            log.append("|")
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    slices = "".join(log).split("|")
+    assert all(len(s) <= 2 for s in slices), slices
+    assert ["a0", "a1", "a2", "b0", "b1", "b2", "c0", "c1", "c2"] == [e for e in log if e != "|"]
+
+
+def test_a_turn_share_is_renewed_each_turn() -> None:
+    async def main() -> list[bool]:
+        share = TurnShare(0.001)
+        share.use(0.0005)
+        seen = [share.open()]
+        share.use(0.0005)
+        seen.append(share.open())
+        await asyncio.sleep(0)
+        seen.append(share.open())
+        return seen
+
+    assert [True, False, True] == asyncio.run(main())
