@@ -27,29 +27,33 @@ Steps: TypeAlias = Generator[None, None, _T]
 
 def at_once(steps: Steps[_T]) -> _T:
     """Run ``steps`` to the end without handing the loop back; its result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            result: _T = done.value
-            return result
+    while (done := _step(steps)) is None:
+        pass
+    result: _T = done.value
+    return result
 
 
 async def in_slices(steps: Steps[_T], slice_seconds: float) -> _T:
     """Run ``steps``, letting the loop turn once each slice of ``slice_seconds`` is used up."""
     since = time.perf_counter()
     try:
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                result: _T = done.value
-                return result
+        while (done := _step(steps)) is None:
             if time.perf_counter() - since >= slice_seconds:
                 await asyncio.sleep(0)
                 since = time.perf_counter()
     finally:
         steps.close()
+    result: _T = done.value
+    return result
+
+
+def _step(steps: Steps[_T]) -> StopIteration | None:
+    """Run ``steps`` to its next checkpoint; how it ended (holding its result), if it did."""
+    try:
+        next(steps)
+    except StopIteration as done:
+        return done
+    return None
 
 
 class TurnShare:
