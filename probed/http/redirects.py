@@ -43,7 +43,14 @@ from yarl import URL
 
 from probed.config import ProbeSpec, RedirectMode, SseStream, TargetConfig
 
-__all__ = ["Followed", "RedirectPolicy", "RedirectRefused", "request_following"]
+__all__ = [
+    "Followed",
+    "RedirectPolicy",
+    "RedirectRefused",
+    "followed",
+    "next_hop",
+    "request_following",
+]
 
 _log = structlog.get_logger("probed.probes")
 
@@ -166,6 +173,53 @@ def _refusal(
     return None
 
 
+def next_hop(
+    policy: RedirectPolicy,
+    status: int,
+    method: str,
+    start: URL,
+    here: URL,
+    location: str,
+    sent: CIMultiDict[str],
+    data: Body,
+    json: Any,
+) -> tuple[URL, str, Body, Any]:
+    """Where a followed ``status`` redirect from ``here`` to ``location`` goes on: the URL,
+    the method, the body (``data``, ``json``); ``sent`` (the headers) loses the body's
+    headers when the request becomes a GET and the private ones when it leaves the origin
+    of ``start``. Raises ``RedirectRefused`` for a hop outside ``policy``.
+
+    Every client's redirect loop calls it for a hop it follows (``request_following``
+    for aiohttp, ``probed.http.wire`` for the http kind's own client); the count of hops
+    against ``max_redirects`` is the loop's.
+    """
+    try:
+        there = here.join(URL(location))
+    except ValueError:
+        there = URL()
+    if _becomes_get(status, method):
+        method, data, json = hdrs.METH_GET, None, None
+        for header in _BODY_HEADERS:
+            sent.popall(header, None)
+    refused = _refusal(policy, status, start, here, there, data, json)
+    if refused is not None:
+        raise refused
+    if there.origin() != start.origin():
+        private = policy.secret_headers | _ALWAYS_PRIVATE
+        dropped = [name for name in sent if name.lower() in private]
+        for name in dropped:
+            sent.popall(name, None)
+        if dropped:
+            _log.debug("redirect_headers_dropped", origin=_origin_of(there), headers=dropped)
+    return there, method, data, json
+
+
+def followed(policy: RedirectPolicy, status: int, location: str | None) -> bool:
+    """Whether a response with ``status`` and ``location`` is a redirect to follow (else
+    it is the answer)."""
+    return status in _REDIRECTS and policy.mode != "none" and location is not None
+
+
 async def request_following(
     session: aiohttp.ClientSession,
     method: str,
@@ -192,32 +246,17 @@ async def request_following(
             method, here, headers=sent, data=data, json=json, allow_redirects=False, **kwargs
         )
         location = resp.headers.get(hdrs.LOCATION)
-        if resp.status not in _REDIRECTS or policy.mode == "none" or location is None:
+        if not followed(policy, resp.status, location):
             return Followed(resp, tuple(history))
+        assert location is not None
         try:
             history.append(resp)
             if len(history) > policy.max_redirects:
                 raise aiohttp.TooManyRedirects(history[0].request_info, tuple(history))
-            try:
-                there = here.join(URL(location))
-            except ValueError:
-                there = URL()
-            if _becomes_get(resp.status, method):
-                method, data, json = hdrs.METH_GET, None, None
-                for header in _BODY_HEADERS:
-                    sent.popall(header, None)
-            refused = _refusal(policy, resp.status, start, here, there, data, json)
-            if refused is not None:
-                raise refused
+            here, method, data, json = next_hop(
+                policy, resp.status, method, start, here, location, sent, data, json
+            )
         except BaseException:
             resp.close()
             raise
         resp.release()
-        if there.origin() != start.origin():
-            private = policy.secret_headers | _ALWAYS_PRIVATE
-            dropped = [name for name in sent if name.lower() in private]
-            for name in dropped:
-                sent.popall(name, None)
-            if dropped:
-                _log.debug("redirect_headers_dropped", origin=_origin_of(there), headers=dropped)
-        here = there

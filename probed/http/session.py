@@ -42,6 +42,7 @@ hops):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import time
@@ -57,7 +58,14 @@ from probed.http import peerinfo
 from probed.http.peerinfo import tls_info
 from probed.results import TlsInfo
 
-__all__ = ["PHASES", "PhaseTimer", "create_sessions", "timed_ssl_context"]
+__all__ = [
+    "PHASES",
+    "PhaseTimer",
+    "claim_tls",
+    "create_sessions",
+    "peer_tls",
+    "timed_ssl_context",
+]
 
 #: The phase names ``PhaseTimer.phases()`` reports, in request order (``tls`` only
 #: for runs that used TLS).
@@ -109,7 +117,12 @@ _hop_tls: ContextVar[float | None] = ContextVar("probed_hop_tls", default=None)
 
 
 def _claim_tls(conn: Connection) -> float | None:
-    transport = conn.transport
+    return claim_tls(conn.transport)
+
+
+def claim_tls(transport: asyncio.BaseTransport | None) -> float | None:
+    """The TLS handshake seconds of the connection of ``transport``: 0.0 once an earlier
+    request counted them, None without timed TLS (``timed_ssl_context``)."""
     sslobj = None if transport is None else transport.get_extra_info("ssl_object")
     if not isinstance(sslobj, _TimedSSLObject):
         return None
@@ -120,8 +133,12 @@ def _claim_tls(conn: Connection) -> float | None:
 
 
 def _peer_tls(conn: Connection) -> TlsInfo | None:
-    """The TLS facts of ``conn`` (None: plain), read once per timed connection."""
-    transport = conn.transport
+    return peer_tls(conn.transport)
+
+
+def peer_tls(transport: asyncio.BaseTransport | None) -> TlsInfo | None:
+    """The TLS facts of the connection of ``transport`` (None: plain), read once per timed
+    connection."""
     sslobj = None if transport is None else transport.get_extra_info("ssl_object")
     if not isinstance(sslobj, ssl.SSLObject):
         return None
@@ -205,6 +222,29 @@ class PhaseTimer:
         if self._headers_at is not None:
             self._transfer += _now() - self._headers_at
             self._headers_at = None
+
+    # a client without trace hooks (``probed.http.wire``) reports each hop in three calls
+
+    def connected(self, resolve: float, connect: float, tls: float | None) -> None:
+        """A hop's connection is up: ``resolve`` and TCP ``connect`` seconds, and ``tls``,
+        the handshake's (None: no TLS)."""
+        self._resolve += resolve
+        self._connect += connect
+        if tls is not None:
+            self._used_tls = True
+            self._tls += tls
+
+    def request_sent(self, at: float) -> None:
+        """The hop's whole request was written at ``at`` (``time.perf_counter``)."""
+        self._awaiting_headers = True
+        self._sent_at = at
+
+    def headers_received(self, at: float) -> None:
+        """The hop's response headers were parsed at ``at``."""
+        if self._awaiting_headers:
+            self._processing += at - self._sent_at
+            self._awaiting_headers = False
+        self._headers_at = at
 
     # trace hooks (called through the module-level handlers below)
 
