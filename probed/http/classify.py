@@ -15,6 +15,7 @@ import aiohttp
 
 from probed.errors import ProbeFailure
 from probed.http.redirects import RedirectRefused
+from probed.http.wire import WireConnectError
 from probed.results import Reason
 
 __all__ = ["classify_exception"]
@@ -44,6 +45,21 @@ def _os_text(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _connect_failure(stage: str, origin: str, error: BaseException) -> tuple[Reason, str, str]:
+    """A failed resolve, connect or TLS handshake to ``origin`` (aiohttp's connector errors
+    and ``probed.http.wire``'s ``WireConnectError`` alike)."""
+    if stage == "dns":
+        return Reason.DNS, "dns_error", f"cannot resolve {origin}: {error}"
+    if stage == "certificate":
+        return Reason.TLS, "certificate_error", f"cannot connect to {origin}: {error}"
+    if stage == "tls":
+        return Reason.TLS, "ssl_error", f"cannot connect to {origin}: {error}"
+    detail = f"cannot connect to {origin}: {_os_text(error)}"
+    if isinstance(error, ConnectionRefusedError):
+        return Reason.CONNECT_REFUSED, "ECONNREFUSED", detail
+    return Reason.CONNECT_ERROR, _errno_name(error), detail
+
+
 def classify_exception(exc: BaseException) -> tuple[Reason, str, str]:
     """Map an exception raised during a run to (reason, error code, short detail).
 
@@ -59,20 +75,18 @@ def _classify(exc: BaseException) -> tuple[Reason, str, str]:
         return exc.reason, exc.reason.value, exc.detail
     if isinstance(exc, TimeoutError):
         return Reason.TIMEOUT, "timeout", "deadline exceeded"
+    if isinstance(exc, WireConnectError):
+        return _connect_failure(exc.stage, exc.origin, exc.os_error)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return Reason.DNS, "dns_error", f"cannot resolve {_origin(exc)}: {exc.os_error}"
+        return _connect_failure("dns", _origin(exc), exc.os_error)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        detail = f"cannot connect to {_origin(exc)}: {exc.certificate_error}"
-        return Reason.TLS, "certificate_error", detail
+        return _connect_failure("certificate", _origin(exc), exc.certificate_error)
     if isinstance(exc, aiohttp.ClientSSLError):
-        return Reason.TLS, "ssl_error", f"cannot connect to {_origin(exc)}: {exc.os_error}"
+        return _connect_failure("tls", _origin(exc), exc.os_error)
     if isinstance(exc, ssl.SSLError):
         return Reason.TLS, "ssl_error", str(exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        detail = f"cannot connect to {_origin(exc)}: {_os_text(exc.os_error)}"
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return Reason.CONNECT_REFUSED, "ECONNREFUSED", detail
-        return Reason.CONNECT_ERROR, _errno_name(exc.os_error), detail
+        return _connect_failure("connect", _origin(exc), exc.os_error)
     if isinstance(exc, RedirectRefused):
         return Reason.REDIRECTED_TO_OTHER_ORIGIN, exc.code, str(exc)
     if isinstance(exc, aiohttp.TooManyRedirects):
