@@ -38,6 +38,7 @@ from probed.eventloop import loop_name
 from probed.gcpolicy import GcPolicy
 from probed.http.session import create_sessions
 from probed.http.tls import prepare_tls
+from probed.http.wire import WireClient
 from probed.logging import BoundOnce, redactor
 from probed.metrics import DaemonInfo, build_registry
 from probed.persist import Persister, StateStore
@@ -147,6 +148,7 @@ class ProbeExecutor:
                 log=_log,
                 on_secret=redactor.add_runtime_secret,
                 hub=self.hub,
+                wire=WireClient(self._resolver),
             )
             for name, target in config.targets.items()
         }

@@ -36,6 +36,7 @@ from probeservers import DEMO_PASSWORD, STREAM, with_hub
 from probed.config import TargetConfig
 from probed.demo import DemoTarget
 from probed.http.session import create_sessions
+from probed.http.wire import WireClient
 from probed.probes.base import ProbeContext
 from probed.results import Reason
 from probed.stream.decoder import Event, SSEDecoder
@@ -120,16 +121,30 @@ async def probe_sessions(
 
 
 @pytest.fixture
+def http_client() -> str:
+    """Which client the ``http`` kind uses in ``make_probe_context``'s contexts: ``wire``
+    (its own, as the daemon does) or ``aiohttp``. A module overrides this fixture with
+    ``params=HTTP_CLIENTS`` to run its tests on both."""
+    return "wire"
+
+
+HTTP_CLIENTS = ["wire", "aiohttp"]
+
+
+@pytest.fixture
 def make_probe_context(
     probe_sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession],
+    stub_resolver: StubResolver,
+    http_client: str,
 ) -> MakeProbeContext:
     """Build a ``ProbeContext`` for a target: ``make_probe_context(base_url, **target_fields)``."""
     fresh, pooled = probe_sessions
+    wire = WireClient(stub_resolver) if http_client == "wire" else None
 
     def make(base_url: str, **target_fields: Any) -> ProbeContext:
         target = TargetConfig(base_url=base_url, **target_fields)
         target._finish_headers()
-        return ProbeContext(target=target, session=fresh, pooled_session=pooled)
+        return ProbeContext(target=target, session=fresh, pooled_session=pooled, wire=wire)
 
     return make
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 from aiohttp import web
-from conftest import free_port
+from conftest import HTTP_CLIENTS, free_port
 from cycles import cyclic_garbage
 from probeservers import SEEN, Outcome, fails, ok, recording_app, run
 
@@ -32,6 +32,13 @@ from probed.results import ProbeResult, Reason
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext, NetworkFault, ServeApp, StubResolver
+
+
+@pytest.fixture(params=HTTP_CLIENTS)
+def http_client(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the http kind's own client and on aiohttp."""
+    return str(request.param)
+
 
 PLAIN_PHASES = tuple(phase for phase in PHASES if phase != "tls")
 TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-01")

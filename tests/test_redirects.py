@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trustme
 from aiohttp import web
+from conftest import HTTP_CLIENTS
 from faultservers import Received, WebServer
 from probeservers import run
 from pydantic import SecretStr
@@ -28,6 +29,13 @@ from probed.results import ProbeResult, Reason
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext
+
+
+@pytest.fixture(params=HTTP_CLIENTS)
+def http_client(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the http kind's own client and on aiohttp."""
+    return str(request.param)
+
 
 API_KEY = "redir-key-5e1f0c77"
 """A secret header of the target (``X-Api-Key``)."""

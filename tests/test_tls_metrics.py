@@ -24,6 +24,7 @@ import pytest
 import trustme
 from aiohttp import web
 from binaries import promtool
+from conftest import HTTP_CLIENTS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from livedaemon import live_daemon, sample, watch_metrics
@@ -40,6 +41,13 @@ from probed.store import ResultStore
 
 if TYPE_CHECKING:
     from conftest import MakeProbeContext, ServeApp
+
+
+@pytest.fixture(params=HTTP_CLIENTS)
+def http_client(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on the http kind's own client and on aiohttp."""
+    return str(request.param)
+
 
 SSL_FAMILIES = (
     "probe_ssl_earliest_cert_expiry",

@@ -38,6 +38,7 @@ from probed.http import peerinfo
 from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy
 from probed.http.session import new_traceparent
+from probed.http.wire import WireClient, supports
 from probed.results import Observation, ProbeResult, ProbeRun, Reason
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class ProbeContext:
     redacted: list[str] = field(default_factory=list, repr=False)
     """Values ``run_probe`` replaces with ``[redacted]`` in the result's detail (``redact``);
     kept out of the context's repr."""
+    wire: WireClient | None = None
+    """The ``http`` kind's own client (``probed.http.wire``); None: every request on aiohttp."""
     prepared: dict[str, _Prepared] = field(default_factory=dict, repr=False)
     """Per probe, what all its runs on this target send alike, made at its first run (the
     context, and so this, is made anew with each config); shared by the runs' copies."""
@@ -102,6 +105,7 @@ class ProbeContext:
             hub=self.hub,
             observations={},
             redacted=[],
+            wire=self.wire,
             prepared=self.prepared,
         )
 
@@ -110,13 +114,21 @@ class ProbeContext:
         if prepared is None or prepared.spec is not spec:
             headers = self.target.resolved_headers()
             headers.update(spec.resolved_headers())
-            prepared = _Prepared(spec, headers, RedirectPolicy.of(self.target, spec))
+            wire = self.wire
+            if wire is not None and not supports(spec, self.target.base_url, headers):
+                wire = None
+            prepared = _Prepared(spec, headers, RedirectPolicy.of(self.target, spec), wire)
             self.prepared[spec.name] = prepared
         return prepared
 
     def redirect_policy(self, spec: ProbeSpec) -> RedirectPolicy:
         """How the probe's requests follow redirects (``RedirectPolicy.of``)."""
         return self._prepare(spec).redirects
+
+    def wire_for(self, spec: ProbeSpec) -> WireClient | None:
+        """The ``http`` kind's own client if it can make ``spec``'s requests (decided once per
+        config: ``probed.http.wire.supports``), else None: aiohttp's sessions make them."""
+        return self._prepare(spec).wire
 
     def observe(self, **observations: Observation) -> None:
         """Record ``observations`` for this run's result (a later value of a name wins)."""
@@ -154,6 +166,7 @@ class _Prepared:
     headers: dict[str, str]
     """The target's headers, then the probe's (secrets resolved); copied for each request."""
     redirects: RedirectPolicy
+    wire: WireClient | None
 
 
 def _user_agent() -> str:

@@ -25,6 +25,7 @@ from probed.errors import ProbeFailure
 from probed.http.redirects import RedirectRefused, request_following
 from probed.http.session import PhaseTimer
 from probed.http.tls import ssl_for
+from probed.http.wire import BodyTooLarge, WireClient
 from probed.jsonpath import lookup
 from probed.netvalues import JsonTooDeep, json_loads
 from probed.probes.base import ProbeContext
@@ -125,6 +126,11 @@ async def send(
     poll"``) prefixes the detail of these failures and of the response's ``failure``.
     """
     cap = spec.max_body_size
+    wire = ctx.wire_for(spec)
+    if wire is not None and not isinstance(data, Mapping):
+        return await _send_wire(
+            wire, ctx, spec, method, path, headers, data, json, timer, label, cap
+        )
     try:
         resp, history = await request_following(
             ctx.session_for(spec),
@@ -175,6 +181,54 @@ async def send(
             set_cookies=cookies,
             label=label,
         )
+
+
+async def _send_wire(
+    wire: WireClient,
+    ctx: ProbeContext,
+    spec: ProbeSpec,
+    method: str,
+    path: str,
+    headers: Mapping[str, str],
+    data: bytes | None,
+    json: Any,
+    timer: PhaseTimer,
+    label: str,
+    cap: int,
+) -> Response:
+    """``send`` on the http kind's own client (``probed.http.wire``)."""
+    try:
+        reply, cookies = await wire.fetch(
+            method,
+            ctx.url(path),
+            ctx.redirect_policy(spec),
+            headers=headers,
+            data=data,
+            json=json,
+            ssl_context=ssl_for(ctx.target, ctx.ssl_context),
+            timer=timer,
+            cap=cap,
+        )
+    except RedirectRefused as exc:
+        raise ProbeFailure(
+            Reason.REDIRECTED_TO_OTHER_ORIGIN,
+            _labelled(label, str(exc)),
+            status_code=exc.status,
+            phases=timer.phases(),
+            error_code=exc.code,
+        ) from None
+    except BodyTooLarge as exc:
+        raise _oversize(exc.status, cap, timer, label) from None
+    timer.body_read()
+    return Response(
+        status=reply.status,
+        headers=reply.headers,
+        body=reply.body,
+        phases=timer.phases(),
+        charset=reply.charset,
+        set_cookies=tuple(cookies),
+        label=label,
+    )
 
 
 def _oversize(status: int, cap: int, timer: PhaseTimer, label: str) -> ProbeFailure:
