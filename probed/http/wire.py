@@ -9,9 +9,10 @@ GET's CPU (``bench/lean_get.py``); ``WireClient.fetch`` does the same exchange w
   literal is not resolved), connect to each address in turn until one answers, over TLS with
   the request's context (``ssl_for``: the handshake is timed by its ``sslobject_class``);
 * write the whole request at once (``Connection: close``, ``Accept-Encoding: gzip,
-  deflate``, a body's ``Content-Type`` and ``Content-Length`` as aiohttp sets them), parse
-  the status line and headers here, and read the body by ``Content-Length``, chunks or
-  until close, decoding gzip and deflate as aiohttp does, at most ``cap`` decoded bytes;
+  deflate``, a body's ``Content-Type`` and ``Content-Length`` as aiohttp sets them) and
+  read the response (``probed.http.wireparse``: the head parsed in Python, the body by
+  ``Content-Length``, chunks or until close, gzip and deflate decoded as aiohttp does, at
+  most ``cap`` decoded bytes);
 * report the phases to the run's ``PhaseTimer`` (``connected``, ``request_sent``,
   ``headers_received``: the same phases the trace hooks give) and the TLS facts and HTTP
   version to the run's ``peerinfo.PeerFacts``;
@@ -41,20 +42,12 @@ import json as jsonlib
 import socket
 import ssl
 import time
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import aiohttp
 import aiohttp.abc
-from aiohttp.base_protocol import BaseProtocol
-from aiohttp.http_exceptions import (
-    ContentLengthError,
-    HttpProcessingError,
-    TransferEncodingError,
-)
-from aiohttp.http_parser import HttpResponseParser
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -62,18 +55,14 @@ from probed.config import ProbeSpec
 from probed.http import peerinfo
 from probed.http.redirects import RedirectPolicy, followed, next_hop
 from probed.http.session import PhaseTimer, claim_tls, peer_tls
+from probed.http.wireparse import BodyTooLarge, Exchange, charset
 
 __all__ = ["BodyTooLarge", "Reply", "WireClient", "WireConnectError", "supports"]
 
 _now = time.perf_counter
 _ACCEPT_ENCODING = "gzip, deflate"
 _DECODED = frozenset({"gzip", "deflate", "identity", "*"})
-_NO_BODY = frozenset({204, 304})
 _GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-_SIZE_LINE, _TRAILERS, _AFTER_DATA = -1, -2, -3
-"""What comes next in a chunked body, other than a chunk's data."""
-_MAX_HEAD = 8190 * 2 + 128 * 8190
-"""Beyond this a head is too long for aiohttp's parser too (its line and field limits)."""
 
 
 def supports(spec: ProbeSpec, base_url: str, headers: Mapping[str, str]) -> bool:
@@ -103,14 +92,6 @@ class WireConnectError(Exception):
         self.os_error = os_error
 
 
-class BodyTooLarge(Exception):
-    """The response (``status``) has a body over the cap; its connection is closed."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One response, fully read (body decoded, at most the cap)."""
@@ -128,278 +109,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _charset(headers: CIMultiDict[str]) -> str | None:
-    """The ``charset`` parameter of ``Content-Type`` (as aiohttp's ``ClientResponse.charset``)."""
-    for param in headers.get("Content-Type", "").split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset":
-            return value.strip().strip('"') or None
-    return None
-
-
-def _head_error(raw: bytes) -> HttpProcessingError:
-    """What aiohttp's parser says about a head this client could not parse."""
-    loop = asyncio.get_running_loop()
-    parser = HttpResponseParser(BaseProtocol(loop), loop, 2**16)
-    try:
-        parser.feed_data(raw)
-        parser.feed_eof()
-    except HttpProcessingError as exc:
-        return exc
-    return HttpProcessingError(code=400, message="Invalid response head")
-
-
-# --- one exchange on one connection ----------------------------------------------------
-
-
-class _Exchange(asyncio.Protocol):
-    """Write the request, read one response; ``done`` resolves when it is whole."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes, head_only: bool, cap: int):
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.sent_at = 0.0
-        self.headers_at = 0.0
-        self.status = 0
-        self.minor = 1
-        self.headers: CIMultiDict[str] = CIMultiDict()
-        self.body = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.error: HttpProcessingError | None = None
-        """A malformed head: the caller raises it as aiohttp's ``ClientResponseError``."""
-        self._request = request
-        self._head_only = head_only
-        self._cap = cap
-        self._buf = bytearray()
-        self._in_head = True
-        self._left = -1  # Content-Length bytes still to come; -1 chunked or until close
-        self._chunked = False
-        self._chunk_left = _SIZE_LINE  # > 0: bytes of the chunk's data still to come
-        self._decoder: Any = None
-        self._coding = ""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
-        self.transport.write(self._request)
-        self.sent_at = _now()
-
-    def data_received(self, data: bytes) -> None:
-        if self.done.done():
-            return
-        try:
-            if self._in_head:
-                self._buf += data
-                self._read_head()
-            elif self._chunked:
-                self._buf += data
-                self._read_chunks()
-            else:
-                self._take(data)
-        except (HttpProcessingError, aiohttp.ClientPayloadError, BodyTooLarge) as exc:
-            self._fail(exc)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self.done.done():
-            return
-        if exc is not None:
-            args = exc.args if isinstance(exc, OSError) else (str(exc),)
-            self.done.set_exception(aiohttp.ClientOSError(*args))
-        elif self._in_head:
-            self.done.set_exception(aiohttp.ServerDisconnectedError())
-        elif self._left > 0 or self._chunked:
-            error = (ContentLengthError if self._left > 0 else TransferEncodingError)(
-                f"Not enough data to satisfy {'content' if self._left > 0 else 'transfer'} "
-                "length header."
-            )
-            message = f"Response payload is not completed: {error!r}"
-            self.done.set_exception(aiohttp.ClientPayloadError(message))
-        else:
-            try:
-                self._finish()
-            except (aiohttp.ClientPayloadError, BodyTooLarge) as failure:
-                self._fail(failure)
-
-    def _fail(self, exc: BaseException) -> None:
-        exc = exc.with_traceback(None)  # its frames hold this protocol, which holds it
-        exc.__context__ = None
-        if isinstance(exc, HttpProcessingError):
-            self.error = exc
-            self.done.set_result(None)
-        else:
-            self.done.set_exception(exc)
-        if self.transport is not None:
-            self.transport.abort()
-
-    # the head
-
-    def _read_head(self) -> None:
-        buf = self._buf
-        end = buf.find(b"\r\n\r\n")
-        size = 4
-        if end < 0 or (0 <= buf.find(b"\n\n") < end):
-            end, size = buf.find(b"\n\n"), 2
-        if end < 0:
-            if len(buf) > _MAX_HEAD:
-                raise _head_error(bytes(buf))
-            return
-        raw = bytes(buf[:end])
-        del buf[: end + size]
-        self._parse_head(raw)
-        if 100 <= self.status < 200:  # an interim response: the real one follows
-            self.headers = CIMultiDict()
-            if buf:
-                self._read_head()
-            return
-        self._in_head = False
-        self.headers_at = _now()
-        self._start_body()
-
-    def _parse_head(self, raw: bytes) -> None:
-        lines = raw.decode("utf-8", "surrogateescape").split("\n")
-        status_line = lines[0].rstrip("\r")
-        version, _, rest = status_line.partition(" ")
-        code = rest[:3]
-        if (
-            len(version) != 8
-            or not version.startswith("HTTP/1.")
-            or not version[7].isdigit()
-            or not (code.isascii() and code.isdigit())
-            or rest[3:4] not in ("", " ")
-        ):
-            raise _head_error(raw + b"\r\n\r\n")
-        self.minor = int(version[7])
-        self.status = int(code)
-        headers = self.headers
-        name = ""
-        for line in lines[1:]:
-            line = line.rstrip("\r")
-            if line[:1] in (" ", "\t") and name:  # obsolete line folding
-                value = headers.popall(name)[-1]
-                headers.add(name, f"{value} {line.strip()}")
-                continue
-            name, colon, value = line.partition(":")
-            if not colon or not name or name != name.strip() or " " in name:
-                raise _head_error(raw + b"\r\n\r\n")
-            headers.add(name, value.strip(" \t"))
-
-    # the body
-
-    def _start_body(self) -> None:
-        headers = self.headers
-        coding = headers.get("Content-Encoding", "").strip().lower()
-        if coding in ("gzip", "deflate"):
-            self._coding = coding
-        if self._head_only or self.status in _NO_BODY:
-            self._left = 0
-            self._finish()
-            return
-        te = headers.get("Transfer-Encoding")
-        lengths = headers.getall("Content-Length", [])
-        if te is not None:
-            if lengths:
-                raise _head_error(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
-                                  b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
-            self._chunked = te.split(",")[-1].strip().lower() == "chunked"
-        elif lengths:
-            values = {value.strip() for value in lengths}
-            length = values.pop()
-            if values or not (length.isascii() and length.isdigit()):
-                raise _head_error(b"HTTP/1.1 200 OK\r\nContent-Length: " + length.encode() +
-                                  b"\r\nContent-Length: x\r\n\r\n")  # fmt: skip
-            self._left = int(length)
-            if self._left > self._cap and not self._coding:
-                raise BodyTooLarge(self.status)
-        rest, self._buf = bytes(self._buf), bytearray()
-        if self._chunked:
-            self._buf += rest
-            self._read_chunks()
-        elif self._left == 0:
-            self._finish()
-        elif rest:
-            self._take(rest)
-
-    def _take(self, data: bytes) -> None:
-        """Body bytes as they came (not chunked)."""
-        if self._left >= 0:
-            data = data[: self._left]
-            self._left -= len(data)
-        self._add(data)
-        if self._left == 0:
-            self._finish()
-
-    def _read_chunks(self) -> None:
-        buf = self._buf
-        while True:
-            if self._chunk_left > 0:  # inside a chunk's data
-                taken = min(len(buf), self._chunk_left)
-                if taken:
-                    self._add(bytes(buf[:taken]))
-                    del buf[:taken]
-                    self._chunk_left -= taken
-                if self._chunk_left:
-                    return
-                self._chunk_left = _AFTER_DATA
-            newline = buf.find(b"\n")
-            if newline < 0:
-                if len(buf) > 8190:
-                    raise TransferEncodingError("Chunk size line too long")
-                return
-            line = bytes(buf[:newline]).rstrip(b"\r")
-            del buf[: newline + 1]
-            if self._chunk_left == _AFTER_DATA:
-                if line:
-                    raise TransferEncodingError("Chunk data not followed by CRLF")
-                self._chunk_left = _SIZE_LINE
-            elif self._chunk_left == _TRAILERS:
-                if not line:
-                    self._chunked = False
-                    self._finish()
-                    return
-            else:
-                size = line.split(b";", 1)[0].strip()
-                if not size or size.lstrip(b"0123456789abcdefABCDEF"):
-                    raise TransferEncodingError("Invalid chunk size")
-                self._chunk_left = int(size, 16) or _TRAILERS
-
-    def _add(self, data: bytes) -> None:
-        if self._coding:
-            if self._decoder is None:
-                if not data:
-                    return
-                wbits = 16 + zlib.MAX_WBITS
-                if self._coding == "deflate":  # raw deflate without the zlib header, as aiohttp
-                    wbits = zlib.MAX_WBITS if data[0] & 0xF == 8 else -zlib.MAX_WBITS
-                self._decoder = zlib.decompressobj(wbits=wbits)
-            try:
-                data = self._decoder.decompress(data, self._cap - len(self.body) + 1)
-            except zlib.error:
-                raise self._coding_error() from None
-        if len(self.body) + len(data) > self._cap:
-            raise BodyTooLarge(self.status)
-        self.body += data
-
-    def _coding_error(self) -> aiohttp.ClientPayloadError:
-        return aiohttp.ClientPayloadError(
-            f"400, message='Can not decode content-encoding: {self._coding}'"
-        )
-
-    def _finish(self) -> None:
-        if self._decoder is not None:
-            try:
-                tail = self._decoder.flush()
-            except zlib.error:
-                raise self._coding_error() from None
-            if len(self.body) + len(tail) > self._cap:
-                raise BodyTooLarge(self.status)
-            self.body += tail
-            if self._coding == "deflate" and not self._decoder.eof:
-                raise self._coding_error()
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-# --- the client ----------------------------------------------------------------------
 
 
 def _origin(url: URL) -> str:
@@ -520,9 +229,9 @@ class WireClient:
             )
         timer.headers_received(exchange.headers_at)
         if (peer := peerinfo.current()) is not None:
-            peer.responded(1, exchange.minor)
+            peer.responded(exchange.major, exchange.minor)
         got = exchange.headers
-        return Reply(exchange.status, CIMultiDictProxy(got), bytes(exchange.body), _charset(got))
+        return Reply(exchange.status, CIMultiDictProxy(got), bytes(exchange.body), charset(got))
 
     async def _resolve(self, url: URL) -> list[tuple[str, int, int]]:
         """``(address, port, family)`` to try, in order."""
@@ -546,11 +255,11 @@ class WireClient:
         method: str,
         cap: int,
         ssl_context: ssl.SSLContext,
-    ) -> _Exchange:
+    ) -> Exchange:
         tls = url.scheme == "https"
         errors: list[OSError] = []
         for address, port, family in addresses:
-            exchange = _Exchange(loop, request, method == "HEAD", cap)
+            exchange = Exchange(loop, request, method == "HEAD", cap)
             try:
                 await loop.create_connection(
                     lambda: exchange,  # noqa: B023 (called before the next iteration)
