@@ -1,4 +1,4 @@
-"""Benchmark: CPU per fresh-connection GET, probed's aiohttp path beside a bare protocol client.
+"""Benchmark: CPU per fresh-connection GET, probed's aiohttp path beside bare protocol clients.
 
 Run from the repository root::
 
@@ -10,9 +10,12 @@ Each GET opens a new TCP connection to a loopback target process (``GET /health`
 ``--concurrency`` GETs are in flight at once. The clients, in alternating windows:
 
 ``aiohttp``
-    probed's path today: ``probed.probes.exchange.send`` on the fresh session of
+    probed's aiohttp path: ``probed.probes.exchange.send`` on the fresh session of
     ``create_sessions`` (``force_close``, the trace hooks, a ``PhaseTimer``), with the
     redirect policy and the body cap, as the ``http`` kind calls it.
+``wire``
+    the same call with the ``http`` kind's own client (``probed.http.wire``), as the
+    kind makes it now.
 ``protocol+llhttp``
     an ``asyncio.Protocol``: ``loop.create_connection``, one request written in
     ``connection_made``, the response fed to aiohttp's C parser (llhttp,
@@ -47,6 +50,7 @@ from multidict import CIMultiDict
 from probed.config import HttpProbe, TargetConfig
 from probed.eventloop import EVENT_LOOPS, loop_factory
 from probed.http.session import PhaseTimer, create_sessions
+from probed.http.wire import WireClient
 from probed.probes.base import ProbeContext
 from probed.probes.exchange import send
 
@@ -124,10 +128,11 @@ def _request(port: int) -> bytes:
 
 
 def clients(port: int, fresh: Any, pooled: Any) -> dict[str, Get]:
-    """The three ways of making one GET, by name."""
+    """The ways of making one GET, by name."""
     target = TargetConfig(base_url=f"http://127.0.0.1:{port}")
     target._finish_headers()
     ctx = ProbeContext(target=target, session=fresh, pooled_session=pooled)
+    wire_ctx = ProbeContext(target=target, session=fresh, pooled_session=pooled, wire=WireClient())
     spec = HttpProbe(name="bench", target="t", path="/health")
     request = _request(port)
     loop = asyncio.get_running_loop()
@@ -135,6 +140,13 @@ def clients(port: int, fresh: Any, pooled: Any) -> dict[str, Get]:
     async def aiohttp_get() -> int:
         resp = await send(
             ctx, spec, method="GET", path="/health", headers=ctx.headers(spec), timer=PhaseTimer()
+        )
+        return resp.status
+
+    async def wire_get() -> int:
+        headers = wire_ctx.headers(spec)
+        resp = await send(
+            wire_ctx, spec, method="GET", path="/health", headers=headers, timer=PhaseTimer()
         )
         return resp.status
 
@@ -159,7 +171,12 @@ def clients(port: int, fresh: Any, pooled: Any) -> dict[str, Get]:
         finally:
             transport.close()
 
-    return {"aiohttp": aiohttp_get, "protocol+llhttp": llhttp_get, "protocol+python": python_get}
+    return {
+        "aiohttp": aiohttp_get,
+        "wire": wire_get,
+        "protocol+llhttp": llhttp_get,
+        "protocol+python": python_get,
+    }
 
 
 async def window(get: Get, gets: int, concurrency: int) -> float:

@@ -314,6 +314,8 @@ ODD = [
     pytest.param([b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok"], id="http2_status_line"),
     pytest.param([HEAD_200 + b"Content-Length: +2\r\n\r\nok"], id="signed_length"),
     pytest.param([HEAD_200 + b"Transfer-Encoding: gzip\r\n\r\nraw"], id="te_not_chunked"),
+    pytest.param([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"], id="switching"),
+    pytest.param([HEAD_200 + b"Content-Encoding: br\r\nContent-Length: 3\r\n\r\nraw"], id="br"),
 ]
 
 

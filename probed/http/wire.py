@@ -210,7 +210,8 @@ class WireClient:
         assert transport is not None
         try:
             tls = claim_tls(transport) if url.scheme == "https" else None
-            timer.connected(resolved - started, exchange.sent_at - resolved - (tls or 0.0), tls)
+            connect = exchange.connected_at - resolved - (tls or 0.0)
+            timer.connected(resolved - started, connect, tls)
             if (peer := peerinfo.current()) is not None:
                 peer.connected(peer_tls(transport))
             timer.request_sent(exchange.sent_at)

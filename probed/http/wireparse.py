@@ -6,7 +6,9 @@ as it comes: the status line and headers here (any interim 1xx skipped), then th
 them, at most ``cap`` decoded bytes (``BodyTooLarge`` beyond, the connection aborted).
 What it cannot parse is handed to aiohttp's own parser, only then, so that the failure is
 worded as on the aiohttp path (``ClientResponseError``'s message, a payload error's text,
-``ServerDisconnectedError``'s partial message).
+``ServerDisconnectedError``'s partial message). A content coding other than gzip and
+deflate (this client asks for no other) fails as aiohttp fails on it (``br`` or ``zstd``
+without their decoders) or, where aiohttp would take it, comes as it is, undecoded.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class Exchange(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes, head_only: bool, cap: int):
         self.done: asyncio.Future[None] = loop.create_future()
+        self.connected_at = 0.0
+        """When the connection was up (TLS included); the request is written then."""
         self.sent_at = 0.0
         self.headers_at = 0.0
         self.status = 0
@@ -112,6 +116,7 @@ class Exchange(asyncio.Protocol):
         self._coding = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connected_at = _now()
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         self.transport.write(self._request)
         self.sent_at = _now()
@@ -189,7 +194,7 @@ class Exchange(asyncio.Protocol):
         raw = bytes(buf[:end])
         del buf[: end + size]
         self._parse_head(raw)
-        if 100 <= self.status < 200:  # an interim response: the real one follows
+        if 100 <= self.status < 200 and self.status != 101:  # interim: the answer follows
             self.headers = CIMultiDict()
             if buf:
                 self._read_head()
@@ -236,7 +241,9 @@ class Exchange(asyncio.Protocol):
         coding = headers.get("Content-Encoding", "").strip().lower()
         if coding in ("gzip", "deflate"):
             self._coding = coding
-        if self._head_only or self.status in _NO_BODY:
+        elif coding not in ("", "identity") and (error := _head_error(self._raw_head, "")).message:
+            raise error  # br or zstd, not asked for, that aiohttp cannot decode here either
+        if self._head_only or self.status in _NO_BODY or self.status < 200:
             self._left = 0
             self._finish()
             return
