@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cycles import cyclic_garbage
-from faultservers import RawServer
+from faultservers import RawServer, Received, WebServer, elsewhere_app
 from probeservers import run
 
 from probed.config import HttpProbe, LoginProbe, TargetConfig
@@ -330,3 +330,46 @@ async def test_odd_responses_end_as_on_aiohttp(
         theirs = (await run(_on_aiohttp(ctx), spec())).result
 
     assert _said(theirs) == _said(result)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({}, id="get"),
+        pytest.param({"method": "HEAD"}, id="head"),
+        pytest.param({"method": "POST"}, id="post_without_body"),
+        pytest.param({"method": "DELETE"}, id="delete"),
+        pytest.param({"method": "OPTIONS"}, id="options"),
+        pytest.param({"method": "PUT", "body": "plain text"}, id="put_text"),
+        pytest.param({"method": "POST", "json_body": {"a": [1, "é"]}}, id="post_json"),
+        pytest.param({"path": "/p%20q?x=1&y=%2F"}, id="encoded_path_and_query"),
+    ],
+)
+async def test_requests_go_out_as_from_aiohttp(
+    fields: dict[str, Any], make_probe_context: MakeProbeContext
+) -> None:
+    """Method, target, headers and body are what aiohttp sends (``Connection: close`` aside)."""
+    server = WebServer(elsewhere_app())
+    await server.start()
+    try:
+        ctx = make_probe_context(server.base_url("127.0.0.1"), headers={"X-Target": "t"})
+        probe = spec(**{"headers": {"X-Probe": "p"}, **fields})
+        probe._finish_headers()
+        own = (await run(ctx, probe)).result
+        theirs = (await run(_on_aiohttp(ctx), probe)).result
+    finally:
+        await server.stop()
+
+    assert (True, True) == (own.success, theirs.success), (own.detail, theirs.detail)
+    wire_request, aiohttp_request = server.received
+
+    def sent(received: Received) -> tuple[Any, ...]:
+        headers = sorted(
+            (name.lower(), value)
+            for name, value in received.headers
+            if name.lower() not in ("connection", "traceparent")
+        )
+        return received.method, received.path_qs, headers, received.body
+
+    assert sent(aiohttp_request) == sent(wire_request)
+    assert "close" == wire_request.header("Connection")

@@ -27,10 +27,11 @@ worded by aiohttp's own parser), ``TooManyRedirects``, ``RedirectRefused``, and
 ``BodyTooLarge`` for a body over the cap. The runner's ``asyncio.timeout`` owns the deadline:
 a cancelled exchange aborts its connection.
 
-``supports(spec)`` says which probes use it (decided once per config): ``kind = "http"``
-with ``fresh_connection``, whose configured ``Accept-Encoding`` (if any) asks only for what
-this client decodes. Everything else (pooled connections, logins, cookies, the other kinds)
-stays on aiohttp.
+``supports`` says which probes use it (``ProbeContext`` asks once per config): ``kind =
+"http"`` with ``fresh_connection``, on a target URL without user info, whose configured
+``Accept-Encoding`` (if any) asks only for what this client decodes. Everything else
+(pooled connections, Basic auth from the URL, logins, cookies, the other kinds) stays on
+aiohttp.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ _now = time.perf_counter
 _ACCEPT_ENCODING = "gzip, deflate"
 _DECODED = frozenset({"gzip", "deflate", "identity", "*"})
 _GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_POST_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def supports(spec: ProbeSpec, base_url: str, headers: Mapping[str, str]) -> bool:
@@ -128,13 +130,15 @@ def _request_bytes(
         lines.append("Accept: */*")
     if "Accept-Encoding" not in headers:
         lines.append(f"Accept-Encoding: {_ACCEPT_ENCODING}")
+    if body is None and method in _POST_METHODS:
+        body = b""  # aiohttp sends an empty body, with its headers, for POST, PUT, PATCH
     if body is not None:
         if "Content-Type" not in headers:
             lines.append(f"Content-Type: {content_type}")
         if "Content-Length" not in headers:
             lines.append(f"Content-Length: {len(body)}")
     elif method not in _GET_METHODS and "Content-Length" not in headers:
-        lines.append("Content-Length: 0")
+        lines.append("Content-Length: 0")  # DELETE
     if "Connection" not in headers:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
