@@ -373,3 +373,21 @@ async def test_requests_go_out_as_from_aiohttp(
 
     assert sent(aiohttp_request) == sent(wire_request)
     assert "close" == wire_request.header("Connection")
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [*BROKEN, pytest.param([HEAD_200 + b"Content-Length: 2\r\n\r\nok"], id="success")],
+)
+async def test_a_broken_response_leaves_no_reference_cycle(
+    pieces: list[bytes], make_probe_context: MakeProbeContext
+) -> None:
+    """The client's failures (and a success) are freed by reference counting."""
+    async with raw_server(answering(*pieces)) as server:
+        ctx = make_probe_context(server.base_url)
+        await run(ctx, spec())
+        with cyclic_garbage() as left:
+            for _ in range(3):
+                await run(ctx, spec())
+
+    assert [] == left
