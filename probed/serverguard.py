@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import functools
 import gc
@@ -54,6 +53,8 @@ _TRIM_AFTER = 64  # connections open at once before a flood's memory is handed b
 
 def _release_memory() -> None:
     """Free a flood's TLS buffers (256 KiB each; some in reference cycles), give the heap back."""
+    import ctypes  # only after a flood: the daemon's start need not load it (bench/README.md)
+
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).malloc_trim(0)
