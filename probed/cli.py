@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, cast
 
-from probed import eventloop, startsignals
+from probed import eventloop, startgc, startsignals
 from probed.cliargs import build_parser, demo_config_path
 from probed.client import ClientSetupError, DaemonClient, daemon_client
 from probed.config import Config, DaemonConfig, load_config
@@ -494,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in ("run", "demo"):
         startsignals.release()  # only the daemon turns an early SIGHUP into a reload
+        startgc.end()  # the daemon's GC policy ends start-up's at ready
     handlers = {
         "run": _cmd_run,
         "demo": _cmd_demo,

@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from probed import startgc
 from probed.store import Histogram
 
 __all__ = ["PAUSES", "PAUSE_BUCKETS", "THRESHOLDS", "GcCollector", "GcPauses", "GcPolicy"]
@@ -93,6 +94,7 @@ class GcPolicy:
     def start(self) -> None:
         """At ready: time collections, set the thresholds, freeze what start-up built."""
         PAUSES.install()
+        startgc.end()
         if THRESHOLDS is not None:
             gc.set_threshold(*THRESHOLDS)
         settle()

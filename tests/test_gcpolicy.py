@@ -10,6 +10,7 @@ from pathlib import Path
 from binaries import promtool
 from prometheus_client import generate_latest
 
+from probed import startgc
 from probed.config import load_config
 from probed.daemon import Daemon
 from probed.gcpolicy import PAUSE_BUCKETS, PAUSES, THRESHOLDS
@@ -46,6 +47,23 @@ def test_pauses_are_timed_per_generation_and_exported() -> None:
     assert (0, b"", b"") == (checked.returncode, checked.stdout, checked.stderr)
 
 
+def test_start_up_collects_only_young_garbage_until_ended() -> None:
+    """``startgc.begin`` holds the older generations back; ``end`` restores the thresholds
+    that were there before, once, however often either is called."""
+    before = gc.get_threshold()
+    try:
+        startgc.begin()
+        startgc.begin()
+        assert startgc.START_THRESHOLDS == gc.get_threshold()
+        startgc.end()
+        assert before == gc.get_threshold()
+        gc.set_threshold(700, 10, 10)
+        startgc.end()  # ended already: leaves the thresholds alone
+        assert (700, 10, 10) == gc.get_threshold()
+    finally:
+        gc.set_threshold(*before)
+
+
 def _tracked(obj: object) -> bool:
     """Whether the collector still scans ``obj`` (False once frozen)."""
     return any(o is obj for o in gc.get_objects())
@@ -57,6 +75,7 @@ async def test_the_daemon_freezes_after_warm_up_and_after_a_reload(tmp_path: Pat
     path = tmp_path / "probes.toml"
     head = f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path}/state"\n'
     path.write_text(head + 'allow_no_probes = true\n[recommend]\nevaluate_every = "100ms"\n')
+    startgc.begin()  # as the probed command does: the daemon's policy ends it at ready
     daemon = Daemon(load_config(path), install_signal_handlers=False)
     task = asyncio.create_task(daemon.run())
     try:
