@@ -21,6 +21,21 @@ def test_loading_the_shipped_config_imports_no_server_stack() -> None:
     assert (0, "", "") == (result.returncode, result.stderr, result.stdout.strip())
 
 
+def test_starting_the_daemon_imports_no_module_only_a_rare_path_needs() -> None:
+    """What ``probed run`` imports before ready leaves out ``ctypes`` (serverguard's
+    ``malloc_trim`` after a connection flood), each deferred for its measured cost."""
+    deferred = ("ctypes",)
+    code = (  # without the console renderers structlog imports when present (dev tools only)
+        "import sys; sys.modules.update(rich=None, colorama=None, better_exceptions=None); "
+        "import probed.cli, probed.daemon, probed.sdnotify; "
+        f"print(' '.join(m for m in {deferred!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert (0, "", "") == (result.returncode, result.stderr, result.stdout.strip())
+
+
 def test_no_room_imports_another_rooms_private_module() -> None:
     """A ``_private`` module is imported only from inside its own package."""
     import grimp
