@@ -106,6 +106,7 @@ def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from probed.daemon import Daemon
 
+    startgc.loaded()
     if args.listen_address:
         os.environ["PROBED_DAEMON__LISTEN"] = args.listen_address
     if args.shard is not None:  # a reload re-reads the file: the flag keeps winning
@@ -132,6 +133,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from probed.daemon import Daemon
     from probed.demo import DemoTarget
 
+    startgc.loaded()
     path = Path(args.config) if args.config else demo_config_path()
     if args.listen:
         os.environ["PROBED_DAEMON__LISTEN"] = args.listen

@@ -6,10 +6,13 @@ daemon with hundreds of streams that took 100-130 ms, all of it a stalled event 
 config, sessions, watchers, the store's fixed rings), so the daemon moves them out of the
 collector's sight with ``gc.freeze()`` once they exist: at ready, after the warm-up (the
 evaluation one ``evaluate_every`` after ready: streams connected, probes run, the
-evaluation's structures built) and after each reload (:class:`GcPolicy`). Each freeze
-follows a full collection, so no garbage is frozen; an object frozen and dropped later is
-still freed by its reference count (only a frozen reference cycle is never collected:
-the few freezes are bounded, never one per run).
+evaluation's structures built) and after each reload (:class:`GcPolicy`). Each of these
+freezes follows a full collection, so no garbage is frozen; an object frozen and dropped
+later is still freed by its reference count (only a frozen reference cycle is never
+collected: the few freezes are bounded, never one per run). The modules themselves are
+frozen before, as soon as they are loaded, without a full collection
+(``probed.startgc.loaded``): the few hundred objects their imports left as garbage stay,
+so that the collection at ready scans only what start-up built after them.
 
 :data:`PAUSES` times every collection from ``gc.callbacks`` and is exported as
 ``probed_gc_pause_seconds{generation}`` (:class:`GcCollector`), so the cost stays

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import subprocess
+import sys
 from pathlib import Path
 
 from binaries import promtool
@@ -62,6 +63,31 @@ def test_start_up_collects_only_young_garbage_until_ended() -> None:
         assert (700, 10, 10) == gc.get_threshold()
     finally:
         gc.set_threshold(*before)
+
+
+def test_loaded_modules_are_frozen_without_a_full_collection() -> None:
+    """``startgc.loaded`` freezes what the imports made at once: no collection runs, and
+    the daemon's modules are out of the collector's sight before ready."""
+    code = (
+        "import gc; from probed import startgc; startgc.begin(); import probed.daemon; "
+        "runs = []; gc.callbacks.append(lambda phase, info: runs.append(phase)); "
+        "startgc.loaded(); "
+        "print(runs, gc.get_freeze_count() > 10000, "
+        "any(o is probed.daemon.Daemon for o in gc.get_objects()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (0, "", "[] True False") == (
+        result.returncode,
+        result.stderr,
+        result.stdout.strip(),
+    )
 
 
 def _tracked(obj: object) -> bool:
