@@ -68,7 +68,7 @@ class TurnShare:
     queue; the task that used it last is queued right behind that callback, so it keeps the
     share until its work is done, and the others follow in the order they came (first
     come, first served). A slice always gets one unit of work done: with ``per_turn`` 0
-    every turn does one.
+    every turn does one. A share may count units instead of seconds (connections started).
     """
 
     __slots__ = ("_renewing", "_used", "per_turn")
@@ -87,7 +87,7 @@ class TurnShare:
         return self.per_turn - self._used
 
     def use(self, seconds: float) -> None:
-        """Count ``seconds`` of work done in this turn."""
+        """Count ``seconds`` of work done in this turn (or units, for a share that counts)."""
         self._used += seconds if seconds > 0.0 else 1e-9
         if not self._renewing:
             self._renewing = True

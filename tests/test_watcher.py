@@ -692,3 +692,38 @@ async def test_a_backlog_on_many_streams_is_accounted_a_share_per_loop_turn() ->
     most = max(b - a for a, b in itertools.pairwise(counts))
     assert most <= 3, f"{most} events accounted in one loop turn"
     assert all((0, 0, 0) == (s.lost, s.duplicated, s.out_of_order) for s in streams)
+
+
+async def test_streams_starting_together_connect_a_few_per_loop_turn() -> None:
+    """Twenty streams started in one turn (as at start-up, or after a target came back):
+    with one connection start per turn, a task that ticks every turn sees at most one new
+    attempt between two of its ticks (together: all twenty), and all connect."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await resp.write(event(1))
+        await asyncio.sleep(30)
+        return resp
+
+    specs = [stream_spec(name=f"s{i}", idle_timeout="30s") for i in range(20)]
+    store, hub = ResultStore(), Hub()
+    fresh, pooled = create_sessions()
+    async with sse_server(handler) as url:
+        target = TargetConfig(base_url=url)
+        target._finish_headers()
+        manager = StreamManager(store, hub, pooled, connects=TurnShare(0.0))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                manager.start(tg, specs, {"t": target})
+                streams = [store.streams[s.name] for s in specs]
+                counts = [0]
+                while counts[-1] < len(streams):
+                    await asyncio.sleep(0)
+                    counts.append(sum(1 for s in streams if s.connection_ids[0]))
+                await until(lambda: all(s.connected for s in streams))
+                await manager.stop()
+        finally:
+            await fresh.close()
+            await pooled.close()
+    most = max(b - a for a, b in itertools.pairwise(counts))
+    assert most <= 1, f"{most} connection attempts started in one loop turn"

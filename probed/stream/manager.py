@@ -19,7 +19,7 @@ from probed.skew import StreamClock
 from probed.steps import TurnShare
 from probed.store import ResultStore
 from probed.stream.hub import Hub
-from probed.stream.watcher import EVENTS_PER_TURN, StreamWatcher
+from probed.stream.watcher import CONNECTS_PER_TURN, EVENTS_PER_TURN, StreamWatcher
 
 __all__ = ["StreamManager"]
 
@@ -35,6 +35,7 @@ class StreamManager:
         lag_sinks: Sequence[LagSink] = (),
         *,
         share: TurnShare | None = None,
+        connects: TurnShare | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -42,6 +43,8 @@ class StreamManager:
         self._lag_sinks = tuple(lag_sinks)
         self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
         """The share of each loop turn every watcher's event accounting draws on."""
+        self._connects = TurnShare(CONNECTS_PER_TURN) if connects is None else connects
+        """Connection attempts every watcher may start in one loop turn, together."""
         self._watchers: dict[str, StreamWatcher] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -100,6 +103,7 @@ class StreamManager:
             stats,
             lag_sinks=self._lag_sinks,
             share=self._share,
+            connects=self._connects,
         )
         self._watchers[spec.name] = watcher
         watcher.start(self._tg)

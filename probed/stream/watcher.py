@@ -31,7 +31,9 @@ Every watcher of a daemon accounts its events within one share of each event loo
 (``EVENTS_PER_TURN``, ``probed.steps.TurnShare``): a backlog handed to hundreds of streams
 at once (a proxy that held them, a server that caught up) is accounted over several turns,
 each event still stamped with the time its chunk was read, instead of holding back every
-probe and timer due meanwhile.
+probe and timer due meanwhile. Likewise they start at most ``CONNECTS_PER_TURN`` connection
+attempts per turn together, so that hundreds of streams reconnecting at once do not all
+take their connections' steps in the same turns.
 
 A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped,
 logged once per value and counted.
@@ -76,7 +78,7 @@ from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.reconnect import ReconnectPolicy
 
-__all__ = ["EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamWatcher"]
+__all__ = ["CONNECTS_PER_TURN", "EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamWatcher"]
 
 _log = structlog.get_logger("probed.stream")
 
@@ -92,6 +94,11 @@ EVENTS_PER_TURN = 0.004
 """Seconds of each event loop turn the watchers' event accounting may take together: a
 backlog handed to hundreds of streams at once is accounted over several turns rather than
 holding every probe due meanwhile (``probed.steps.TurnShare``)."""
+CONNECTS_PER_TURN = 8
+"""Connection attempts the watchers may start in one event loop turn, together: hundreds of
+streams reconnecting at once (a target back from an outage, a stall that ended every
+connection at the same moment, start-up) start over several turns, so the connections'
+steps (socket, request, response head) do not all land in the same turns."""
 _FANOUT_TRACKED = 10_000
 _BURST_MIN_EVENTS = 3
 """Fewer timed events in one read are never a burst (two can be a legitimate pair)."""
@@ -162,6 +169,7 @@ class StreamWatcher:
         rng: random.Random | None = None,
         lag_sinks: Sequence[LagSink] = (),
         share: TurnShare | None = None,
+        connects: TurnShare | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
@@ -171,6 +179,7 @@ class StreamWatcher:
         self._rng = rng or random.Random()
         self._lag_sinks = tuple(lag_sinks)
         self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
+        self._connects = TurnShare(CONNECTS_PER_TURN) if connects is None else connects
         self._url = target.base_url.rstrip("/") + spec.path
         self._subs = [
             _Subscriber(
@@ -274,6 +283,9 @@ class StreamWatcher:
 
     async def _connect_and_consume(self, sub: _Subscriber) -> NoReturn:
         spec, stats = self.spec, self.stats
+        if not self._connects.open():
+            await self._connects.next_turn()
+        self._connects.use(1.0)
         conn_id = f"{_CONN_PREFIX}-{next(_conn_counter):x}"
         stats.connecting(sub.index, conn_id)
         sub.decoder.reset_connection()
