@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 from conftest import sse_feed
+from multidict import CIMultiDict, CIMultiDictProxy
 from probeservers import STREAM, with_hub
 
-from probed.config import ImportProbe
+from probed.config import ImportProbe, TargetConfig
 from probed.demo import DemoTarget, Faults
+from probed.errors import ProbeFailure
 from probed.probes import PROBERS
-from probed.probes.base import run_probe
+from probed.probes.base import ProbeContext, run_probe
+from probed.probes.exchange import Response
+from probed.probes.import_job import _follow, _Tracker
 from probed.results import ProbeRun, Reason
 from probed.stream.decoder import Event
 from probed.stream.hub import Hub, ReceivedEvent
@@ -287,3 +291,36 @@ async def test_import_stream_keeps_events_sent_before_the_start_answer(
     assert isinstance(done, float)
     assert isinstance(started, float)
     assert first < started < done
+
+
+class _ClockAheadLoop(asyncio.SelectorEventLoop):
+    """A loop whose clock is 1 ms ahead of ``time.monotonic()``: its timers fire up to 1 ms
+    early by that clock, as uvloop's (whole milliseconds) often do."""
+
+    def time(self) -> float:
+        return super().time() + 0.001
+
+
+def test_a_deadline_that_fires_a_little_early_is_still_the_deadline() -> None:
+    """The wait for progress ends at the deadline (before the stall limit): the failure is
+    ``deadline``, even when the loop's timer fired a fraction of a millisecond before
+    ``time.monotonic()`` reached it."""
+    spec = _spec("poll", deadline="50ms", stall_after="2s")
+    target = TargetConfig(base_url="http://127.0.0.1:9")
+    ctx = ProbeContext(target=target, session=None, pooled_session=None)  # type: ignore[arg-type]
+    start = Response(202, CIMultiDictProxy(CIMultiDict()), b"", {})
+
+    async def never() -> tuple[float, float]:
+        await asyncio.sleep(10)
+        raise AssertionError("unreachable")
+
+    async def follow() -> ProbeFailure:
+        tracker = _Tracker(ctx, spec, start, time.monotonic(), "job")
+        with pytest.raises(ProbeFailure) as failed:
+            await _follow(tracker, never, lambda: None)
+        return failed.value
+
+    for _ in range(5):
+        with asyncio.Runner(loop_factory=_ClockAheadLoop) as runner:
+            failure = runner.run(follow())
+        assert Reason.DEADLINE == failure.reason, failure.detail

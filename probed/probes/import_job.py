@@ -199,7 +199,10 @@ async def _follow(
         except TimeoutError:
             if not scope.expired():
                 raise
-            raise tracker.expired(time.monotonic(), down()) from None
+            # the wait ended at ``limit``: uvloop's timers (whole milliseconds) may fire a
+            # fraction before time.monotonic() gets there, which must not turn a deadline
+            # into a stall
+            raise tracker.expired(max(time.monotonic(), limit), down()) from None
         if tracker.see(value, at):
             return
 
