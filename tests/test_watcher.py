@@ -654,6 +654,31 @@ async def test_a_connection_that_ends_badly_leaves_no_reference_cycle(cut: str) 
     assert [] == left
 
 
+@asynccontextmanager
+async def watching_twenty(
+    base_url: str, *, share: TurnShare | None = None, connects: TurnShare | None = None
+) -> AsyncIterator[list[StreamStats]]:
+    """Twenty streams of ``base_url`` under one ``StreamManager`` (with its ``share`` of each
+    turn for events and its ``connects``), started in one turn; yields their stats until the
+    block ends."""
+    specs = [stream_spec(name=f"s{i}", idle_timeout="30s") for i in range(20)]
+    store = ResultStore()
+    fresh, pooled = create_sessions()
+    target = TargetConfig(base_url=base_url)
+    target._finish_headers()
+    manager = StreamManager(store, Hub(), pooled, share=share, connects=connects)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            manager.start(tg, specs, {"t": target})
+            try:
+                yield [store.streams[s.name] for s in specs]
+            finally:
+                await manager.stop()
+    finally:
+        await fresh.close()
+        await pooled.close()
+
+
 async def test_a_backlog_on_many_streams_is_accounted_a_share_per_loop_turn() -> None:
     """Twenty streams each handed 100 events in one write: the watchers account them a
     share of each loop turn at a time, so a task that ticks every turn sees few events
@@ -668,27 +693,13 @@ async def test_a_backlog_on_many_streams_is_accounted_a_share_per_loop_turn() ->
         await asyncio.sleep(30)
         return resp
 
-    specs = [stream_spec(name=f"s{i}", idle_timeout="30s") for i in range(20)]
-    store, hub = ResultStore(), Hub()
-    fresh, pooled = create_sessions()
-    async with sse_server(handler) as url:
-        target = TargetConfig(base_url=url)
-        target._finish_headers()
-        manager = StreamManager(store, hub, pooled, share=TurnShare(0.0))
-        try:
-            async with asyncio.TaskGroup() as tg:
-                manager.start(tg, specs, {"t": target})
-                streams = [store.streams[s.name] for s in specs]
-                await until(lambda: all(s.connected for s in streams))
-                release.set()
-                counts = [0]
-                while counts[-1] < 2000:
-                    await asyncio.sleep(0)
-                    counts.append(sum(s.received for s in streams))
-                await manager.stop()
-        finally:
-            await fresh.close()
-            await pooled.close()
+    async with sse_server(handler) as url, watching_twenty(url, share=TurnShare(0.0)) as streams:
+        await until(lambda: all(s.connected for s in streams))
+        release.set()
+        counts = [0]
+        while counts[-1] < 2000:
+            await asyncio.sleep(0)
+            counts.append(sum(s.received for s in streams))
     most = max(b - a for a, b in itertools.pairwise(counts))
     assert most <= 3, f"{most} events accounted in one loop turn"
     assert all((0, 0, 0) == (s.lost, s.duplicated, s.out_of_order) for s in streams)
@@ -705,25 +716,14 @@ async def test_streams_starting_together_connect_a_few_per_loop_turn() -> None:
         await asyncio.sleep(30)
         return resp
 
-    specs = [stream_spec(name=f"s{i}", idle_timeout="30s") for i in range(20)]
-    store, hub = ResultStore(), Hub()
-    fresh, pooled = create_sessions()
-    async with sse_server(handler) as url:
-        target = TargetConfig(base_url=url)
-        target._finish_headers()
-        manager = StreamManager(store, hub, pooled, connects=TurnShare(0.0))
-        try:
-            async with asyncio.TaskGroup() as tg:
-                manager.start(tg, specs, {"t": target})
-                streams = [store.streams[s.name] for s in specs]
-                counts = [0]
-                while counts[-1] < len(streams):
-                    await asyncio.sleep(0)
-                    counts.append(sum(1 for s in streams if s.connection_ids[0]))
-                await until(lambda: all(s.connected for s in streams))
-                await manager.stop()
-        finally:
-            await fresh.close()
-            await pooled.close()
+    async with (
+        sse_server(handler) as url,
+        watching_twenty(url, connects=TurnShare(0.0)) as streams,
+    ):
+        counts = [0]
+        while counts[-1] < len(streams):
+            await asyncio.sleep(0)
+            counts.append(sum(1 for s in streams if s.connection_ids[0]))
+        await until(lambda: all(s.connected for s in streams))
     most = max(b - a for a, b in itertools.pairwise(counts))
     assert most <= 1, f"{most} connection attempts started in one loop turn"

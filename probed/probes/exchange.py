@@ -144,13 +144,7 @@ async def send(
             trace_request_ctx=timer,
         )
     except RedirectRefused as exc:
-        raise ProbeFailure(
-            Reason.REDIRECTED_TO_OTHER_ORIGIN,
-            _labelled(label, str(exc)),
-            status_code=exc.status,
-            phases=timer.phases(),
-            error_code=exc.code,
-        ) from None
+        raise _refused(exc, timer, label) from None
     async with resp:
         length = resp.content_length  # a HEAD response announces a body it does not send
         if (
@@ -183,6 +177,17 @@ async def send(
         )
 
 
+def _refused(exc: RedirectRefused, timer: PhaseTimer, label: str) -> ProbeFailure:
+    """The failure of a request whose redirect the probe's policy refused."""
+    return ProbeFailure(
+        Reason.REDIRECTED_TO_OTHER_ORIGIN,
+        _labelled(label, str(exc)),
+        status_code=exc.status,
+        phases=timer.phases(),
+        error_code=exc.code,
+    )
+
+
 async def _send_wire(
     wire: WireClient,
     ctx: ProbeContext,
@@ -210,13 +215,7 @@ async def _send_wire(
             cap=cap,
         )
     except RedirectRefused as exc:
-        raise ProbeFailure(
-            Reason.REDIRECTED_TO_OTHER_ORIGIN,
-            _labelled(label, str(exc)),
-            status_code=exc.status,
-            phases=timer.phases(),
-            error_code=exc.code,
-        ) from None
+        raise _refused(exc, timer, label) from None
     except BodyTooLarge as exc:
         raise _oversize(exc.status, cap, timer, label) from None
     timer.body_read()
