@@ -49,6 +49,7 @@ __all__ = [
     "RedirectRefused",
     "followed",
     "next_hop",
+    "origin_of",
     "request_following",
 ]
 
@@ -120,7 +121,7 @@ class Followed(NamedTuple):
     history: tuple[aiohttp.ClientResponse, ...]
 
 
-def _origin_of(url: URL) -> str:
+def origin_of(url: URL) -> str:
     """``scheme://host:port`` of ``url`` (the port even when it is the default)."""
     return f"{url.scheme}://{url.host_subcomponent}:{url.port}"
 
@@ -154,7 +155,7 @@ def _refusal(
     if there.scheme not in ("http", "https") or not there.host:
         message = f"{status} redirect to a Location that is not an http(s) URL"
         return RedirectRefused(status, "", message, "bad_location")
-    origin = _origin_of(there)
+    origin = origin_of(there)
     if here.scheme == "https" and there.scheme == "http" and not policy.allow_insecure:
         message = (
             f"{status} redirect from https to http refused ({origin}); "
@@ -210,7 +211,7 @@ def next_hop(
         for name in dropped:
             sent.popall(name, None)
         if dropped:
-            _log.debug("redirect_headers_dropped", origin=_origin_of(there), headers=dropped)
+            _log.debug("redirect_headers_dropped", origin=origin_of(there), headers=dropped)
     return there, method, data, json
 
 

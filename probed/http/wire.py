@@ -53,8 +53,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from probed.config import ProbeSpec
+from probed.errors import drop_tracebacks
 from probed.http import peerinfo
-from probed.http.redirects import RedirectPolicy, followed, next_hop
+from probed.http.redirects import RedirectPolicy, followed, next_hop, origin_of
 from probed.http.session import PhaseTimer, claim_tls, peer_tls
 from probed.http.wireparse import BodyTooLarge, Exchange, charset
 
@@ -111,10 +112,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _origin(url: URL) -> str:
-    return f"{url.scheme}://{url.host_subcomponent}:{url.port}"
 
 
 def _request_bytes(
@@ -248,7 +245,8 @@ class WireClient:
         try:
             hosts = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except OSError as exc:
-            raise WireConnectError("dns", _origin(url), _bare(exc)) from None
+            drop_tracebacks(exc)
+            raise WireConnectError("dns", origin_of(url), exc) from None
         return [(h["host"], h["port"], h["family"]) for h in hosts]
 
     async def _connect(
@@ -275,19 +273,17 @@ class WireClient:
                     server_hostname=(url.raw_host or "").rstrip(".") if tls else None,
                 )
             except ssl.CertificateError as exc:
-                raise WireConnectError("certificate", _origin(url), _bare(exc)) from None
+                drop_tracebacks(exc)
+                raise WireConnectError("certificate", origin_of(url), exc) from None
             except ssl.SSLError as exc:
-                raise WireConnectError("tls", _origin(url), _bare(exc)) from None
+                drop_tracebacks(exc)
+                raise WireConnectError("tls", origin_of(url), exc) from None
             except OSError as exc:
-                errors.append(_bare(exc))  # this frame holds the list: no traceback in it
+                drop_tracebacks(exc)  # this frame holds the list: no traceback in it
+                errors.append(exc)
                 continue
             return exchange
-        raise WireConnectError("connect", _origin(url), _one_error(errors)) from None
-
-
-def _bare(exc: OSError) -> OSError:
-    """``exc`` without its traceback (which holds the frames that hold it)."""
-    return exc.with_traceback(None)
+        raise WireConnectError("connect", origin_of(url), _one_error(errors)) from None
 
 
 def _one_error(errors: list[OSError]) -> OSError:
