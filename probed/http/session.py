@@ -116,10 +116,6 @@ def timed_ssl_context(context: ssl.SSLContext) -> ssl.SSLContext:
 _hop_tls: ContextVar[float | None] = ContextVar("probed_hop_tls", default=None)
 
 
-def _claim_tls(conn: Connection) -> float | None:
-    return claim_tls(conn.transport)
-
-
 def claim_tls(transport: asyncio.BaseTransport | None) -> float | None:
     """The TLS handshake seconds of the connection of ``transport``: 0.0 once an earlier
     request counted them, None without timed TLS (``timed_ssl_context``)."""
@@ -130,10 +126,6 @@ def claim_tls(transport: asyncio.BaseTransport | None) -> float | None:
         return 0.0
     sslobj._tls_claimed = True
     return max(sslobj._tls_ended - sslobj._tls_started, 0.0)
-
-
-def _peer_tls(conn: Connection) -> TlsInfo | None:
-    return peer_tls(conn.transport)
 
 
 def peer_tls(transport: asyncio.BaseTransport | None) -> TlsInfo | None:
@@ -160,9 +152,9 @@ class _Connector(aiohttp.TCPConnector):
 
     async def connect(self, req: aiohttp.ClientRequest, *args: Any, **kwargs: Any) -> Connection:
         conn = await super().connect(req, *args, **kwargs)
-        _hop_tls.set(_claim_tls(conn))
+        _hop_tls.set(claim_tls(conn.transport))
         if (peer := peerinfo.current()) is not None:
-            peer.connected(_peer_tls(conn))
+            peer.connected(peer_tls(conn.transport))
         return conn
 
 
