@@ -8,8 +8,7 @@ byte for byte, keeping the text of each part and rebuilding only what changed:
 
 * a probe's object, while its ``ProbeState.version`` stays the same (the store bumps it
   with every run and a restore). When it changed, the runs still in its ``recent`` ring
-  are the same (immutable) objects as before and keep their text: only new runs are
-  encoded;
+  (by their numbers, ``probed.runring``) keep their text: only new runs are encoded;
 * a stream's counts and clock, while its ``StreamStats.version`` stays the same (every
   recording method bumps it); the slots of its ``lag`` list before the newest, while its
   lag window's ``settled`` stays the same: when the newest slot moves on, the slots that
@@ -35,7 +34,6 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import operator
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +55,7 @@ from probed.status import (
     stream_clock,
     stream_counts,
 )
-from probed.store import ProbeState, RecentResult, ResultStore, StreamStats
+from probed.store import ProbeState, ResultStore, StreamStats
 from probed.window import SLOTS, LagWindow
 
 __all__ = ["StatusCache", "StatusText"]
@@ -130,8 +128,10 @@ class _ProbePart:
     version: int
     head: str
     """The object up to its ``recent`` runs: ``{"probe": …, "recent": [``."""
-    ring: list[RecentResult]
-    """The runs of ``recent``."""
+    first: int
+    """The ring's number (``RunRing.first``) of the first run of ``recent``."""
+    end: int
+    """The number after its last run (``RunRing.appended``)."""
     recent: _Items
 
 
@@ -175,31 +175,20 @@ def _evaluation_part(evaluation: Evaluation | None) -> _EvaluationPart:
     return _EvaluationPart(evaluation, _dumps(overall_state.value), lists)
 
 
-def _kept_runs(old: list[RecentResult], ring: list[RecentResult]) -> int:
-    """Where the runs of ``old`` that ``ring`` still holds begin (``len(old)``: none).
-
-    The ring only drops runs at its start and takes new ones at its end, so they are
-    ``ring``'s first ones, the same objects in the same order; anything else (a restore)
-    keeps none.
-    """
-    first = ring[0] if ring else None
-    for start, run in enumerate(old):
-        if run is first:
-            if len(old) - start <= len(ring) and all(map(operator.is_, old[start:], ring)):
-                return start
-            break
-    return len(old)
-
-
 def _probe_part(state: ProbeState, old: _ProbePart | None) -> _ProbePart:
     if old is None or old.state is not state:
-        old = _ProbePart(state, -1, "", [], _Items())
-    ring = list(state.recent)
-    start = _kept_runs(old.ring, ring)
-    new = ring[len(old.ring) - start :]
+        old = _ProbePart(state, -1, "", 0, 0, _Items())
+    ring = state.recent
+    first = ring.first
+    if old.first <= first <= old.end:
+        # The ring only drops runs at its start and appends at its end (a restore too):
+        # the runs numbered from ``first`` to ``old.end`` keep their text.
+        start, new = first - old.first, ring.since(old.end)
+    else:
+        start, new = old.end - old.first, ring.since(first)  # keep none
     recent = old.recent.then(start, [recent_entry(run) for run in new])
     head = "{" + _members(probe_head(state)) + ', "recent": ['
-    return _ProbePart(state, state.version, head, ring, recent)
+    return _ProbePart(state, state.version, head, first, ring.appended, recent)
 
 
 def _point(slot: tuple[float, float] | None, now: float) -> dict[str, float | None] | None:

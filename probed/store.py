@@ -22,6 +22,7 @@ from probed.buckets import (
     REFLECT_LAG_BUCKETS,
 )
 from probed.results import ProbeRun, Reason
+from probed.runring import RecentResult, RunRing
 from probed.skew import Source, StreamClock
 from probed.window import LagWindow, RunWindow
 
@@ -107,17 +108,6 @@ def _counter(counts: Counter[str]) -> Counter[str]:
     return copied
 
 
-@dataclass(frozen=True, slots=True)
-class RecentResult:
-    """One entry of the recent-results ring (what a chart or status line needs)."""
-
-    started_at: float
-    duration: float
-    success: bool
-    reason: str | None
-    status_code: int | None
-
-
 @dataclass(slots=True)
 class ProbeState:
     """Everything the store knows about one probe."""
@@ -137,8 +127,8 @@ class ProbeState:
     last_retry_after: float | None = None
     delivery_lag: Histogram | None = None
     """Reflect probes: the canary's delivery lag (created on first observation)."""
-    recent: deque[RecentResult] = field(init=False)
-    """The last ``ring_size`` runs (charts, persistence)."""
+    recent: RunRing = field(init=False)
+    """The last ``ring_size`` runs (charts, persistence), as columns (``probed.runring``)."""
     window: RunWindow = field(init=False)
     """Runs that started within the store's signal window (recommendations, status)."""
     version: int = 0
@@ -146,7 +136,7 @@ class ProbeState:
     a restore), so its cache (``probed.statuscache``) knows whether to rebuild the probe's part."""
 
     def __post_init__(self) -> None:
-        self.recent = deque(maxlen=self.ring_size)
+        self.recent = RunRing(self.ring_size)
         self.window = RunWindow(self.signal_window)
 
     def snapshot(self) -> ProbeState:
@@ -163,18 +153,31 @@ class ProbeState:
         return view
 
     def count_in_window(self, entry: RecentResult) -> None:
+        """``count_run`` for a ring entry (a restore)."""
+        self.count_run(
+            entry.started_at, entry.duration, entry.success, entry.reason, entry.status_code
+        )
+
+    def count_run(
+        self,
+        started_at: float,
+        duration: float,
+        success: bool,
+        reason: str | None,
+        code: int | None,
+    ) -> None:
         """Add one run to the signal window (``record`` does; so does a restore).
 
         A ``prober_overloaded`` run is left out: it judged probed, not the target.
         """
-        if entry.reason == _OVERLOADED:
+        if reason == _OVERLOADED:
             return
         self.window.add(
-            entry.started_at,
-            entry.duration,
-            entry.reason,
-            failed=not entry.success,
-            limited=entry.status_code == 429 or entry.reason == _RATE_LIMITED,
+            started_at,
+            duration,
+            reason,
+            failed=not success,
+            limited=code == 429 or reason == _RATE_LIMITED,
         )
 
 
@@ -491,15 +494,11 @@ class ResultStore:
             state.last_retry_after = (
                 float(retry_after) if isinstance(retry_after, int | float) else None
             )
-        entry = RecentResult(
-            started_at=run.started_at,
-            duration=run.duration,
-            success=result.success,
-            reason=result.reason.value if result.reason else None,
-            status_code=result.status_code,
+        reason = result.reason.value if result.reason else None
+        state.recent.append(
+            run.started_at, run.duration, result.success, reason, result.status_code
         )
-        state.recent.append(entry)
-        state.count_in_window(entry)
+        state.count_run(run.started_at, run.duration, result.success, reason, result.status_code)
 
     def skipped(self, name: str, reason: str) -> None:
         """Count a tick that did not start a run (``overlap`` or ``missed``)."""
