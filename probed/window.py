@@ -7,8 +7,11 @@ each evaluation sort them all. Instead the window is a ring of ``SLOTS``
 equal time slots, and a running total over the live slots is kept up to date
 as samples arrive and slots expire:
 
-* a slot holds the quantile-bucket keys of its samples, two bytes each, until
-  it has ``_DENSE_AFTER`` of them; then it switches to a count per distinct key.
+* a slot holds the quantile-bucket keys of its samples, two bytes each in a
+  ``bytearray`` (which the garbage collector does not track, unlike an ``array``:
+  700 windows of 30 slots are 21,000 objects every full collection would walk), until
+  it has ``_DENSE_AFTER`` of them; then it switches to a count per distinct key (a dict
+  of ints, untracked too).
   Memory per window is therefore bounded by the slot count and the number of
   distinct keys (at most ``QuantileSketch.MAX_KEYS``) whatever the rate, and a
   quiet stream (one event a second) costs a few KiB rather than a sample each;
@@ -124,6 +127,10 @@ def _key(
     return most if key > most else 1 if key < 1 else key
 
 
+_KEY_BYTES = tuple(array("H", (key,)).tobytes() for key in range(QuantileSketch.MAX_KEYS + 1))
+"""Each bucket key as a slot stores it (``array("H")`` reads a slot's keys back)."""
+
+
 class _Ring:
     """The slot ring: which slot index each ring position holds, and the sample keys."""
 
@@ -133,8 +140,9 @@ class _Ring:
         self.span = span
         self.width = span / SLOTS if span > 0 else 1.0
         self._index = array("q", [_NONE]) * SLOTS
-        self._keys: list[array[int] | dict[int, int] | None] = [None] * SLOTS
-        """Per slot: its samples' keys (array('H'), one each), or counts per key once dense."""
+        self._keys: list[bytearray | dict[int, int] | None] = [None] * SLOTS
+        """Per slot: its samples' keys (two native-order bytes each), or counts per key
+        once dense."""
         self._newest = _NONE
         self.sketch = QuantileSketch()
         """Every live sample's key (call ``expire`` first for a given ``now``)."""
@@ -154,7 +162,7 @@ class _Ring:
                 for key, n in keys.items():
                     sketch.remove_key(key, n)
             else:
-                for key in keys:
+                for key in array("H", keys):
                     sketch.remove_key(key)
             self._keys[pos] = None
         self._index[pos] = _NONE
@@ -201,14 +209,14 @@ class _Ring:
     def _add_key(self, pos: int, key: int) -> None:
         keys = self._keys[pos]
         if keys is None:
-            self._keys[pos] = array("H", (key,))
+            self._keys[pos] = bytearray(_KEY_BYTES[key])
         elif isinstance(keys, dict):
             keys[key] = keys.get(key, 0) + 1
         else:
-            keys.append(key)
-            if len(keys) > _DENSE_AFTER:
+            keys += _KEY_BYTES[key]
+            if len(keys) > 2 * _DENSE_AFTER:
                 counts: dict[int, int] = {}
-                for k in keys:
+                for k in array("H", keys):
                     counts[k] = counts.get(k, 0) + 1
                 self._keys[pos] = counts
         sketch = self.sketch  # QuantileSketch.add_key, inline
