@@ -6,7 +6,7 @@ The file has three parts::
     [targets.NAME]      base URL and default headers of a system under test
     [[probes]]          one table per probe; ``kind`` selects the model
 
-Environment variables override the file through pydantic-settings, with
+Environment variables override the file (``probed.configoverrides``), with
 ``__`` between nesting levels: ``PROBED_DAEMON__LISTEN=0.0.0.0:10115``,
 ``PROBED_TARGETS__DEMO__BASE_URL=https://staging.example``.
 
@@ -26,7 +26,8 @@ This module is the one to import from; the work is done in rooms of its own:
 - ``probed.configtypes``: small validated field types (secret references, headers,
   the listen address, JSON assertions, the redirect mode);
 - ``probed.configprobes``: the probe and stream models, one per ``kind``;
-- ``probed.configsettings``: the other sections and the ``Config`` settings class;
+- ``probed.configsettings``: the other sections and the ``Config`` class;
+- ``probed.configoverrides``: reading the ``PROBED_…`` overrides from the environment;
 - ``probed.configload``: reading and validating the file, reporting pydantic's errors;
 - ``probed.configproblems``: the checks across fields and sections pydantic cannot make.
 """

@@ -62,9 +62,9 @@ def env_list_problems(
 ) -> list[str]:
     """A problem for each variable that would set a top-level list (or an element of one).
 
-    pydantic-settings reads ``PROBED_PROBES='[...]'`` as the whole list, silently
+    ``probed.configoverrides`` reads ``PROBED_PROBES='[...]'`` as the whole list, silently
     replacing the file's; an override is meant for one value. Names match
-    without regard to case, as pydantic-settings matches them.
+    without regard to case, as the overrides match them.
     """
     problems = []
     for variable in sorted(environ):

@@ -1,6 +1,6 @@
 """Environment variables that look like overrides but set nothing.
 
-pydantic-settings takes ``PROBED_<SECTION>__<KEY>`` as an override of one value and
+``probed.configoverrides`` takes ``PROBED_<SECTION>__<KEY>`` as an override of one value and
 silently ignores every other ``PROBED_*`` variable, so a typo
 (``PROBED_DEAMON__LISTEN``) changes nothing and says nothing. ``unknown_overrides``
 names each such variable, with the closest real setting when there is one: ``probed

@@ -21,6 +21,7 @@ from probed.configenv import unknown_overrides
 from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
 from probed.confighints import did_you_mean, known_keys, ratio_hint
 from probed.configlocate import Locator
+from probed.configoverrides import PREFIX
 from probed.configprobes import KINDS
 from probed.configproblems import semantic_problems
 from probed.configsettings import Config
@@ -167,9 +168,8 @@ def _validated(
     environ = os.environ if environ is None else environ
     raw = parse_toml(text, path)
     locator = Locator(text)
-    prefix = Config.model_config.get("env_prefix", "")
     lists = [name for name, f in Config.model_fields.items() if get_origin(f.annotation) is list]
-    if env_problems := env_list_problems(path, os.environ, prefix, lists):
+    if env_problems := env_list_problems(path, os.environ, PREFIX, lists):
         raise ConfigError(env_problems)
     try:
         cfg = Config(**raw)

@@ -1,23 +1,24 @@
-"""The configuration's sections and the ``Config`` settings class that holds them.
+"""The configuration's sections and the ``Config`` class that holds them.
 
 ``[daemon]``, ``[targets.NAME]``, ``[[slos]]``, ``[recommend]``, ``[[components]]`` and
 ``[alerting]``; ``Config`` adds the probes (``probed.configprobes``), the playbooks, the
 maintenance windows and ``[fleet]`` (``probed.fleetconfig``), and lets ``PROBED_…``
-environment variables override the file. ``Config.for_shard`` is what one shard of a
-location runs (``probed.shard``).
+environment variables override the file (``probed.configoverrides``). ``Config.for_shard``
+is what one shard of a location runs (``probed.shard``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from yarl import URL
 
+from probed.configoverrides import merge, overrides
 from probed.configprobes import AnySpec, ProbeSpec, SseStream
 from probed.configtypes import (
     DEFAULT_COMPONENTS,
@@ -236,12 +237,11 @@ class AlertingConfig(StrictModel):
         return value
 
 
-class Config(BaseSettings):
+class Config(StrictModel):
     """The whole configuration; environment variables override the file."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="PROBED_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    # validate_default: the defaults are validated too, as they were under pydantic-settings
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)
@@ -260,16 +260,12 @@ class Config(BaseSettings):
     _warnings: list[str] = PrivateAttr(default_factory=list)
     _shard_components: list[ComponentConfig] | None = PrivateAttr(default=None)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
+    def __init__(self, **values: Any) -> None:
+        """Validate ``values`` (the file's) with the ``PROBED_…`` variables laid over them.
+
+        Raises ``configoverrides.SettingsError`` for a variable that must be JSON and is not.
+        """
+        super().__init__(**merge(values, overrides(type(self), os.environ)))
 
     @property
     def source(self) -> Path:
