@@ -21,7 +21,7 @@ from probed.configenv import unknown_overrides
 from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
 from probed.confighints import did_you_mean, known_keys, ratio_hint
 from probed.configlocate import Locator
-from probed.configoverrides import PREFIX
+from probed.configoverrides import PREFIX, SettingsError
 from probed.configprobes import KINDS
 from probed.configproblems import semantic_problems
 from probed.configsettings import Config
@@ -173,6 +173,8 @@ def _validated(
         raise ConfigError(env_problems)
     try:
         cfg = Config(**raw)
+    except SettingsError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
     except ValidationError as exc:
         problems = _pydantic_problems(exc, path, raw, locator)
         beside = _problems_beside(exc, raw, path, locator, environ, secrets)

@@ -9,7 +9,7 @@ cost of importing it at every start; ``merge`` lays them over the file's values:
   lower-cased, and so are the keys they make (a target's name);
 - a value for a model, a dict or a list is JSON (``PROBED_ALERTING__WEBHOOK_URLS='["…"]'``,
   ``PROBED_DAEMON='{"listen": "…"}'``, its keys matched to the fields without case), and
-  JSON that does not parse raises ``SettingsError`` naming the top-level field, except
+  JSON that does not parse raises ``SettingsError`` naming the variable, except
   for a union (``[fleet]``) or a dict's value, which keep the string; an empty value
   below a field is never JSON. Every other value is the string, for pydantic to parse;
 - a JSON object and the variables below the same field merge, and ``merge`` puts the
@@ -49,6 +49,21 @@ _COMPLEX = (BaseModel, Mapping, Sequence, tuple, set, frozenset, deque)
 
 class SettingsError(ValueError):
     """A variable's value had to be JSON (for a model, dict or list) and is not."""
+
+    def __init__(self, variable: str, error: ValueError) -> None:
+        self.variable = variable.upper()
+        super().__init__(
+            f"environment variable {self.variable}: a section, list or dict is given as JSON, "
+            f"and this value is not ({error})"
+        )
+
+
+def _json(variable: str, text: str) -> Any:
+    """``text`` parsed as JSON; ``SettingsError`` naming ``variable`` if it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SettingsError(variable, exc) from None
 
 
 def _subclass(kind: Any, parents: type | tuple[type, ...]) -> bool:
@@ -149,8 +164,8 @@ def _nested(prefix: str, field: FieldInfo, environ: Mapping[str, str]) -> dict[s
                 is_complex, lenient = True, True
             if is_complex:
                 try:
-                    value = json.loads(text)
-                except ValueError:
+                    value = _json(name, text)
+                except SettingsError:
                     if not lenient:
                         raise
         if isinstance(holder, dict):
@@ -192,8 +207,8 @@ def _field_value(name: str, field: FieldInfo, environ: Mapping[str, str]) -> Any
         return _nested(nested, field, environ) or None
     value: Any = text
     try:
-        value = json.loads(text)
-    except ValueError:
+        value = _json(variable, text)
+    except SettingsError:
         if not lenient:
             raise
     if isinstance(value, dict):
@@ -209,12 +224,7 @@ def overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, A
     lowered = {name.lower(): value for name, value in environ.items()}
     data: dict[str, Any] = {}
     for name, field in model.model_fields.items():
-        try:
-            value = _field_value(name, field, lowered)
-        except ValueError as exc:
-            raise SettingsError(
-                f'error parsing value for field "{name}" from source "EnvSettingsSource"'
-            ) from exc
+        value = _field_value(name, field, lowered)
         if value is not None:
             data[name] = _field_names(field, value) if isinstance(value, dict) else value
     return data

@@ -151,20 +151,20 @@ def test_fleet_from_the_environment(env: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "field"),
+    ("name", "value"),
     [
-        ("PROBED_ALERTING__WEBHOOK_URLS", "http://a.example/", "alerting"),
-        ("PROBED_TARGETS__APP__HEADERS", "notjson", "targets"),
-        ("PROBED_DAEMON", "notjson", "daemon"),
-        ("PROBED_DAEMON", "", "daemon"),
+        ("PROBED_ALERTING__WEBHOOK_URLS", "http://a.example/"),
+        ("PROBED_TARGETS__APP__HEADERS", "notjson"),
+        ("PROBED_DAEMON", "notjson"),
+        ("PROBED_DAEMON", ""),
     ],
 )
 def test_a_value_that_must_be_json_and_is_not(
-    env: pytest.MonkeyPatch, name: str, value: str, field: str
+    env: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
-    """A list, dict or section value that is not JSON is refused naming the field."""
+    """A list, dict or section value that is not JSON is refused naming the variable."""
     env.setenv(name, value)
-    with pytest.raises(ValueError, match=f'^error parsing value for field "{field}" from source'):
+    with pytest.raises(ValueError, match=f"^environment variable {name}: a section, list or"):
         Config(**RAW)
 
 

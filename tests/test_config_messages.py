@@ -86,6 +86,31 @@ def test_an_unknown_probed_variable_is_reported_with_a_guess(tmp_path: Path) -> 
     ) == result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PROBED_DAEMON", "listen=127.0.0.1:1"),
+        ("PROBED_TARGETS__APP__HEADERS", "{'X-A': 1}"),
+        ("PROBED_ALERTING__WEBHOOK_URLS", "http://127.0.0.1:9/hook"),
+        ("probed_daemon", ""),
+    ],
+)
+def test_an_override_that_must_be_json_and_is_not_is_a_config_error(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """A section, dict or list given in a variable is JSON: anything else is the user's
+    mistake, told in one line naming the variable (exit 2), not reported as a bug."""
+    path = tmp_path / "probes.toml"
+    path.write_text(HEAD)
+    result = probed("check", "-c", str(path), cwd=tmp_path, **{name: value})
+    assert 2 == result.returncode, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"{path}: environment variable {name.upper()}: a section, list or dict is given as "
+        "JSON, and this value is not ("
+    ), line
+
+
 def test_probed_variables_that_are_not_settings_are_not_reported(tmp_path: Path) -> None:
     """PROBED_CONFIG, the client's and the demo's variables are probed's own, not overrides."""
     path = tmp_path / "probes.toml"
