@@ -8,6 +8,7 @@ strings cached per series; every test here holds it to prometheus_client's own
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import math
 import threading
@@ -458,3 +459,24 @@ timeout = "90ms"
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(body), 30)
         assert (0, b"", b"") == (proc.returncode, out, err)
+
+
+def test_a_histogram_series_cached_lines_leave_one_object_for_full_collections() -> None:
+    """A soak's full collection walked 1,206 series' lines with 10,854 references: each
+    series' prefixes and last counts are kept where a young collection untracks them,
+    so the series is one object to walk, whatever its buckets."""
+    store, info = big_store(40, 60)
+    frozen = frozen_of(store, info)
+    cache = LabelCache()
+    for _ in range(2):
+        render(frozen.probed.write, Format.TEXT, cache)
+    gc.collect(1)  # what a young collection leaves (dicts are untracked only by full ones)
+    series = [lines for family in cache._histograms.values() for lines in family.values()]
+    assert len(series) > 200
+    walked = [
+        obj
+        for lines in series
+        for obj in (lines, *gc.get_referents(lines))
+        if gc.is_tracked(obj) and not isinstance(obj, type)
+    ]
+    assert len(series) == len(walked)
