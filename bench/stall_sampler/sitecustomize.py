@@ -16,6 +16,11 @@ while a collection of generation n runs). A stall longer than 40 ms is appended 
 time spent while it was sampled (all threads; far less than its length means the process
 did not run: the machine), and its six most frequent stacks, innermost first.
 
+With ``STALL_SAMPLER_CENSUS=SECONDS`` it also writes, that many seconds after the loop is
+found, a census of what a full collection would scan (``gc.get_objects()``, so not what
+a freeze left out) by type, to ``$STALL_SAMPLER_DIR/census-PID.txt``, and times one full
+collection. Taking it holds the GIL for as long (it is a stall of its own).
+
 Samples are few (the sampler needs the GIL, which the busy loop hands over every
 ``sys.getswitchinterval()``) and the thread costs the daemon a little CPU: for finding
 where stalls come from, not for figures.
@@ -105,5 +110,44 @@ def _sample() -> None:
             samples = []
 
 
+def _census(after: float) -> None:
+    while "probed.daemon" not in sys.modules or _find_loop() is None:
+        time.sleep(0.5)
+    time.sleep(after)
+    objects = gc.get_objects()
+    counts = Counter(type(o).__qualname__ for o in objects)
+    weights: Counter[str] = Counter()
+    for o in objects:
+        weights[type(o).__qualname__] += len(gc.get_referents(o))
+    largest = sorted(objects, key=lambda o: len(gc.get_referents(o)), reverse=True)[:15]
+    biggest = [(len(gc.get_referents(o)), type(o).__qualname__, repr(o)[:100]) for o in largest]
+    del largest
+    total = len(objects)
+    del objects
+    wall, cpu = time.perf_counter(), time.thread_time()
+    found = gc.collect()
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    left = len(gc.get_objects())
+    out = os.path.join(os.environ.get("STALL_SAMPLER_DIR", "/tmp"), f"census-{os.getpid()}.txt")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write(
+            f"{total} tracked objects ({gc.get_freeze_count()} frozen); a full collection: "
+            f"{wall * 1e3:.1f} ms ({cpu * 1e3:.1f} ms of this thread's CPU), {found} "
+            f"unreachable found, {left} left. Before it, by type (objects, references "
+            f"the collection follows from them):\n"
+        )
+        for name, count in counts.most_common(40):
+            f.write(f"  {count:8d} {weights[name]:9d} {name}\n")
+        f.write("by references:\n")
+        for name, weight in weights.most_common(25):
+            f.write(f"  {counts[name]:8d} {weight:9d} {name}\n")
+        f.write("the largest:\n")
+        for size, name, text in biggest:
+            f.write(f"  {size:8d} {name} {text}\n")
+
+
 if os.environ.get("STALL_SAMPLER"):
     threading.Thread(target=_sample, name="stall-sampler", daemon=True).start()
+if os.environ.get("STALL_SAMPLER_CENSUS"):
+    _after = float(os.environ["STALL_SAMPLER_CENSUS"])
+    threading.Thread(target=_census, args=(_after,), name="census", daemon=True).start()
