@@ -330,16 +330,16 @@ class _SampleLines:
     __slots__ = ("_ints", "_strs", "keys", "prefixes")
 
     def __init__(self) -> None:
-        self.keys: list[Labels] = []
+        self.keys: tuple[Labels, ...] = ()
         self.prefixes: dict[Labels, bytes] = {}
         self._ints: bytes | None = None
         self._strs: bytes | None = None
 
-    def relabel(self, family: Family, keys: list[Labels]) -> None:
+    def relabel(self, family: Family, keys: tuple[Labels, ...]) -> None:
         """Series came or went (a reload, an optional series): lines for ``keys``."""
         known = self.prefixes
         self.prefixes = {key: known.get(key) or family.prefix(key) for key in keys}
-        self.keys = list(keys)  # the caller's list is its own
+        self.keys = keys  # a tuple (of tuples of str), which a young collection untracks
         self._ints = self._strs = None
 
     def _template(self, slot: bytes) -> bytes:
@@ -413,10 +413,9 @@ class TextWriter(Writer):
         _check(family, histogram=False)
         self._parts.append(family.header(self._format))
         lines = self._cache.samples(family)
-        if not isinstance(keys, list):
-            keys = list(keys)
-        if lines.keys != keys:
-            lines.relabel(family, keys)
+        series = keys if isinstance(keys, tuple) else tuple(keys)
+        if lines.keys != series:
+            lines.relabel(family, series)
         self._parts.append(lines.render(values))
 
     def histograms(self, family: Family, keys: Sequence[Labels], hists: Sequence[Buckets]) -> None:
