@@ -51,27 +51,37 @@ def _is_dict(annotation: Any) -> bool:
 def _settings(model: type[BaseModel], path: str = "") -> Iterable[str]:
     """Every variable name (upper case, without the prefix) that sets a value of ``model``.
 
-    A dict's keys (target names) appear as ``*``; the top-level lists are left out.
+    A dict's keys (target names, header names) appear as ``*``; a section, a table and
+    one entry of a table are settings too (given as JSON); the top-level lists are left out.
     """
     for name, field in model.model_fields.items():
         here = f"{path}{name.upper()}"
         annotation = field.annotation
         if typing.get_origin(annotation) is list and not path:
             continue  # a top-level list (probes, slos): refused with its own message
+        yield here
         models = _models(annotation)
         if _is_dict(annotation):
+            yield f"{here}{_DELIMITER}*"
             for sub in models:
                 yield from _settings(sub, f"{here}{_DELIMITER}*{_DELIMITER}")
         elif models and typing.get_origin(annotation) is not list:
             for sub in models:
                 yield from _settings(sub, f"{here}{_DELIMITER}")
-        else:
-            yield here
 
 
 def _matches(parts: list[str], pattern: list[str]) -> bool:
     return len(parts) == len(pattern) and all(
         want == "*" or got == want for got, want in zip(parts, pattern, strict=True)
+    )
+
+
+def _concrete(setting: str, parts: list[str]) -> str:
+    """``setting`` with each ``*`` replaced by the variable's name at that level."""
+    levels = setting.split(_DELIMITER)
+    return _DELIMITER.join(
+        (parts[i] if i < len(parts) else "NAME") if level == "*" else level
+        for i, level in enumerate(levels)
     )
 
 
@@ -106,7 +116,7 @@ def unknown_overrides(
             continue  # not shaped like an override: a secret's variable, say
         if any(_matches(parts, k.split(_DELIMITER)) for k in known):
             continue
-        concrete = [k.replace("*", parts[1] if len(parts) > 1 else "NAME") for k in known]
+        concrete = [_concrete(k, parts) for k in known]
         guess = difflib.get_close_matches(rest, concrete, n=1, cutoff=0.75)
         hint = f"; did you mean {_PREFIX}{guess[0]}?" if guess else ""
         warnings.append(f"environment variable {variable} names no setting{hint}")

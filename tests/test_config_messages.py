@@ -111,6 +111,25 @@ def test_an_override_that_must_be_json_and_is_not_is_a_config_error(
     ), line
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PROBED_TARGETS__APP__HEADERS", '{"X-Env": "staging"}'),
+        ("PROBED_TARGETS__APP", '{"base_url": "http://127.0.0.1:8"}'),
+        ("PROBED_TARGETS", '{"app": {"base_url": "http://127.0.0.1:8"}}'),
+        ("PROBED_TARGETS__APP__HEADERS__X_ENV", "staging"),
+    ],
+)
+def test_a_table_or_section_given_as_json_is_not_reported(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """A variable that sets a whole table or section (JSON) sets something: no warning."""
+    path = tmp_path / "probes.toml"
+    path.write_text(HEAD)
+    result = probed("check", "-c", str(path), cwd=tmp_path, **{name: value})
+    assert (0, "") == (result.returncode, result.stderr)
+
+
 def test_probed_variables_that_are_not_settings_are_not_reported(tmp_path: Path) -> None:
     """PROBED_CONFIG, the client's and the demo's variables are probed's own, not overrides."""
     path = tmp_path / "probes.toml"
