@@ -179,7 +179,13 @@ async def test_a_hostile_file_on_reload_keeps_the_running_config(
             doc["config"]["problems"], doc["config"]["more_problems"],
         )  # fmt: skip
         before = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
-        text, _ = await watch_metrics(base, task, 0.5, lambda _: True)
+
+        def ran_again(text: str) -> bool:
+            runs = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
+            return runs > before
+
+        # until the 200 ms probe has run again (watch_metrics fails the test after 10 s)
+        text, _ = await watch_metrics(base, task, 0.0, ran_again)
         after = sample(text, "probed_probe_runs_total", probe="healthy", result="success")
         assert 1.0 == sample(text, "probe_success", probe="healthy")
     assert after > before
