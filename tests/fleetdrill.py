@@ -299,7 +299,8 @@ def alertmanager_config(webhook_url: str) -> str:
 
 
 def fleet_probes_toml(fleet: Mapping[str, str]) -> str:
-    """``deploy/fleet/probes.toml`` probing every second, ``fleet`` added to ``[fleet]``.
+    """``deploy/fleet/probes.toml`` probing every second, its stream reconnecting after at most
+    2 s, ``fleet`` added to ``[fleet]``.
 
     Per location, the listen address, location, state directory and target come from
     ``PROBED_*`` variables, as the shipped file says.
@@ -311,6 +312,10 @@ def fleet_probes_toml(fleet: Mapping[str, str]) -> str:
     ):
         assert 2 == text.count(old), old
         text = text.replace(old, new)
+    # the stream reconnects within 2 s of the proxy's restore, not after up to 30 s of backoff
+    stream = 'path = "/api/v1/events/stream"\n'
+    assert 1 == text.count(stream), stream
+    text = text.replace(stream, stream + 'reconnect_max = "2s"\n')
     text += "".join(f'{key} = "{value}"\n' for key, value in fleet.items())
     parsed = tomllib.loads(text)
     assert fleet.items() <= parsed["fleet"].items(), "[fleet] is no longer the file's last table"

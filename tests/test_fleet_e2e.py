@@ -48,11 +48,11 @@ LOCATIONS = ("a", "b", "c")
 SLO = "api_availability"
 
 #: The fleet's timings, short for the drill (the shipped defaults are minutes).
-FLEET = {"quorum_for": "10s", "isolated_for": "10s", "down_for": "10s", "rate_window": "15s"}
+FLEET = {"quorum_for": "5s", "isolated_for": "5s", "down_for": "5s", "rate_window": "15s"}
 RATE_WINDOW = 15.0
 
 #: How long the fleet runs green before the drill starts.
-WARM_UP = 30.0
+WARM_UP = 20.0
 
 #: How long each step may take: generous (two cores shared with other work), but bounded.
 STEP = 90.0
