@@ -162,31 +162,32 @@ def test_check_command(tmp_path: Path) -> None:
 async def test_once_command(demo: DemoTarget, tmp_path: Path) -> None:
     """probed once prints results, exits 0 when all pass and 1 when one fails."""
     path = fast_demo_config(tmp_path, demo.base_url)
-    env = {**os.environ, "PROBED_DEMO_PASSWORD": PASSWORD}
 
-    async def once(*args: str) -> tuple[int, str]:
+    async def once(*args: str, password: str = PASSWORD) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "probed", "once", "-c", str(path), *args,
-            env=env, stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PROBED_DEMO_PASSWORD": password}, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, _ = await proc.communicate()
         assert proc.returncode is not None
         return proc.returncode, out.decode()
 
-    code, out = await once("--json")
+    # four independent processes: they run at once
+    (code, out), (code2, out2), (code3, out3), (code4, _) = await asyncio.gather(
+        once("--json"),
+        once("-p", "health", "-p", "login"),
+        once("-p", "login", password="wrong-password"),
+        once("-p", "nope"),
+    )
     results = json.loads(out)
     assert 0 == code
     assert 8 == len(results)
     assert all(r["success"] for r in results)
-    code, out = await once("-p", "health", "-p", "login")
-    assert 0 == code
-    assert ["PROBE", "health", "login"] == [line.split()[0] for line in out.splitlines()]
-    env["PROBED_DEMO_PASSWORD"] = "wrong-password"
-    code, out = await once("-p", "login")
-    assert 1 == code
-    assert ["login", "login", "FAIL", "status", "401"] == out.splitlines()[1].split()[:5]
-    code, _ = await once("-p", "nope")
-    assert 2 == code
+    assert 0 == code2
+    assert ["PROBE", "health", "login"] == [line.split()[0] for line in out2.splitlines()]
+    assert 1 == code3
+    assert ["login", "login", "FAIL", "status", "401"] == out3.splitlines()[1].split()[:5]
+    assert 2 == code4
 
 
 async def test_no_secret_in_any_output(demo: DemoTarget, tmp_path: Path) -> None:
