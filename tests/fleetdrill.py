@@ -713,6 +713,9 @@ async def running_fleet(
                     "--enable-feature=agent,expand-external-labels",
                     f"--config.file={agent_dir / 'prometheus.yml'}",
                     f"--storage.agent.path={agent_dir / 'wal'}",
+                    # on SIGTERM, stop retrying the central Prometheus (stopped beside it)
+                    # after 1 s, not after the 1 m default that outlasts stop()'s 10 s grace
+                    "--storage.remote.flush-deadline=1s",
                     f"--web.listen-address=127.0.0.1:{free_port()}",
                     "--log.level=warn",
                 ],

@@ -48,8 +48,8 @@ LOCATIONS = ("a", "b", "c")
 SLO = "api_availability"
 
 #: The fleet's timings, short for the drill (the shipped defaults are minutes).
-FLEET = {"quorum_for": "5s", "isolated_for": "5s", "down_for": "5s", "rate_window": "15s"}
-RATE_WINDOW = 15.0
+FLEET = {"quorum_for": "5s", "isolated_for": "5s", "down_for": "5s", "rate_window": "10s"}
+RATE_WINDOW = 10.0
 
 #: How long the fleet runs green before the drill starts.
 WARM_UP = 20.0
@@ -82,8 +82,8 @@ async def test_fleet_drill_isolation_quorum_gap_and_recovery(tmp_path: Path) -> 
 
     queries = {
         "ratio5m": f'slo:sli_error:ratio_rate5m{{slo="{SLO}"}}',
-        "per_location": f'slo:sli_total:rate15s{{slo="{SLO}"}}',
-        "bad_a": f'slo:sli_bad:rate15s{{slo="{SLO}",location="a"}}',
+        "per_location": f'slo:sli_total:rate{RATE_WINDOW:g}s{{slo="{SLO}"}}',
+        "bad_a": f'slo:sli_bad:rate{RATE_WINDOW:g}s{{slo="{SLO}",location="a"}}',
         "success": "min by (location) (probe_success)",
     }
     async with running_fleet(tmp_path, clock, LOCATIONS, FLEET, queries) as fleet:
