@@ -97,8 +97,8 @@ password = {{ env = "{PASSWORD_ENV}" }}
 
 [recommend]
 window = "8s"
-evaluate_every = "1s"
-enter_for = "2s"
+evaluate_every = "250ms"
+enter_for = "500ms"
 {playbooks}
 """
     )
