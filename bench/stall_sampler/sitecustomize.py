@@ -19,7 +19,8 @@ did not run: the machine), and its six most frequent stacks, innermost first.
 With ``STALL_SAMPLER_CENSUS=SECONDS`` it also writes, that many seconds after the loop is
 found, a census of what a full collection would scan (``gc.get_objects()``, so not what
 a freeze left out) by type, to ``$STALL_SAMPLER_DIR/census-PID.txt``, and times one full
-collection. Taking it holds the GIL for as long (it is a stall of its own).
+collection, then another at once (what is left to walk once the first untracked what
+it could and freed the garbage). Taking it holds the GIL for as long (a stall of its own).
 
 Samples are few (the sampler needs the GIL, which the busy loop hands over every
 ``sys.getswitchinterval()``) and the thread costs the daemon a little CPU: for finding
@@ -128,12 +129,16 @@ def _census(after: float) -> None:
     found = gc.collect()
     wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
     left = len(gc.get_objects())
+    again, again_cpu = time.perf_counter(), time.thread_time()
+    gc.collect()
+    again, again_cpu = time.perf_counter() - again, time.thread_time() - again_cpu
     out = os.path.join(os.environ.get("STALL_SAMPLER_DIR", "/tmp"), f"census-{os.getpid()}.txt")
     with open(out, "w", encoding="utf-8") as f:
         f.write(
             f"{total} tracked objects ({gc.get_freeze_count()} frozen); a full collection: "
             f"{wall * 1e3:.1f} ms ({cpu * 1e3:.1f} ms of this thread's CPU), {found} "
-            f"unreachable found, {left} left. Before it, by type (objects, references "
+            f"unreachable found, {left} left; at once another: {again * 1e3:.1f} ms "
+            f"({again_cpu * 1e3:.1f} ms CPU). Before the first, by type (objects, references "
             f"the collection follows from them):\n"
         )
         for name, count in counts.most_common(40):
