@@ -9,9 +9,11 @@ Run from the repository root::
 daemon, so the daemon imports this module at start). Without ``STALL_SAMPLER`` it does
 nothing. A thread waits until ``probed.daemon`` is imported and its event loop runs
 (found through the main thread's ``asyncio.Runner``), then puts a 2 ms ticker on the loop
-and looks every 2 ms how late the ticker is. While it is more than 20 ms late the thread
+and looks every 2 ms how late the ticker is. While it is more than 20 ms late
+(``STALL_SAMPLER_LATE_MS``) the thread
 samples the main thread's stack (``sys._current_frames()``; ``GCn |`` marks a sample taken
-while a collection of generation n runs). A stall longer than 40 ms is appended to
+while a collection of generation n runs). A stall longer than 40 ms
+(``STALL_SAMPLER_REPORT_MS``) is appended to
 ``$STALL_SAMPLER_DIR/stalls-PID.txt`` (``/tmp`` by default): its length, the process CPU
 time spent while it was sampled (all threads; far less than its length means the process
 did not run: the machine), and its six most frequent stacks, innermost first.
@@ -38,8 +40,8 @@ import traceback
 from collections import Counter
 from typing import Any
 
-_LATE = 0.020
-_REPORTED = 0.040
+_LATE = float(os.environ.get("STALL_SAMPLER_LATE_MS", "20")) / 1000
+_REPORTED = float(os.environ.get("STALL_SAMPLER_REPORT_MS", "40")) / 1000
 _PERIOD = 0.002
 _gc_running: list[int | None] = [None]
 
