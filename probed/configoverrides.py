@@ -58,11 +58,14 @@ class SettingsError(ValueError):
         )
 
 
-def _json(variable: str, text: str) -> Any:
-    """``text`` parsed as JSON; ``SettingsError`` naming ``variable`` if it is not JSON."""
+def _json(variable: str, text: str, lenient: bool) -> Any:
+    """``text`` parsed as JSON; if it is not JSON, ``text`` itself when ``lenient``, else
+    ``SettingsError`` naming ``variable``."""
     try:
         return json.loads(text)
     except ValueError as exc:
+        if lenient:
+            return text
         raise SettingsError(variable, exc) from None
 
 
@@ -163,11 +166,7 @@ def _nested(prefix: str, field: FieldInfo, environ: Mapping[str, str]) -> dict[s
             else:
                 is_complex, lenient = True, True
             if is_complex:
-                try:
-                    value = _json(name, text)
-                except SettingsError:
-                    if not lenient:
-                        raise
+                value = _json(name, text, lenient)
         if isinstance(holder, dict):
             holder[last] = value
     return result
@@ -205,12 +204,7 @@ def _field_value(name: str, field: FieldInfo, environ: Mapping[str, str]) -> Any
     nested = f"{variable}{DELIMITER}"
     if text is None:
         return _nested(nested, field, environ) or None
-    value: Any = text
-    try:
-        value = _json(variable, text)
-    except SettingsError:
-        if not lenient:
-            raise
+    value = _json(variable, text, lenient)
     if isinstance(value, dict):
         return merge(value, _nested(nested, field, environ))
     return value
