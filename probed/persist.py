@@ -485,7 +485,7 @@ class Persister:
                 for r in ring
             ]
             state.version += 1  # the status document's cached part of it is stale
-            state.recent.extend(entries)  # a deque of ring_size: keeps the newest
+            state.recent.extend(entries)  # a ring of ring_size: keeps the newest
             for e in entries:
                 if horizon <= e.started_at <= now:
                     state.count_in_window(e)
