@@ -86,9 +86,12 @@ def supports(spec: ProbeSpec, base_url: str, headers: Mapping[str, str]) -> bool
 class WireConnectError(Exception):
     """Resolving, connecting or the TLS handshake failed; ``stage`` says which (``dns``,
     ``connect``, ``tls``, ``certificate``), ``origin`` names the target
-    (``scheme://host:port``) and ``os_error`` is what the system or ``ssl`` raised."""
+    (``scheme://host:port`` of ``url``) and ``os_error`` is what the system or ``ssl``
+    raised, its tracebacks detached (they hold the frames that hold it)."""
 
-    def __init__(self, stage: str, origin: str, os_error: OSError) -> None:
+    def __init__(self, stage: str, url: URL, os_error: OSError) -> None:
+        drop_tracebacks(os_error)
+        origin = origin_of(url)
         super().__init__(stage, origin, os_error)
         self.stage = stage
         self.origin = origin
@@ -245,8 +248,7 @@ class WireClient:
         try:
             hosts = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except OSError as exc:
-            drop_tracebacks(exc)
-            raise WireConnectError("dns", origin_of(url), exc) from None
+            raise WireConnectError("dns", url, exc) from None
         return [(h["host"], h["port"], h["family"]) for h in hosts]
 
     async def _connect(
@@ -273,17 +275,15 @@ class WireClient:
                     server_hostname=(url.raw_host or "").rstrip(".") if tls else None,
                 )
             except ssl.CertificateError as exc:
-                drop_tracebacks(exc)
-                raise WireConnectError("certificate", origin_of(url), exc) from None
+                raise WireConnectError("certificate", url, exc) from None
             except ssl.SSLError as exc:
-                drop_tracebacks(exc)
-                raise WireConnectError("tls", origin_of(url), exc) from None
+                raise WireConnectError("tls", url, exc) from None
             except OSError as exc:
                 drop_tracebacks(exc)  # this frame holds the list: no traceback in it
                 errors.append(exc)
                 continue
             return exchange
-        raise WireConnectError("connect", origin_of(url), _one_error(errors)) from None
+        raise WireConnectError("connect", url, _one_error(errors)) from None
 
 
 def _one_error(errors: list[OSError]) -> OSError:
