@@ -27,6 +27,11 @@ worded by aiohttp's own parser), ``TooManyRedirects``, ``RedirectRefused``, and
 ``BodyTooLarge`` for a body over the cap. The runner's ``asyncio.timeout`` owns the deadline:
 a cancelled exchange aborts its connection.
 
+``open_stream`` opens a stream watcher's response the same way (resolve, connect, one
+``GET`` without ``Connection: close``, redirects under the stream's policy, a URL's user
+info sent as Basic auth as aiohttp sends it) and hands it back at its head, for
+``probed.http.wirestream.StreamExchange`` to read the body as it comes.
+
 ``supports`` says which probes use it (``ProbeContext`` asks once per config): ``kind =
 "http"`` with ``fresh_connection``, on a target URL without user info, whose configured
 ``Accept-Encoding`` (if any) asks only for what this client decodes. Everything else
@@ -43,12 +48,13 @@ import json as jsonlib
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import aiohttp.abc
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -58,6 +64,7 @@ from probed.http import peerinfo
 from probed.http.redirects import RedirectPolicy, followed, next_hop, origin_of
 from probed.http.session import PhaseTimer, claim_tls, peer_tls
 from probed.http.wireparse import BodyTooLarge, Exchange, charset
+from probed.http.wirestream import StreamExchange
 
 __all__ = ["BodyTooLarge", "Reply", "WireClient", "WireConnectError", "supports"]
 
@@ -66,6 +73,7 @@ _ACCEPT_ENCODING = "gzip, deflate"
 _DECODED = frozenset({"gzip", "deflate", "identity", "*"})
 _GET_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _POST_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_Protocol = TypeVar("_Protocol", bound=Exchange)
 
 
 def supports(spec: ProbeSpec, base_url: str, headers: Mapping[str, str]) -> bool:
@@ -118,10 +126,17 @@ def _is_ip(host: str) -> bool:
 
 
 def _request_bytes(
-    method: str, url: URL, headers: CIMultiDict[str], body: bytes | None, content_type: str
+    method: str,
+    url: URL,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+    content_type: str,
+    *,
+    close: bool = True,
 ) -> bytes:
     """The request as aiohttp writes it: Host first, then the given headers, then its
-    defaults (``Accept``, ``Accept-Encoding``) and the body's headers where not given."""
+    defaults (``Accept``, ``Accept-Encoding``) and the body's headers where not given;
+    ``Connection: close`` if ``close`` (and not given)."""
     lines = [f"{method} {url.raw_path_qs or '/'} HTTP/1.1"]
     if "Host" not in headers:
         lines.append(f"Host: {url.host_port_subcomponent}")
@@ -139,7 +154,7 @@ def _request_bytes(
             lines.append(f"Content-Length: {len(body)}")
     elif method not in _GET_METHODS and "Content-Length" not in headers:
         lines.append("Content-Length: 0")  # DELETE
-    if "Connection" not in headers:
+    if close and "Connection" not in headers:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
     return head + body if body else head
@@ -209,7 +224,9 @@ class WireClient:
         started = _now()
         addresses = await self._resolve(url)
         resolved = _now()
-        exchange = await self._connect(loop, url, addresses, request, method, cap, ssl_context)
+        exchange = await self._connect(
+            url, addresses, ssl_context, lambda: Exchange(loop, request, method == "HEAD", cap)
+        )
         transport = exchange.transport
         assert transport is not None
         try:
@@ -227,16 +244,71 @@ class WireClient:
             raise
         transport.close()
         if exchange.error is not None:
-            error = exchange.error
-            info = aiohttp.RequestInfo(url, method, CIMultiDictProxy(headers), url)
-            raise aiohttp.ClientResponseError(
-                info, (), status=error.code, message=error.message, headers=error.headers
-            )
+            raise _response_error(exchange.error, method, url, headers)
         timer.headers_received(exchange.headers_at)
         if (peer := peerinfo.current()) is not None:
             peer.responded(exchange.major, exchange.minor)
         got = exchange.headers
         return Reply(exchange.status, CIMultiDictProxy(got), bytes(exchange.body), charset(got))
+
+    async def open_stream(
+        self,
+        url: str,
+        policy: RedirectPolicy,
+        *,
+        headers: Mapping[str, str],
+        ssl_context: ssl.SSLContext,
+        timer: PhaseTimer,
+    ) -> StreamExchange:
+        """``GET url`` (its redirects followed under ``policy``) up to the final response's
+        head; its body is read by ``StreamExchange.start``. Raises as ``fetch`` does; the
+        caller's deadline aborts a connection not yet handed back. A URL's user info is
+        sent as Basic auth, as aiohttp sends it, unless ``headers`` authorize already."""
+        start = here = URL(url)
+        sent = CIMultiDict(headers)
+        auth = aiohttp.BasicAuth.from_url(start)
+        if auth is not None and "Authorization" not in sent:
+            sent["Authorization"] = auth.encode()
+        method, hops = "GET", 0
+        while True:
+            reply = await self._open(here, sent, ssl_context, timer)
+            location = reply.headers.get("Location")
+            if not followed(policy, reply.status, location):
+                return reply
+            assert location is not None
+            reply.close()
+            hops += 1
+            if hops > policy.max_redirects:
+                info = aiohttp.RequestInfo(start, method, CIMultiDictProxy(sent), start)
+                raise aiohttp.TooManyRedirects(info, ())
+            here, method, _, _ = next_hop(
+                policy, reply.status, method, start, here, location, sent, None, None
+            )
+
+    async def _open(
+        self, url: URL, headers: CIMultiDict[str], ssl_context: ssl.SSLContext, timer: PhaseTimer
+    ) -> StreamExchange:
+        loop = asyncio.get_running_loop()
+        request = _request_bytes("GET", url, headers, None, "", close=False)
+        started = _now()
+        addresses = await self._resolve(url)
+        resolved = _now()
+        reply = await self._connect(
+            url, addresses, ssl_context, lambda: StreamExchange(loop, request)
+        )
+        try:
+            tls = claim_tls(reply.transport) if url.scheme == "https" else None
+            timer.connected(resolved - started, reply.connected_at - resolved - (tls or 0.0), tls)
+            timer.request_sent(reply.sent_at)
+            await reply.head
+        except BaseException:
+            reply.close()
+            raise
+        if reply.error is not None:
+            reply.close()
+            raise _response_error(reply.error, "GET", url, headers)
+        timer.headers_received(reply.headers_at)
+        return reply
 
     async def _resolve(self, url: URL) -> list[tuple[str, int, int]]:
         """``(address, port, family)`` to try, in order."""
@@ -253,18 +325,18 @@ class WireClient:
 
     async def _connect(
         self,
-        loop: asyncio.AbstractEventLoop,
         url: URL,
         addresses: list[tuple[str, int, int]],
-        request: bytes,
-        method: str,
-        cap: int,
         ssl_context: ssl.SSLContext,
-    ) -> Exchange:
+        protocol: Callable[[], _Protocol],
+    ) -> _Protocol:
+        """A connection to the first of ``addresses`` that answers, with a new
+        ``protocol()`` on it (it writes the request when the connection is up)."""
+        loop = asyncio.get_running_loop()
         tls = url.scheme == "https"
         errors: list[OSError] = []
         for address, port, family in addresses:
-            exchange = Exchange(loop, request, method == "HEAD", cap)
+            exchange = protocol()
             try:
                 await loop.create_connection(
                     lambda: exchange,  # noqa: B023 (called before the next iteration)
@@ -284,6 +356,16 @@ class WireClient:
                 continue
             return exchange
         raise WireConnectError("connect", url, _one_error(errors)) from None
+
+
+def _response_error(
+    error: HttpProcessingError, method: str, url: URL, headers: CIMultiDict[str]
+) -> aiohttp.ClientResponseError:
+    """A malformed head (``Exchange.error``) as aiohttp's path raises it."""
+    info = aiohttp.RequestInfo(url, method, CIMultiDictProxy(headers), url)
+    return aiohttp.ClientResponseError(
+        info, (), status=error.code, message=error.message, headers=error.headers
+    )
 
 
 def _one_error(errors: list[OSError]) -> OSError:

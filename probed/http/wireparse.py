@@ -87,6 +87,13 @@ def _disconnected(raw: bytes) -> aiohttp.ServerDisconnectedError:
 class Exchange(asyncio.Protocol):
     """Write the request, read one response; ``done`` resolves when it is whole."""
 
+    __slots__ = (
+        "_buf", "_cap", "_chunk_left", "_chunked", "_coding", "_decoder", "_head_only",
+        "_in_head", "_left", "_length", "_raw_body", "_raw_head", "_request", "body",
+        "connected_at", "done", "error", "headers", "headers_at", "major", "minor", "sent_at",
+        "status", "transport",
+    )  # fmt: skip
+
     def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes, head_only: bool, cap: int):
         self.done: asyncio.Future[None] = loop.create_future()
         self.connected_at = 0.0

@@ -1,0 +1,169 @@
+"""A response without end on probed's own HTTP/1.1 protocol: the stream watchers' reads.
+
+``StreamExchange`` is ``wireparse.Exchange`` for an event stream. It writes the request and
+parses the head as ``Exchange`` does (``head`` resolves then), and from then on hands each
+piece of the body (chunks unframed, gzip and deflate decoded in pieces of at most
+``PIECE`` bytes) to the reader's ``sink`` as it arrives, inside the protocol's own
+callback: no reader object, no task woken per read, nothing kept of what was handed on.
+
+``done`` resolves when the body ends (a clean end of a chunked or sized body, or a close
+of one read until close) and fails as ``Exchange`` fails (aiohttp's exceptions, worded
+alike), or with whatever the sink raised: the connection is then aborted. The reader
+can ``pause`` and ``resume`` reading (the socket's flow control) while it catches up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import zlib
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError, TransferEncodingError
+
+from probed.http.wireparse import Exchange
+
+__all__ = ["PIECE", "StreamExchange"]
+
+PIECE = 1 << 16
+"""Most decoded bytes handed to the sink at once: a small compressed chunk that decodes to
+a lot (a compression bomb) reaches the sink's own limits piece by piece."""
+
+
+class StreamExchange(Exchange):
+    """Write a request, read its head (``head``), then hand the body to a sink as it comes."""
+
+    __slots__ = ("_early", "_paused", "_sink", "head", "on_done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, request: bytes) -> None:
+        super().__init__(loop, request, False, sys.maxsize)
+        self.head: asyncio.Future[None] = loop.create_future()
+        """Resolves once the head is read (the status, version and headers are set), or
+        fails as ``done`` did before it."""
+        self.on_done: Callable[[], None] | None = None
+        """Called (soon) when ``done`` resolves or fails."""
+        self._sink: Callable[[bytes], None] | None = None
+        self._early: list[bytes] = []
+        """Body that came before ``start``."""
+        self._paused = False
+        self.done.add_done_callback(self._settled)
+
+    def start(self, sink: Callable[[bytes], None]) -> None:
+        """Hand the body to ``sink`` from now on, the body that came before first. What it
+        raises here is raised to the caller, and the connection is aborted."""
+        self._sink = sink
+        early, self._early = self._early, []
+        try:
+            for data in early:
+                sink(data)
+        except BaseException:
+            self.close()
+            raise
+
+    def pause(self) -> None:
+        """Stop reading from the socket until ``resume`` (what was read still comes)."""
+        transport = self.transport
+        if not self._paused and transport is not None and not transport.is_closing():
+            self._paused = True
+            transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read from the socket again."""
+        transport = self.transport
+        if self._paused and transport is not None and not transport.is_closing():
+            self._paused = False
+            transport.resume_reading()
+
+    def close(self) -> None:
+        """Drop the connection (an endless response is never read to its end)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _settled(self, done: asyncio.Future[None]) -> None:
+        error = None if done.cancelled() else done.exception()  # retrieved: never logged
+        if not self.head.done():
+            if error is not None:
+                self.head.set_exception(error)
+            else:
+                self.head.set_result(None)
+        if self.on_done is not None:
+            self.on_done()
+
+    # the protocol: what the sink raises ends the connection
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            return
+        try:
+            if self._in_head:
+                self._buf += data
+                self._read_head()
+            elif self._chunked:
+                self._buf += data  # (no copy of the raw body: this one has no end)
+                self._read_chunks()
+            else:
+                self._take(data)
+        except TransferEncodingError as exc:
+            self._end(aiohttp.ClientPayloadError(f"Response payload is not completed: {exc!r}"))
+        except Exception as exc:  # the sink's, or the body's own failure
+            self._end(exc)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            super().connection_lost(exc)
+        except Exception as failure:  # the sink's, at the body's end
+            self._end(failure)
+
+    def _end(self, exc: BaseException) -> None:
+        if isinstance(exc, aiohttp.ClientPayloadError | HttpProcessingError):
+            self._fail(exc)  # the protocol's own (a malformed head: ``error``): no traceback
+            return
+        if not self.done.done():
+            self.done.set_exception(exc)  # the sink's (a bug's traceback is logged)
+        self.close()
+
+    # the head and the body
+
+    def _start_body(self) -> None:
+        super()._start_body()
+        if not self.head.done():
+            self.head.set_result(None)
+
+    def _add(self, data: bytes) -> None:
+        decoder = self._decoder
+        if self._coding and decoder is None:
+            if not data:
+                return
+            wbits = 16 + zlib.MAX_WBITS
+            if self._coding == "deflate":  # raw deflate without the zlib header, as aiohttp
+                wbits = zlib.MAX_WBITS if data[0] & 0xF == 8 else -zlib.MAX_WBITS
+            decoder = self._decoder = zlib.decompressobj(wbits=wbits)
+        if decoder is None:
+            self._give(data)
+            return
+        try:
+            self._give(decoder.decompress(data, PIECE))
+            while decoder.unconsumed_tail:
+                self._give(decoder.decompress(decoder.unconsumed_tail, PIECE))
+        except zlib.error:
+            raise self._coding_error() from None
+
+    def _give(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._sink is None:
+            self._early.append(data)
+        else:
+            self._sink(data)
+
+    def _finish(self) -> None:
+        if self._decoder is not None:
+            try:
+                self._give(self._decoder.flush())
+            except zlib.error:
+                raise self._coding_error() from None
+            if self._coding == "deflate" and not self._decoder.eof:
+                raise self._coding_error()
+        if not self.done.done():
+            self.done.set_result(None)
