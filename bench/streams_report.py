@@ -16,7 +16,7 @@ from streams_servers import REFLECT_DELAY
 # Targets (acceptance criteria).
 TARGET_A_P99_MS = 1.0
 TARGET_B_P99_MS = 10.0
-TARGET_B_CPU_RATIO = 1.5
+TARGET_B_CPU_RATIO = 1.3
 TARGET_C_RSS_MB = 400.0
 TARGET_REFLECT_P99_MS = 2.0
 

@@ -160,9 +160,14 @@ class ProbeExecutor:
 
     @property
     def stream_session(self) -> aiohttp.ClientSession:
-        """The keep-alive session stream watchers use."""
+        """The keep-alive session of the stream watchers' clock checks."""
         assert self._sessions is not None, "configure() first"
         return self._sessions[1]
+
+    @property
+    def stream_wire(self) -> WireClient:
+        """The client stream watchers read their streams with (the sessions' resolver)."""
+        return WireClient(self._resolver)
 
     async def close(self) -> None:
         """Close the HTTP sessions."""
@@ -463,7 +468,11 @@ class Daemon:
             sinks=(RunLog(self.gate), feed),
         )
         self.streams = StreamManager(
-            self.store, self.hub, self.executor.stream_session, lag_sinks=(feed,)
+            self.store,
+            self.hub,
+            self.executor.stream_session,
+            lag_sinks=(feed,),
+            wire=self.executor.stream_wire,
         )
         self.gate.register("loop", max_age=10.0, max_lag=5.0)
         self._gate_scheduler()
@@ -583,7 +592,7 @@ async def run_once(
     specs = [s for s in config.scheduled if names is None or s.name in names]
     needed = {stream for s in specs if (stream := s.follows()) is not None}
     streams = [s for s in config.streams if s.name in needed]
-    manager = StreamManager(ResultStore(), hub, executor.stream_session)
+    manager = StreamManager(ResultStore(), hub, executor.stream_session, wire=executor.stream_wire)
     try:
         async with asyncio.TaskGroup() as tg:
             manager.start(tg, streams, config.targets)

@@ -9,6 +9,7 @@ are corrected by.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -30,13 +31,14 @@ CLOCK_BODY_LIMIT = 64 * 1024
 
 
 def read_date(
-    spec: SseStream, resp: aiohttp.ClientResponse, sent_wall: float, stats: StreamStats
+    spec: SseStream, headers: Mapping[str, str], sent_wall: float, stats: StreamStats
 ) -> None:
-    """A reading from ``resp``'s ``Date`` (request sent at ``sent_wall``), unless the stream
-    reads ``time_path`` or ignores clocks, or the header is missing or unreadable."""
+    """A reading from a response's ``Date`` (``headers``; request sent at ``sent_wall``),
+    unless the stream reads ``time_path`` or ignores clocks, or the header is missing or
+    unreadable."""
     if spec.time_path is not None or spec.clock == "ignore":
         return
-    date = resp.headers.get("Date")
+    date = headers.get("Date")
     if not date:
         return
     try:

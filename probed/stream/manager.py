@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from probed.config import SseStream, TargetConfig
+from probed.http.wire import WireClient
 from probed.sinks import LagSink
 from probed.skew import StreamClock
 from probed.steps import TurnShare
@@ -36,6 +37,7 @@ class StreamManager:
         *,
         share: TurnShare | None = None,
         connects: TurnShare | None = None,
+        wire: WireClient | None = None,
     ) -> None:
         self._store = store
         self._hub = hub
@@ -45,6 +47,8 @@ class StreamManager:
         """The share of each loop turn every watcher's event accounting draws on."""
         self._connects = TurnShare(CONNECTS_PER_TURN) if connects is None else connects
         """Connection attempts every watcher may start in one loop turn, together."""
+        self._wire = WireClient() if wire is None else wire
+        """The client every watcher reads its streams with (the session: clock checks)."""
         self._watchers: dict[str, StreamWatcher] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -104,6 +108,7 @@ class StreamManager:
             lag_sinks=self._lag_sinks,
             share=self._share,
             connects=self._connects,
+            wire=self._wire,
         )
         self._watchers[spec.name] = watcher
         watcher.start(self._tg)

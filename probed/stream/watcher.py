@@ -12,6 +12,12 @@ with jitter for failed attempts, which include every connection shorter than
 ``min_connection_lifetime``; never sooner than ``min_reconnect_delay``) and
 reconnects, sending ``Last-Event-ID`` so the server can resume.
 
+Streams are read on probed's own HTTP/1.1 client (``WireClient.open_stream``,
+``probed.http.wirestream``), not on a client library's reader: the events of a read are
+accounted in the connection's own callback, and the subscriber's task wakes only for what
+that cannot do (accounting left for a later loop turn, the connection's end, a deadline).
+An open connection is a handful of objects, which every full garbage collection walks.
+
 Reconnect reasons (the ``reason`` label of ``probed_stream_reconnects_total``)
 form a fixed set: ``eof``, ``stalled``, ``no_events``, ``oversize``, ``flood`` (more than
 ``max_event_rate`` events and comments in a second), ``content_type``,
@@ -46,12 +52,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -63,9 +71,11 @@ from probed import clock
 from probed.config import SseStream, TargetConfig
 from probed.errors import ProbeFailure, drop_tracebacks
 from probed.http.classify import classify_exception
-from probed.http.redirects import RedirectPolicy, request_following
+from probed.http.redirects import RedirectPolicy
 from probed.http.session import PhaseTimer, new_traceparent
 from probed.http.tls import ssl_for
+from probed.http.wire import WireClient, WireConnectError
+from probed.http.wirestream import StreamExchange
 from probed.jsonpath import getter
 from probed.netvalues import sequence_number
 from probed.results import Reason
@@ -125,6 +135,26 @@ class _StopAsked(_Ended):
     """HTTP 204: the server asked clients to stop reconnecting."""
 
 
+def _failed(exc: aiohttp.ClientError | WireConnectError, healthy: bool) -> _Ended:
+    """A client failure as the connection's end, by its reason."""
+    reason, _, detail = classify_exception(exc)
+    label = reason.value if reason.value in RECONNECT_REASONS else "error"
+    return _Ended(label, healthy, detail)
+
+
+def _content_type(headers: Mapping[str, str]) -> str:
+    """The media type of ``Content-Type``, as aiohttp's ``ClientResponse.content_type``."""
+    raw = headers.get("Content-Type")
+    if raw is None:
+        return "application/octet-stream"
+    return raw.split(";", 1)[0].strip().lower()
+
+
+def _wake(sub: _Subscriber) -> None:
+    if sub.wake is not None and not sub.wake.done():
+        sub.wake.set_result(None)
+
+
 _INF = math.inf
 _Item = Event | Comment
 _Rest = tuple[list[_Item], int, float, float, float, DecodeError | None, int, float, float]
@@ -146,6 +176,19 @@ class _Subscriber:
     """``time.monotonic()`` of this connection's last event (or of its start)."""
     pending: _Rest | None = None
     """The rest of a chunk whose accounting waits for the next loop turn (``_deliver``)."""
+    reply: StreamExchange | None = None
+    """The current connection's response, being read."""
+    started: float = 0.0
+    """``time.monotonic()`` when the current connection attempt began."""
+    got_anything: bool = False
+    """Whether the current connection delivered an event or comment yet."""
+    last_byte: float = 0.0
+    """``time.monotonic()`` of the current connection's last read (or of its start)."""
+    backlog: deque[tuple[bytes, float]] | None = None
+    """Chunks read (with their read times) while accounting waits for a later loop turn;
+    None while accounting keeps up (chunks are then accounted as they are read)."""
+    wake: asyncio.Future[None] | None = None
+    """What the subscriber's task awaits between reads: a backlog, the end, a deadline."""
 
 
 @dataclass(slots=True)
@@ -170,10 +213,13 @@ class StreamWatcher:
         lag_sinks: Sequence[LagSink] = (),
         share: TurnShare | None = None,
         connects: TurnShare | None = None,
+        wire: WireClient | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
         self.session = session
+        """For the clock checks (``time_path``); the streams read on ``wire``."""
+        self._wire = WireClient() if wire is None else wire
         self.hub = hub
         self.stats = stats
         self._rng = rng or random.Random()
@@ -249,6 +295,7 @@ class StreamWatcher:
                 stop_asked=isinstance(ended, _StopAsked),
             )
             self._end(sub, ended, delay)
+            del ended  # not kept, with its context, through the next connection
             await asyncio.sleep(delay)
 
     def _headers(self, sub: _Subscriber) -> dict[str, str]:
@@ -298,44 +345,15 @@ class StreamWatcher:
                     await self._clock_checked.wait()
         started = time.monotonic()
         sent_wall = clock.wall()
+        reply = await self._open(sub)
         try:
-            tls = ssl_for(self.target)
-        except ProbeFailure as exc:  # an unreadable ca_file
-            raise _Ended(Reason.TLS.value, False, exc.detail) from None
-        # the session's trace hooks fill the timer: it tells a connection that never
-        # completed from one that did but whose response headers did not come
-        timer = PhaseTimer()
-        try:
-            async with asyncio.timeout(spec.connect_timeout):
-                resp, _ = await request_following(
-                    self.session,
-                    "GET",
-                    self._url,
-                    self._redirects,
-                    headers=self._headers(sub),
-                    timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
-                    ssl=tls,
-                    trace_request_ctx=timer,
-                )
-        except TimeoutError:
-            within = f"within connect_timeout {spec.connect_timeout:g}s"
-            if timer.awaiting_headers:
-                detail = f"connected to {self._origin}, no response headers {within}"
-                raise _Ended("header_timeout", False, detail) from None
-            detail = f"no connection to {self._origin} {within}"
-            raise _Ended("connect_timeout", False, detail) from None
-        except aiohttp.ClientError as exc:
-            reason, _, detail = classify_exception(exc)
-            label = reason.value if reason.value in RECONNECT_REASONS else "error"
-            raise _Ended(label, False, detail) from None
-        async with resp:
-            if resp.status == 204:
+            if reply.status == 204:
                 raise _StopAsked("no_content", False)
-            if resp.status != 200:
-                raise _Ended("status", False, f"status {resp.status}")
-            if resp.content_type != "text/event-stream":
-                raise _Ended("content_type", False, f"content type {resp.content_type!r}")
-            read_date(spec, resp, sent_wall, stats)
+            if reply.status != 200:
+                raise _Ended("status", False, f"status {reply.status}")
+            if (content_type := _content_type(reply.headers)) != "text/event-stream":
+                raise _Ended("content_type", False, f"content type {content_type!r}")
+            read_date(spec, reply.headers, sent_wall, stats)
             connected_at = time.monotonic()
             stats.connection_opened(connected_at - started, primary=sub.index == 0)
             if sub.index == 0:
@@ -348,7 +366,7 @@ class StreamWatcher:
                 connect_ms=round((connected_at - started) * 1000, 3),
             )
             try:
-                await self._consume(sub, resp, started)
+                await self._consume(sub, reply, started)
             except _Ended as ended:
                 ended.lived = time.monotonic() - connected_at
                 raise
@@ -356,51 +374,118 @@ class StreamWatcher:
                 stats.connection_closed(time.monotonic(), primary=sub.index == 0)
                 if sub.index == 0:
                     self._primary_up = False
+        finally:
+            reply.close()
+            reply.on_done = None
+            sub.reply = sub.wake = sub.backlog = None
 
-    async def _consume(
-        self, sub: _Subscriber, resp: aiohttp.ClientResponse, started: float
-    ) -> NoReturn:
-        """Read until the connection ends; always raises ``_Ended``."""
+    async def _open(self, sub: _Subscriber) -> StreamExchange:
+        """The stream's response, up to its head; a failure as ``_Ended``."""
+        spec = self.spec
+        try:
+            tls = ssl_for(self.target)
+        except ProbeFailure as exc:  # an unreadable ca_file
+            raise _Ended(Reason.TLS.value, False, exc.detail) from None
+        # the client fills the timer: it tells a connection that never completed from one
+        # that did but whose response headers did not come
+        timer = PhaseTimer()
+        try:
+            async with asyncio.timeout(spec.connect_timeout):
+                return await self._wire.open_stream(
+                    self._url, self._redirects, headers=self._headers(sub), ssl_context=tls,
+                    timer=timer,
+                )  # fmt: skip
+        except TimeoutError:
+            within = f"within connect_timeout {spec.connect_timeout:g}s"
+            if timer.awaiting_headers:
+                detail = f"connected to {self._origin}, no response headers {within}"
+                raise _Ended("header_timeout", False, detail) from None
+            detail = f"no connection to {self._origin} {within}"
+            raise _Ended("connect_timeout", False, detail) from None
+        except (aiohttp.ClientError, WireConnectError) as exc:
+            raise _failed(exc, False) from None
+
+    async def _consume(self, sub: _Subscriber, reply: StreamExchange, started: float) -> NoReturn:
+        """Read until the connection ends; always raises ``_Ended``.
+
+        Chunks are accounted as they are read, in the connection's own callback
+        (``_received``); this task only wakes for what that cannot do: accounting that
+        waits for a later loop turn (``_drain``), the end, and the deadlines. Both
+        deadlines are armed from the last byte (event) and only re-armed when one passes:
+        moving a timer on every chunk would cost a timer per chunk."""
         spec = self.spec
         loop = asyncio.get_running_loop()
-        got_anything = False
-        sub.awaiting_first = True
-        content = resp.content
         idle = spec.idle_timeout
-        share = self._share
         quiet = math.inf if spec.event_timeout is None else spec.event_timeout
-        # Both deadlines are armed from the last byte (event) and only re-armed when one
-        # fires: moving a timer on every chunk costs a TimerHandle per chunk (GC churn).
-        # Times are time.monotonic() (the stats' clock); the timer is set on the loop's.
-        last_byte = sub.last_event = time.monotonic()
+        sub.reply, sub.started, sub.got_anything = reply, started, False
+        sub.awaiting_first = True
+        sub.last_byte = sub.last_event = time.monotonic()
+        reply.on_done = functools.partial(_wake, sub)
         try:
+            reply.start(functools.partial(self._received, sub))
             while True:
+                if sub.backlog is not None:
+                    await self._drain(sub, reply)
+                    continue
+                if reply.done.done():
+                    reply.done.result()  # what the connection or the accounting raised
+                    raise _Ended("eof", sub.got_anything)
+                now = time.monotonic()
+                if now - sub.last_byte >= idle:
+                    raise _Ended("stalled", sub.got_anything, f"nothing for {idle:g}s")
+                if now - sub.last_event >= quiet:
+                    # pings keep the connection but deliver nothing: not a healthy one
+                    raise _Ended("no_events", False, f"no event for {quiet:g}s")
+                wait = min(sub.last_byte + idle, sub.last_event + quiet) - now
+                wake = sub.wake = loop.create_future()
+                timer = loop.call_later(max(wait, 0.001), _wake, sub)
                 try:
-                    wait = min(last_byte + idle, sub.last_event + quiet) - time.monotonic()
-                    async with asyncio.timeout_at(loop.time() + wait):
-                        while True:
-                            chunk = await content.readany()
-                            if not chunk:
-                                raise _Ended("eof", got_anything)
-                            last_byte = time.monotonic()
-                            self.stats.bytes_read(last_byte)
-                            if not share.open():
-                                await share.next_turn()
-                            got_anything = self._feed(sub, chunk, started, got_anything, last_byte)
-                            while (rest := sub.pending) is not None:
-                                await share.next_turn()
-                                self._deliver(sub, *rest)
-                except TimeoutError:
-                    now = time.monotonic()
-                    if now - last_byte >= idle:
-                        raise _Ended("stalled", got_anything, f"nothing for {idle:g}s") from None
-                    if now - sub.last_event >= quiet:
-                        # pings keep the connection but deliver nothing: not a healthy one
-                        raise _Ended("no_events", False, f"no event for {quiet:g}s") from None
+                    await wake
+                finally:
+                    timer.cancel()
+                    sub.wake = None
         except aiohttp.ClientError as exc:
-            reason, _, detail = classify_exception(exc)
-            label = reason.value if reason.value in RECONNECT_REASONS else "error"
-            raise _Ended(label, got_anything, detail) from None
+            raise _failed(exc, sub.got_anything) from None
+
+    def _received(self, sub: _Subscriber, chunk: bytes) -> None:
+        """A chunk read on ``sub``'s connection: account it now if this loop turn's share
+        allows and nothing waits before it, else keep it for ``_drain`` and stop reading."""
+        now = sub.last_byte = time.monotonic()
+        self.stats.bytes_read(now)
+        if sub.backlog is not None:
+            sub.backlog.append((chunk, now))
+            return
+        if not self._share.open():
+            self._hold(sub, (chunk, now))
+            return
+        sub.got_anything = self._feed(sub, chunk, sub.started, sub.got_anything, now)
+        if sub.pending is not None:
+            self._hold(sub, None)
+
+    def _hold(self, sub: _Subscriber, chunk: tuple[bytes, float] | None) -> None:
+        sub.backlog = deque() if chunk is None else deque((chunk,))
+        if sub.reply is not None:
+            sub.reply.pause()
+        _wake(sub)
+
+    async def _drain(self, sub: _Subscriber, reply: StreamExchange) -> None:
+        """Account what waits (the rest of a chunk, then the chunks kept) over as many loop
+        turns as the share needs, then read again."""
+        share, backlog = self._share, sub.backlog
+        assert backlog is not None
+        while True:
+            if (rest := sub.pending) is not None:
+                await share.next_turn()
+                self._deliver(sub, *rest)
+                continue
+            if not backlog:
+                break
+            chunk, at = backlog.popleft()
+            if not share.open():
+                await share.next_turn()
+            sub.got_anything = self._feed(sub, chunk, sub.started, sub.got_anything, at)
+        sub.backlog = None
+        reply.resume()
 
     def _feed(
         self, sub: _Subscriber, chunk: bytes, started: float, got_anything: bool, now: float
