@@ -17,7 +17,9 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 from aiohttp import web
+from cycles import cyclic_garbage
 from polling import until
 from test_watcher import event, open_stream, sse_server, stream_spec, watching
 
@@ -252,3 +254,46 @@ async def test_an_interim_response_before_the_stream_is_skipped() -> None:
         await until(lambda: stats.received >= 1)
         assert stats.connected
         assert not stats.reconnects
+
+
+@pytest.mark.parametrize("end", ["oversize", "flood", "protocol_error", "internal_error"])
+async def test_a_connection_ended_inside_its_read_leaves_no_reference_cycle(
+    end: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection ended where its read lands (the accounting's ``oversize`` or
+    ``flood``, a broken chunk, a bug in probed) keeps its reason on the response and
+    is aborted there; all of it must be freed by reference counting."""
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.write(_HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+        await asyncio.sleep(0.01)
+        if end == "oversize":
+            writer.write(chunk(b"data: " + b"x" * 2048))
+        elif end == "flood":
+            writer.write(chunk(b"".join(event(seq) for seq in range(1, 40))))
+        elif end == "protocol_error":
+            writer.write(chunk(event(1)) + b"zz\r\n")
+        else:
+            writer.write(chunk(event(1)))
+        await reader.read()
+
+    spec = stream_spec(
+        max_line_size=1024, max_event_rate=10, reconnect_initial="10ms", reconnect_max="20ms",
+        min_reconnect_delay="10ms",
+    )  # fmt: skip
+    if end == "internal_error":
+        monkeypatch.setattr("probed.stream.watcher.parse_timestamp", _bug)
+    async with raw_server(serve) as url, watching(url, spec) as (stats, _):
+        await until(lambda: connections >= 3, 10.0)
+        with cyclic_garbage() as left:
+            first = connections
+            await until(lambda: connections >= first + 10, 20.0)
+    assert stats.reconnects[end] >= 10
+    assert [] == left, left
+
+
+def _bug(*_: object) -> None:
+    raise RuntimeError("a bug in probed's accounting")

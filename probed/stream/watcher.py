@@ -499,7 +499,8 @@ class StreamWatcher:
         except DecodeError as exc:
             # events completed before the limit moved last_event_id: deliver them, or a
             # resuming server would never send them again
-            items, oversize = exc.items, exc
+            # kept past the except block: without its traceback, which holds this frame
+            items, oversize = exc.items, exc.with_traceback(None)
         if not items:
             if oversize is not None:
                 raise _Ended("oversize", got_anything, str(oversize))
