@@ -62,7 +62,7 @@ DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 class StrictModel(BaseModel):
     """A section or table of the file: unknown keys refused, frozen once loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class SecretRef(StrictModel):

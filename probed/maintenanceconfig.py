@@ -22,7 +22,7 @@ def rfc3339(at: float) -> str:
 class MaintenanceConfig(BaseModel):
     """A ``[[maintenance]]`` table: a planned window over targets, probes or components."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     start: AwareDatetime
     end: AwareDatetime

@@ -109,7 +109,7 @@ def _check_placeholders(text: str) -> str:
 class PlaybookConfig(BaseModel):
     """A ``[[playbooks]]`` table: one scenario's text, runbook link and severity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     scenario: str
     title: str | None = None
