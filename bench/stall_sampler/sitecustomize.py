@@ -24,6 +24,13 @@ a freeze left out) by type, to ``$STALL_SAMPLER_DIR/census-PID.txt``, and times 
 collection, then another at once (what is left to walk once the first untracked what
 it could and freed the garbage). Taking it holds the GIL for as long (a stall of its own).
 
+With ``STALL_SAMPLER_YOUNG=MS`` it counts, at the start of every generation-1 collection,
+what it is about to walk (the objects of generations 0 and 1, by type, with the references
+the collection follows from them) and appends the count of each such collection that
+paused more than ``MS`` to ``$STALL_SAMPLER_DIR/young-PID.txt``. The counting holds the
+GIL before the collection starts, so it lengthens the stalls it explains: for finding what
+young collections walk, not for timing them.
+
 Samples are few (the sampler needs the GIL, which the busy loop hands over every
 ``sys.getswitchinterval()``) and the thread costs the daemon a little CPU: for finding
 where stalls come from, not for figures.
@@ -153,6 +160,41 @@ def _census(after: float) -> None:
             f.write(f"  {size:8d} {name} {text}\n")
 
 
+_young: list[Any] = [None, 0.0]
+
+
+def _on_young(phase: str, info: dict[str, Any]) -> None:
+    """Count gens 0 and 1 before a generation-1 collection; write it if the pause was long."""
+    if info["generation"] != 1:
+        return
+    if phase == "start":
+        counts: Counter[str] = Counter()
+        weights: Counter[str] = Counter()
+        for generation in (0, 1):
+            for o in gc.get_objects(generation):
+                name = type(o).__qualname__
+                counts[name] += 1
+                weights[name] += len(gc.get_referents(o))
+        _young[0] = (counts, weights)
+        _young[1] = time.perf_counter()
+        return
+    paused = time.perf_counter() - _young[1]
+    if _young[0] is None or paused * 1000 < float(os.environ["STALL_SAMPLER_YOUNG"]):
+        return
+    counts, weights = _young[0]
+    out = os.path.join(os.environ.get("STALL_SAMPLER_DIR", "/tmp"), f"young-{os.getpid()}.txt")
+    with open(out, "a", encoding="utf-8") as f:
+        f.write(
+            f"{time.strftime('%H:%M:%S')} generation 1: {paused * 1e3:.1f} ms, "
+            f"{sum(counts.values())} objects, {sum(weights.values())} references, "
+            f"{info.get('collected')} collected; by references:\n"
+        )
+        for name, weight in weights.most_common(20):
+            f.write(f"  {counts[name]:8d} {weight:9d} {name}\n")
+
+
+if os.environ.get("STALL_SAMPLER_YOUNG"):
+    gc.callbacks.append(_on_young)
 if os.environ.get("STALL_SAMPLER"):
     threading.Thread(target=_sample, name="stall-sampler", daemon=True).start()
 if os.environ.get("STALL_SAMPLER_CENSUS"):
