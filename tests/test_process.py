@@ -11,8 +11,10 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import aiohttp
 from test_daemon import PASSWORD, fast_demo_config, read_event
 
 from probed.demo import DemoTarget
+from probed.results import Reason
+from probed.statefile import STATE_FILE
 
 
 async def notified(sock: socket.socket, field: str, within: float = 10.0) -> str:
@@ -46,6 +50,19 @@ async def status(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     async with http.get(f"{base}/api/v1/status") as resp:
         doc: dict[str, Any] = await resp.json()
         return doc
+
+
+def saved_runs(state_dir: Path, probe: str) -> int:
+    """Runs of ``probe`` the SLOs count (not ``prober_overloaded``) in the state file, read
+    beside the daemon (0 before the file exists)."""
+    uri = f"{(state_dir / STATE_FILE).as_uri()}?mode=ro"
+    query = "SELECT count(*) FROM results WHERE probe = ? AND reason IS NOT ?"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            row = conn.execute(query, (probe, Reason.PROBER_OVERLOADED.value)).fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    return int(row[0])
 
 
 def slo_events(doc: dict[str, Any], name: str) -> int:
@@ -112,13 +129,19 @@ async def test_process_lifecycle(tmp_path: Path, notify_socket: socket.socket) -
             await read_event(proc.stdout, "probe_run")
             path.write_text(changed)
 
-            # SIGKILL after the state has been written at least once; counts continue
-            await asyncio.sleep(6)  # > the 5 s results interval
-            counted = slo_events(await status(http, base), "login_availability")
-            assert counted >= 5
+            # SIGKILL after the state has been written at least once (the first write comes
+            # one 5 s results interval after the start) and 5 login runs were counted
+            state_dir = tmp_path / "state"
+            async with asyncio.timeout(8):
+                while True:
+                    counted = slo_events(await status(http, base), "login_availability")
+                    if counted >= 5 and saved_runs(state_dir, "login") > 0:
+                        break
+                    await asyncio.sleep(0.1)
             proc.kill()
             await proc.wait()
             killed_at = time.monotonic()
+            saved = saved_runs(state_dir, "login")
             proc = await start(path, notify)
             assert proc.stdout is not None
             await notified(notify_socket, "READY=1")
@@ -127,6 +150,7 @@ async def test_process_lifecycle(tmp_path: Path, notify_socket: socket.socket) -
             # at most one results interval (5 s) of 1 s login runs may be lost
             restored = slo_events(await status(http, base), "login_availability")
             assert counted - 6 <= restored, (counted, restored)
+            assert saved <= restored, (saved, restored)  # every run written is counted again
             assert restored > 0
             assert time.monotonic() - killed_at < 10
 
