@@ -219,7 +219,20 @@ async def test_no_secret_in_any_output(demo: DemoTarget, tmp_path: Path) -> None
     base = f"http://{first['listen']}"
     scraped = []
     async with aiohttp.ClientSession() as http:
-        await asyncio.sleep(2.5)
+
+        async def logins_ran() -> bool:
+            """Both login probes (the only ones given the password or a token) ran: two
+            tokens issued, the bad follow-up failed on its status."""
+            async with http.get(f"{base}/api/v1/status") as resp:
+                doc = await resp.json()
+            runs = {p["probe"]: p for p in doc["probes"]}
+            return (
+                runs["login"]["runs"] > 0
+                and runs["login_bad_follow_up"]["reasons"].get("status", 0) > 0
+                and len(demo.issued_tokens()) >= 2
+            )
+
+        await until(logins_ran, within=15.0, every=0.1, what="a run of both login probes")
         for path_ in ("/metrics", "/api/v1/status", "/"):
             async with http.get(base + path_) as resp:
                 scraped.append(await resp.text())
