@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -107,10 +107,15 @@ async def test_two_shards_run_every_probe_exactly_once_also_after_a_reload(
 ) -> None:
     """Each probe reaches the target from its owner only; a reload's new probes too."""
     seen: defaultdict[str, set[str]] = defaultdict(set)
+    runs: Counter[str] = Counter()
 
     async def record(request: web.Request) -> web.Response:
         seen[request.match_info["probe"]].add(request.match_info["shard"])
+        runs[request.match_info["probe"]] += 1
         return web.Response(text="ok")
+
+    def ran_twice(names: list[str]) -> bool:
+        return all(runs[n] >= 2 for n in names)
 
     app = web.Application()
     app.router.add_get("/{shard}/p/{probe}", record)
@@ -128,7 +133,8 @@ async def test_two_shards_run_every_probe_exactly_once_also_after_a_reload(
         assert len(FIRST) == owns[0]["probes"] + owns[1]["probes"]
         assert [0, 0] == [o["streams"] for o in owns]
         await until(lambda: set(FIRST) <= set(seen), within=10.0, what="every probe run")
-        await asyncio.sleep(1.5)  # each probe runs again: still from its owner alone
+        # each probe runs again: still from its owner alone
+        await until(lambda: ran_twice(FIRST), within=10.0, what="every probe run twice")
         assert {n: {f"s{owner(n, 2)}"} for n in FIRST} == dict(seen)
 
         bases = [f"http://{(await p.event('daemon_ready'))['listen']}" for p in (zero, one)]
@@ -151,7 +157,7 @@ async def test_two_shards_run_every_probe_exactly_once_also_after_a_reload(
         ]
         assert [[], [], [], []] == [r[k] for r in reloaded for k in ("changed", "removed")]
         await until(lambda: set(ADDED) <= set(seen), within=10.0, what="every added probe")
-        await asyncio.sleep(1.5)
+        await until(lambda: ran_twice(ADDED), within=10.0, what="every added probe run twice")
         assert {n: {f"s{owner(n, 2)}"} for n in FIRST + ADDED} == dict(seen)
 
 
