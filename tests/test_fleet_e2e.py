@@ -52,7 +52,7 @@ FLEET = {"quorum_for": "5s", "isolated_for": "5s", "down_for": "5s", "rate_windo
 RATE_WINDOW = 10.0
 
 #: How long the fleet runs green before the drill starts.
-WARM_UP = 20.0
+WARM_UP = 10.0
 
 #: How long each step may take: generous (two cores shared with other work), but bounded.
 STEP = 90.0
