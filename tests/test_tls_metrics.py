@@ -32,7 +32,7 @@ from probeservers import DEMO_PASSWORD, run
 from prometheus_client import generate_latest
 
 from probed.config import HttpProbe
-from probed.demo import DemoTarget
+from probed.demo import DemoTarget, Faults
 from probed.http import session
 from probed.http.peerinfo import cert_not_after, tls_info, tls_version_label
 from probed.metrics import DaemonInfo, build_registry
@@ -548,7 +548,8 @@ async def test_every_http_kind_exports_the_facts_live(
     """http, login, fixture, reflect and import over TLS; plain http without ssl series."""
     monkeypatch.setenv("PROBED_TLS_TEST_PASSWORD", DEMO_PASSWORD)
     async with (
-        DemoTarget(password=DEMO_PASSWORD, seed=1) as demo,
+        # the import's job in 0.5 s, not the demo's 2 s: its run is all the test waits for
+        DemoTarget(password=DEMO_PASSWORD, seed=1, faults=Faults(import_duration=0.5)) as demo,
         tls_terminator(demo.port, pki.server) as secure_url,
     ):
         config = _kinds_config(tmp_path, secure_url, demo.base_url, pki.ca_file)
