@@ -54,14 +54,11 @@ async def status(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
 
 def saved_runs(state_dir: Path, probe: str) -> int:
     """Runs of ``probe`` the SLOs count (not ``prober_overloaded``) in the state file, read
-    beside the daemon (0 before the file exists)."""
+    beside the daemon (which created the file before READY)."""
     uri = f"{(state_dir / STATE_FILE).as_uri()}?mode=ro"
     query = "SELECT count(*) FROM results WHERE probe = ? AND reason IS NOT ?"
-    try:
-        with closing(sqlite3.connect(uri, uri=True)) as conn:
-            row = conn.execute(query, (probe, Reason.PROBER_OVERLOADED.value)).fetchone()
-    except sqlite3.OperationalError:  # not created yet
-        return 0
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        row = conn.execute(query, (probe, Reason.PROBER_OVERLOADED.value)).fetchone()
     return int(row[0])
 
 
