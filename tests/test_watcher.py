@@ -643,7 +643,7 @@ async def test_a_connection_that_ends_badly_leaves_no_reference_cycle(cut: str) 
 
     spec = stream_spec(
         reconnect_initial="10ms", reconnect_max="20ms", min_reconnect_delay="10ms",
-        idle_timeout="0.2s" if cut == "stall" else "2s",
+        idle_timeout="0.1s" if cut == "stall" else "2s",
     )  # fmt: skip
     async with sse_server(handler) as url, watching(url, spec) as (stats, _):
         await until(lambda: connections >= 3, 10.0)
