@@ -727,3 +727,32 @@ async def test_streams_starting_together_connect_a_few_per_loop_turn() -> None:
         await until(lambda: all(s.connected for s in streams))
     most = max(b - a for a, b in itertools.pairwise(counts))
     assert most <= 1, f"{most} connection attempts started in one loop turn"
+
+
+async def test_streams_ending_together_end_a_few_per_loop_turn() -> None:
+    """Twenty connections closed by their server at once (a target's restart, a proxy
+    cutting every stream): with one connection step per turn, a task that ticks every turn
+    sees at most one end handled between two of its ticks (together: all twenty), each end
+    still counted and logged, and all reconnect."""
+    cut = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await resp.write(event(1))
+        await cut.wait()
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async with (
+        sse_server(handler) as url,
+        watching_twenty(url, connects=TurnShare(0.0)) as streams,
+    ):
+        await until(lambda: all(s.connected for s in streams))
+        cut.set()
+        counts = [0]
+        while counts[-1] < len(streams):
+            await asyncio.sleep(0)
+            counts.append(sum(sum(s.reconnects.values()) for s in streams))
+    most = max(b - a for a, b in itertools.pairwise(counts))
+    assert most <= 1, f"{most} connection ends handled in one loop turn"

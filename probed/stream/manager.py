@@ -46,7 +46,8 @@ class StreamManager:
         self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
         """The share of each loop turn every watcher's event accounting draws on."""
         self._connects = TurnShare(CONNECTS_PER_TURN) if connects is None else connects
-        """Connection attempts every watcher may start in one loop turn, together."""
+        """Connection attempts every watcher may start, and connections they may end, in one
+        loop turn, together."""
         self._wire = WireClient() if wire is None else wire
         """The client every watcher reads its streams with (the session: clock checks)."""
         self._watchers: dict[str, StreamWatcher] = {}

@@ -38,8 +38,8 @@ Every watcher of a daemon accounts its events within one share of each event loo
 at once (a proxy that held them, a server that caught up) is accounted over several turns,
 each event still stamped with the time its chunk was read, instead of holding back every
 probe and timer due meanwhile. Likewise they start at most ``CONNECTS_PER_TURN`` connection
-attempts per turn together, so that hundreds of streams reconnecting at once do not all
-take their connections' steps in the same turns.
+attempts, and end as many connections, per turn together, so that hundreds of streams
+ending or reconnecting at once do not all take their connections' steps in the same turns.
 
 A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped,
 logged once per value and counted.
@@ -105,10 +105,12 @@ EVENTS_PER_TURN = 0.004
 backlog handed to hundreds of streams at once is accounted over several turns rather than
 holding every probe due meanwhile (``probed.steps.TurnShare``)."""
 CONNECTS_PER_TURN = 8
-"""Connection attempts the watchers may start in one event loop turn, together: hundreds of
-streams reconnecting at once (a target back from an outage, a stall that ended every
-connection at the same moment, start-up) start over several turns, so the connections'
-steps (socket, request, response head) do not all land in the same turns."""
+"""Connection attempts the watchers may start, and connections they may end, in one event
+loop turn, together (one share for both): hundreds of streams reconnecting at once (a
+target back from an outage, a stall that ended every connection at the same moment,
+start-up) start over several turns, so the connections' steps (socket, request, response
+head) do not all land in the same turns; hundreds cut at once (a target's restart, a proxy)
+are ended (unwound, counted, logged, their next attempt scheduled) over several turns too."""
 _FANOUT_TRACKED = 10_000
 _BURST_MIN_EVENTS = 3
 """Fewer timed events in one read are never a burst (two can be a legitimate pair)."""
@@ -427,13 +429,20 @@ class StreamWatcher:
                 if sub.backlog is not None:
                     await self._drain(sub, reply)
                     continue
-                if reply.done.done():
-                    reply.done.result()  # what the connection or the accounting raised
-                    raise _Ended("eof", sub.got_anything)
                 now = time.monotonic()
-                if now - sub.last_byte >= idle:
-                    raise _Ended("stalled", sub.got_anything, f"nothing for {idle:g}s")
-                if now - sub.last_event >= quiet:
+                stalled, silent = now - sub.last_byte >= idle, now - sub.last_event >= quiet
+                if reply.done.done() or stalled or silent:
+                    if not self._connects.open():
+                        # connections ending together (a target's restart, a stall of all
+                        # of them) end over several turns, as they start
+                        await self._connects.next_turn()
+                        continue
+                    self._connects.use(1.0)
+                    if reply.done.done():
+                        reply.done.result()  # what the connection or the accounting raised
+                        raise _Ended("eof", sub.got_anything)
+                    if stalled:
+                        raise _Ended("stalled", sub.got_anything, f"nothing for {idle:g}s")
                     # pings keep the connection but deliver nothing: not a healthy one
                     raise _Ended("no_events", False, f"no event for {quiet:g}s")
                 wait = min(sub.last_byte + idle, sub.last_event + quiet) - now
