@@ -200,10 +200,7 @@ class WireClient:
             if not followed(policy, reply.status, location):
                 return reply, cookies
             assert location is not None
-            hops += 1
-            if hops > policy.max_redirects:
-                info = aiohttp.RequestInfo(start, method, CIMultiDictProxy(sent), start)
-                raise aiohttp.TooManyRedirects(info, ())
+            hops = _hop(hops, policy, method, start, sent)
             here, method, body, json = next_hop(
                 policy, reply.status, method, start, here, location, sent, body, json
             )
@@ -277,10 +274,7 @@ class WireClient:
                 return reply
             assert location is not None
             reply.close()
-            hops += 1
-            if hops > policy.max_redirects:
-                info = aiohttp.RequestInfo(start, method, CIMultiDictProxy(sent), start)
-                raise aiohttp.TooManyRedirects(info, ())
+            hops = _hop(hops, policy, method, start, sent)
             here, method, _, _ = next_hop(
                 policy, reply.status, method, start, here, location, sent, None, None
             )
@@ -356,6 +350,14 @@ class WireClient:
                 continue
             return exchange
         raise WireConnectError("connect", url, _one_error(errors)) from None
+
+
+def _hop(hops: int, policy: RedirectPolicy, method: str, start: URL, sent: CIMultiDict[str]) -> int:
+    """One more redirect followed from ``start``: the count, or ``TooManyRedirects``."""
+    if hops + 1 > policy.max_redirects:
+        info = aiohttp.RequestInfo(start, method, CIMultiDictProxy(sent), start)
+        raise aiohttp.TooManyRedirects(info, ())
+    return hops + 1
 
 
 def _response_error(

@@ -128,6 +128,9 @@ class Exchange(asyncio.Protocol):
         self.transport.write(self._request)
         self.sent_at = _now()
 
+    _KEEPS_RAW_BODY = True
+    """Whether a chunked body is also kept as it came (for ``_framing_error``'s words)."""
+
     def data_received(self, data: bytes) -> None:
         if self.done.done():
             return
@@ -137,12 +140,13 @@ class Exchange(asyncio.Protocol):
                 self._read_head()
             elif self._chunked:
                 self._buf += data
-                self._raw_body += data
+                if self._KEEPS_RAW_BODY:
+                    self._raw_body += data
                 self._read_chunks()
             else:
                 self._take(data)
         except TransferEncodingError as exc:
-            self._fail(_head_error(self._raw_head + self._raw_body, exc.message))
+            self._fail(self._framing_error(exc))
         except (HttpProcessingError, aiohttp.ClientPayloadError, BodyTooLarge) as exc:
             self._fail(exc)
 
@@ -174,6 +178,10 @@ class Exchange(asyncio.Protocol):
                 self._finish()
             except (aiohttp.ClientPayloadError, BodyTooLarge) as failure:
                 self._fail(failure)
+
+    def _framing_error(self, exc: TransferEncodingError) -> BaseException:
+        """A malformed chunked body, worded by aiohttp's parser over what came of it."""
+        return _head_error(self._raw_head + self._raw_body, exc.message)
 
     def _fail(self, exc: BaseException) -> None:
         exc = exc.with_traceback(None)  # its frames hold this protocol, which holds it

@@ -92,21 +92,15 @@ class StreamExchange(Exchange):
 
     # the protocol: what the sink raises ends the connection
 
+    _KEEPS_RAW_BODY = False  # this body has no end
+
+    def _framing_error(self, exc: TransferEncodingError) -> BaseException:
+        return aiohttp.ClientPayloadError(f"Response payload is not completed: {exc!r}")
+
     def data_received(self, data: bytes) -> None:
-        if self.done.done():
-            return
         try:
-            if self._in_head:
-                self._buf += data
-                self._read_head()
-            elif self._chunked:
-                self._buf += data  # (no copy of the raw body: this one has no end)
-                self._read_chunks()
-            else:
-                self._take(data)
-        except TransferEncodingError as exc:
-            self._end(aiohttp.ClientPayloadError(f"Response payload is not completed: {exc!r}"))
-        except Exception as exc:  # the sink's, or the body's own failure
+            super().data_received(data)
+        except Exception as exc:  # the sink's
             self._end(exc)
 
     def connection_lost(self, exc: BaseException | None) -> None:
