@@ -1,0 +1,154 @@
+"""Benchmark: the longest event-loop lag while a target cuts all of its streams at once.
+
+Run from the repository root::
+
+    python bench/stream_storm.py                  # 250 streams, 3 rounds, uvloop
+    python bench/stream_storm.py --streams 500 --loop asyncio
+
+A server in its own process (``--serve``: asyncio on 127.0.0.1, port 0) answers every
+``GET`` with an SSE head and one event and keeps the connection; on ``SIGUSR1`` it closes
+every connection it holds at once, as a target's restart or a proxy does. The client runs a
+real ``StreamManager`` with ``--streams`` watchers on that target (one subscriber each,
+``min_reconnect_delay = 1s``) and a ticker task that sleeps 1 ms and records how late each
+tick woke. Each round: all connected, then one second quiet, then the cut; the figures are
+the ticker's longest lags in the half second after the cut (the ends) and in the three
+seconds after that (the reconnects), and the streams connected at the end of the round.
+The daemon's JSON log lines are written to ``/dev/null``, as a daemon writes them to a pipe.
+
+Only loopback is used; the server is killed on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+_EVENT = b'id: 1\ndata: {"seq": 1}\n\n'
+
+
+async def serve() -> None:
+    """The server: hold every stream; close them all at once on SIGUSR1."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        writer.write(_HEAD + b"%x\r\n%s\r\n" % (len(_EVENT), _EVENT))
+        held.append(writer)
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+
+    def cut() -> None:
+        writers = list(held)
+        held.clear()
+        for writer in writers:
+            writer.close()
+
+    server = await asyncio.start_server(stream, "127.0.0.1", 0, backlog=4096)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, cut)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+
+async def client(args: argparse.Namespace, port: int) -> None:
+    from probed.config import SseStream, TargetConfig
+    from probed.http.session import create_sessions
+    from probed.store import ResultStore
+    from probed.stream.hub import Hub
+    from probed.stream.manager import StreamManager
+
+    target = TargetConfig(base_url=f"http://127.0.0.1:{port}")
+    target._finish_headers()
+    specs = [
+        SseStream(
+            name=f"s{i}", target="t", path="/sse", sequence_field="seq",
+            idle_timeout="60s", reconnect_initial="1s", reconnect_max="2s",
+            min_reconnect_delay="1s",
+        )
+        for i in range(args.streams)
+    ]  # fmt: skip
+    store = ResultStore()
+    fresh, pooled = create_sessions()
+    manager = StreamManager(store, Hub(), pooled)
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            began = time.perf_counter()
+            await asyncio.sleep(0.001)
+            lags.append(time.perf_counter() - began - 0.001)
+
+    def connected() -> int:
+        return sum(store.streams[s.name].connected for s in specs)
+
+    print(f"{args.streams} streams on {args.loop}; {args.rounds} rounds")
+    print("  round  ends: longest / 2nd / 3rd lag (ms)   reconnects: longest (ms)   connected")
+    async with asyncio.TaskGroup() as tg:
+        manager.start(tg, specs, {"t": target})
+        tick = tg.create_task(ticker())
+        for round_ in range(1, args.rounds + 1):
+            for _ in range(600):  # at most 30 s
+                if connected() == args.streams:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.0)
+            lags.clear()
+            os.kill(args.server_pid, signal.SIGUSR1)
+            await asyncio.sleep(0.5)
+            ends = sorted(lags, reverse=True)[:3]
+            lags.clear()
+            await asyncio.sleep(3.0)
+            again = max(lags)
+            print(
+                f"  {round_:5d}  {ends[0] * 1e3:16.1f} / {ends[1] * 1e3:.1f} / "
+                f"{ends[2] * 1e3:.1f}  {again * 1e3:24.1f}  {connected():10d}"
+            )
+        tick.cancel()
+        await manager.stop()
+    await fresh.close()
+    await pooled.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=250, help="streams (250)")
+    parser.add_argument("--rounds", type=int, default=3, help="cuts (3)")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        asyncio.run(serve())
+        return 0
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    from probed.logging import configure_logging
+
+    with open(os.devnull, "w") as devnull:
+        configure_logging(stream=devnull)
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, start_new_session=True
+        )
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+            args.server_pid = server.pid
+            asyncio.run(client(args, port))
+        finally:
+            server.kill()
+            server.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
