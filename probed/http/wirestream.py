@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Callable
 
 import aiohttp
-from aiohttp.http_exceptions import HttpProcessingError, TransferEncodingError
+from aiohttp.http_exceptions import TransferEncodingError
 
 from probed.http.wireparse import Exchange
 
@@ -109,12 +109,11 @@ class StreamExchange(Exchange):
         except Exception as failure:  # the sink's, at the body's end
             self._end(failure)
 
-    def _end(self, exc: BaseException) -> None:
-        if isinstance(exc, aiohttp.ClientPayloadError | HttpProcessingError):
-            self._fail(exc)  # the protocol's own (a malformed head: ``error``): no traceback
-            return
+    def _end(self, exc: Exception) -> None:
+        """What the sink raised ends the connection (its traceback kept: a bug's is logged;
+        ``Exchange`` itself fails on what the connection sent)."""
         if not self.done.done():
-            self.done.set_exception(exc)  # the sink's (a bug's traceback is logged)
+            self.done.set_exception(exc)
         self.close()
 
     # the head and the body
