@@ -218,7 +218,7 @@ def _password_envs(path: Path) -> list[str]:
 
 
 def _cmd_once(args: argparse.Namespace) -> int:
-    from probed.daemon import run_once
+    from probed.executor import run_once
 
     config = _load(args.config)
     if config is None:
