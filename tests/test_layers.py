@@ -67,6 +67,16 @@ print("Config" in built(), "FleetConfig" in built())
     assert "True False" == loaded
 
 
+def test_no_module_is_over_600_lines() -> None:
+    """One room per job: a module that outgrows 600 lines has taken a second job."""
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for path in (ROOT / "probed").rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert {} == long
+
+
 def test_no_room_imports_another_rooms_private_module() -> None:
     """A ``_private`` module is imported only from inside its own package."""
     import grimp

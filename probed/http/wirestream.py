@@ -17,18 +17,26 @@ from __future__ import annotations
 import asyncio
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from aiohttp.http_exceptions import TransferEncodingError
 
 from probed.http.wireparse import Exchange
 
-__all__ = ["PIECE", "StreamExchange"]
+__all__ = ["PIECE", "StreamExchange", "media_type"]
 
 PIECE = 1 << 16
 """Most decoded bytes handed to the sink at once: a small compressed chunk that decodes to
 a lot (a compression bomb) reaches the sink's own limits piece by piece."""
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """The media type of ``Content-Type``, as aiohttp's ``ClientResponse.content_type``."""
+    raw = headers.get("Content-Type")
+    if raw is None:
+        return "application/octet-stream"
+    return raw.split(";", 1)[0].strip().lower()
 
 
 class StreamExchange(Exchange):

@@ -9,13 +9,16 @@ are corrected by.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import NoReturn
 
 import aiohttp
+import structlog
 
 from probed import clock
 from probed.config import SseStream, TargetConfig
+from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy, request_following
 from probed.http.tls import ssl_for
 from probed.jsonpath import lookup
@@ -24,7 +27,9 @@ from probed.skew import reading_bounds
 from probed.store import StreamStats
 from probed.stream.accounting import parse_timestamp
 
-__all__ = ["CLOCK_BODY_LIMIT", "check_time_path", "read_date"]
+__all__ = ["CLOCK_BODY_LIMIT", "check_time_path", "clock_checks", "read_date"]
+
+_log = structlog.get_logger("probed.stream")
 
 CLOCK_BODY_LIMIT = 64 * 1024
 """Bytes read at most from a stream's ``time_path`` endpoint."""
@@ -84,6 +89,30 @@ async def check_time_path(
     if server is not None:
         whole = server.is_integer()  # a whole-second time is taken as truncated, like Date
         stats.clock_reading("time_path", *reading_bounds(server, sent, got, whole_seconds=whole))
+
+
+async def clock_checks(
+    session: aiohttp.ClientSession,
+    spec: SseStream,
+    target: TargetConfig,
+    redirects: RedirectPolicy,
+    stats: StreamStats,
+    checked: asyncio.Event,
+    on_bug: Callable[[Exception], None],
+) -> NoReturn:
+    """Ask ``time_path`` every ``clock_check_interval``; ``checked`` is set after the first
+    answer or failure. A failure is logged (``clock_check_failed``, the target named as a
+    URL); a bug goes to ``on_bug`` and never ends the daemon's TaskGroup."""
+    while True:
+        try:
+            await check_time_path(session, spec, target, redirects, stats)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            message = classify_exception(exc)[2] if isinstance(exc, aiohttp.ClientError) else exc
+            _log.warning("clock_check_failed", stream=spec.name, error_message=f"{message}")
+        except Exception as exc:
+            on_bug(exc)
+        checked.set()
+        await asyncio.sleep(spec.clock_check_interval)
 
 
 def _field(data: object, path: str) -> object:

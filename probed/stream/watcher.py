@@ -18,20 +18,8 @@ accounted in the connection's own callback, and the subscriber's task wakes only
 that cannot do (accounting left for a later loop turn, the connection's end, a deadline).
 An open connection is a handful of objects, which every full garbage collection walks.
 
-Reconnect reasons (the ``reason`` label of ``probed_stream_reconnects_total``)
-form a fixed set: ``eof``, ``stalled``, ``no_events``, ``oversize``, ``flood`` (more than
-``max_event_rate`` events and comments in a second), ``content_type``,
-``status``, ``no_content`` (204: the server asked us to stop; we retry at
-``reconnect_max``), ``connect_timeout`` (the connection, TCP and TLS, did not
-complete within ``connect_timeout``), ``header_timeout`` (it did, and the request
-was sent, but no response headers followed in time: a buffering proxy, a stuck
-server) and the connection reasons of
-``probed.probes.base.Reason`` (``dns``, ``connect_refused``, ``connect_error``,
-``tls``, ``protocol_error``, ``redirected_to_other_origin``: a stream follows
-redirects within its origin only), ``error`` for any other client error, or
-``internal_error`` when probed itself failed on what the server sent (a bug:
-logged with its traceback at most once a minute per stream). No exception of a
-watcher ever reaches the daemon's TaskGroup.
+A connection's end is one of a fixed set of reasons (``probed.stream.ending``). No
+exception of a watcher ever reaches the daemon's TaskGroup.
 
 Every watcher of a daemon accounts its events within one share of each event loop turn
 (``EVENTS_PER_TURN``, ``probed.steps.TurnShare``): a backlog handed to hundreds of streams
@@ -59,8 +47,8 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import aiohttp
@@ -70,12 +58,11 @@ from yarl import URL
 from probed import clock
 from probed.config import SseStream, TargetConfig
 from probed.errors import ProbeFailure, drop_tracebacks
-from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy
 from probed.http.session import PhaseTimer, new_traceparent
 from probed.http.tls import ssl_for
 from probed.http.wire import WireClient, WireConnectError
-from probed.http.wirestream import StreamExchange
+from probed.http.wirestream import StreamExchange, media_type
 from probed.jsonpath import getter
 from probed.netvalues import sequence_number
 from probed.results import Reason
@@ -83,22 +70,15 @@ from probed.sinks import LagSink
 from probed.steps import TurnShare
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
-from probed.stream.clockcheck import check_time_path, read_date
+from probed.stream.clockcheck import clock_checks, read_date
 from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
+from probed.stream.ending import RECONNECT_REASONS, Ended, StopAsked, ended_by
 from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.reconnect import ReconnectPolicy
 
 __all__ = ["CONNECTS_PER_TURN", "EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamWatcher"]
 
 _log = structlog.get_logger("probed.stream")
-
-RECONNECT_REASONS = (
-    "eof", "stalled", "no_events", "oversize", "flood", "content_type", "status", "no_content",
-    "connect_timeout", "header_timeout",
-    Reason.DNS.value, Reason.CONNECT_REFUSED.value, Reason.CONNECT_ERROR.value, Reason.TLS.value,
-    Reason.PROTOCOL_ERROR.value, Reason.REDIRECTED_TO_OTHER_ORIGIN.value, "error",
-    Reason.INTERNAL_ERROR.value,
-)  # fmt: skip
 
 EVENTS_PER_TURN = 0.004
 """Seconds of each event loop turn the watchers' event accounting may take together: a
@@ -119,37 +99,6 @@ _INTERNAL_ERROR_LOG_EVERY = 60.0
 
 _conn_counter = itertools.count(1)
 _CONN_PREFIX = os.urandom(3).hex()
-
-
-class _Ended(Exception):
-    """A connection ended; ``healthy`` if it received anything first."""
-
-    def __init__(self, reason: str, healthy: bool, detail: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.healthy = healthy
-        self.detail = detail
-        self.lived = 0.0
-        """Seconds from the response headers to the end (0 if it never got that far)."""
-
-
-class _StopAsked(_Ended):
-    """HTTP 204: the server asked clients to stop reconnecting."""
-
-
-def _failed(exc: aiohttp.ClientError | WireConnectError, healthy: bool) -> _Ended:
-    """A client failure as the connection's end, by its reason."""
-    reason, _, detail = classify_exception(exc)
-    label = reason.value if reason.value in RECONNECT_REASONS else "error"
-    return _Ended(label, healthy, detail)
-
-
-def _content_type(headers: Mapping[str, str]) -> str:
-    """The media type of ``Content-Type``, as aiohttp's ``ClientResponse.content_type``."""
-    raw = headers.get("Content-Type")
-    if raw is None:
-        return "application/octet-stream"
-    return raw.split(";", 1)[0].strip().lower()
 
 
 def _wake(sub: _Subscriber) -> None:
@@ -193,13 +142,6 @@ class _Subscriber:
     """What the subscriber's task awaits between reads: a backlog, the end, a deadline."""
 
 
-@dataclass(slots=True)
-class _Fanout:
-    """First receive time and count of each sequence number across subscribers."""
-
-    seen: dict[int, list[float]] = field(default_factory=dict)
-
-
 class StreamWatcher:
     """Watches one SSE stream with ``spec.subscribers`` connections."""
 
@@ -237,7 +179,8 @@ class StreamWatcher:
             )
             for i in range(spec.subscribers)
         ]
-        self._fanout = _Fanout()
+        self._fanout: dict[int, list[float]] = {}
+        """First receive time and count of each sequence number across subscribers."""
         self._redirects = RedirectPolicy.of(target, spec)
         lag_field = None if spec.clock == "ignore" else spec.lag_field
         # the fields read from every event's JSON data, each path split once
@@ -265,7 +208,11 @@ class StreamWatcher:
                 self._run_subscriber(sub), name=f"stream:{self.spec.name}:{sub.index}"
             )
         if self.spec.time_path is not None and self.spec.clock != "ignore":
-            self._clock_task = tg.create_task(self._clock_loop(), name=f"clock:{self.spec.name}")
+            self._clock_task = tg.create_task(
+                clock_checks(self.session, self.spec, self.target, self._redirects, self.stats,
+                             self._clock_checked, self.log_internal_error),
+                name=f"clock:{self.spec.name}",
+            )  # fmt: skip
         else:
             self._clock_checked.set()
 
@@ -294,7 +241,7 @@ class StreamWatcher:
             delay = self._policy.delay(
                 failures=failures,
                 retry_ms=sub.decoder.retry,
-                stop_asked=isinstance(ended, _StopAsked),
+                stop_asked=isinstance(ended, StopAsked),
             )
             self._end(sub, ended, delay)
             del ended  # not kept, with its context, through the next connection
@@ -310,17 +257,17 @@ class StreamWatcher:
             headers["Last-Event-ID"] = sub.decoder.last_event_id
         return headers
 
-    async def _attempt(self, sub: _Subscriber) -> _Ended:
+    async def _attempt(self, sub: _Subscriber) -> Ended:
         """One connection and how it ended; a failure of probed's own code is ``internal_error``."""
         try:
             await self._connect_and_consume(sub)
-        except _Ended as ended:
+        except Ended as ended:
             drop_tracebacks(ended)
             return ended
         except Exception as exc:  # a bug must cost this stream a reconnect, not the daemon
             self.log_internal_error(exc)
             drop_tracebacks(exc)
-            return _Ended(Reason.INTERNAL_ERROR.value, False, type(exc).__name__)
+            return Ended(Reason.INTERNAL_ERROR.value, False, type(exc).__name__)
 
     def log_internal_error(self, exc: Exception) -> None:
         """Log ``exc`` with its traceback, at most once a minute for this stream."""
@@ -350,11 +297,11 @@ class StreamWatcher:
         reply = await self._open(sub)
         try:
             if reply.status == 204:
-                raise _StopAsked("no_content", False)
+                raise StopAsked("no_content", False)
             if reply.status != 200:
-                raise _Ended("status", False, f"status {reply.status}")
-            if (content_type := _content_type(reply.headers)) != "text/event-stream":
-                raise _Ended("content_type", False, f"content type {content_type!r}")
+                raise Ended("status", False, f"status {reply.status}")
+            if (content_type := media_type(reply.headers)) != "text/event-stream":
+                raise Ended("content_type", False, f"content type {content_type!r}")
             read_date(spec, reply.headers, sent_wall, stats)
             connected_at = time.monotonic()
             stats.connection_opened(connected_at - started, primary=sub.index == 0)
@@ -369,7 +316,7 @@ class StreamWatcher:
             )
             try:
                 await self._consume(sub, reply, started)
-            except _Ended as ended:
+            except Ended as ended:
                 ended.lived = time.monotonic() - connected_at
                 raise
             finally:
@@ -382,12 +329,12 @@ class StreamWatcher:
             sub.reply = sub.wake = sub.backlog = None
 
     async def _open(self, sub: _Subscriber) -> StreamExchange:
-        """The stream's response, up to its head; a failure as ``_Ended``."""
+        """The stream's response, up to its head; a failure as ``Ended``."""
         spec = self.spec
         try:
             tls = ssl_for(self.target)
         except ProbeFailure as exc:  # an unreadable ca_file
-            raise _Ended(Reason.TLS.value, False, exc.detail) from None
+            raise Ended(Reason.TLS.value, False, exc.detail) from None
         # the client fills the timer: it tells a connection that never completed from one
         # that did but whose response headers did not come
         timer = PhaseTimer()
@@ -401,14 +348,14 @@ class StreamWatcher:
             within = f"within connect_timeout {spec.connect_timeout:g}s"
             if timer.awaiting_headers:
                 detail = f"connected to {self._origin}, no response headers {within}"
-                raise _Ended("header_timeout", False, detail) from None
+                raise Ended("header_timeout", False, detail) from None
             detail = f"no connection to {self._origin} {within}"
-            raise _Ended("connect_timeout", False, detail) from None
+            raise Ended("connect_timeout", False, detail) from None
         except (aiohttp.ClientError, WireConnectError) as exc:
-            raise _failed(exc, False) from None
+            raise ended_by(exc, False) from None
 
     async def _consume(self, sub: _Subscriber, reply: StreamExchange, started: float) -> NoReturn:
-        """Read until the connection ends; always raises ``_Ended``.
+        """Read until the connection ends; always raises ``Ended``.
 
         Chunks are accounted as they are read, in the connection's own callback
         (``_received``); this task only wakes for what that cannot do: accounting that
@@ -440,11 +387,11 @@ class StreamWatcher:
                     self._connects.use(1.0)
                     if reply.done.done():
                         reply.done.result()  # what the connection or the accounting raised
-                        raise _Ended("eof", sub.got_anything)
+                        raise Ended("eof", sub.got_anything)
                     if stalled:
-                        raise _Ended("stalled", sub.got_anything, f"nothing for {idle:g}s")
+                        raise Ended("stalled", sub.got_anything, f"nothing for {idle:g}s")
                     # pings keep the connection but deliver nothing: not a healthy one
-                    raise _Ended("no_events", False, f"no event for {quiet:g}s")
+                    raise Ended("no_events", False, f"no event for {quiet:g}s")
                 wait = min(sub.last_byte + idle, sub.last_event + quiet) - now
                 wake = sub.wake = loop.create_future()
                 timer = loop.call_later(max(wait, 0.001), _wake, sub)
@@ -454,7 +401,7 @@ class StreamWatcher:
                     timer.cancel()
                     sub.wake = None
         except aiohttp.ClientError as exc:
-            raise _failed(exc, sub.got_anything) from None
+            raise ended_by(exc, sub.got_anything) from None
 
     def _received(self, sub: _Subscriber, chunk: bytes) -> None:
         """A chunk read on ``sub``'s connection: account it now if this loop turn's share
@@ -512,7 +459,7 @@ class StreamWatcher:
             items, oversize = exc.items, exc.with_traceback(None)
         if not items:
             if oversize is not None:
-                raise _Ended("oversize", got_anything, str(oversize))
+                raise Ended("oversize", got_anything, str(oversize))
             return got_anything
         if now - sub.rate_since >= 1.0:
             sub.rate_since, sub.rate_count = now, 0
@@ -570,13 +517,13 @@ class StreamWatcher:
             # produced over a while, received at once: something held them back
             stats.burst(timed, last - first, now)
         if oversize is not None:
-            raise _Ended("oversize", True, str(oversize))
+            raise Ended("oversize", True, str(oversize))
         if sub.rate_count > self.spec.max_event_rate:
             # a flood would starve every other probe of the loop: cut it and back off as
             # after a failed connection (never healthy, so the backoff keeps growing)
-            raise _Ended("flood", False, f"over {self.spec.max_event_rate} events/s")
+            raise Ended("flood", False, f"over {self.spec.max_event_rate} events/s")
 
-    def _end(self, sub: _Subscriber, ended: _Ended, delay: float) -> None:
+    def _end(self, sub: _Subscriber, ended: Ended, delay: float) -> None:
         """Count and log a connection's end and the wait before the next one."""
         self.stats.connection_ended(ended.reason)
         _log.warning(
@@ -631,7 +578,7 @@ class StreamWatcher:
         return enqueued
 
     def _fanout_observe(self, seq: int, now: float) -> None:
-        seen = self._fanout.seen
+        seen = self._fanout
         entry = seen.get(seq)
         if entry is None:
             seen[seq] = [now, 1.0]
@@ -648,24 +595,3 @@ class StreamWatcher:
         now = time.monotonic()
         for sub in self._subs:
             self.stats.gaps_expired(sub.tracker.expire(now))
-
-    # -- clock offset -------------------------------------------------------------------
-
-    async def _clock_loop(self) -> None:
-        while True:
-            try:
-                await check_time_path(
-                    self.session, self.spec, self.target, self._redirects, self.stats
-                )
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                # classify_exception names the target as a URL, never the client's objects
-                message = (
-                    classify_exception(exc)[2] if isinstance(exc, aiohttp.ClientError) else exc
-                )
-                _log.warning(
-                    "clock_check_failed", stream=self.spec.name, error_message=f"{message}"
-                )
-            except Exception as exc:  # a bug must not end the daemon's TaskGroup
-                self.log_internal_error(exc)
-            self._clock_checked.set()
-            await asyncio.sleep(self.spec.clock_check_interval)
