@@ -59,7 +59,7 @@ from faultservers import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-import probed.daemon
+import probed.executor
 import probed.logging
 from probed.config import load_config
 from probed.daemon import Daemon
@@ -534,7 +534,7 @@ def _captured_logs(buf: io.StringIO) -> Iterator[None]:
     fresh = Redactor()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(probed.logging, "redactor", fresh)
-        mp.setattr(probed.daemon, "redactor", fresh)
+        mp.setattr(probed.executor, "redactor", fresh)
         configure_logging(stream=buf, level="debug", location="matrix")
         try:
             yield
