@@ -218,21 +218,14 @@ class WireClient:
     ) -> Reply:
         loop = asyncio.get_running_loop()
         request = _request_bytes(method, url, headers, body, content_type)
-        started = _now()
-        addresses = await self._resolve(url)
-        resolved = _now()
-        exchange = await self._connect(
-            url, addresses, ssl_context, lambda: Exchange(loop, request, method == "HEAD", cap)
+        exchange = await self._connected(
+            url, ssl_context, timer, lambda: Exchange(loop, request, method == "HEAD", cap)
         )
         transport = exchange.transport
         assert transport is not None
         try:
-            tls = claim_tls(transport) if url.scheme == "https" else None
-            connect = exchange.connected_at - resolved - (tls or 0.0)
-            timer.connected(resolved - started, connect, tls)
             if (peer := peerinfo.current()) is not None:
                 peer.connected(peer_tls(transport))
-            timer.request_sent(exchange.sent_at)
             await exchange.done
         except BaseException:
             transport.abort()
@@ -284,16 +277,10 @@ class WireClient:
     ) -> StreamExchange:
         loop = asyncio.get_running_loop()
         request = _request_bytes("GET", url, headers, None, "", close=False)
-        started = _now()
-        addresses = await self._resolve(url)
-        resolved = _now()
-        reply = await self._connect(
-            url, addresses, ssl_context, lambda: StreamExchange(loop, request)
+        reply = await self._connected(
+            url, ssl_context, timer, lambda: StreamExchange(loop, request)
         )
         try:
-            tls = claim_tls(reply.transport) if url.scheme == "https" else None
-            timer.connected(resolved - started, reply.connected_at - resolved - (tls or 0.0), tls)
-            timer.request_sent(reply.sent_at)
             await reply.head
         except BaseException:
             reply.close()
@@ -303,6 +290,30 @@ class WireClient:
             raise _response_error(reply.error, "GET", url, headers)
         timer.headers_received(reply.headers_at)
         return reply
+
+    async def _connected(
+        self,
+        url: URL,
+        ssl_context: ssl.SSLContext,
+        timer: PhaseTimer,
+        protocol: Callable[[], _Protocol],
+    ) -> _Protocol:
+        """Resolve and connect (``_connect``) and report both, and the request written as
+        the connection came up, to ``timer``."""
+        started = _now()
+        addresses = await self._resolve(url)
+        resolved = _now()
+        exchange = await self._connect(url, addresses, ssl_context, protocol)
+        try:
+            tls = claim_tls(exchange.transport) if url.scheme == "https" else None
+            connect = exchange.connected_at - resolved - (tls or 0.0)
+            timer.connected(resolved - started, connect, tls)
+            timer.request_sent(exchange.sent_at)
+        except BaseException:
+            if exchange.transport is not None:
+                exchange.transport.abort()
+            raise
+        return exchange
 
     async def _resolve(self, url: URL) -> list[tuple[str, int, int]]:
         """``(address, port, family)`` to try, in order."""
