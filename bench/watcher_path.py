@@ -108,7 +108,16 @@ def probed(chunks: list[list[list[bytes]]], streams: int, tap: bool) -> list[flo
             hub.subscribe(spec.name, _read_json)
         watchers.append((watcher, watcher._subs[0]))
     feeds = [(w._feed, sub) for w, sub in watchers]
-    if len(inspect.signature(StreamWatcher._feed).parameters) == 5:  # before it took the time
+    parameters = len(inspect.signature(StreamWatcher._feed).parameters)
+    if parameters == 4:  # the connection's start and whether it got anything kept on sub
+        for _, sub in watchers:
+            sub.started, sub.got_anything = 0.0, True
+
+        def feed(stream: int, chunk: bytes) -> None:
+            watcher_feed, sub = feeds[stream]
+            watcher_feed(sub, chunk, time.monotonic())
+
+    elif parameters == 5:  # before it took the time
 
         def feed(stream: int, chunk: bytes) -> None:
             watcher_feed, sub = feeds[stream]
@@ -119,7 +128,7 @@ def probed(chunks: list[list[list[bytes]]], streams: int, tap: bool) -> list[flo
 
         def feed(stream: int, chunk: bytes) -> None:
             watcher_feed, sub = feeds[stream]
-            watcher_feed(sub, chunk, 0.0, True, time.monotonic())
+            watcher_feed(sub, chunk, 0.0, True, time.monotonic())  # type: ignore[call-arg]
 
     per_event = measure(chunks, feed)
     lost = sum(s.lost + s.duplicated + s.out_of_order + s.untimed for s in store.streams.values())

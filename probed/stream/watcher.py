@@ -414,7 +414,7 @@ class StreamWatcher:
         if not self._share.open():
             self._hold(sub, (chunk, now))
             return
-        sub.got_anything = self._feed(sub, chunk, sub.started, sub.got_anything, now)
+        self._feed(sub, chunk, now)
         if sub.pending is not None:
             self._hold(sub, None)
 
@@ -439,16 +439,14 @@ class StreamWatcher:
             chunk, at = backlog.popleft()
             if not share.open():
                 await share.next_turn()
-            sub.got_anything = self._feed(sub, chunk, sub.started, sub.got_anything, at)
+            self._feed(sub, chunk, at)
         sub.backlog = None
         reply.resume()
 
-    def _feed(
-        self, sub: _Subscriber, chunk: bytes, started: float, got_anything: bool, now: float
-    ) -> bool:
-        """Decode one chunk, read at ``now``, and account its events as far as this loop
-        turn's share allows (the rest waits in ``sub.pending`` for ``_deliver``); whether
-        the connection got anything yet."""
+    def _feed(self, sub: _Subscriber, chunk: bytes, now: float) -> None:
+        """Decode one chunk of ``sub``'s connection, read at ``now``, and account its events
+        as far as this loop turn's share allows (the rest waits in ``sub.pending`` for
+        ``_deliver``)."""
         oversize: DecodeError | None = None
         try:
             items = sub.decoder.feed(chunk)
@@ -459,13 +457,13 @@ class StreamWatcher:
             items, oversize = exc.items, exc.with_traceback(None)
         if not items:
             if oversize is not None:
-                raise Ended("oversize", got_anything, str(oversize))
-            return got_anything
+                raise Ended("oversize", sub.got_anything, str(oversize))
+            return
+        sub.got_anything = True
         if now - sub.rate_since >= 1.0:
             sub.rate_since, sub.rate_count = now, 0
         sub.rate_count += len(items)
-        self._deliver(sub, items, 0, now, clock.wall_at(now), started, oversize, 0, _INF, -_INF)
-        return True
+        self._deliver(sub, items, 0, now, clock.wall_at(now), sub.started, oversize, 0, _INF, -_INF)
 
     def _deliver(
         self,
