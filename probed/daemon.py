@@ -412,7 +412,7 @@ class Daemon:
             self.hub,
             self.executor.stream_session,
             lag_sinks=(feed,),
-            wire=self.executor.stream_wire,
+            wire=self.executor.wire,
         )
         self.gate.register("loop", max_age=10.0, max_lag=5.0)
         self._gate_scheduler()

@@ -43,8 +43,9 @@ class ProbeExecutor:
         self._sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession] | None = None
         self._contexts: dict[str, ProbeContext] = {}
         self._config: Config | None = None
-        self.stream_wire = WireClient(resolver)
-        """The client stream watchers read their streams with (the sessions' resolver)."""
+        self.wire = WireClient(resolver)
+        """The own HTTP/1.1 client, with the sessions' resolver: every target's ``http`` probes
+        and the stream watchers use it."""
 
     def configure(self, config: Config) -> None:
         """Build one context per target from ``config`` (on start and reload)."""
@@ -60,7 +61,7 @@ class ProbeExecutor:
                 log=_log,
                 on_secret=redactor.add_runtime_secret,
                 hub=self.hub,
-                wire=WireClient(self._resolver),
+                wire=self.wire,
             )
             for name, target in config.targets.items()
         }
@@ -100,7 +101,7 @@ async def run_once(
     specs = [s for s in config.scheduled if names is None or s.name in names]
     needed = {stream for s in specs if (stream := s.follows()) is not None}
     streams = [s for s in config.streams if s.name in needed]
-    manager = StreamManager(ResultStore(), hub, executor.stream_session, wire=executor.stream_wire)
+    manager = StreamManager(ResultStore(), hub, executor.stream_session, wire=executor.wire)
     try:
         async with asyncio.TaskGroup() as tg:
             manager.start(tg, streams, config.targets)
