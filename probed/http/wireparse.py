@@ -329,15 +329,20 @@ class Exchange(asyncio.Protocol):
                     raise TransferEncodingError("Invalid chunk size")
                 self._chunk_left = int(size, 16) or _TRAILERS
 
+    def _decoder_for(self, data: bytes) -> Any:
+        """The body's decoder, made from its first bytes ``data`` (not empty) if not yet."""
+        if self._decoder is None:
+            wbits = 16 + zlib.MAX_WBITS
+            if self._coding == "deflate":  # raw deflate without the zlib header, as aiohttp
+                wbits = zlib.MAX_WBITS if data[0] & 0xF == 8 else -zlib.MAX_WBITS
+            self._decoder = zlib.decompressobj(wbits=wbits)
+        return self._decoder
+
     def _add(self, data: bytes) -> None:
         if self._coding:
-            if self._decoder is None:
-                if not data:
-                    return
-                wbits = 16 + zlib.MAX_WBITS
-                if self._coding == "deflate":  # raw deflate without the zlib header, as aiohttp
-                    wbits = zlib.MAX_WBITS if data[0] & 0xF == 8 else -zlib.MAX_WBITS
-                self._decoder = zlib.decompressobj(wbits=wbits)
+            if self._decoder is None and not data:
+                return
+            self._decoder_for(data)
             try:
                 data = self._decoder.decompress(data, self._cap - len(self.body) + 1)
             except zlib.error:

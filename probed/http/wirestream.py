@@ -132,17 +132,12 @@ class StreamExchange(Exchange):
             self.head.set_result(None)
 
     def _add(self, data: bytes) -> None:
-        decoder = self._decoder
-        if self._coding and decoder is None:
-            if not data:
-                return
-            wbits = 16 + zlib.MAX_WBITS
-            if self._coding == "deflate":  # raw deflate without the zlib header, as aiohttp
-                wbits = zlib.MAX_WBITS if data[0] & 0xF == 8 else -zlib.MAX_WBITS
-            decoder = self._decoder = zlib.decompressobj(wbits=wbits)
-        if decoder is None:
+        if not self._coding:
             self._give(data)
             return
+        if self._decoder is None and not data:
+            return
+        decoder = self._decoder_for(data)
         try:
             self._give(decoder.decompress(data, PIECE))
             while decoder.unconsumed_tail:
