@@ -24,6 +24,7 @@ from polling import until
 
 from probed.config import SseStream, TargetConfig
 from probed.http.session import create_sessions
+from probed.http.wirestream import StreamExchange
 from probed.steps import TurnShare
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
@@ -756,3 +757,71 @@ async def test_streams_ending_together_end_a_few_per_loop_turn() -> None:
             counts.append(sum(sum(s.reconnects.values()) for s in streams))
     most = max(b - a for a, b in itertools.pairwise(counts))
     assert most <= 1, f"{most} connection ends handled in one loop turn"
+
+
+async def test_streams_cut_together_close_their_sockets_a_few_per_loop_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Twenty connections closed by their server at once: each socket is closed (the
+    transport's ``connection_lost``, a system call each) when its end takes its turn, not
+    all in the turn their server's FIN came, so with one connection step per turn a task that
+    ticks every turn sees at most two sockets closed between two of its ticks."""
+    closed = [0]
+    lost = StreamExchange.connection_lost
+
+    def counting(self: StreamExchange, exc: BaseException | None) -> None:
+        closed[0] += 1
+        lost(self, exc)
+
+    monkeypatch.setattr(StreamExchange, "connection_lost", counting)
+    cut = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await resp.write(event(1))
+        await cut.wait()
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async with (
+        sse_server(handler) as url,
+        watching_twenty(url, connects=TurnShare(0.0)) as streams,
+    ):
+        await until(lambda: all(s.connected for s in streams))
+        cut.set()
+        counts = [0]
+        while counts[-1] < len(streams):
+            await asyncio.sleep(0)
+            counts.append(closed[0])
+        await until(lambda: sum(sum(s.reconnects.values()) for s in streams) == 20)
+    most = max(b - a for a, b in itertools.pairwise(counts))
+    assert most <= 2, f"{most} stream sockets closed in one loop turn"
+
+
+async def test_a_tls_stream_cut_by_its_server_ends_without_a_transport_warning(
+    tls_server: tuple[trustme.CA, ssl.SSLContext],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Over TLS the transport closes a connection its peer ended (it cannot keep it open as
+    a plain socket can): the end is counted, reconnected, and nothing is logged about it."""
+    ca, server_context = tls_server
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = await open_stream(request)
+        await resp.write(event(1))
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    spec = stream_spec(reconnect_initial="10ms", reconnect_max="20ms", min_reconnect_delay="10ms")
+    async with (
+        sse_server(handler, server_context) as url,
+        watching(url, spec, ca_file=tmp_path / "ca.pem") as (stats, _),
+    ):
+        await until(lambda: sum(stats.reconnects.values()) >= 3)
+    assert {"protocol_error"} == set(stats.reconnects), stats.reconnects
+    assert [] == [r.getMessage() for r in caplog.records if r.name == "asyncio"]

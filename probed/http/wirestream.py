@@ -111,7 +111,20 @@ class StreamExchange(Exchange):
         except Exception as exc:  # the sink's
             self._end(exc)
 
+    def eof_received(self) -> bool:
+        """The server closed its side: the body ends here, as at ``connection_lost``, but the
+        socket stays open (reading stopped) until the reader lets it go (``close``), so
+        hundreds of streams cut at once close their sockets as their ends take turns rather
+        than all in the turn the cuts came. Over TLS the transport closes it now (asyncio's
+        TLS transport cannot keep a connection whose peer ended it)."""
+        self._body_end(None)
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("sslcontext") is None
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._body_end(exc)
+
+    def _body_end(self, exc: BaseException | None) -> None:
         try:
             super().connection_lost(exc)
         except Exception as failure:  # the sink's, at the body's end
