@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Generator
 from typing import TypeAlias, TypeVar
 
-__all__ = ["Steps", "TurnShare", "at_once", "in_slices"]
+__all__ = ["Steps", "TurnCount", "TurnShare", "at_once", "in_slices"]
 
 _T = TypeVar("_T")
 
@@ -89,6 +90,9 @@ class TurnShare:
     def use(self, seconds: float) -> None:
         """Count ``seconds`` of work done in this turn (or units, for a share that counts)."""
         self._used += seconds if seconds > 0.0 else 1e-9
+        self._renew_soon()
+
+    def _renew_soon(self) -> None:
         if not self._renewing:
             self._renewing = True
             asyncio.get_running_loop().call_soon(self._renew)
@@ -103,3 +107,47 @@ class TurnShare:
         # came; an Event would wake them all at once, the very burst this avoids
         while not self.open():  # noqa: ASYNC110
             await asyncio.sleep(0)
+
+
+class TurnCount(TurnShare):
+    """A share of each turn counted in units (connections started or ended) whose waiters
+    queue: each renewal wakes the next ``per_turn`` of them (one, with 0), in the order they
+    came, so a waiting task is woken once, in the turn it may go. ``TurnShare.next_turn``
+    yields every turn instead, a task step per waiter per turn: hundreds of streams waiting
+    to reconnect would fill each turn they wait through with steps that only wait again.
+
+    A woken waiter goes without asking again: its caller ``use``s the share and does its
+    unit of work. Its place in the turn it is woken for is taken from the moment it is woken
+    (a task arriving meanwhile finds the share used), and a waiter cancelled before its turn
+    takes none."""
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self, per_turn: float) -> None:
+        super().__init__(per_turn)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def open(self) -> bool:
+        return not self._waiters and super().open()
+
+    async def next_turn(self) -> None:
+        """Return once a unit may start: at once if it may now, else in its own turn."""
+        if self.open():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._renew_soon()  # whoever used this turn's share may never use another
+        await waiter
+
+    def _renew(self) -> None:
+        super()._renew()
+        waiters, woken = self._waiters, 0
+        while waiters and woken < max(1, int(self.per_turn)):
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled waiter takes no place
+                waiter.set_result(None)
+                woken += 1
+        if woken:
+            self._used = float(woken)
+        if waiters:
+            self._renew_soon()  # after the woken ones have run

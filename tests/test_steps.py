@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine, Generator
+from typing import Any
 
 import pytest
 
-from probed.steps import Steps, TurnShare, at_once, in_slices
+from probed.steps import Steps, TurnCount, TurnShare, at_once, in_slices
 
 
 def _count(to: int, log: list[str]) -> Steps[int]:
@@ -80,3 +82,78 @@ def test_a_turn_share_is_renewed_each_turn() -> None:
         return seen
 
     assert [True, False, True] == asyncio.run(main())
+
+
+class _Stepped(Coroutine[Any, Any, None]):
+    """A coroutine that counts the times its task stepped it (woke it up)."""
+
+    def __init__(self, coro: Coroutine[Any, Any, None], steps: list[int]) -> None:
+        self._coro, self._steps = coro, steps
+
+    def send(self, value: Any) -> Any:
+        self._steps[0] += 1
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        self._steps[0] += 1
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self._coro.__await__()
+
+
+def test_waiters_for_counted_turns_wake_only_in_their_own_turn() -> None:
+    """Forty connections wanting to start at once on a share of two a turn: two start each
+    turn, in the order they came, and a waiting one is woken once, in its own turn, rather
+    than once every turn until then (forty waiters woken every turn is the very burst the
+    share is there to spread)."""
+    share = TurnCount(2)
+    log: list[str] = []
+    steps = [0]
+
+    async def connect(name: int) -> None:
+        if not share.open():
+            await share.next_turn()
+        share.use(1.0)
+        log.append(f"c{name}")
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(_Stepped(connect(i), steps)) for i in range(40)]
+        while not all(t.done() for t in tasks):
+            log.append("|")
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    turns = "".join(log).split("|")
+    assert all(len(t.split("c")) - 1 <= 2 for t in turns), turns
+    assert [f"c{i}" for i in range(40)] == [e for e in log if e != "|"]
+    assert steps[0] <= 2 * 40 + 2, f"{steps[0]} task steps for 40 connection starts"
+
+
+def test_a_cancelled_waiter_for_counted_turns_takes_no_turn_and_holds_up_nobody() -> None:
+    """A waiter cancelled before its turn (its stream removed by a reload) is skipped; one
+    cancelled in the turn it was woken for uses nothing, and the next still get theirs."""
+    share = TurnCount(1)
+    log: list[str] = []
+
+    async def connect(name: str) -> None:
+        if not share.open():
+            await share.next_turn()
+        share.use(1.0)
+        log.append(name)
+
+    async def main() -> None:
+        share.use(1.0)
+        tasks = {n: asyncio.create_task(connect(n)) for n in "abcd"}
+        await asyncio.sleep(0)  # all four wait
+        tasks["b"].cancel()
+        await asyncio.sleep(0)  # the renewal wakes a
+        tasks["c"].cancel()
+        async with asyncio.timeout(1.0):
+            await asyncio.wait(tasks.values())
+
+    asyncio.run(main())
+    assert ["a", "d"] == log

@@ -25,7 +25,7 @@ from polling import until
 from probed.config import SseStream, TargetConfig
 from probed.http.session import create_sessions
 from probed.http.wirestream import StreamExchange
-from probed.steps import TurnShare
+from probed.steps import TurnCount, TurnShare
 from probed.store import ResultStore, StreamStats
 from probed.stream.hub import Hub
 from probed.stream.manager import StreamManager
@@ -657,7 +657,7 @@ async def test_a_connection_that_ends_badly_leaves_no_reference_cycle(cut: str) 
 
 @asynccontextmanager
 async def watching_twenty(
-    base_url: str, *, share: TurnShare | None = None, connects: TurnShare | None = None
+    base_url: str, *, share: TurnShare | None = None, connects: TurnCount | None = None
 ) -> AsyncIterator[list[StreamStats]]:
     """Twenty streams of ``base_url`` under one ``StreamManager`` (with its ``share`` of each
     turn for events and its ``connects``), started in one turn; yields their stats until the
@@ -719,7 +719,7 @@ async def test_streams_starting_together_connect_a_few_per_loop_turn() -> None:
 
     async with (
         sse_server(handler) as url,
-        watching_twenty(url, connects=TurnShare(0.0)) as streams,
+        watching_twenty(url, connects=TurnCount(0)) as streams,
     ):
         counts = [0]
         while counts[-1] < len(streams):
@@ -747,7 +747,7 @@ async def test_streams_ending_together_end_a_few_per_loop_turn() -> None:
 
     async with (
         sse_server(handler) as url,
-        watching_twenty(url, connects=TurnShare(0.0)) as streams,
+        watching_twenty(url, connects=TurnCount(0)) as streams,
     ):
         await until(lambda: all(s.connected for s in streams))
         cut.set()
@@ -786,7 +786,7 @@ async def test_streams_cut_together_close_their_sockets_a_few_per_loop_turn(
 
     async with (
         sse_server(handler) as url,
-        watching_twenty(url, connects=TurnShare(0.0)) as streams,
+        watching_twenty(url, connects=TurnCount(0)) as streams,
     ):
         await until(lambda: all(s.connected for s in streams))
         cut.set()

@@ -17,7 +17,7 @@ from probed.config import SseStream, TargetConfig
 from probed.http.wire import WireClient
 from probed.sinks import LagSink
 from probed.skew import StreamClock
-from probed.steps import TurnShare
+from probed.steps import TurnCount, TurnShare
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.watcher import CONNECTS_PER_TURN, EVENTS_PER_TURN, StreamWatcher
@@ -36,7 +36,7 @@ class StreamManager:
         lag_sinks: Sequence[LagSink] = (),
         *,
         share: TurnShare | None = None,
-        connects: TurnShare | None = None,
+        connects: TurnCount | None = None,
         wire: WireClient | None = None,
     ) -> None:
         self._store = store
@@ -45,7 +45,7 @@ class StreamManager:
         self._lag_sinks = tuple(lag_sinks)
         self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
         """The share of each loop turn every watcher's event accounting draws on."""
-        self._connects = TurnShare(CONNECTS_PER_TURN) if connects is None else connects
+        self._connects = TurnCount(CONNECTS_PER_TURN) if connects is None else connects
         """Connection attempts every watcher may start, and connections they may end, in one
         loop turn, together."""
         self._wire = WireClient() if wire is None else wire

@@ -67,7 +67,7 @@ from probed.jsonpath import getter
 from probed.netvalues import sequence_number
 from probed.results import Reason
 from probed.sinks import LagSink
-from probed.steps import TurnShare
+from probed.steps import TurnCount, TurnShare
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.clockcheck import clock_checks, read_date
@@ -156,7 +156,7 @@ class StreamWatcher:
         rng: random.Random | None = None,
         lag_sinks: Sequence[LagSink] = (),
         share: TurnShare | None = None,
-        connects: TurnShare | None = None,
+        connects: TurnCount | None = None,
         wire: WireClient | None = None,
     ) -> None:
         self.spec = spec
@@ -169,7 +169,7 @@ class StreamWatcher:
         self._rng = rng or random.Random()
         self._lag_sinks = tuple(lag_sinks)
         self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
-        self._connects = TurnShare(CONNECTS_PER_TURN) if connects is None else connects
+        self._connects = TurnCount(CONNECTS_PER_TURN) if connects is None else connects
         self._url = target.base_url.rstrip("/") + spec.path
         self._subs = [
             _Subscriber(
@@ -383,15 +383,17 @@ class StreamWatcher:
                         # connections ending together (a target's restart, a stall of all
                         # of them) end over several turns, as they start
                         await self._connects.next_turn()
-                        continue
                     self._connects.use(1.0)
                     if reply.done.done():
                         reply.done.result()  # what the connection or the accounting raised
                         raise Ended("eof", sub.got_anything)
-                    if stalled:
+                    now = time.monotonic()  # a byte or an event may have come meanwhile
+                    if now - sub.last_byte >= idle:
                         raise Ended("stalled", sub.got_anything, f"nothing for {idle:g}s")
-                    # pings keep the connection but deliver nothing: not a healthy one
-                    raise Ended("no_events", False, f"no event for {quiet:g}s")
+                    if now - sub.last_event >= quiet:
+                        # pings keep the connection but deliver nothing: not a healthy one
+                        raise Ended("no_events", False, f"no event for {quiet:g}s")
+                    continue
                 wait = min(sub.last_byte + idle, sub.last_event + quiet) - now
                 wake = sub.wake = loop.create_future()
                 timer = loop.call_later(max(wait, 0.001), _wake, sub)
