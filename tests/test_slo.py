@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -594,3 +595,67 @@ def test_all_is_sorted_and_honest() -> None:
     """The module's ``__all__`` is sorted and names only what it defines."""
     assert sorted(slo_module.__all__) == slo_module.__all__
     assert all(hasattr(slo_module, name) for name in slo_module.__all__)
+
+
+def _lines_run(call: Any) -> int:
+    """Python lines executed while ``call()`` runs (the interpreter's own work, not time)."""
+    count = [0]
+
+    def trace(frame: Any, event: str, arg: Any) -> Any:
+        count[0] += event == "line"
+        return trace
+
+    sys.settrace(trace)
+    try:
+        call()
+    finally:
+        sys.settrace(None)
+    return count[0]
+
+
+def test_a_snapshot_does_not_walk_a_long_slo_s_empty_buckets_in_python() -> None:
+    """A 30-day SLO keeps 43,200 one-minute buckets; a daemon that ran minutes has data in
+    a few. The snapshot (taken on the event loop, with the runs it covers) finds the live
+    ones without a Python step per bucket: a handful of lines whatever the SLO's span, not
+    tens of thousands (a 15-25 ms stall every minute in the soak, with a few such SLOs)."""
+    ev = SloEvaluator([avail()])
+    runs(ev, 3, 1, at=NOW)
+    runs(ev, 2, 0, at=NOW - 300)
+    series = ev._series["login_ok"]
+    assert series.span >= 43_200
+
+    lines = _lines_run(series.ordered)
+
+    assert lines < 100, f"{lines} Python lines to order {series.span} buckets"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(
+        st.one_of(st.just(0), st.integers(1, 3), st.sampled_from([256, 65536, 1 << 24, 2**32 - 1])),
+        min_size=1,
+        max_size=40,
+    ),
+    head=st.integers(0, 200),
+)
+def test_the_ordered_buckets_are_the_live_ones_with_empty_ends_trimmed(
+    counts: list[int], head: int
+) -> None:
+    """``ordered`` gives what a plain walk of the ring from its oldest slot gives, counts
+    whose low bytes are zero (256, 2**24...) included."""
+    series = slo_module._Series(avail(), B)
+    series.span = len(counts)
+    series.total = slo_module._zeros(len(counts))
+    series.good = slo_module._zeros(len(counts))
+    for slot, count in enumerate(counts):
+        series.total[slot] = count
+        series.good[slot] = count // 2
+    series.head = head
+
+    cut = (head + 1) % len(counts)
+    totals = counts[cut:] + counts[:cut]
+    goods = [c // 2 for c in totals]
+    live = [k for k, total in enumerate(totals) if total]
+    start, stop = (live[0], live[-1] + 1) if live else (len(totals), len(totals))
+    expected = (head - len(counts) + 1 + start, goods[start:stop], totals[start:stop])
+    assert expected == series.ordered()
