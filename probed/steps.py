@@ -69,7 +69,8 @@ class TurnShare:
     queue; the task that used it last is queued right behind that callback, so it keeps the
     share until its work is done, and the others follow in the order they came (first
     come, first served). A slice always gets one unit of work done: with ``per_turn`` 0
-    every turn does one. A share may count units instead of seconds (connections started).
+    every turn does one. A share may count units instead of seconds (connections started);
+    ``TurnCount`` does, and queues its waiters.
     """
 
     __slots__ = ("_renewing", "_used", "per_turn")
