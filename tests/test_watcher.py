@@ -730,11 +730,11 @@ async def test_streams_starting_together_connect_a_few_per_loop_turn() -> None:
     assert most <= 1, f"{most} connection attempts started in one loop turn"
 
 
-async def test_streams_ending_together_end_a_few_per_loop_turn() -> None:
-    """Twenty connections closed by their server at once (a target's restart, a proxy
-    cutting every stream): with one connection step per turn, a task that ticks every turn
-    sees at most one end handled between two of its ticks (together: all twenty), each end
-    still counted and logged, and all reconnect."""
+async def _turns_while_twenty_are_cut(count: Callable[[list[StreamStats]], int]) -> int:
+    """Twenty streams, one connection step per turn, closed by their server at once (a
+    target's restart, a proxy cutting every stream): the most ``count(streams)`` grew between
+    two ticks of a task that ticks every turn, until it reached twenty; every end is then
+    counted."""
     cut = asyncio.Event()
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -754,18 +754,27 @@ async def test_streams_ending_together_end_a_few_per_loop_turn() -> None:
         counts = [0]
         while counts[-1] < len(streams):
             await asyncio.sleep(0)
-            counts.append(sum(sum(s.reconnects.values()) for s in streams))
-    most = max(b - a for a, b in itertools.pairwise(counts))
+            counts.append(count(streams))
+        await until(lambda: sum(sum(s.reconnects.values()) for s in streams) == 20)
+    return max(b - a for a, b in itertools.pairwise(counts))
+
+
+async def test_streams_ending_together_end_a_few_per_loop_turn() -> None:
+    """Twenty connections cut at once: with one connection step per turn, at most one end is
+    handled between two ticks (together: all twenty), each still counted and logged, and all
+    reconnect."""
+    most = await _turns_while_twenty_are_cut(
+        lambda streams: sum(sum(s.reconnects.values()) for s in streams)
+    )
     assert most <= 1, f"{most} connection ends handled in one loop turn"
 
 
 async def test_streams_cut_together_close_their_sockets_a_few_per_loop_turn(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Twenty connections closed by their server at once: each socket is closed (the
-    transport's ``connection_lost``, a system call each) when its end takes its turn, not
-    all in the turn their server's FIN came, so with one connection step per turn a task that
-    ticks every turn sees at most two sockets closed between two of its ticks."""
+    """Twenty connections cut at once: each socket is closed (the transport's
+    ``connection_lost``, a system call each) when its end takes its turn, not all in the turn
+    their server's FIN came, so at most two are closed between two ticks."""
     closed = [0]
     lost = StreamExchange.connection_lost
 
@@ -774,28 +783,7 @@ async def test_streams_cut_together_close_their_sockets_a_few_per_loop_turn(
         lost(self, exc)
 
     monkeypatch.setattr(StreamExchange, "connection_lost", counting)
-    cut = asyncio.Event()
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await open_stream(request)
-        await resp.write(event(1))
-        await cut.wait()
-        assert request.transport is not None
-        request.transport.close()
-        return resp
-
-    async with (
-        sse_server(handler) as url,
-        watching_twenty(url, connects=TurnCount(0)) as streams,
-    ):
-        await until(lambda: all(s.connected for s in streams))
-        cut.set()
-        counts = [0]
-        while counts[-1] < len(streams):
-            await asyncio.sleep(0)
-            counts.append(closed[0])
-        await until(lambda: sum(sum(s.reconnects.values()) for s in streams) == 20)
-    most = max(b - a for a, b in itertools.pairwise(counts))
+    most = await _turns_while_twenty_are_cut(lambda _: closed[0])
     assert most <= 2, f"{most} stream sockets closed in one loop turn"
 
 
