@@ -148,9 +148,9 @@ def test_a_cancelled_waiter_for_counted_turns_takes_no_turn_and_holds_up_nobody(
     async def main() -> None:
         share.use(1.0)
         tasks = {n: asyncio.create_task(connect(n)) for n in "abcd"}
-        await asyncio.sleep(0)  # all four wait
+        await asyncio.sleep(0)  # the renewal let a start; b, c and d wait
         tasks["b"].cancel()
-        await asyncio.sleep(0)  # the renewal wakes a
+        await asyncio.sleep(0)  # the next renewal skips b and wakes c
         tasks["c"].cancel()
         async with asyncio.timeout(1.0):
             await asyncio.wait(tasks.values())
