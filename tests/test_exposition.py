@@ -39,6 +39,7 @@ from probed.exposition import (
     negotiate,
     render,
 )
+from probed.gcpolicy import THRESHOLDS
 from probed.metrics import DaemonInfo, FrozenRegistry, build_registry
 from probed.server import ServerState, create_app
 from probed.store import Histogram, ResultStore
@@ -461,15 +462,24 @@ timeout = "90ms"
         assert (0, b"", b"") == (proc.returncode, out, err)
 
 
-def test_a_histogram_series_cached_lines_leave_one_object_for_full_collections() -> None:
+@pytest.mark.parametrize("thresholds", [(700, 10, 10), THRESHOLDS], ids=["interpreter", "daemon"])
+def test_a_histogram_series_cached_lines_leave_one_object_for_full_collections(
+    thresholds: tuple[int, int, int] | None,
+) -> None:
     """A soak's full collection walked 1,206 series' lines with 10,854 references: each
     series' prefixes and last counts are kept where a young collection untracks them,
-    so the series is one object to walk, whatever its buckets."""
-    store, info = big_store(40, 60)
-    frozen = frozen_of(store, info)
-    cache = LabelCache()
-    for _ in range(2):
-        render(frozen.probed.write, Format.TEXT, cache)
+    so the series is one object to walk, whatever its buckets. Under the interpreter's
+    thresholds and the daemon's, collections running on their own while the cache fills."""
+    before = gc.get_threshold()
+    gc.set_threshold(*(thresholds or before))
+    try:
+        store, info = big_store(40, 60)
+        frozen = frozen_of(store, info)
+        cache = LabelCache()
+        for _ in range(2):
+            render(frozen.probed.write, Format.TEXT, cache)
+    finally:
+        gc.set_threshold(*before)
     gc.collect(1)  # what a young collection leaves (dicts are untracked only by full ones)
     series = [lines for family in cache._histograms.values() for lines in family.values()]
     assert len(series) > 200
@@ -480,11 +490,22 @@ def test_a_histogram_series_cached_lines_leave_one_object_for_full_collections()
         if gc.is_tracked(obj) and not isinstance(obj, type)
     ]
     assert len(series) == len(walked)
-    # a gauge or counter family: its series' keys in a tuple as well (its prefixes dict is
-    # untracked by the first full collection, as nothing tracked goes into it)
-    assert [] == [
-        obj
-        for lines in cache._samples.values()
-        for obj in gc.get_referents(lines)
-        if gc.is_tracked(obj) and not isinstance(obj, type | dict)
-    ]
+
+    def tracked() -> list[object]:
+        return [
+            obj
+            for lines in cache._samples.values()
+            for obj in gc.get_referents(lines)
+            if gc.is_tracked(obj) and not isinstance(obj, type | dict)
+        ]
+
+    # a gauge or counter family: its series' keys in one tuple (of tuples of str) and
+    # nothing else tracked; its prefixes dict is untracked by the first full collection,
+    # as nothing tracked goes into it. A collection untracks the keys tuple once it finds
+    # the inner tuples untracked; one that examined it before them and was of the middle
+    # generation moves it to the old one still tracked, and the next full collection
+    # untracks it there: at most one object per family until then.
+    keys = {id(lines.keys) for lines in cache._samples.values()}
+    assert [] == [obj for obj in tracked() if id(obj) not in keys]
+    gc.collect()
+    assert [] == tracked()
