@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import socket
 import ssl
@@ -60,6 +61,16 @@ if TEST_EVENT_LOOP == "uvloop":
 def pytest_report_header(config: pytest.Config) -> str:
     """Say which loop the async tests run on."""
     return f"event loop: {TEST_EVENT_LOOP} (PROBED_TEST_EVENT_LOOP)"
+
+
+@pytest.fixture(autouse=True)
+def _collector_thresholds() -> Iterator[None]:
+    """A daemon started in the test process sets its own collection thresholds; the next
+    test starts from those it found (a test of what collections leave would otherwise
+    depend on which tests ran before it)."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
 
 
 class ServeApp(Protocol):
