@@ -148,6 +148,12 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _empty_run(raw: bytes, size: int, at_end: bool = False) -> int:
+    """Zero items of ``size`` bytes at the start (``at_end``: end) of ``raw``, with no Python
+    step per item: the zero bytes cover them and less than one item of the next one."""
+    return (len(raw) - len(raw.rstrip(b"\0") if at_end else raw.lstrip(b"\0"))) // size
+
+
 def _zeros(count: int) -> array[int]:
     return array(_COUNT_TYPE, bytes(count * _COUNT_SIZE))
 
@@ -280,8 +286,11 @@ class _Series:
 
     def _oldest_from(self, lo: int, hi: int) -> int | None:
         """The first index in ``lo..hi`` whose bucket holds an event (usually ``lo``)."""
-        total, span = self.total, self.span
-        return next((i for i in range(lo, hi + 1) if total[i % span]), None)
+        count, first = max(0, min(hi - lo + 1, self.span)), lo % self.span  # past span: again
+        totals = self.total[first : first + count]
+        totals += self.total[: count - len(totals)]
+        empty = _empty_run(totals.tobytes(), totals.itemsize)
+        return lo + empty if empty < count else None
 
     def move(self, window: _Window, lo: int, hi: int) -> None:
         """Make ``window`` cover ``lo..hi``: shift its edges when the ranges overlap."""
@@ -306,12 +315,9 @@ class _Series:
             return 0, [], []
         cut = (self.head + 1) % self.span
         totals = self.total[cut:] + self.total[:cut]
-        # the empty ends found on the bytes, not bucket by bucket in Python (a 30-day SLO
-        # has 43,200): a run of zero bytes covers the empty buckets and less than one
-        # bucket's worth of the first (last) count, which holds a non-zero byte
         raw, size = totals.tobytes(), totals.itemsize
-        start = (len(raw) - len(raw.lstrip(b"\0"))) // size
-        stop = max(start, len(totals) - (len(raw) - len(raw.rstrip(b"\0"))) // size)
+        start = _empty_run(raw, size)
+        stop = max(start, len(totals) - _empty_run(raw, size, at_end=True))
         goods = self.good[cut:] + self.good[:cut]
         first = self.head - self.span + 1 + start
         return first, goods[start:stop].tolist(), totals[start:stop].tolist()
@@ -495,13 +501,8 @@ class SloEvaluator:
         """
         slos: dict[str, Any] = {}
         for name, series in self._series.items():
-            first, goods, totals = series.ordered()
-            slos[name] = {
-                "definition": dict(series.definition),
-                "first": first,
-                "good": goods,
-                "total": totals,
-            }
+            (first, goods, totals), definition = series.ordered(), dict(series.definition)
+            slos[name] = {"definition": definition, "first": first, "good": goods, "total": totals}
         return {"version": _SNAPSHOT_VERSION, "bucket_seconds": self._bucket, "slos": slos}
 
     def restore(self, data: Mapping[str, Any], now: float) -> list[str]:

@@ -659,3 +659,44 @@ def test_the_ordered_buckets_are_the_live_ones_with_empty_ends_trimmed(
     start, stop = (live[0], live[-1] + 1) if live else (len(totals), len(totals))
     expected = (head - len(counts) + 1 + start, goods[start:stop], totals[start:stop])
     assert expected == series.ordered()
+
+
+def test_the_oldest_bucket_after_a_long_gap_is_found_without_a_python_step_per_bucket() -> None:
+    """When the oldest bucket leaves a 30-day SLO and the next one holding events is 29
+    days later (a daemon stopped for weeks, a probe added to the SLO late), the new oldest
+    is found on the array's bytes too: a handful of lines, not one per empty bucket."""
+    ev = SloEvaluator([avail()])
+    runs(ev, 1, 0, at=NOW - 30 * DAY + B)
+    runs(ev, 1, 0, at=NOW - DAY)
+    series = ev._series["login_ok"]
+    assert series.oldest == HEAD - series.span + 1
+
+    lines = _lines_run(lambda: series.advance(HEAD + 1))
+
+    assert series.oldest == HEAD - int(DAY // B)
+    assert lines < 100, f"{lines} Python lines to find the oldest of {series.span} buckets"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(
+        st.one_of(st.just(0), st.just(1), st.sampled_from([256, 1 << 24, 2**32 - 1])),
+        min_size=1,
+        max_size=40,
+    ),
+    lo=st.integers(0, 120),
+    length=st.integers(-2, 90),
+)
+def test_the_oldest_from_an_index_is_the_first_live_one_of_a_plain_walk(
+    counts: list[int], lo: int, length: int
+) -> None:
+    """``_oldest_from(lo, hi)`` gives what a walk of ``lo..hi`` (wrapping round the ring,
+    longer than it included) gives, counts whose low bytes are zero included."""
+    series = slo_module._Series(avail(), B)
+    series.span = len(counts)
+    series.total = slo_module._zeros(len(counts))
+    for slot, count in enumerate(counts):
+        series.total[slot] = count
+    hi = lo + length
+    expected = next((i for i in range(lo, hi + 1) if counts[i % len(counts)]), None)
+    assert expected == series._oldest_from(lo, hi)
