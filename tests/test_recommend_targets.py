@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from livedaemon import live_daemon, watch_metrics
@@ -27,6 +28,8 @@ from test_recommend import (
 from probed.config import RecommendConfig
 from probed.demo import DemoTarget
 from probed.recommend import RecommendationEngine
+from probed.recommend import engine as engine_module
+from probed.recommend.scenarios import SCENARIO_LIST
 from probed.signals import ProbeSignal, Severity
 
 
@@ -161,3 +164,42 @@ async def test_killing_the_demo_gives_one_target_down(
     assert ["target_down"] == active
     assert "'demo'" in rec.summary
     assert any(e.signal.startswith("suppressed ") for e in rec.evidence), rec.evidence
+
+
+def test_with_a_target_down_each_rule_looks_at_the_signals_once_per_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a target down every rule runs twice, on the signals without the target and on
+    all of them (to list what it would have raised). Over hundreds of streams each look is
+    milliseconds, so the loop may turn between the two: one look per step of the steps the
+    evaluation runs in slices (``probed.steps``)."""
+    looks: list[str] = []
+    wrapped = [
+        dataclasses.replace(s, assess=_counting(s.id, s.assess, looks)) for s in SCENARIO_LIST
+    ]
+    monkeypatch.setattr(engine_module, "SCENARIO_LIST", wrapped)
+    engine = RecommendationEngine(RecommendConfig())
+    other = Shape(probes=(probe("api", "http"),))
+    other = dataclasses.replace(
+        other, probes=tuple(dataclasses.replace(p, target="other") for p in other.probes)
+    )
+    steps = engine.assess_steps((DEMO_DEAD + other).at(T0))
+    per_step: list[int] = []
+    done = False
+    while not done:
+        before = len(looks)
+        try:
+            next(steps)
+        except StopIteration:
+            done = True
+        per_step.append(len(looks) - before)
+    assert len(looks) > len(wrapped)  # looked twice at some: a target is down
+    assert max(per_step) <= 1, f"looks per step: {per_step}"
+
+
+def _counting(name: str, assess: Any, looks: list[str]) -> Any:
+    def counted(signals: Any, cfg: Any) -> Any:
+        looks.append(name)
+        return assess(signals, cfg)
+
+    return counted

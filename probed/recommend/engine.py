@@ -115,9 +115,11 @@ class RecommendationEngine:
                 continue
             yield
             assessments[scenario.id] = assessment = scenario.assess(visible, cfg)
-            if down and not assessment.enter and scenario.assess(signals, cfg).enter:
-                title = self._playbooks[scenario.id].title
-                suppressed.append(suppressed_fact(scenario.id, title, sorted(down)))
+            if down and not assessment.enter:
+                yield  # a second look, as long as the first: the loop may turn between
+                if scenario.assess(signals, cfg).enter:
+                    title = self._playbooks[scenario.id].title
+                    suppressed.append(suppressed_fact(scenario.id, title, sorted(down)))
         if "target_down" not in disabled:
             cause = assess_target_down(signals, cfg)
             if cause.enter:
