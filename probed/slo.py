@@ -287,6 +287,8 @@ class _Series:
     def _oldest_from(self, lo: int, hi: int) -> int | None:
         """The first index in ``lo..hi`` whose bucket holds an event (usually ``lo``)."""
         count, first = max(0, min(hi - lo + 1, self.span)), lo % self.span  # past span: again
+        if count and self.total[first]:
+            return lo  # no copy of the ring in the usual case
         totals = self.total[first : first + count]
         totals += self.total[: count - len(totals)]
         empty = _empty_run(totals.tobytes(), totals.itemsize)
