@@ -4,6 +4,7 @@ Run from the repository root::
 
     python bench/stream_storm.py                  # 250 streams, 3 rounds, uvloop
     python bench/stream_storm.py --streams 500 --loop asyncio
+    python bench/stream_storm.py --backlog 30     # a backlog to every stream, no cut
 
 A server in its own process (``--serve``: asyncio on 127.0.0.1, port 0) answers every
 ``GET`` with an SSE head and one event and keeps the connection; on ``SIGUSR1`` it closes
@@ -13,6 +14,11 @@ real ``StreamManager`` with ``--streams`` watchers on that target (one subscribe
 tick woke. Each round: all connected, then one second quiet, then the cut; the figures are
 the ticker's longest lags in the half second after the cut (the ends) and in the three
 seconds after that (the reconnects), and the streams connected at the end of the round.
+
+With ``--backlog N`` the server, on ``SIGUSR2``, writes ``N`` events to every stream at
+once instead (what a target does when a stall ends and it sends what it held), and a
+round reports the longest lags in the second after, and how long the watchers took to
+account every event.
 The daemon's JSON log lines are written to ``/dev/null``, as a daemon writes them to a pipe.
 
 Only loopback is used; the server is killed on exit.
@@ -23,12 +29,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 _EVENT = b'id: 1\ndata: {"seq": 1}\n\n'
@@ -37,12 +44,14 @@ _EVENT = b'id: 1\ndata: {"seq": 1}\n\n'
 async def serve() -> None:
     """The server: hold every stream; close them all at once on SIGUSR1."""
     held: list[asyncio.StreamWriter] = []
+    seqs: dict[asyncio.StreamWriter, int] = {}
 
     async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (await reader.readline()) not in (b"\r\n", b""):
             pass
         writer.write(_HEAD + b"%x\r\n%s\r\n" % (len(_EVENT), _EVENT))
         held.append(writer)
+        seqs[writer] = 1
         with contextlib.suppress(ConnectionError):
             await reader.read()
 
@@ -52,8 +61,19 @@ async def serve() -> None:
         for writer in writers:
             writer.close()
 
+    def flush() -> None:
+        count = int(os.environ.get("STORM_BACKLOG", "30"))
+        for writer in held:
+            first = seqs[writer] + 1
+            seqs[writer] = first + count - 1
+            events = b"".join(
+                b'id: %d\ndata: {"seq": %d}\n\n' % (n, n) for n in range(first, first + count)
+            )
+            writer.write(b"%x\r\n%s\r\n" % (len(events), events))
+
     server = await asyncio.start_server(stream, "127.0.0.1", 0, backlog=4096)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, cut)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, flush)
     print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 
@@ -89,12 +109,21 @@ async def client(args: argparse.Namespace, port: int) -> None:
     def connected() -> int:
         return sum(store.streams[s.name].connected for s in specs)
 
+    def received() -> int:
+        return sum(store.streams[s.name].received for s in specs)
+
     print(f"{args.streams} streams on {args.loop}; {args.rounds} rounds")
-    print("  round  ends: longest / 2nd / 3rd lag (ms)   reconnects: longest (ms)   connected")
+    if args.backlog:
+        print(f"  round  {args.backlog} events each: longest / 2nd / 3rd lag (ms)   accounted in")
+    else:
+        print("  round  ends: longest / 2nd / 3rd lag (ms)   reconnects: longest (ms)   connected")
     async with asyncio.TaskGroup() as tg:
         manager.start(tg, specs, {"t": target})
         tick = tg.create_task(ticker())
         for round_ in range(1, args.rounds + 1):
+            if args.backlog:
+                await backlog_round(args, round_, connected, received, lags)
+                continue
             for _ in range(600):  # at most 30 s
                 if connected() == args.streams:
                     break
@@ -117,11 +146,43 @@ async def client(args: argparse.Namespace, port: int) -> None:
     await pooled.close()
 
 
+async def backlog_round(
+    args: argparse.Namespace,
+    round_: int,
+    connected: Callable[[], int],
+    received: Callable[[], int],
+    lags: list[float],
+) -> None:
+    """One round of ``--backlog``: every stream handed ``args.backlog`` events at once."""
+    for _ in range(600):  # at most 30 s
+        if connected() == args.streams:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    want = received() + args.backlog * args.streams
+    lags.clear()
+    began = time.perf_counter()
+    os.kill(args.server_pid, signal.SIGUSR2)
+    took = math.nan
+    while time.perf_counter() - began < 1.0 or math.isnan(took):
+        if math.isnan(took) and received() >= want:
+            took = time.perf_counter() - began
+        await asyncio.sleep(0.002)
+    worst = sorted(lags, reverse=True)[:3]
+    print(
+        f"  {round_:5d}  {worst[0] * 1e3:30.1f} / {worst[1] * 1e3:.1f} / {worst[2] * 1e3:.1f}"
+        f"  {took * 1e3:10.0f} ms"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=250, help="streams (250)")
     parser.add_argument("--rounds", type=int, default=3, help="cuts (3)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="events written to every stream at once (0: cut)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -137,7 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(os.devnull, "w") as devnull:
         configure_logging(stream=devnull)
         server = subprocess.Popen(
-            [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, start_new_session=True
+            [sys.executable, __file__, "--serve"],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            env={**os.environ, "STORM_BACKLOG": str(args.backlog)},
         )
         try:
             assert server.stdout is not None
