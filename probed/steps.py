@@ -66,19 +66,27 @@ class TurnShare:
     check ``open()`` before a slice and report what it took with ``use()``; once
     ``per_turn`` seconds are used, the others wait for ``next_turn()``. The share is
     renewed by a callback the first ``use()`` of a turn puts at the end of the loop's
-    queue; the task that used it last is queued right behind that callback, so it keeps the
-    share until its work is done, and the others follow in the order they came (first
-    come, first served). A slice always gets one unit of work done: with ``per_turn`` 0
-    every turn does one. A share may count units instead of seconds (connections started);
-    ``TurnCount`` does, and queues its waiters.
+    queue. A slice always gets one unit of work done: with ``per_turn`` 0 every turn does
+    one. A share may count units instead of seconds (connections started): ``TurnCount``.
+
+    Waiters queue, in the order they came, and each renewal wakes the first of them: a
+    waiting task is woken once, in the turn it may go, and goes without asking again (its
+    slice gets at least one unit done). Waking every waiter every turn to look again was a
+    task step per waiter per turn: hundreds of streams waiting through a backlog filled each
+    turn with steps that only waited again. The task that used the share last keeps its
+    place at the head when it waits again, so it works on until its work is done, and the
+    others follow first come, first served. Work that runs in a callback (not a task) may
+    take what is left of a turn's share without queueing (``open()``).
     """
 
-    __slots__ = ("_renewing", "_used", "per_turn")
+    __slots__ = ("_holder", "_renewing", "_used", "_waiters", "per_turn")
 
     def __init__(self, per_turn: float) -> None:
         self.per_turn = per_turn
         self._used = 0.0
         self._renewing = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._holder: asyncio.Task[object] | None = None
 
     def open(self) -> bool:
         """Whether a slice may start in this turn."""
@@ -91,7 +99,30 @@ class TurnShare:
     def use(self, seconds: float) -> None:
         """Count ``seconds`` of work done in this turn (or units, for a share that counts)."""
         self._used += seconds if seconds > 0.0 else 1e-9
+        self._holder = asyncio.current_task()
         self._renew_soon()
+
+    async def next_turn(self) -> None:
+        """Return once a slice may start: at once if it may now, else in its own turn."""
+        if self.open():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._keeps_place():
+            self._waiters.appendleft(waiter)
+            self._renew_soon()
+        else:
+            self.queue(waiter)
+        await waiter
+
+    def queue(self, waiter: asyncio.Future[None]) -> None:
+        """Resolve ``waiter`` in its own turn, after those queued before it: a task that
+        waits on a future of its own is woken when it may go, not first to queue itself."""
+        self._waiters.append(waiter)
+        self._renew_soon()  # whoever used this turn's share may never use another
+
+    def _keeps_place(self) -> bool:
+        holder = self._holder
+        return holder is not None and holder is asyncio.current_task()
 
     def _renew_soon(self) -> None:
         if not self._renewing:
@@ -101,54 +132,44 @@ class TurnShare:
     def _renew(self) -> None:
         self._used = 0.0
         self._renewing = False
+        self._wake(1)
+        if self._waiters:
+            self._renew_soon()  # after the woken one has run
 
-    async def next_turn(self) -> None:
-        """Return once a slice may start (at once if it may now)."""
-        # one yield per turn keeps the waiters in the loop's own queue, in the order they
-        # came; an Event would wake them all at once, the very burst this avoids
-        while not self.open():  # noqa: ASYNC110
-            await asyncio.sleep(0)
+    def _wake(self, most: int) -> int:
+        """Wake the first ``most`` waiters still waiting; how many were woken."""
+        waiters, woken = self._waiters, 0
+        while waiters and woken < most:
+            waiter = waiters.popleft()
+            if not waiter.done():  # a cancelled waiter takes no place
+                waiter.set_result(None)
+                woken += 1
+        return woken
 
 
 class TurnCount(TurnShare):
-    """A share of each turn counted in units (connections started or ended) whose waiters
-    queue: each renewal wakes the next ``per_turn`` of them (one, with 0), in the order they
-    came, so a waiting task is woken once, in the turn it may go. ``TurnShare.next_turn``
-    yields every turn instead, a task step per waiter per turn: hundreds of streams waiting
-    to reconnect would fill each turn they wait through with steps that only wait again.
+    """A share of each turn counted in units (connections started or ended): each renewal
+    wakes the next ``per_turn`` waiters (one, with 0), in the order they came, and nobody
+    starts a unit while others wait.
 
     A woken waiter goes without asking again: its caller ``use``s the share and does its
     unit of work. Its place in the turn it is woken for is taken from the moment it is woken
     (a task arriving meanwhile finds the share used), and a waiter cancelled before its turn
     takes none."""
 
-    __slots__ = ("_waiters",)
-
-    def __init__(self, per_turn: float) -> None:
-        super().__init__(per_turn)
-        self._waiters: deque[asyncio.Future[None]] = deque()
+    __slots__ = ()
 
     def open(self) -> bool:
         return not self._waiters and super().open()
 
-    async def next_turn(self) -> None:
-        """Return once a unit may start: at once if it may now, else in its own turn."""
-        if self.open():
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._renew_soon()  # whoever used this turn's share may never use another
-        await waiter
+    def _keeps_place(self) -> bool:
+        return False  # one unit per task: whoever came first goes first
 
     def _renew(self) -> None:
-        super()._renew()
-        waiters, woken = self._waiters, 0
-        while waiters and woken < max(1, int(self.per_turn)):
-            waiter = waiters.popleft()
-            if not waiter.done():  # a cancelled waiter takes no place
-                waiter.set_result(None)
-                woken += 1
+        self._used = 0.0
+        self._renewing = False
+        woken = self._wake(max(1, int(self.per_turn)))
         if woken:
             self._used = float(woken)
-        if waiters:
+        if self._waiters:
             self._renew_soon()  # after the woken ones have run

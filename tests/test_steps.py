@@ -105,6 +105,34 @@ class _Stepped(Coroutine[Any, Any, None]):
         return self._coro.__await__()
 
 
+def test_waiters_for_a_turn_share_wake_only_in_their_own_turn() -> None:
+    """Forty streams handed a backlog in the same turn, on a share that lets one slice a
+    turn: one slice each turn, in the order they came, and a waiting stream is woken once,
+    in its own turn, rather than once every turn until then (forty tasks stepped every turn
+    only to wait again filled each turn of a backlog with steps that did nothing)."""
+    share = TurnShare(0.0)
+    log: list[str] = []
+    steps = [0]
+
+    async def account(name: int) -> None:
+        if not share.open():
+            await share.next_turn()
+        share.use(0.0)
+        log.append(f"s{name}")
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(_Stepped(account(i), steps)) for i in range(40)]
+        while not all(t.done() for t in tasks):
+            log.append("|")
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    turns = "".join(log).split("|")
+    assert all(len(t.split("s")) - 1 <= 2 for t in turns), turns
+    assert [f"s{i}" for i in range(40)] == [e for e in log if e != "|"]
+    assert steps[0] <= 2 * 40 + 2, f"{steps[0]} task steps for 40 slices"
+
+
 def test_waiters_for_counted_turns_wake_only_in_their_own_turn() -> None:
     """Forty connections wanting to start at once on a share of two a turn: two start each
     turn, in the order they came, and a waiting one is woken once, in its own turn, rather
