@@ -424,24 +424,27 @@ class StreamWatcher:
         sub.backlog = deque() if chunk is None else deque((chunk,))
         if sub.reply is not None:
             sub.reply.pause()
-        _wake(sub)
+        if sub.wake is not None and not sub.wake.done():
+            self._share.queue(sub.wake)  # the task wakes in the turn it may account it
 
     async def _drain(self, sub: _Subscriber, reply: StreamExchange) -> None:
-        """Account what waits (the rest of a chunk, then the chunks kept) over as many loop
-        turns as the share needs, then read again."""
-        share, backlog = self._share, sub.backlog
+        """Account what waits (the rest of a chunk, then the chunks kept) a share of a turn at
+        a time, then read again; the first slice at once (woken in its turn, or by a deadline)."""
+        share, backlog, waits = self._share, sub.backlog, False
         assert backlog is not None
         while True:
             if (rest := sub.pending) is not None:
-                await share.next_turn()
+                if waits:
+                    await share.next_turn()
                 self._deliver(sub, *rest)
-                continue
-            if not backlog:
+            elif backlog:
+                chunk, at = backlog.popleft()
+                if waits and not share.open():
+                    await share.next_turn()
+                self._feed(sub, chunk, at)
+            else:
                 break
-            chunk, at = backlog.popleft()
-            if not share.open():
-                await share.next_turn()
-            self._feed(sub, chunk, at)
+            waits = True
         sub.backlog = None
         reply.resume()
 
