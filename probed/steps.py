@@ -132,9 +132,13 @@ class TurnShare:
     def _renew(self) -> None:
         self._used = 0.0
         self._renewing = False
-        self._wake(1)
+        self._wake_next()
         if self._waiters:
-            self._renew_soon()  # after the woken one has run
+            self._renew_soon()  # after the woken ones have run
+
+    def _wake_next(self) -> None:
+        """At a renewal: wake the waiters whose turn it is (the first one)."""
+        self._wake(1)
 
     def _wake(self, most: int) -> int:
         """Wake the first ``most`` waiters still waiting; how many were woken."""
@@ -165,11 +169,6 @@ class TurnCount(TurnShare):
     def _keeps_place(self) -> bool:
         return False  # one unit per task: whoever came first goes first
 
-    def _renew(self) -> None:
-        self._used = 0.0
-        self._renewing = False
-        woken = self._wake(max(1, int(self.per_turn)))
-        if woken:
+    def _wake_next(self) -> None:
+        if woken := self._wake(max(1, int(self.per_turn))):
             self._used = float(woken)
-        if self._waiters:
-            self._renew_soon()  # after the woken ones have run
