@@ -339,7 +339,7 @@ class _SampleLines:
         """Series came or went (a reload, an optional series): lines for ``keys``."""
         known = self.prefixes
         self.prefixes = {key: known.get(key) or family.prefix(key) for key in keys}
-        self.keys = keys  # a tuple (of tuples of str), which a collection untracks (test)
+        self.keys = keys  # a tuple of tuples of str: untracked once its items are
         self._ints = self._strs = None
 
     def _template(self, slot: bytes) -> bytes:
