@@ -682,27 +682,38 @@ async def watching_twenty(
         await pooled.close()
 
 
-async def test_a_backlog_on_many_streams_is_accounted_a_share_per_loop_turn() -> None:
-    """Twenty streams each handed 100 events in one write: the watchers account them a
-    share of each loop turn at a time, so a task that ticks every turn sees few events
-    accounted between two of its ticks (in one go: a whole backlog or more), and every
-    event is accounted in the end, in order."""
+async def _twenty_handed_a_backlog(
+    events: int, each_turn: Callable[[list[StreamStats]], None]
+) -> list[StreamStats]:
+    """Twenty streams, one slice of accounting a turn, each handed ``events`` events in one
+    write at once: calls ``each_turn(streams)`` every loop turn until all are accounted."""
     release = asyncio.Event()
 
     async def handler(request: web.Request) -> web.StreamResponse:
         resp = await open_stream(request)
         await release.wait()
-        await resp.write(b"".join(event(seq) for seq in range(1, 101)))
+        await resp.write(b"".join(event(seq) for seq in range(1, events + 1)))
         await asyncio.sleep(30)
         return resp
 
     async with sse_server(handler) as url, watching_twenty(url, share=TurnShare(0.0)) as streams:
         await until(lambda: all(s.connected for s in streams))
         release.set()
-        counts = [0]
-        while counts[-1] < 2000:
+        while sum(s.received for s in streams) < 20 * events:
             await asyncio.sleep(0)
-            counts.append(sum(s.received for s in streams))
+            each_turn(streams)
+    return streams
+
+
+async def test_a_backlog_on_many_streams_is_accounted_a_share_per_loop_turn() -> None:
+    """Twenty streams each handed 100 events in one write: the watchers account them a
+    share of each loop turn at a time, so a task that ticks every turn sees few events
+    accounted between two of its ticks (in one go: a whole backlog or more), and every
+    event is accounted in the end, in order."""
+    counts = [0]
+    streams = await _twenty_handed_a_backlog(
+        100, lambda streams: counts.append(sum(s.received for s in streams))
+    )
     most = max(b - a for a, b in itertools.pairwise(counts))
     assert most <= 3, f"{most} events accounted in one loop turn"
     assert all((0, 0, 0) == (s.lost, s.duplicated, s.out_of_order) for s in streams)
@@ -715,7 +726,6 @@ async def test_a_backlog_on_many_streams_wakes_each_stream_in_its_own_turn(
     task is woken for its backlog in the turn it may account it, not all twenty in the turn
     the data came (each only to find the share used and wait; with 250 streams that turn
     alone took 15-20 ms, ``bench/stream_storm.py --backlog 30``)."""
-    release = asyncio.Event()
     tick, entered = [0], collections.Counter[int]()
     drain = StreamWatcher._drain
 
@@ -725,19 +735,10 @@ async def test_a_backlog_on_many_streams_wakes_each_stream_in_its_own_turn(
 
     monkeypatch.setattr(StreamWatcher, "_drain", counted)
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await open_stream(request)
-        await release.wait()
-        await resp.write(b"".join(event(seq) for seq in range(1, 21)))
-        await asyncio.sleep(30)
-        return resp
+    def ticked(streams: list[StreamStats]) -> None:
+        tick[0] += 1
 
-    async with sse_server(handler) as url, watching_twenty(url, share=TurnShare(0.0)) as streams:
-        await until(lambda: all(s.connected for s in streams))
-        release.set()
-        while sum(s.received for s in streams) < 400:
-            await asyncio.sleep(0)
-            tick[0] += 1
+    await _twenty_handed_a_backlog(20, ticked)
     assert sum(entered.values()) >= 19
     assert max(entered.values()) <= 2, f"{max(entered.values())} streams woken in one turn"
 
