@@ -105,32 +105,38 @@ class _Stepped(Coroutine[Any, Any, None]):
         return self._coro.__await__()
 
 
-def test_waiters_for_a_turn_share_wake_only_in_their_own_turn() -> None:
-    """Forty streams handed a backlog in the same turn, on a share that lets one slice a
-    turn: one slice each turn, in the order they came, and a waiting stream is woken once,
-    in its own turn, rather than once every turn until then (forty tasks stepped every turn
-    only to wait again filled each turn of a backlog with steps that did nothing)."""
-    share = TurnShare(0.0)
+def _forty_waiting(share: TurnShare, unit: float) -> tuple[list[str], int]:
+    """Forty tasks wanting one slice of ``share`` (``unit`` used each) in the same turn: the
+    order they went in, ``|`` between turns, and the task steps it took."""
     log: list[str] = []
     steps = [0]
 
-    async def account(name: int) -> None:
+    async def work(name: int) -> None:
         if not share.open():
             await share.next_turn()
-        share.use(0.0)
-        log.append(f"s{name}")
+        share.use(unit)
+        log.append(f"w{name}")
 
     async def main() -> None:
-        tasks = [asyncio.create_task(_Stepped(account(i), steps)) for i in range(40)]
+        tasks = [asyncio.create_task(_Stepped(work(i), steps)) for i in range(40)]
         while not all(t.done() for t in tasks):
             log.append("|")
             await asyncio.sleep(0)
 
     asyncio.run(main())
+    return log, steps[0]
+
+
+def test_waiters_for_a_turn_share_wake_only_in_their_own_turn() -> None:
+    """Forty streams handed a backlog in the same turn, on a share that lets one slice a
+    turn: one slice each turn, in the order they came, and a waiting stream is woken once,
+    in its own turn, rather than once every turn until then (forty tasks stepped every turn
+    only to wait again filled each turn of a backlog with steps that did nothing)."""
+    log, steps = _forty_waiting(TurnShare(0.0), 0.0)
     turns = "".join(log).split("|")
-    assert all(len(t.split("s")) - 1 <= 2 for t in turns), turns
-    assert [f"s{i}" for i in range(40)] == [e for e in log if e != "|"]
-    assert steps[0] <= 2 * 40 + 2, f"{steps[0]} task steps for 40 slices"
+    assert all(len(t.split("w")) - 1 <= 2 for t in turns), turns
+    assert [f"w{i}" for i in range(40)] == [e for e in log if e != "|"]
+    assert steps <= 2 * 40 + 2, f"{steps} task steps for 40 slices"
 
 
 def test_waiters_for_counted_turns_wake_only_in_their_own_turn() -> None:
@@ -138,27 +144,11 @@ def test_waiters_for_counted_turns_wake_only_in_their_own_turn() -> None:
     turn, in the order they came, and a waiting one is woken once, in its own turn, rather
     than once every turn until then (forty waiters woken every turn is the very burst the
     share is there to spread)."""
-    share = TurnCount(2)
-    log: list[str] = []
-    steps = [0]
-
-    async def connect(name: int) -> None:
-        if not share.open():
-            await share.next_turn()
-        share.use(1.0)
-        log.append(f"c{name}")
-
-    async def main() -> None:
-        tasks = [asyncio.create_task(_Stepped(connect(i), steps)) for i in range(40)]
-        while not all(t.done() for t in tasks):
-            log.append("|")
-            await asyncio.sleep(0)
-
-    asyncio.run(main())
+    log, steps = _forty_waiting(TurnCount(2), 1.0)
     turns = "".join(log).split("|")
-    assert all(len(t.split("c")) - 1 <= 2 for t in turns), turns
-    assert [f"c{i}" for i in range(40)] == [e for e in log if e != "|"]
-    assert steps[0] <= 2 * 40 + 2, f"{steps[0]} task steps for 40 connection starts"
+    assert all(len(t.split("w")) - 1 <= 2 for t in turns), turns
+    assert [f"w{i}" for i in range(40)] == [e for e in log if e != "|"]
+    assert steps <= 2 * 40 + 2, f"{steps} task steps for 40 connection starts"
 
 
 def test_a_cancelled_waiter_for_counted_turns_takes_no_turn_and_holds_up_nobody() -> None:
