@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 import pytest
@@ -105,16 +105,27 @@ class _Stepped(Coroutine[Any, Any, None]):
         return self._coro.__await__()
 
 
-def _forty_waiting(share: TurnShare, unit: float) -> tuple[list[str], int]:
-    """Forty tasks wanting one slice of ``share`` (``unit`` used each) in the same turn: the
-    order they went in, ``|`` between turns, and the task steps it took."""
+@pytest.mark.parametrize(
+    ("share", "unit"),
+    [(lambda: TurnShare(0.0), 0.0), (lambda: TurnCount(2), 1.0)],
+    ids=["a time share of one slice a turn", "a counted share of two a turn"],
+)
+def test_waiters_for_a_turn_share_wake_only_in_their_own_turn(
+    share: Callable[[], TurnShare], unit: float
+) -> None:
+    """Forty streams handed a backlog in the same turn (one slice a turn), or forty
+    connections wanting to start at once (two a turn): each turn lets its share go, in the
+    order they came, and a waiting task is woken once, in its own turn, rather than once
+    every turn until then (forty tasks stepped every turn only to wait again filled each
+    turn with steps that did nothing: 820 task steps for the forty slices)."""
+    shared = share()
     log: list[str] = []
     steps = [0]
 
     async def work(name: int) -> None:
-        if not share.open():
-            await share.next_turn()
-        share.use(unit)
+        if not shared.open():
+            await shared.next_turn()
+        shared.use(unit)
         log.append(f"w{name}")
 
     async def main() -> None:
@@ -124,31 +135,10 @@ def _forty_waiting(share: TurnShare, unit: float) -> tuple[list[str], int]:
             await asyncio.sleep(0)
 
     asyncio.run(main())
-    return log, steps[0]
-
-
-def test_waiters_for_a_turn_share_wake_only_in_their_own_turn() -> None:
-    """Forty streams handed a backlog in the same turn, on a share that lets one slice a
-    turn: one slice each turn, in the order they came, and a waiting stream is woken once,
-    in its own turn, rather than once every turn until then (forty tasks stepped every turn
-    only to wait again filled each turn of a backlog with steps that did nothing)."""
-    log, steps = _forty_waiting(TurnShare(0.0), 0.0)
     turns = "".join(log).split("|")
     assert all(len(t.split("w")) - 1 <= 2 for t in turns), turns
     assert [f"w{i}" for i in range(40)] == [e for e in log if e != "|"]
-    assert steps <= 2 * 40 + 2, f"{steps} task steps for 40 slices"
-
-
-def test_waiters_for_counted_turns_wake_only_in_their_own_turn() -> None:
-    """Forty connections wanting to start at once on a share of two a turn: two start each
-    turn, in the order they came, and a waiting one is woken once, in its own turn, rather
-    than once every turn until then (forty waiters woken every turn is the very burst the
-    share is there to spread)."""
-    log, steps = _forty_waiting(TurnCount(2), 1.0)
-    turns = "".join(log).split("|")
-    assert all(len(t.split("w")) - 1 <= 2 for t in turns), turns
-    assert [f"w{i}" for i in range(40)] == [e for e in log if e != "|"]
-    assert steps <= 2 * 40 + 2, f"{steps} task steps for 40 connection starts"
+    assert steps[0] <= 2 * 40 + 2, f"{steps[0]} task steps for 40 slices"
 
 
 def test_a_cancelled_waiter_for_counted_turns_takes_no_turn_and_holds_up_nobody() -> None:
