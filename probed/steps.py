@@ -121,8 +121,7 @@ class TurnShare:
         self._renew_soon()  # whoever used this turn's share may never use another
 
     def _keeps_place(self) -> bool:
-        holder = self._holder
-        return holder is not None and holder is asyncio.current_task()
+        return self._holder is asyncio.current_task()  # always a task: next_turn is awaited
 
     def _renew_soon(self) -> None:
         if not self._renewing:
