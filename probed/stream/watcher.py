@@ -434,7 +434,7 @@ class StreamWatcher:
         assert backlog is not None
         while True:
             if (rest := sub.pending) is not None:
-                if waits:
+                if waits and not share.open():
                     await share.next_turn()
                 self._deliver(sub, *rest)
             elif backlog:
