@@ -46,9 +46,10 @@ THRESHOLDS: tuple[int, int, int] | None = (700, 2, 500)
 The middle generation is collected after 2 young collections, not 10: it then holds what
 survived at most two of them, so a burst of short-lived objects (250 streams reconnecting:
 coroutines, exchanges, transports, timers) is walked in several short pauses instead of
-one of 15-20 ms (the soak's generation-1 p99 halved, bench/README.md). A full collection
-waits for 500 middle ones (1,500 young ones, against 1,100 at 700/10/100): in the soak
-about one every 10 minutes instead of one a minute at the interpreter's thresholds."""
+one of 15-20 ms (the soak's median generation-1 pause about halved, bench/README.md). A
+full collection waits for 500 middle ones (1,500 young ones, against 1,100 at 700/10/100):
+in the soak about one every 10 minutes instead of one a minute at the interpreter's
+thresholds."""
 
 GENERATIONS = ("0", "1", "2")
 
