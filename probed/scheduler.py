@@ -1,10 +1,14 @@
 """Per-probe fixed-rate loops that never drift and never overlap.
 
-Each probe's ticks are planned at ``epoch + offset + k * interval`` on the
+Each probe's ticks are planned at ``epoch + phase + k * interval`` on the
 monotonic clock (``time.monotonic``), so sleeping late once never shifts later ticks.
-``offset`` spreads probes across their interval: a fraction derived from the
-probe's name (deterministic, so restarts keep the same phase) plus a small
-random jitter (so several daemons with the same config do not probe in step).
+``spread_phases`` gives the probes that share an interval evenly spaced phases, in
+the order of their names' hashes (deterministic, so a restart with the same config
+plans the same order), turned by a small random jitter per interval (so several
+daemons with the same config do not probe in step). Phases drawn from each name's
+hash alone put some runs within microseconds of each other: the probes, and the
+target, then work in bursts that show in the latencies measured. A reload keeps the
+phases of the probes it does not change and puts new ones in the widest gaps.
 
 A tick whose previous run is still in flight is skipped and counted
 (``probed_probe_skipped_total{reason="overlap"}``); a loop that fell more than
@@ -18,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import heapq
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -36,7 +42,8 @@ __all__ = [
     "Runner",
     "Scheduler",
     "monitor_loop_lag",
-    "start_offset",
+    "name_fraction",
+    "spread_phases",
 ]
 
 _FAILURE_LOG_EVERY = 60.0
@@ -56,16 +63,57 @@ _now = time.monotonic
 uvloop counts in whole milliseconds (``probed.eventloop``); asyncio's is this clock."""
 
 
-def start_offset(name: str, interval: float, jitter: float = 0.0) -> float:
-    """The first tick's delay: a per-name fraction of ``interval`` plus ``jitter`` seconds."""
+def name_fraction(name: str) -> float:
+    """A fraction in [0, 1) from the hash of ``name``: the order ``spread_phases`` follows."""
     digest = hashlib.sha256(name.encode()).digest()
-    fraction = int.from_bytes(digest[:8], "big") / 2**64
-    return (fraction * interval + jitter) % interval
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def spread_phases(
+    kept: Mapping[str, tuple[float, float]],
+    new: Iterable[tuple[str, float]],
+    rotation: Callable[[float], float],
+) -> dict[str, float]:
+    """Phases in [0, interval) for the ``(name, interval)`` pairs in ``new``.
+
+    ``kept`` maps the probes already running to their ``(interval, phase)``. The new
+    probes of an interval no kept probe has are spaced ``interval / n`` apart from
+    ``rotation(interval)``; the others go one at a time, in the order of their names'
+    hashes, into the middle of the widest gap between that interval's phases.
+    """
+    groups: dict[float, list[str]] = {}
+    for name, interval in new:
+        groups.setdefault(interval, []).append(name)
+    placed: dict[str, float] = {}
+    for interval, names in groups.items():
+        names.sort(key=name_fraction)
+        taken = sorted(phase for every, phase in kept.values() if every == interval)
+        if not taken:
+            turn = rotation(interval)
+            for k, name in enumerate(names):
+                placed[name] = (turn + k * interval / len(names)) % interval
+            continue
+        # the widest gap first, the earliest of equal ones (widths rounded: the
+        # differences of float phases that should be equal differ in the last bits)
+        gaps: list[tuple[float, float, float]] = []
+        for start, end in zip(taken, taken[1:] + taken[:1], strict=True):
+            width = (end - start) % interval or interval
+            gaps.append((-round(width, 9), start, width))
+        heapq.heapify(gaps)
+        for name in names:
+            _, start, width = heapq.heappop(gaps)
+            middle = (start + width / 2) % interval
+            placed[name] = middle
+            half = -round(width / 2, 9)
+            heapq.heappush(gaps, (half, start, width / 2))
+            heapq.heappush(gaps, (half, middle, width / 2))
+    return placed
 
 
 @dataclass(slots=True)
 class _Probe:
     spec: ProbeSpec
+    phase: float
     loop_task: asyncio.Task[None] | None = None
     runs: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -90,6 +138,8 @@ class Scheduler:
         self._jitter = jitter
         self._rng = rng or random.Random()
         self._probes: dict[str, _Probe] = {}
+        self._turns: dict[float, float] = {}
+        self._epoch = 0.0
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = False
         self._failure_logged: dict[str, float] = {}
@@ -110,8 +160,8 @@ class Scheduler:
     def start(self, tg: asyncio.TaskGroup, specs: Iterable[ProbeSpec]) -> None:
         """Start a loop for every spec, creating tasks in ``tg``."""
         self._tg = tg
-        for spec in specs:
-            self._add(spec)
+        self._epoch = _now()  # phases of 0 start now: a later clock reading would be past them
+        self._add_all(list(specs), {}, self._epoch)
 
     def apply(self, specs: Iterable[ProbeSpec]) -> tuple[list[str], list[str], list[str]]:
         """Diff by name: start new probes, restart changed ones, stop removed ones.
@@ -126,26 +176,52 @@ class Scheduler:
                 self._remove(name)
                 self._store.forget(name)
                 removed.append(name)
+        starting: list[ProbeSpec] = []
+        phases: dict[str, float] = {}
         for name, spec in wanted.items():
             current = self._probes.get(name)
             if current is None:
-                self._add(spec)
                 added.append(name)
             elif current.spec != spec:
                 self._remove(name)
                 if (current.spec.kind, current.spec.target) != (spec.kind, spec.target):
                     self._store.forget(name)
-                self._add(spec)
+                if current.spec.interval == spec.interval:
+                    phases[name] = current.phase
                 changed.append(name)
+            else:
+                continue
+            starting.append(spec)
+        self._add_all(starting, phases, _now())
         return added, changed, removed
 
-    def _add(self, spec: ProbeSpec) -> None:
+    def _add_all(self, specs: Sequence[ProbeSpec], phases: Mapping[str, float], now: float) -> None:
+        """Start ``specs`` at ``now``: with their ``phases`` where given, spread out otherwise."""
+        kept = {name: (p.spec.interval, p.phase) for name, p in self._probes.items()}
+        kept.update((s.name, (s.interval, phases[s.name])) for s in specs if s.name in phases)
+        fresh = [(s.name, s.interval) for s in specs if s.name not in phases]
+        placed = {**spread_phases(kept, fresh, self._rotation), **phases}
+        for spec in specs:
+            self._add(spec, placed[spec.name], now)
+
+    def _rotation(self, interval: float) -> float:
+        """This daemon's jitter for ``interval``: where its evenly spaced phases begin."""
+        if interval not in self._turns:
+            self._turns[interval] = self._rng.uniform(0, min(self._jitter * interval, 1.0))
+        return self._turns[interval]
+
+    def _add(self, spec: ProbeSpec, phase: float, now: float) -> None:
         if self._tg is None:
             raise RuntimeError("Scheduler.start() must be called first")
         self._store.register(spec.name, spec.kind, spec.target)
-        probe = _Probe(spec)
+        probe = _Probe(spec, phase)
         self._probes[spec.name] = probe
-        probe.loop_task = self._tg.create_task(self._loop(probe), name=f"probe-loop:{spec.name}")
+        # the first tick on the phase's grid from now on
+        behind = now - (self._epoch + phase)
+        first = self._epoch + phase + max(0, math.ceil(behind / spec.interval)) * spec.interval
+        probe.loop_task = self._tg.create_task(
+            self._loop(probe, first), name=f"probe-loop:{spec.name}"
+        )
 
     def _remove(self, name: str) -> None:
         probe = self._probes.pop(name, None)
@@ -156,11 +232,9 @@ class Scheduler:
         for task in probe.runs:
             task.cancel()
 
-    async def _loop(self, probe: _Probe) -> None:
+    async def _loop(self, probe: _Probe, first: float) -> None:
         spec = probe.spec
         interval = spec.interval
-        jitter = self._rng.uniform(0, min(self._jitter * interval, 1.0))
-        first = _now() + start_offset(spec.name, interval, jitter)
         tick = 0
         current: asyncio.Task[None] | None = None
         while not self._stopping:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 
@@ -11,7 +12,7 @@ import structlog
 
 from probed.config import HttpProbe, ProbeSpec
 from probed.results import ProbeResult, ProbeRun
-from probed.scheduler import Scheduler, monitor_loop_lag, start_offset
+from probed.scheduler import Scheduler, monitor_loop_lag, name_fraction, spread_phases
 from probed.store import ResultStore
 
 
@@ -55,13 +56,98 @@ async def run_for(sched: Scheduler, specs: list[HttpProbe], seconds: float) -> N
         await sched.stop(grace=1.0)
 
 
-def test_start_offset_is_deterministic_and_spread() -> None:
-    """Offsets depend only on the name, stay inside the interval and differ across names."""
-    offsets = [start_offset(f"probe_{i}", 10.0) for i in range(200)]
-    assert offsets == [start_offset(f"probe_{i}", 10.0) for i in range(200)]
-    assert all(0 <= o < 10.0 for o in offsets)
-    # spread: every tenth of the interval holds some probes
-    assert 10 == len({int(o) for o in offsets})
+def test_name_fraction_is_deterministic_and_spread() -> None:
+    """The order of probes sharing an interval depends only on their names."""
+    fractions = [name_fraction(f"probe_{i}") for i in range(200)]
+    assert fractions == [name_fraction(f"probe_{i}") for i in range(200)]
+    assert all(0 <= f < 1.0 for f in fractions)
+    # spread: every tenth of [0, 1) holds some names
+    assert 10 == len({int(f * 10) for f in fractions})
+
+
+def circular_gaps(phases: list[float], interval: float) -> list[float]:
+    """The gaps between ``phases`` around a circle of length ``interval``."""
+    ordered = sorted(p % interval for p in phases)
+    ends = ordered[1:] + ordered[:1]
+    return [(b - a) % interval or interval for a, b in zip(ordered, ends, strict=True)]
+
+
+def test_probes_sharing_an_interval_get_evenly_spaced_phases() -> None:
+    """Fifty probes every 2 s start 40 ms apart, in the order of their names' hashes.
+
+    Phases taken from each name's hash alone put some of them within a millisecond of
+    each other (the probes and the target then work in bursts); a daemon restarted with
+    the same config plans the same order, rotated by its own jitter.
+    """
+    names = [f"p{i:04d}" for i in range(50)]
+    phases = spread_phases({}, [(n, 2.0) for n in names], rotation=lambda interval: 0.0)
+    assert set(phases) == set(names)
+    gaps = circular_gaps(list(phases.values()), 2.0)
+    assert [0.04] * 50 == pytest.approx(gaps)
+    assert all(0 <= p < 2.0 for p in phases.values())
+    by_hash = sorted(names, key=name_fraction)
+    assert by_hash == sorted(names, key=phases.__getitem__)
+    again = spread_phases({}, [(n, 2.0) for n in reversed(names)], rotation=lambda i: 0.3)
+    assert all(again[n] == pytest.approx((phases[n] + 0.3) % 2.0) for n in names)
+
+
+def test_each_interval_is_spread_on_its_own() -> None:
+    """Probes every 1 s and probes every 10 s are each spread over their own interval."""
+    new = [(f"a{i}", 1.0) for i in range(4)] + [(f"b{i}", 10.0) for i in range(5)]
+    phases = spread_phases({}, new, rotation=lambda interval: 0.0)
+    assert [0.25] * 4 == pytest.approx(circular_gaps([phases[f"a{i}"] for i in range(4)], 1.0))
+    assert [2.0] * 5 == pytest.approx(circular_gaps([phases[f"b{i}"] for i in range(5)], 10.0))
+
+
+def test_probes_added_later_fill_the_widest_gaps() -> None:
+    """Probes added by a reload go into the widest gaps; the others keep their phases."""
+    kept = {f"k{i}": (2.0, i * 0.05) for i in range(40)}  # every 2 s, 50 ms apart
+    del kept["k7"], kept["k8"], kept["k20"]  # a 150 ms gap after k6, a 100 ms one after k19
+    placed = spread_phases(kept, [(f"n{i}", 2.0) for i in range(3)], rotation=lambda i: 0.0)
+    assert set(placed) == {"n0", "n1", "n2"}
+    # the middle of the 150 ms gap, of the 100 ms one, then of the first 75 ms one
+    assert sorted(placed.values()) == pytest.approx([0.3375, 0.375, 1.0])
+    gaps = circular_gaps([*(phase for _, phase in kept.values()), *placed.values()], 2.0)
+    assert min(gaps) == pytest.approx(0.0375), gaps
+    # an interval nothing else uses is spread from its rotation
+    alone = spread_phases(kept, [("x", 5.0), ("y", 5.0)], rotation=lambda i: 1.0)
+    assert sorted(alone.values()) == pytest.approx([1.0, 3.5])
+
+
+async def test_runs_start_on_their_spread_phases() -> None:
+    """Twenty probes every 400 ms start about 20 ms apart, not in bursts."""
+    store = ResultStore()
+    runner = FakeRunner()
+    sched = Scheduler(store=store, runner=runner, max_concurrency=50, jitter=0)
+    await run_for(sched, [spec(f"p{i:04d}", "400ms", "300ms") for i in range(20)], 0.45)
+    firsts = [runner.starts[f"p{i:04d}"][0] for i in range(20)]
+    ordered = sorted(firsts)
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
+    assert min(gaps) > 0.01, gaps
+    assert ordered[-1] - ordered[0] < 0.4
+
+
+async def test_a_reload_keeps_phases_and_fills_gaps() -> None:
+    """A probe changed but for its interval keeps its phase; a new one takes a wide gap."""
+    store = ResultStore()
+    sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=10, jitter=0)
+    specs = [spec(f"a{i}", "1s", "500ms") for i in range(10)]
+    async with asyncio.TaskGroup() as tg:
+        sched.start(tg, specs)
+        before = {name: p.phase for name, p in sched._probes.items()}
+        specs[3] = spec("a3", "1s", "400ms")
+        specs[4] = spec("a4", "2s", "400ms")
+        del specs[5]
+        sched.apply([*specs, spec("b", "1s", "500ms")])
+        after = {name: p.phase for name, p in sched._probes.items()}
+        await sched.stop(grace=1.0)
+    unmoved = [n for n in after if n not in {"a4", "b"}]
+    assert [before[n] for n in unmoved] == [after[n] for n in unmoved]
+    # b goes into the middle of the widest gap a4 and a5 left (a4 now runs every 2 s)
+    gaps = circular_gaps([phase for n, phase in after.items() if n != "a4"], 1.0)
+    assert min(gaps) == pytest.approx(0.1)
+    assert max(gaps) <= 0.2 + 1e-9
+    assert 0.0 == after["a4"]
 
 
 async def test_fixed_rate_does_not_drift() -> None:
