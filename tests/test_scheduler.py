@@ -100,7 +100,8 @@ def test_each_interval_is_spread_on_its_own() -> None:
 
 
 def test_probes_added_later_fill_the_widest_gaps() -> None:
-    """Probes added by a reload go into the widest gaps; the others keep their phases."""
+    """Probes added to an interval in use go into its widest gaps, one at a time; an
+    interval of their own is spread from its rotation."""
     kept = {f"k{i}": (2.0, i * 0.05) for i in range(40)}  # every 2 s, 50 ms apart
     del kept["k7"], kept["k8"], kept["k20"]  # a 150 ms gap after k6, a 100 ms one after k19
     placed = spread_phases(kept, [(f"n{i}", 2.0) for i in range(3)], rotation=lambda i: 0.0)
