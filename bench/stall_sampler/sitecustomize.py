@@ -14,9 +14,12 @@ and looks every 2 ms how late the ticker is. While it is more than 20 ms late
 samples the main thread's stack (``sys._current_frames()``; ``GCn |`` marks a sample taken
 while a collection of generation n runs). A stall longer than 40 ms
 (``STALL_SAMPLER_REPORT_MS``) is appended to
-``$STALL_SAMPLER_DIR/stalls-PID.txt`` (``/tmp`` by default): its length, the process CPU
-time spent while it was sampled (all threads; far less than its length means the process
-did not run: the machine), and its six most frequent stacks, innermost first.
+``$STALL_SAMPLER_DIR/stalls-PID.txt`` (``/tmp`` by default): its length
+and, from the last look before the loop's last on-time tick to the end, the loop thread's
+time on a CPU, waiting in the kernel's run queue for one (the machine's other processes),
+and off both (blocked: waiting for the GIL, or in the poll), from
+``/proc/self/task/TID/schedstat``, and the CPU of the process's other threads; then its six
+most frequent stacks, innermost first.
 
 With ``STALL_SAMPLER_CENSUS=SECONDS`` it also writes, that many seconds after the loop is
 found, a census of what a full collection would scan (``gc.get_objects()``, so not what
@@ -44,7 +47,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 _LATE = float(os.environ.get("STALL_SAMPLER_LATE_MS", "20")) / 1000
@@ -98,26 +101,51 @@ def _sample() -> None:
     with open(out, "a", encoding="utf-8") as f:
         f.write(f"sampling {loop!r}\n")
     samples: list[str] = []
-    started = cpu = 0.0
+    sched = f"/proc/self/task/{threading.main_thread().native_id}/schedstat"
+    looks: deque[_Look] = deque([_look(sched)], maxlen=16)  # recent on-time looks
+    started, base = 0.0, looks[0]
     while True:
         time.sleep(_PERIOD)
         now = time.monotonic()
         if now - ticked[0] > _LATE:
             if not samples:
-                started, cpu = ticked[0], time.process_time()
+                started = ticked[0]
+                # the last look before the loop's last tick: the stall's whole length
+                base = next((k for k in reversed(looks) if k[0] <= started), looks[0])
             samples.append(_stack(main_id))
-        elif samples:
-            length = now - started
-            if length > _REPORTED:
-                used = time.process_time() - cpu
-                with open(out, "a", encoding="utf-8") as f:
-                    f.write(
-                        f"== stall {length * 1000:.0f} ms (process CPU while sampled "
-                        f"{used * 1000:.0f} ms), {len(samples)} samples\n"
-                    )
-                    for stack, count in Counter(samples).most_common(6):
-                        f.write(f"  {count:4d} {stack}\n")
+            continue
+        look = _look(sched)
+        if samples:
+            if now - started > _REPORTED:
+                _report(out, now - started, base, look, samples)
             samples = []
+        looks.append(look)
+
+
+_Look = tuple[float, int, int, float]
+"""When (monotonic s), the loop thread's ns on a CPU and waiting for one, process CPU s."""
+
+
+def _look(path: str) -> _Look:
+    when, cpu = time.monotonic(), time.process_time()
+    with open(path, encoding="ascii") as f:
+        run, wait, _ = f.read().split()
+    return when, int(run), int(wait), cpu
+
+
+def _report(out: str, length: float, base: _Look, end: _Look, samples: list[str]) -> None:
+    span = (end[0] - base[0]) * 1e3
+    run, wait = (end[1] - base[1]) / 1e6, (end[2] - base[2]) / 1e6
+    others = max(0.0, (end[3] - base[3]) * 1e3 - run)
+    with open(out, "a", encoding="utf-8") as f:
+        f.write(
+            f"== stall {length * 1000:.0f} ms; over {span:.0f} ms the loop's thread was on a "
+            f"CPU {run:.0f} ms, waiting for one {wait:.0f} ms, off both "
+            f"{max(0.0, span - run - wait):.0f} ms; the other threads' CPU {others:.0f} ms; "
+            f"{len(samples)} samples\n"
+        )
+        for stack, count in Counter(samples).most_common(6):
+            f.write(f"  {count:4d} {stack}\n")
 
 
 def _census(after: float) -> None:
