@@ -39,6 +39,7 @@ from probed.recommend.facts import (
     skewed,
 )
 from probed.signals import Severity, Signals
+from probed.steps import Steps, at_once
 
 __all__ = [
     "BACKLOG_STUCK_RATIO",
@@ -48,20 +49,31 @@ __all__ = [
     "assess_login",
     "assess_rate_limited",
     "assess_sse",
+    "assess_sse_steps",
 ]
 
 BACKLOG_STUCK_RATIO: Final = 0.5
 """Share of import runs past their deadline or stalled that signals a backlog."""
 _STUCK_REASONS: Final = ("deadline", "stalled")
+_STREAMS_PER_STEP: Final = 25
+"""Streams assessed between two turns of the loop (as the signals are read, ``evaluate``)."""
 _UJ_DOWN_RATIO: Final = 0.5
 """Seed 003 Sev-1: a user journey is unavailable at >= 50 % errors."""
 
 
 def assess_sse(signals: Signals, cfg: RecommendConfig) -> Assessment:
     """Streams down, silent or lagging and reflect probes failing; Sev-1 when all are dark."""
+    return at_once(assess_sse_steps(signals, cfg))
+
+
+def assess_sse_steps(signals: Signals, cfg: RecommendConfig) -> Steps[Assessment]:
+    """``assess_sse`` in steps of ``_STREAMS_PER_STEP`` streams: a fact or two of each of
+    500 streams held the loop for milliseconds in one go."""
     facts: list[Fact] = []
     streams = sorted(signals.streams.values(), key=lambda s: s.name)
-    for s in streams:
+    for i, s in enumerate(streams):
+        if i and i % _STREAMS_PER_STEP == 0:
+            yield
         down = s.disconnected_for
         signal = f"stream {s.name} disconnected_for"
         detail = f"target {s.target}; {s.events} events, {s.lost} lost in the window"

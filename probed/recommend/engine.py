@@ -114,10 +114,10 @@ class RecommendationEngine:
             if scenario.id in disabled or scenario.id == "target_down":
                 continue
             yield
-            assessments[scenario.id] = assessment = scenario.assess(visible, cfg)
+            assessments[scenario.id] = assessment = yield from scenario.look(visible, cfg)
             if down and not assessment.enter:
                 yield  # a second look, as long as the first: the loop may turn between
-                if scenario.assess(signals, cfg).enter:
+                if (yield from scenario.look(signals, cfg)).enter:
                     title = self._playbooks[scenario.id].title
                     suppressed.append(suppressed_fact(scenario.id, title, sorted(down)))
         if "target_down" not in disabled:

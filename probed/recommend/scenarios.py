@@ -21,10 +21,12 @@ from probed.recommend.assess_symptoms import (
     assess_login,
     assess_rate_limited,
     assess_sse,
+    assess_sse_steps,
 )
 from probed.recommend.assess_targets import assess_health_failing, assess_target_down
 from probed.recommend.facts import Assessment, num, pct, rate, secs
 from probed.signals import Signals
+from probed.steps import Steps
 
 __all__ = ["BY_ID", "SCENARIOS", "SCENARIO_LIST", "Scenario", "placeholders"]
 
@@ -35,20 +37,25 @@ class Scenario:
 
     id: str
     assess: Callable[[Signals, RecommendConfig], Assessment]
+    steps: Callable[[Signals, RecommendConfig], Steps[Assessment]] | None = None
+    """The same rule in steps, where one look at every stream would hold the loop."""
+
+    def look(self, signals: Signals, cfg: RecommendConfig) -> Steps[Assessment]:
+        """What the rule makes of ``signals``, handing the loop back where it has steps."""
+        if self.steps is None:
+            return self.assess(signals, cfg)
+        return (yield from self.steps(signals, cfg))
 
 
-SCENARIO_LIST: Final = tuple(
-    Scenario(sid, assess)
-    for sid, assess in (
-        ("target_down", assess_target_down),
-        ("health_failing", assess_health_failing),
-        ("sse_degraded", assess_sse),
-        ("backlog", assess_backlog),
-        ("rate_limited", assess_rate_limited),
-        ("login_degraded", assess_login),
-        ("ai_errors", assess_ai),
-        ("fast_burn", assess_fast_burn),
-    )
+SCENARIO_LIST: Final = (
+    Scenario("target_down", assess_target_down),
+    Scenario("health_failing", assess_health_failing),
+    Scenario("sse_degraded", assess_sse, assess_sse_steps),
+    Scenario("backlog", assess_backlog),
+    Scenario("rate_limited", assess_rate_limited),
+    Scenario("login_degraded", assess_login),
+    Scenario("ai_errors", assess_ai),
+    Scenario("fast_burn", assess_fast_burn),
 )
 
 BY_ID: Final[Mapping[str, Scenario]] = {s.id: s for s in SCENARIO_LIST}
