@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Final
 
 import aiohttp
 import structlog
@@ -40,7 +41,7 @@ from probed.sloexclusions import Exclusions, Why
 from probed.steps import Steps, at_once, in_slices
 from probed.store import ProbeState, ResultStore, StreamStats
 
-__all__ = ["Evaluator", "run_rates"]
+__all__ = ["Evaluator", "log_transition", "run_rates"]
 
 _log = structlog.get_logger("probed.evaluate")
 
@@ -55,7 +56,14 @@ def run_rates(config: Config) -> dict[str, float]:
     return {spec.name: 1.0 / spec.interval for spec in config.scheduled}
 
 
-def _log_transition(t: Transition) -> None:
+LOGGED_EVIDENCE: Final = 20
+"""Pieces of evidence a transition's line carries (``evidence_count`` says how many there
+are): all 500 of a streams scenario made a 38 kB line, which Docker's log drivers split at
+16 kB, and took milliseconds of the loop to redact and render. The status document has them
+all."""
+
+
+def log_transition(t: Transition) -> None:
     """One ``recommendation_transition`` line: a warning when issued, routine ones info."""
     rec = t.recommendation
     # pending/cleared-before-issue transitions are routine; issued ones are not
@@ -73,8 +81,10 @@ def _log_transition(t: Transition) -> None:
         summary=rec.summary,
         runbook_url=rec.runbook_url,
         evidence=[
-            {"signal": e.signal, "value": e.value, "threshold": e.threshold} for e in rec.evidence
+            {"signal": e.signal, "value": e.value, "threshold": e.threshold}
+            for e in rec.evidence[:LOGGED_EVIDENCE]
         ],
+        evidence_count=len(rec.evidence),
     )
 
 
@@ -269,7 +279,7 @@ class Evaluator:
         self.history.recommendations(now, transitions)
         self.history.components(now, evaluation.components)
         for t in transitions:
-            _log_transition(t)
+            log_transition(t)
         return evaluation, transitions
 
     async def poll_queue_depth(self, session: aiohttp.ClientSession) -> None:

@@ -4,15 +4,20 @@ same as in one go."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import time
 from typing import Any
 
 import pytest
+import structlog
 from bigstore import big_store
 from test_recommend import T0, Shape, stream
 
 from probed.config import Config, RecommendConfig, TargetConfig
-from probed.evaluate import Evaluator
+from probed.evaluate import Evaluator, log_transition
+from probed.logging import configure_logging
 from probed.recommend import RecommendationEngine, assess_symptoms
 from probed.recommend.facts import Fact, fact
 from probed.signals import Signals
@@ -125,3 +130,28 @@ def test_the_streams_scenario_assesses_500_streams_in_slices(
             per_step.append(made[0] - before)
     assert sum(per_step) >= 1000  # both facts of every stream
     assert max(per_step) <= 2 * 25, f"facts per step: {per_step}"
+
+
+def test_a_transition_over_500_streams_logs_a_bounded_line() -> None:
+    """A recommendation resting on 500 lagging streams: its transition line carries the
+    first 20 pieces of evidence and how many there are, not all 500 (a 38 kB line, longer
+    than log shippers take in one piece, and milliseconds of the loop to redact and
+    render)."""
+    engine = RecommendationEngine(RecommendConfig())
+    signals = _lagging(500)
+    transitions = engine.evaluate(signals)
+    assert [t.scenario for t in transitions] == ["sse_degraded"]
+    buf = io.StringIO()
+    configure_logging(stream=buf)
+    try:
+        log_transition(transitions[0])
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    [line] = buf.getvalue().splitlines()
+    assert len(line) < 8192
+    logged = json.loads(line)
+    assert logged["evidence_count"] == 500
+    assert [e["signal"] for e in logged["evidence"]] == [
+        e.signal for e in transitions[0].recommendation.evidence[:20]
+    ]
