@@ -73,7 +73,13 @@ from yarl import URL
 from probed import clock
 from probed.config import AlertingConfig
 from probed.shard import Shard
-from probed.signals import ROUTING_LABEL, Evidence, Recommendation, RecommendationState
+from probed.signals import (
+    EVIDENCE_SHOWN,
+    ROUTING_LABEL,
+    Evidence,
+    Recommendation,
+    RecommendationState,
+)
 
 __all__ = ["ALERTMANAGER", "ALERT_NAME", "WEBHOOK", "AlertPusher"]
 
@@ -143,6 +149,14 @@ def _rfc3339(ts: float) -> str:
 def _evidence_line(ev: Evidence) -> str:
     line = f"{ev.signal}: value={ev.value:g} threshold={ev.threshold:g} since={_rfc3339(ev.since)}"
     return f"{line} ({ev.detail})" if ev.detail else line
+
+
+def _evidence_text(evidence: tuple[Evidence, ...]) -> str:
+    """The first ``EVIDENCE_SHOWN`` pieces of evidence, a line each, and how many more."""
+    lines = [_evidence_line(e) for e in evidence[:EVIDENCE_SHOWN]]
+    if (more := len(evidence) - EVIDENCE_SHOWN) > 0:
+        lines.append(f"and {more} more (the status document lists them all)")
+    return "\n".join(lines)
 
 
 def _change_key(rec: Recommendation) -> tuple[Any, ...]:
@@ -407,7 +421,7 @@ class AlertPusher:
                 "actions": actions,
                 "rollback": rec.rollback,
                 "runbook_url": rec.runbook_url,
-                "evidence": "\n".join(_evidence_line(e) for e in rec.evidence),
+                "evidence": _evidence_text(rec.evidence),
             },
             # on the system clock, as Alertmanager's is (probed's own never steps)
             "startsAt": _rfc3339(clock.on_system_clock(rec.since)),

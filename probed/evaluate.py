@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Final
 
 import aiohttp
 import structlog
@@ -35,7 +34,14 @@ from probed.jsonpath import lookup
 from probed.maintenance import Maintenance, under_maintenance, windows_of
 from probed.recommend import RecommendationEngine, Transition
 from probed.results import ProbeRun, Reason
-from probed.signals import Evaluation, ProbeSignal, RecommendationState, Signals, StreamSignal
+from probed.signals import (
+    EVIDENCE_SHOWN,
+    Evaluation,
+    ProbeSignal,
+    RecommendationState,
+    Signals,
+    StreamSignal,
+)
 from probed.slo import SloEvaluator
 from probed.sloexclusions import Exclusions, Why
 from probed.steps import Steps, at_once, in_slices
@@ -54,13 +60,6 @@ _SLICE_SECONDS = 0.002
 def run_rates(config: Config) -> dict[str, float]:
     """Runs per second of each scheduled probe (what an SLO's budget window will hold)."""
     return {spec.name: 1.0 / spec.interval for spec in config.scheduled}
-
-
-LOGGED_EVIDENCE: Final = 20
-"""Pieces of evidence a transition's line carries (``evidence_count`` says how many there
-are): all 500 of a streams scenario made a 38 kB line, which Docker's log drivers split at
-16 kB, and took milliseconds of the loop to redact and render. The status document has them
-all."""
 
 
 def log_transition(t: Transition) -> None:
@@ -82,7 +81,7 @@ def log_transition(t: Transition) -> None:
         runbook_url=rec.runbook_url,
         evidence=[
             {"signal": e.signal, "value": e.value, "threshold": e.threshold}
-            for e in rec.evidence[:LOGGED_EVIDENCE]
+            for e in rec.evidence[:EVIDENCE_SHOWN]
         ],
         evidence_count=len(rec.evidence),
     )

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Final
 
 __all__ = [
+    "EVIDENCE_SHOWN",
     "ROUTING",
     "ROUTING_LABEL",
     "ComponentState",
@@ -167,6 +168,13 @@ class Signals:
     """A configured known-good canary probe is failing: our own vantage point is suspect."""
     queue_depth: float | None = None
     """Optional backlog gauge read from a configured URL."""
+
+
+EVIDENCE_SHOWN: Final = 20
+"""Pieces of a recommendation's evidence its log line and its alert carry, with how many
+there are: all 500 of a streams scenario made a 38 kB log line (Docker's log drivers split
+lines at 16 kB) and a 65 kB annotation at every resend, and took milliseconds of the loop
+to redact and render. The status document has them all."""
 
 
 @dataclass(frozen=True, slots=True)
