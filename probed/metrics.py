@@ -42,7 +42,8 @@ from probed.shard import Shard
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.sloexclusions import Exclusions
 from probed.statehealth import REASONS, StateHealth
-from probed.store import ProbeState, ResultStore
+from probed.steps import Steps, at_once
+from probed.store import Histogram, ProbeState, ResultStore, StreamStats
 from probed.streammetrics import write_stream_families
 
 __all__ = ["DaemonInfo", "FrozenRegistry", "ProbedCollector", "ProbedRegistry", "build_registry"]
@@ -84,6 +85,10 @@ class DaemonInfo:
     """The event loop the daemon runs on (``probed.eventloop.loop_name``)."""
 
 
+COPIED_PER_STEP = 25
+"""Probes or streams copied for a scrape between two turns of the loop."""
+
+
 class _StoreView:
     """What the collector reads of the store, copied: safe to read off the event loop.
 
@@ -105,15 +110,37 @@ class _StoreView:
         "wall",
     )
 
-    def __init__(self, store: ResultStore) -> None:
-        self.now = time.monotonic()
-        self.wall = clock.wall()
-        self.stepped = clock.stepped()
-        self.probes = [st.snapshot() for st in store]
-        self.streams = {name: st.snapshot() for name, st in store.streams.items()}
-        self.scheduler_lag = store.scheduler_lag.copy()
-        self.event_loop_lag = store.event_loop_lag
-        self.in_flight = store.in_flight
+    now: float
+    wall: float
+    stepped: float
+    probes: list[ProbeState]
+    streams: dict[str, StreamStats]
+    scheduler_lag: Histogram
+    event_loop_lag: float
+    in_flight: int
+
+    @classmethod
+    def copy_steps(cls, store: ResultStore) -> Steps[_StoreView]:
+        """A copy of ``store``, ``COPIED_PER_STEP`` probes or streams per step (each one
+        copied whole): 200 probes and 500 streams took milliseconds of the loop in one go.
+        The clocks are read once all is copied, so no age is negative."""
+        view = cls.__new__(cls)
+        view.probes, view.streams = [], {}
+        for i, probe in enumerate(list(store)):
+            if i and i % COPIED_PER_STEP == 0:
+                yield
+            view.probes.append(probe.snapshot())
+        for i, (name, stream) in enumerate(list(store.streams.items())):
+            if i % COPIED_PER_STEP == 0:
+                yield
+            view.streams[name] = stream.snapshot()
+        view.scheduler_lag = store.scheduler_lag.copy()
+        view.event_loop_lag = store.event_loop_lag
+        view.in_flight = store.in_flight
+        view.now = time.monotonic()
+        view.wall = clock.wall()
+        view.stepped = clock.stepped()
+        return view
 
     def __iter__(self) -> Iterator[ProbeState]:
         return iter(self.probes)
@@ -133,6 +160,12 @@ class ProbedCollector(Collector):
 
     def snapshot(self) -> ProbedCollector:
         """A collector over a copy of the store and daemon info (see the class docs)."""
+        return at_once(self.snapshot_steps())
+
+    def snapshot_steps(self) -> Steps[ProbedCollector]:
+        """``snapshot`` in steps (``probed.steps``: ``_StoreView.copy_steps``)."""
+        store = self._store
+        view = store if isinstance(store, _StoreView) else (yield from _StoreView.copy_steps(store))
         info = copy.copy(self._info)
         info.alerts_sent, info.alerts_failed = (
             Counter(self._info.alerts_sent),
@@ -141,8 +174,7 @@ class ProbedCollector(Collector):
         info.state = self._info.state.copy()
         info.server = self._info.server.copy()
         info.exclusions = self._info.exclusions.copy()
-        store = self._store
-        return ProbedCollector(store if isinstance(store, _StoreView) else _StoreView(store), info)
+        return ProbedCollector(view, info)
 
     def collect(self) -> Iterator[Metric]:
         """prometheus_client's families (its registry's and encoders' way in)."""
@@ -414,7 +446,12 @@ class ProbedRegistry(CollectorRegistry):
         process and platform collectors read ``/proc`` and the GC one copies its
         histograms: safe anywhere.
         """
-        return FrozenRegistry(self.probed.snapshot(), self.labels, self._others)
+        return at_once(self.frozen_steps())
+
+    def frozen_steps(self) -> Steps[FrozenRegistry]:
+        """``frozen`` in steps, for ``probed.steps.in_slices`` on the loop."""
+        probed = yield from self.probed.snapshot_steps()
+        return FrozenRegistry(probed, self.labels, self._others)
 
 
 def build_registry(store: ResultStore, info: DaemonInfo) -> ProbedRegistry:

@@ -41,10 +41,11 @@ from probed.statehealth import StateHealth
 from probed.status import recommendations_document
 from probed.statuscache import StatusCache, StatusText
 from probed.statuspage import FRAGMENT_CSP, FRAGMENT_PATH, render_fragment, render_page
+from probed.steps import in_slices
 from probed.store import ResultStore
 from probed.tap import Taps
 
-__all__ = ["ReloadFn", "ServerState", "create_app"]
+__all__ = ["COPY_SLICE_SECONDS", "ReloadFn", "ServerState", "create_app"]
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, str]]]
 
@@ -90,6 +91,10 @@ class ServerState:
 _STATE = web.AppKey("state", ServerState)
 
 
+COPY_SLICE_SECONDS = 0.002
+"""Work of the store's copy for a scrape between two turns of the loop (as ``evaluate``)."""
+
+
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     # prometheus_client negotiates the format; the body is ours (probed.exposition: the
@@ -97,11 +102,13 @@ async def _metrics(request: web.Request) -> web.Response:
     # accepts it (Prometheus does).
     chosen = negotiate(request.headers.get("Accept", ""))
     gzipped = exposition.gzip_accepted(request.headers.get("Accept-Encoding", ""))
-    # The store is only read on the loop: ProbedRegistry.frozen() copies what the
-    # collector needs (cheap); writing the text and compressing it (the costly part,
+    # The store is only read on the loop: ProbedRegistry.frozen_steps() copies what the
+    # collector needs, a few probes or streams between turns of the loop (milliseconds in
+    # all with 500 streams); writing the text and compressing it (the costly part,
     # bench/scrape_stall.py) run in a worker thread, which hands the GIL back to the
     # loop every switch interval instead of stalling it.
-    body = await asyncio.to_thread(state.registry.frozen().expose, chosen, gzip=gzipped)
+    frozen = await in_slices(state.registry.frozen_steps(), COPY_SLICE_SECONDS)
+    body = await asyncio.to_thread(frozen.expose, chosen, gzip=gzipped)
     headers = {"Content-Type": chosen.content_type, "Vary": "Accept, Accept-Encoding"}
     if gzipped:
         headers["Content-Encoding"] = "gzip"
