@@ -27,8 +27,10 @@ much less sensitive to that.
 * ``collect-loop``: collect on the loop, ``generate_latest`` in a worker thread;
 * ``frozen-thread``: copy the store on the loop, ``generate_latest`` in a worker
   thread (what the daemon did before the fast path);
-* ``fast-thread``: copy the store on the loop, the fast path's OpenMetrics and gzip in
-  a worker thread (what the daemon does),
+* ``fast-thread``: copy the store on the loop in one go, the fast path's OpenMetrics and
+  gzip in a worker thread (what the daemon did before the copy was sliced);
+* ``fast-sliced``: the same with the copy in slices of 2 ms (``frozen_steps``, what the
+  daemon does),
 
 at CPython's default GIL switch interval (5 ms) and at the daemon's
 (``probed.daemon.SWITCH_INTERVAL``). It prints the wall time per scrape and the ticker's
@@ -53,11 +55,14 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from probed.daemon import SWITCH_INTERVAL
 from probed.exposition import negotiate
+from probed.gcpolicy import THRESHOLDS
 from probed.metrics import DaemonInfo, FrozenRegistry, ProbedRegistry, build_registry
 from probed.results import ProbeResult, ProbeRun
+from probed.server import COPY_SLICE_SECONDS
+from probed.steps import in_slices
 from probed.store import ResultStore
 
-MODES = ("collect-loop", "frozen-thread", "fast-thread")
+MODES = ("collect-loop", "frozen-thread", "fast-thread", "fast-sliced")
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
@@ -198,11 +203,16 @@ async def scrape(registry: ProbedRegistry, mode: str) -> bytes:
         return await asyncio.to_thread(generate_latest, Collected(families))
     if mode == "frozen-thread":
         return await asyncio.to_thread(generate_latest, registry.frozen())
-    return await asyncio.to_thread(registry.frozen().expose, OPENMETRICS, gzip=True)
+    if mode == "fast-thread":
+        return await asyncio.to_thread(registry.frozen().expose, OPENMETRICS, gzip=True)
+    frozen = await in_slices(registry.frozen_steps(), COPY_SLICE_SECONDS)
+    return await asyncio.to_thread(frozen.expose, OPENMETRICS, gzip=True)
 
 
-async def measure(registry: ProbedRegistry, mode: str) -> tuple[float, list[float], int]:
-    """(seconds per scrape, sorted ticker lateness, bytes) over ``SCRAPES`` scrapes."""
+async def measure(
+    registry: ProbedRegistry, mode: str, scrapes: int = SCRAPES
+) -> tuple[float, list[float], int]:
+    """(seconds per scrape, sorted ticker lateness, bytes) over ``scrapes`` scrapes."""
     lateness: list[float] = []
     stop = asyncio.Event()
 
@@ -217,23 +227,23 @@ async def measure(registry: ProbedRegistry, mode: str) -> tuple[float, list[floa
     lateness.clear()
     started = time.perf_counter()
     size = 0
-    for _ in range(SCRAPES):
+    for _ in range(scrapes):
         size = len(await scrape(registry, mode))
-    per_scrape = (time.perf_counter() - started) / SCRAPES
+    per_scrape = (time.perf_counter() - started) / scrapes
     stop.set()
     await task
     return per_scrape, sorted(lateness), size
 
 
-def stall_table(registry: ProbedRegistry) -> None:
+def stall_table(registry: ProbedRegistry, scrapes: int = SCRAPES) -> None:
     """The ticker's lateness around scrapes, each mode at both switch intervals."""
-    print(f"loop stall: {SCRAPES} scrapes per row, wall time")
+    print(f"loop stall: {scrapes} scrapes per row, wall time")
     print(f"{'switch interval':>15}  {'mode':14} {'scrape':>9}  ticker lateness p50 / p99 / max")
     default = sys.getswitchinterval()
     for interval in (0.005, SWITCH_INTERVAL):
         sys.setswitchinterval(interval)
         for mode in MODES:
-            per_scrape, late, size = asyncio.run(measure(registry, mode))
+            per_scrape, late, size = asyncio.run(measure(registry, mode, scrapes))
             p50, p99 = late[len(late) // 2], late[int(len(late) * 0.99)]
             print(
                 f"{interval * 1000:12.1f} ms  {mode:14} {per_scrape * 1000:6.1f} ms  "
@@ -249,13 +259,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=500, help="streams (500)")
     parser.add_argument("--reps", type=int, default=20, help="CPU table repetitions (20)")
     parser.add_argument("--only", choices=("cpu", "stall"), help="one of the two tables")
+    parser.add_argument(
+        "--scrapes", type=int, default=SCRAPES, help=f"scrapes per stall row ({SCRAPES})"
+    )
+    parser.add_argument(
+        "--daemon-gc",
+        action="store_true",
+        help="freeze the filled store and take the daemon's collector thresholds, as it does",
+    )
     args = parser.parse_args(argv)
     registry = filled_registry(args.probes, args.streams)
     print(f"{args.probes} probes, {args.streams} streams")
+    if args.daemon_gc:
+        gc.collect()
+        gc.freeze()
+        if THRESHOLDS is not None:
+            gc.set_threshold(*THRESHOLDS)
+        print(f"the store frozen, collector thresholds {THRESHOLDS}")
     if args.only != "stall":
         cpu_table(registry, args.reps)
     if args.only != "cpu":
-        stall_table(registry)
+        stall_table(registry, args.scrapes)
     return 0
 
 
