@@ -439,6 +439,33 @@ def test_documented_reconnect_bounds_hold_for_the_defaults() -> None:
         assert busiest_minute(starts) < 30, short
 
 
+@pytest.mark.parametrize(
+    ("failures", "retry_ms"),
+    [(0, None), (0, 0), (0, 200), (1, None), (2, 0)],
+    ids=["healthy", "healthy-retry-0", "healthy-retry-200ms", "first-failure", "second-failure"],
+)
+def test_streams_that_ended_together_do_not_come_back_together(
+    failures: int, retry_ms: int | None
+) -> None:
+    """250 streams of one target cut at once (a restart, a proxy's idle timeout): waits the
+    floor raised were all exactly ``min_reconnect_delay``, so every stream came back in the
+    same few hundred milliseconds, at the target and on the loop (a soak's longest lag, 60
+    ms). The floor is jittered as any wait is: spread over 1 to 1.5 times it."""
+    spec = SseStream(name="s", target="t")
+    rng = random.Random(7)
+    waits = [
+        ReconnectPolicy(spec, StreamStats("s", "t", 1), rng).delay(
+            failures=failures, retry_ms=retry_ms
+        )
+        for _ in range(250)
+    ]
+    floor = spec.min_reconnect_delay
+    assert min(waits) >= floor
+    assert max(waits) <= 1.5 * floor
+    assert max(waits) - min(waits) >= 0.4 * floor
+    assert len({round(w, 3) for w in waits}) >= 100
+
+
 async def test_refused_stream_names_its_target_as_a_url() -> None:
     """A refused stream (and its clock check) logs http://host:port, never the client's objects."""
     port = free_port()

@@ -15,8 +15,9 @@ After each connection ends, :meth:`ReconnectPolicy.delay` picks the wait:
   than the server's ``retry:``.
 - HTTP 204 (the server asked clients to stop) waits ``reconnect_max``.
 
-Every wait is then clamped to at least ``min_reconnect_delay`` and at most the
-larger of ``reconnect_max`` and ``retry_max``.
+Every wait is then at least ``min_reconnect_delay`` (a shorter one is drawn again
+between it and 1.5 times it, so that the streams of a target that ended together do not
+come back together) and at most the larger of ``reconnect_max`` and ``retry_max``.
 
 The bound. A subscriber opens its next connection only after the previous one
 ended and the wait passed, so its connections start at least
@@ -90,8 +91,12 @@ class ReconnectPolicy:
             wait = self._rng.uniform(step / 2, step)
             if retry is not None:
                 wait = max(wait, retry)
-        ceiling = max(spec.reconnect_max, spec.retry_max)
-        return min(max(wait, spec.min_reconnect_delay), max(ceiling, spec.min_reconnect_delay))
+        floor = spec.min_reconnect_delay
+        if wait < floor:
+            # jittered as any wait is: streams ended together (a restart, a proxy's idle
+            # timeout) would all come back exactly the floor later, in one burst
+            wait = self._rng.uniform(floor, floor * 1.5)
+        return min(wait, max(spec.reconnect_max, spec.retry_max, floor))
 
     def server_retry(self, retry_ms: int | None) -> float | None:
         """The server's ``retry:`` in seconds, capped at ``retry_max`` (None if none sent)."""
