@@ -172,9 +172,10 @@ class Signals:
 
 EVIDENCE_SHOWN: Final = 20
 """Pieces of a recommendation's evidence its log line and its alert carry, with how many
-there are: all 500 of a streams scenario made a 38 kB log line (Docker's log drivers split
-lines at 16 kB) and a 65 kB annotation at every resend, and took milliseconds of the loop
-to redact and render. The status document has them all."""
+there are: all of a scenario over 500 streams made a line longer than log shippers take as
+one, an annotation of tens of kB at every resend, and milliseconds of the loop to redact
+and render (bench/README.md, "Figures behind decisions in the code"). The status document
+has them all."""
 
 
 @dataclass(frozen=True, slots=True)
