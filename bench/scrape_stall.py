@@ -58,8 +58,7 @@ from probed.exposition import negotiate
 from probed.gcpolicy import THRESHOLDS
 from probed.metrics import DaemonInfo, FrozenRegistry, ProbedRegistry, build_registry
 from probed.results import ProbeResult, ProbeRun
-from probed.server import COPY_SLICE_SECONDS
-from probed.steps import in_slices
+from probed.steps import SLICE_SECONDS, in_slices
 from probed.store import ResultStore
 
 MODES = ("collect-loop", "frozen-thread", "fast-thread", "fast-sliced")
@@ -205,7 +204,7 @@ async def scrape(registry: ProbedRegistry, mode: str) -> bytes:
         return await asyncio.to_thread(generate_latest, registry.frozen())
     if mode == "fast-thread":
         return await asyncio.to_thread(registry.frozen().expose, OPENMETRICS, gzip=True)
-    frozen = await in_slices(registry.frozen_steps(), COPY_SLICE_SECONDS)
+    frozen = await in_slices(registry.frozen_steps(), SLICE_SECONDS)
     return await asyncio.to_thread(frozen.expose, OPENMETRICS, gzip=True)
 
 

@@ -44,7 +44,7 @@ from probed.signals import (
 )
 from probed.slo import SloEvaluator
 from probed.sloexclusions import Exclusions, Why
-from probed.steps import Steps, at_once, in_slices
+from probed.steps import SLICE_SECONDS, Steps, at_once, in_slices
 from probed.store import ProbeState, ResultStore, StreamStats
 
 __all__ = ["Evaluator", "log_transition", "run_rates"]
@@ -53,8 +53,6 @@ _log = structlog.get_logger("probed.evaluate")
 
 _SLICE = 25
 """Probes or streams whose signals are read between two checkpoints of an evaluation."""
-_SLICE_SECONDS = 0.002
-"""Work an evaluation does before it lets the loop turn (``Evaluator.evaluate_in_slices``)."""
 
 
 def run_rates(config: Config) -> dict[str, float]:
@@ -247,7 +245,7 @@ class Evaluator:
         return at_once(self._evaluate_steps(now))
 
     async def evaluate_in_slices(
-        self, now: float | None = None, *, slice_seconds: float = _SLICE_SECONDS
+        self, now: float | None = None, *, slice_seconds: float = SLICE_SECONDS
     ) -> tuple[Evaluation, list[Transition]]:
         """``evaluate``, handing the loop back once each ``slice_seconds`` of work.
 

@@ -45,7 +45,7 @@ from probed.steps import in_slices
 from probed.store import ResultStore
 from probed.tap import Taps
 
-__all__ = ["COPY_SLICE_SECONDS", "ReloadFn", "ServerState", "create_app"]
+__all__ = ["ReloadFn", "ServerState", "create_app"]
 
 ReloadFn = Callable[[], Awaitable[tuple[bool, str]]]
 
@@ -91,10 +91,6 @@ class ServerState:
 _STATE = web.AppKey("state", ServerState)
 
 
-COPY_SLICE_SECONDS = 0.002
-"""Work of the store's copy for a scrape between two turns of the loop (as ``evaluate``)."""
-
-
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     # prometheus_client negotiates the format; the body is ours (probed.exposition: the
@@ -107,7 +103,7 @@ async def _metrics(request: web.Request) -> web.Response:
     # all with 500 streams); writing the text and compressing it (the costly part,
     # bench/scrape_stall.py) run in a worker thread, which hands the GIL back to the
     # loop every switch interval instead of stalling it.
-    frozen = await in_slices(state.registry.frozen_steps(), COPY_SLICE_SECONDS)
+    frozen = await in_slices(state.registry.frozen_steps())
     body = await asyncio.to_thread(frozen.expose, chosen, gzip=gzipped)
     headers = {"Content-Type": chosen.content_type, "Vary": "Accept, Accept-Encoding"}
     if gzipped:

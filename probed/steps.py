@@ -18,12 +18,15 @@ from collections import deque
 from collections.abc import Generator
 from typing import TypeAlias, TypeVar
 
-__all__ = ["Steps", "TurnCount", "TurnShare", "at_once", "in_slices"]
+__all__ = ["SLICE_SECONDS", "Steps", "TurnCount", "TurnShare", "at_once", "in_slices"]
 
 _T = TypeVar("_T")
 
 Steps: TypeAlias = Generator[None, None, _T]
 """Work that yields at its checkpoints and returns a ``T``."""
+
+SLICE_SECONDS = 0.002
+"""Work done on the loop before it may turn, by default (an evaluation, a scrape's copy)."""
 
 
 def at_once(steps: Steps[_T]) -> _T:
@@ -34,7 +37,7 @@ def at_once(steps: Steps[_T]) -> _T:
     return result
 
 
-async def in_slices(steps: Steps[_T], slice_seconds: float) -> _T:
+async def in_slices(steps: Steps[_T], slice_seconds: float = SLICE_SECONDS) -> _T:
     """Run ``steps``, letting the loop turn once each slice of ``slice_seconds`` is used up."""
     since = time.perf_counter()
     try:
