@@ -58,6 +58,8 @@ _CAPPED_LOGGED_MAX = 64
 """Distinct capped ``retry:`` values logged per stream; later ones are only counted."""
 _RETRY_MS_MAX = 10**12
 """A ``retry:`` is reported as at most this many milliseconds (it may have 400 digits)."""
+_JITTER = 1.5
+"""A healthy end's wait, and one the floor raises, is drawn up to this many times it."""
 _STEPS_MAX = 40
 """Backoff doublings computed at most (``reconnect_max`` caps the step long before)."""
 
@@ -84,7 +86,7 @@ class ReconnectPolicy:
             wait = spec.reconnect_max
         elif failures <= 0:
             base = retry if retry is not None else spec.reconnect_initial
-            wait = self._rng.uniform(base, base * 1.5)
+            wait = self._rng.uniform(base, base * _JITTER)
         else:
             step = spec.reconnect_initial * 2 ** min(failures - 1, _STEPS_MAX)
             step = min(spec.reconnect_max, step)
@@ -95,7 +97,7 @@ class ReconnectPolicy:
         if wait < floor:
             # jittered as any wait is: streams ended together (a restart, a proxy's idle
             # timeout) would all come back exactly the floor later, in one burst
-            wait = self._rng.uniform(floor, floor * 1.5)
+            wait = self._rng.uniform(floor, floor * _JITTER)
         return min(wait, max(spec.reconnect_max, spec.retry_max, floor))
 
     def server_retry(self, retry_ms: int | None) -> float | None:
