@@ -200,6 +200,6 @@ def test_with_a_target_down_each_rule_looks_at_the_signals_once_per_step(
 def _counting(name: str, assess: Any, looks: list[str]) -> Any:
     def counted(signals: Any, cfg: Any) -> Any:
         looks.append(name)
-        return assess(signals, cfg)
+        return (yield from assess(signals, cfg))
 
     return counted

@@ -1,6 +1,7 @@
 """Rules about symptoms users see: live updates, imports, 429s, login, the AI service, SLO burn.
 
-One function per scenario, each turning ``Signals`` into an ``Assessment``::
+One function per scenario, each turning ``Signals`` into an ``Assessment`` (the live-updates
+rule in steps, ``probed.steps``)::
 
     sse_degraded    stream lag, stream down, reflect probes failing  (Sev-2, Sev-1 all dark)
     backlog         import jobs past deadline/stalled, queue depth   (Sev-2)
@@ -39,7 +40,7 @@ from probed.recommend.facts import (
     skewed,
 )
 from probed.signals import Severity, Signals
-from probed.steps import Steps, at_once
+from probed.steps import Steps
 
 __all__ = [
     "BACKLOG_STUCK_RATIO",
@@ -49,7 +50,6 @@ __all__ = [
     "assess_login",
     "assess_rate_limited",
     "assess_sse",
-    "assess_sse_steps",
 ]
 
 BACKLOG_STUCK_RATIO: Final = 0.5
@@ -61,14 +61,11 @@ _UJ_DOWN_RATIO: Final = 0.5
 """Seed 003 Sev-1: a user journey is unavailable at >= 50 % errors."""
 
 
-def assess_sse(signals: Signals, cfg: RecommendConfig) -> Assessment:
-    """Streams down, silent or lagging and reflect probes failing; Sev-1 when all are dark."""
-    return at_once(assess_sse_steps(signals, cfg))
+def assess_sse(signals: Signals, cfg: RecommendConfig) -> Steps[Assessment]:
+    """Streams down, silent or lagging and reflect probes failing; Sev-1 when all are dark.
 
-
-def assess_sse_steps(signals: Signals, cfg: RecommendConfig) -> Steps[Assessment]:
-    """``assess_sse`` in steps of ``_STREAMS_PER_STEP`` streams: a fact or two of each of
-    500 streams held the loop for milliseconds in one go."""
+    In steps of ``_STREAMS_PER_STEP`` streams: a fact or two of each of 500 streams held the
+    loop for milliseconds in one go."""
     facts: list[Fact] = []
     streams = sorted(signals.streams.values(), key=lambda s: s.name)
     for i, s in enumerate(streams):

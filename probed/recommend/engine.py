@@ -114,10 +114,10 @@ class RecommendationEngine:
             if scenario.id in disabled or scenario.id == "target_down":
                 continue
             yield
-            assessments[scenario.id] = assessment = yield from scenario.look(visible, cfg)
+            assessments[scenario.id] = assessment = yield from scenario.assess(visible, cfg)
             if down and not assessment.enter:
                 yield  # a second look, as long as the first: the loop may turn between
-                if (yield from scenario.look(signals, cfg)).enter:
+                if (yield from scenario.assess(signals, cfg)).enter:
                     title = self._playbooks[scenario.id].title
                     suppressed.append(suppressed_fact(scenario.id, title, sorted(down)))
         if "target_down" not in disabled:

@@ -21,7 +21,6 @@ from probed.recommend.assess_symptoms import (
     assess_login,
     assess_rate_limited,
     assess_sse,
-    assess_sse_steps,
 )
 from probed.recommend.assess_targets import assess_health_failing, assess_target_down
 from probed.recommend.facts import Assessment, num, pct, rate, secs
@@ -31,31 +30,37 @@ from probed.steps import Steps
 __all__ = ["BY_ID", "SCENARIOS", "SCENARIO_LIST", "Scenario", "placeholders"]
 
 
+Rule = Callable[[Signals, RecommendConfig], Steps[Assessment]]
+"""A scenario's rule, in steps where one look at every stream would hold the loop."""
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     """A scenario id and the rule that assesses it."""
 
     id: str
-    assess: Callable[[Signals, RecommendConfig], Assessment]
-    steps: Callable[[Signals, RecommendConfig], Steps[Assessment]] | None = None
-    """The same rule in steps, where one look at every stream would hold the loop."""
+    assess: Rule
 
-    def look(self, signals: Signals, cfg: RecommendConfig) -> Steps[Assessment]:
-        """What the rule makes of ``signals``, handing the loop back where it has steps."""
-        if self.steps is None:
-            return self.assess(signals, cfg)
-        return (yield from self.steps(signals, cfg))
+
+def _one_step(assess: Callable[[Signals, RecommendConfig], Assessment]) -> Rule:
+    """A rule cheap enough to run whole as one step."""
+
+    def steps(signals: Signals, cfg: RecommendConfig) -> Steps[Assessment]:
+        return assess(signals, cfg)
+        yield  # a generator that returns at once
+
+    return steps
 
 
 SCENARIO_LIST: Final = (
-    Scenario("target_down", assess_target_down),
-    Scenario("health_failing", assess_health_failing),
-    Scenario("sse_degraded", assess_sse, assess_sse_steps),
-    Scenario("backlog", assess_backlog),
-    Scenario("rate_limited", assess_rate_limited),
-    Scenario("login_degraded", assess_login),
-    Scenario("ai_errors", assess_ai),
-    Scenario("fast_burn", assess_fast_burn),
+    Scenario("target_down", _one_step(assess_target_down)),
+    Scenario("health_failing", _one_step(assess_health_failing)),
+    Scenario("sse_degraded", assess_sse),
+    Scenario("backlog", _one_step(assess_backlog)),
+    Scenario("rate_limited", _one_step(assess_rate_limited)),
+    Scenario("login_degraded", _one_step(assess_login)),
+    Scenario("ai_errors", _one_step(assess_ai)),
+    Scenario("fast_burn", _one_step(assess_fast_burn)),
 )
 
 BY_ID: Final[Mapping[str, Scenario]] = {s.id: s for s in SCENARIO_LIST}
