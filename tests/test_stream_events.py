@@ -78,6 +78,7 @@ idle_timeout = "2s"
 event_timeout = "500ms"
 reconnect_initial = "50ms"
 reconnect_max = "200ms"
+min_reconnect_delay = "50ms"
 
 [recommend]
 window = "8s"
