@@ -28,8 +28,8 @@ This module is the one to import from; the work is done in rooms of its own:
 - ``probed.configprobes``: the probe and stream models, one per ``kind``;
 - ``probed.configsettings``: the other sections and the ``Config`` class;
 - ``probed.configoverrides``: reading the ``PROBED_…`` overrides from the environment;
-- ``probed.configload``: reading and validating the file, reporting pydantic's errors;
-- ``probed.configproblems``: the checks across fields and sections pydantic cannot make.
+- ``probed.configload``: reading and validating the file, reporting the models' errors;
+- ``probed.configproblems``: the checks across fields and sections one model cannot make.
 """
 
 from __future__ import annotations

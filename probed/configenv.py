@@ -18,9 +18,8 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel
-
 from probed.confighints import annotation_types
+from probed.model import Model
 
 __all__ = ["OWN_VARIABLES", "unknown_overrides"]
 
@@ -31,15 +30,15 @@ _PREFIX = "PROBED_"
 _DELIMITER = "__"
 
 
-def _models(annotation: Any) -> list[type[BaseModel]]:
+def _models(annotation: Any) -> list[type[Model]]:
     """The models an annotation may hold (through Optional, unions, Annotated, list, dict)."""
-    found: list[type[BaseModel]] = []
+    found: list[type[Model]] = []
     for kind in annotation_types(annotation):
         origin = typing.get_origin(kind)
         if origin in (list, dict):
             args = typing.get_args(kind)[1:] if origin is dict else typing.get_args(kind)
             found += [model for arg in args for model in _models(arg)]
-        elif isinstance(kind, type) and issubclass(kind, BaseModel):
+        elif isinstance(kind, type) and issubclass(kind, Model):
             found.append(kind)
     return found
 
@@ -48,7 +47,7 @@ def _is_dict(annotation: Any) -> bool:
     return any(typing.get_origin(kind) is dict for kind in annotation_types(annotation))
 
 
-def _settings(model: type[BaseModel], path: str = "") -> Iterable[str]:
+def _settings(model: type[Model], path: str = "") -> Iterable[str]:
     """Every variable name (upper case, without the prefix) that sets a value of ``model``.
 
     A dict's keys (target names, header names) appear as ``*``; a section, a table and
@@ -86,7 +85,7 @@ def _concrete(setting: str, parts: list[str]) -> str:
 
 
 def unknown_overrides(
-    environ: Mapping[str, str], model: type[BaseModel], referenced: Iterable[str] = ()
+    environ: Mapping[str, str], model: type[Model], referenced: Iterable[str] = ()
 ) -> list[str]:
     """A warning for each ``PROBED_*`` variable that sets nothing (names match without case).
 

@@ -1,6 +1,6 @@
 """Hints added to config errors: the key that was probably meant, the unit that was wanted.
 
-Pure functions over the pydantic models and error dictionaries; ``probed.config``
+Pure functions over the config models and error dictionaries; ``probed.config``
 appends their text to the one-line problem it reports.
 """
 
@@ -12,7 +12,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from probed.model import Model
 
 __all__ = ["annotation_types", "did_you_mean", "known_keys", "ratio_hint"]
 
@@ -27,11 +27,11 @@ def annotation_types(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def known_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
-    """The keys allowed beside the last element of ``loc`` (a pydantic error location).
+def known_keys(model: type[Model], loc: Sequence[int | str]) -> list[str]:
+    """The keys allowed beside the last element of ``loc`` (a validation error's location).
 
     Follows model fields, list indexes, dict keys and discriminated-union tags (the kind
-    names pydantic puts in the location); [] when the path cannot be followed.
+    names validation puts in the location); [] when the path cannot be followed.
     """
     current: list[Any] = [model]
     for part in loc[:-1]:
@@ -43,7 +43,7 @@ def known_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
                     following.extend(annotation_types(typing.get_args(t)[0]))
                 elif origin is dict:
                     following.extend(annotation_types(typing.get_args(t)[1]))
-                elif isinstance(t, type) and issubclass(t, BaseModel):
+                elif isinstance(t, type) and issubclass(t, Model):
                     field = t.model_fields.get(str(part))
                     if field is not None:
                         following.append(field.annotation)
@@ -54,13 +54,13 @@ def known_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
         name
         for candidate in current
         for t in annotation_types(candidate)
-        if isinstance(t, type) and issubclass(t, BaseModel)
+        if isinstance(t, type) and issubclass(t, Model)
         for name in t.model_fields
     }
     return sorted(keys)
 
 
-def _tag_of(model: type[BaseModel]) -> object:
+def _tag_of(model: type[Model]) -> object:
     """The ``kind`` literal of a probe model (its discriminator tag), if it has one."""
     field = model.model_fields.get("kind")
     return None if field is None else field.default

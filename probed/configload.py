@@ -1,6 +1,6 @@
 """Loading the configuration: read, parse, validate, and report every problem at once.
 
-``load_config`` reads the file (``probed.configfile``), lets pydantic validate it and
+``load_config`` reads the file (``probed.configfile``), validates it and
 the environment's overrides (``probed.configsettings``), turns each validation error into
 one line naming the file, the line, the probe (or section) and the key, and adds the
 problems of ``probed.configproblems``: all of them in one ``ConfigError``.
@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_origin
 
-from pydantic import ValidationError
-
 from probed.configchecks import env_list_problems, without_invalid_keys
 from probed.configenv import unknown_overrides
 from probed.configfile import config_digest, decode_config_text, parse_toml, read_config_bytes
@@ -26,6 +24,7 @@ from probed.configprobes import KINDS
 from probed.configproblems import semantic_problems
 from probed.configsettings import Config
 from probed.errors import ConfigError
+from probed.model import ValidationError
 from probed.webconfig import load_web_config
 
 __all__ = ["load_config"]
@@ -42,7 +41,7 @@ _NOUNS = {
 def _describe_loc(
     loc: Sequence[int | str], raw: Mapping[str, Any], locator: Locator
 ) -> tuple[int | None, str]:
-    """Turn a pydantic location into (line, 'probe 'x' (probes[3]) key 'y'')."""
+    """Turn a validation error's location into (line, 'probe 'x' (probes[3]) key 'y'')."""
     parts = [str(p) for p in loc]
     if not parts:
         return None, "config"
@@ -94,7 +93,7 @@ def _env_origin(loc: Sequence[int | str]) -> str:
     return f" (from environment variable {name})" if name in os.environ else ""
 
 
-def _pydantic_problems(
+def _schema_problems(
     exc: ValidationError, path: Path, raw: Mapping[str, Any], locator: Locator
 ) -> list[str]:
     problems = []
@@ -176,7 +175,7 @@ def _validated(
     except SettingsError as exc:
         raise ConfigError([f"{path}: {exc}"]) from None
     except ValidationError as exc:
-        problems = _pydantic_problems(exc, path, raw, locator)
+        problems = _schema_problems(exc, path, raw, locator)
         beside = _problems_beside(exc, raw, path, locator, environ, secrets)
         raise ConfigError(problems + beside) from None
     cfg._source = path

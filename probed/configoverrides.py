@@ -1,6 +1,6 @@
 """``PROBED_…`` environment variables as overrides of the configuration's values.
 
-``overrides`` reads them as pydantic-settings' environment source did for ``Config``
+``overrides`` reads them as an environment settings source would for ``Config``
 (prefix ``PROBED_``, ``__`` between levels, names without regard to case), without the
 cost of importing it at every start; ``merge`` lays them over the file's values:
 
@@ -11,7 +11,7 @@ cost of importing it at every start; ``merge`` lays them over the file's values:
   ``PROBED_DAEMON='{"listen": "…"}'``, its keys matched to the fields without case), and
   JSON that does not parse raises ``SettingsError`` naming the variable, except
   for a union (``[fleet]``) or a dict's value, which keep the string; an empty value
-  below a field is never JSON. Every other value is the string, for pydantic to parse;
+  below a field is never JSON. Every other value is the string, for validation to parse;
 - a JSON object and the variables below the same field merge, and ``merge`` puts the
   result over the file's values dict into dict (a model instance given in place of a
   dict is replaced, not merged into);
@@ -20,8 +20,7 @@ cost of importing it at every start; ``merge`` lays them over the file's values:
   key a section does not have (``PROBED_DAEMON__FOO``) reaches validation, which
   refuses it.
 
-Aliases, pydantic dataclasses, ``Json`` and strict fields, which the configuration
-does not use, are not handled.
+Aliases, which the configuration does not use, are not handled.
 """
 
 from __future__ import annotations
@@ -34,8 +33,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
+from probed.model import FieldInfo, Model
 
 __all__ = ["DELIMITER", "PREFIX", "SettingsError", "merge", "overrides"]
 
@@ -44,7 +42,7 @@ PREFIX = "PROBED_"
 DELIMITER = "__"
 """What separates the levels of an override's name."""
 
-_COMPLEX = (BaseModel, Mapping, Sequence, tuple, set, frozenset, deque)
+_COMPLEX = (Model, Mapping, Sequence, tuple, set, frozenset, deque)
 
 
 class SettingsError(ValueError):
@@ -78,7 +76,7 @@ def _subclass(kind: Any, parents: type | tuple[type, ...]) -> bool:
 
 
 def _is_model(kind: Any) -> bool:
-    return _subclass(kind, BaseModel) and kind is not BaseModel
+    return _subclass(kind, Model) and kind is not Model
 
 
 def _is_union(origin: Any) -> bool:
@@ -96,12 +94,7 @@ def _is_complex(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _is_complex(typing.get_args(annotation)[0])
-    return (
-        _complex_type(annotation)
-        or _complex_type(origin)
-        or hasattr(origin, "__pydantic_core_schema__")
-        or hasattr(origin, "__get_pydantic_core_schema__")
-    )
+    return _complex_type(annotation) or _complex_type(origin)
 
 
 def _union_is_complex(annotation: Any) -> bool:
@@ -187,7 +180,7 @@ def _field_names(field: FieldInfo, values: dict[str, Any]) -> dict[str, Any]:
         key = next((f for f in fields if f.lower() == name.lower()), None)
         if key is None:
             renamed[name] = value
-        elif _subclass(fields[key].annotation, BaseModel) and isinstance(value, dict):
+        elif _subclass(fields[key].annotation, Model) and isinstance(value, dict):
             renamed[key] = _field_names(fields[key], value)
         else:
             renamed[key] = value
@@ -210,7 +203,7 @@ def _field_value(name: str, field: FieldInfo, environ: Mapping[str, str]) -> Any
     return value
 
 
-def overrides(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+def overrides(model: type[Model], environ: Mapping[str, str]) -> dict[str, Any]:
     """The values the ``PROBED_…`` variables of ``environ`` set on ``model``'s fields.
 
     Raises ``SettingsError`` when a value that must be JSON is not.

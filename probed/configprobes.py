@@ -13,17 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias, get_args
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
-
 from probed.buckets import DELIVERY_LAG_BUCKETS, check_lag_buckets
 from probed.configtypes import (
     API_READ,
@@ -41,6 +30,16 @@ from probed.configtypes import (
     reject_inline_secret,
 )
 from probed.durations import Duration
+from probed.model import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    Model,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "KINDS",
@@ -396,13 +395,13 @@ class ImportProbe(_ProbeBase):
 ProbeModel: TypeAlias = HttpProbe | LoginProbe | FixtureProbe | ReflectProbe | ImportProbe
 
 #: ``ProbeModel``'s models, in order.
-PROBE_MODELS: tuple[type[BaseModel], ...] = get_args(ProbeModel)
+PROBE_MODELS: tuple[type[Model], ...] = get_args(ProbeModel)
 #: Every model a ``[[probes]]`` table may be: the probes, then the stream watcher.
-SPEC_MODELS: tuple[type[BaseModel], ...] = (*PROBE_MODELS, SseStream)
+SPEC_MODELS: tuple[type[Model], ...] = (*PROBE_MODELS, SseStream)
 #: The ``kind`` of each of ``SPEC_MODELS``, in order (the error messages list them so).
 KINDS: tuple[str, ...] = tuple(model.model_fields["kind"].default for model in SPEC_MODELS)
 #: The model of each ``kind``: its traits (``COMPONENT``, ``REPORTS_HTTP_STATUS``).
-MODEL_OF_KIND: dict[str, type[BaseModel]] = dict(zip(KINDS, SPEC_MODELS, strict=True))
+MODEL_OF_KIND: dict[str, type[Model]] = dict(zip(KINDS, SPEC_MODELS, strict=True))
 
 #: Interval-run probes: the scheduler runs these through ``probed.probes.PROBERS``.
 ProbeSpec = Annotated[ProbeModel, Field(discriminator="kind")]

@@ -1,4 +1,4 @@
-"""The problems of a config pydantic accepted: what one model alone cannot see.
+"""The problems of a config its models accepted: what one model alone cannot see.
 
 Cross-field checks of probes and streams (timeouts, deadlines, the stream a reflect or
 import probe follows), secrets read and header values checked, fixture inputs read, and

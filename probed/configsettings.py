@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from yarl import URL
 
 from probed.configoverrides import merge, overrides
@@ -32,6 +31,7 @@ from probed.configtypes import (
 from probed.durations import Duration
 from probed.fleetconfig import FleetConfig
 from probed.maintenanceconfig import MaintenanceConfig
+from probed.model import Field, PrivateAttr, field_validator, model_validator
 from probed.playbooks import PlaybookConfig
 from probed.shard import Shard
 from probed.webconfig import WebConfig
@@ -239,9 +239,6 @@ class AlertingConfig(StrictModel):
 
 class Config(StrictModel):
     """The whole configuration; environment variables override the file."""
-
-    # validate_default: the defaults are validated too, as they were under pydantic-settings
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     targets: dict[str, TargetConfig] = Field(default_factory=dict)

@@ -13,21 +13,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
+from probed.configchecks import credential_name_problem
+from probed.errors import SecretError
+from probed.model import (
     BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
+    Model,
     PlainValidator,
     PrivateAttr,
     SecretStr,
     field_validator,
     model_validator,
 )
-
-from probed.configchecks import credential_name_problem
-from probed.errors import SecretError
 from probed.shard import Shard
 
 __all__ = [
@@ -59,10 +56,8 @@ DEFAULT_PORT = 10115
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 
 
-class StrictModel(BaseModel):
+class StrictModel(Model):
     """A section or table of the file: unknown keys refused, frozen once loaded."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class SecretRef(StrictModel):
@@ -227,7 +222,7 @@ def _shard(value: object) -> Shard:
 
 
 #: ``[daemon] shard``: ``"i/n"`` in the file and the environment, a ``Shard`` in the model.
-ShardValue = Annotated[Shard, PlainValidator(_shard), PlainSerializer(str, return_type=str)]
+ShardValue = Annotated[Shard, PlainValidator(_shard)]
 
 
 API_READ = "API Read"

@@ -1,6 +1,6 @@
 """Durations as the config writes them (``"250ms"``, ``"15s"``, ``"1h30m"``) and as seconds.
 
-The ground floor: imports nothing of probed. ``Duration`` is the pydantic type of every
+The ground floor: imports only ``probed.model``. ``Duration`` is the model type of every
 duration key (it refuses a bare number: the unit must be written).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from probed.model import BeforeValidator
 
 __all__ = ["Duration", "format_duration", "parse_duration"]
 
@@ -54,8 +54,4 @@ def format_duration(seconds: float) -> str:
     return f"{whole}s"
 
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(format_duration, return_type=str),
-]
+Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator, model_validator
-
 from probed.configtypes import StrictModel
 from probed.durations import Duration
+from probed.model import Field, field_validator, model_validator
 
 __all__ = ["LOCATION_PATTERN", "FleetConfig"]
 

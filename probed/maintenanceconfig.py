@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from probed.model import AwareDatetime, Field, Model
 
 __all__ = ["MaintenanceConfig", "config_problems", "rfc3339"]
 
@@ -19,10 +19,8 @@ def rfc3339(at: float) -> str:
     return text.replace("+00:00", "Z")
 
 
-class MaintenanceConfig(BaseModel):
+class MaintenanceConfig(Model):
     """A ``[[maintenance]]`` table: a planned window over targets, probes or components."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     start: AwareDatetime
     end: AwareDatetime

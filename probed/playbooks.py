@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from yarl import URL
 
+from probed.model import Model, ValidationError, field_validator
 from probed.signals import Severity
 
 __all__ = [
@@ -106,10 +106,8 @@ def _check_placeholders(text: str) -> str:
     return text
 
 
-class PlaybookConfig(BaseModel):
+class PlaybookConfig(Model):
     """A ``[[playbooks]]`` table: one scenario's text, runbook link and severity."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     scenario: str
     title: str | None = None

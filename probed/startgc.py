@@ -1,12 +1,12 @@
 """The garbage collector while the ``probed`` command loads: young collections only.
 
-Loading the daemon (asyncio, aiohttp, pydantic, probed's modules, the config models
-pydantic builds) makes about a hundred thousand objects, nearly all of which live as long
-as the process. At the interpreter's thresholds (700, 10, 10) that start-up runs about
-130 young collections, a dozen of the middle generation and two full ones, each older
-collection scanning the same long-lived survivors again (bench/README.md has the
-figures). The garbage start-up makes dies young (the temporary structures of schema
-building), so young collections alone keep memory where it was.
+Loading the daemon (asyncio, aiohttp, probed's modules) makes tens of thousands of
+objects, nearly all of which live as long as the process. At the interpreter's
+thresholds (700, 10, 10) that start-up runs about 130 young collections, a dozen of the
+middle generation and two full ones, each older collection scanning the same long-lived
+survivors again (bench/README.md has the figures). The garbage start-up makes dies young
+(the temporary structures of imports and class creation), so young collections alone
+keep memory where it was.
 
 The ``probed`` command calls :func:`begin` first thing; the daemon's GC policy ends it at
 ready (``probed.gcpolicy``, which then sets its own thresholds and freezes what start-up

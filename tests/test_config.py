@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from probed.config import DEFAULT_PORT, FixtureProbe, HttpProbe, LoginProbe, load_config
 from probed.durations import format_duration, parse_duration
 from probed.errors import ConfigError
+from probed.model import ValidationError
 
 CONFIGS = Path(__file__).parent / "configs"
 BAD = CONFIGS / "bad"
@@ -318,7 +318,7 @@ def test_all_problems_reported_at_once(tmp_path: Path) -> None:
 def test_models_forbid_unknown_keys() -> None:
     """Models reject unknown keys even when built directly."""
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
-        HttpProbe(name="x", target="t", bogus=1)  # type: ignore[call-arg]
+        HttpProbe(name="x", target="t", bogus=1)
 
 
 def test_a_config_without_probes_is_refused_unless_allowed(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import pytest
 from aiohttp import web
 from conftest import ServeApp
 from livedaemon import health, live_daemon
-from pydantic import ValidationError
 from test_daemon import DEMO_CONFIG
 from test_recommend import (
     ACTIVE,
@@ -29,6 +28,7 @@ from test_recommend import (
 )
 
 from probed.config import RecommendConfig, load_config
+from probed.model import ValidationError
 from probed.playbooks import (
     BUILTIN,
     PLACEHOLDERS,

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 from probeservers import SEEN, Outcome, fails, ok, recording_app, run
-from pydantic import SecretStr
 
 from probed.config import FollowUp, JsonAssertion, LoginProbe, SecretRef
+from probed.model import SecretStr
 from probed.probes.base import ProbeContext
 from probed.results import Reason
 

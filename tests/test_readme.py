@@ -9,11 +9,11 @@ import typing
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
 
 from probed.config import AnySpec, DaemonConfig, RecommendConfig, SseStream
 from probed.demo.faults import Faults, _parse_admin_update
 from probed.fleetconfig import FleetConfig
+from probed.model import Model
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -94,7 +94,7 @@ def test_kind_row_lists_every_kind() -> None:
     ],
     ids=["daemon", "recommend", "sse", "fleet"],
 )
-def test_tables_name_every_field(model: type[BaseModel], headings: list[str]) -> None:
+def test_tables_name_every_field(model: type[Model], headings: list[str]) -> None:
     """Every field of the model is a key in a table of its section."""
     documented = set().union(*(_first_column(_section(h)) for h in headings))
     assert [] == [name for name in model.model_fields if name not in documented]

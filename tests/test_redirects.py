@@ -19,11 +19,11 @@ from aiohttp import web
 from conftest import HTTP_CLIENTS
 from faultservers import Received, WebServer
 from probeservers import run
-from pydantic import SecretStr
 
 from probed.config import HttpProbe, LoginProbe, SecretRef, SseStream
 from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy, RedirectRefused, request_following
+from probed.model import SecretStr
 from probed.probes.base import ProbeContext
 from probed.results import ProbeResult, Reason
 

@@ -10,21 +10,21 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from pydantic import BaseModel
 
 from probed.config import KINDS, PROBE_MODELS, SPEC_MODELS, AnySpec, ProbeSpec, SseStream
+from probed.model import Model
 from probed.probes import PROBERS
 from probed.results import Reason
 
 README = Path(__file__).parent.parent / "README.md"
 
 
-def _spec_models(spec: object = ProbeSpec) -> list[type[BaseModel]]:
+def _spec_models(spec: object = ProbeSpec) -> list[type[Model]]:
     union, *_metadata = typing.get_args(spec)  # Annotated[A | B | C, Field(...)]
     return list(typing.get_args(union))
 
 
-def _kind_of(model: type[BaseModel]) -> str:
+def _kind_of(model: type[Model]) -> str:
     (kind,) = typing.get_args(model.model_fields["kind"].annotation)
     assert isinstance(kind, str)
     return kind
@@ -50,7 +50,7 @@ def test_kinds_name_every_model_in_order() -> None:
 
 
 @pytest.mark.parametrize("model", _spec_models(), ids=_kind_of)
-def test_each_kind_takes_its_own_spec_model(model: type[BaseModel]) -> None:
+def test_each_kind_takes_its_own_spec_model(model: type[Model]) -> None:
     """The function registered for a kind is annotated with that kind's spec model."""
     hints = typing.get_type_hints(PROBERS[_kind_of(model)])
 
