@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from importlib import resources
 from pathlib import Path
 
 from probed import __version__
@@ -24,7 +23,8 @@ DEFAULT_CONFIG = os.environ.get("PROBED_CONFIG", "probes.toml")
 
 
 def demo_config_path() -> Path:
-    return Path(str(resources.files("probed.demo").joinpath("probes.toml")))
+    """The demo's config, shipped beside the demo target's modules."""
+    return Path(__file__).parent / "demo" / "probes.toml"
 
 
 def _add_config(parser: argparse.ArgumentParser, default: str | None = DEFAULT_CONFIG) -> None:

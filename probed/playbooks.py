@@ -26,7 +26,7 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from yarl import URL
@@ -233,6 +233,6 @@ def load_builtin(data: Mapping[str, Any]) -> dict[str, Playbook]:
 
 
 BUILTIN: Final[Mapping[str, Playbook]] = load_builtin(
-    tomllib.loads(resources.files("probed").joinpath("playbooks.toml").read_text(encoding="utf-8"))
+    tomllib.loads((Path(__file__).parent / "playbooks.toml").read_text(encoding="utf-8"))
 )
 """Every scenario's built-in, product-neutral playbook, from ``probed/playbooks.toml``."""

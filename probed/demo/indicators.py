@@ -6,11 +6,11 @@ the shipped input (``fixtures/indicators.json``) probes post to it.
 
 from __future__ import annotations
 
-import importlib.resources
 import itertools
 import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from aiohttp import web
@@ -93,11 +93,7 @@ def compute_indicators(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def load_indicators_fixture() -> dict[str, Any]:
     """The shipped input for ``POST /v1/indicators`` (``fixtures/indicators.json``)."""
-    text = (
-        importlib.resources.files("probed.demo")
-        .joinpath("fixtures", "indicators.json")
-        .read_text(encoding="utf-8")
-    )
+    text = (Path(__file__).parent / "fixtures" / "indicators.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 
