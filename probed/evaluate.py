@@ -44,15 +44,12 @@ from probed.signals import (
 )
 from probed.slo import SloEvaluator
 from probed.sloexclusions import Exclusions, Why
-from probed.steps import SLICE_SECONDS, Steps, at_once, in_slices
+from probed.steps import SLICE_SECONDS, Steps, at_once, batches, in_slices
 from probed.store import ProbeState, ResultStore, StreamStats
 
 __all__ = ["Evaluator", "log_transition", "run_rates"]
 
 _log = structlog.get_logger("probed.evaluate")
-
-_SLICE = 25
-"""Probes or streams whose signals are read between two checkpoints of an evaluation."""
 
 
 def run_rates(config: Config) -> dict[str, float]:
@@ -203,20 +200,18 @@ class Evaluator:
         return at_once(self._signal_steps(now))
 
     def _signal_steps(self, now: float) -> Steps[Signals]:
-        """``signals`` in steps of ``_SLICE`` probes or streams (from lists: the loop may add
-        or forget some meanwhile)."""
+        """``signals`` in steps of ``ITEMS_PER_STEP`` probes or streams (from lists: the loop
+        may add or forget some meanwhile)."""
         window = self.config.recommend.window
         horizon = now - window
         probes: dict[str, ProbeSignal] = {}
-        for i, st in enumerate(list(self.store), 1):
-            probes[st.name] = self._probe_signal(st, now)
-            if i % _SLICE == 0:
-                yield
+        for batch in batches(list(self.store)):
+            probes.update((st.name, self._probe_signal(st, now)) for st in batch)
+            yield
         streams: dict[str, StreamSignal] = {}
-        for i, (name, stats) in enumerate(list(self.store.streams.items()), 1):
-            streams[name] = self._stream_signal(stats, now, horizon)
-            if i % _SLICE == 0:
-                yield
+        for pairs in batches(list(self.store.streams.items())):
+            streams.update((name, self._stream_signal(s, now, horizon)) for name, s in pairs)
+            yield
         for gone in set(self._stream_marks) - set(streams):
             del self._stream_marks[gone]
         canary = any(

@@ -42,7 +42,7 @@ from probed.shard import Shard
 from probed.signals import ComponentState, Evaluation, RecommendationState
 from probed.sloexclusions import Exclusions
 from probed.statehealth import REASONS, StateHealth
-from probed.steps import Steps, at_once
+from probed.steps import Steps, at_once, batches
 from probed.store import Histogram, ProbeState, ResultStore, StreamStats
 from probed.streammetrics import write_stream_families
 
@@ -85,10 +85,6 @@ class DaemonInfo:
     """The event loop the daemon runs on (``probed.eventloop.loop_name``)."""
 
 
-COPIED_PER_STEP = 25
-"""Probes or streams copied for a scrape between two turns of the loop."""
-
-
 class _StoreView:
     """What the collector reads of the store, copied: safe to read off the event loop.
 
@@ -121,19 +117,17 @@ class _StoreView:
 
     @classmethod
     def copy_steps(cls, store: ResultStore) -> Steps[_StoreView]:
-        """A copy of ``store``, ``COPIED_PER_STEP`` probes or streams per step (each one
+        """A copy of ``store``, ``ITEMS_PER_STEP`` probes or streams per step (each one
         copied whole): 200 probes and 500 streams took milliseconds of the loop in one go.
         The clocks are read once all is copied, so no age is negative."""
         view = cls.__new__(cls)
         view.probes, view.streams = [], {}
-        for i, probe in enumerate(list(store)):
-            if i and i % COPIED_PER_STEP == 0:
-                yield
-            view.probes.append(probe.snapshot())
-        for i, (name, stream) in enumerate(list(store.streams.items())):
-            if i % COPIED_PER_STEP == 0:
-                yield
-            view.streams[name] = stream.snapshot()
+        for probes in batches(list(store)):
+            view.probes.extend(probe.snapshot() for probe in probes)
+            yield
+        for streams in batches(list(store.streams.items())):
+            view.streams.update((name, stream.snapshot()) for name, stream in streams)
+            yield
         view.scheduler_lag = store.scheduler_lag.copy()
         view.event_loop_lag = store.event_loop_lag
         view.in_flight = store.in_flight

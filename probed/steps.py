@@ -15,10 +15,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TypeAlias, TypeVar
 
-__all__ = ["SLICE_SECONDS", "Steps", "TurnCount", "TurnShare", "at_once", "in_slices"]
+__all__ = [
+    "ITEMS_PER_STEP",
+    "SLICE_SECONDS",
+    "Steps",
+    "TurnCount",
+    "TurnShare",
+    "at_once",
+    "batches",
+    "in_slices",
+]
 
 _T = TypeVar("_T")
 
@@ -27,6 +36,23 @@ Steps: TypeAlias = Generator[None, None, _T]
 
 SLICE_SECONDS = 0.002
 """Work done on the loop before it may turn, by default (an evaluation, a scrape's copy)."""
+
+ITEMS_PER_STEP = 25
+"""Probes or streams a stepped piece of work handles between two checkpoints (the signals
+of an evaluation, the live-updates rule, a scrape's copy of the store): each a few tens of
+microseconds, so a step stays well inside ``SLICE_SECONDS``."""
+
+
+def batches(items: Iterable[_T], size: int = ITEMS_PER_STEP) -> Iterator[list[_T]]:
+    """``items`` in lists of ``size`` (the last one shorter): work on one between checkpoints."""
+    batch: list[_T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def at_once(steps: Steps[_T]) -> _T:

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from probed.steps import Steps, TurnCount, TurnShare, at_once, in_slices
+from probed.steps import (
+    ITEMS_PER_STEP,
+    Steps,
+    TurnCount,
+    TurnShare,
+    at_once,
+    batches,
+    in_slices,
+)
 
 
 def _count(to: int, log: list[str]) -> Steps[int]:
@@ -165,3 +173,10 @@ def test_a_cancelled_waiter_for_counted_turns_takes_no_turn_and_holds_up_nobody(
 
     asyncio.run(main())
     assert ["a", "d"] == log
+
+
+def test_batches_split_work_between_checkpoints() -> None:
+    """``batches`` hands out lists of ``size`` items, the last one shorter, none empty."""
+    assert [[0, 1, 2], [3, 4, 5], [6]] == list(batches(range(7), 3))
+    assert [] == list(batches([], 3))
+    assert [ITEMS_PER_STEP] * 2 == [len(b) for b in batches(range(50))]

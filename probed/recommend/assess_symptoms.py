@@ -40,7 +40,7 @@ from probed.recommend.facts import (
     skewed,
 )
 from probed.signals import Severity, Signals
-from probed.steps import Steps
+from probed.steps import ITEMS_PER_STEP, Steps
 
 __all__ = [
     "BACKLOG_STUCK_RATIO",
@@ -55,8 +55,6 @@ __all__ = [
 BACKLOG_STUCK_RATIO: Final = 0.5
 """Share of import runs past their deadline or stalled that signals a backlog."""
 _STUCK_REASONS: Final = ("deadline", "stalled")
-_STREAMS_PER_STEP: Final = 25
-"""Streams assessed between two turns of the loop (as the signals are read, ``evaluate``)."""
 _UJ_DOWN_RATIO: Final = 0.5
 """Seed 003 Sev-1: a user journey is unavailable at >= 50 % errors."""
 
@@ -64,12 +62,12 @@ _UJ_DOWN_RATIO: Final = 0.5
 def assess_sse(signals: Signals, cfg: RecommendConfig) -> Steps[Assessment]:
     """Streams down, silent or lagging and reflect probes failing; Sev-1 when all are dark.
 
-    In steps of ``_STREAMS_PER_STEP`` streams: a fact or two of each of 500 streams held the
+    In steps of ``ITEMS_PER_STEP`` streams: a fact or two of each of 500 streams held the
     loop for milliseconds in one go."""
     facts: list[Fact] = []
     streams = sorted(signals.streams.values(), key=lambda s: s.name)
     for i, s in enumerate(streams):
-        if i and i % _STREAMS_PER_STEP == 0:
+        if i and i % ITEMS_PER_STEP == 0:
             yield
         down = s.disconnected_for
         signal = f"stream {s.name} disconnected_for"
