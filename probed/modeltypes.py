@@ -370,10 +370,33 @@ def _union(members: tuple[Any, ...]) -> Check:
         deeper = [errs for errs in failures if any(len(e["loc"]) > len(loc) for e in errs)]
         if len(deeper) == 1:
             raise Invalid(deeper[0])
-        words = " or ".join(errs[0]["msg"].removeprefix("Input should be ") for errs in failures)
-        raise fail("union_type", loc, f"Input should be {words}", value)
+        words = [
+            _WHAT.get(errs[0]["type"], errs[0]["msg"].removeprefix("Input should be "))
+            for errs in failures
+        ]
+        words = list(dict.fromkeys(words))
+        expected = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+        raise fail("union_type", loc, f"Input should be {expected}", value)
 
     return check
+
+
+_WHAT = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "a boolean",
+    "bool_parsing": "a boolean",
+    "path_type": "a path",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a table",
+    "model_type": "a table",
+}
+"""What a union's member expects, by the type of the error it gave: the union's message."""
 
 
 def _tagged(members: tuple[Any, ...], key: str) -> Check:

@@ -178,9 +178,11 @@ def test_a_union_keeps_exact_types_and_picks_a_model_by_its_key() -> None:
     assert [("missing", ("either", "name"))] == [
         (t, loc) for t, loc, _ in _errors({"count": 1, "either": {}})
     ]
-    assert [("union_type", ("either",))] == [
-        (t, loc) for t, loc, _ in _errors({"count": 1, "either": 5})
-    ]
+    assert [("union_type", ("either",), "Input should be a string or a table")] == _errors(
+        {"count": 1, "either": 5}
+    )
+    assert [("union_type", ("equals",), "Input should be a string, an integer, a number or a "
+             "boolean")] == _errors({"count": 1, "equals": [1]})  # fmt: skip
 
 
 def test_an_instance_is_frozen_but_its_private_attributes_are_not() -> None:
