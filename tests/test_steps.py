@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
@@ -13,6 +14,7 @@ from probed.steps import (
     Steps,
     TurnCount,
     TurnShare,
+    TurnWindow,
     at_once,
     batches,
     in_slices,
@@ -90,6 +92,24 @@ def test_a_turn_share_is_renewed_each_turn() -> None:
         return seen
 
     assert [True, False, True] == asyncio.run(main())
+
+
+def test_a_turn_window_counts_what_ran_between_its_slices() -> None:
+    """A share counted as a window of the turn is used up by the time since its first slice
+    began, slices or not (other connections' reads and decoding between two accountings);
+    a share counted slice by slice only by its slices. Both are renewed each turn."""
+
+    async def main(share: TurnShare) -> list[bool]:
+        share.use(0.01)
+        seen = [share.open()]
+        time.sleep(0.06)  # the turn goes on with work that is no slice of the share
+        seen.append(share.open())
+        await asyncio.sleep(0)
+        seen.append(share.open())
+        return seen
+
+    assert [True, False, True] == asyncio.run(main(TurnWindow(0.05)))
+    assert [True, True, True] == asyncio.run(main(TurnShare(0.05)))
 
 
 class _Stepped(Coroutine[Any, Any, None]):

@@ -17,7 +17,7 @@ from probed.config import SseStream, TargetConfig
 from probed.http.wire import WireClient
 from probed.sinks import LagSink
 from probed.skew import StreamClock
-from probed.steps import TurnCount, TurnShare
+from probed.steps import TurnCount, TurnShare, TurnWindow
 from probed.store import ResultStore
 from probed.stream.hub import Hub
 from probed.stream.watcher import CONNECTS_PER_TURN, EVENTS_PER_TURN, StreamWatcher
@@ -43,7 +43,7 @@ class StreamManager:
         self._hub = hub
         self._session = session
         self._lag_sinks = tuple(lag_sinks)
-        self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
+        self._share = TurnWindow(EVENTS_PER_TURN) if share is None else share
         """The share of each loop turn every watcher's event accounting draws on."""
         self._connects = TurnCount(CONNECTS_PER_TURN) if connects is None else connects
         """Connection attempts every watcher may start, and connections they may end, in one

@@ -22,12 +22,12 @@ A connection's end is one of a fixed set of reasons (``probed.stream.ending``). 
 exception of a watcher ever reaches the daemon's TaskGroup.
 
 Every watcher of a daemon accounts its events within one share of each event loop turn
-(``EVENTS_PER_TURN``, ``probed.steps.TurnShare``): a backlog handed to hundreds of streams
-at once (a proxy that held them, a server that caught up) is accounted over several turns,
-each event still stamped with the time its chunk was read, instead of holding back every
-probe and timer due meanwhile. Likewise they start at most ``CONNECTS_PER_TURN`` connection
-attempts, and end as many connections, per turn together, so that hundreds of streams
-ending or reconnecting at once do not all take their connections' steps in the same turns.
+(``EVENTS_PER_TURN``, ``probed.steps.TurnWindow``): data handed to hundreds of streams at
+once (a server that caught up, one event sent to every stream) is accounted over several
+turns, each event still stamped with the time its chunk was read, instead of holding back
+every probe and timer due meanwhile. Likewise they start at most ``CONNECTS_PER_TURN``
+connection attempts, and end as many connections, per turn together, so that hundreds of
+streams ending or reconnecting at once do not all take their connections' steps together.
 
 A server's ``retry:`` is honoured up to ``retry_max``; a longer one is capped,
 logged once per value and counted.
@@ -67,7 +67,7 @@ from probed.jsonpath import getter
 from probed.netvalues import sequence_number
 from probed.results import Reason
 from probed.sinks import LagSink
-from probed.steps import TurnCount, TurnShare
+from probed.steps import TurnCount, TurnShare, TurnWindow
 from probed.store import StreamStats
 from probed.stream.accounting import SequenceTracker, Verdict, epoch_of, parse_timestamp
 from probed.stream.clockcheck import clock_checks, read_date
@@ -81,9 +81,9 @@ __all__ = ["CONNECTS_PER_TURN", "EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamW
 _log = structlog.get_logger("probed.stream")
 
 EVENTS_PER_TURN = 0.004
-"""Seconds of each event loop turn the watchers' event accounting may take together: a
-backlog handed to hundreds of streams at once is accounted over several turns rather than
-holding every probe due meanwhile (``probed.steps.TurnShare``)."""
+"""Seconds of each event loop turn the watchers' reads may take together, from the first
+accounting of the turn (the other connections' reads and decoding between accountings
+count too, ``probed.steps.TurnWindow``); the rest is accounted in later turns."""
 CONNECTS_PER_TURN = 8
 """Connection attempts the watchers may start, and connections they may end, in one event
 loop turn, together (one share for both): hundreds of streams reconnecting at once (a
@@ -168,7 +168,7 @@ class StreamWatcher:
         self.stats = stats
         self._rng = rng or random.Random()
         self._lag_sinks = tuple(lag_sinks)
-        self._share = TurnShare(EVENTS_PER_TURN) if share is None else share
+        self._share = TurnWindow(EVENTS_PER_TURN) if share is None else share
         self._connects = TurnCount(CONNECTS_PER_TURN) if connects is None else connects
         self._url = target.base_url.rstrip("/") + spec.path
         self._subs = [
