@@ -243,10 +243,7 @@ class Persister:
         """Write every ``results_every``; the SLO buckets every ``slo_every``. Never dies."""
         loop = asyncio.get_running_loop()
         next_slo = loop.time() + self.slo_every
-        # half a period off the start, where the evaluations fall (every evaluate_every from
-        # ready): a write's thread and an evaluation in the same turns made most of the soak's
-        # longest stalls (bench/README.md)
-        tick = loop.time() - self.results_every / 2
+        tick = loop.time()
         while True:
             tick += self.results_every
             now = loop.time()

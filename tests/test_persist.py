@@ -929,28 +929,3 @@ def test_bad_history_is_a_restore_problem(state_dir: Path) -> None:
     assert 1 == len(problems)
     assert problems[0].startswith("history: bad entry")
     assert [] == evaluator.history.latest()
-
-
-async def test_writes_fall_between_the_evaluations(
-    state_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer's ticks are half a period off the start, where the daemon's evaluations
-    fall (every ``evaluate_every`` from ready): a write's thread and an evaluation in the same
-    turns made most of the soak's longest stalls (bench/README.md, session 12)."""
-    state = StateStore.open(state_dir)
-    _, _, persister = build(state, results_every=0.2)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    flushed: list[float] = []
-
-    async def flush(**_: object) -> bool:
-        flushed.append(loop.time() - started)
-        return True
-
-    monkeypatch.setattr(persister, "flush", flush)
-    task = asyncio.create_task(persister.run())
-    await asyncio.sleep(0.55)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert [0.1, 0.3, 0.5] == [round(at, 1) for at in flushed]
