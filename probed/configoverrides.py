@@ -1,8 +1,7 @@
 """``PROBED_…`` environment variables as overrides of the configuration's values.
 
-``overrides`` reads them as an environment settings source would for ``Config``
-(prefix ``PROBED_``, ``__`` between levels, names without regard to case), without the
-cost of importing it at every start; ``merge`` lays them over the file's values:
+``overrides`` reads them for ``Config`` (prefix ``PROBED_``, ``__`` between levels, names
+without regard to case); ``merge`` lays them over the file's values:
 
 - ``PROBED_<FIELD>`` sets a top-level field, ``PROBED_<FIELD>__<KEY>…`` a value below
   it (``PROBED_DAEMON__LISTEN``, ``PROBED_TARGETS__APP__BASE_URL``); names are
