@@ -49,6 +49,7 @@ from probed.modeltypes import (
     calling,
     check_bounds,
     compile_check,
+    error,
     nested_check,
     value_error,
 )
@@ -236,27 +237,13 @@ class Model(metaclass=_ModelType):
                 except Invalid as exc:
                     errors.extend(exc.errors)
             elif info.is_required():
-                errors.append(
-                    {
-                        "type": "missing",
-                        "loc": (*loc, name),
-                        "msg": "Field required",
-                        "input": values,
-                    }
-                )
+                errors.append(error("missing", (*loc, name), "Field required", values))
             else:
                 state[name] = info.get_default()
         for name in values:
             if name not in shape.fields:
                 msg = "Extra inputs are not permitted"
-                errors.append(
-                    {
-                        "type": "extra_forbidden",
-                        "loc": (*loc, name),
-                        "msg": msg,
-                        "input": values[name],
-                    }
-                )
+                errors.append(error("extra_forbidden", (*loc, name), msg, values[name]))
         if errors:
             raise Invalid(errors)
         state.update((name, attr.get()) for name, attr in shape.private.items())

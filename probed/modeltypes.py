@@ -34,6 +34,7 @@ __all__ = [
     "calling",
     "check_bounds",
     "compile_check",
+    "error",
     "nested_check",
     "value_error",
 ]
@@ -74,11 +75,21 @@ class Invalid(Exception):
         self.errors = errors
 
 
-def fail(kind: str, loc: Loc, msg: str, value: Any, **ctx: Any) -> Invalid:
+def error(kind: str, loc: Loc, msg: str, value: Any, **ctx: Any) -> dict[str, Any]:
+    """One error: ``{type, loc, msg, input}``, and ``ctx`` when given."""
     err: dict[str, Any] = {"type": kind, "loc": loc, "msg": msg, "input": value}
     if ctx:
         err["ctx"] = ctx
-    return Invalid([err])
+    return err
+
+
+def fail(kind: str, loc: Loc, msg: str, value: Any, **ctx: Any) -> Invalid:
+    return Invalid([error(kind, loc, msg, value, **ctx)])
+
+
+def _either(words: list[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def value_error(loc: Loc, value: Any, exc: ValueError) -> Invalid:
@@ -320,8 +331,7 @@ def _plain(kind: type) -> Check:
 
 
 def _literal(choices: tuple[Any, ...]) -> Check:
-    shown = [repr(c) for c in choices]
-    expected = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+    expected = _either([repr(c) for c in choices])
 
     def check(value: Any, loc: Loc) -> Any:
         for choice in choices:
@@ -374,8 +384,7 @@ def _union(members: tuple[Any, ...]) -> Check:
             _WHAT.get(errs[0]["type"], errs[0]["msg"].removeprefix("Input should be "))
             for errs in failures
         ]
-        words = list(dict.fromkeys(words))
-        expected = words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+        expected = _either(list(dict.fromkeys(words)))
         raise fail("union_type", loc, f"Input should be {expected}", value)
 
     return check
