@@ -126,10 +126,9 @@ class _Fields:
 class _Shape:
     """A model class's checks, made the first time it validates."""
 
-    __slots__ = ("checks", "fields", "model_checks", "private")
+    __slots__ = ("checks", "model_checks")
 
-    def __init__(self, fields: _Fields, checks: dict[str, Check], model_checks: list[Any]) -> None:
-        self.fields, self.private = fields.fields, fields.private
+    def __init__(self, checks: dict[str, Check], model_checks: list[Any]) -> None:
         self.checks, self.model_checks = checks, model_checks
 
 
@@ -198,7 +197,7 @@ def _shape(cls: type) -> _Shape:
         if missing:
             raise TypeError(f"{cls.__name__}.{func.__name__} checks no field {sorted(missing)}")
     model_checks = [f for f in marked.values() if hasattr(f, _MODEL_MARK)]
-    shape = _Shape(_fields(cls), checks, model_checks)
+    shape = _Shape(checks, model_checks)
     type.__setattr__(cls, "_shape_", shape)
     return shape
 
@@ -227,10 +226,10 @@ class Model(metaclass=_ModelType):
         return made
 
     def _fill(self, values: Mapping[str, Any], loc: Loc) -> None:
-        shape = _shape(type(self))
+        shape, found = _shape(type(self)), _fields(type(self))
         state: dict[str, Any] = {}
         errors: list[dict[str, Any]] = []
-        for name, info in shape.fields.items():
+        for name, info in found.fields.items():
             if name in values:
                 try:
                     state[name] = shape.checks[name](values[name], (*loc, name))
@@ -241,12 +240,12 @@ class Model(metaclass=_ModelType):
             else:
                 state[name] = info.get_default()
         for name in values:
-            if name not in shape.fields:
+            if name not in found.fields:
                 msg = "Extra inputs are not permitted"
                 errors.append(error("extra_forbidden", (*loc, name), msg, values[name]))
         if errors:
             raise Invalid(errors)
-        state.update((name, attr.get()) for name, attr in shape.private.items())
+        state.update((name, attr.get()) for name, attr in found.private.items())
         object.__setattr__(self, "__dict__", state)
         for check in shape.model_checks:
             try:
