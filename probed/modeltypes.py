@@ -236,97 +236,109 @@ def check_bounds(bounds: Mapping[str, Any], inner: Check) -> Check:
     return check
 
 
-def _plain(kind: type) -> Check:
-    def as_str(value: Any, loc: Loc) -> Any:
-        if isinstance(value, str):
-            return value
-        raise fail("string_type", loc, "Input should be a valid string", value)
-
-    def as_int(value: Any, loc: Loc) -> Any:
-        if type(value) is int:
-            return value
-        if isinstance(value, float) and not isinstance(value, bool):
-            if value.is_integer():
-                return int(value)
-            msg = "Input should be a valid integer, got a number with a fractional part"
-            raise fail("int_from_float", loc, msg, value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                msg = "Input should be a valid integer, unable to parse string as an integer"
-                raise fail("int_parsing", loc, msg, value) from None
-        raise fail("int_type", loc, "Input should be a valid integer", value)
-
-    def as_float(value: Any, loc: Loc) -> Any:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                msg = "Input should be a valid number, unable to parse string as a number"
-                raise fail("float_parsing", loc, msg, value) from None
-        raise fail("float_type", loc, "Input should be a valid number", value)
-
-    def as_bool(value: Any, loc: Loc) -> Any:
-        if isinstance(value, bool):
-            return value
-        if type(value) is int and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str):
-            word = value.strip().lower()
-            if word in _TRUE or word in _FALSE:
-                return word in _TRUE
-            msg = "Input should be a valid boolean, unable to interpret input"
-            raise fail("bool_parsing", loc, msg, value)
-        raise fail("bool_type", loc, "Input should be a valid boolean", value)
-
-    def as_path(value: Any, loc: Loc) -> Any:
-        if isinstance(value, Path):
-            return value
-        if isinstance(value, str):
-            return Path(value)
-        raise fail("path_type", loc, "Input should be a valid path", value)
-
-    def as_datetime(value: Any, loc: Loc) -> Any:
-        if isinstance(value, datetime):
-            return value
-        if isinstance(value, str):
-            try:
-                return datetime.fromisoformat(value.strip())
-            except ValueError:
-                msg = "Input should be a valid datetime (RFC 3339, e.g. 2027-01-15T08:00:00Z)"
-                raise fail("datetime_from_date_parsing", loc, msg, value) from None
-        raise fail("datetime_type", loc, "Input should be a valid datetime", value)
-
-    def as_none(value: Any, loc: Loc) -> Any:
-        if value is None:
-            return None
-        raise fail("none_required", loc, "Input should be None", value)
-
-    def as_secret(value: Any, loc: Loc) -> Any:
-        if isinstance(value, SecretStr):
-            return value
-        return SecretStr(as_str(value, loc))
-
-    def same(value: Any, loc: Loc) -> Any:
+def _as_str(value: Any, loc: Loc) -> Any:
+    if isinstance(value, str):
         return value
+    raise fail("string_type", loc, "Input should be a valid string", value)
 
-    checks: dict[Any, Check] = {
-        str: as_str,
-        int: as_int,
-        float: as_float,
-        bool: as_bool,
-        Path: as_path,
-        datetime: as_datetime,
-        NoneType: as_none,
-        SecretStr: as_secret,
-        Any: same,
-        object: same,
-    }
-    if kind in checks:
-        return checks[kind]
+
+def _as_int(value: Any, loc: Loc) -> Any:
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and not isinstance(value, bool):
+        if value.is_integer():
+            return int(value)
+        msg = "Input should be a valid integer, got a number with a fractional part"
+        raise fail("int_from_float", loc, msg, value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            msg = "Input should be a valid integer, unable to parse string as an integer"
+            raise fail("int_parsing", loc, msg, value) from None
+    raise fail("int_type", loc, "Input should be a valid integer", value)
+
+
+def _as_float(value: Any, loc: Loc) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            msg = "Input should be a valid number, unable to parse string as a number"
+            raise fail("float_parsing", loc, msg, value) from None
+    raise fail("float_type", loc, "Input should be a valid number", value)
+
+
+def _as_bool(value: Any, loc: Loc) -> Any:
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        msg = "Input should be a valid boolean, unable to interpret input"
+        raise fail("bool_parsing", loc, msg, value)
+    raise fail("bool_type", loc, "Input should be a valid boolean", value)
+
+
+def _as_path(value: Any, loc: Loc) -> Any:
+    if isinstance(value, Path):
+        return value
+    if isinstance(value, str):
+        return Path(value)
+    raise fail("path_type", loc, "Input should be a valid path", value)
+
+
+def _as_datetime(value: Any, loc: Loc) -> Any:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            msg = "Input should be a valid datetime (RFC 3339, e.g. 2027-01-15T08:00:00Z)"
+            raise fail("datetime_from_date_parsing", loc, msg, value) from None
+    raise fail("datetime_type", loc, "Input should be a valid datetime", value)
+
+
+def _as_none(value: Any, loc: Loc) -> Any:
+    if value is None:
+        return None
+    raise fail("none_required", loc, "Input should be None", value)
+
+
+def _as_secret(value: Any, loc: Loc) -> Any:
+    if isinstance(value, SecretStr):
+        return value
+    return SecretStr(_as_str(value, loc))
+
+
+def _same(value: Any, loc: Loc) -> Any:
+    return value
+
+
+_PLAIN: dict[Any, Check] = {
+    str: _as_str,
+    int: _as_int,
+    float: _as_float,
+    bool: _as_bool,
+    Path: _as_path,
+    datetime: _as_datetime,
+    NoneType: _as_none,
+    SecretStr: _as_secret,
+    Any: _same,
+    object: _same,
+}
+"""The check of each scalar type (and ``Any``, which takes anything)."""
+
+
+def _plain(kind: type) -> Check:
+    if kind in _PLAIN:
+        return _PLAIN[kind]
     raise TypeError(f"no check for the type {kind!r}")
 
 
