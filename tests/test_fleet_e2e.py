@@ -48,11 +48,11 @@ LOCATIONS = ("a", "b", "c")
 SLO = "api_availability"
 
 #: The fleet's timings, short for the drill (the shipped defaults are minutes).
-FLEET = {"quorum_for": "5s", "isolated_for": "5s", "down_for": "5s", "rate_window": "10s"}
-RATE_WINDOW = 10.0
+FLEET = {"quorum_for": "3s", "isolated_for": "3s", "down_for": "3s", "rate_window": "6s"}
+RATE_WINDOW = 6.0
 
 #: How long the fleet runs green before the drill starts.
-WARM_UP = 10.0
+WARM_UP = 8.0
 
 #: How long each step may take: generous (two cores shared with other work), but bounded.
 STEP = 90.0
