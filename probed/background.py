@@ -26,9 +26,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import structlog
+
 __all__ = ["WRITER_NICE", "BackgroundThread"]
 
 _T = TypeVar("_T")
+
+_log = structlog.get_logger("probed.background")
 
 WRITER_NICE = 10
 """How many steps nicer than the daemon the writer thread runs (Linux; at most 19 in all).
@@ -41,7 +45,7 @@ class BackgroundThread:
 
     def __init__(self, name: str, nice: int = WRITER_NICE) -> None:
         self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=name, initializer=_nicer, initargs=(nice,)
+            max_workers=1, thread_name_prefix=name, initializer=_nicer, initargs=(name, nice)
         )
 
     async def run(self, fn: Callable[..., _T], /, *args: object, **kwargs: object) -> _T:
@@ -55,10 +59,16 @@ class BackgroundThread:
         self._executor.shutdown(wait=True)
 
 
-def _nicer(nice: int) -> None:
-    """Lower the calling thread's CPU priority by ``nice`` (Linux only; nothing elsewhere)."""
+def _nicer(name: str, nice: int) -> None:
+    """Lower the calling thread's (``name``) CPU priority by ``nice`` (Linux only).
+
+    Raising one's own nice value is allowed to anyone (past 19 the kernel keeps 19), but a
+    seccomp filter may refuse the call: the thread then runs at the daemon's priority, and
+    says so once. Never raises (an initializer that raises would break the executor)."""
     if sys.platform != "linux" or nice <= 0:
         return
     tid = threading.get_native_id()
-    # raising one's own nice value is always allowed; past 19 the kernel keeps 19
-    os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:
+        _log.warning("thread_priority_unchanged", thread=name, nice=nice, error_message=str(exc))

@@ -959,3 +959,27 @@ async def test_state_writes_run_in_a_thread_nicer_than_the_event_loop(state_dir:
     assert [min(19, loop_nice + WRITER_NICE)] * 2 == [nice for _, nice in writers]
     assert loop_nice == os.getpriority(os.PRIO_PROCESS, 0), "the loop's own priority is kept"
     assert WRITER_NICE >= 5
+
+
+async def test_a_writer_thread_that_cannot_change_its_priority_still_writes(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where ``setpriority`` is refused (a seccomp filter), the writes go on at the loop's."""
+
+    def refused(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refused)
+    evaluator, store, persister = build(StateStore.open(state_dir))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            feed(evaluator, store, persister, make_run("login", T0))
+            assert await persister.flush(slo=True)
+            feed(evaluator, store, persister, make_run("login", T0 + 1.0))
+            assert await persister.flush()
+        assert 2 == sum(len(ring) for ring in persister.state.load_results(since=-1.0).values())
+    finally:
+        persister.close()
+    refusals = [e for e in logs if e["event"] == "thread_priority_unchanged"]
+    assert [("probed-state", 10)] == [(e["thread"], e["nice"]) for e in refusals]
+    assert "Operation not permitted" in str(refusals[0]["error_message"])
