@@ -10,7 +10,7 @@ re-exports the names callers need. Two objects:
 
 ``StateStore``
     The file: small synchronous methods (``sqlite3``), safe to call from
-    a worker thread (one connection opened with
+    ``asyncio.to_thread`` (one connection opened with
     ``check_same_thread=False``, every call under one lock). ``open()`` never
     raises: a file that is not SQLite, is damaged, belongs to another
     application (``PRAGMA application_id``) or has a newer schema is moved aside
@@ -93,7 +93,6 @@ from typing import Any
 import structlog
 
 from probed import clock
-from probed.background import BackgroundThread
 from probed.config import ProbeSpec
 from probed.history import History
 from probed.maintenance import Maintenance
@@ -203,8 +202,6 @@ class Persister:
         """``History.revision`` last written (None: write it at the next flush)."""
         self._slo_due = True
         self._lock = asyncio.Lock()
-        self._writer = BackgroundThread("probed-state")
-        """Where the writes run: one thread, nicer than the event loop's (``probed.background``)."""
 
     # -- feeds (event loop, cheap) -------------------------------------------------------
 
@@ -300,7 +297,7 @@ class Persister:
                     LagSample(stream, float(second), agg[1], int(agg[0]))
                     for (stream, second, _), agg in lag_keys.items()
                 ]
-                await self._writer.run(
+                await asyncio.to_thread(
                     self.state.save,
                     results=results,
                     lags=lags,
@@ -315,7 +312,7 @@ class Persister:
                 self.health.failed(exc, in_memory=fallback, queued_results=len(self._results))
                 self._back_off()
                 if is_damage(exc):
-                    await self._writer.run(self.state.reset, "corrupt", str(exc))
+                    await asyncio.to_thread(self.state.reset, "corrupt", str(exc))
                     self.health.in_memory = self.state.fallback
                     self._slo_due = True  # the fresh file needs the buckets at once
                     self._saved_recommendations = self._saved_history = self._saved_maintenance = (
@@ -345,7 +342,7 @@ class Persister:
         """Open the state file again; on success the runs memory held are queued for it."""
         assert self.reopen is not None
         try:
-            fresh = await self._writer.run(self.reopen)
+            fresh = await asyncio.to_thread(self.reopen)
         except Exception as exc:
             self.health.failed(exc, in_memory=True, event="state_reopen_failed")
             self._back_off()
@@ -380,8 +377,7 @@ class Persister:
         self._lags = lags
 
     def close(self) -> None:
-        """Stop the writer thread and close the state file (after ``flush_all``)."""
-        self._writer.close()
+        """Close the state file (after ``flush_all``)."""
         self.state.close()
 
     # -- restoring ----------------------------------------------------------------------

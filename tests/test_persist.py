@@ -12,7 +12,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import pytest
 import structlog
 
 import probed.persist as persist_module
-from probed.background import WRITER_NICE
 from probed.config import Config, HttpProbe, RecommendConfig, SloConfig, TargetConfig
 from probed.evaluate import Evaluator
 from probed.persist import (
@@ -931,55 +929,3 @@ def test_bad_history_is_a_restore_problem(state_dir: Path) -> None:
     assert 1 == len(problems)
     assert problems[0].startswith("history: bad entry")
     assert [] == evaluator.history.latest()
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
-async def test_state_writes_run_in_a_thread_nicer_than_the_event_loop(state_dir: Path) -> None:
-    """The writes run in their own thread at a lower CPU priority than the loop's, which keeps
-    its own: where the two want one core, the scheduler runs the loop first."""
-    evaluator, store, persister = build(StateStore.open(state_dir))
-    writers: list[tuple[int, int]] = []
-    save = persister.state.save
-
-    def watched_save(**parts: Any) -> None:
-        writers.append((threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)))
-        save(**parts)
-
-    persister.state.save = watched_save  # type: ignore[method-assign]
-    loop_nice = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        for at in (T0, T0 + 1.0):
-            feed(evaluator, store, persister, make_run("login", at))
-            assert await persister.flush(slo=True)
-    finally:
-        persister.close()
-    assert 2 == len(writers)
-    assert 1 == len({tid for tid, _ in writers}), "one writer thread"
-    assert threading.get_native_id() not in {tid for tid, _ in writers}
-    assert [min(19, loop_nice + WRITER_NICE)] * 2 == [nice for _, nice in writers]
-    assert loop_nice == os.getpriority(os.PRIO_PROCESS, 0), "the loop's own priority is kept"
-    assert WRITER_NICE >= 5
-
-
-async def test_a_writer_thread_that_cannot_change_its_priority_still_writes(
-    state_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Where ``setpriority`` is refused (a seccomp filter), the writes go on at the loop's."""
-
-    def refused(*_: object) -> None:
-        raise PermissionError(1, "Operation not permitted")
-
-    monkeypatch.setattr(os, "setpriority", refused)
-    evaluator, store, persister = build(StateStore.open(state_dir))
-    try:
-        with structlog.testing.capture_logs() as logs:
-            feed(evaluator, store, persister, make_run("login", T0))
-            assert await persister.flush(slo=True)
-            feed(evaluator, store, persister, make_run("login", T0 + 1.0))
-            assert await persister.flush()
-        assert 2 == sum(len(ring) for ring in persister.state.load_results(since=-1.0).values())
-    finally:
-        persister.close()
-    refusals = [e for e in logs if e["event"] == "thread_priority_unchanged"]
-    assert [("probed-state", 10)] == [(e["thread"], e["nice"]) for e in refusals]
-    assert "Operation not permitted" in str(refusals[0]["error_message"])
