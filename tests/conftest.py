@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import random
 import socket
 import ssl
 import subprocess
@@ -309,12 +310,39 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
     sock.close()
 
 
+def _free_ports() -> Iterator[int]:
+    """Loopback ports below the kernel's ephemeral range, from a random start, each once.
+
+    Not a port-0 bind's: those come from the ephemeral range, which every outgoing
+    connection's local port and every other port-0 bind are drawn from, so one of them could
+    take the port before the server meant for it binds it (Alertmanager in the fleet drill
+    failed so once: "address already in use").
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    ports = range(10000, max(low, 12000))
+    start = random.randrange(len(ports))
+    for i in range(len(ports)):
+        port = ports[(start + i) % len(ports)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something holds it now
+        yield port
+
+
+_FREE_PORTS = _free_ports()
+
+
 def free_port() -> int:
-    """A loopback port that was bound, then closed: nothing listens there."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    """A loopback port that was bound, then closed: nothing listens there.
+
+    Never handed out twice in one test run, and never one the kernel hands out meanwhile.
+    """
+    return next(_FREE_PORTS)
 
 
 _AM_CONFIG = """\
