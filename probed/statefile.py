@@ -81,6 +81,7 @@ CREATE TABLE results (
     status_code INTEGER
 );
 CREATE INDEX results_by_probe ON results (probe, seq);
+CREATE INDEX results_by_probe_time ON results (probe, started_at);
 CREATE TABLE lags (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     stream TEXT NOT NULL,
@@ -90,6 +91,8 @@ CREATE TABLE lags (
 );
 CREATE TABLE probes (name TEXT PRIMARY KEY, last_success_at REAL NOT NULL);
 """
+_TIME_INDEX = "CREATE INDEX IF NOT EXISTS results_by_probe_time ON results (probe, started_at)"
+"""Each probe's newest run and cut-off found without reading its runs (the ring's pruning)."""
 _TABLES = frozenset({"schema_version", "snapshots", "snapshot_blobs", "results", "lags", "probes"})
 
 SLO_SNAPSHOT = "slo"
@@ -253,6 +256,8 @@ def connect(path: Path, busy_timeout: float = 5.0) -> tuple[sqlite3.Connection, 
         conn.execute("PRAGMA synchronous=NORMAL")
         if not _tables(conn):
             create_schema(conn)
+        else:
+            conn.execute(_TIME_INDEX)  # a file written before the index existed
     except BadStateFile:
         conn.close()
         raise

@@ -49,6 +49,22 @@ from probed.statehealth import StateLock
 
 __all__ = ["StateStore"]
 
+_PRUNE = (
+    "DELETE FROM results WHERE probe = ?1 "
+    "AND started_at < (SELECT max(started_at) FROM results WHERE probe = ?1) - ?4 "
+    "AND seq <= ?2 "
+    "AND seq < (SELECT seq FROM results WHERE probe = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?3)"
+)
+"""Prune one probe's runs (``StateStore._prune``): ``?1`` the probe, ``?2`` the newest run
+the SLO snapshot counts, ``?3`` the ring's size less one, ``?4`` ``keep_seconds``."""
+
+_PROBES = (
+    "WITH RECURSIVE p(name) AS (SELECT min(probe) FROM results UNION ALL "
+    "SELECT (SELECT min(probe) FROM results WHERE probe > p.name) FROM p "
+    "WHERE p.name IS NOT NULL) SELECT name FROM p WHERE name IS NOT NULL"
+)
+"""The probes with runs in the ring, one index lookup each (not a read of every run)."""
+
 _log = structlog.get_logger("probed.persist")
 
 
@@ -263,15 +279,17 @@ class StateStore:
             "SET last_success_at = max(last_success_at, excluded.last_success_at)",
             last_ok.items(),
         )
-        watermark = _slo_watermark(conn)[0]
+        self._prune(conn, sorted({r.probe for r in results}), _slo_watermark(conn)[0])
+
+    def _prune(self, conn: sqlite3.Connection, probes: Iterable[str], watermark: int) -> None:
+        """Drop the runs of ``probes`` up to run ``watermark`` that are beyond the ring and
+        older than ``keep_seconds`` before the probe's newest.
+
+        Each probe's newest run and cut-off are looked up in its indexes, and only its runs
+        older than the cut-off are visited: the cost does not grow with the runs it keeps.
+        """
         conn.executemany(
-            "DELETE FROM results WHERE probe = ?1 AND seq <= ?2 AND seq < ("
-            "SELECT seq FROM results WHERE probe = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?3) "
-            "AND started_at < (SELECT max(started_at) FROM results WHERE probe = ?1) - ?4",
-            [
-                (probe, watermark, self.ring_size - 1, self.keep_seconds)
-                for probe in sorted({r.probe for r in results})
-            ],
+            _PRUNE, [(probe, watermark, self.ring_size - 1, self.keep_seconds) for probe in probes]
         )
 
     def _write_slo(
@@ -289,14 +307,7 @@ class StateStore:
             [(SLO_SNAPSHOT, idx, blob) for idx, blob in enumerate(blobs)],
         )
         conn.execute("DELETE FROM lags WHERE seq <= ?", (lags_seq,))
-        conn.execute(
-            "DELETE FROM results WHERE seq <= ?1 AND seq IN (SELECT seq FROM ("
-            "SELECT seq, started_at, "
-            "row_number() OVER (PARTITION BY probe ORDER BY seq DESC) AS rn, "
-            "max(started_at) OVER (PARTITION BY probe) AS newest FROM results) "
-            "WHERE rn > ?2 AND started_at < newest - ?3)",
-            (results_seq, self.ring_size, self.keep_seconds),
-        )
+        self._prune(conn, [name for (name,) in conn.execute(_PROBES)], results_seq)
 
     # -- reading ------------------------------------------------------------------------
 
