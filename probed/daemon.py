@@ -485,10 +485,11 @@ class Daemon:
             started = loop.time()
             try:
                 await self.evaluator.poll_queue_depth(self.executor.stream_session)
-                evaluation, _ = await self.evaluator.evaluate_in_slices()
-                self.info.evaluation = evaluation  # the one holder (the server reads it)
-                self.pusher.update(evaluation.recommendations, evaluation.at)
-                self.notifier.status(self._status_line())
+                async with self.gc.held_back():  # its collections: after it, on their own
+                    evaluation, _ = await self.evaluator.evaluate_in_slices()
+                    self.info.evaluation = evaluation  # the one holder (the server reads it)
+                    self.pusher.update(evaluation.recommendations, evaluation.at)
+                    self.notifier.status(self._status_line())
                 self.gc.evaluated()
             except Exception:
                 _log.exception("evaluation_failed")

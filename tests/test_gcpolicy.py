@@ -6,15 +6,20 @@ import asyncio
 import gc
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
+from bigstore import big_store
 from binaries import promtool
 from prometheus_client import generate_latest
 
 from probed import startgc
-from probed.config import load_config
+from probed.config import Config, TargetConfig, load_config
 from probed.daemon import Daemon
-from probed.gcpolicy import PAUSE_BUCKETS, PAUSES, THRESHOLDS
+from probed.evaluate import Evaluator
+from probed.gcpolicy import PAUSE_BUCKETS, PAUSES, THRESHOLDS, GcPolicy
 from probed.metrics import DaemonInfo, build_registry
 from probed.results import ProbeResult, ProbeRun, Reason
 from probed.store import ResultStore
@@ -184,3 +189,46 @@ def test_a_signal_window_s_slots_hold_no_tracked_object_each() -> None:
     assert 3_001 == lags.count(1_299.0) == runs.at(1_299.0).runs
     assert 0 == lags.count(1_000.0 + 600.0) == runs.at(1_600.0).runs
     assert ({}, {}) == (lags.sketch.buckets, runs.reasons)
+
+
+def _in_evaluation(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "_evaluate_steps":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_an_evaluation_s_slices_hold_no_collection() -> None:
+    """An evaluation of 500 streams allocates thousands of objects over its slices; the
+    collections they would trigger (a young one, then a 3-4 ms middle one on top of a 2-3 ms
+    slice, in the soak) wait for its end, and then run once, in a turn of their own."""
+    store, _ = big_store(probes=200, streams=500)
+    evaluator = Evaluator(
+        Config(targets={"app": TargetConfig(base_url="http://127.0.0.1:9")}, probes=[]), store
+    )
+    policy = GcPolicy()
+    inside: list[int] = []
+    after: list[int] = []
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            (inside if _in_evaluation(sys._getframe(1)) else after).append(info["generation"])
+
+    async def evaluations(now: float) -> None:
+        for k in range(3):
+            async with policy.held_back():
+                await evaluator.evaluate_in_slices(now + 10.0 * k, slice_seconds=0.0)
+
+    before = gc.get_threshold()
+    assert THRESHOLDS is not None
+    gc.set_threshold(*THRESHOLDS)
+    gc.callbacks.append(watch)
+    try:
+        asyncio.run(evaluations(time.time()))
+    finally:
+        gc.callbacks.remove(watch)
+        gc.set_threshold(*before)
+    assert [] == inside
+    assert len(after) >= 3
+    assert gc.isenabled()
