@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import ROUND_HALF_UP, Context, Decimal
 
 __all__ = [
     "amount",
@@ -44,8 +43,6 @@ __all__ = [
     "trim",
 ]
 
-#: Enough digits to quantize any finite double to a few decimals without an exception.
-_EXACT = Context(prec=400)
 #: (unit, seconds, how many make the next unit); the last has no next.
 _TIME_UNITS: tuple[tuple[str, float, int], ...] = (
     ("\u00b5s", 1e-6, 1000),
@@ -67,9 +64,15 @@ def _number(value: object) -> float | None:
 
 
 def fixed(value: float, digits: int) -> str:
-    """``value.toFixed(digits)`` as JavaScript writes it (0 for -0)."""
-    exact = Decimal(0.0 if value == 0 else value)
-    return str(exact.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP, _EXACT))
+    """``value.toFixed(digits)`` as JavaScript writes it (0 for -0): the float's exact value
+    (a ratio of integers) scaled by ``10**digits``, rounded half away from zero."""
+    numerator, denominator = abs(value).as_integer_ratio()
+    whole, rest = divmod(numerator * 10**digits, denominator)
+    whole += 2 * rest >= denominator
+    text = str(whole).rjust(digits + 1, "0")
+    if digits:
+        text = f"{text[:-digits]}.{text[-digits:]}"
+    return f"-{text}" if value < 0 else text
 
 
 def trim(text: str) -> str:

@@ -97,7 +97,6 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal
 from typing import Any, TypeGuard
 
 from probed.config import SLO_WINDOWS, SloConfig
@@ -117,13 +116,15 @@ _COUNT_MAX = 2 ** (8 * _COUNT_SIZE) - 1
 
 
 def _allowance(objective: float) -> float:
-    """The allowed bad share ``1 - objective``, taken in decimal.
-
-    ``1 - 0.999`` is 0.0010000000000000009 in binary floating point; the
-    decimal complement gives the 0.001 the operator wrote, so 5 bad runs in
-    1,000 burn exactly 5.0 rather than 4.999999999999996.
-    """
-    return float(1 - Decimal(repr(objective)))
+    """The allowed bad share ``1 - objective``, taken in decimal: ``1 - 0.999`` is
+    0.0010000000000000009 in binary floating point, the complement of what the operator
+    wrote is 0.001, so 5 bad runs in 1,000 burn exactly 5.0, not 4.999999999999996 (the
+    shortest repr's digits over its power of ten: one correctly rounded division)."""
+    mantissa, _, exponent = repr(objective).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    places = len(fraction) - int(exponent or 0)
+    scale, written = 10 ** max(places, 0), int(whole + fraction) * 10 ** max(-places, 0)
+    return float((scale - written) / scale)  # int / int: rounded once
 
 
 def _window_labels(slo: SloConfig) -> list[tuple[str, float]]:
@@ -386,8 +387,7 @@ class SloEvaluator:
 
     Not thread-safe; meant to be driven from the event loop (record on every
     run or event, ``evaluate()`` every few seconds). See the module docstring
-    for the window, clamping and reload semantics.
-    """
+    for the window, clamping and reload semantics."""
 
     def __init__(
         self,

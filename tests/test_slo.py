@@ -700,3 +700,22 @@ def test_the_oldest_from_an_index_is_the_first_live_one_of_a_plain_walk(
     hi = lo + length
     expected = next((i for i in range(lo, hi + 1) if counts[i % len(counts)]), None)
     assert expected == series._oldest_from(lo, hi)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=1e-9, max_value=1.0, exclude_max=True),
+        st.integers(1, 10**6 - 1).map(lambda k: k / 10**6),
+        st.sampled_from([0.999, 0.9995, 0.99, 0.5, 0.9999999999999999, 1e-05, 9.5e-05]),
+    )
+)
+def test_the_allowance_is_the_decimal_complement_of_the_objective_written(
+    objective: float,
+) -> None:
+    """``1 - objective`` as the operator wrote it (the shortest repr), rounded once."""
+    from decimal import Decimal
+
+    from probed.slo import _allowance
+
+    assert float(1 - Decimal(repr(objective))) == _allowance(objective)

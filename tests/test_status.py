@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kinds import ALL_KINDS_TOML
 
 from probed import components, pagesections, status, statusfields, statuspage, statustext
 from probed.components import compute_components, overall
 from probed.config import ComponentConfig, default_components, load_config
 from probed.configtypes import DEFAULT_COMPONENTS
-from probed.pageunits import amount, duration, evidence_value, offset, percent, rate
+from probed.pageunits import amount, duration, evidence_value, fixed, offset, percent, rate
 from probed.results import ProbeResult, ProbeRun, Reason
 from probed.signals import (
     ComponentState,
@@ -1165,3 +1167,21 @@ def test_a_shard_says_which_it_is_in_the_document_the_table_and_the_page() -> No
     assert 'id="shard"' not in render_page(alone)
     for odd in ({"index": "1", "total": 3}, {"index": 0}, "1/3", None):
         assert render_table({**alone, "shard": odd}).startswith("probed 9.9 at eu-1: ")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.integers(-(10**6), 10**6).map(lambda k: k / 1000 + 0.0005),
+        st.integers(-(10**4), 10**4).map(lambda k: k / 8),
+    ),
+    st.integers(0, 6),
+)
+def test_fixed_rounds_the_exact_binary_value_half_away_from_zero(value: float, digits: int) -> None:
+    """As decimal's ROUND_HALF_UP on the float's exact value (JavaScript's ``toFixed``)."""
+    from decimal import ROUND_HALF_UP, Context, Decimal
+
+    exact = Decimal(0.0 if value == 0 else value)
+    expected = str(exact.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP, Context(prec=400)))
+    assert expected == fixed(value, digits)
