@@ -65,7 +65,10 @@ def _number(value: object) -> float | None:
 
 def fixed(value: float, digits: int) -> str:
     """``value.toFixed(digits)`` as JavaScript writes it (0 for -0): the float's exact value
-    (a ratio of integers) scaled by ``10**digits``, rounded half away from zero."""
+    (a ratio of integers) scaled by ``10**digits``, rounded half away from zero; ``-`` for
+    what is not finite (a finite figure scaled past the largest float)."""
+    if not math.isfinite(value):
+        return "-"
     numerator, denominator = abs(value).as_integer_ratio()
     whole, rest = divmod(numerator * 10**digits, denominator)
     whole += 2 * rest >= denominator

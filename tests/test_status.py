@@ -8,6 +8,7 @@ import copy
 import hashlib
 import html
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -1185,3 +1186,9 @@ def test_fixed_rounds_the_exact_binary_value_half_away_from_zero(value: float, d
     exact = Decimal(0.0 if value == 0 else value)
     expected = str(exact.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP, Context(prec=400)))
     assert expected == fixed(value, digits)
+
+
+def test_fixed_writes_a_dash_for_what_is_not_finite() -> None:
+    """A finite ratio scaled to a percentage can overflow; the page shows ``-``, not a 500."""
+    assert ["-", "-", "-"] == [fixed(v, 3) for v in (math.inf, -math.inf, math.nan)]
+    assert "-" == fixed(1e307 * 100, 3)
