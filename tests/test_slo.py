@@ -702,7 +702,7 @@ def test_the_oldest_from_an_index_is_the_first_live_one_of_a_plain_walk(
     assert expected == series._oldest_from(lo, hi)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.one_of(
         st.floats(min_value=1e-9, max_value=1.0, exclude_max=True),

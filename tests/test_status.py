@@ -1170,7 +1170,7 @@ def test_a_shard_says_which_it_is_in_the_document_the_table_and_the_page() -> No
         assert render_table({**alone, "shard": odd}).startswith("probed 9.9 at eu-1: ")
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
     st.one_of(
         st.floats(allow_nan=False, allow_infinity=False),
