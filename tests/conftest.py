@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import gc
 import os
-import random
+import secrets
 import socket
 import ssl
 import subprocess
@@ -323,7 +323,7 @@ def _free_ports() -> Iterator[int]:
     except (OSError, ValueError, IndexError):
         low = 32768
     ports = range(10000, max(low, 12000))
-    start = random.randrange(len(ports))
+    start = secrets.randbelow(len(ports))  # not the random module: tests may seed it
     for i in range(len(ports)):
         port = ports[(start + i) % len(ports)]
         with socket.socket() as sock:
