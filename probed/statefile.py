@@ -56,7 +56,9 @@ APPLICATION_ID = 0x70726F62
 SCHEMA_VERSION = 1
 """The schema this module writes; a file with a newer one is moved aside."""
 
-_SCHEMA = """
+_TIME_INDEX = "CREATE INDEX IF NOT EXISTS results_by_probe_time ON results (probe, started_at)"
+"""Each probe's newest run and cut-off found without reading its runs (the ring's pruning)."""
+_SCHEMA = f"""
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE snapshots (
     name TEXT PRIMARY KEY,
@@ -81,7 +83,7 @@ CREATE TABLE results (
     status_code INTEGER
 );
 CREATE INDEX results_by_probe ON results (probe, seq);
-CREATE INDEX results_by_probe_time ON results (probe, started_at);
+{_TIME_INDEX};
 CREATE TABLE lags (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     stream TEXT NOT NULL,
@@ -91,8 +93,6 @@ CREATE TABLE lags (
 );
 CREATE TABLE probes (name TEXT PRIMARY KEY, last_success_at REAL NOT NULL);
 """
-_TIME_INDEX = "CREATE INDEX IF NOT EXISTS results_by_probe_time ON results (probe, started_at)"
-"""Each probe's newest run and cut-off found without reading its runs (the ring's pruning)."""
 _TABLES = frozenset({"schema_version", "snapshots", "snapshot_blobs", "results", "lags", "probes"})
 
 SLO_SNAPSHOT = "slo"
