@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 import probed.slo as slo_module
 from probed.config import SLO_WINDOWS, SloConfig
 from probed.signals import SloStatus
-from probed.slo import SloEvaluator
+from probed.slo import SloEvaluator, _allowance
 
 B = 60.0
 T0 = 1_800_000_000.0
@@ -714,8 +715,4 @@ def test_the_allowance_is_the_decimal_complement_of_the_objective_written(
     objective: float,
 ) -> None:
     """``1 - objective`` as the operator wrote it (the shortest repr), rounded once."""
-    from decimal import Decimal
-
-    from probed.slo import _allowance
-
     assert float(1 - Decimal(repr(objective))) == _allowance(objective)

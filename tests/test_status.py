@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Context, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -1181,8 +1182,6 @@ def test_a_shard_says_which_it_is_in_the_document_the_table_and_the_page() -> No
 )
 def test_fixed_rounds_the_exact_binary_value_half_away_from_zero(value: float, digits: int) -> None:
     """As decimal's ROUND_HALF_UP on the float's exact value (JavaScript's ``toFixed``)."""
-    from decimal import ROUND_HALF_UP, Context, Decimal
-
     exact = Decimal(0.0 if value == 0 else value)
     expected = str(exact.quantize(Decimal(1).scaleb(-digits), ROUND_HALF_UP, Context(prec=400)))
     assert expected == fixed(value, digits)
