@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import re
 import socket
+import statistics
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -392,11 +393,33 @@ async def test_active_scenario_turning_inconclusive_is_resolved(
 # -- resends and changes ---------------------------------------------------------------------
 
 
+class SlowFirstReceiver(Receiver):
+    """A receiver whose first request arrives ``delay`` seconds late (a busy machine, a slow
+    first connection): it is recorded that much later than the pusher sent it."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if not self.posts:
+            await asyncio.sleep(self.delay)
+        return await super().handle(request)
+
+
+@pytest.mark.parametrize("first_late", [0.0, 0.09])
 async def test_alertmanager_resent_every_interval_webhook_only_on_change(
-    start_receiver: StartReceiver,
+    start_receiver: StartReceiver, serve_app: ServeApp, first_late: float
 ) -> None:
-    """Alertmanager gets the active alert every resend_interval; the webhook gets it once."""
-    am, am_base = await start_receiver()
+    """Alertmanager gets the active alert every resend_interval; the webhook gets it once.
+
+    The resends keep to the pusher's schedule whatever one delivery's delay (a stall of the
+    loop or a slow first connection moves one arrival, not the schedule): the typical gap is
+    the interval, none is a storm's, none is a missed resend's."""
+    am = SlowFirstReceiver(first_late)
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", am.handle)
+    am_base = await serve_app(app)
     hook, hook_base = await start_receiver()
     pusher = make_pusher(
         alertmanager_urls=[am_base], webhook_urls=[hook_base], resend_interval="200ms"
@@ -408,7 +431,8 @@ async def test_alertmanager_resent_every_interval_webhook_only_on_change(
     assert 1 == len(hook.posts)
     assert 5 <= len(am.posts) <= 7
     gaps = [b.at - a.at for a, b in itertools.pairwise(am.posts)]
-    assert all(0.15 < gap < 0.35 for gap in gaps), gaps
+    assert 0.18 < statistics.median(gaps) < 0.25, gaps
+    assert all(0.05 < gap < 0.4 for gap in gaps), gaps
     ends = [parse_ts(p.body[0]["endsAt"]) for p in am.posts]
     assert ends == sorted(ends)
 
