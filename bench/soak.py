@@ -101,6 +101,7 @@ from soak_config import FAST_INTERVAL, SIGNAL_WINDOW, SLOW_INTERVAL, make_plan, 
 from soak_faults import FAULTS, FaultDriver, healthy_faults
 from soak_logs import scan_logs
 from soak_report import Run, report
+from soak_runqueue import RunQueueSampler
 from soak_sampler import Snapshot, mib, quiet_reading, sample, scrape
 from soak_targets import PASSWORD_ENV, REPO, TargetProc, serve_target, start_target
 
@@ -250,6 +251,8 @@ class Soak:
             # the end reading includes that, so the start reading must too
             await self.scrape(driver)
             run.start = await quiet_reading(self.pid)
+            run.runqueue = RunQueueSampler(self.pid)
+            run.runqueue.start()
             run.snap0 = await self.scrape(driver)
             cpu0 = {t.name: cpu_seconds(t.proc.pid) for t in self.targets}
             bench0 = time.process_time()
@@ -277,6 +280,8 @@ class Soak:
                 f"{seconds:.1f} s; RSS {mib(run.end.rss_kib):.1f} MiB, fds {run.end.fds}"
             )
         finally:
+            if run.runqueue is not None:
+                run.runqueue.stop()
             stop_sampling.set()
             await asyncio.gather(sampler, return_exceptions=True)
             if self.driver_task is not None:

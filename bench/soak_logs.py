@@ -18,6 +18,9 @@ from pathlib import Path
 
 from _common import NAN
 
+LATE_MS = 8.0
+"""A window run this many milliseconds late or more is listed in ``LogScan.late``."""
+
 EXCEPTION_EVENT = re.compile(r"(_failed$|_crashed$|internal_error|exception)")
 
 
@@ -33,6 +36,8 @@ class LogScan:
     window_lag_ms: list[float] = field(default_factory=list)
     lag_by_phase: dict[str, list[float]] = field(default_factory=dict)
     """The window's scheduler lags (ms) by the faults on when the run was logged."""
+    late: list[tuple[float, float]] = field(default_factory=list)
+    """(scheduler lag ms, wall time the run was due) of the window's runs over ``LATE_MS``."""
     stderr_lines: int = 0
     stderr_first: list[str] = field(default_factory=list)
 
@@ -90,6 +95,10 @@ def scan_logs(
                 if isinstance(lag, int | float) and window[0] <= wall <= window[1]:
                     scan.window_lag_ms.append(float(lag))
                     scan.lag_by_phase.setdefault(phase_at(wall), []).append(float(lag))
+                    latency = event.get("latency_ms")
+                    if lag >= LATE_MS and isinstance(latency, int | float):
+                        # logged when the run ended: it started latency earlier, due lag before
+                        scan.late.append((float(lag), wall - (latency + lag) / 1000))
     with contextlib.suppress(OSError):
         text = stderr.read_text(encoding="utf-8", errors="replace")
         err_lines = [line for line in text.splitlines() if line.strip()]

@@ -25,7 +25,8 @@ from soak_exposition import (
     total,
 )
 from soak_faults import FaultDriver
-from soak_logs import LogScan
+from soak_logs import LATE_MS, LogScan
+from soak_runqueue import RunQueueSampler
 from soak_sampler import FD_READS, PROGRESS_EVERY, SAMPLE_EVERY, Reading, Snapshot, mib
 
 # Targets (the issue's acceptance criteria) and the soak's own validity checks.
@@ -66,6 +67,7 @@ class Run:
     errors: list[str] = field(default_factory=list)
     nofile: str = "?"
     state_bytes: int = 0
+    runqueue: RunQueueSampler | None = None
 
 
 def slope_per_minute(points: Sequence[tuple[float, float]]) -> float:
@@ -99,6 +101,36 @@ def counter_line(counts: Counter[str], limit: int = 12) -> str:
 
 def diff_counter(end: Counter[str], start: Counter[str]) -> Counter[str]:
     return Counter({k: end[k] - start.get(k, 0) for k in end if end[k] - start.get(k, 0)})
+
+
+def late_runs(log: LogScan, sampler: RunQueueSampler | None, listed: int = 8) -> None:
+    """The window's late runs with what the loop's thread did while each was due: on a CPU
+    (the daemon's own work) or runnable and waiting for one (the machine was busy)."""
+    if sampler is None or sampler.error:
+        say(f"  late runs not explained: {sampler.error if sampler else 'no schedstat readings'}")
+        return
+    rows = []
+    for lag_ms, due in log.late:
+        spent = sampler.spent_within(due, due + lag_ms / 1000)
+        if spent is not None:
+            cpu_s, wait_s = spent
+            rows.append((lag_ms, cpu_s * 1000, wait_s * 1000, lag_ms - wait_s * 1000))
+    say(
+        f"  runs >= {LATE_MS:g} ms late: {len(log.late):,}; the loop thread's schedstat "
+        f"read every {sampler.every * 1000:g} ms ({len(sampler.wall):,} readings) covers "
+        f"{len(rows):,}"
+    )
+    if not rows:
+        return
+    own = max(row[3] for row in rows)
+    say(
+        f"  longest lag less the loop thread's wait for a CPU in it: {own:.1f} ms; runs whose "
+        f"lag less that wait is over 8/12/16/20 ms: "
+        + "/".join(str(sum(row[3] > bound for row in rows)) for bound in (8, 12, 16, 20))
+    )
+    say("  the latest runs (lag ms, loop thread on a CPU ms, waiting for a CPU ms, lag less wait):")
+    for lag_ms, cpu_ms, wait_ms, rest_ms in sorted(rows, reverse=True)[:listed]:
+        say(f"    {lag_ms:8.1f} {cpu_ms:8.1f} {wait_ms:8.1f} {rest_ms:8.1f}")
 
 
 def report(args: argparse.Namespace, run: Run) -> bool:
@@ -222,6 +254,7 @@ def report(args: argparse.Namespace, run: Run) -> bool:
             f"{fmt(max(log.window_lag_ms) if log.window_lag_ms else NAN, 1)} ms "
             f"({len(log.window_lag_ms):,} lines)"
         )
+        late_runs(log, run.runqueue)
         say("  by the faults on when the run was logged (runs, p99 ms, max ms):")
         phases = sorted(
             log.lag_by_phase.items(), key=lambda kv: percentile(kv[1], 0.99), reverse=True
