@@ -13,6 +13,7 @@ import structlog
 from probed.config import HttpProbe, ProbeSpec
 from probed.results import ProbeResult, ProbeRun
 from probed.scheduler import Scheduler, monitor_loop_lag, name_fraction, spread_phases
+from probed.steps import Steps, in_slices
 from probed.store import ResultStore
 
 
@@ -126,6 +127,48 @@ async def test_runs_start_on_their_spread_phases() -> None:
     gaps = [b - a for a, b in itertools.pairwise(ordered)]
     assert min(gaps) > 0.01, gaps
     assert ordered[-1] - ordered[0] < 0.4
+
+
+class LagStore(ResultStore):
+    """A store keeping every scheduler lag it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lags: list[float] = []
+
+    def observe_scheduler_lag(self, seconds: float) -> None:
+        self.lags.append(seconds)
+        super().observe_scheduler_lag(seconds)
+
+
+def _busy(seconds: float, step: float) -> Steps[None]:
+    """Work on the loop for ``seconds``, a checkpoint every ``step`` seconds."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        until = time.perf_counter() + step
+        while time.perf_counter() < until:
+            pass
+        yield
+
+
+async def test_a_run_due_during_sliced_work_waits_for_one_slice_at_most() -> None:
+    """An evaluation hands the loop back between slices. A due run then takes three turns
+    of the loop (its timer, its probe's loop, its own task): if the work took a slice at
+    each of them, the run would start two or three slices late (10-15 ms in the soak,
+    with 2-5 ms slices), not one."""
+    store = LagStore()
+    sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=10, jitter=0)
+    slice_s = 0.02
+    async with asyncio.TaskGroup() as tg:
+        sched.start(tg, [spec("p", "100ms", "50ms")])
+        await asyncio.sleep(0.15)
+        before = len(store.lags)
+        await in_slices(_busy(1.0, 0.002), slice_s)
+        during = store.lags[before:]
+        await sched.stop(grace=1.0)
+    assert len(during) >= 5, during
+    # one slice (and the step that ends it) at most, with room for a busy machine
+    assert max(during) < 1.5 * slice_s, [round(lag * 1000, 1) for lag in during]
 
 
 async def test_a_reload_keeps_phases_and_fills_gaps() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from probed.steps import (
     ITEMS_PER_STEP,
+    TURN_SECONDS,
     Steps,
     TurnCount,
     TurnShare,
@@ -43,7 +45,7 @@ def test_in_slices_lets_the_loop_turn_and_closes_the_work_when_cancelled() -> No
     async def main() -> None:
         work = asyncio.create_task(in_slices(_count(1000, log), slice_seconds=0.0))
         for _ in range(3):
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
             log.append("other task")
         work.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -52,7 +54,12 @@ def test_in_slices_lets_the_loop_turn_and_closes_the_work_when_cancelled() -> No
     asyncio.run(main())
     assert log.count("other task") == 3
     assert log[-1] == "closed"
-    assert 3 <= sum(entry.startswith("step") for entry in log) < 10
+    # the work went on between the other task's turns, a step per turn it left the loop
+    others = [i for i, entry in enumerate(log) if entry == "other task"]
+    assert all(b - a > 1 for a, b in itertools.pairwise([-1, *others])), log
+    # and left it for TURN_SECONDS each time (after sleep(0) it would take every turn: the
+    # 1,000 steps would be done within the 30 ms)
+    assert sum(entry.startswith("step") for entry in log) < 0.03 / TURN_SECONDS * 4
 
 
 def test_a_turn_share_of_zero_lets_one_slice_a_turn_first_come_first_served() -> None:
