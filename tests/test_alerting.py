@@ -159,8 +159,10 @@ StartReceiver = Callable[..., Awaitable[tuple[Receiver, str]]]
 def start_receiver(serve_app: ServeApp) -> StartReceiver:
     """Start a ``Receiver`` on loopback: ``receiver, base_url = await start_receiver()``."""
 
-    async def start(statuses: list[int] | None = None) -> tuple[Receiver, str]:
-        receiver = Receiver(statuses)
+    async def start(
+        statuses: list[int] | None = None, receiver: Receiver | None = None
+    ) -> tuple[Receiver, str]:
+        receiver = receiver or Receiver(statuses)
         app = web.Application()
         app.router.add_post("/{tail:.*}", receiver.handle)
         return receiver, await serve_app(app)
@@ -409,17 +411,14 @@ class SlowFirstReceiver(Receiver):
 
 @pytest.mark.parametrize("first_late", [0.0, 0.09])
 async def test_alertmanager_resent_every_interval_webhook_only_on_change(
-    start_receiver: StartReceiver, serve_app: ServeApp, first_late: float
+    start_receiver: StartReceiver, first_late: float
 ) -> None:
     """Alertmanager gets the active alert every resend_interval; the webhook gets it once.
 
     The resends keep to the pusher's schedule whatever one delivery's delay (a stall of the
     loop or a slow first connection moves one arrival, not the schedule): the typical gap is
     the interval, none is a storm's, none is a missed resend's."""
-    am = SlowFirstReceiver(first_late)
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", am.handle)
-    am_base = await serve_app(app)
+    am, am_base = await start_receiver(receiver=SlowFirstReceiver(first_late))
     hook, hook_base = await start_receiver()
     pusher = make_pusher(
         alertmanager_urls=[am_base], webhook_urls=[hook_base], resend_interval="200ms"
