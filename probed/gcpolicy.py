@@ -32,6 +32,7 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from probed import startgc
+from probed.steps import TURN_SECONDS
 from probed.store import Histogram
 
 __all__ = ["PAUSES", "PAUSE_BUCKETS", "THRESHOLDS", "GcCollector", "GcPauses", "GcPolicy"]
@@ -124,7 +125,9 @@ class GcPolicy:
         many loop turns (``probed.steps``): the collections they trigger ran inside its
         slices, a 3-4 ms middle collection on top of a 2-3 ms slice (bench/README.md).
         Held back, they wait for the body's end, and the young and middle generations are
-        collected once, after one more turn, with nothing else in that step. Other tasks
+        collected once, with nothing else in that step, after the loop has had
+        ``TURN_SECONDS`` to itself: a probe run due then takes three turns to start, and
+        after one turn the collection would come between them, as slices did. Other tasks
         allocate meanwhile too: their garbage waits the body's few tenths of a second.
         """
         if not gc.isenabled():
@@ -133,7 +136,7 @@ class GcPolicy:
         gc.disable()
         try:
             yield
-            await asyncio.sleep(0)  # what the body ended in gets its turn; the collection next
+            await asyncio.sleep(TURN_SECONDS)  # what came due meanwhile starts first
         finally:
             gc.enable()
         gc.collect(1)

@@ -232,3 +232,36 @@ def test_an_evaluation_s_slices_hold_no_collection() -> None:
     assert [] == inside
     assert len(after) >= 3
     assert gc.isenabled()
+
+
+async def test_a_run_due_at_the_body_s_end_starts_before_the_held_back_collection() -> None:
+    """A due probe run takes three turns of the loop to start (its timer fires, its probe's
+    loop wakes, its own task starts). The collection held back during an evaluation (a
+    middle one: 2-5 ms in the soak) must not come between them: the run would start late by
+    it. So the policy leaves the loop a timer's turn before collecting, not one turn."""
+    loop = asyncio.get_running_loop()
+    policy = GcPolicy()
+    order: list[str] = []
+
+    def watch(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and "collected" not in order:
+            order.append("collected")
+
+    def timer_fires() -> None:
+        order.append("timer")
+        loop.call_soon(probe_loop_wakes)
+
+    def probe_loop_wakes() -> None:
+        order.append("probe loop")
+        loop.call_soon(lambda: order.append("run started"))
+
+    gc.callbacks.append(watch)
+    try:
+        async with policy.held_back():
+            await asyncio.sleep(0)
+            loop.call_at(loop.time(), timer_fires)  # due as the body's last slice ends
+        await asyncio.sleep(0.01)
+    finally:
+        gc.callbacks.remove(watch)
+    assert ["timer", "probe loop", "run started", "collected"] == order[:4], order
+    assert gc.isenabled()
