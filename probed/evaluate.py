@@ -262,11 +262,11 @@ class Evaluator:
         transitions = self.engine.settle(assessed, signals)
         components_cfg = self.config.status_components
         current = tuple(self.engine.current())
+        yield  # settling, the components and the records: a millisecond or more each
+        components = compute_components(components_cfg, signals, current)
+        yield
         evaluation = Evaluation(
-            at=now,
-            signals=signals,
-            components=compute_components(components_cfg, signals, current),
-            recommendations=current,
+            at=now, signals=signals, components=components, recommendations=current
         )
         self.history.recommendations(now, transitions)
         self.history.components(now, evaluation.components)

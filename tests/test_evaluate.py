@@ -15,6 +15,8 @@ import structlog
 from bigstore import big_store
 from test_recommend import T0, Shape, stream
 
+from probed import evaluate
+from probed.components import compute_components
 from probed.config import Config, RecommendConfig, TargetConfig
 from probed.evaluate import Evaluator, log_transition
 from probed.logging import configure_logging
@@ -94,6 +96,41 @@ def test_a_reload_during_an_evaluation_in_slices_is_taken_whole() -> None:
     scenarios = asyncio.run(main())
     assert "login_degraded" in scenarios
     assert "ai_errors" not in scenarios
+
+
+def test_an_evaluation_settles_and_builds_components_in_steps_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the scenarios, settling the recommendations, building the components and
+    recording the history were one step: 2.3 ms of the loop at the median and up to 6 ms
+    in a soak of 500 streams, above the 2 ms slice. Each now ends with a checkpoint."""
+    store, _ = big_store(probes=200, streams=500)
+    evaluator, _ = _evaluators(store)
+    step = [0]
+    seen: dict[str, int] = {}
+
+    def noting(name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            seen[name] = step[0]
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(evaluator.engine, "settle", noting("settle", evaluator.engine.settle))
+    monkeypatch.setattr(evaluate, "compute_components", noting("components", compute_components))
+    monkeypatch.setattr(
+        evaluator.history, "components", noting("history", evaluator.history.components)
+    )
+    steps = evaluator._evaluate_steps(time.time())
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            evaluation, _ = done.value
+            break
+        step[0] += 1
+    assert evaluation.recommendations
+    assert seen["settle"] < seen["components"] < seen["history"], seen
 
 
 def _lagging(count: int) -> Signals:
