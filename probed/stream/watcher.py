@@ -48,7 +48,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import aiohttp
@@ -75,6 +74,7 @@ from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.ending import RECONNECT_REASONS, Ended, StopAsked, ended_by
 from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.reconnect import ReconnectPolicy
+from probed.stream.subscriber import Subscriber
 
 __all__ = ["CONNECTS_PER_TURN", "EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamWatcher"]
 
@@ -99,47 +99,7 @@ _INTERNAL_ERROR_LOG_EVERY = 60.0
 
 _conn_counter = itertools.count(1)
 _CONN_PREFIX = os.urandom(3).hex()
-
-
-def _wake(sub: _Subscriber) -> None:
-    if sub.wake is not None and not sub.wake.done():
-        sub.wake.set_result(None)
-
-
 _INF = math.inf
-_Item = Event | Comment
-_Rest = tuple[list[_Item], int, float, float, float, DecodeError | None, int, float, float]
-"""``StreamWatcher._deliver``'s arguments after ``sub``, to go on with a chunk."""
-
-
-@dataclass(slots=True)
-class _Subscriber:
-    index: int
-    decoder: SSEDecoder
-    tracker: SequenceTracker
-    task: asyncio.Task[None] | None = None
-    awaiting_first: bool = True
-    rate_since: float = 0.0
-    """``time.monotonic()`` when the current one-second rate window began."""
-    rate_count: int = 0
-    """Events and comments received in the current rate window."""
-    last_event: float = 0.0
-    """``time.monotonic()`` of this connection's last event (or of its start)."""
-    pending: _Rest | None = None
-    """The rest of a chunk whose accounting waits for the next loop turn (``_deliver``)."""
-    reply: StreamExchange | None = None
-    """The current connection's response, being read."""
-    started: float = 0.0
-    """``time.monotonic()`` when the current connection attempt began."""
-    got_anything: bool = False
-    """Whether the current connection delivered an event or comment yet."""
-    last_byte: float = 0.0
-    """``time.monotonic()`` of the current connection's last read (or of its start)."""
-    backlog: deque[tuple[bytes, float]] | None = None
-    """Chunks read (with their read times) while accounting waits for a later loop turn;
-    None while accounting keeps up (chunks are then accounted as they are read)."""
-    wake: asyncio.Future[None] | None = None
-    """What the subscriber's task awaits between reads: a backlog, the end, a deadline."""
 
 
 class StreamWatcher:
@@ -172,7 +132,7 @@ class StreamWatcher:
         self._connects = TurnCount(CONNECTS_PER_TURN) if connects is None else connects
         self._url = target.base_url.rstrip("/") + spec.path
         self._subs = [
-            _Subscriber(
+            Subscriber(
                 i,
                 SSEDecoder(max_line_bytes=spec.max_line_size, max_event_bytes=spec.max_event_size),
                 SequenceTracker(spec.reorder_window, spec.loss_timeout),
@@ -232,7 +192,7 @@ class StreamWatcher:
 
     # -- connection loop ----------------------------------------------------------------
 
-    async def _run_subscriber(self, sub: _Subscriber) -> None:
+    async def _run_subscriber(self, sub: Subscriber) -> None:
         failures = 0  # failed attempts in a row (see probed.stream.reconnect)
         while True:
             ended = await self._attempt(sub)
@@ -247,7 +207,7 @@ class StreamWatcher:
             del ended  # not kept, with its context, through the next connection
             await asyncio.sleep(delay)
 
-    def _headers(self, sub: _Subscriber) -> dict[str, str]:
+    def _headers(self, sub: Subscriber) -> dict[str, str]:
         headers = self.target.resolved_headers()
         headers.update(self.spec.resolved_headers())
         headers["Accept"] = "text/event-stream"
@@ -257,7 +217,7 @@ class StreamWatcher:
             headers["Last-Event-ID"] = sub.decoder.last_event_id
         return headers
 
-    async def _attempt(self, sub: _Subscriber) -> Ended:
+    async def _attempt(self, sub: Subscriber) -> Ended:
         """One connection and how it ended; a failure of probed's own code is ``internal_error``."""
         try:
             await self._connect_and_consume(sub)
@@ -277,7 +237,7 @@ class StreamWatcher:
         self._internal_logged_at = now
         _log.error("stream_internal_error", stream=self.spec.name, exc_info=exc)
 
-    async def _connect_and_consume(self, sub: _Subscriber) -> NoReturn:
+    async def _connect_and_consume(self, sub: Subscriber) -> NoReturn:
         spec, stats = self.spec, self.stats
         if not self._connects.open():
             await self._connects.next_turn()
@@ -328,7 +288,7 @@ class StreamWatcher:
             reply.on_done = None
             sub.reply = sub.wake = sub.backlog = None
 
-    async def _open(self, sub: _Subscriber) -> StreamExchange:
+    async def _open(self, sub: Subscriber) -> StreamExchange:
         """The stream's response, up to its head; a failure as ``Ended``."""
         spec = self.spec
         try:
@@ -354,7 +314,7 @@ class StreamWatcher:
         except (aiohttp.ClientError, WireConnectError) as exc:
             raise ended_by(exc, False) from None
 
-    async def _consume(self, sub: _Subscriber, reply: StreamExchange, started: float) -> NoReturn:
+    async def _consume(self, sub: Subscriber, reply: StreamExchange, started: float) -> NoReturn:
         """Read until the connection ends; always raises ``Ended``.
 
         Chunks are accounted as they are read, in the connection's own callback
@@ -369,7 +329,7 @@ class StreamWatcher:
         sub.reply, sub.started, sub.got_anything = reply, started, False
         sub.awaiting_first = True
         sub.last_byte = sub.last_event = time.monotonic()
-        reply.on_done = functools.partial(_wake, sub)
+        reply.on_done = sub.wake_up
         try:
             reply.start(functools.partial(self._received, sub))
             while True:
@@ -396,7 +356,7 @@ class StreamWatcher:
                     continue
                 wait = min(sub.last_byte + idle, sub.last_event + quiet) - now
                 wake = sub.wake = loop.create_future()
-                timer = loop.call_later(max(wait, 0.001), _wake, sub)
+                timer = loop.call_later(max(wait, 0.001), sub.wake_up)
                 try:
                     await wake
                 finally:
@@ -405,7 +365,7 @@ class StreamWatcher:
         except aiohttp.ClientError as exc:
             raise ended_by(exc, sub.got_anything) from None
 
-    def _received(self, sub: _Subscriber, chunk: bytes) -> None:
+    def _received(self, sub: Subscriber, chunk: bytes) -> None:
         """A chunk read on ``sub``'s connection: account it now if this loop turn's share
         allows and nothing waits before it, else keep it for ``_drain`` and stop reading."""
         now = sub.last_byte = time.monotonic()
@@ -420,14 +380,14 @@ class StreamWatcher:
         if sub.pending is not None:
             self._hold(sub, None)
 
-    def _hold(self, sub: _Subscriber, chunk: tuple[bytes, float] | None) -> None:
+    def _hold(self, sub: Subscriber, chunk: tuple[bytes, float] | None) -> None:
         sub.backlog = deque() if chunk is None else deque((chunk,))
         if sub.reply is not None:
             sub.reply.pause()
         if sub.wake is not None and not sub.wake.done():
             self._share.queue(sub.wake)  # the task wakes in the turn it may account it
 
-    async def _drain(self, sub: _Subscriber, reply: StreamExchange) -> None:
+    async def _drain(self, sub: Subscriber, reply: StreamExchange) -> None:
         """Account what waits (the rest of a chunk, then the chunks kept) a share of a turn at
         a time, then read again; the first slice at once (woken in its turn, or by a deadline)."""
         share, backlog, waits = self._share, sub.backlog, False
@@ -448,7 +408,7 @@ class StreamWatcher:
         sub.backlog = None
         reply.resume()
 
-    def _feed(self, sub: _Subscriber, chunk: bytes, now: float) -> None:
+    def _feed(self, sub: Subscriber, chunk: bytes, now: float) -> None:
         """Decode one chunk of ``sub``'s connection, read at ``now``, and account its events
         as far as this loop turn's share allows (the rest waits in ``sub.pending`` for
         ``_deliver``)."""
@@ -472,7 +432,7 @@ class StreamWatcher:
 
     def _deliver(
         self,
-        sub: _Subscriber,
+        sub: Subscriber,
         items: list[Event | Comment],
         i: int,
         now: float,
@@ -526,7 +486,7 @@ class StreamWatcher:
             # after a failed connection (never healthy, so the backoff keeps growing)
             raise Ended("flood", False, f"over {self.spec.max_event_rate} events/s")
 
-    def _end(self, sub: _Subscriber, ended: Ended, delay: float) -> None:
+    def _end(self, sub: Subscriber, ended: Ended, delay: float) -> None:
         """Count and log a connection's end and the wait before the next one."""
         self.stats.connection_ended(ended.reason)
         _log.warning(
@@ -542,7 +502,7 @@ class StreamWatcher:
 
     # -- accounting ---------------------------------------------------------------------
 
-    def _on_event(self, sub: _Subscriber, event: Event, now: float, wall: float) -> float | None:
+    def _on_event(self, sub: Subscriber, event: Event, now: float, wall: float) -> float | None:
         """Account one event; its enqueue stamp (Unix seconds), if it has one."""
         spec, stats = self.spec, self.stats
         enqueued: float | None = None
