@@ -168,7 +168,14 @@ async def test_unexpected_error_in_a_watcher_is_that_streams_failure(
             return reconnects >= 2 and healthy_runs(text)[0] >= 3
 
         text, _ = await watch_metrics(base, task, 1.0, enough)
-    assert 0.0 == healthy_runs(text)[1]
+    # Nothing is charged to the healthy probe's target. A run may fail as prober_overloaded
+    # (not the target's, left out of its SLO): the in-process daemon logs through structlog's
+    # default console renderer, which draws a traceback and its locals with rich in tens to
+    # hundreds of ms (a run 272 ms behind, in 1 of 7 runs of this test), the loop held.
+    overloaded = sample(
+        text, "probed_probe_failures_total", probe="healthy", reason="prober_overloaded"
+    )
+    assert 0.0 == healthy_runs(text)[1] - overloaded
 
 
 async def test_a_huge_server_retry_is_capped(tmp_path: Path, serve_app: ServeApp) -> None:
