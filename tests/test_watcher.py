@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import collections.abc
 import itertools
 import random
 import ssl
@@ -219,65 +218,6 @@ async def test_heartbeat_comments_keep_the_stream_alive() -> None:
         assert 0 == stats.reconnects["stalled"]
         assert stats.last_byte is not None
         assert 1 == stats.connected
-
-
-class _CountedSteps(collections.abc.Coroutine[Any, Any, Any]):
-    """A coroutine that counts how often its task runs it (each ``send`` or ``throw``)."""
-
-    def __init__(self, coro: Any, steps: collections.Counter[str]) -> None:
-        self._coro, self._steps, self._name = coro, steps, coro.__qualname__
-
-    def send(self, value: Any) -> Any:
-        self._steps[self._name] += 1
-        return self._coro.send(value)
-
-    def throw(self, *args: Any) -> Any:
-        self._steps[self._name] += 1
-        return self._coro.throw(*args)
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Any:
-        return self._coro.__await__()
-
-
-async def test_a_kept_alive_stream_takes_no_task_step_at_its_deadlines() -> None:
-    """Heartbeats every 50 ms keep a stream with a 300 ms idle_timeout alive: each time its
-    idle deadline comes, a byte came since, and finding that out costs a timer's callback,
-    not a step of the stream's task. (Streams connected together get their servers'
-    heartbeats together, so their deadlines come together: 500 streams took 500 task steps
-    in one loop turn every idle_timeout, 8-16 ms in the soak.)"""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = await open_stream(request)
-        for _ in range(60):
-            await resp.write(b": heartbeat\n\n")
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(10)
-        return resp
-
-    loop = asyncio.get_running_loop()
-    steps = collections.Counter[str]()
-    factory = loop.get_task_factory()
-
-    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
-        return asyncio.Task(_CountedSteps(coro, steps), loop=loop, **kwargs)
-
-    loop.set_task_factory(counting)
-    try:
-        async with (
-            sse_server(handler) as url,
-            watching(url, stream_spec(idle_timeout="300ms")) as (stats, _),
-        ):
-            await until(lambda: stats.last_byte is not None)
-            before = steps["StreamWatcher._run_subscriber"]
-            await asyncio.sleep(1.6)  # five idle deadlines
-            taken = steps["StreamWatcher._run_subscriber"] - before
-            assert (0, 1) == (stats.reconnects["stalled"], stats.connected)
-    finally:
-        loop.set_task_factory(factory)
-    assert 0 == taken, f"{taken} steps of the stream's task while it was kept alive"
 
 
 async def test_wrong_content_type() -> None:

@@ -319,13 +319,13 @@ class StreamWatcher:
 
         Chunks are accounted as they are read, in the connection's own callback
         (``_received``); this task only wakes for what that cannot do: accounting that
-        waits for a later loop turn (``_drain``), the end, and a deadline that passed
-        (``Subscriber.wait``). Both deadlines are armed from the last byte (event) and only
-        re-armed when one comes: moving a timer on every chunk would cost a timer per
-        chunk."""
+        waits for a later loop turn (``_drain``), the end, and the deadlines. Both
+        deadlines are armed from the last byte (event) and only re-armed when one passes:
+        moving a timer on every chunk would cost a timer per chunk."""
         spec = self.spec
-        idle = sub.idle = spec.idle_timeout
-        quiet = sub.quiet = math.inf if spec.event_timeout is None else spec.event_timeout
+        loop = asyncio.get_running_loop()
+        idle = spec.idle_timeout
+        quiet = math.inf if spec.event_timeout is None else spec.event_timeout
         sub.reply, sub.started, sub.got_anything = reply, started, False
         sub.awaiting_first = True
         sub.last_byte = sub.last_event = time.monotonic()
@@ -354,7 +354,14 @@ class StreamWatcher:
                         # pings keep the connection but deliver nothing: not a healthy one
                         raise Ended("no_events", False, f"no event for {quiet:g}s")
                     continue
-                await sub.wait()
+                wait = min(sub.last_byte + idle, sub.last_event + quiet) - now
+                wake = sub.wake = loop.create_future()
+                timer = loop.call_later(max(wait, 0.001), sub.wake_up)
+                try:
+                    await wake
+                finally:
+                    timer.cancel()
+                    sub.wake = None
         except aiohttp.ClientError as exc:
             raise ended_by(exc, sub.got_anything) from None
 
