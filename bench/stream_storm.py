@@ -5,6 +5,7 @@ Run from the repository root::
     python bench/stream_storm.py                  # 250 streams, 3 rounds, uvloop
     python bench/stream_storm.py --streams 500 --loop asyncio
     python bench/stream_storm.py --backlog 30     # a backlog to every stream, no cut
+    python bench/stream_storm.py --deadlines      # idle deadlines coming together
 
 A server in its own process (``--serve``: asyncio on 127.0.0.1, port 0) answers every
 ``GET`` with an SSE head and one event and keeps the connection; on ``SIGUSR1`` it closes
@@ -19,6 +20,15 @@ With ``--backlog N`` the server, on ``SIGUSR2``, writes ``N`` events to every st
 once instead (what a target does when a stall ends and it sends what it held), and a
 round reports the longest lags in the second after, and how long the watchers took to
 account every event.
+With ``--deadlines`` the streams have a 2 s ``idle_timeout`` and the server sends a heartbeat
+comment to every stream at once every 0.7 s: each stream's idle deadline comes, with all the
+others', 2 s after a heartbeat (0.1 s before another) and finds it alive. A round measures
+over 6 s of that the longest lag of the ticks within 50 ms after a heartbeat (the first
+stream's last read) and of the others (the deadlines' turns among them), and the process's
+CPU time in those 6 s, then stops the
+heartbeats after one event to every stream at once (``SIGUSR2``), so that every stream
+passes its deadline together and ends as stalled, and measures the longest lags over the
+1.5 s around that (from 1.8 s after the event).
 The daemon's JSON log lines are written to ``/dev/null``, as a daemon writes them to a pipe.
 
 Only loopback is used; the server is killed on exit.
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import math
 import os
@@ -39,12 +50,15 @@ from collections.abc import Callable, Sequence
 
 _HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 _EVENT = b'id: 1\ndata: {"seq": 1}\n\n'
+_COMMENT = b": heartbeat\n\n"
 
 
 async def serve() -> None:
     """The server: hold every stream; close them all at once on SIGUSR1."""
     held: list[asyncio.StreamWriter] = []
     seqs: dict[asyncio.StreamWriter, int] = {}
+    period = float(os.environ.get("STORM_HEARTBEAT", "0"))
+    beating = [period > 0]
 
     async def stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while (await reader.readline()) not in (b"\r\n", b""):
@@ -52,8 +66,11 @@ async def serve() -> None:
         writer.write(_HEAD + b"%x\r\n%s\r\n" % (len(_EVENT), _EVENT))
         held.append(writer)
         seqs[writer] = 1
+        beating[0] = period > 0  # the streams are back (after a stall): heartbeats again
         with contextlib.suppress(ConnectionError):
             await reader.read()
+        if writer in held:  # the client ended it (a stall)
+            held.remove(writer)
 
     def cut() -> None:
         writers = list(held)
@@ -61,7 +78,14 @@ async def serve() -> None:
         for writer in writers:
             writer.close()
 
+    async def beat() -> None:
+        while period:
+            await asyncio.sleep(period)
+            for writer in held if beating[0] else ():
+                writer.write(b"%x\r\n%s\r\n" % (len(_COMMENT), _COMMENT))
+
     def flush() -> None:
+        beating[0] = False  # silent from now: every stream passes its idle deadline together
         count = int(os.environ.get("STORM_BACKLOG", "30"))
         for writer in held:
             first = seqs[writer] + 1
@@ -75,7 +99,9 @@ async def serve() -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, cut)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, flush)
     print(server.sockets[0].getsockname()[1], flush=True)
+    beats = asyncio.create_task(beat())
     await asyncio.Event().wait()
+    beats.cancel()
 
 
 async def client(args: argparse.Namespace, port: int) -> None:
@@ -90,7 +116,8 @@ async def client(args: argparse.Namespace, port: int) -> None:
     specs = [
         SseStream(
             name=f"s{i}", target="t", path="/sse", sequence_field="seq",
-            idle_timeout="60s", reconnect_initial="1s", reconnect_max="2s",
+            idle_timeout="2s" if args.deadlines else "60s", reconnect_initial="1s",
+            reconnect_max="2s",
             min_reconnect_delay="1s",
         )
         for i in range(args.streams)
@@ -100,11 +127,21 @@ async def client(args: argparse.Namespace, port: int) -> None:
     manager = StreamManager(store, Hub(), pooled)
     lags: list[float] = []
 
+    ticks: list[tuple[float, float]] = []
+    """(time.monotonic() when a tick woke, its lag) in --deadlines rounds."""
+    reads: set[float] = set()
+    """The first stream's last reads seen by the ticker (the heartbeats' times)."""
+
     async def ticker() -> None:
         while True:
             began = time.perf_counter()
             await asyncio.sleep(0.001)
-            lags.append(time.perf_counter() - began - 0.001)
+            lag = time.perf_counter() - began - 0.001
+            lags.append(lag)
+            if args.deadlines:
+                ticks.append((time.monotonic(), lag))
+                if (read := store.streams[specs[0].name].last_byte) is not None:
+                    reads.add(read)
 
     def connected() -> int:
         return sum(store.streams[s.name].connected for s in specs)
@@ -113,7 +150,12 @@ async def client(args: argparse.Namespace, port: int) -> None:
         return sum(store.streams[s.name].received for s in specs)
 
     print(f"{args.streams} streams on {args.loop}; {args.rounds} rounds")
-    if args.backlog:
+    if args.deadlines:
+        print(
+            "  round  kept alive: longest lag at a heartbeat / between them (ms), CPU (s)"
+            "   stalled: longest / 2nd / 3rd"
+        )
+    elif args.backlog:
         print(f"  round  {args.backlog} events each: longest / 2nd / 3rd lag (ms)   accounted in")
     else:
         print("  round  ends: longest / 2nd / 3rd lag (ms)   reconnects: longest (ms)   connected")
@@ -121,6 +163,9 @@ async def client(args: argparse.Namespace, port: int) -> None:
         manager.start(tg, specs, {"t": target})
         tick = tg.create_task(ticker())
         for round_ in range(1, args.rounds + 1):
+            if args.deadlines:
+                await deadlines_round(args, round_, connected, lags, ticks, reads)
+                continue
             if args.backlog:
                 await backlog_round(args, round_, connected, received, lags)
                 continue
@@ -175,6 +220,45 @@ async def backlog_round(
     )
 
 
+async def deadlines_round(
+    args: argparse.Namespace,
+    round_: int,
+    connected: Callable[[], int],
+    lags: list[float],
+    ticks: list[tuple[float, float]],
+    reads: set[float],
+) -> None:
+    """One round of ``--deadlines``: deadlines that find their streams alive, then ones that
+    pass together (the server silent after one event to every stream)."""
+    for _ in range(600):  # at most 30 s
+        if connected() == args.streams:
+            break
+        await asyncio.sleep(0.05)
+    ticks.clear()
+    reads.clear()
+    cpu = time.process_time()
+    await asyncio.sleep(6.0)
+    cpu = time.process_time() - cpu
+    beats = sorted(reads)
+    at_beat = between = 0.0
+    for woke, lag in ticks:
+        # a tick that woke within 50 ms after a heartbeat's first read: the heartbeat's turns
+        index = bisect.bisect_right(beats, woke) - 1
+        if index >= 0 and woke - beats[index] <= 0.05:
+            at_beat = max(at_beat, lag)
+        else:
+            between = max(between, lag)
+    os.kill(args.server_pid, signal.SIGUSR2)
+    await asyncio.sleep(1.8)
+    lags.clear()
+    await asyncio.sleep(1.5)
+    stalled = sorted(lags, reverse=True)[:3]
+    print(
+        f"  {round_:5d}  {at_beat * 1e3:37.1f} / {between * 1e3:.1f}  {cpu:8.3f}"
+        f"  {stalled[0] * 1e3:26.1f} / {stalled[1] * 1e3:.1f} / {stalled[2] * 1e3:.1f}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=250, help="streams (250)")
@@ -182,6 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument(
         "--backlog", type=int, default=0, help="events written to every stream at once (0: cut)"
+    )
+    parser.add_argument(
+        "--deadlines", action="store_true", help="idle deadlines alive, then stalled, together"
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -201,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             [sys.executable, __file__, "--serve"],
             stdout=subprocess.PIPE,
             start_new_session=True,
-            env={**os.environ, "STORM_BACKLOG": str(args.backlog)},
+            env={
+                **os.environ,
+                "STORM_BACKLOG": str(args.backlog or 1),
+                "STORM_HEARTBEAT": "0.7" if args.deadlines else "0",
+            },
         )
         try:
             assert server.stdout is not None
