@@ -25,10 +25,10 @@ comment to every stream at once every 0.7 s: each stream's idle deadline comes, 
 others', 2 s after a heartbeat (0.1 s before another) and finds it alive. A round measures
 over 6 s of that the longest lag of the ticks within 50 ms after a heartbeat (the first
 stream's last read) and of the others (the deadlines' turns among them), and the process's
-CPU time in those 6 s, then stops the
-heartbeats after one event to every stream at once (``SIGUSR2``), so that every stream
-passes its deadline together and ends as stalled, and measures the longest lags over the
-1.5 s around that (from 1.8 s after the event).
+CPU time in those 6 s; then the server stops the heartbeats after one event to every stream
+at once (``SIGUSR2``), so that every stream passes its deadline together and ends as
+stalled, and the round measures the longest lags over the 1.5 s around that (from 1.8 s
+after the event).
 The daemon's JSON log lines are written to ``/dev/null``, as a daemon writes them to a pipe.
 
 Only loopback is used; the server is killed on exit.
@@ -169,10 +169,7 @@ async def client(args: argparse.Namespace, port: int) -> None:
             if args.backlog:
                 await backlog_round(args, round_, connected, received, lags)
                 continue
-            for _ in range(600):  # at most 30 s
-                if connected() == args.streams:
-                    break
-                await asyncio.sleep(0.05)
+            await all_connected(args, connected)
             await asyncio.sleep(1.0)
             lags.clear()
             os.kill(args.server_pid, signal.SIGUSR1)
@@ -191,6 +188,14 @@ async def client(args: argparse.Namespace, port: int) -> None:
     await pooled.close()
 
 
+async def all_connected(args: argparse.Namespace, connected: Callable[[], int]) -> None:
+    """Return once every stream is connected, or after 30 s."""
+    for _ in range(600):
+        if connected() == args.streams:
+            break
+        await asyncio.sleep(0.05)
+
+
 async def backlog_round(
     args: argparse.Namespace,
     round_: int,
@@ -199,10 +204,7 @@ async def backlog_round(
     lags: list[float],
 ) -> None:
     """One round of ``--backlog``: every stream handed ``args.backlog`` events at once."""
-    for _ in range(600):  # at most 30 s
-        if connected() == args.streams:
-            break
-        await asyncio.sleep(0.05)
+    await all_connected(args, connected)
     await asyncio.sleep(1.0)
     want = received() + args.backlog * args.streams
     lags.clear()
@@ -230,10 +232,7 @@ async def deadlines_round(
 ) -> None:
     """One round of ``--deadlines``: deadlines that find their streams alive, then ones that
     pass together (the server silent after one event to every stream)."""
-    for _ in range(600):  # at most 30 s
-        if connected() == args.streams:
-            break
-        await asyncio.sleep(0.05)
+    await all_connected(args, connected)
     ticks.clear()
     reads.clear()
     cpu = time.process_time()
