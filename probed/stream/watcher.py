@@ -74,7 +74,7 @@ from probed.stream.decoder import Comment, DecodeError, Event, SSEDecoder
 from probed.stream.ending import RECONNECT_REASONS, Ended, StopAsked, ended_by
 from probed.stream.hub import Hub, ReceivedEvent
 from probed.stream.reconnect import ReconnectPolicy
-from probed.stream.subscriber import Subscriber
+from probed.stream.subscriber import Item, Subscriber
 
 __all__ = ["CONNECTS_PER_TURN", "EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamWatcher"]
 
@@ -433,7 +433,7 @@ class StreamWatcher:
     def _deliver(
         self,
         sub: Subscriber,
-        items: list[Event | Comment],
+        items: list[Item],
         i: int,
         now: float,
         wall: float,
