@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, cast
 
-from probed import eventloop, startgc, startsignals
+from probed import eventloop, startgc, startsignals, starttls
 from probed.cliargs import build_parser, demo_config_path
 from probed.client import ClientSetupError, DaemonClient, daemon_client
 from probed.config import Config, DaemonConfig, load_config
@@ -104,6 +104,7 @@ def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    starttls.import_aiohttp()  # before the daemon's modules import it
     from probed.daemon import Daemon
 
     startgc.loaded()
@@ -130,6 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    starttls.import_aiohttp()  # before the daemon's modules import it
     from probed.daemon import Daemon
     from probed.demo import DemoTarget
 
