@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import sys
 
-from probed import startgc, startsignals
+from probed import startgc, startsignals, starttls
 
 
 def main() -> int:
     """Hold SIGHUP and collect only the young generation while the command loads (see
-    :mod:`probed.startsignals`, :mod:`probed.startgc`), then run it."""
+    :mod:`probed.startsignals`, :mod:`probed.startgc`); for the daemon, load the system CAs
+    in a thread meanwhile (:mod:`probed.starttls`); then run the command."""
     startsignals.hold()
     startgc.begin()
+    if sys.argv[1:2] in (["run"], ["demo"]):
+        starttls.begin()  # the system CAs load beside the imports
     os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")  # before aiohttp is imported
     from probed.cli import main as cli_main
 

@@ -1,6 +1,6 @@
 """aiohttp's default client TLS contexts at the daemon's start: the system CA store is
-loaded once (for the verifying context), not a second time for the context that never
-verifies."""
+loaded once (for the verifying context, in a thread beside the imports), not a second time
+for the context that never verifies."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,16 @@ REPO = Path(__file__).resolve().parent.parent
 # ``ssl.create_default_context`` calls too) while ``probed run --config.check`` imports the
 # daemon, then looks at the two contexts aiohttp made.
 _START = """
-import json, runpy, ssl, sys
+import json, runpy, ssl, sys, threading
 
 loads = []
+threads = []
 inherited = ssl.SSLContext.set_default_verify_paths
+create = ssl.create_default_context
 
 def counting(context):
     loads.append(context.verify_mode.name)
+    threads.append(threading.current_thread().name)
     inherited(context)
 
 ssl.SSLContext.set_default_verify_paths = counting
@@ -38,7 +42,9 @@ from aiohttp import connector
 print(json.dumps({
     "code": code,
     "loads": loads,
-    "restored": ssl.SSLContext.set_default_verify_paths is counting,
+    "threads": threads,
+    "restored": ssl.SSLContext.set_default_verify_paths is counting
+    and ssl.create_default_context is create,
     "verified": connector._SSL_CONTEXT_VERIFIED.cert_store_stats(),
     "unverified": connector._SSL_CONTEXT_UNVERIFIED.cert_store_stats(),
     "unverified_mode": connector._SSL_CONTEXT_UNVERIFIED.verify_mode.name,
@@ -52,9 +58,10 @@ def _system_cas() -> int:
 
 
 def test_the_daemon_loads_the_system_ca_store_once(tmp_path: Path) -> None:
-    """The daemon's start reads the system CAs for aiohttp's verifying context only; the
-    non-verifying one (``CERT_NONE``, which reads no trust anchor) is left without them,
-    and ``SSLContext`` is as it was once aiohttp is imported."""
+    """The daemon's start reads the system CAs for aiohttp's verifying context only, in a
+    thread while the command's modules are imported; the non-verifying one (``CERT_NONE``,
+    which reads no trust anchor) is left without them, and ``ssl`` is as it was once
+    aiohttp is imported."""
     config = tmp_path / "probed.toml"
     config.write_text(
         f'[daemon]\nlisten = "127.0.0.1:0"\nstate_dir = "{tmp_path}"\n\n'
@@ -74,6 +81,7 @@ def test_the_daemon_loads_the_system_ca_store_once(tmp_path: Path) -> None:
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen["code"] == 0, done.stderr
     assert ["CERT_REQUIRED"] == seen["loads"]
+    assert ["probed-ca-load"] == seen["threads"]  # beside the imports, not before them
     assert seen["restored"]
     assert "CERT_NONE" == seen["unverified_mode"]
     assert not seen["unverified_checks_hostname"]
@@ -81,3 +89,46 @@ def test_the_daemon_loads_the_system_ca_store_once(tmp_path: Path) -> None:
     if _system_cas() == 0:
         pytest.skip("this machine has no system CA store to load")
     assert _system_cas() == seen["verified"]["x509_ca"]
+
+
+def test_other_commands_start_no_thread(tmp_path: Path) -> None:
+    """Only ``run`` and ``demo`` load the CAs early: ``probed check`` starts no thread."""
+    config = tmp_path / "probed.toml"
+    config.write_text('[targets.t]\nbase_url = "http://127.0.0.1:9"\n', encoding="utf-8")
+    script = (
+        "import runpy, sys, threading\n"
+        "sys.argv = ['probed', 'check', '--config', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('probed', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "from probed import starttls\n"
+        "print(starttls._building is None, [t.name for t in threading.enumerate()])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines()[-1] == "True ['MainThread']", done.stderr
+
+
+def test_a_failed_early_build_leaves_it_to_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the thread cannot build the context (it raises), nothing is handed over and no
+    traceback is printed: aiohttp's import builds its own, as without the thread."""
+    from probed import starttls
+
+    def broken(*args: object, **kwargs: object) -> ssl.SSLContext:
+        raise ssl.SSLError("no CA store")
+
+    raised: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", raised.append)
+    monkeypatch.setattr(ssl, "create_default_context", broken)
+    thread = threading.Thread(target=starttls._build)
+    monkeypatch.setattr(starttls, "_building", thread)
+    thread.start()
+    assert starttls._built_context() is None
+    assert [] == raised
+    monkeypatch.setattr(starttls, "_building", None)
+    assert starttls._built_context() is None
