@@ -22,7 +22,8 @@ default); ``--kind stub`` replaces the kind's function with one that returns a 2
 result after one ``await asyncio.sleep(0)``, so what is left is probed's own work per
 run: the scheduler's tick and task, ``run_probe`` (trace id, timing, the result), the
 store, the SLO feed and the ``probe_run`` log line. The loop is uvloop, as the daemon's
-default (``--event-loop asyncio`` for asyncio's).
+default (``--event-loop asyncio`` for asyncio's). A window in which fewer runs went
+through the stub than finished fails the bench (the executor did not run it).
 
 After a warm-up (``--warmup`` s, uncounted) each window lasts until ``--runs`` more
 runs finished; CPU per run = ``time.process_time()`` over the window / runs. The
@@ -62,7 +63,7 @@ from _common import (
     start_printing_port,
 )
 
-from probed import daemon as daemon_module
+from probed import executor as executor_module
 from probed.config import ProbeSpec, load_config
 from probed.daemon import Daemon, log_run
 from probed.eventloop import EVENT_LOOPS, loop_factory
@@ -89,7 +90,12 @@ def write_config(scratch: Path, target_port: int, probes: int, rate: float) -> P
     )
 
 
+_stub_runs = 0
+
+
 async def _stub(ctx: ProbeContext, spec: ProbeSpec) -> ProbeResult:
+    global _stub_runs
+    _stub_runs += 1
     await asyncio.sleep(0)
     return ProbeResult.ok(status_code=200, content_length=3)
 
@@ -120,7 +126,7 @@ async def main(args: argparse.Namespace) -> list[float]:
                 level="info", fmt="json", env="bench", location="bench", stream=args.sink
             )
             if args.kind == "stub":
-                daemon_module.PROBERS = {**PROBERS, "http": _stub}  # type: ignore[attr-defined]
+                executor_module.PROBERS = {**PROBERS, "http": _stub}  # type: ignore[attr-defined]
             daemon = Daemon(config, install_signal_handlers=False)
             task = asyncio.create_task(daemon.run())
             await asyncio.wait_for(daemon.wait_started(), 30.0)
@@ -137,6 +143,11 @@ async def main(args: argparse.Namespace) -> list[float]:
                     profiler.disable()
                 cpu, on_loop = time.process_time() - cpu0, time.thread_time() - loop0
                 runs = runs_done(daemon) - start_runs
+                if args.kind == "stub" and _stub_runs < runs:
+                    raise BenchError(
+                        f"only {_stub_runs:,} of {runs:,} runs went through the stub kind: "
+                        "the executor does not run the stub"
+                    )
                 per_run.append(cpu / runs * 1e6)
                 say(f"window {window + 1}: {runs:,} runs, {cpu:.2f} CPU-s, "
                     f"{per_run[-1]:.1f} CPU-µs per run, of which "
