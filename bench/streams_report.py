@@ -127,7 +127,14 @@ def report_scenario(sc: Scenario, results: dict[str, dict[str, Any]], report: Re
         "overhead min (ms) / negative",
         lambda r: f"{fmt(r['overhead_ms']['min'], 3)}/{r['overhead_ms']['negative']}",
     )
-    row("CPU per event (µs)", lambda r: fmt(r["cpu_us_per_event"], 1))
+    if any("cpu_us_per_event_rounds" in r for r in results.values()):
+        row("CPU per event (µs), median", lambda r: fmt(r["cpu_us_per_event"], 1))
+        row(
+            "  each round",
+            lambda r: "/".join(fmt(v, 1) for v in r.get("cpu_us_per_event_rounds", [])),
+        )
+    else:
+        row("CPU per event (µs)", lambda r: fmt(r["cpu_us_per_event"], 1))
     row("CPU in window (% of a core)", lambda r: fmt(r["cpu_s"] / r["window_s"] * 100, 1))
     row("RSS per stream (KiB)", lambda r: fmt(r["rss_per_stream_kib"], 1))
     row(
