@@ -30,11 +30,14 @@ __all__ = ["begin", "import_aiohttp"]
 
 _built: list[ssl.SSLContext] = []
 _building: threading.Thread | None = None
+_create_default_context = ssl.create_default_context
+"""The thread's own reference: :func:`import_aiohttp` replaces ``ssl``'s while aiohttp is
+imported, maybe before the thread got to call it."""
 
 
 def _build() -> None:
     with contextlib.suppress(Exception):  # aiohttp's import then builds it, and reports
-        _built.append(ssl.create_default_context())
+        _built.append(_create_default_context())
 
 
 def begin() -> None:

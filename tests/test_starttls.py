@@ -124,7 +124,7 @@ def test_a_failed_early_build_leaves_it_to_aiohttp(monkeypatch: pytest.MonkeyPat
 
     raised: list[threading.ExceptHookArgs] = []
     monkeypatch.setattr(threading, "excepthook", raised.append)
-    monkeypatch.setattr(ssl, "create_default_context", broken)
+    monkeypatch.setattr(starttls, "_create_default_context", broken)
     thread = threading.Thread(target=starttls._build)
     monkeypatch.setattr(starttls, "_building", thread)
     thread.start()
@@ -132,3 +132,21 @@ def test_a_failed_early_build_leaves_it_to_aiohttp(monkeypatch: pytest.MonkeyPat
     assert [] == raised
     monkeypatch.setattr(starttls, "_building", None)
     assert starttls._built_context() is None
+
+
+def test_a_late_thread_builds_with_the_function_ssl_had(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread may first get to run while ``import_aiohttp`` has ``ssl``'s
+    ``create_default_context`` replaced (a busy machine): it builds with the one ``ssl``
+    had when probed started, not with the replacement (which would wait for the thread)."""
+    from probed import starttls
+
+    def replaced(*args: object, **kwargs: object) -> ssl.SSLContext:
+        raise AssertionError("the thread called the replacement")
+
+    monkeypatch.setattr(ssl, "create_default_context", replaced)
+    thread = threading.Thread(target=starttls._build)
+    monkeypatch.setattr(starttls, "_building", thread)
+    thread.start()
+    context = starttls._built_context()
+    assert isinstance(context, ssl.SSLContext)
+    assert ssl.CERT_REQUIRED == context.verify_mode
