@@ -57,6 +57,18 @@ def _system_cas() -> int:
     return ssl.create_default_context().cert_store_stats()["x509_ca"]
 
 
+def _python(script: str, config: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter (aiohttp not imported yet), ``config`` its argument."""
+    return subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_the_daemon_loads_the_system_ca_store_once(tmp_path: Path) -> None:
     """The daemon's start reads the system CAs for aiohttp's verifying context only, in a
     thread while the command's modules are imported; the non-verifying one (``CERT_NONE``,
@@ -69,14 +81,7 @@ def test_the_daemon_loads_the_system_ca_store_once(tmp_path: Path) -> None:
         '[[probes]]\nname = "p"\nkind = "http"\ntarget = "t"\npath = "/"\ninterval = "15s"\n',
         encoding="utf-8",
     )
-    done = subprocess.run(
-        [sys.executable, "-c", _START, str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python(_START, config)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.splitlines()[-1])
     assert seen["code"] == 0, done.stderr
@@ -103,14 +108,7 @@ def test_other_commands_start_no_thread(tmp_path: Path) -> None:
         "from probed import starttls\n"
         "print(starttls._building is None, [t.name for t in threading.enumerate()])\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(config)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _python(script, config)
     assert done.stdout.splitlines()[-1] == "True ['MainThread']", done.stderr
 
 
