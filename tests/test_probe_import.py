@@ -130,7 +130,9 @@ async def test_import_deadline_reports_progress_so_far(
     run = await _run_against_demo("poll", demo_target, make_probe_context, spec)
 
     assert Reason.DEADLINE == run.result.reason
-    assert 0.5 <= run.duration < 0.8
+    # uvloop's timers count whole milliseconds and may fire up to one early by the
+    # monotonic clock the duration is taken from (0.49985 s seen in CI)
+    assert 0.5 - 0.001 <= run.duration < 0.8
     assert 10.0 == run.result.observations["progress"]
     assert isinstance(run.result.observations["first_progress_seconds"], float)
 
