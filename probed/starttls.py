@@ -3,7 +3,7 @@
 aiohttp builds its two default client TLS contexts when it is imported
 (``aiohttp.connector``): a verifying one (``ssl.create_default_context()``) and one that
 verifies nothing (``CERT_NONE``, no host name check), into which it loads the system CA
-store as well. With OpenSSL 3 each load parses the whole bundle: 30-45 ms of a 0.4 s start
+store as well. With OpenSSL 3 each load parses the whole bundle: 28-57 ms of a 0.4 s start
 here (bench/README.md, "Issue 15: session 18"). probed's probes use their own contexts
 (``probed.http.tls``), sharing aiohttp's verifying one; nothing reads the other's CAs.
 
