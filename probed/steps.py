@@ -193,61 +193,39 @@ class TurnShare:
 
 
 class TurnWindow(TurnShare):
-    """A share of each turn in seconds of the turn itself: its slices and what ran between
-    them, renewed only once half of it is used.
+    """A share of each turn in seconds of the turn itself: from the start of the turn's first
+    slice to now, whatever ran between the slices.
 
     Slices done in callbacks that come together (hundreds of connections readable in one
     poll of the loop) leave out what comes around each of them: the connection's read, its
     framing, its decoding. Counted slice by slice, 250 streams each handed one event took
     2-3 ms of a 4 ms share and 7-12 ms of the loop, in one go (``bench/stream_storm.py
-    --backlog 1``). Counted as a window, a slice that begins less than ``gap`` seconds after
-    the one before it ended counts that time too; a longer gap is the loop waiting for I/O
-    or running other work, and does not count.
+    --backlog 1``). Counted as a window, the share is used up once ``per_turn`` seconds have
+    gone since the turn's first slice began, what ran between its slices included, and the
+    rest waits for later turns."""
 
-    A renewal after every turn that used the share (as ``TurnShare`` does) made the loop
-    turn once more for each, and most turns use a few microseconds of it: at 2,000 events/s
-    over 1,000 streams, 16,719 renewals and 30,746 polls of the loop in 20 s, against 2,422
-    and 17,236 renewed this way (``bench/streams.py --only b --profile``). So a turn that
-    leaves the count under half the share schedules nothing, and the next turn counts on
-    from there; the first slice that takes it to half or more schedules the renewal, and
-    the turn after starts afresh (as do those after a wait: ``queue`` and ``next_turn``
-    renew). A turn so gets at most the share, and at least half of it."""
+    __slots__ = ("_since",)
 
-    __slots__ = ("_last", "gap")
-
-    def __init__(self, per_turn: float, gap: float = 0.00025) -> None:
+    def __init__(self, per_turn: float) -> None:
         super().__init__(per_turn)
-        self.gap = gap
-        self._last = -float("inf")
-        """``time.perf_counter()`` when the last slice ended."""
-
-    def _between(self, start: float) -> float:
-        """Seconds since the last slice ended, if a slice starting at ``start`` continues
-        the window (the reads between them), else 0."""
-        gap = start - self._last
-        return gap if 0.0 < gap < self.gap else 0.0
+        self._since = 0.0
+        """``time.perf_counter()`` when this turn's first slice began."""
 
     def open(self) -> bool:
-        used = self._used
-        return used == 0.0 or used + self._between(time.perf_counter()) < self.per_turn
+        return self._used == 0.0 or time.perf_counter() - self._since < self.per_turn
 
     def left(self) -> float:
-        used = self._used
-        if used == 0.0:
+        if self._used == 0.0:
             return self.per_turn
-        return self.per_turn - used - self._between(time.perf_counter())
+        return self.per_turn - (time.perf_counter() - self._since)
 
     def use(self, seconds: float) -> None:
-        """Count a slice of ``seconds`` that ends now, and what ran since the last one if it
-        is part of the window."""
+        """Count a slice of ``seconds`` that ends now: the turn's share is used from the
+        start of its first slice to now."""
         now = time.perf_counter()
-        seconds = max(seconds, 0.0)
-        grew = seconds + (self._between(now - seconds) if self._used else 0.0)
-        self._last = now
-        self._used += grew if grew > 0.0 else 1e-9
-        self._holder = asyncio.current_task()
-        if self._used + self._used >= self.per_turn:
-            self._renew_soon()
+        if self._used == 0.0:  # the turn's first slice: the window opens where it began
+            self._since = now - seconds
+        super().use(now - self._since - self._used)  # what the window grew by
 
 
 class TurnCount(TurnShare):

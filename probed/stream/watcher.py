@@ -81,9 +81,9 @@ __all__ = ["CONNECTS_PER_TURN", "EVENTS_PER_TURN", "RECONNECT_REASONS", "StreamW
 _log = structlog.get_logger("probed.stream")
 
 EVENTS_PER_TURN = 0.004
-"""Seconds of each event loop turn the watchers' reads may take together: each chunk's
-decoding and accounting, and the other connections' reads between them
-(``probed.steps.TurnWindow``); the rest is accounted in later turns."""
+"""Seconds of each event loop turn the watchers' reads may take together, from the first
+accounting of the turn (the other connections' reads and decoding between accountings
+count too, ``probed.steps.TurnWindow``); the rest is accounted in later turns."""
 CONNECTS_PER_TURN = 8
 """Connection attempts the watchers may start, and connections they may end, in one event
 loop turn, together (one share for both): hundreds of streams reconnecting at once (a
@@ -396,7 +396,7 @@ class StreamWatcher:
             if (rest := sub.pending) is not None:
                 if waits and not share.open():
                     await share.next_turn()
-                self._deliver(sub, *rest, time.perf_counter(), share.left())
+                self._deliver(sub, *rest)
             elif backlog:
                 chunk, at = backlog.popleft()
                 if waits and not share.open():
@@ -411,8 +411,7 @@ class StreamWatcher:
     def _feed(self, sub: Subscriber, chunk: bytes, now: float) -> None:
         """Decode one chunk of ``sub``'s connection, read at ``now``, and account its events
         as far as this loop turn's share allows (the rest waits in ``sub.pending`` for
-        ``_deliver``). The slice starts here: the chunk's decoding counts against the share."""
-        began, budget = time.perf_counter(), self._share.left()
+        ``_deliver``)."""
         oversize: DecodeError | None = None
         try:
             items = sub.decoder.feed(chunk)
@@ -429,8 +428,7 @@ class StreamWatcher:
         if now - sub.rate_since >= 1.0:
             sub.rate_since, sub.rate_count = now, 0
         sub.rate_count += len(items)
-        wall, started = clock.wall_at(now), sub.started
-        self._deliver(sub, items, 0, now, wall, started, oversize, 0, _INF, -_INF, began, budget)
+        self._deliver(sub, items, 0, now, clock.wall_at(now), sub.started, oversize, 0, _INF, -_INF)
 
     def _deliver(
         self,
@@ -444,15 +442,14 @@ class StreamWatcher:
         timed: int,
         first: float,
         last: float,
-        began: float,
-        budget: float,
     ) -> None:
-        """Account a chunk's ``items`` from ``i`` on, read at ``now`` (``wall``), in a slice
-        that began at ``began`` (``time.perf_counter()``) with ``budget`` seconds of the
-        turn's share left, until they are done or the share is used up: then what is needed
-        to go on (with the timed events' count and earliest and latest stamps so far) waits
-        in ``sub.pending``."""
+        """Account a chunk's ``items`` from ``i`` on, read at ``now`` (``wall``), until they
+        are done or the turn's share is used up: then what is needed to go on (with the
+        timed events' count and earliest and latest stamps so far) waits in
+        ``sub.pending``."""
         share, stats = self._share, self.stats
+        began = time.perf_counter()
+        budget = share.left()
         end = len(items)
         spent = 0.0
         while i < end:
