@@ -6,6 +6,7 @@ Run from the repository root::
     python bench/streams.py --quick          # smoke run: short windows, (c) with 500 streams
     python bench/streams.py --only b         # one part: a, b, c or reflect (repeatable)
     python bench/streams.py --only b --rounds 5   # 5 alternating windows each, medians
+    python bench/streams.py --only b --rounds 5 --together   # each round's two at once
     python bench/streams.py --only b --profile /tmp/prof   # + cProfile of each window
 
 What it measures
@@ -24,7 +25,9 @@ The server measures its own send lateness (actual - scheduled send time), its
 send rate and its CPU, so a server that cannot keep up is reported, not hidden.
 
 Each scenario runs twice, one client after the other, each in a fresh client
-process (``streams.py --client raw|probed``) against a fresh server process:
+process (``streams.py --client raw|probed``) against a fresh server process
+(with ``--together``, both at the same time, each against its own server: the
+machine's speed can move by 15 % within a minute, and then moves for both):
 
 ``raw``
     a minimal aiohttp loop per stream: ``async for chunk in
@@ -104,7 +107,14 @@ from _common import (
     say,
 )
 from streams_client import FD_MARGIN, client_main
-from streams_report import Report, report_reflect, report_scenario, report_summary, scenarios
+from streams_report import (
+    Report,
+    Scenario,
+    report_reflect,
+    report_scenario,
+    report_summary,
+    scenarios,
+)
 from streams_servers import REFLECT_DELAY, D, serve_demo, serve_sse
 
 SELF = Path(__file__).resolve()
@@ -134,6 +144,34 @@ async def run_client(procs: Processes, argv: Sequence[str], within: float) -> di
 
 
 PARTS = ("a", "b", "c", "reflect")
+
+
+async def client_window(
+    procs: Processes, args: argparse.Namespace, sc: Scenario, client: str, lifetime: float
+) -> dict[str, Any] | str:
+    """One window of ``client`` (raw or probed) in scenario ``sc``, against a fresh server
+    process of its own: its result, or what went wrong."""
+    try:
+        server, port = await start_server(procs, flags(serve=True, lifetime=lifetime))
+    except BenchError as exc:
+        return f"({sc.key}) {client}: {exc}"
+    argv = flags(
+        client=client,
+        scenario=sc.key,
+        port=port,
+        streams=sc.streams,
+        rate=sc.rate,
+        warmup=sc.warmup,
+        window=sc.window,
+        connect_within=sc.connect_within,
+        **({"profile": args.profile} if args.profile else {}),
+    )
+    try:
+        return await run_client(procs, argv, lifetime + 60.0)
+    except BenchError as exc:
+        return f"({sc.key}) {client}: {exc}"
+    finally:
+        await procs.stop(server)
 
 
 async def bench(args: argparse.Namespace) -> Report:
@@ -173,30 +211,20 @@ async def bench(args: argparse.Namespace) -> Report:
             results: dict[str, dict[str, Any]] = {}
             per_event: dict[str, list[float]] = {"raw": [], "probed": []}
             lifetime = sc.connect_within + sc.warmup + sc.window + 120.0
-            for round_no, client in itertools.product(range(args.rounds), ("raw", "probed")):
-                if client == "raw":
-                    progress(f"{sc.title} (round {round_no + 1} of {args.rounds}) ...")
-                server, port = await start_server(procs, flags(serve=True, lifetime=lifetime))
-                argv = flags(
-                    client=client,
-                    scenario=sc.key,
-                    port=port,
-                    streams=sc.streams,
-                    rate=sc.rate,
-                    warmup=sc.warmup,
-                    window=sc.window,
-                    connect_within=sc.connect_within,
-                    **({"profile": args.profile} if args.profile else {}),
-                )
-                try:
-                    results[client] = await run_client(procs, argv, lifetime + 60.0)
-                    per_event[client].append(num(results[client]["cpu_us_per_event"]))
-                except BenchError as exc:
-                    msg = f"({key}) {client}: {exc}"
-                    progress(f"  {msg}")
-                    report.errors.append(msg)
-                finally:
-                    await procs.stop(server)
+            for round_no in range(args.rounds):
+                progress(f"{sc.title} (round {round_no + 1} of {args.rounds}) ...")
+                windows = [client_window(procs, args, sc, c, lifetime) for c in ("raw", "probed")]
+                if args.together:
+                    outcomes = await asyncio.gather(*windows)
+                else:
+                    outcomes = [await w for w in windows]
+                for client, outcome in zip(("raw", "probed"), outcomes, strict=True):
+                    if isinstance(outcome, str):
+                        progress(f"  {outcome}")
+                        report.errors.append(outcome)
+                    else:
+                        results[client] = outcome
+                        per_event[client].append(num(outcome["cpu_us_per_event"]))
             for client, values in per_event.items():
                 if client in results and len(values) > 1:  # the table's other rows: the last round
                     results[client]["cpu_us_per_event"] = statistics.median(values)
@@ -257,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="windows of each scenario per client, alternating raw and probed; CPU per "
         "event is then the median of each client's rounds, the other rows the last round's (1)",
+    )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run each round's raw and probed windows at the same time (each client with "
+        "its own server), so that the machine's speed, which can move by 15 %% within a "
+        "minute, is the same for both",
     )
     parser.add_argument("--reflect-runs", type=int, default=100, help="reflect runs (100)")
     parser.add_argument(
