@@ -153,25 +153,23 @@ async def client_window(
     process of its own: its result, or what went wrong."""
     try:
         server, port = await start_server(procs, flags(serve=True, lifetime=lifetime))
+        try:
+            argv = flags(
+                client=client,
+                scenario=sc.key,
+                port=port,
+                streams=sc.streams,
+                rate=sc.rate,
+                warmup=sc.warmup,
+                window=sc.window,
+                connect_within=sc.connect_within,
+                **({"profile": args.profile} if args.profile else {}),
+            )
+            return await run_client(procs, argv, lifetime + 60.0)
+        finally:
+            await procs.stop(server)
     except BenchError as exc:
         return f"({sc.key}) {client}: {exc}"
-    argv = flags(
-        client=client,
-        scenario=sc.key,
-        port=port,
-        streams=sc.streams,
-        rate=sc.rate,
-        warmup=sc.warmup,
-        window=sc.window,
-        connect_within=sc.connect_within,
-        **({"profile": args.profile} if args.profile else {}),
-    )
-    try:
-        return await run_client(procs, argv, lifetime + 60.0)
-    except BenchError as exc:
-        return f"({sc.key}) {client}: {exc}"
-    finally:
-        await procs.stop(server)
 
 
 async def bench(args: argparse.Namespace) -> Report:
@@ -209,16 +207,18 @@ async def bench(args: argparse.Namespace) -> Report:
                 report.errors.append(msg)
                 continue
             results: dict[str, dict[str, Any]] = {}
-            per_event: dict[str, list[float]] = {"raw": [], "probed": []}
+            clients = ("raw", "probed")
+            per_event: dict[str, list[float]] = {client: [] for client in clients}
             lifetime = sc.connect_within + sc.warmup + sc.window + 120.0
             for round_no in range(args.rounds):
                 progress(f"{sc.title} (round {round_no + 1} of {args.rounds}) ...")
-                windows = [client_window(procs, args, sc, c, lifetime) for c in ("raw", "probed")]
                 if args.together:
-                    outcomes = await asyncio.gather(*windows)
-                else:
-                    outcomes = [await w for w in windows]
-                for client, outcome in zip(("raw", "probed"), outcomes, strict=True):
+                    outcomes = await asyncio.gather(
+                        *(client_window(procs, args, sc, c, lifetime) for c in clients)
+                    )
+                else:  # one after the other: a window's coroutine made when it runs
+                    outcomes = [await client_window(procs, args, sc, c, lifetime) for c in clients]
+                for client, outcome in zip(clients, outcomes, strict=True):
                     if isinstance(outcome, str):
                         progress(f"  {outcome}")
                         report.errors.append(outcome)
