@@ -32,12 +32,13 @@ import argparse
 import base64
 import os
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from yarl import URL
 
 from probed.errors import ConfigError
+from probed.records import record
 from probed.webconfig import load_web_config
 
 __all__ = ["ClientSetupError", "DaemonClient", "add_client_options", "daemon_client"]
@@ -51,7 +52,7 @@ class ClientSetupError(ValueError):
     """An option of ``probed status``/``healthcheck`` cannot be used (the message says why)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DaemonClient:
     """Where the daemon is and how to authenticate to it."""
 

@@ -47,7 +47,6 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate, chain
 from typing import Literal, Protocol
@@ -62,6 +61,8 @@ from prometheus_client.core import (
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString, parse_version
+
+from probed.records import record
 
 __all__ = [
     "Buckets",
@@ -450,7 +451,7 @@ def render(
         return writer.body(tail)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Negotiated:
     """What prometheus_client's content negotiation chose for an Accept header."""
 

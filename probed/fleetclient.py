@@ -29,7 +29,7 @@ import json
 import os
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ from yarl import URL
 
 from probed.client import ClientSetupError
 from probed.config import Config
+from probed.records import record
 
 if TYPE_CHECKING:
     import aiohttp
@@ -54,7 +55,7 @@ class PrometheusError(Exception):
     """Prometheus could not be read: ``cannot read URL: reason`` (one line)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PrometheusClient:
     """Where Prometheus answers and how to authenticate to it."""
 

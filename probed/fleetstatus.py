@@ -37,13 +37,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from probed.config import Config
 from probed.fleetconfig import FleetConfig
 from probed.fleetrules import FLEET_ALERTS
 from probed.playbooks import merge
+from probed.records import record
 from probed.rules import ERROR_RATIO_WINDOWS
 from probed.signals import ComponentState, Severity
 
@@ -134,7 +134,7 @@ def fleet_queries(config: Config) -> dict[str, str]:
 # reading the answers
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Sample:
     labels: Mapping[str, str]
     value: float

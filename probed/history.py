@@ -25,10 +25,10 @@ import math
 import reprlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from probed.recommend import Transition
+from probed.records import record
 from probed.signals import ComponentStatus
 
 __all__ = ["API_LIMIT", "KINDS", "SIZE", "SNAPSHOT_VERSION", "Entry", "History"]
@@ -43,7 +43,7 @@ _MAX_DETAIL = 500
 """Longer details (a reload problem quoting a file) are cut."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Entry:
     """One transition."""
 

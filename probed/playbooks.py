@@ -25,13 +25,13 @@ import difflib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from yarl import URL
 
 from probed.model import Model, ValidationError, field_validator
+from probed.records import record
 from probed.signals import Severity
 
 __all__ = [
@@ -63,7 +63,7 @@ PLACEHOLDERS: Final = (
 _PLACEHOLDER: Final = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Playbook:
     """A scenario's playbook as used: built-in text with the configured parts laid over it."""
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from probed.records import record
 
 __all__ = [
     "Observation",
@@ -20,7 +22,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TlsInfo:
     """The TLS facts of one connection (expiries as Unix times, None when unknown)."""
 
@@ -97,7 +99,7 @@ class Reason(enum.StrEnum):
     it says nothing about the target, so SLOs and recommendations do not count it."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProbeResult:
     """The outcome a kind reports: success or a reason, plus observations."""
 
@@ -147,7 +149,7 @@ class ProbeResult:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProbeRun:
     """One finished run as the store keeps it."""
 

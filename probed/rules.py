@@ -80,12 +80,12 @@ normalises them on ingestion.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from probed.config import SLO_WINDOWS, Config, SloConfig
 from probed.durations import format_duration
 from probed.playbooks import merge
+from probed.records import record
 from probed.signals import ROUTING, ROUTING_LABEL, Routing, Severity
 
 __all__ = [
@@ -107,7 +107,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BurnRateAlert:
     """One window pair of the multi-window multi-burn-rate alerts."""
 
@@ -219,7 +219,7 @@ _NO_TRAFFIC = "1e-9"
 """Events per second under which a window has no traffic (the subtraction's float residue)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ErrorRatioParts:
     """The event rates of an SLO over one window, as PromQL, before any summing across
     instances: all events, and the bad (availability) or good (latency, lag) ones, each

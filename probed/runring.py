@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+
+from probed.records import record
 
 __all__ = ["RecentResult", "RunRing"]
 
@@ -25,7 +26,7 @@ _NO_CODE = -1
 _MAX_CODE = 2**31 - 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RecentResult:
     """One entry of the recent-results ring (what a chart or status line needs)."""
 

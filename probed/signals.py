@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 from typing import Final
+
+from probed.records import record
 
 __all__ = [
     "EVIDENCE_SHOWN",
@@ -78,7 +80,7 @@ this mapping of it.
 """
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProbeSignal:
     """One interval-run probe over the signal window."""
 
@@ -105,7 +107,7 @@ class ProbeSignal:
         return self.failures / self.runs if self.runs else 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StreamSignal:
     """One stream watcher over the signal window."""
 
@@ -129,7 +131,7 @@ class StreamSignal:
     corrected for it (``probed.skew``): the lag p95 is then not judged."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SloStatus:
     """One SLO evaluated now."""
 
@@ -155,7 +157,7 @@ class SloStatus:
     events expected in it); ``budget_remaining`` is ``1 - bad / budget_allowed``."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Signals:
     """Everything the recommendation engine looks at, taken at ``now`` (Unix seconds)."""
 
@@ -178,7 +180,7 @@ and render (bench/README.md, "Figures behind decisions in the code"). The status
 has them all."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Evidence:
     """One fact behind a recommendation: which signal, its value, the threshold, since when."""
 
@@ -203,7 +205,7 @@ class RecommendationState(enum.StrEnum):
     RESOLVED = "resolved"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Recommendation:
     """A degraded-mode playbook the operator should apply now."""
 
@@ -234,7 +236,7 @@ class ComponentState(enum.StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ComponentStatus:
     """A status-page component (API Read, API Write, SSE Stream …) and why it is in its state."""
 
@@ -247,7 +249,7 @@ class ComponentStatus:
     """Members that answer but not well: slow last run, or failures within the window."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Evaluation:
     """The result of one evaluation tick: what the status page, API and alerting show."""
 

@@ -43,6 +43,7 @@ from probed.history import History
 from probed.historypage import history_list
 from probed.maintenance import Maintenance
 from probed.maintenancepage import window_list
+from probed.records import record
 from probed.shard import Shard
 from probed.signals import Evaluation
 from probed.status import (
@@ -72,7 +73,7 @@ _BETWEEN = '}, {"'
 """Where one object ends and the next begins in the JSON text of a list of objects."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Items:
     """The texts of a JSON list's items, joined by ``", "``; item ``i`` begins at
     ``starts[i]``. One string and an array instead of a string per item (each with its
@@ -120,7 +121,7 @@ class _Items:
         return _Items(f"{self.text[base:]}, {new.text}", starts)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _ProbePart:
     """A probe's object as JSON text, as of ``version`` of ``state``."""
 
@@ -158,7 +159,7 @@ class _StreamPart:
     none of them is still filling (a filling slot's end is the request's ``now``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _EvaluationPart:
     """What the document takes from one evaluation, as JSON text."""
 
@@ -253,7 +254,7 @@ def _stream_text(part: _StreamPart, now: float, mono: float) -> str:
     return f'{part.counts}, {ages}, {part.clock}, "lag": {_lag_text(part, now)}}}'
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StatusText:
     """The status document as JSON text: its probes and streams one text each, the rest
     around them. Nothing in it changes: it can be read in any thread."""

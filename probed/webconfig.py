@@ -36,12 +36,13 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from probed.configfile import read_config_text
 from probed.errors import ConfigError
+from probed.records import record
 
 if TYPE_CHECKING:
     import yaml
@@ -110,7 +111,7 @@ _BCRYPT_MAX_COST = 31
 # the loaded configuration
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TLSServerConfig:
     """``tls_server_config``: the server certificate and the client certificate policy."""
 
@@ -148,7 +149,7 @@ def _no_key_password() -> bytes:
     raise _EncryptedKeyError("the private key is encrypted; use an unencrypted key file")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class WebConfig:
     """A validated web config file. Build it with :func:`load_web_config`."""
 

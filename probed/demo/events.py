@@ -15,13 +15,13 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
 
 from probed.demo.faults import Faults, IdStyle
+from probed.records import record
 
 __all__ = ["Event", "EventBus", "OutboxFull", "Subscriber"]
 
@@ -59,7 +59,7 @@ def _check_event_type(value: object) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     """One enqueued event; ``body`` is its compact JSON object, ``size`` its UTF-8 length."""
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, NamedTuple
 
 import aiohttp
@@ -42,6 +42,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from probed.config import ProbeSpec, RedirectMode, SseStream, TargetConfig
+from probed.records import record
 
 __all__ = [
     "Followed",
@@ -63,7 +64,7 @@ _BODY_HEADERS = (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH, hdrs.CONTENT_ENCODING)
 Body = bytes | Mapping[str, str] | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RedirectPolicy:
     """How far redirects are followed, and what must not go along."""
 

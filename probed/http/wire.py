@@ -49,7 +49,6 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -65,6 +64,7 @@ from probed.http.redirects import RedirectPolicy, followed, next_hop, origin_of
 from probed.http.session import PhaseTimer, claim_tls, peer_tls
 from probed.http.wireparse import BodyTooLarge, Exchange, charset
 from probed.http.wirestream import StreamExchange
+from probed.records import record
 
 __all__ = ["BodyTooLarge", "Reply", "WireClient", "WireConnectError", "supports"]
 
@@ -106,7 +106,7 @@ class WireConnectError(Exception):
         self.os_error = os_error
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Reply:
     """One response, fully read (body decoded, at most the cap)."""
 

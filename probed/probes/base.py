@@ -39,6 +39,7 @@ from probed.http.classify import classify_exception
 from probed.http.redirects import RedirectPolicy
 from probed.http.session import new_traceparent
 from probed.http.wire import WireClient, supports
+from probed.records import record
 from probed.results import Observation, ProbeResult, ProbeRun, Reason
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class ProbeContext:
         return merged
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Prepared:
     spec: ProbeSpec
     headers: dict[str, str]

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import UTC
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
@@ -29,6 +29,7 @@ from probed.http.wire import BodyTooLarge, WireClient
 from probed.jsonpath import lookup
 from probed.netvalues import JsonTooDeep, json_loads
 from probed.probes.base import ProbeContext
+from probed.records import record
 from probed.results import Observation, Reason
 
 __all__ = [
@@ -45,7 +46,7 @@ __all__ = [
 _AUTH_STATUSES = (401, 403)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Response:
     """A fully read response (body capped at the probe's ``max_body_size``)."""
 

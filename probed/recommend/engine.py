@@ -41,7 +41,7 @@ Lifecycle of one scenario::
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Final
 
 from probed.config import RecommendConfig
@@ -56,6 +56,7 @@ from probed.recommend.episode import Episode, Transition
 from probed.recommend.facts import INCONCLUSIVE_NOTES, Assessment, Fact, Level
 from probed.recommend.scenarios import BY_ID, SCENARIO_LIST, Scenario, placeholders
 from probed.recommend.snapshot import dump_episodes, load_episodes
+from probed.records import record
 from probed.signals import Evidence, Recommendation, RecommendationState, Severity, Signals
 from probed.steps import Steps, at_once
 
@@ -70,7 +71,7 @@ _RANK: Final = {Severity.SEV1: 1, Severity.SEV2: 2, Severity.SEV3: 3, Severity.S
 """Lower is more severe."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Assessed:
     """What the rules made of one ``Signals``: ``RecommendationEngine.assess_steps``."""
 

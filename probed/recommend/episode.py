@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from probed.records import record
 from probed.signals import Evidence, Recommendation, RecommendationState, Severity
 
 __all__ = ["Episode", "Transition"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Transition:
     """One state change of one scenario, for logs and alerting.
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from probed.config import RecommendConfig
 from probed.durations import format_duration
+from probed.records import record
 from probed.signals import ProbeSignal, Severity, Signals
 
 __all__ = [
@@ -47,7 +48,7 @@ class Level(enum.IntEnum):
     """Beyond the enter threshold."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Fact:
     """One measured signal of a scenario, graded against its thresholds."""
 
@@ -63,7 +64,7 @@ class Fact:
     """Why this fact cannot be trusted (``clock_skew``): alone it makes a scenario inconclusive."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Assessment:
     """A rule's verdict on one ``Signals`` snapshot."""
 

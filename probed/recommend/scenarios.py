@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 from probed.config import RecommendConfig
@@ -24,6 +23,7 @@ from probed.recommend.assess_symptoms import (
 )
 from probed.recommend.assess_targets import assess_health_failing, assess_target_down
 from probed.recommend.facts import Assessment, num, pct, rate, secs
+from probed.records import record
 from probed.signals import Signals
 from probed.steps import Steps
 
@@ -34,7 +34,7 @@ Rule = Callable[[Signals, RecommendConfig], Steps[Assessment]]
 """A scenario's rule, in steps where one look at every stream would hold the loop."""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Scenario:
     """A scenario id and the rule that assesses it."""
 

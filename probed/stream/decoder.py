@@ -46,10 +46,10 @@ which always ends an invalid one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, NoReturn
 
 from probed.errors import ProbedError
+from probed.records import record
 
 __all__ = ["Comment", "DecodeError", "Event", "SSEDecoder"]
 
@@ -60,7 +60,7 @@ _MAX_RETRY_DIGITS = 12
 _RETRY_CEILING = 10**_MAX_RETRY_DIGITS - 1
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     """One dispatched event.
 
@@ -76,7 +76,7 @@ class Event:
     retry: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Comment:
     """A comment line (``:`` first), usually a heartbeat; ``text`` is all after the ``:``."""
 
