@@ -35,6 +35,9 @@ _now = time.perf_counter
 _NO_BODY = frozenset({204, 304})
 _SIZE_LINE, _TRAILERS, _AFTER_DATA = -1, -2, -3
 """What comes next in a chunked body, other than a chunk's data."""
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
+_MAX_SIZE_DIGITS = 16
+"""Hex digits of a chunk size read straight from a read (more: left to ``_read_chunks``)."""
 _MAX_HEAD = 8190 * 2 + 128 * 8190
 """Beyond this a head is too long for aiohttp's parser too (its line and field limits)."""
 
@@ -139,10 +142,13 @@ class Exchange(asyncio.Protocol):
                 self._buf += data
                 self._read_head()
             elif self._chunked:
-                self._buf += data
                 if self._KEEPS_RAW_BODY:
                     self._raw_body += data
-                self._read_chunks()
+                if not self._buf and self._chunk_left == _SIZE_LINE:
+                    data = self._whole_chunks(data)
+                if data:
+                    self._buf += data
+                    self._read_chunks()
             else:
                 self._take(data)
         except TransferEncodingError as exc:
@@ -295,6 +301,27 @@ class Exchange(asyncio.Protocol):
         if self._left == 0:
             self._finish()
 
+    def _whole_chunks(self, data: bytes) -> bytes:
+        """Hand on the whole chunks ``data`` starts with (a size line of hex digits, CRLF,
+        the data, CRLF) straight from it, without the buffer: a stream's event is usually
+        one such chunk in one read. What is left, from the first chunk that is not whole or
+        not that plain, is ``_read_chunks``' to parse, as all of it was before."""
+        pos, end = 0, len(data)
+        while pos < end:
+            line_end = data.find(b"\r\n", pos, pos + _MAX_SIZE_DIGITS + 2)
+            if line_end <= pos:  # none within reach, or an empty size line
+                break
+            size_text = data[pos:line_end]
+            if size_text.lstrip(_HEX_DIGITS):
+                break
+            start = line_end + 2
+            stop = start + int(size_text, 16)
+            if stop == start or data[stop : stop + 2] != b"\r\n":  # the last, or cut short
+                break
+            self._add(data[start:stop])
+            pos = stop + 2
+        return data[pos:] if pos else data
+
     def _read_chunks(self) -> None:
         buf = self._buf
         while True:
@@ -325,7 +352,7 @@ class Exchange(asyncio.Protocol):
                     return
             else:
                 size = line.split(b";", 1)[0].strip()
-                if not size or size.lstrip(b"0123456789abcdefABCDEF"):
+                if not size or size.lstrip(_HEX_DIGITS):
                     raise TransferEncodingError("Invalid chunk size")
                 self._chunk_left = int(size, 16) or _TRAILERS
 
