@@ -4,6 +4,7 @@ Run from the repository root::
 
     python bench/watcher_path.py                  # 1,000 streams, 20 events each, 5 rounds
     python bench/watcher_path.py --streams 1      # one stream: everything stays in the cache
+    python bench/watcher_path.py --framed         # each event a chunk of an HTTP body
     python bench/watcher_path.py --profile /tmp/watcher.prof
 
 No network and no event loop work: what ``streams.py`` (b) measures end to end is the
@@ -18,6 +19,11 @@ read loop plus this. Each event is one chunk, as ``streams.py``'s server writes 
     in turn. The hub has one subscriber per stream that reads the event's parsed JSON,
     as ``streams.py``'s recorder does; ``--no-tap`` leaves the hub without subscribers,
     as a daemon with nobody tapping runs.
+``--framed``
+    each chunk comes framed as a chunk of a chunked HTTP body (size line, data, CRLF) and
+    goes through the connection's own reader (``StreamExchange``, with no socket behind
+    it) to the watcher's callback, as a read does in the daemon; the raw loop's parse
+    below still gets the bare chunks (aiohttp's C parser unframes them in ``streams.py``).
 ``raw``
     ``streams.py``'s raw loop parse of the same chunks: split on ``\\n\\n``, keep the
     ``data:`` lines, ``json.loads`` each, ``time.time()`` per chunk.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import inspect
 import json
 import math
@@ -43,6 +50,7 @@ from streams_raw import SseData
 
 from probed import clock
 from probed.config import SseStream, TargetConfig
+from probed.http.wirestream import StreamExchange
 from probed.skew import reading_bounds
 from probed.steps import TurnShare
 from probed.store import ResultStore
@@ -51,6 +59,19 @@ from probed.stream.watcher import StreamWatcher
 
 D = 0.5
 """Seconds before the chunk is made that each event is stamped."""
+
+
+_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class _NoSocket(asyncio.Transport):
+    """A transport with nothing behind it: ``--framed`` hands each read to the protocol."""
+
+    def write(self, data: object) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
 
 
 def rounds_of(streams: int, events: int, rounds: int) -> list[list[list[bytes]]]:
@@ -82,7 +103,9 @@ def measure(chunks: list[list[list[bytes]]], feed: Callable[[int, bytes], None])
     return per_event
 
 
-def probed(chunks: list[list[list[bytes]]], streams: int, tap: bool) -> list[float]:
+def probed(
+    chunks: list[list[list[bytes]]], streams: int, tap: bool, framed: bool = False
+) -> list[float]:
     store, hub = ResultStore(), Hub()
     target = TargetConfig(base_url="http://127.0.0.1:1")
     share = TurnShare(math.inf)
@@ -109,7 +132,21 @@ def probed(chunks: list[list[list[bytes]]], streams: int, tap: bool) -> list[flo
         watchers.append((watcher, watcher._subs[0]))
     feeds = [(w._feed, sub) for w, sub in watchers]
     parameters = len(inspect.signature(StreamWatcher._feed).parameters)
-    if parameters == 4:  # the connection's start and whether it got anything kept on sub
+    if framed:  # each chunk framed as a chunked body, read by the connection's own parser
+        readers = []
+        for watcher, sub in watchers:
+            sub.started, sub.got_anything, sub.last_event = 0.0, True, time.monotonic()
+            reply = StreamExchange(asyncio.get_running_loop(), b"GET /sse HTTP/1.1\r\n\r\n")
+            reply.connection_made(_NoSocket())
+            reply.data_received(_HEAD)
+            reply.start(functools.partial(watcher._received, sub))
+            readers.append(reply.data_received)
+        chunks = [[[b"%x\r\n%s\r\n" % (len(c), c) for c in row] for row in rows] for rows in chunks]
+
+        def feed(stream: int, chunk: bytes) -> None:
+            readers[stream](chunk)
+
+    elif parameters == 4:  # the connection's start and whether it got anything kept on sub
         for _, sub in watchers:
             sub.started, sub.got_anything = 0.0, True
 
@@ -139,13 +176,14 @@ def probed(chunks: list[list[list[bytes]]], streams: int, tap: bool) -> list[flo
 
 
 async def _on_a_loop(
-    run: Callable[[list[list[list[bytes]]], int, bool], list[float]],
+    run: Callable[..., list[float]],
     chunks: list[list[list[bytes]]],
     streams: int,
     tap: bool,
+    framed: bool = False,
 ) -> list[float]:
     """``run`` inside a running event loop, as the watchers' accounting runs in the daemon."""
-    return run(chunks, streams, tap)
+    return run(chunks, streams, tap, framed) if framed else run(chunks, streams, tap)
 
 
 def _read_json(received: ReceivedEvent) -> None:
@@ -179,20 +217,24 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=20, help="events per stream per round (20)")
     parser.add_argument("--rounds", type=int, default=6, help="rounds, the first uncounted (6)")
     parser.add_argument("--no-tap", action="store_true", help="no hub subscriber")
+    parser.add_argument(
+        "--framed", action="store_true", help="probed reads each event as a chunk of an HTTP body"
+    )
     parser.add_argument("--profile", help="write a cProfile of the probed rounds here")
     args = parser.parse_args()
     chunks = rounds_of(args.streams, args.events, max(2, args.rounds))
     profiler = cProfile.Profile() if args.profile else None
     if profiler is not None:
         profiler.enable()
-    mine = asyncio.run(_on_a_loop(probed, chunks, args.streams, not args.no_tap))
+    mine = asyncio.run(_on_a_loop(probed, chunks, args.streams, not args.no_tap, args.framed))
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     theirs = raw(chunks, args.streams)
     tap = "no subscriber" if args.no_tap else "one subscriber"
     print(f"{args.streams:,} streams, {args.events} events each per round")
-    print(line(f"probed watcher ({tap})", mine))
+    framing = ", chunked framing read" if args.framed else ""
+    print(line(f"probed watcher ({tap}{framing})", mine))
     print(line("raw loop's parse", theirs))
     print(f"difference (medians): {statistics.median(mine) - statistics.median(theirs):.2f} µs")
     return 0
