@@ -176,14 +176,14 @@ def probed(
 
 
 async def _on_a_loop(
-    run: Callable[..., list[float]],
+    run: Callable[[list[list[list[bytes]]], int, bool, bool], list[float]],
     chunks: list[list[list[bytes]]],
     streams: int,
     tap: bool,
     framed: bool = False,
 ) -> list[float]:
     """``run`` inside a running event loop, as the watchers' accounting runs in the daemon."""
-    return run(chunks, streams, tap, framed) if framed else run(chunks, streams, tap)
+    return run(chunks, streams, tap, framed)
 
 
 def _read_json(received: ReceivedEvent) -> None:
