@@ -54,7 +54,7 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 
 from probed.daemon import SWITCH_INTERVAL
-from probed.exposition import negotiate
+from probed.exposition import GZIP_BACKEND, negotiate
 from probed.gcpolicy import THRESHOLDS
 from probed.metrics import DaemonInfo, FrozenRegistry, ProbedRegistry, build_registry
 from probed.results import ProbeResult, ProbeRun
@@ -184,7 +184,8 @@ def cpu_table(registry: ProbedRegistry, reps: int) -> None:
             f"   {ratio:5.1f}x"
         )
     print(
-        "  (gzip: prometheus_client's handler's level 9 / the fast path's level 1. Last row:"
+        f"  (gzip: prometheus_client's handler's level 9 / the fast path's level 1, {GZIP_BACKEND}."
+        " Last row:"
         "\n   a scrape by Prometheus; the daemon sent it OpenMetrics unzipped, now zipped.)"
     )
     sizes = registry.frozen()
