@@ -15,7 +15,7 @@ frozen before, as soon as they are loaded, without a full collection
 so that the collection at ready scans only what start-up built after them.
 
 :data:`PAUSES` times every collection from ``gc.callbacks`` and is exported as
-``probed_gc_pause_seconds{generation}`` (:class:`GcCollector`), so the cost stays
+``probed_gc_pause_seconds{generation}`` (:func:`write_gc_pauses`), so the cost stays
 visible in production. :data:`THRESHOLDS` were chosen from the soak (bench/README.md).
 """
 
@@ -25,17 +25,23 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-from prometheus_client.core import HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from probed import startgc
+from probed.exposition import Family, Writer
 from probed.steps import TURN_SECONDS
 from probed.store import Histogram
 
-__all__ = ["PAUSES", "PAUSE_BUCKETS", "THRESHOLDS", "GcCollector", "GcPauses", "GcPolicy"]
+__all__ = [
+    "GC_PAUSE",
+    "PAUSES",
+    "PAUSE_BUCKETS",
+    "THRESHOLDS",
+    "GcPauses",
+    "GcPolicy",
+    "write_gc_pauses",
+]
 
 PAUSE_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -81,20 +87,18 @@ PAUSES = GcPauses()
 """The process's pause histograms (``gc.callbacks`` is process-wide too)."""
 
 
-class GcCollector(Collector):
-    """``probed_gc_pause_seconds{generation}`` from :data:`PAUSES` (safe in any thread)."""
+GC_PAUSE = Family.histogram(
+    "probed_gc_pause_seconds",
+    "Time the garbage collector stopped the interpreter (and the event loop), per "
+    "collection, by generation (2: a full collection).",
+    "generation",
+)
 
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(
-            "probed_gc_pause_seconds",
-            "Time the garbage collector stopped the interpreter (and the event loop), per "
-            "collection, by generation (2: a full collection).",
-            labels=["generation"],
-        )
-        for generation, hist in zip(GENERATIONS, PAUSES.histograms, strict=True):
-            copy = hist.copy()
-            family.add_metric([generation], copy.cumulative(), sum_value=copy.sum)
-        yield family
+
+def write_gc_pauses(w: Writer) -> None:
+    """``probed_gc_pause_seconds{generation}`` from :data:`PAUSES` (safe in any thread:
+    each histogram is copied, a collection in between lands in the next scrape)."""
+    w.histograms(GC_PAUSE, [(g,) for g in GENERATIONS], [h.copy() for h in PAUSES.histograms])
 
 
 class GcPolicy:

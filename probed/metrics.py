@@ -33,7 +33,7 @@ from probed.exposition import (
     compress,
     render,
 )
-from probed.gcpolicy import GcCollector
+from probed.gcpolicy import write_gc_pauses
 from probed.maintenance import Maintenance, write_active
 from probed.probemetrics import write_probe_families
 from probed.recommend import SCENARIOS
@@ -211,6 +211,7 @@ class ProbedCollector(Collector):
         build = (__version__, platform.python_version(), info.event_loop, info.location)
         w.samples(BUILD_INFO, [build], [1])
         w.samples(SHARD_INFO, [(str(info.shard.index), str(info.shard.total))], [1])
+        write_gc_pauses(w)
 
 
 SCHEDULER_LAG = Family.histogram(
@@ -427,9 +428,7 @@ class ProbedRegistry(CollectorRegistry):
             PlatformCollector(registry=self),
             # python_gc_objects_collected_total: reference cycles found per generation
             GCCollector(registry=self),
-            GcCollector(),
         )
-        self.register(self._others[-1])
         self.labels = LabelCache()
         """The line prefixes of the last scrape's series (``probed.exposition``)."""
 

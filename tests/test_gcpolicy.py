@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from probed import startgc
 from probed.config import Config, TargetConfig, load_config
 from probed.daemon import Daemon
 from probed.evaluate import Evaluator
+from probed.exposition import negotiate
 from probed.gcpolicy import PAUSE_BUCKETS, PAUSES, THRESHOLDS, GcPolicy
 from probed.metrics import DaemonInfo, build_registry
 from probed.results import ProbeResult, ProbeRun, Reason
@@ -53,6 +55,17 @@ def test_pauses_are_timed_per_generation_and_exported() -> None:
         check=False,
     )  # fmt: skip
     assert (0, b"", b"") == (checked.returncode, checked.stdout, checked.stderr)
+
+
+def test_pauses_are_written_by_the_fast_path() -> None:
+    """A scrape writes the pause histograms from the label cache as it writes the probed
+    families: prometheus_client's OpenMetrics encoder took 0.5 ms of CPU for their 48 lines,
+    a tenth of what was left to it (the process collector's few lines stay with it)."""
+    registry = build_registry(ResultStore(), DaemonInfo())
+    frozen = registry.frozen()
+    assert "probed_gc_pause_seconds" not in [metric.name for metric in frozen.others.collect()]
+    zipped = frozen.expose(negotiate("application/openmetrics-text;version=1.0.0"), gzip=True)
+    assert 3 == gzip.decompress(zipped).count(b"probed_gc_pause_seconds_count")
 
 
 def test_start_up_collects_only_young_garbage_until_ended() -> None:
