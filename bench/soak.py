@@ -70,6 +70,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import math
 import os
 import platform
@@ -290,6 +291,13 @@ class Soak:
         await self.shutdown()
         assert run.snap0 is not None
         assert run.snap1 is not None
+        # when each fault began, on the daemon log's clock (UTC): for --log-dir readers
+        (self.scratch / "faults.txt").write_text(
+            "".join(
+                f"{datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat()}  {state}\n"
+                for wall, state in driver.timeline[1:]
+            )
+        )
         run.log = scan_logs(
             self.scratch / "daemon.log",
             self.scratch / "daemon.stderr",
@@ -421,7 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-period", type=positive, default=30.0, help="seconds between fault toggles (30)"
     )
     parser.add_argument(
-        "--log-dir", help="keep the daemon's config, logs and state in this directory"
+        "--log-dir",
+        help="keep the daemon's config, logs and state in this directory, and faults.txt:"
+        " when each fault began (UTC)",
     )
     parser.add_argument(
         "--quick",

@@ -14,10 +14,11 @@ and looks every 2 ms how late the ticker is. While it is more than 20 ms late
 samples the main thread's stack (``sys._current_frames()``; ``GCn |`` marks a sample taken
 while a collection of generation n runs). A stall longer than 40 ms
 (``STALL_SAMPLER_REPORT_MS``) is appended to
-``$STALL_SAMPLER_DIR/stalls-PID.txt`` (``/tmp`` by default): its length
-and, from the last look before the loop's last on-time tick to the end, the loop thread's
-time on a CPU, waiting in the kernel's run queue for one (the machine's other processes),
-and off both (blocked: waiting for the GIL, or in the poll), from
+``$STALL_SAMPLER_DIR/stalls-PID.txt`` (``/tmp`` by default): its length, when it began
+(UTC, the clock of the daemon's log lines), and, from the last look before the loop's
+last on-time tick to the end, the loop thread's time on a CPU, waiting in the kernel's run
+queue for one (the machine's other processes), and off both (blocked: waiting for the GIL,
+or in the poll), from
 ``/proc/self/task/TID/schedstat``, and the CPU of the process's other threads; then its six
 most frequent stacks, innermost first.
 
@@ -41,6 +42,7 @@ where stalls come from, not for figures.
 
 from __future__ import annotations
 
+import datetime
 import gc
 import os
 import sys
@@ -117,7 +119,8 @@ def _sample() -> None:
         look = _look(sched)
         if samples:
             if now - started > _REPORTED:
-                _report(out, now - started, base, look, samples)
+                began = time.time() - (time.monotonic() - started)  # the daemon log's clock
+                _report(out, now - started, began, base, look, samples)
             samples = []
         looks.append(look)
 
@@ -133,14 +136,17 @@ def _look(path: str) -> _Look:
     return when, int(run), int(wait), cpu
 
 
-def _report(out: str, length: float, base: _Look, end: _Look, samples: list[str]) -> None:
+def _report(
+    out: str, length: float, began: float, base: _Look, end: _Look, samples: list[str]
+) -> None:
+    stamp = datetime.datetime.fromtimestamp(began, datetime.UTC).isoformat(timespec="milliseconds")
     span = (end[0] - base[0]) * 1e3
     run, wait = (end[1] - base[1]) / 1e6, (end[2] - base[2]) / 1e6
     others = max(0.0, (end[3] - base[3]) * 1e3 - run)
     with open(out, "a", encoding="utf-8") as f:
         f.write(
-            f"== stall {length * 1000:.0f} ms; over {span:.0f} ms the loop's thread was on a "
-            f"CPU {run:.0f} ms, waiting for one {wait:.0f} ms, off both "
+            f"== stall {length * 1000:.0f} ms from {stamp}; over {span:.0f} ms the loop's thread "
+            f"was on a CPU {run:.0f} ms, waiting for one {wait:.0f} ms, off both "
             f"{max(0.0, span - run - wait):.0f} ms; the other threads' CPU {others:.0f} ms; "
             f"{len(samples)} samples\n"
         )
