@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +15,7 @@ import structlog
 from test_daemon import read_event
 
 from probed import eventloop
+from probed.stream.hub import Hub
 
 
 async def _running_loop() -> str:
@@ -110,3 +112,30 @@ async def test_the_process_without_uvloop_warns_and_runs_on_asyncio(tmp_path: Pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _early_waits(waits: int) -> list[float]:
+    """How much before its timeout each of ``waits`` nonce waits ended (0: not before)."""
+    hub = Hub()
+    early = []
+    for i in range(waits):
+        seconds = 0.0051 + (i % 7) * 0.00013  # between two of libuv's whole milliseconds
+        with hub.expect("events", "nonce") as waiter:
+            started = time.monotonic()
+            assert await waiter.wait(seconds) is None
+            early.append(max(0.0, seconds - (time.monotonic() - started)))
+        event = asyncio.Event()
+        started = time.monotonic()
+        assert not await eventloop.wait_set(event, started + seconds)
+        early.append(max(0.0, seconds - (time.monotonic() - started)))
+    return early
+
+
+@pytest.mark.parametrize("name", eventloop.EVENT_LOOPS)
+def test_a_wait_never_ends_before_its_deadline(name: str) -> None:
+    """uvloop's timers may fire up to a millisecond early (about one wait in twelve here):
+    a reflect run waiting for its event until ``lost_after`` must not call it lost before
+    then (``test_reflect_over_sse[lost]`` read a run of 0.79998 s against 0.8)."""
+    with asyncio.Runner(loop_factory=eventloop.loop_factory(name)) as runner:
+        early = runner.run(_early_waits(100))
+    assert [] == [round(e * 1000, 3) for e in early if e > 0]

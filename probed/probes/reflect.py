@@ -86,6 +86,7 @@ from yarl import URL
 
 from probed.config import ReflectProbe
 from probed.errors import ProbeFailure
+from probed.eventloop import wait_set
 from probed.http.session import PhaseTimer
 from probed.http.tls import ssl_for
 from probed.probes.base import ProbeContext
@@ -145,13 +146,7 @@ class _Copies:
             deadline = time.monotonic() + seconds
             while not self.times and self.closed is None:
                 self._changed.clear()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._changed.wait()
-                except TimeoutError:
+                if not await wait_set(self._changed, deadline):
                     break
         return self.times[0] if self.times else None
 

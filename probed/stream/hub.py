@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from probed.eventloop import wait_set
 from probed.netvalues import json_loads
 from probed.stream.accounting import Verdict
 from probed.stream.decoder import Event
@@ -156,12 +158,8 @@ class NonceWaiter:
 
     async def wait(self, timeout: float) -> float | None:  # noqa: ASYNC109
         """The monotonic time of the first arrival, or ``None`` after ``timeout`` seconds."""
-        if timeout > 0 and not self._event.is_set():
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._event.wait()
-            except TimeoutError:
-                pass
+        if timeout > 0:
+            await wait_set(self._event, time.monotonic() + timeout)
         return self.arrival.first
 
     def close(self) -> None:
