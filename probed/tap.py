@@ -37,12 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from probed.eventloop import wait_set
 from probed.store import ResultStore
 from probed.stream.hub import Hub, ReceivedEvent
 
@@ -153,12 +155,7 @@ class TapClient:
 
     async def wait(self, seconds: float) -> None:
         """Until an event is queued, the tap is ended, or ``seconds`` passed."""
-        if not self._wake.is_set():
-            try:
-                async with asyncio.timeout(seconds):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+        await wait_set(self._wake, time.monotonic() + seconds)
 
     def end(self, reason: str) -> None:
         """Make the handler send ``end`` and return; a client that takes nothing is cut."""
