@@ -130,8 +130,8 @@ class GcPolicy:
         slices, a 3-4 ms middle collection on top of a 2-3 ms slice (bench/README.md).
         Held back, they wait for the body's end, and the young and middle generations are
         collected once, with nothing else in that step, after the loop has had
-        ``TURN_SECONDS`` to itself: a probe run due then takes three turns to start, and
-        after one turn the collection would come between them, as slices did. Other tasks
+        ``TURN_SECONDS`` to itself: a probe run due then takes up to two turns to start, and
+        after one turn the collection could come between them, as slices did. Other tasks
         allocate meanwhile too: their garbage waits the body's few tenths of a second.
         """
         if not gc.isenabled():

@@ -1,7 +1,9 @@
-"""Per-probe fixed-rate loops that never drift and never overlap.
+"""Per-probe fixed-rate ticks that never drift and never overlap.
 
 Each probe's ticks are planned at ``epoch + phase + k * interval`` on the
-monotonic clock (``time.monotonic``), so sleeping late once never shifts later ticks.
+monotonic clock (``time.monotonic``), so a timer firing late once never shifts later
+ticks. Each tick is a timer whose callback makes the run's task and sets the next one: a
+due run starts one callback after its timer, not after a task woken by it.
 ``spread_phases`` gives the probes that share an interval evenly spaced phases, in
 the order of their names' hashes (deterministic, so a restart with the same config
 plans the same order), turned by a small random jitter per interval (so several
@@ -11,10 +13,10 @@ target, then work in bursts that show in the latencies measured. A reload keeps 
 phases of the probes it does not change and puts new ones in the widest gaps.
 
 A tick whose previous run is still in flight is skipped and counted
-(``probed_probe_skipped_total{reason="overlap"}``); a loop that fell more than
-one interval behind skips the missed ticks (``reason="missed"``) instead of
-bursting. A global semaphore caps concurrent runs. Tasks are created in the
-daemon's TaskGroup: the scheduler owns no event loop and no signals.
+(``probed_probe_skipped_total{reason="overlap"}``); a timer that fired more than one
+interval late skips the missed ticks (``reason="missed"``) instead of bursting. A global
+semaphore caps concurrent runs. Tasks are created in the daemon's TaskGroup: the
+scheduler owns no event loop and no signals.
 """
 
 from __future__ import annotations
@@ -114,12 +116,17 @@ def spread_phases(
 class _Probe:
     spec: ProbeSpec
     phase: float
-    loop_task: asyncio.Task[None] | None = None
+    first: float = 0.0
+    """When its tick 0 was planned (monotonic seconds)."""
+    tick: int = 0
+    """The next tick: planned at ``first + tick * interval``."""
+    timer: asyncio.TimerHandle | None = None
+    current: asyncio.Task[None] | None = None
     runs: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class Scheduler:
-    """Runs every configured probe on its own fixed-rate loop."""
+    """Runs every configured probe on its own fixed-rate ticks."""
 
     def __init__(
         self,
@@ -214,50 +221,68 @@ class Scheduler:
         if self._tg is None:
             raise RuntimeError("Scheduler.start() must be called first")
         self._store.register(spec.name, spec.kind, spec.target)
-        probe = _Probe(spec, phase)
-        self._probes[spec.name] = probe
         # the first tick on the phase's grid from now on
         behind = now - (self._epoch + phase)
         first = self._epoch + phase + max(0, math.ceil(behind / spec.interval)) * spec.interval
-        probe.loop_task = self._tg.create_task(
-            self._loop(probe, first), name=f"probe-loop:{spec.name}"
-        )
+        probe = _Probe(spec, phase, first)
+        self._probes[spec.name] = probe
+        self._arm(probe)
 
     def _remove(self, name: str) -> None:
         probe = self._probes.pop(name, None)
         if probe is None:
             return
-        if probe.loop_task is not None:
-            probe.loop_task.cancel()
+        if probe.timer is not None:
+            probe.timer.cancel()
         for task in probe.runs:
             task.cancel()
 
-    async def _loop(self, probe: _Probe, first: float) -> None:
+    def _arm(self, probe: _Probe) -> None:
+        """Set the timer of ``probe``'s next tick."""
+        delay = probe.first + probe.tick * probe.spec.interval - _now()
+        loop = asyncio.get_running_loop()
+        probe.timer = loop.call_later(max(0.0, delay), self._due, probe)
+
+    def _due(self, probe: _Probe) -> None:
+        """A tick's timer fired: start its run, or count it skipped; then set the next one.
+
+        The run's task is made here, in the timer's callback: its first step is the next
+        callback the loop runs (asyncio: in the next turn; uvloop, which runs timers before
+        the turn's other callbacks: in this one). A task that slept until the tick took a
+        turn more to wake and make it, each turn of a busy loop's work more of lag.
+        """
+        if self._stopping or self._probes.get(probe.spec.name) is not probe:
+            return
         spec = probe.spec
         interval = spec.interval
-        tick = 0
-        current: asyncio.Task[None] | None = None
-        while not self._stopping:
-            planned = first + tick * interval
-            delay = planned - _now()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        try:
+            planned = probe.first + probe.tick * interval
             behind = _now() - planned
             if behind >= interval:
                 missed = int(behind // interval)
                 for _ in range(missed):
                     self._store.skipped(spec.name, "missed")
-                tick += missed
-                planned = first + tick * interval
-            tick += 1
+                probe.tick += missed
+                planned = probe.first + probe.tick * interval
+            probe.tick += 1
+            current = probe.current
             if current is not None and not current.done():
                 self._store.skipped(spec.name, "overlap")
                 _log.debug("probe_skipped", probe=spec.name, reason="overlap")
-                continue
-            assert self._tg is not None
-            current = self._tg.create_task(self._run(spec, planned), name=f"probe-run:{spec.name}")
-            probe.runs.add(current)
-            current.add_done_callback(probe.runs.discard)
+            else:
+                assert self._tg is not None
+                run = self._run(spec, planned)
+                try:
+                    current = self._tg.create_task(run, name=f"probe-run:{spec.name}")
+                except RuntimeError:  # the group ends (the daemon goes down): so do the ticks
+                    run.close()
+                    return
+                probe.current = current
+                probe.runs.add(current)
+                current.add_done_callback(probe.runs.discard)
+        except Exception:  # a bug guard: this tick is lost, never the probe's next ones
+            self._log_failure("probe_tick_failed", spec.name)
+        self._arm(probe)
 
     async def _run(self, spec: ProbeSpec, planned: float) -> None:
         async with self._sem:
@@ -279,10 +304,14 @@ class Scheduler:
             for sink in self._sinks:
                 sink.run_finished(run, lag)
         except Exception:
-            now = _now()
-            if now - self._failure_logged.get(spec.name, -_FAILURE_LOG_EVERY) >= _FAILURE_LOG_EVERY:
-                self._failure_logged[spec.name] = now  # a traceback a minute, not one a run
-                _log.exception("probe_result_handling_failed", probe=spec.name)
+            self._log_failure("probe_result_handling_failed", spec.name)
+
+    def _log_failure(self, event: str, name: str) -> None:
+        """Log the exception being handled: a traceback a minute per probe, not one a run."""
+        now = _now()
+        if now - self._failure_logged.get(name, -_FAILURE_LOG_EVERY) >= _FAILURE_LOG_EVERY:
+            self._failure_logged[name] = now
+            _log.exception(event, probe=name)
 
     def _judge_timeout(
         self, spec: ProbeSpec, run: ProbeRun, lag: float, started: float, ended: float
@@ -314,8 +343,8 @@ class Scheduler:
         """
         self._stopping = True
         for probe in self._probes.values():
-            if probe.loop_task is not None:
-                probe.loop_task.cancel()
+            if probe.timer is not None:
+                probe.timer.cancel()
         pending = {t for p in self._probes.values() for t in p.runs if not t.done()}
         cancelled = 0
         if pending:
@@ -325,9 +354,6 @@ class Scheduler:
             cancelled = len(still)
             if still:
                 await asyncio.wait(still)
-        loops = [p.loop_task for p in self._probes.values() if p.loop_task is not None]
-        if loops:
-            await asyncio.wait(loops)
         return cancelled
 
 

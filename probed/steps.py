@@ -42,13 +42,13 @@ SLICE_SECONDS = 0.002
 
 TURN_SECONDS = 0.002
 """How long sliced work leaves the loop to the rest between two slices. A due probe run
-takes three turns of the loop to start (its timer fires, its probe's loop wakes, its own
-task starts) and an arriving event two or three: after ``asyncio.sleep(0)`` the work would
-come back at the next turn and take a whole slice before each of them (a run 10-15 ms
-late in the soak, with 2-5 ms slices). Behind a timer it comes back once that chain has
-run. 2 ms, as libuv's timers (uvloop) count whole milliseconds from the last whole one: 1 ms
-there is 0-1 ms. It costs the work wall time (an evaluation of 500 streams takes twice as
-long), not CPU."""
+takes two turns of the loop to start (its timer fires and makes its task, the task starts;
+one on uvloop) and an arriving event two or three: after ``asyncio.sleep(0)`` the work
+would come back at the next turn and take a whole slice before each of them (a run 10-15
+ms late in the soak, with 2-5 ms slices, when a run took three turns). Behind a timer it
+comes back once that chain has run. 2 ms, as libuv's timers (uvloop) count whole
+milliseconds from the last whole one: 1 ms there is 0-1 ms. It costs the work wall time
+(an evaluation of 500 streams takes twice as long), not CPU."""
 
 ITEMS_PER_STEP = 25
 """Probes or streams a stepped piece of work handles between two checkpoints (the signals

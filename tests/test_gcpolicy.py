@@ -248,10 +248,11 @@ def test_an_evaluation_s_slices_hold_no_collection() -> None:
 
 
 async def test_a_run_due_at_the_body_s_end_starts_before_the_held_back_collection() -> None:
-    """A due probe run takes three turns of the loop to start (its timer fires, its probe's
-    loop wakes, its own task starts). The collection held back during an evaluation (a
-    middle one: 2-5 ms in the soak) must not come between them: the run would start late by
-    it. So the policy leaves the loop a timer's turn before collecting, not one turn."""
+    """Work due by a timer takes turns of the loop to start: a probe run two (its timer
+    fires and makes its task, the task starts), a timer that wakes a task that starts
+    another three, as here. The collection held back during an evaluation (a middle one:
+    2-5 ms in the soak) must not come between them: the work would start late by it. So
+    the policy leaves the loop a timer's turn before collecting, not one turn."""
     loop = asyncio.get_running_loop()
     policy = GcPolicy()
     order: list[str] = []

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict
+from typing import Any
 
 import pytest
 import structlog
@@ -152,10 +153,10 @@ def _busy(seconds: float, step: float) -> Steps[None]:
 
 
 async def test_a_run_due_during_sliced_work_waits_for_one_slice_at_most() -> None:
-    """An evaluation hands the loop back between slices. A due run then takes three turns
-    of the loop (its timer, its probe's loop, its own task): if the work took a slice at
-    each of them, the run would start two or three slices late (10-15 ms in the soak,
-    with 2-5 ms slices), not one."""
+    """An evaluation hands the loop back between slices. A due run then takes two turns of
+    the loop (its timer, its task; three before its timer made its task): if the work took
+    a slice at each of them, the run would start two or three slices late (10-15 ms in the
+    soak, with 2-5 ms slices), not one."""
     store = LagStore()
     sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=10, jitter=0)
     slice_s = 0.02
@@ -169,6 +170,48 @@ async def test_a_run_due_during_sliced_work_waits_for_one_slice_at_most() -> Non
     assert len(during) >= 5, during
     # one slice (and the step that ends it) at most, with room for a busy machine
     assert max(during) < 1.5 * slice_s, [round(lag * 1000, 1) for lag in during]
+
+
+class _BusyTurns:
+    """A callback that spins ``busy`` seconds in every turn of the loop (it queues itself
+    for the next turn each time), as hundreds of streams' reads may fill turns in a row."""
+
+    def __init__(self, busy: float) -> None:
+        self.busy = busy
+        self.stopped = False
+
+    def __call__(self) -> None:
+        end = time.perf_counter() + self.busy
+        while time.perf_counter() < end:
+            pass
+        if not self.stopped:
+            asyncio.get_running_loop().call_soon(self)
+
+
+async def test_a_due_run_starts_in_the_turn_after_its_timer_fires() -> None:
+    """While every turn of the loop is busy, a due run waits for the turn its timer fires in
+    to end, then starts in the next one (asyncio; on uvloop, whose timers fire before the
+    turn's other callbacks, in the same one): a timer that woke a loop task that made the
+    run's task took a turn more, a turn's work more of lag at every late run."""
+    uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    turns = 1 if uvloop else 2  # the turns a run waits through after its timer's turn began
+    store = LagStore()
+    sched = Scheduler(store=store, runner=FakeRunner(), max_concurrency=10, jitter=0)
+    busy = _BusyTurns(0.007)
+    async with asyncio.TaskGroup() as tg:
+        sched.start(tg, [spec("p", "100ms", "50ms")])
+        await asyncio.sleep(0.15)
+        before = len(store.lags)
+        asyncio.get_running_loop().call_soon(busy)
+        await asyncio.sleep(1.5)
+        busy.stopped = True
+        during = store.lags[before + 1 :]  # the first: due before the busy turns began
+        await sched.stop(grace=1.0)
+    assert len(during) >= 10, during
+    # each lag: the rest of the turn under way when the run came due (half a turn on
+    # average), then ``turns`` whole turns; a turn more would be a whole busy turn more
+    mean = sum(during) / len(during)
+    assert mean < (turns + 0.5 + 0.5) * busy.busy, [round(lag * 1000, 1) for lag in during]
 
 
 async def test_a_reload_keeps_phases_and_fills_gaps() -> None:
@@ -253,17 +296,20 @@ async def test_missed_ticks_are_skipped_not_burst() -> None:
 
 
 async def test_apply_diffs_by_name() -> None:
-    """apply() keeps unchanged loops, restarts changed ones and forgets removed ones."""
+    """apply() keeps unchanged ticks, restarts changed ones and forgets removed ones."""
     store = ResultStore()
     runner = FakeRunner()
     sched = Scheduler(store=store, runner=runner, max_concurrency=10, jitter=0)
     async with asyncio.TaskGroup() as tg:
         sched.start(tg, [spec("keep"), spec("change"), spec("drop")])
         await asyncio.sleep(0.25)
-        keep_task = sched._probes["keep"].loop_task
+        keep, change = sched._probes["keep"], sched._probes["change"]
+        keep_timer = keep.timer
         added, changed, removed = sched.apply([spec("keep"), spec("change", "200ms"), spec("new")])
         assert (["new"], ["change"], ["drop"]) == (added, changed, removed)
-        assert keep_task is sched._probes["keep"].loop_task
+        assert keep is sched._probes["keep"]
+        assert keep_timer is keep.timer
+        assert change is not sched._probes["change"]
         assert store.get("drop") is None
         assert store.get("new") is not None
         await asyncio.sleep(0.25)
@@ -318,6 +364,56 @@ async def test_a_failing_result_hook_costs_one_result_not_the_scheduler() -> Non
     assert ["probe_result_handling_failed"] == [
         e["event"] for e in logs if e["event"] == "probe_result_handling_failed"
     ]
+
+
+async def test_a_failing_tick_costs_that_tick_not_the_probe() -> None:
+    """A bug in a tick's accounting is logged once a minute; the next ticks come."""
+
+    class BrokenSkips(ResultStore):
+        def skipped(self, name: str, reason: str) -> None:
+            raise RuntimeError("a bug in the skip accounting")
+
+    store = BrokenSkips()
+    runner = FakeRunner(duration=0.12)  # every other tick finds the run in flight: skipped
+    sched = Scheduler(store=store, runner=runner, max_concurrency=4, jitter=0)
+    with structlog.testing.capture_logs() as logs:
+        await run_for(sched, [spec("a", interval="50ms", timeout="40ms")], 0.6)
+    assert len(runner.starts["a"]) >= 3
+    assert ["probe_tick_failed"] == [e["event"] for e in logs if e["event"] == "probe_tick_failed"]
+
+
+async def test_ticks_end_with_the_task_group() -> None:
+    """A TaskGroup that ends (another task failed: the daemon goes down) ends the ticks:
+    no tick fails against it, and none is left to fire."""
+    sched = Scheduler(store=ResultStore(), runner=FakeRunner(), max_concurrency=4, jitter=0)
+    handled: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: handled.append(context))
+    due = sched._due
+    fired: list[float] = []
+
+    def counted(probe: Any) -> None:
+        fired.append(time.monotonic())
+        due(probe)
+
+    sched._due = counted  # type: ignore[method-assign]
+
+    async def fail() -> None:
+        await asyncio.sleep(0.12)
+        raise ValueError("another task's bug")
+
+    async def group() -> None:
+        async with asyncio.TaskGroup() as tg:
+            sched.start(tg, [spec("a", interval="20ms", timeout="10ms")])
+            tg.create_task(fail())
+
+    with structlog.testing.capture_logs() as logs, pytest.raises(ExceptionGroup):
+        await group()
+    ended = time.monotonic()
+    await asyncio.sleep(0.1)  # five ticks' time
+    assert len(fired) >= 4  # it ticked while the group ran
+    assert len([t for t in fired if t > ended]) <= 1  # the tick that found it ended, no more
+    assert [] == handled
+    assert [] == [e for e in logs if e["log_level"] in ("error", "critical")]
 
 
 class LagRecorder:
