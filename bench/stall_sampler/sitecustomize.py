@@ -10,9 +10,9 @@ daemon, so the daemon imports this module at start). Without ``STALL_SAMPLER`` i
 nothing. A thread waits until ``probed.daemon`` is imported and its event loop runs
 (found through the main thread's ``asyncio.Runner``), then puts a 2 ms ticker on the loop
 and looks every 2 ms how late the ticker is. While it is more than 20 ms late
-(``STALL_SAMPLER_LATE_MS``) the thread
-samples the main thread's stack (``sys._current_frames()``; ``GCn |`` marks a sample taken
-while a collection of generation n runs). A stall longer than 40 ms
+(``STALL_SAMPLER_LATE_MS``) the thread samples the main thread's stack every half
+millisecond (``sys._current_frames()``; ``GCn |`` marks a sample taken while a collection
+of generation n runs). A stall longer than 40 ms
 (``STALL_SAMPLER_REPORT_MS``) is appended to
 ``$STALL_SAMPLER_DIR/stalls-PID.txt`` (``/tmp`` by default): its length, when it began
 (UTC, the clock of the daemon's log lines), and, from the last look before the loop's
@@ -37,7 +37,10 @@ young collections walk, not for timing them.
 
 Samples are few (the sampler needs the GIL, which the busy loop hands over every
 ``sys.getswitchinterval()``) and the thread costs the daemon a little CPU: for finding
-where stalls come from, not for figures.
+where stalls come from, not for figures. ``STALL_SAMPLER_SWITCH_MS`` sets that interval
+(the interpreter's is 5 ms) for more samples per stall, and ``STALL_SAMPLER_TIMELINE=1``
+adds to each reported stall its samples in order, each with the milliseconds since the
+stall began (a run of the same stack written once, with how many samples it held).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from typing import Any
 _LATE = float(os.environ.get("STALL_SAMPLER_LATE_MS", "20")) / 1000
 _REPORTED = float(os.environ.get("STALL_SAMPLER_REPORT_MS", "40")) / 1000
 _PERIOD = 0.002
+_IN_STALL = 0.0005
+"""How often the main thread's stack is sampled while the loop is late."""
 _gc_running: list[int | None] = [None]
 
 
@@ -103,11 +108,12 @@ def _sample() -> None:
     with open(out, "a", encoding="utf-8") as f:
         f.write(f"sampling {loop!r}\n")
     samples: list[str] = []
+    offsets: list[float] = []
     sched = f"/proc/self/task/{threading.main_thread().native_id}/schedstat"
     looks: deque[_Look] = deque([_look(sched)], maxlen=16)  # recent on-time looks
     started, base = 0.0, looks[0]
     while True:
-        time.sleep(_PERIOD)
+        time.sleep(_IN_STALL if samples else _PERIOD)
         now = time.monotonic()
         if now - ticked[0] > _LATE:
             if not samples:
@@ -115,13 +121,14 @@ def _sample() -> None:
                 # the last look before the loop's last tick: the stall's whole length
                 base = next((k for k in reversed(looks) if k[0] <= started), looks[0])
             samples.append(_stack(main_id))
+            offsets.append(now - started)
             continue
         look = _look(sched)
         if samples:
             if now - started > _REPORTED:
                 began = time.time() - (time.monotonic() - started)  # the daemon log's clock
-                _report(out, now - started, began, base, look, samples)
-            samples = []
+                _report(out, now - started, began, base, look, samples, offsets)
+            samples, offsets = [], []
         looks.append(look)
 
 
@@ -137,7 +144,13 @@ def _look(path: str) -> _Look:
 
 
 def _report(
-    out: str, length: float, began: float, base: _Look, end: _Look, samples: list[str]
+    out: str,
+    length: float,
+    began: float,
+    base: _Look,
+    end: _Look,
+    samples: list[str],
+    offsets: list[float],
 ) -> None:
     stamp = datetime.datetime.fromtimestamp(began, datetime.UTC).isoformat(timespec="milliseconds")
     span = (end[0] - base[0]) * 1e3
@@ -152,6 +165,16 @@ def _report(
         )
         for stack, count in Counter(samples).most_common(6):
             f.write(f"  {count:4d} {stack}\n")
+        if os.environ.get("STALL_SAMPLER_TIMELINE"):
+            f.write("  in order (ms since the stall began, samples, stack):\n")
+            runs: list[list[Any]] = []
+            for stack, offset in zip(samples, offsets, strict=True):
+                if runs and runs[-1][2] == stack:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([offset, 1, stack])
+            for offset, count, stack in runs:
+                f.write(f"    {offset * 1000:6.1f} {count:3d} {stack}\n")
 
 
 def _census(after: float) -> None:
@@ -229,6 +252,8 @@ def _on_young(phase: str, info: dict[str, Any]) -> None:
 
 if os.environ.get("STALL_SAMPLER_YOUNG"):
     gc.callbacks.append(_on_young)
+if os.environ.get("STALL_SAMPLER_SWITCH_MS"):
+    sys.setswitchinterval(float(os.environ["STALL_SAMPLER_SWITCH_MS"]) / 1000)
 if os.environ.get("STALL_SAMPLER"):
     threading.Thread(target=_sample, name="stall-sampler", daemon=True).start()
 if os.environ.get("STALL_SAMPLER_CENSUS"):
