@@ -5,6 +5,7 @@ Run from the repository root::
     python bench/soak.py                     # 480 s warm-up, then a 600 s window (about 19 min)
     python bench/soak.py --quick             # smoke run: 20 s warm-up, 60 s window
     python bench/soak.py --duration 3600 --log-dir /tmp/soak   # an hour; keep logs and config
+    python bench/soak.py --busy 0.8          # beside a process keeping 0.8 of a CPU busy
 
 See bench/README.md for what is measured and how to read it.
 
@@ -75,6 +76,7 @@ import math
 import os
 import platform
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -104,10 +106,24 @@ from soak_logs import scan_logs
 from soak_report import Run, report
 from soak_runqueue import RunQueueSampler
 from soak_sampler import Snapshot, mib, quiet_reading, sample, scrape
-from soak_targets import PASSWORD_ENV, REPO, TargetProc, serve_target, start_target
+from soak_targets import PASSWORD_ENV, REPO, SOAK, TargetProc, serve_target, start_target
 
 SETTLE = 3.0
 """Seconds to wait after every stream is back before a start or end reading."""
+
+BUSY_PERIOD = 0.02
+"""``--busy``: the busy process spins this long times the share, then sleeps the rest."""
+
+
+def serve_busy(share: float, lifetime: float) -> int:
+    """Keep ``share`` of one CPU busy, a burst every ``BUSY_PERIOD``, for ``lifetime`` s."""
+    end = time.monotonic() + lifetime
+    while (now := time.monotonic()) < end:
+        until = now + share * BUSY_PERIOD
+        while time.monotonic() < until:
+            pass
+        time.sleep((1.0 - share) * BUSY_PERIOD)
+    return 0
 
 
 # --------------------------------------------------------------------------------------
@@ -160,6 +176,10 @@ class Soak:
         env[PASSWORD_ENV] = secrets.token_urlsafe(18)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         lifetime = args.warmup + args.duration + 900.0
+        if args.busy > 0:
+            busy = [sys.executable, str(SOAK), "--serve-busy"]
+            busy += ["--busy", f"{args.busy:g}", "--lifetime", f"{lifetime:.0f}"]
+            await self.procs.spawn(busy, stdout=subprocess.DEVNULL, env=env, cwd=REPO)
         for k in range(plan.targets):
             self.targets.append(
                 await start_target(
@@ -375,6 +395,11 @@ async def bench(args: argparse.Namespace) -> int:
         f"{plan.events_rate:g} events/s published"
     )
     say(f"  logs and config in {scratch}" + ("" if args.log_dir else " (deleted at the end)"))
+    if args.busy > 0:
+        say(
+            f"  a busier machine: a process keeps {args.busy:g} of a CPU busy "
+            f"({args.busy * BUSY_PERIOD * 1000:g} ms of every {BUSY_PERIOD * 1000:g})"
+        )
     measured = False
     try:
         try:
@@ -438,7 +463,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="smoke run: 20 s warm-up, 60 s window, faults every 10 s",
     )
+    parser.add_argument(
+        "--busy",
+        type=float,
+        default=0.0,
+        help="a busier machine: a process that keeps this share of one CPU busy, in bursts "
+        f"of {BUSY_PERIOD * 1000:g} ms times the share (0: none)",
+    )
     hidden = argparse.SUPPRESS
+    parser.add_argument("--serve-busy", action="store_true", help=hidden)
     parser.add_argument("--serve-target", action="store_true", help=hidden)
     parser.add_argument("--index", type=int, default=0, help=hidden)
     parser.add_argument("--target-events-rate", type=float, default=0.0, help=hidden)
@@ -451,6 +484,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve_target:
         return serve_target(args.index, args.target_events_rate, max(1, args.groups), args.lifetime)
+    if args.serve_busy:
+        return serve_busy(args.busy, args.lifetime)
+    if not 0.0 <= args.busy < 1.0:
+        print("--busy must be in [0, 1)", file=sys.stderr)
+        return 2
     if args.quick:
         args.duration = min(args.duration, 60.0)
         args.warmup = min(args.warmup if args.warmup is not None else 20.0, 20.0)
