@@ -121,7 +121,6 @@ class _Probe:
     tick: int = 0
     """The next tick: planned at ``first + tick * interval``."""
     timer: asyncio.TimerHandle | None = None
-    current: asyncio.Task[None] | None = None
     runs: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -251,7 +250,7 @@ class Scheduler:
         the turn's other callbacks: in this one). A task that slept until the tick took a
         turn more to wake and make it, each turn of a busy loop's work more of lag.
         """
-        if self._stopping or self._probes.get(probe.spec.name) is not probe:
+        if self._stopping:  # stop() cancels the timers too
             return
         spec = probe.spec
         interval = spec.interval
@@ -265,8 +264,7 @@ class Scheduler:
                 probe.tick += missed
                 planned = probe.first + probe.tick * interval
             probe.tick += 1
-            current = probe.current
-            if current is not None and not current.done():
+            if any(not task.done() for task in probe.runs):
                 self._store.skipped(spec.name, "overlap")
                 _log.debug("probe_skipped", probe=spec.name, reason="overlap")
             else:
@@ -277,7 +275,6 @@ class Scheduler:
                 except RuntimeError:  # the group ends (the daemon goes down): so do the ticks
                     run.close()
                     return
-                probe.current = current
                 probe.runs.add(current)
                 current.add_done_callback(probe.runs.discard)
         except Exception:  # a bug guard: this tick is lost, never the probe's next ones
