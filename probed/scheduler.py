@@ -119,9 +119,14 @@ class _Probe:
     first: float = 0.0
     """When its tick 0 was planned (monotonic seconds)."""
     tick: int = 0
-    """The next tick: planned at ``first + tick * interval``."""
+    """The next tick: planned at ``first + tick * interval`` (:attr:`planned`)."""
     timer: asyncio.TimerHandle | None = None
     runs: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def planned(self) -> float:
+        """When its next tick is planned (monotonic seconds)."""
+        return self.first + self.tick * self.spec.interval
 
 
 class Scheduler:
@@ -238,7 +243,7 @@ class Scheduler:
 
     def _arm(self, probe: _Probe) -> None:
         """Set the timer of ``probe``'s next tick."""
-        delay = probe.first + probe.tick * probe.spec.interval - _now()
+        delay = probe.planned - _now()
         loop = asyncio.get_running_loop()
         probe.timer = loop.call_later(max(0.0, delay), self._due, probe)
 
@@ -255,14 +260,14 @@ class Scheduler:
         spec = probe.spec
         interval = spec.interval
         try:
-            planned = probe.first + probe.tick * interval
+            planned = probe.planned
             behind = _now() - planned
             if behind >= interval:
                 missed = int(behind // interval)
                 for _ in range(missed):
                     self._store.skipped(spec.name, "missed")
                 probe.tick += missed
-                planned = probe.first + probe.tick * interval
+                planned = probe.planned
             probe.tick += 1
             if any(not task.done() for task in probe.runs):
                 self._store.skipped(spec.name, "overlap")
