@@ -122,6 +122,8 @@ class _Probe:
     """The next tick: planned at ``first + tick * interval`` (:attr:`planned`)."""
     timer: asyncio.TimerHandle | None = None
     runs: set[asyncio.Task[None]] = field(default_factory=set)
+    task_name: str = ""
+    """Its runs' task name (written once, not on every tick)."""
 
     @property
     def planned(self) -> float:
@@ -228,7 +230,7 @@ class Scheduler:
         # the first tick on the phase's grid from now on
         behind = now - (self._epoch + phase)
         first = self._epoch + phase + max(0, math.ceil(behind / spec.interval)) * spec.interval
-        probe = _Probe(spec, phase, first)
+        probe = _Probe(spec, phase, first, task_name=f"probe-run:{spec.name}")
         self._probes[spec.name] = probe
         self._arm(probe)
 
@@ -269,14 +271,14 @@ class Scheduler:
                 probe.tick += missed
                 planned = probe.planned
             probe.tick += 1
-            if any(not task.done() for task in probe.runs):
+            if probe.runs and any(not task.done() for task in probe.runs):
                 self._store.skipped(spec.name, "overlap")
                 _log.debug("probe_skipped", probe=spec.name, reason="overlap")
             else:
                 assert self._tg is not None
                 run = self._run(spec, planned)
                 try:
-                    current = self._tg.create_task(run, name=f"probe-run:{spec.name}")
+                    current = self._tg.create_task(run, name=probe.task_name)
                 except RuntimeError:  # the group ends (the daemon goes down): so do the ticks
                     run.close()
                     return
