@@ -36,7 +36,7 @@ from probed.evaluate import Evaluator
 from probed.eventloop import loop_name
 from probed.executor import ProbeExecutor
 from probed.gcpolicy import GcPolicy
-from probed.logging import BoundOnce
+from probed.logging import EventLine
 from probed.metrics import DaemonInfo, build_registry
 from probed.persist import Persister, StateStore
 from probed.results import ProbeRun
@@ -80,7 +80,7 @@ class RunLog:
         log_run(run, scheduler_lag)
 
 
-_run_log = BoundOnce("probed")
+_run_log = EventLine("probed")
 _REFLECT_PARTS = (("delivery_lag_seconds", "delivery_lag_ms"),
                   ("duplicate_watch_seconds", "duplicate_watch_ms"))  # fmt: skip
 """A reflect run's parts of ``latency_ms``: (observation, log field)."""
@@ -106,15 +106,14 @@ def log_run(run: ProbeRun, scheduler_lag: float | None = None) -> None:
                 fields[field] = round(value * 1000, 3)
     if scheduler_lag is not None:
         fields["scheduler_lag_ms"] = round(scheduler_lag * 1000, 3)
-    log = _run_log.get()
     if result.success:
-        log.info("probe_run", **fields)
+        _run_log.write("info", "probe_run", fields)
     else:
         assert result.reason is not None
         fields["reason"] = result.reason.value
         fields["error_code"] = result.error_code or result.reason.value
         fields["error_message"] = result.detail
-        log.warning("probe_run", **fields)
+        _run_log.write("warning", "probe_run", fields)
 
 
 class Daemon:

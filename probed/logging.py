@@ -29,7 +29,7 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "BoundOnce", "Redactor", "configure_logging", "redactor"]
+__all__ = ["REDACTED", "BoundOnce", "EventLine", "Redactor", "configure_logging", "redactor"]
 
 REDACTED = "[REDACTED]"
 
@@ -276,10 +276,11 @@ def configure_logging(
 ) -> None:
     """Configure structlog and the standard library's logging to write one line per event."""
     out = stream if stream is not None else sys.stdout
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
+    global _json_chain
+    schema = _Schema(service="probed", env=env, location=location)
+    shared: list[Processor] = [  # no contextvars merged: probed binds none
         structlog.processors.add_log_level,
-        _Schema(service="probed", env=env, location=location),
+        schema,
         structlog.processors.format_exc_info,
         _Redacted(redactor),
     ]
@@ -292,12 +293,14 @@ def configure_logging(
         renderer = _render_json
     numeric = logging.getLevelNamesMapping()[level.upper()]
     writer = _LineWriter(stream if stream is not None and stream is not sys.stdout else None)
+    processors = [*shared, renderer]
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=lambda *args: writer,
         cache_logger_on_first_use=False,
     )
+    _json_chain = _JsonChain(processors, schema, writer, numeric) if fmt == "json" else None
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -341,3 +344,76 @@ class BoundOnce:
             self._bound = structlog.get_logger(self._name).bind()
             self._config = key
         return self._bound
+
+
+_LEVELS = {name.lower(): number for name, number in logging.getLevelNamesMapping().items()}
+_RESERVED = frozenset(
+    ("ts", "timestamp", "level", "event", "service", "env", "location", "exc_info")
+)
+"""Keys a fast line's fields must not have: the chain itself writes or reads them."""
+
+
+class _JsonChain:
+    """What ``configure_logging``'s JSON chain makes of an event whose fields are plain
+    (none in ``_RESERVED``), in one function: the same line, without the processors' calls."""
+
+    __slots__ = ("_fixed", "_min_level", "_processors", "_writer")
+
+    def __init__(
+        self, processors: list[Processor], schema: _Schema, writer: _LineWriter, min_level: int
+    ) -> None:
+        self._processors = processors
+        self._fixed = dict(schema._fields)
+        self._writer = writer
+        self._min_level = min_level
+
+    def installed(self) -> bool:
+        """Whether structlog still runs this chain (a test may have configured its own)."""
+        processors = structlog.get_config()["processors"]
+        return processors is self._processors and processors[-1] is _render_json
+
+    def write(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if _LEVELS[level] < self._min_level:
+            return
+        out: dict[str, Any] = {"ts": _utc_now(), "level": level, "event": event}
+        out.update(self._fixed)
+        out.update(fields)
+        if "error_code" in out or "error_message" in out:  # nested last, as _Schema does
+            code = out.pop("error_code", None)
+            message = out.pop("error_message", None)
+            if code or message:
+                error: dict[str, Any] = {}
+                if code:
+                    error["code"] = code
+                if message:
+                    error["message"] = message
+                out["error"] = error
+        redactor.redact_values(out, skip=1)
+        self._writer.msg(_render_json(None, level, out))
+
+
+_json_chain: _JsonChain | None = None
+
+
+class EventLine:
+    """A line written often (every probe run), its fields given as a dict.
+
+    Under ``configure_logging``'s JSON chain the line is made in one function
+    (``_JsonChain``), byte for byte what the chain writes; otherwise (logfmt, console, a
+    test's own structlog configuration, a field the chain treats itself) through structlog.
+    """
+
+    __slots__ = ("_bound",)
+
+    def __init__(self, name: str) -> None:
+        self._bound = BoundOnce(name)
+
+    def write(
+        self, level: Literal["info", "warning", "error"], event: str, fields: dict[str, Any]
+    ) -> None:
+        """Write ``event`` at ``level`` with ``fields``."""
+        chain = _json_chain
+        if chain is not None and _RESERVED.isdisjoint(fields) and chain.installed():
+            chain.write(level, event, fields)
+        else:
+            getattr(self._bound.get(), level)(event, **fields)

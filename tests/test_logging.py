@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from probed.logging import REDACTED, BoundOnce, Redactor, configure_logging, redactor
+from probed.logging import (
+    REDACTED,
+    BoundOnce,
+    EventLine,
+    Redactor,
+    configure_logging,
+    redactor,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -177,3 +184,49 @@ def test_a_logger_bound_once_follows_a_new_configuration() -> None:
     bound.get().warning("two")
     assert ["one"] == [line["event"] for line in lines(first)]
     assert ["two"] == [line["event"] for line in lines(second)]
+
+
+_EVENT_LINE_CASES: list[tuple[str, dict[str, object]]] = [
+    ("info", {"probe": "health", "run_id": "ab12-3", "latency_ms": 12.5, "http_status": 200}),
+    ("warning", {"probe": "login", "status": "failure", "reason": "http_status",
+                 "error_code": "http_503", "error_message": "503 from user@example.com"}),
+    ("warning", {"probe": "p", "error_code": "", "error_message": None, "after": 1}),
+    ("warning", {"probe": "p", "error_message": "only a message", "detail": "Bearer abc.def"}),
+    ("info", {"probe": "p", "note": "s3cr3t-value inside", "api_key": "k-123", "n": 2**70}),
+    ("info", {"probe": "p", "text": "caf\u00e9 \u2713",
+              "nested": {"password": "x", "ok": [1, "y"]}}),
+    ("error", {"probe": "p", "flag": True, "nothing": None}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("level", "fields"), _EVENT_LINE_CASES)
+def test_an_event_line_is_what_the_chain_writes(level: str, fields: dict[str, object]) -> None:
+    """``EventLine`` writes, without structlog's processors, the very line structlog writes
+    with ``configure_logging``'s JSON chain: same keys, order, redaction and rendering."""
+    buf = io.StringIO()
+    configure_logging(stream=buf, env="staging", location="eu-1")
+    redactor.set_secrets(["s3cr3t-value"])
+    getattr(structlog.get_logger("probed"), level)("probe_run", **fields)
+    EventLine("probed").write(level, "probe_run", dict(fields))  # type: ignore[arg-type]
+    chained, fast = buf.getvalue().splitlines()
+    assert chained.split(",", 1)[1] == fast.split(",", 1)[1]  # all but "ts"
+    assert chained.startswith('{"ts":"')
+    assert fast.startswith('{"ts":"')
+
+
+def test_an_event_line_honours_the_level_and_other_configurations() -> None:
+    """Below the configured level nothing is written; under another format or a test's
+    own structlog configuration the line goes through structlog."""
+    buf = io.StringIO()
+    configure_logging(stream=buf, level="warning")
+    line = EventLine("probed")
+    line.write("info", "probe_run", {"probe": "a"})
+    line.write("warning", "probe_run", {"probe": "b"})
+    assert [("warning", "b")] == [(x["level"], x["probe"]) for x in lines(buf)]
+    logfmt = io.StringIO()
+    configure_logging(stream=logfmt, fmt="logfmt")
+    line.write("info", "probe_run", {"probe": "c"})
+    assert logfmt.getvalue().endswith(" location=default probe=c\n")
+    with structlog.testing.capture_logs() as captured:
+        line.write("info", "probe_run", {"probe": "d", "ts": "mine"})
+    assert [{"probe": "d", "ts": "mine", "event": "probe_run", "log_level": "info"}] == captured
