@@ -10,6 +10,8 @@ Every probe run writes a line, so the chain is kept cheap: one processor adds th
 schema's fields, one redacts and orders (the verdict on each key name and the strings
 found clean are remembered until the secrets change), and lines are rendered by
 orjson (compact, ASCII only: a line with other characters is rendered by ``json``).
+The run's own line (``EventLine``) skips the processors' calls: one function makes
+the line the JSON chain would, byte for byte.
 """
 
 from __future__ import annotations
@@ -373,6 +375,7 @@ class _JsonChain:
         return processors is self._processors and processors[-1] is _render_json
 
     def write(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        """The chain's line of ``event`` at ``level`` with ``fields``, unless filtered out."""
         if _LEVELS[level] < self._min_level:
             return
         out: dict[str, Any] = {"ts": _utc_now(), "level": level, "event": event}
