@@ -158,7 +158,18 @@ async def main(url: str, cafile: str, count: int) -> None:
                     return [resp.status, resp.headers.get("Retry-After")]
             except aiohttp.ClientError:  # cut off past the connection cap
                 return ["closed", None]
-        print(json.dumps(await asyncio.gather(*(one(i) for i in range(count)))))
+        # waves of `count` until the test closes stdin (its scrape is done), 30 at most
+        done = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        answers = []
+        for wave in range(30):
+            flood = asyncio.gather(*(one(i) for i in range(count)))
+            if wave == 0:
+                await asyncio.sleep(0.2)  # the first wave's handshakes under way
+                print("flooding", flush=True)
+            answers += await flood
+            if done.done():
+                break
+        print(json.dumps(answers))
 
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
 """
@@ -179,16 +190,18 @@ async def test_valid_scrape_is_answered_at_once_during_a_bcrypt_flood(
         url = f"{daemon.base}/metrics"
         flood = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _FLOOD, url, str(tmp_path / "ca.pem"), "1000",
-            stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        await asyncio.sleep(0.8)  # the flood is in flight (its process imports in ~0.4 s)
-        in_flight = flood.returncode is None
+        assert flood.stdout is not None
+        started = await asyncio.wait_for(flood.stdout.readline(), 20)
         status, elapsed, _ = await _timed_get(http, url, ctx, _basic(USER, PASSWORD))
-        out, _ = await asyncio.wait_for(flood.communicate(), 30)
+        in_flight = flood.returncode is None  # it floods until its stdin closes
+        out, _ = await asyncio.wait_for(flood.communicate(b""), 30)
         answers = [tuple(a) for a in json.loads(out)]
 
     print(f"valid scrape: {status} in {elapsed:.3f} s; "
           f"flood: {sorted(Counter(a[0] for a in answers).items(), key=str)}")  # fmt: skip
+    assert b"flooding\n" == started
     assert in_flight
     assert 200 == status
     assert elapsed < 1.0, f"valid scrape took {elapsed:.2f} s"
