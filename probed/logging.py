@@ -191,16 +191,22 @@ class _Schema:
             if key not in event_dict:
                 event_dict[key] = value
         if "error_code" in event_dict or "error_message" in event_dict:
-            code = event_dict.pop("error_code", None)
-            message = event_dict.pop("error_message", None)
-            if code or message:
-                error: dict[str, Any] = {}
-                if code:
-                    error["code"] = code
-                if message:
-                    error["message"] = message
-                event_dict["error"] = error
+            _nest_error(event_dict)
         return event_dict
+
+
+def _nest_error(fields: MutableMapping[str, Any]) -> None:
+    """``error_code`` and ``error_message`` of ``fields`` as ``error: {code, message}``, last
+    (none if both are empty)."""
+    code = fields.pop("error_code", None)
+    message = fields.pop("error_message", None)
+    if code or message:
+        error: dict[str, Any] = {}
+        if code:
+            error["code"] = code
+        if message:
+            error["message"] = message
+        fields["error"] = error
 
 
 _this_second: tuple[int, str] = (-1, "")
@@ -381,16 +387,8 @@ class _JsonChain:
         out: dict[str, Any] = {"ts": _utc_now(), "level": level, "event": event}
         out.update(self._fixed)
         out.update(fields)
-        if "error_code" in out or "error_message" in out:  # nested last, as _Schema does
-            code = out.pop("error_code", None)
-            message = out.pop("error_message", None)
-            if code or message:
-                error: dict[str, Any] = {}
-                if code:
-                    error["code"] = code
-                if message:
-                    error["message"] = message
-                out["error"] = error
+        if "error_code" in out or "error_message" in out:
+            _nest_error(out)
         redactor.redact_values(out, skip=1)
         self._writer.msg(_render_json(None, level, out))
 
