@@ -190,14 +190,15 @@ class _Schema:
         for key, value in self._fields:
             if key not in event_dict:
                 event_dict[key] = value
-        if "error_code" in event_dict or "error_message" in event_dict:
-            _nest_error(event_dict)
+        _nest_error(event_dict)
         return event_dict
 
 
 def _nest_error(fields: MutableMapping[str, Any]) -> None:
     """``error_code`` and ``error_message`` of ``fields`` as ``error: {code, message}``, last
     (none if both are empty)."""
+    if "error_code" not in fields and "error_message" not in fields:
+        return
     code = fields.pop("error_code", None)
     message = fields.pop("error_message", None)
     if code or message:
@@ -387,8 +388,7 @@ class _JsonChain:
         out: dict[str, Any] = {"ts": _utc_now(), "level": level, "event": event}
         out.update(self._fixed)
         out.update(fields)
-        if "error_code" in out or "error_message" in out:
-            _nest_error(out)
+        _nest_error(out)
         redactor.redact_values(out, skip=1)
         self._writer.msg(_render_json(None, level, out))
 
